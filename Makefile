@@ -1,0 +1,35 @@
+# Two set-up commands: `make demo` and `make test`. Both bootstrap .venv from nothing
+# (idempotent: a stamp file records the lock that was installed).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-lock
+UV_VERSION := 0.13.9
+
+.PHONY: demo test lint lock bootstrap clean
+
+bootstrap: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@cp requirements.lock $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/shironzi demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check shironzi ingestion tests benchmarks
+	$(BIN)/mypy shironzi
+
+# Regenerate the lock after changing pyproject.toml (needs network access to PyPI).
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .shironzi

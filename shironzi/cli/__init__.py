@@ -1,0 +1,1 @@
+"""The `shironzi` command line."""

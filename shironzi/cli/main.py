@@ -1,0 +1,81 @@
+"""Entry point of the `shironzi` CLI.
+
+Kernel command groups are registered here. Command groups from the other top-level
+packages (ingestion, dbt, features, models, serving, demo ...) register themselves as
+plugins through the `shironzi.cli` entry-point group, so the kernel never imports them.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import click
+import typer
+from rich.console import Console
+
+from shironzi.errors import ShironziError
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+app = typer.Typer(
+    name="shironzi",
+    help="Shironzi: a multi-tenant lakehouse platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register_kernel_groups() -> None:
+    from shironzi.cli import groups
+
+    for name, sub in groups.kernel_groups():
+        app.add_typer(sub, name=name)
+
+
+def _register_plugins() -> None:
+    for ep in entry_points(group="shironzi.cli"):
+        target = ep.load()
+        if isinstance(target, typer.Typer):
+            app.add_typer(target, name=ep.name)
+        else:  # a plain function becomes a top-level command
+            app.command(name=ep.name)(target)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry: one readable error line and a non-zero exit, never a traceback."""
+    from shironzi.observability import configure_logging
+    from shironzi.settings import get_settings
+
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        _register_kernel_groups()
+        _register_plugins()
+        app(args=argv, standalone_mode=False)
+    except ShironziError as exc:
+        err_console.print(f"error: {exc.code}: {_one_line(exc.message)}", markup=False)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        err_console.print("error: aborted", markup=False)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        err_console.print(f"error: {_one_line(exc.format_message())}", markup=False)
+        sys.exit(exc.exit_code or 2)
+    except KeyboardInterrupt:
+        err_console.print("error: interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+        err_console.print(f"error: internal: {type(exc).__name__}: {_one_line(str(exc))}", markup=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

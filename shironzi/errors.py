@@ -1,0 +1,125 @@
+"""One error hierarchy. Each error carries its HTTP status and a stable machine code,
+so the API, the CLI and the pipelines report failures the same way."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ShironziError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **({"details": self.details} if self.details else {})}
+
+
+class ConfigurationError(ShironziError):
+    status = 500
+    code = "configuration_error"
+
+
+class InvalidInputError(ShironziError):
+    status = 422
+    code = "invalid_input"
+
+
+class NotFoundError(ShironziError):
+    status = 404
+    code = "not_found"
+
+
+class TenantNotFoundError(NotFoundError):
+    code = "tenant_not_found"
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(f"tenant {tenant!r} not found", tenant=tenant)
+
+
+class TableNotFoundError(NotFoundError):
+    code = "table_not_found"
+
+
+class ConflictError(ShironziError):
+    status = 409
+    code = "conflict"
+
+
+class DuplicateSlugError(ConflictError):
+    code = "duplicate_slug"
+
+
+class InvalidStateError(ConflictError):
+    code = "invalid_state"
+
+
+class ModuleDependencyError(ConflictError):
+    code = "module_dependency"
+
+
+class AuthenticationError(ShironziError):
+    status = 401
+    code = "unauthenticated"
+
+
+class MalformedKeyError(AuthenticationError):
+    code = "malformed_key"
+
+
+class InvalidKeyError(AuthenticationError):
+    code = "invalid_key"
+
+
+class RevokedKeyError(AuthenticationError):
+    code = "key_revoked"
+
+
+class ExpiredKeyError(AuthenticationError):
+    code = "key_expired"
+
+
+class PermissionDeniedError(ShironziError):
+    status = 403
+    code = "permission_denied"
+
+
+class ScopeDeniedError(PermissionDeniedError):
+    code = "scope_denied"
+
+
+class TenantSuspendedError(PermissionDeniedError):
+    code = "tenant_suspended"
+
+
+class ModuleDisabledError(PermissionDeniedError):
+    code = "module_disabled"
+
+    def __init__(self, tenant: str, module: str) -> None:
+        super().__init__(f"module {module!r} is disabled for tenant {tenant!r}", tenant=tenant, module=module)
+        self.module = module
+
+
+class RateLimitedError(ShironziError):
+    status = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailableError(ShironziError):
+    status = 503
+    code = "service_unavailable"
+
+
+class DataQualityError(ShironziError):
+    status = 422
+    code = "data_quality_failed"
+
+
+class CommitConflictError(ConflictError):
+    code = "commit_conflict"

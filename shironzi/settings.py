@@ -1,0 +1,102 @@
+"""The one settings object. Every backend is chosen by a URL; embedded defaults live under `home`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shironzi.errors import ConfigurationError
+
+PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "dev-master-key", "dev-platform-key"})
+DEV_MASTER_KEY = "dev-master-key"
+DEV_PLATFORM_KEY = "dev-platform-key"
+
+
+class Settings(BaseSettings):
+    """Typed configuration read from `SHIRONZI_*` environment variables (and `.env`)."""
+
+    model_config = SettingsConfigDict(env_prefix="SHIRONZI_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = Field("dev", description="Deployment environment; prod refuses placeholder secrets.")
+    home: Path = Field(Path(".shironzi"), description="Root for every embedded default (registry, lake, broker, MLflow, keystore).")
+    database_url: str | None = Field(None, description="Tenant registry and platform metadata (SQLAlchemy URL). Default: SQLite under home.")
+    lake_uri: str | None = Field(None, description="Delta Lake root: a local path or s3://, abfss://, gs:// URI. Default: home/lake.")
+    storage_options: dict[str, str] = Field(default_factory=dict, description="delta-rs storage_options for object-store lakes (JSON).")
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers. Default: the bundled broker started by `shironzi broker start`.")
+    spark_remote: str | None = Field(None, description="Spark Connect URL (sc://host:15002). Default: an embedded Sail server.")
+    online_store_url: str | None = Field(None, description="Online feature store: sqlite:///path or redis://host:port/db. Default: SQLite under home.")
+    redis_url: str | None = Field(None, description="Redis for shared rate limits and caches. Default: none (in-process).")
+    secrets_url: str | None = Field(None, description="Tenant keys: file://path (local keystore) or vault+https://host. Default: keystore under home.")
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "SHIRONZI_MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server or database. Default: SQLite under home with local artifacts.",
+    )
+    airflow_sql_alchemy_conn: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "SHIRONZI_AIRFLOW_SQL_ALCHEMY_CONN"),
+        description="Airflow metadata database. Default: SQLite under home/airflow.",
+    )
+    master_key: SecretStr = Field(SecretStr(DEV_MASTER_KEY), description="Encrypts the local keystore. Must be set outside dev.")
+    platform_key: SecretStr = Field(SecretStr(DEV_PLATFORM_KEY), description="Signs erasure receipts (HMAC). Must be set outside dev.")
+    regions: list[str] = Field(default_factory=lambda: ["eu-west", "us-east", "ap-south"], description="Regions a tenant may be placed in.")
+    default_region: str = Field("eu-west", description="Region for tenants created without one.")
+    key_cache_ttl_seconds: float = Field(30.0, ge=0, le=60, description="API-key lookup cache TTL; a revocation takes effect within it.")
+    module_cache_ttl_seconds: float = Field(30.0, ge=0, le=300, description="Module-toggle cache TTL for is_enabled().")
+    require_services: bool = Field(False, description="Tests: fail instead of skip when a service binary is missing (CI sets 1).")
+    log_format: Literal["json", "text"] = Field("json", description="Structured log line format for stage summaries.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.env == "prod":
+            for name in ("master_key", "platform_key"):
+                if getattr(self, name).get_secret_value() in PLACEHOLDER_SECRETS:
+                    raise ConfigurationError(f"SHIRONZI_{name.upper()} must be set to a real secret when SHIRONZI_ENV=prod")
+        if self.default_region not in self.regions:
+            raise ConfigurationError(f"default_region {self.default_region!r} is not in regions {self.regions}")
+        return self
+
+    # Resolved URLs: the embedded default when nothing is configured.
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def resolved_lake_uri(self) -> str:
+        return (self.lake_uri or str(self.home / "lake")).rstrip("/")
+
+    @property
+    def resolved_online_store_url(self) -> str:
+        return self.online_store_url or f"sqlite:///{self.home / 'online.db'}"
+
+    @property
+    def resolved_secrets_url(self) -> str:
+        return self.secrets_url or f"file://{self.home / 'keystore'}"
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def resolved_airflow_sql_alchemy_conn(self) -> str:
+        return self.airflow_sql_alchemy_conn or f"sqlite:///{self.home / 'airflow' / 'airflow.db'}"
+
+    def ensure_home(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; call `get_settings.cache_clear()` after changing the environment."""
+    return Settings()

@@ -1,0 +1,63 @@
+"""Shared fixtures: an isolated SHIRONZI_HOME per test and real services on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shironzi.settings import Settings, get_settings
+from tests.services import postgres_server, redis_server
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh SHIRONZI_HOME with every embedded default under it."""
+    root = tmp_path / "home"
+    monkeypatch.setenv("SHIRONZI_HOME", str(root))
+    for var in ("SHIRONZI_DATABASE_URL", "SHIRONZI_LAKE_URI", "SHIRONZI_KAFKA_BOOTSTRAP", "SHIRONZI_SPARK_REMOTE",
+                "SHIRONZI_ONLINE_STORE_URL", "SHIRONZI_REDIS_URL", "SHIRONZI_SECRETS_URL", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    root.mkdir(parents=True)
+    yield root
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real PostgreSQL server for the session (each test uses its own database via `pg_database_url`)."""
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_database_url(postgres_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database on the session's PostgreSQL server, dropped afterwards."""
+    import re
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

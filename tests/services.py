@@ -1,0 +1,126 @@
+"""Real services for the tests, started on free ports in temporary directories.
+
+A missing binary skips the test with its reason, unless SHIRONZI_REQUIRE_SERVICES=1
+(CI sets it), in which case the test fails.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+def services_required() -> bool:
+    return os.environ.get("SHIRONZI_REQUIRE_SERVICES", "").strip().lower() in {"1", "true", "yes"}
+
+
+def missing_service(reason: str) -> None:
+    """Skip, or fail when CI demands every service."""
+    if services_required():
+        pytest.fail(f"required service unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def find_binary(name: str, extra_globs: tuple[str, ...] = ()) -> str | None:
+    for pattern in extra_globs:
+        hits = sorted(glob.glob(pattern), reverse=True)
+        if hits:
+            return hits[0]
+    return shutil.which(name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listened on {host}:{port} within {timeout}s")
+
+
+def _as_postgres_user() -> list[str]:
+    """PostgreSQL refuses to run as root: drop to the `postgres` (or `nobody`) user via runuser."""
+    if os.geteuid() != 0:
+        return []
+    runuser = shutil.which("runuser")
+    for user in ("postgres", "nobody"):
+        try:
+            import pwd
+
+            pwd.getpwnam(user)
+        except KeyError:
+            continue
+        if runuser:
+            return [runuser, "-u", user, "--"]
+    missing_service("running as root and no unprivileged user/runuser to start PostgreSQL")
+    return []
+
+
+@contextmanager
+def postgres_server(base: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster under `base`; yields a SQLAlchemy URL (psycopg 3)."""
+    pg_globs = ("/usr/lib/postgresql/*/bin/pg_ctl",)
+    pg_ctl = find_binary("pg_ctl", pg_globs)
+    initdb = find_binary("initdb", ("/usr/lib/postgresql/*/bin/initdb",))
+    if not pg_ctl or not initdb:
+        missing_service("PostgreSQL server binaries (pg_ctl, initdb) not found; apt-get install postgresql")
+    assert pg_ctl and initdb
+    prefix = _as_postgres_user()
+    data = base / "pgdata"
+    sock = base / "pgsock"
+    base.mkdir(parents=True, exist_ok=True)
+    sock.mkdir(exist_ok=True)
+    if prefix:
+        import pwd
+
+        user = prefix[2]
+        ent = pwd.getpwnam(user)
+        for p in (base, sock):
+            os.chown(p, ent.pw_uid, ent.pw_gid)
+    port = free_port()
+    subprocess.run([*prefix, initdb, "-D", str(data), "-U", "shironzi", "--auth=trust", "-E", "UTF8", "--no-sync"],
+                   check=True, capture_output=True)
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(base / "pg.log"), "-w", "start"],
+                   check=True, capture_output=True)
+    try:
+        wait_for_port(port)
+        yield f"postgresql+psycopg://shironzi@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+
+
+@contextmanager
+def redis_server(base: Path) -> Iterator[str]:
+    """A throwaway redis-server on a free port; yields a redis:// URL."""
+    binary = find_binary("redis-server")
+    if not binary:
+        missing_service("redis-server not found; apt-get install redis-server")
+    assert binary
+    base.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(base)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
