@@ -31,9 +31,9 @@ def settings(home: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """One real PostgreSQL server for the session (each test uses its own database via `pg_database_url`)."""
-    with postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+    with postgres_server() as url:
         yield url
 
 

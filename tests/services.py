@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,8 +75,8 @@ def _as_postgres_user() -> list[str]:
 
 
 @contextmanager
-def postgres_server(base: Path) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster under `base`; yields a SQLAlchemy URL (psycopg 3)."""
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster in a temporary directory; yields a SQLAlchemy URL (psycopg 3)."""
     pg_globs = ("/usr/lib/postgresql/*/bin/pg_ctl",)
     pg_ctl = find_binary("pg_ctl", pg_globs)
     initdb = find_binary("initdb", ("/usr/lib/postgresql/*/bin/initdb",))
@@ -83,9 +84,11 @@ def postgres_server(base: Path) -> Iterator[str]:
         missing_service("PostgreSQL server binaries (pg_ctl, initdb) not found; apt-get install postgresql")
     assert pg_ctl and initdb
     prefix = _as_postgres_user()
+    # pytest's tmp dirs are private to root; the unprivileged server user needs its own readable root.
+    base = Path(tempfile.mkdtemp(prefix="shironzi-pg-"))
+    os.chmod(base, 0o755)
     data = base / "pgdata"
     sock = base / "pgsock"
-    base.mkdir(parents=True, exist_ok=True)
     sock.mkdir(exist_ok=True)
     if prefix:
         import pwd
@@ -105,6 +108,7 @@ def postgres_server(base: Path) -> Iterator[str]:
         yield f"postgresql+psycopg://shironzi@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ plugins through the `shironzi.cli` entry-point group, so the kernel never import
 
 from __future__ import annotations
 
+import logging
 import sys
 from importlib.metadata import entry_points
 
@@ -36,7 +37,11 @@ def _register_kernel_groups() -> None:
 
 def _register_plugins() -> None:
     for ep in entry_points(group="shironzi.cli"):
-        target = ep.load()
+        try:
+            target = ep.load()
+        except ImportError as exc:  # the plugin's extra is not installed: the command is not offered
+            logging.getLogger("shironzi.cli").debug("plugin %s unavailable: %s", ep.name, exc)
+            continue
         if isinstance(target, typer.Typer):
             app.add_typer(target, name=ep.name)
         else:  # a plain function becomes a top-level command
