@@ -1,0 +1,137 @@
+"""`shironzi demo`: provision demo tenants and run every pipeline stage that exists, end to end,
+on the embedded defaults, then print one summary table (stage, rows, seconds, table versions)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shironzi.observability import stage
+from shironzi.settings import Settings, get_settings
+
+console = Console()
+
+DEMO_ACTOR = "demo"
+
+
+@dataclass(frozen=True)
+class DemoTenant:
+    slug: str
+    name: str
+    industry: str
+    plan: str
+    region: str = "eu-west"
+
+
+DEMO_TENANTS: tuple[DemoTenant, ...] = (
+    DemoTenant("acme-shop", "Acme Shop", "ecommerce", "enterprise"),
+    DemoTenant("bolt-mart", "Bolt Mart", "ecommerce", "standard"),
+    DemoTenant("corner-store", "Corner Store", "ecommerce", "free"),
+    DemoTenant("northwind-clinic", "Northwind Clinic", "healthcare", "enterprise"),
+    DemoTenant("harbor-health", "Harbor Health", "healthcare", "standard"),
+    DemoTenant("pine-dental", "Pine Dental", "healthcare", "free"),
+    DemoTenant("brightpath-academy", "Brightpath Academy", "education", "enterprise"),
+    DemoTenant("codecamp", "CodeCamp", "education", "standard"),
+    DemoTenant("tutor-hub", "Tutor Hub", "education", "free"),
+)
+
+
+@dataclass
+class StageOutcome:
+    rows: int = 0
+    versions: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class DemoState:
+    """What earlier stages hand to later ones."""
+
+    settings: Settings
+    seed: int
+    days: int
+    customers: int
+    tenant_ids: list[str] = field(default_factory=list)
+    api_keys: dict[str, str] = field(default_factory=dict)
+    admin_key: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def provision_demo_tenants(state: DemoState) -> StageOutcome:
+    """Create the demo tenants (idempotent: existing slugs are reused) and one platform admin key."""
+    from shironzi.errors import TenantNotFoundError
+    from shironzi.tenancy import TenantContext, get_registry
+
+    registry = get_registry()
+    ctx = TenantContext.admin(actor=DEMO_ACTOR, purpose="demo provisioning")
+    created = 0
+    for spec in DEMO_TENANTS:
+        try:
+            tenant = registry.get_tenant(spec.slug)
+        except TenantNotFoundError:
+            tenant, key = registry.provision_tenant(ctx, slug=spec.slug, name=spec.name, industry=spec.industry,
+                                                    region=spec.region, plan=spec.plan)
+            state.api_keys[tenant.id] = key
+            created += 1
+        state.tenant_ids.append(tenant.id)
+    _, state.admin_key = registry.issue_key(ctx, None, scopes=["admin"], label="demo admin")
+    return StageOutcome(rows=len(state.tenant_ids), note=f"{created} created, {len(DEMO_TENANTS) - created} reused")
+
+
+DemoStageFn = Callable[[DemoState], StageOutcome]
+
+# Each later capability appends its stage here, in pipeline order.
+STAGES: list[tuple[str, DemoStageFn]] = [
+    ("provision tenants", provision_demo_tenants),
+]
+
+
+def _summary_table(results: list[tuple[str, StageOutcome, float]]) -> Table:
+    table = Table(title="Shironzi demo", show_lines=False)
+    table.add_column("stage")
+    table.add_column("rows", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("table versions")
+    table.add_column("notes")
+    for name, outcome, seconds in results:
+        versions = ", ".join(f"{k}@v{v}" for k, v in outcome.versions.items()) or "-"
+        table.add_row(name, f"{outcome.rows:,}", f"{seconds:.1f}", versions, outcome.note)
+    return table
+
+
+def run_demo(*, seed: int = 7, days: int = 365, customers: int = 3000,
+             only: list[str] | None = None) -> list[tuple[str, StageOutcome, float]]:
+    """Run every demo stage in order; returns (stage, outcome, seconds) per stage."""
+    settings = get_settings()
+    settings.ensure_home()
+    state = DemoState(settings=settings, seed=seed, days=days, customers=customers)
+    results: list[tuple[str, StageOutcome, float]] = []
+    for name, fn in STAGES:
+        if only and name not in only:
+            continue
+        started = time.perf_counter()
+        with console.status(f"[bold]{name}[/bold] ..."), stage(f"demo:{name}") as summary:
+            outcome = fn(state)
+            summary.rows = outcome.rows
+            summary.table_version = outcome.versions or None
+        results.append((name, outcome, time.perf_counter() - started))
+        console.print(f"[green]✓[/green] {name}: {outcome.rows:,} rows {outcome.note}")
+    console.print(_summary_table(results))
+    if state.admin_key:
+        console.print(f"admin key (shown once): [bold]{state.admin_key}[/bold]")
+    return results
+
+
+def demo(
+    seed: int = typer.Option(7, help="Seed of the synthetic data (deterministic)."),
+    days: int = typer.Option(365, min=14, help="Days of history to simulate."),
+    customers: int = typer.Option(3000, min=50, help="Customers across all demo tenants."),
+) -> None:
+    """Provision demo tenants and run the whole pipeline on the embedded defaults."""
+    run_demo(seed=seed, days=days, customers=customers)
