@@ -98,6 +98,12 @@ class TenantSuspendedError(PermissionDeniedError):
     code = "tenant_suspended"
 
 
+class TenantInactiveError(PermissionDeniedError):
+    """The tenant is offboarding or deleted: its keys no longer authenticate."""
+
+    code = "tenant_inactive"
+
+
 class ModuleDisabledError(PermissionDeniedError):
     code = "module_disabled"
 
@@ -123,3 +129,17 @@ class DataQualityError(ShironziError):
 
 class CommitConflictError(ConflictError):
     code = "commit_conflict"
+
+
+class LakeError(ShironziError):
+    """A Delta Lake operation failed for a reason other than bad input or a conflict (storage, log)."""
+
+    status = 500
+    code = "lake_error"
+
+
+class TransformationError(ShironziError):
+    """A curated-layer build (dbt) failed: a model errored or a data test found bad rows."""
+
+    status = 500
+    code = "transformation_failed"

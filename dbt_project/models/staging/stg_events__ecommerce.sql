@@ -1,0 +1,27 @@
+-- depends_on: {{ ref('event_types') }}
+with source as (
+    select * from {{ source('bronze', 'events') }}
+    where event_type in ({{ industry_event_types('ecommerce') }})
+),
+
+renamed as (
+    select
+        cast(tenant_id as varchar) as tenant_id,
+        cast(event_id as varchar) as event_id,
+        cast(customer_id as varchar) as customer_id,
+        cast(event_type as varchar) as event_type,
+        'ecommerce' as industry,
+        cast(event_time as timestamptz) as event_time,
+        cast(event_date as date) as event_date,
+        cast(source as varchar) as source_system,
+        cast(ingested_at as timestamptz) as ingested_at,
+        cast(amount as double) as amount,
+        upper(cast(currency as varchar)) as currency,
+        {{ json_property('order_id') }} as order_id,
+        {{ json_property('product_id') }} as product_id,
+        {{ json_property('plan') }} as plan_name,
+        cast(properties as varchar) as properties
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,256 @@
+"""dbt-duckdb plugin that writes models as Delta tables through `deltalake` (delta-rs).
+
+The `delta` materialization (macros/materializations/delta.sql) builds a model into a staged DuckDB
+table and calls `adapter.store_relation("shironzi_delta", ...)`, which lands in `Plugin.store`:
+
+* `overwrite`: the staged rows replace the Delta table in one commit (full refresh);
+* `merge`: the staged rows are upserted on the model's unique key into the partitions they touch, in
+  one commit that rewrites only those partitions' files (a replace-where of the merged partitions).
+
+After the commit the plugin registers the table's Arrow dataset (a consistent Delta snapshot read by
+delta-rs; DuckDB needs no `delta` extension) and points a DuckDB view with the model's name at it,
+so downstream `ref()`s read the Delta table. A small catalog table in the DuckDB file remembers the
+views, so later runs re-register them when a cursor opens.
+
+This module imports only dbt-duckdb, duckdb, deltalake and pyarrow: the dbt project does not depend
+on the `shironzi` package.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import threading
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.duckdb.utils import TargetConfig
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+WriteMode = Literal["overwrite", "merge"]
+CATALOG_TABLE = "main.shironzi_delta_catalog"
+_BATCH_ROWS = 256_000
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class DeltaWriteError(Exception):
+    """A Delta write the plugin refuses (bad config, schema drift on an incremental merge)."""
+
+
+def _parse_storage_options(raw: Any) -> dict[str, str]:
+    if not raw:
+        return {}
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    if not isinstance(raw, dict):
+        raise DeltaWriteError("storage_options must be a JSON object")
+    return {str(key): str(value) for key, value in raw.items()}
+
+
+def _ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise DeltaWriteError(f"invalid column name {name!r} for a Delta merge")
+    return name
+
+
+def sql_literal(value: Any) -> str:
+    """A delta-rs (DataFusion) SQL literal for one partition value."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        return f"'{value.isoformat()}'"
+    if isinstance(value, dt.date):
+        return f"'{value.isoformat()}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _delta_friendly(schema: pa.Schema) -> pa.Schema:
+    """DuckDB's Arrow export -> types every Delta reader (Spark, Polars, DuckDB) agrees on."""
+    fields = []
+    for field in schema:
+        kind = field.type
+        if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+            kind = pa.string()
+        elif pa.types.is_decimal(kind) and kind.precision == 38 and kind.scale == 0:
+            kind = pa.int64()  # DuckDB HUGEINT (sum of integers)
+        elif pa.types.is_timestamp(kind) and kind.tz is not None:
+            kind = pa.timestamp("us", tz="UTC")
+        elif pa.types.is_timestamp(kind):
+            kind = pa.timestamp("us")
+        fields.append(pa.field(field.name, kind, nullable=True))
+    return pa.schema(fields)
+
+
+def _conform(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    schema = _delta_friendly(reader.schema)
+    if schema == reader.schema:
+        return reader
+    return pa.RecordBatchReader.from_batches(schema, (batch.cast(schema) for batch in reader))
+
+
+class Plugin(BasePlugin):
+    """Writes dbt models to Delta tables and exposes them back to DuckDB as views."""
+
+    def initialize(self, plugin_config: dict[str, Any]) -> None:
+        self._storage_options = _parse_storage_options(plugin_config.get("storage_options"))
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._datasets: dict[str, Any] = {}  # registered name -> Arrow dataset of a Delta snapshot
+        self._cursors: list[Any] = []
+
+    # -- connection set-up ------------------------------------------------------------------------
+    def configure_connection(self, conn: Any) -> None:
+        """Re-register the Delta-backed views a previous run created; drop those whose table is gone."""
+        self._conn = conn
+        conn.execute(f"create table if not exists {CATALOG_TABLE} "
+                     "(view_name varchar primary key, df_name varchar, location varchar)")
+        entries = conn.execute(f"select view_name, df_name, location from {CATALOG_TABLE}").fetchall()
+        for view_name, df_name, location in entries:
+            dataset = self._load_dataset(location)
+            if dataset is None:
+                conn.execute(f"drop view if exists {view_name}")
+                conn.execute(f"delete from {CATALOG_TABLE} where view_name = ?", [view_name])
+            else:
+                self._datasets[df_name] = dataset
+
+    def configure_cursor(self, cursor: Any) -> None:
+        with self._lock:
+            for df_name, dataset in self._datasets.items():
+                cursor.register(df_name, dataset)
+            self._cursors.append(cursor)
+
+    # -- the write --------------------------------------------------------------------------------
+    def store(self, target_config: TargetConfig) -> None:
+        """Write the staged relation to Delta (overwrite or partition-scoped merge), then publish it."""
+        options: dict[str, Any] = dict(target_config.config or {})
+        location = target_config.location.path if target_config.location else None
+        if not location:
+            raise DeltaWriteError("the delta materialization needs a location")
+        mode: WriteMode = options.get("mode", "overwrite")
+        partition_by = list(options.get("partition_by") or [])
+        unique_key = list(options.get("unique_key") or [])
+        staged = target_config.relation.render()
+        view_name = options["view"]
+        if self._conn is None:
+            raise DeltaWriteError("the shironzi_delta plugin has no DuckDB connection")
+        cursor = self._conn.cursor()
+        try:
+            reader = _conform(cursor.sql(f"select * from {staged}").to_arrow_reader(_BATCH_ROWS))
+            if mode == "overwrite":
+                write_deltalake(location, reader, mode="overwrite", partition_by=partition_by or None,
+                                schema_mode="overwrite", storage_options=self._storage_options or None,
+                                configuration={"delta.checkpointInterval": "100"})
+            elif mode == "merge":
+                self._merge(location, reader.read_all(), unique_key=unique_key, partition_by=partition_by,
+                            delete_stale=bool(options.get("delete_stale_in_scope", False)))
+            else:
+                raise DeltaWriteError(f"unknown delta write mode {mode!r}")
+            self._publish(cursor, view_name=view_name, location=location)
+        finally:
+            cursor.close()
+
+    def _merge(self, location: str, rows: pa.Table, *, unique_key: list[str], partition_by: list[str],
+               delete_stale: bool) -> None:
+        """Upsert `rows` on `unique_key` into the partitions they touch, in one commit that rewrites only
+        those partitions: the partitions' current rows whose key is not in `rows` are kept (dropped when
+        `delete_stale`), the rest come from `rows`. Written with write_deltalake's replace-where rather
+        than DeltaTable.merge, whose rewritten files carry `string_view` columns that pyarrow cannot
+        filter (delta-rs #4579), which breaks DuckDB's filter pushdown on the next read."""
+        if not unique_key:
+            raise DeltaWriteError("an incremental delta model needs a unique_key")
+        if not partition_by:
+            raise DeltaWriteError("an incremental delta model needs partition_by: merges are partition-scoped")
+        if rows.num_rows == 0:
+            return  # nothing changed upstream: no commit, the table version stays
+        table = self._open(location)
+        if table is None:  # the table vanished since the view was made: create it
+            write_deltalake(location, rows, mode="overwrite", partition_by=partition_by,
+                            storage_options=self._storage_options or None)
+            return
+        self._check_schema(table, rows.schema, location)
+        for key in unique_key:
+            _ident(key)
+        scope_sql, scope_filter = self._partition_scope(rows, partition_by)
+        merged = rows
+        if not delete_stale:
+            current = self._load_dataset(location).to_table(filter=scope_filter)
+            kept = current.join(rows.select(unique_key), keys=unique_key, join_type="left anti")
+            merged = pa.concat_tables([kept.select(rows.schema.names).cast(rows.schema), rows])
+        write_deltalake(location, merged, mode="overwrite", predicate=scope_sql, partition_by=partition_by,
+                        storage_options=self._storage_options or None,
+                        commit_properties=CommitProperties(custom_metadata={
+                            "shironzi.operation": "partition_merge",
+                            "shironzi.unique_key": ",".join(unique_key),
+                            "shironzi.source_rows": str(rows.num_rows)}))
+
+    @staticmethod
+    def _partition_scope(rows: pa.Table, partition_by: list[str]) -> tuple[str, Any]:
+        """The partitions the staged rows touch, as a delta-rs predicate and a pyarrow filter."""
+        clauses, filters = [], None
+        for column in partition_by:
+            values = sorted({v for v in rows.column(_ident(column)).to_pylist()}, key=lambda v: (v is None, str(v)))
+            non_null = [v for v in values if v is not None]
+            parts = [f"{column} IN ({', '.join(sql_literal(v) for v in non_null)})"] if non_null else []
+            expression = pc.field(column).isin(pa.array(non_null, type=rows.schema.field(column).type))
+            if None in values:
+                parts.append(f"{column} IS NULL")
+                expression = expression | pc.field(column).is_null()
+            clauses.append("(" + " OR ".join(parts) + ")")
+            filters = expression if filters is None else filters & expression
+        return " AND ".join(clauses), filters
+
+    @staticmethod
+    def _check_schema(table: DeltaTable, incoming: pa.Schema, location: str) -> None:
+        current = {field.name for field in table.schema().to_arrow()}  # type: ignore[union-attr]
+        names = set(incoming.names)
+        if current != names:
+            added, removed = sorted(names - current), sorted(current - names)
+            raise DeltaWriteError(
+                f"the columns of {location} changed (added {added}, removed {removed}); "
+                "an incremental merge cannot change the schema: rebuild with --full-refresh")
+
+    # -- publishing -------------------------------------------------------------------------------
+    def _open(self, location: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(location, storage_options=self._storage_options or None)
+        except TableNotFoundError:
+            return None
+
+    def _load_dataset(self, location: str) -> Any:
+        """The table's current snapshot as an Arrow dataset, read with plain string types: files written
+        by a delta-rs merge carry `string_view`, which pyarrow cannot filter when DuckDB pushes a filter."""
+        table = self._open(location)
+        if table is None:
+            return None
+        arrow_schema = pa.schema(table.schema().to_arrow())  # type: ignore[arg-type]
+        return table.to_pyarrow_dataset(schema=_delta_friendly(arrow_schema))
+
+    def _publish(self, cursor: Any, *, view_name: str, location: str) -> None:
+        dataset = self._load_dataset(location)
+        if dataset is None:
+            raise DeltaWriteError(f"no Delta table at {location} after the write")
+        df_name = "delta__" + re.sub(r"[^A-Za-z0-9_]", "_", view_name.replace('"', ""))
+        with self._lock:
+            self._datasets[df_name] = dataset
+            live = []
+            for other in [*self._cursors, cursor]:
+                try:
+                    other.register(df_name, dataset)
+                except Exception:  # noqa: BLE001 - a closed cursor: forget it
+                    continue
+                if other is not cursor:
+                    live.append(other)
+            self._cursors = live
+        cursor.execute(f"create or replace view {view_name} as select * from {df_name}")
+        cursor.execute(f"insert or replace into {CATALOG_TABLE} values (?, ?, ?)", [view_name, df_name, location])
+
+    def default_materialization(self) -> str:
+        return "view"

@@ -1,0 +1,68 @@
+{#- Proves a model that joins keeps every row inside one tenant. Two checks against one parent:
+
+    1. containment: every output row's (tenant_id, keys...) exists in the parent under the SAME
+       tenant_id; a row whose keys only exist under another tenant means the join crossed tenants;
+    2. conservation (when `measure` is given): per tenant, the aggregate `measure` over the output
+       equals the aggregate `parent_measure` over the parent (e.g. "sum(events)" and "count(*)"), so no tenant's rows were duplicated into or moved to
+       another tenant (customer ids collide across tenants, so a join missing tenant_id inflates this).
+
+    Apply it once per joined parent. `parent_filter` restricts the parent (e.g. analytics_enabled).
+    Returns the offending rows; zero rows passes. -#}
+{% test tenant_isolated(model, parent, keys=[], measure=none, parent_measure=none, parent_filter=none,
+                        column_name='tenant_id') %}
+
+with output_rows as (
+    select * from {{ model }}
+),
+
+parent_rows as (
+    select * from {{ parent }}
+    {% if parent_filter %}where {{ parent_filter }}{% endif %}
+),
+
+crossed_rows as (
+    select
+        output_rows.{{ column_name }} as tenant_id,
+        'row keys not found under its own tenant in {{ parent }}' as failure
+    from output_rows
+    where not exists (
+        select 1
+        from parent_rows
+        where parent_rows.{{ column_name }} = output_rows.{{ column_name }}
+        {%- for key in keys %}
+            and parent_rows.{{ key }} is not distinct from output_rows.{{ key }}
+        {%- endfor %}
+    )
+)
+
+{% if measure %}
+, output_totals as (
+    select {{ column_name }} as tenant_id, {{ measure }} as total
+    from output_rows
+    group by 1
+),
+
+parent_totals as (
+    select {{ column_name }} as tenant_id, {{ parent_measure or measure }} as total
+    from parent_rows
+    where {{ column_name }} in (select tenant_id from output_totals)
+    group by 1
+),
+
+moved_totals as (
+    select
+        coalesce(output_totals.tenant_id, parent_totals.tenant_id) as tenant_id,
+        'per-tenant total of {{ measure }} differs from {{ parent }}' as failure
+    from output_totals
+    full outer join parent_totals on output_totals.tenant_id = parent_totals.tenant_id
+    where abs(coalesce(output_totals.total, 0) - coalesce(parent_totals.total, 0)) > 1e-6
+)
+
+select * from crossed_rows
+union all
+select * from moved_totals
+{% else %}
+select * from crossed_rows
+{% endif %}
+
+{% endtest %}

@@ -1,0 +1,449 @@
+"""Contract validation of a whole batch at once (Polars expressions, DuckDB for JSON and timestamp parsing).
+
+The same function serves the batch path (CSV/Parquet/JSONL files) and the stream path (Kafka messages):
+
+    decoded = decode_json_records(payloads, positions, source="kafka:events")
+    result = validate_batch(decoded, tenants=tenants_frame, now=now, source="kafka:events")
+    # land result.valid in bronze, result.quarantined in quarantine; nothing else exists:
+    assert result.reconciles()
+
+Each input row ends up in exactly one place: `valid`, `quarantined` (with the first broken rule, in the
+precedence order of `REASON_CODES`) or the `duplicates_in_batch` count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pyarrow as pa
+
+from ingestion.contracts import _duck
+from ingestion.contracts.decode import DecodedBatch
+from ingestion.contracts.registry import event_type_table, get_contract, latest_contract_refs
+from ingestion.contracts.schema import (
+    CANONICAL_SCHEMA,
+    FUTURE_TIMESTAMP,
+    INVALID_AMOUNT,
+    MALFORMED_JSON,
+    MISSING_FIELD,
+    MISSING_PROPERTY,
+    POSITION,
+    QUARANTINE_SCHEMA,
+    RAW_PAYLOAD,
+    REASON_CODES,
+    RECORD_FIELDS,
+    REQUIRED_FIELDS,
+    TENANT_INACTIVE,
+    TYPE_ERROR_FIELD,
+    UNKNOWN_EVENT_TYPE,
+    UNKNOWN_TENANT,
+    WRONG_PROPERTY_TYPE,
+    WRONG_TYPE,
+)
+from shironzi.errors import InvalidInputError
+
+ACTIVE_STATUS = "active"
+_TEXT_FIELDS = ("tenant_id", "event_id", "customer_id", "event_type", "currency")
+_UTC_US = pl.Datetime("us", "UTC")
+_EPOCH_MILLIS = r"^\s*-?\d{1,15}\s*$"
+_ISO_CURRENCY = r"^[A-Z]{3}$"
+_OBJECT_START = r"^\s*\{"  # valid JSON starting with "{" is an object
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """The outcome of validating one batch.
+
+    `valid`: rows in `CANONICAL_SCHEMA`, first occurrence of each (tenant_id, event_id), input order.
+    `quarantined`: rows in `QUARANTINE_SCHEMA` (malformed payloads included when a `DecodedBatch` was given).
+    `duplicates_in_batch`: valid rows dropped because an earlier row of the batch had the same key.
+    `counts_by_reason`: reason_code -> quarantined rows (only codes that occurred).
+    `input_rows`: rows handed in (records + malformed payloads).
+    """
+
+    valid: pa.Table
+    quarantined: pa.Table
+    duplicates_in_batch: int
+    counts_by_reason: dict[str, int]
+    input_rows: int
+
+    def reconciles(self) -> bool:
+        """True when every input row is accounted for exactly once."""
+        return self.input_rows == self.valid.num_rows + self.quarantined.num_rows + self.duplicates_in_batch
+
+
+def _as_utc(now: datetime) -> datetime:
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def _normalise_tenants(tenants: pl.DataFrame) -> pl.DataFrame:
+    """`tenant_id, _industry, _status, _contract` from the caller's tenant frame (contract defaults to latest)."""
+    missing = {"tenant_id", "industry", "status"} - set(tenants.columns)
+    if missing:
+        raise InvalidInputError(f"the tenants frame lacks column(s) {sorted(missing)}; "
+                                "expected tenant_id, industry, status[, contract]")
+    if tenants.get_column("tenant_id").is_duplicated().any():
+        raise InvalidInputError("the tenants frame lists a tenant_id more than once")
+    latest = latest_contract_refs()
+    contract = (
+        pl.col("contract").cast(pl.String) if "contract" in tenants.columns
+        else pl.col("industry").cast(pl.String).replace_strict(latest, default=None, return_dtype=pl.String)
+    )
+    return tenants.select(
+        pl.col("tenant_id").cast(pl.String),
+        pl.col("industry").cast(pl.String).alias("_industry"),
+        pl.col("status").cast(pl.String).alias("_status"),
+        contract.alias("_contract"),
+    )
+
+
+def _conform(records: pl.DataFrame) -> pl.DataFrame:
+    """Bring any records frame (decoded JSON, CSV text, typed Parquet) to one working shape.
+
+    Output columns: `_i`, the text fields, `_time_text`, `_time_native`, `_amount`, `_amount_text_bad`,
+    `_props_text`, `_type_error`, `raw_payload`, `position`.
+    """
+    frame = records.with_row_index("_i")
+    cols = set(frame.columns)
+    null_text = pl.lit(None, pl.String)
+    type_errors: dict[str, pl.Expr] = {}
+    exprs: list[pl.Expr] = [pl.col("_i")]
+
+    for name in _TEXT_FIELDS:
+        if name not in cols:
+            exprs.append(null_text.alias(name))
+            continue
+        dtype = frame.schema[name]
+        if dtype == pl.String or dtype == pl.Null or isinstance(dtype, pl.Categorical | pl.Enum):
+            exprs.append(pl.col(name).cast(pl.String))
+        elif dtype.is_nested():
+            exprs.append(pl.when(pl.col(name).is_not_null()).then(pl.lit("<nested value>")).alias(name))
+            type_errors[name] = pl.col(name).is_not_null()
+        else:
+            exprs.append(pl.col(name).cast(pl.String, strict=False))
+            type_errors[name] = pl.col(name).is_not_null()
+
+    time_text, time_native = null_text, pl.lit(None, _UTC_US)
+    if "event_time" in cols:
+        dtype = frame.schema["event_time"]
+        col = pl.col("event_time")
+        if dtype == pl.String:
+            time_text = col
+        elif isinstance(dtype, pl.Datetime):
+            local = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+            time_native = local.dt.cast_time_unit("us")
+        elif dtype == pl.Date:
+            time_native = col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        elif dtype.is_integer():
+            time_native = pl.from_epoch(col.cast(pl.Int64), time_unit="ms").dt.replace_time_zone("UTC")
+        elif dtype != pl.Null:
+            type_errors["event_time"] = col.is_not_null()
+    exprs += [time_text.alias("_time_text"), time_native.alias("_time_native")]
+
+    amount, amount_text_bad = pl.lit(None, pl.Float64), pl.lit(False)
+    if "amount" in cols:
+        dtype = frame.schema["amount"]
+        col = pl.col("amount")
+        if dtype.is_numeric():
+            amount = col.cast(pl.Float64)
+        elif dtype == pl.String:
+            text = col.str.strip_chars()
+            amount = pl.when(text == "").then(None).otherwise(text).cast(pl.Float64, strict=False)
+            amount_text_bad = (text != "") & amount.is_null()
+        elif dtype != pl.Null:
+            type_errors["amount"] = col.is_not_null()
+    exprs += [amount.alias("_amount"), amount_text_bad.fill_null(False).alias("_amount_text_bad")]
+
+    props = null_text
+    if "properties" in cols:
+        dtype = frame.schema["properties"]
+        if dtype == pl.String:
+            props = pl.col("properties")
+        elif isinstance(dtype, pl.Struct):
+            props = pl.col("properties").struct.json_encode()
+        elif dtype != pl.Null:
+            type_errors["properties"] = pl.col("properties").is_not_null()
+    exprs.append(props.alias("_props_text"))
+
+    type_error = pl.col(TYPE_ERROR_FIELD).cast(pl.String) if TYPE_ERROR_FIELD in cols else null_text
+    for name in reversed(RECORD_FIELDS):  # the first broken field in RECORD_FIELDS order wins
+        if name in type_errors:
+            type_error = pl.when(type_errors[name]).then(pl.lit(name)).otherwise(type_error)
+    exprs.append(type_error.alias("_type_error"))
+
+    present = [c for c in RECORD_FIELDS if c in cols]
+    raw = pl.col(RAW_PAYLOAD).cast(pl.String) if RAW_PAYLOAD in cols else (
+        pl.struct(present).struct.json_encode() if present else pl.lit("{}")
+    )
+    exprs.append(raw.fill_null("").alias(RAW_PAYLOAD))
+    position = pl.col(POSITION).cast(pl.String) if POSITION in cols else pl.col("_i").cast(pl.String)
+    exprs.append(position.fill_null("").alias(POSITION))
+    return frame.select(exprs)
+
+
+def _parse_time_and_properties(frame: pl.DataFrame) -> pl.DataFrame:
+    """`_event_time` (UTC, null if unparseable) and `_properties` (JSON object text, null if not an object)."""
+    sql = f"""
+        SELECT
+            CASE
+                WHEN _time_text IS NULL THEN NULL
+                WHEN regexp_matches(_time_text, {_duck.sql_string(_EPOCH_MILLIS)})
+                    THEN epoch_ms(CAST(trim(_time_text) AS BIGINT))::TIMESTAMPTZ
+                ELSE try_cast(_time_text AS TIMESTAMPTZ)
+            END AS _parsed_time,
+            CASE
+                WHEN _props_text IS NULL THEN '{{}}'
+                WHEN regexp_matches(_props_text, {_duck.sql_string(_OBJECT_START)}) AND json_valid(_props_text)
+                    THEN _props_text
+            END AS _properties
+        FROM recs ORDER BY _i
+    """
+    parsed = _duck.run_query(sql, recs=frame.select("_i", "_time_text", "_props_text"))
+    parsed_time = parsed.get_column("_parsed_time").cast(_UTC_US)
+    return frame.with_columns(
+        pl.coalesce(pl.col("_time_native"), parsed_time).alias("_event_time"),
+        parsed.get_column("_properties").cast(pl.String),
+    )
+
+
+_TYPE_OK: dict[str, str] = {  # SQL condition on `jt` (JSON type) / `v` (text) meaning "the value has this type"
+    "string": "{jt} = 'VARCHAR'",
+    "int": "{jt} IN ('BIGINT', 'UBIGINT')",
+    "float": "{jt} IN ('BIGINT', 'UBIGINT', 'DOUBLE')",
+    "bool": "{jt} = 'BOOLEAN'",
+    "timestamp": "({jt} IN ('BIGINT', 'UBIGINT') OR ({jt} = 'VARCHAR' AND try_cast({v} AS TIMESTAMPTZ) IS NOT NULL))",
+}
+
+
+def _property_check_sql(contract: str, event_type: str) -> str | None:
+    """One SELECT finding, per record of this event type, its first missing and first mistyped property.
+
+    The JSON paths are constants, so DuckDB parses each properties document once per event type."""
+    specs = get_contract(contract).event_type(event_type).properties
+    if not specs:
+        return None
+    paths = "[" + ", ".join(_duck.sql_string(f"$.{p.name}") for p in specs) + "]"
+    needs_text = any(p.type == "timestamp" for p in specs)
+    missing, wrong, wrong_type = [], [], []
+    for n, prop in enumerate(specs, start=1):
+        jt, v = f"jt[{n}]", f"v[{n}]"
+        absent = f"({jt} IS NULL OR {jt} = 'NULL')"
+        if prop.required:
+            missing.append(f"CASE WHEN {absent} THEN {_duck.sql_string(prop.name)} END")
+        mistyped = f"NOT {absent} AND NOT {_TYPE_OK[prop.type].format(jt=jt, v=v)}"
+        wrong.append(f"CASE WHEN {mistyped} THEN {_duck.sql_string(prop.name)} END")
+        wrong_type.append(f"CASE WHEN {mistyped} THEN {_duck.sql_string(prop.type)} END")
+    text = f", json_extract_string(_properties, {paths}) AS v" if needs_text else ""
+    null = "NULL::VARCHAR"
+    # MATERIALIZED: otherwise DuckDB inlines `jt` into every reference and re-parses the document each time.
+    return f"""
+        WITH parsed AS MATERIALIZED (
+            SELECT _i, json_type(_properties, {paths}) AS jt{text}
+            FROM candidates
+            WHERE _contract = {_duck.sql_string(contract)} AND event_type = {_duck.sql_string(event_type)}
+        )
+        SELECT _i,
+            coalesce({', '.join(missing) or null}, {null}) AS _missing_property,
+            coalesce({', '.join(wrong)}, {null}) AS _wrong_property,
+            coalesce({', '.join(wrong_type)}, {null}) AS _wrong_property_type
+        FROM parsed
+    """
+
+
+def _property_problems(candidates: pl.DataFrame) -> pl.DataFrame:
+    """Per record with a known event type: the first missing required property and the first mistyped one."""
+    schema = {"_i": pl.UInt32, "_missing_property": pl.String, "_wrong_property": pl.String,
+              "_wrong_property_type": pl.String}
+    groups = candidates.select("_contract", "event_type").unique().sort("_contract", "event_type").rows()
+    selects = [sql for contract, event_type in groups if (sql := _property_check_sql(contract, event_type))]
+    if not selects:
+        return pl.DataFrame(schema=schema)
+    union = " UNION ALL ".join(f"({sql})" for sql in selects)
+    query = f"SELECT * FROM ({union}) WHERE _missing_property IS NOT NULL OR _wrong_property IS NOT NULL"
+    found = _duck.run_query(query, candidates=candidates)
+    return found.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
+
+
+def _missing_fields() -> pl.Expr:
+    names = [
+        pl.when(pl.col(f).is_null() | (pl.col(f).str.strip_chars() == "")).then(pl.lit(f)).otherwise(None)
+        for f in REQUIRED_FIELDS if f != "event_time"
+    ]
+    names.append(
+        pl.when(
+            pl.col("_time_native").is_null()
+            & (pl.col("_time_text").is_null() | (pl.col("_time_text").str.strip_chars() == ""))
+            & pl.col("_type_error").ne_missing("event_time")
+        ).then(pl.lit("event_time")).otherwise(None)
+    )
+    return pl.concat_list(names).list.drop_nulls().list.join(", ")
+
+
+def _amount_problem() -> pl.Expr:
+    """Human text of what is wrong with amount/currency, null when nothing is."""
+    carries = pl.col("_carries_amount")
+    amount, currency = pl.col("_amount"), pl.col("currency")
+    return (
+        pl.when(pl.col("_type_error") == "amount").then(pl.lit("amount must be a JSON number"))
+        .when(pl.col("_type_error") == "currency").then(pl.lit("currency must be a string"))
+        .when(pl.col("_amount_text_bad")).then(pl.lit("amount is not a number"))
+        .when(amount.is_nan() | amount.is_infinite() | (amount < 0)).then(pl.lit("amount must be a finite number >= 0"))
+        .when(carries & amount.is_null()).then(pl.format("event type {} requires an amount", pl.col("event_type")))
+        .when(carries & ~currency.fill_null("").str.contains(_ISO_CURRENCY))
+        .then(pl.lit("currency must be a 3-letter ISO 4217 code"))
+        .when(~carries & (amount.is_not_null() | currency.is_not_null()))
+        .then(pl.format("event type {} carries no amount or currency", pl.col("event_type")))
+        .otherwise(pl.lit(None, pl.String))
+    )
+
+
+def validate_batch(
+    records: pl.DataFrame | DecodedBatch,
+    *,
+    tenants: pl.DataFrame,
+    now: datetime,
+    source: str,
+    max_future_skew: timedelta = timedelta(minutes=5),
+) -> ValidationResult:
+    """Validate a batch of records against the tenant registry and each tenant's industry contract.
+
+    `records`: a `DecodedBatch` (its malformed payloads are quarantined too) or a frame holding any of
+    `RECORD_FIELDS` (text columns, or typed: event_time as Datetime/epoch-millis integers, amount numeric,
+    properties as JSON text or a Struct), optionally `raw_payload` and `position`.
+    `tenants`: `tenant_id, industry, status[, contract]` built from the tenant registry; only `active`
+    tenants' events are accepted; `contract` ("ecommerce@v1") defaults to the industry's latest version.
+    `now`: the ingestion time (stamped as `ingested_at`; events later than `now + max_future_skew` are
+    quarantined). `source`: provenance written to every output row.
+    """
+    if not source:
+        raise InvalidInputError("validate_batch needs a non-empty source")
+    now = _as_utc(now)
+    malformed = None
+    if isinstance(records, DecodedBatch):
+        malformed, records = records.malformed, records.records
+    if not isinstance(records, pl.DataFrame):
+        raise InvalidInputError(f"records must be a polars DataFrame or a DecodedBatch, got {type(records).__name__}")
+    input_rows = records.height + (malformed.height if malformed is not None else 0)
+
+    frame = _parse_time_and_properties(_conform(records))
+    frame = frame.join(_normalise_tenants(tenants), on="tenant_id", how="left", maintain_order="left")
+    known_types = event_type_table().select(
+        pl.col("contract").alias("_contract"), "event_type", pl.col("carries_amount").alias("_carries_amount")
+    )
+    frame = frame.join(known_types, on=["_contract", "event_type"], how="left", maintain_order="left")
+
+    missing = _missing_fields()
+    wrong_type_text = (
+        pl.when(pl.col("_type_error").is_not_null() & ~pl.col("_type_error").is_in(["amount", "currency"]))
+        .then(pl.format("field {} has the wrong type", pl.col("_type_error")))
+        .when(pl.col("_event_time").is_null()).then(pl.lit("event_time is neither ISO-8601 text nor epoch millis"))
+        .when(pl.col("_properties").is_null()).then(pl.lit("properties is not a JSON object"))
+        .otherwise(pl.lit(None, pl.String))
+    )
+    frame = frame.with_columns(missing.alias("_missing"), wrong_type_text.alias("_wrong_type"))
+    early_code = (
+        pl.when(pl.col("_missing") != "").then(pl.lit(MISSING_FIELD))
+        .when(pl.col("_wrong_type").is_not_null()).then(pl.lit(WRONG_TYPE))
+        .when(pl.col("_industry").is_null()).then(pl.lit(UNKNOWN_TENANT))
+        .when(pl.col("_status") != ACTIVE_STATUS).then(pl.lit(TENANT_INACTIVE))
+        .when(pl.col("_carries_amount").is_null()).then(pl.lit(UNKNOWN_EVENT_TYPE))
+        .otherwise(pl.lit(None, pl.String))
+    )
+    frame = frame.with_columns(early_code.alias("_early_code"))
+    candidates = frame.filter(pl.col("_early_code").is_null()).select("_i", "_contract", "event_type", "_properties")
+    frame = frame.join(_property_problems(candidates), on="_i", how="left", maintain_order="left")
+
+    latest_allowed = now + max_future_skew
+    frame = frame.with_columns(_amount_problem().alias("_amount_problem"))
+    code = (
+        pl.when(pl.col("_early_code").is_not_null()).then(pl.col("_early_code"))
+        .when(pl.col("_missing_property").is_not_null()).then(pl.lit(MISSING_PROPERTY))
+        .when(pl.col("_wrong_property").is_not_null()).then(pl.lit(WRONG_PROPERTY_TYPE))
+        .when(pl.col("_event_time") > pl.lit(latest_allowed).cast(_UTC_US)).then(pl.lit(FUTURE_TIMESTAMP))
+        .when(pl.col("_amount_problem").is_not_null()).then(pl.lit(INVALID_AMOUNT))
+        .otherwise(pl.lit(None, pl.String))
+    )
+    frame = frame.with_columns(code.alias("_code"))
+    reason = (
+        pl.when(pl.col("_code") == MISSING_FIELD).then(pl.format("missing field(s): {}", pl.col("_missing")))
+        .when(pl.col("_code") == WRONG_TYPE).then(pl.col("_wrong_type"))
+        .when(pl.col("_code") == UNKNOWN_TENANT).then(pl.format("tenant {} is not registered", pl.col("tenant_id")))
+        .when(pl.col("_code") == TENANT_INACTIVE)
+        .then(pl.format("tenant {} is {}", pl.col("tenant_id"), pl.col("_status")))
+        .when(pl.col("_code") == UNKNOWN_EVENT_TYPE)
+        .then(pl.format("event type {} is not in contract {}", pl.col("event_type"),
+                        pl.col("_contract").fill_null(pl.format("(none for industry {})", pl.col("_industry")))))
+        .when(pl.col("_code") == MISSING_PROPERTY)
+        .then(pl.format("event type {} requires property {}", pl.col("event_type"), pl.col("_missing_property")))
+        .when(pl.col("_code") == WRONG_PROPERTY_TYPE)
+        .then(pl.format("property {} must be {}", pl.col("_wrong_property"), pl.col("_wrong_property_type")))
+        .when(pl.col("_code") == FUTURE_TIMESTAMP)
+        .then(pl.format("event_time {} is later than {}", pl.col("_event_time").dt.to_string("%Y-%m-%dT%H:%M:%SZ"),
+                        pl.lit(latest_allowed.strftime("%Y-%m-%dT%H:%M:%SZ"))))
+        .when(pl.col("_code") == INVALID_AMOUNT).then(pl.col("_amount_problem"))
+        .otherwise(pl.lit(None, pl.String))
+    )
+    frame = frame.with_columns(reason.alias("_reason"))
+
+    accepted = frame.filter(pl.col("_code").is_null())
+    first_seen = accepted.select(pl.struct("tenant_id", "event_id").is_first_distinct()).to_series()
+    duplicates = int(accepted.height - first_seen.sum())
+    accepted = accepted.filter(first_seen)
+
+    valid = _to_arrow(accepted.select(
+        "tenant_id", "event_id", "customer_id", "event_type",
+        pl.col("_event_time").alias("event_time"),
+        pl.col("_event_time").dt.date().alias("event_date"),
+        pl.lit(source).alias("source"),
+        pl.lit(now).cast(_UTC_US).alias("ingested_at"),
+        pl.col("_amount").alias("amount"),
+        "currency",
+        pl.col("_properties").alias("properties"),
+    ), CANONICAL_SCHEMA)
+
+    rejected = frame.filter(pl.col("_code").is_not_null()).select(
+        "tenant_id", pl.col("_code").alias("reason_code"), pl.col("_reason").alias("reason"), RAW_PAYLOAD, POSITION
+    )
+    if malformed is not None and malformed.height:
+        rejected = pl.concat([
+            malformed.select(pl.lit(None, pl.String).alias("tenant_id"), pl.lit(MALFORMED_JSON).alias("reason_code"),
+                             pl.col("reason").cast(pl.String), RAW_PAYLOAD, POSITION),
+            rejected,
+        ])
+    quarantined = _to_arrow(rejected.select(
+        pl.lit(now).cast(_UTC_US).alias("quarantined_at"),
+        "tenant_id", "reason_code", "reason", RAW_PAYLOAD,
+        pl.lit(source).alias("source"),
+        POSITION,
+        pl.lit(now.date()).alias("event_date"),
+    ), QUARANTINE_SCHEMA)
+
+    counts = rejected.get_column("reason_code").value_counts()
+    by_reason = dict(zip(counts.get_column("reason_code").to_list(), counts.get_column("count").to_list(),
+                         strict=True))
+    ordered = {code: int(by_reason[code]) for code in REASON_CODES if code in by_reason}
+    return ValidationResult(valid=valid, quarantined=quarantined, duplicates_in_batch=duplicates,
+                            counts_by_reason=ordered, input_rows=input_rows)
+
+
+def _to_arrow(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
+    table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+def validate_payloads(
+    payloads: list[bytes | str] | list[bytes] | list[str],
+    positions: list[str],
+    *,
+    tenants: pl.DataFrame,
+    now: datetime,
+    source: str,
+    max_future_skew: timedelta = timedelta(minutes=5),
+) -> ValidationResult:
+    """Decode and validate raw JSON payloads in one call (the stream path)."""
+    from ingestion.contracts.decode import decode_json_records
+
+    decoded = decode_json_records(payloads, positions, source=source)
+    return validate_batch(decoded, tenants=tenants, now=now, source=source, max_future_skew=max_future_skew)

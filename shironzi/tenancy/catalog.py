@@ -1,0 +1,164 @@
+"""The fixed vocabulary of tenancy: industries, plans, placements, statuses and the module catalogue."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal, get_args
+
+from shironzi.errors import InvalidInputError, ModuleDependencyError
+
+Industry = Literal["ecommerce", "healthcare", "education"]
+Plan = Literal["free", "standard", "enterprise"]
+Placement = Literal["pooled", "dedicated"]
+Status = Literal["active", "suspended", "offboarding", "deleted"]
+Scope = Literal["read", "write", "admin"]
+Module = Literal[
+    "analytics",
+    "churn_prediction",
+    "trend_forecast",
+    "notifications",
+    "dashboards",
+    "data_export",
+    "audit_access",
+]
+
+INDUSTRIES: tuple[str, ...] = get_args(Industry)
+PLANS: tuple[str, ...] = get_args(Plan)
+PLACEMENTS: tuple[str, ...] = get_args(Placement)
+STATUSES: tuple[str, ...] = get_args(Status)
+SCOPES: tuple[str, ...] = get_args(Scope)
+MODULES: tuple[str, ...] = get_args(Module)
+
+REGULATED_INDUSTRIES: frozenset[str] = frozenset({"healthcare"})
+
+# module -> the modules it needs switched on first
+MODULE_REQUIRES: dict[str, tuple[str, ...]] = {
+    "churn_prediction": ("analytics",),
+    "trend_forecast": ("analytics",),
+}
+
+_FREE = ("analytics", "dashboards")
+_STANDARD = (*_FREE, "churn_prediction", "trend_forecast", "notifications", "data_export")
+PLAN_DEFAULT_MODULES: dict[str, tuple[str, ...]] = {
+    "free": _FREE,
+    "standard": _STANDARD,
+    "enterprise": MODULES,
+}
+
+# status -> statuses it may move to
+STATUS_TRANSITIONS: dict[str, frozenset[str]] = {
+    "active": frozenset({"suspended", "offboarding"}),
+    "suspended": frozenset({"active", "offboarding"}),
+    "offboarding": frozenset({"active", "deleted"}),
+    "deleted": frozenset(),
+}
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+MAX_NAME_LENGTH = 200
+
+
+def _one_of(kind: str, value: object, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidInputError(f"invalid {kind} {value!r}: expected one of {', '.join(allowed)}", field=kind)
+    return value
+
+
+def check_slug(slug: object) -> str:
+    """A slug is 3-63 chars of lowercase letters, digits and '-', with no dash at either end."""
+    if not isinstance(slug, str) or not _SLUG.match(slug):
+        raise InvalidInputError(
+            f"invalid slug {slug!r}: use 3-63 lowercase letters, digits or '-', no '-' at either end",
+            field="slug",
+        )
+    return slug
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("invalid name: it must not be empty", field="name")
+    if len(name.strip()) > MAX_NAME_LENGTH:
+        raise InvalidInputError(f"invalid name: longer than {MAX_NAME_LENGTH} characters", field="name")
+    return name.strip()
+
+
+def check_industry(industry: object) -> str:
+    return _one_of("industry", industry, INDUSTRIES)
+
+
+def check_plan(plan: object) -> str:
+    return _one_of("plan", plan, PLANS)
+
+
+def check_placement(placement: object) -> str:
+    return _one_of("placement", placement, PLACEMENTS)
+
+
+def check_region(region: object, regions: Iterable[str]) -> str:
+    return _one_of("region", region, regions)
+
+
+def check_module(module: object) -> str:
+    return _one_of("module", module, MODULES)
+
+
+def check_scopes(scopes: object) -> tuple[str, ...]:
+    """Scopes in catalogue order without duplicates; at least one."""
+    if isinstance(scopes, str):
+        scopes = [scopes]
+    if not isinstance(scopes, Iterable):
+        raise InvalidInputError(f"invalid scopes {scopes!r}", field="scopes")
+    wanted = list(scopes)
+    for scope in wanted:
+        _one_of("scope", scope, SCOPES)
+    if not wanted:
+        raise InvalidInputError("a key needs at least one scope (read, write, admin)", field="scopes")
+    return tuple(s for s in SCOPES if s in wanted)
+
+
+def default_placement(*, plan: str, industry: str) -> str:
+    """Enterprise tenants in a regulated industry get their own table roots; everyone else shares."""
+    return "dedicated" if plan == "enterprise" and industry in REGULATED_INDUSTRIES else "pooled"
+
+
+def dependants_of(module: str, enabled: Iterable[str]) -> list[str]:
+    """The enabled modules that need `module`."""
+    return sorted(m for m in enabled if module in MODULE_REQUIRES.get(m, ()))
+
+
+def check_can_enable(tenant_id: str, module: str, enabled: Iterable[str]) -> None:
+    enabled = set(enabled)
+    missing = [dep for dep in MODULE_REQUIRES.get(module, ()) if dep not in enabled]
+    if missing:
+        raise ModuleDependencyError(
+            f"cannot enable {module!r} for tenant {tenant_id!r}: it requires {', '.join(missing)} "
+            "(enable it first)",
+            tenant=tenant_id,
+            module=module,
+            requires=missing,
+        )
+
+
+def check_can_disable(tenant_id: str, module: str, enabled: Iterable[str]) -> None:
+    dependants = dependants_of(module, enabled)
+    if dependants:
+        raise ModuleDependencyError(
+            f"cannot disable {module!r} for tenant {tenant_id!r}: enabled modules depend on it: "
+            f"{', '.join(dependants)} (disable them first)",
+            tenant=tenant_id,
+            module=module,
+            dependants=dependants,
+        )
+
+
+def check_transition(tenant_id: str, current: str, target: str) -> None:
+    from shironzi.errors import InvalidStateError
+
+    if target not in STATUS_TRANSITIONS[current]:
+        raise InvalidStateError(
+            f"tenant {tenant_id!r} is {current}: it cannot become {target}",
+            tenant=tenant_id,
+            status=current,
+            target=target,
+        )

@@ -1,0 +1,55 @@
+"""CLI fixtures: the in-process runner against SQLite and PostgreSQL registries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shironzi.cli import main
+from shironzi.settings import get_settings
+from shironzi.tenancy import reset_registries
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def cli(
+    request: pytest.FixtureRequest,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Iterator[Callable[..., CliResult]]:
+    """Run `shironzi ...` in-process (fast); stage log lines are silenced so stderr holds only errors."""
+    monkeypatch.setenv("SHIRONZI_LOG_LEVEL", "WARNING")
+    if request.param == "postgres":
+        monkeypatch.setenv("SHIRONZI_DATABASE_URL", request.getfixturevalue("pg_database_url"))
+    get_settings.cache_clear()
+    reset_registries()
+
+    groups, commands = list(main.app.registered_groups), list(main.app.registered_commands)
+
+    def invoke(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main.run(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        finally:
+            # run() registers the command groups on the module-level app at every call; undo that so
+            # repeated in-process calls do not pile up duplicate groups.
+            main.app.registered_groups[:] = groups
+            main.app.registered_commands[:] = commands
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    yield invoke
+    reset_registries()

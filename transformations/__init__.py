@@ -1,0 +1,1 @@
+"""Transformations: the dbt runner for the curated layer and the Spark jobs."""

@@ -1,0 +1,334 @@
+"""Run the curated layer (dbt on DuckDB: bronze Delta -> silver/gold Delta) from Python or `shironzi transform`.
+
+The dbt project (dbt_project/) holds no absolute path: this runner computes every location from the
+settings and hands it over as `SHIRONZI_DBT_*` environment variables and `--vars`. The DuckDB file,
+dbt's target/ and logs/ live under SHIRONZI_HOME/dbt/<region>/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from shironzi.errors import InvalidInputError, TableNotFoundError, TransformationError
+from shironzi.lake.paths import platform_uri, table_uri
+from shironzi.observability import stage
+from shironzi.settings import Settings, get_settings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+PLUGINS_DIR = PROJECT_DIR / "plugins"
+INDUSTRIES = ("ecommerce", "healthcare", "education")
+REGISTRY_COLUMNS = ("tenant_id", "slug", "industry", "region", "plan", "placement", "status", "analytics_enabled")
+
+# dbt keeps process-global state (flags, adapters) and we set environment variables: one build at a time.
+_DBT_LOCK = threading.RLock()
+
+
+@dataclass
+class DbtBuildResult:
+    """What one `dbt build` did."""
+
+    models_built: list[str]
+    tests_passed: int
+    tests_failed: int
+    gold_versions: dict[str, int]
+    seconds: float
+    success: bool
+    failures: list[str] = field(default_factory=list)
+    full_refresh: bool = False
+
+
+# -- locations ----------------------------------------------------------------------------------------
+def bronze_events_uri(settings: Settings, region: str) -> str:
+    return table_uri(settings.resolved_lake_uri, layer="bronze", table="events", region=region)
+
+
+def registry_snapshot_uri(settings: Settings) -> str:
+    return platform_uri(settings.resolved_lake_uri, "registry", "tenants")
+
+
+def layer_root(settings: Settings, region: str, layer: str) -> str:
+    """`{lake}/{region}/{layer}`: where the dbt models of that layer write their Delta tables."""
+    return table_uri(settings.resolved_lake_uri, layer=layer, table="placeholder", region=region).rsplit("/", 1)[0]  # type: ignore[arg-type]
+
+
+def dbt_home(settings: Settings, region: str) -> Path:
+    return settings.home / "dbt" / region
+
+
+def _check_region(settings: Settings, region: str) -> str:
+    if region not in settings.regions:
+        raise InvalidInputError(f"unknown region {region!r}; expected one of {', '.join(settings.regions)}",
+                                region=region)
+    return region
+
+
+# -- the registry snapshot ----------------------------------------------------------------------------
+def _registry_tenants(settings: Settings) -> list[dict[str, Any]]:
+    """Tenants from the platform registry, with their analytics toggle."""
+    from shironzi.tenancy.registry import get_registry
+
+    registry = get_registry(settings)
+    analytics = set(registry.tenants_with_module("analytics"))
+    return [{**info._asdict(), "analytics_enabled": tenant_id in analytics}
+            for tenant_id, info in registry.tenant_directory(fresh=True).items()]
+
+
+def _snapshot_rows(tenants: Iterable[Mapping[str, Any]], region: str) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {name: [] for name in REGISTRY_COLUMNS}
+    seen: set[str] = set()
+    for number, tenant in enumerate(tenants, start=1):
+        tenant_id = str(tenant.get("tenant_id") or "").strip()
+        if not tenant_id:
+            raise InvalidInputError(f"tenant #{number} has no tenant_id")
+        if tenant_id in seen:
+            raise InvalidInputError(f"tenant {tenant_id!r} appears twice", tenant=tenant_id)
+        seen.add(tenant_id)
+        industry = str(tenant.get("industry") or "").lower()
+        if industry not in INDUSTRIES:
+            raise InvalidInputError(f"tenant {tenant_id!r} has unknown industry {industry!r}; "
+                                    f"expected one of {', '.join(INDUSTRIES)}", tenant=tenant_id)
+        modules = tenant.get("modules")
+        enabled = tenant.get("analytics_enabled", "analytics" in modules if modules is not None else True)
+        columns["tenant_id"].append(tenant_id)
+        columns["slug"].append(str(tenant.get("slug") or tenant_id))
+        columns["industry"].append(industry)
+        columns["region"].append(str(tenant.get("region") or region))
+        columns["plan"].append(str(tenant.get("plan") or "standard"))
+        columns["placement"].append(str(tenant.get("placement") or "pooled"))
+        columns["status"].append(str(tenant.get("status") or "active"))
+        columns["analytics_enabled"].append(bool(enabled))
+    return columns
+
+
+def write_registry_snapshot(*, tenants: Iterable[Mapping[str, Any]] | None = None, region: str,
+                            settings: Settings | None = None) -> tuple[str, set[str]]:
+    """Write the tenants dbt sees (explicit dicts, else the registry) as a Delta table; returns its URI
+    and the ids of this region's tenants with analytics on."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    settings = settings or get_settings()
+    rows = _snapshot_rows(_registry_tenants(settings) if tenants is None else tenants, region)
+    schema = pa.schema([(name, pa.bool_() if name == "analytics_enabled" else pa.string())
+                        for name in REGISTRY_COLUMNS])
+    uri = registry_snapshot_uri(settings)
+    write_deltalake(uri, pa.table(rows, schema=schema), mode="overwrite", schema_mode="overwrite",
+                    storage_options=settings.storage_options or None)
+    enabled = {tid for tid, reg, on in zip(rows["tenant_id"], rows["region"], rows["analytics_enabled"],
+                                          strict=True) if on and reg == region}
+    return uri, enabled
+
+
+# -- running dbt --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def dbt_environment(settings: Settings, region: str) -> Iterator[Path]:
+    """Set the SHIRONZI_DBT_* variables the profile and sources read (restored afterwards); yields
+    the region's dbt working directory."""
+    work = dbt_home(settings, region)
+    work.mkdir(parents=True, exist_ok=True)
+    values = {
+        "SHIRONZI_DBT_DUCKDB_PATH": str(work / "shironzi.duckdb"),
+        "SHIRONZI_DBT_BRONZE_EVENTS": bronze_events_uri(settings, region),
+        "SHIRONZI_DBT_REGISTRY_TENANTS": registry_snapshot_uri(settings),
+        "SHIRONZI_DBT_SILVER_ROOT": layer_root(settings, region, "silver"),
+        "SHIRONZI_DBT_GOLD_ROOT": layer_root(settings, region, "gold"),
+        "SHIRONZI_DBT_STORAGE_OPTIONS": json.dumps(settings.storage_options),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DBT_VERSION_CHECK": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    with _DBT_LOCK:
+        previous = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        added_path = str(PLUGINS_DIR) not in sys.path
+        if added_path:
+            sys.path.insert(0, str(PLUGINS_DIR))
+        try:
+            yield work
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            if added_path:
+                with contextlib.suppress(ValueError):
+                    sys.path.remove(str(PLUGINS_DIR))
+
+
+def _invoke(command: str, work: Path, *, region: str, extra: list[str], dbt_vars: Mapping[str, Any],
+            project_dir: Path = PROJECT_DIR) -> Any:
+    from dbt.cli.main import dbtRunner
+
+    args = [command, "--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
+            "--target-path", str(work / "target"), "--log-path", str(work / "logs"),
+            "--vars", json.dumps({"region": region, **dbt_vars}), "--quiet", "--no-use-colors", *extra]
+    return dbtRunner().invoke(args)
+
+
+def _first_line(text: str | None) -> str:
+    """The first informative line of a dbt message (skipping its 'Runtime Error in model x' header)."""
+    lines = [" ".join(line.split()) for line in (text or "").splitlines() if line.strip()]
+    informative = [line for line in lines if not line.endswith(".sql)") and not line.endswith(".yml)")]
+    return (informative or lines or [""])[0]
+
+
+def _summarise(result: Any) -> tuple[list[str], int, int, list[str]]:
+    """Models built, tests passed, tests failed and failure lines from a dbt RunExecutionResult."""
+    models, passed, failed, failures = [], 0, 0, []
+    for item in getattr(result, "results", None) or []:
+        node, status = item.node, str(item.status)
+        kind = str(node.resource_type)
+        if kind in ("test", "unit_test"):
+            if status == "pass":
+                passed += 1
+            elif status in ("fail", "error"):
+                failed += 1
+                failures.append(f"{kind} {node.name}: {status} ({_first_line(item.message) or 'failing rows'})")
+        elif kind in ("model", "seed", "snapshot"):
+            if status == "success":
+                if kind == "model":
+                    models.append(node.name)
+            elif status == "error":
+                failures.append(f"{kind} {node.name}: {_first_line(item.message)}")
+    return models, passed, failed, failures
+
+
+def _gold_models(work: Path) -> list[str]:
+    manifest = work / "target" / "manifest.json"
+    if not manifest.exists():
+        return []
+    nodes = json.loads(manifest.read_text())["nodes"].values()
+    return sorted(n["name"] for n in nodes if n["resource_type"] == "model"
+                  and n["config"].get("materialized") == "delta" and n["config"].get("layer") == "gold")
+
+
+def _gold_versions(settings: Settings, region: str, names: Iterable[str]) -> dict[str, int]:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError as DeltaMissing
+
+    versions = {}
+    for name in names:
+        uri = table_uri(settings.resolved_lake_uri, layer="gold", table=name, region=region)
+        with contextlib.suppress(DeltaMissing):
+            versions[name] = DeltaTable(uri, storage_options=settings.storage_options or None).version()
+    return versions
+
+
+def _tenants_fingerprint(enabled: set[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(enabled)).encode()).hexdigest()
+
+
+def run_dbt_build(
+    *,
+    region: str,
+    tenants: Iterable[Mapping[str, Any]] | None = None,
+    select: str | None = None,
+    full_refresh: bool = False,
+    settings: Settings | None = None,
+    dbt_vars: Mapping[str, Any] | None = None,
+    raise_on_failure: bool = False,
+    project_dir: Path | None = None,
+) -> DbtBuildResult:
+    """Run `dbt build` for one region: snapshot the registry, build silver and gold Delta tables, run
+    every data and unit test. When the set of analytics-enabled tenants changed since the last build,
+    the facts are rebuilt in full (an incremental merge would keep a disabled tenant's rows).
+    `project_dir` swaps in a copy of the dbt project (tests, extensions)."""
+    settings = settings or get_settings()
+    _check_region(settings, region)
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError as DeltaMissing
+
+    bronze = bronze_events_uri(settings, region)
+    try:
+        DeltaTable(bronze, storage_options=settings.storage_options or None)
+    except DeltaMissing as exc:
+        raise TableNotFoundError(f"no bronze events table for region {region!r} at {bronze}; ingest events first",
+                                 uri=bronze) from exc
+
+    with stage("dbt_build", region=region) as summary:
+        _, enabled = write_registry_snapshot(tenants=tenants, region=region, settings=settings)
+        state_file = dbt_home(settings, region) / "state.json"
+        fingerprint = _tenants_fingerprint(enabled)
+        if state_file.exists() and json.loads(state_file.read_text()).get("analytics_tenants") != fingerprint:
+            full_refresh = True
+        extra = [*(["--select", select] if select else []), *(["--full-refresh"] if full_refresh else [])]
+        started = time.perf_counter()
+        with dbt_environment(settings, region) as work:
+            outcome = _invoke("build", work, region=region, extra=extra, dbt_vars=dict(dbt_vars or {}),
+                              project_dir=project_dir or PROJECT_DIR)
+        seconds = time.perf_counter() - started
+        models, passed, failed, failures = _summarise(outcome.result)
+        if outcome.exception is not None:
+            failures.append(f"dbt: {_first_line(str(outcome.exception))}")
+        success = bool(outcome.success) and not failures
+        if success:
+            state_file.write_text(json.dumps({"analytics_tenants": fingerprint}))
+        result = DbtBuildResult(models_built=models, tests_passed=passed, tests_failed=failed,
+                                gold_versions=_gold_versions(settings, region, _gold_models(work)),
+                                seconds=seconds, success=success, failures=failures, full_refresh=full_refresh)
+        summary.rows = len(models)
+        summary.table_version = result.gold_versions
+        summary.extra.update(tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh)
+    if raise_on_failure and not success:
+        raise TransformationError(_failure_message(result), region=region, failures=failures)
+    return result
+
+
+def _failure_message(result: DbtBuildResult) -> str:
+    first = result.failures[0] if result.failures else "dbt reported a failure"
+    more = f" (+{len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
+    return f"dbt build failed: {first}{more}"
+
+
+def dbt_manifest(*, region: str | None = None, settings: Settings | None = None) -> dict[str, list[str]]:
+    """Every model of the project -> the models it depends on (for per-model Airflow tasks)."""
+    settings = settings or get_settings()
+    region = _check_region(settings, region or settings.default_region)
+    with dbt_environment(settings, region) as work:
+        outcome = _invoke("parse", work, region=region, extra=[], dbt_vars={})
+        if not outcome.success:
+            raise TransformationError(f"dbt parse failed: {_first_line(str(outcome.exception))}")
+        nodes = json.loads((work / "target" / "manifest.json").read_text())["nodes"]
+    models = {key: node for key, node in nodes.items() if node["resource_type"] == "model"}
+    return {node["name"]: sorted(models[dep]["name"] for dep in node["depends_on"]["nodes"] if dep in models)
+            for node in models.values()}
+
+
+# -- the CLI command ----------------------------------------------------------------------------------
+def transform(
+    region: str = typer.Option(None, "--region", help="Region to build (default: the settings' default region)."),
+    select: str = typer.Option(None, "--select", "-s", help="dbt node selection, e.g. 'fct_tenant_daily_kpis+'."),
+    full_refresh: bool = typer.Option(False, "--full-refresh", help="Rebuild incremental Delta tables in full."),
+) -> None:
+    """Build the curated layer with dbt: bronze Delta -> silver and gold Delta, with every test."""
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = get_settings()
+    result = run_dbt_build(region=region or settings.default_region, select=select, full_refresh=full_refresh,
+                           settings=settings)
+    console = Console(highlight=False)
+    console.print(f"models built: {len(result.models_built)}  tests passed: {result.tests_passed}  "
+                  f"tests failed: {result.tests_failed}  ({result.seconds:.1f}s"
+                  f"{', full refresh' if result.full_refresh else ''})")
+    table = Table(title="gold Delta tables")
+    table.add_column("table")
+    table.add_column("version", justify="right")
+    for name, version in sorted(result.gold_versions.items()):
+        table.add_row(name, str(version))
+    console.print(table)
+    if not result.success:
+        raise TransformationError(_failure_message(result), failures=result.failures)
