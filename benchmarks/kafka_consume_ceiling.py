@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -238,6 +239,10 @@ def run(bootstrap: str, *, events: int, partitions: int, repeats: int, max_recor
     return summary
 
 
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -253,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks._machine import print_header
 
     info = print_header("Kafka raw consume ceiling (consume + decode to Arrow), per client")
+    print(f"load average at start: {_load()}  (a shared machine: other work skews the figures)")
     if args.bootstrap:
         summary = run(
             args.bootstrap,
@@ -274,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
                 repeats=args.repeats,
                 max_records=args.max_records,
             )
+    print(f"load average at end: {_load()}")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, **summary}, indent=2))
 

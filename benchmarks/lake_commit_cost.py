@@ -1,9 +1,12 @@
 """How much a long Delta log costs to open, with and without checkpoints.
 
 Makes N small idempotent commits (append + txn, as a stream ingestor does) to one table through
-`shironzi.lake.append` (which checkpoints every 100 commits), and the same N commits to a twin
-table with checkpoints disabled. Then times opening each table (`DeltaTable(uri)` + `version()`)
-and recovering a stream offset (`txn_version`), and prints both and their ratio.
+`shironzi.lake.append` (which checkpoints every 100 commits), and a twin with checkpoints disabled:
+by default a copy of the same table and log with the checkpoint files removed (`--twin copy`,
+identical commits, seconds to make), or the same N commits written again with the checkpoint hook
+off (`--twin write`, slow: without checkpoints every commit gets dearer as the log grows). Then
+times opening each table (`DeltaTable(uri)` + `version()`) and recovering a stream offset
+(`txn_version`), and prints both and their ratio.
 
     .venv/bin/python benchmarks/lake_commit_cost.py                 # 5,000 commits (a few minutes)
     .venv/bin/python benchmarks/lake_commit_cost.py --commits 300   # quick run
@@ -96,6 +99,17 @@ def build_uncheckpointed(uri: str, commits: int, rows: int) -> float:
     return time.perf_counter() - started
 
 
+def copy_without_checkpoints(source: str, target: str) -> float:
+    """The same table and commits with the checkpoints deleted: readers must replay every JSON commit."""
+    started = time.perf_counter()
+    shutil.copytree(source, target)
+    log = Path(target) / "_delta_log"
+    for checkpoint in log.glob("*.checkpoint*.parquet"):
+        checkpoint.unlink()
+    (log / "_last_checkpoint").unlink(missing_ok=True)
+    return time.perf_counter() - started
+
+
 def _log_shape(uri: str) -> dict[str, int]:
     log = Path(uri) / "_delta_log"
     return {
@@ -110,6 +124,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     parser.add_argument("--commits", type=int, default=5000, help="commits per table (default 5000)")
     parser.add_argument("--rows", type=int, default=10, help="rows per commit (default 10)")
+    parser.add_argument(
+        "--twin",
+        choices=("copy", "write"),
+        default="copy",
+        help="how to make the no-checkpoint table (default: copy the log minus checkpoints)",
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed opens per table (default 7)")
     parser.add_argument(
         "--workdir", type=Path, default=None, help="where to build the tables (default: a temp dir)"
@@ -121,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         parser.error("--commits must be >= 1")
 
     machine = print_header("lake commit cost: opening a long Delta log with and without checkpoints")
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shironzi-bench-"))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shironzi-bench-lake-"))
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointed, plain = str(workdir / "checkpointed"), str(workdir / "no_checkpoints")
     try:
@@ -129,7 +149,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             f"{args.commits} commits x {args.rows} rows per table, checkpoint interval {CHECKPOINT_INTERVAL}"
         )
         write_a = build_checkpointed(checkpointed, args.commits, args.rows)
-        write_b = build_uncheckpointed(plain, args.commits, args.rows)
+        if args.twin == "write":
+            write_b: float | None = build_uncheckpointed(plain, args.commits, args.rows)
+        else:
+            copy_s = copy_without_checkpoints(checkpointed, plain)
+            print(f"  copied the log without checkpoints in {copy_s:.1f}s", file=sys.stderr)
+            write_b = None
 
         def opener(uri: str) -> Callable[[], int]:
             return lambda: DeltaTable(uri).version()
@@ -141,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "commits": args.commits,
             "rows_per_commit": args.rows,
             "checkpoint_interval": CHECKPOINT_INTERVAL,
+            "twin": args.twin,
             "write_s": {"checkpointed": write_a, "no_checkpoints": write_b},
             "open": {
                 "checkpointed": _timed(opener(checkpointed), args.repeats),

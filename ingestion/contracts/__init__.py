@@ -15,7 +15,13 @@ from typing import Any
 import polars as pl
 
 from ingestion.contracts.decode import ACCEPTED_JSON_TYPES, DecodedBatch, decode_json_records
-from ingestion.contracts.model import PROPERTY_TYPES, Contract, EventTypeSpec, PropertySpec, contract_from_dict
+from ingestion.contracts.model import (
+    PROPERTY_TYPES,
+    Contract,
+    EventTypeSpec,
+    PropertySpec,
+    contract_from_dict,
+)
 from ingestion.contracts.registry import (
     event_type_table,
     get_contract,
@@ -46,18 +52,47 @@ from ingestion.contracts.schema import (
 from ingestion.contracts.validate import ACTIVE_STATUS, ValidationResult, validate_batch, validate_payloads
 
 __all__ = [
-    "ACCEPTED_JSON_TYPES", "ACTIVE_STATUS", "CANONICAL_SCHEMA", "FUTURE_TIMESTAMP", "INVALID_AMOUNT", "MALFORMED_JSON",
-    "MISSING_FIELD", "MISSING_PROPERTY", "PROPERTY_TYPES", "QUARANTINE_SCHEMA", "REASON_CODES", "RECORD_FIELDS",
-    "REQUIRED_FIELDS", "TENANT_INACTIVE", "UNKNOWN_EVENT_TYPE", "UNKNOWN_TENANT", "WRONG_PROPERTY_TYPE", "WRONG_TYPE",
-    "Contract", "DecodedBatch", "EventTypeSpec", "PropertySpec", "ValidationResult", "contract_from_dict",
-    "decode_json_records", "event_type_table", "get_contract", "industries", "latest_contract_refs",
-    "list_contracts", "pii_fields", "property_table", "recoverable_pii_fields", "tenants_frame", "validate_batch",
+    "ACCEPTED_JSON_TYPES",
+    "ACTIVE_STATUS",
+    "CANONICAL_SCHEMA",
+    "FUTURE_TIMESTAMP",
+    "INVALID_AMOUNT",
+    "MALFORMED_JSON",
+    "MISSING_FIELD",
+    "MISSING_PROPERTY",
+    "PROPERTY_TYPES",
+    "QUARANTINE_SCHEMA",
+    "REASON_CODES",
+    "RECORD_FIELDS",
+    "REQUIRED_FIELDS",
+    "TENANT_INACTIVE",
+    "UNKNOWN_EVENT_TYPE",
+    "UNKNOWN_TENANT",
+    "WRONG_PROPERTY_TYPE",
+    "WRONG_TYPE",
+    "Contract",
+    "DecodedBatch",
+    "EventTypeSpec",
+    "PropertySpec",
+    "ValidationResult",
+    "contract_from_dict",
+    "decode_json_records",
+    "event_type_table",
+    "get_contract",
+    "industries",
+    "latest_contract_refs",
+    "list_contracts",
+    "pii_fields",
+    "property_table",
+    "recoverable_pii_fields",
+    "tenants_frame",
+    "validate_batch",
     "validate_payloads",
 ]
 
 
 def tenants_frame(rows: Iterable[Any] | Mapping[str, Any]) -> pl.DataFrame:
-    """A tenants frame for `validate_batch` from `(tenant_id, industry, status)` tuples, dicts, or objects with
+    """A tenants frame for `validate_batch` from `(tenant_id, industry, status)` tuples, dicts or objects with
     those attributes, e.g. `tenants_frame(registry.tenant_directory())` (a mapping: its values are used)."""
     items = list(rows.values()) if isinstance(rows, Mapping) else list(rows)
     out: dict[str, list[str]] = {"tenant_id": [], "industry": [], "status": []}

@@ -33,7 +33,10 @@ ACCEPTED_JSON_TYPES: dict[str, tuple[str, ...]] = {
 _OBJECT_START = r"^\s*\{"  # a JSON object, not a bare number, string, array or null
 
 MALFORMED_COLUMNS: dict[str, type[pl.DataType]] = {
-    RAW_PAYLOAD: pl.String, POSITION: pl.String, "reason_code": pl.String, "reason": pl.String,
+    RAW_PAYLOAD: pl.String,
+    POSITION: pl.String,
+    "reason_code": pl.String,
+    "reason": pl.String,
 }
 
 
@@ -110,13 +113,20 @@ def _json_type(text: pl.Expr) -> pl.Expr:
     """The JSON type (DuckDB names) of a column of JSON value texts, read from the first character."""
     first = text.str.slice(0, 1)
     return (
-        pl.when(first == '"').then(pl.lit("VARCHAR"))
-        .when(first == "{").then(pl.lit("OBJECT"))
-        .when(first == "[").then(pl.lit("ARRAY"))
-        .when(first.is_in(["t", "f"])).then(pl.lit("BOOLEAN"))
-        .when(first == "n").then(pl.lit("NULL"))
-        .when(text.str.contains(r"[.eE]")).then(pl.lit("DOUBLE"))
-        .when(first == "-").then(pl.lit("BIGINT"))
+        pl.when(first == '"')
+        .then(pl.lit("VARCHAR"))
+        .when(first == "{")
+        .then(pl.lit("OBJECT"))
+        .when(first == "[")
+        .then(pl.lit("ARRAY"))
+        .when(first.is_in(["t", "f"]))
+        .then(pl.lit("BOOLEAN"))
+        .when(first == "n")
+        .then(pl.lit("NULL"))
+        .when(text.str.contains(r"[.eE]"))
+        .then(pl.lit("DOUBLE"))
+        .when(first == "-")
+        .then(pl.lit("BIGINT"))
         .otherwise(pl.lit("UBIGINT"))
     )
 
@@ -125,18 +135,21 @@ def _json_value_text(text: pl.Expr) -> pl.Expr:
     """JSON value text -> plain text: strings unquoted (and unescaped), null -> null, others unchanged."""
     first = text.str.slice(0, 1)
     escaped = (first == '"') & text.str.contains("\\", literal=True)
-    # Only escaped string literals go through the (slower, strict) JSON decoder; every other row is null there.
+    # Only escaped string literals go through the (slower, strict) JSON decoder; other rows are null there.
     unescaped = pl.when(escaped).then(text).otherwise(pl.lit(None, pl.String)).str.json_decode(pl.String)
     return (
-        pl.when(escaped).then(unescaped)
-        .when(first == '"').then(text.str.slice(1, text.str.len_bytes() - 2))
-        .when(first == "n").then(pl.lit(None, pl.String))
+        pl.when(escaped)
+        .then(unescaped)
+        .when(first == '"')
+        .then(text.str.slice(1, text.str.len_bytes() - 2))
+        .when(first == "n")
+        .then(pl.lit(None, pl.String))
         .otherwise(text)
     )
 
 
 def _split_fields(batch: pl.DataFrame) -> pl.DataFrame:
-    """`_i`, every record field as plain text and `type_error_field`, for the payloads that are JSON objects."""
+    """`_i`, every record field as plain text and `type_error_field`, for payloads that are JSON objects."""
     import duckdb
 
     try:
@@ -180,13 +193,17 @@ def decode_json_records(
     )
     not_decoded = np.ones(len(payloads), dtype=bool)
     not_decoded[decoded_rows.to_numpy()] = False
-    malformed = pl.DataFrame([texts, positions_series, bad_text]).filter(not_decoded).select(
-        RAW_PAYLOAD,
-        POSITION,
-        pl.lit(MALFORMED_JSON).alias("reason_code"),
-        pl.when(pl.col("bad_text"))
-        .then(pl.lit("payload is empty or not UTF-8 text"))
-        .otherwise(pl.lit("payload is not a JSON object"))
-        .alias("reason"),
+    malformed = (
+        pl.DataFrame([texts, positions_series, bad_text])
+        .filter(not_decoded)
+        .select(
+            RAW_PAYLOAD,
+            POSITION,
+            pl.lit(MALFORMED_JSON).alias("reason_code"),
+            pl.when(pl.col("bad_text"))
+            .then(pl.lit("payload is empty or not UTF-8 text"))
+            .otherwise(pl.lit("payload is not a JSON object"))
+            .alias("reason"),
+        )
     )
     return DecodedBatch(records=records, malformed=malformed, source=source)

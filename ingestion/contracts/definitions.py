@@ -17,20 +17,34 @@ ECOMMERCE_V1: dict[str, Any] = {
     "signup_event": "customer_signed_up",
     "terminal_event": "account_closed",
     "event_types": {
-        "customer_signed_up": {"properties": {
-            "email": _EMAIL, "full_name": _NAME, "signup_channel": "string", "plan": "string",
-            "referrer": {"type": "string", "required": False},
-        }},
+        "customer_signed_up": {
+            "properties": {
+                "email": _EMAIL,
+                "full_name": _NAME,
+                "signup_channel": "string",
+                "plan": "string",
+                "referrer": {"type": "string", "required": False},
+            }
+        },
         "session_started": {"properties": {"session_id": "string", "device": "string"}},
         "product_viewed": {"properties": {"product_id": "string", "category": "string", "price": "float"}},
         "cart_updated": {"properties": {"product_id": "string", "quantity": "int", "cart_value": "float"}},
-        "order_placed": {"amount": True, "properties": {
-            "order_id": "string", "item_count": "int", "payment_method": "string",
-            "shipping_postcode": {"type": "string", "pii": True, "recoverable": False},
-        }},
+        "order_placed": {
+            "amount": True,
+            "properties": {
+                "order_id": "string",
+                "item_count": "int",
+                "payment_method": "string",
+                "shipping_postcode": {"type": "string", "pii": True, "recoverable": False},
+            },
+        },
         "order_refunded": {"amount": True, "properties": {"order_id": "string", "refund_reason": "string"}},
-        "subscription_changed": {"properties": {"from_plan": "string", "to_plan": "string", "auto_renew": "bool"}},
-        "support_ticket_opened": {"properties": {"ticket_id": "string", "topic": "string", "priority": "string"}},
+        "subscription_changed": {
+            "properties": {"from_plan": "string", "to_plan": "string", "auto_renew": "bool"}
+        },
+        "support_ticket_opened": {
+            "properties": {"ticket_id": "string", "topic": "string", "priority": "string"}
+        },
         "account_closed": {"properties": {"reason": "string", "closed_by_customer": "bool"}},
     },
 }
@@ -41,24 +55,39 @@ HEALTHCARE_V1: dict[str, Any] = {
     "signup_event": "patient_registered",
     "terminal_event": "patient_disenrolled",
     "event_types": {
-        "patient_registered": {"properties": {
-            "full_name": _NAME,
-            "date_of_birth": {"type": "timestamp", "pii": True, "recoverable": True},
-            "phone": {"type": "string", "pii": True, "recoverable": True},
-            "insurance_plan": "string",
-        }},
-        "appointment_booked": {"properties": {
-            "appointment_id": "string", "specialty": "string", "scheduled_for": "timestamp",
-        }},
-        "appointment_attended": {"properties": {
-            "appointment_id": "string", "specialty": "string", "duration_minutes": "int",
-        }},
-        "appointment_missed": {"properties": {"appointment_id": "string", "specialty": "string", "notified": "bool"}},
-        "prescription_filled": {"amount": True, "properties": {
-            "prescription_id": "string",
-            "medication_code": {"type": "string", "pii": True, "recoverable": False},
-            "refill": "bool",
-        }},
+        "patient_registered": {
+            "properties": {
+                "full_name": _NAME,
+                "date_of_birth": {"type": "timestamp", "pii": True, "recoverable": True},
+                "phone": {"type": "string", "pii": True, "recoverable": True},
+                "insurance_plan": "string",
+            }
+        },
+        "appointment_booked": {
+            "properties": {
+                "appointment_id": "string",
+                "specialty": "string",
+                "scheduled_for": "timestamp",
+            }
+        },
+        "appointment_attended": {
+            "properties": {
+                "appointment_id": "string",
+                "specialty": "string",
+                "duration_minutes": "int",
+            }
+        },
+        "appointment_missed": {
+            "properties": {"appointment_id": "string", "specialty": "string", "notified": "bool"}
+        },
+        "prescription_filled": {
+            "amount": True,
+            "properties": {
+                "prescription_id": "string",
+                "medication_code": {"type": "string", "pii": True, "recoverable": False},
+                "refill": "bool",
+            },
+        },
         "portal_login": {"properties": {"device": "string", "mfa_used": "bool"}},
         "claim_submitted": {"amount": True, "properties": {"claim_id": "string", "procedure_code": "string"}},
         "patient_disenrolled": {"properties": {"reason": "string"}},
@@ -73,10 +102,17 @@ EDUCATION_V1: dict[str, Any] = {
     "event_types": {
         "student_enrolled": {"properties": {"email": _EMAIL, "full_name": _NAME, "program": "string"}},
         "course_started": {"properties": {"course_id": "string", "modality": "string"}},
-        "lesson_completed": {"properties": {"course_id": "string", "lesson_id": "string", "minutes_spent": "int"}},
-        "assessment_submitted": {"properties": {
-            "course_id": "string", "assessment_id": "string", "score": "float", "passed": "bool",
-        }},
+        "lesson_completed": {
+            "properties": {"course_id": "string", "lesson_id": "string", "minutes_spent": "int"}
+        },
+        "assessment_submitted": {
+            "properties": {
+                "course_id": "string",
+                "assessment_id": "string",
+                "score": "float",
+                "passed": "bool",
+            }
+        },
         "payment_made": {"amount": True, "properties": {"invoice_id": "string", "installment": "int"}},
         "forum_post": {"properties": {"course_id": "string", "thread_id": "string", "post_length": "int"}},
         "student_withdrew": {"properties": {"reason": "string"}},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from shironzi.errors import ConfigurationError
 
@@ -76,12 +76,18 @@ def _property_from_dict(owner: str, name: str, raw: str | Mapping[str, Any]) -> 
         raise ConfigurationError(f"contract {owner}: property {name!r} has unknown keys {sorted(unknown)}")
     if spec.get("type") not in PROPERTY_TYPES:
         raise ConfigurationError(
-            f"contract {owner}: property {name!r} has type {spec.get('type')!r}; expected one of {PROPERTY_TYPES}"
+            f"contract {owner}: property {name!r} has type {spec.get('type')!r}; "
+            f"expected one of {PROPERTY_TYPES}"
         )
     if spec.get("recoverable") and not spec.get("pii"):
         raise ConfigurationError(f"contract {owner}: property {name!r} is recoverable but not marked pii")
-    return PropertySpec(name=name, type=spec["type"], required=bool(spec.get("required", True)),
-                        pii=bool(spec.get("pii", False)), recoverable=bool(spec.get("recoverable", False)))
+    return PropertySpec(
+        name=name,
+        type=cast(PropertyType, spec["type"]),
+        required=bool(spec.get("required", True)),
+        pii=bool(spec.get("pii", False)),
+        recoverable=bool(spec.get("recoverable", False)),
+    )
 
 
 def contract_from_dict(data: Mapping[str, Any]) -> Contract:
@@ -91,7 +97,8 @@ def contract_from_dict(data: Mapping[str, Any]) -> Contract:
 
         {"industry": "ecommerce", "version": 1, "signup_event": "...", "terminal_event": "...",
          "event_types": {"order_placed": {"amount": True, "properties": {
-             "order_id": "string", "shipping_postcode": {"type": "string", "pii": True, "recoverable": False}}}}}
+             "order_id": "string",
+             "shipping_postcode": {"type": "string", "pii": True, "recoverable": False}}}}}
     """
     unknown = set(data) - {"industry", "version", "event_types", "signup_event", "terminal_event"}
     if unknown:
@@ -101,12 +108,25 @@ def contract_from_dict(data: Mapping[str, Any]) -> Contract:
     for name, body in data["event_types"].items():
         extra = set(body) - {"amount", "properties", "description"}
         if extra:
-            raise ConfigurationError(f"contract {owner}: event type {name!r} has unknown keys {sorted(extra)}")
+            raise ConfigurationError(
+                f"contract {owner}: event type {name!r} has unknown keys {sorted(extra)}"
+            )
         props = tuple(_property_from_dict(owner, p, raw) for p, raw in body.get("properties", {}).items())
-        event_types.append(EventTypeSpec(name=name, properties=props, carries_amount=bool(body.get("amount", False)),
-                                         description=str(body.get("description", ""))))
-    contract = Contract(industry=str(data["industry"]), version=int(data["version"]), event_types=tuple(event_types),
-                        terminal_event=str(data["terminal_event"]), signup_event=str(data["signup_event"]))
+        event_types.append(
+            EventTypeSpec(
+                name=name,
+                properties=props,
+                carries_amount=bool(body.get("amount", False)),
+                description=str(body.get("description", "")),
+            )
+        )
+    contract = Contract(
+        industry=str(data["industry"]),
+        version=int(data["version"]),
+        event_types=tuple(event_types),
+        terminal_event=str(data["terminal_event"]),
+        signup_event=str(data["signup_event"]),
+    )
     for special in (contract.terminal_event, contract.signup_event):
         if special not in contract.event_type_names:
             raise ConfigurationError(f"contract {owner}: {special!r} is not one of its event types")

@@ -32,11 +32,15 @@ def get_contract(ref: str) -> Contract:
     contracts = _contracts()
     if "@" in ref:
         if ref not in contracts:
-            raise InvalidInputError(f"unknown contract {ref!r}; known: {', '.join(sorted(contracts))}", contract=ref)
+            raise InvalidInputError(
+                f"unknown contract {ref!r}; known: {', '.join(sorted(contracts))}", contract=ref
+            )
         return contracts[ref]
     versions = [c for c in contracts.values() if c.industry == ref]
     if not versions:
-        raise InvalidInputError(f"no contract for industry {ref!r}; known: {', '.join(industries())}", industry=ref)
+        raise InvalidInputError(
+            f"no contract for industry {ref!r}; known: {', '.join(industries())}", industry=ref
+        )
     return max(versions, key=lambda c: c.version)
 
 
@@ -56,11 +60,24 @@ def recoverable_pii_fields(industry: str, *, version: int | None = None) -> list
 def event_type_table() -> pl.DataFrame:
     """One row per (contract, event_type): `contract, industry, event_type, carries_amount`."""
     rows = [
-        {"contract": c.ref, "industry": c.industry, "event_type": et.name, "carries_amount": et.carries_amount}
-        for c in list_contracts() for et in c.event_types
+        {
+            "contract": c.ref,
+            "industry": c.industry,
+            "event_type": et.name,
+            "carries_amount": et.carries_amount,
+        }
+        for c in list_contracts()
+        for et in c.event_types
     ]
-    return pl.DataFrame(rows, schema={"contract": pl.String, "industry": pl.String, "event_type": pl.String,
-                                      "carries_amount": pl.Boolean})
+    return pl.DataFrame(
+        rows,
+        schema={
+            "contract": pl.String,
+            "industry": pl.String,
+            "event_type": pl.String,
+            "carries_amount": pl.Boolean,
+        },
+    )
 
 
 @cache
@@ -68,10 +85,20 @@ def property_table() -> pl.DataFrame:
     """One row per (contract, event_type, property): `contract, event_type, property, type, required`."""
     rows = [
         {"contract": c.ref, "event_type": et.name, "property": p.name, "type": p.type, "required": p.required}
-        for c in list_contracts() for et in c.event_types for p in et.properties
+        for c in list_contracts()
+        for et in c.event_types
+        for p in et.properties
     ]
-    return pl.DataFrame(rows, schema={"contract": pl.String, "event_type": pl.String, "property": pl.String,
-                                      "type": pl.String, "required": pl.Boolean})
+    return pl.DataFrame(
+        rows,
+        schema={
+            "contract": pl.String,
+            "event_type": pl.String,
+            "property": pl.String,
+            "type": pl.String,
+            "required": pl.Boolean,
+        },
+    )
 
 
 def latest_contract_refs() -> dict[str, str]:

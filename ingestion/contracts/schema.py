@@ -43,7 +43,14 @@ QUARANTINE_SCHEMA: Final[pa.Schema] = pa.schema(
 
 # Fields a producer sends; `event_date`, `source` and `ingested_at` are derived on ingestion.
 RECORD_FIELDS: Final[tuple[str, ...]] = (
-    "tenant_id", "event_id", "customer_id", "event_type", "event_time", "amount", "currency", "properties",
+    "tenant_id",
+    "event_id",
+    "customer_id",
+    "event_type",
+    "event_time",
+    "amount",
+    "currency",
+    "properties",
 )
 REQUIRED_FIELDS: Final[tuple[str, ...]] = ("tenant_id", "event_id", "customer_id", "event_type", "event_time")
 
@@ -66,6 +73,14 @@ INVALID_AMOUNT: Final = "invalid_amount"
 
 # In precedence order: a record that breaks several rules is quarantined under the first one.
 REASON_CODES: Final[tuple[str, ...]] = (
-    MALFORMED_JSON, MISSING_FIELD, WRONG_TYPE, UNKNOWN_TENANT, TENANT_INACTIVE, UNKNOWN_EVENT_TYPE,
-    MISSING_PROPERTY, WRONG_PROPERTY_TYPE, FUTURE_TIMESTAMP, INVALID_AMOUNT,
+    MALFORMED_JSON,
+    MISSING_FIELD,
+    WRONG_TYPE,
+    UNKNOWN_TENANT,
+    TENANT_INACTIVE,
+    UNKNOWN_EVENT_TYPE,
+    MISSING_PROPERTY,
+    WRONG_PROPERTY_TYPE,
+    FUTURE_TIMESTAMP,
+    INVALID_AMOUNT,
 )

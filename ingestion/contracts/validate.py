@@ -79,16 +79,19 @@ def _as_utc(now: datetime) -> datetime:
 
 
 def _normalise_tenants(tenants: pl.DataFrame) -> pl.DataFrame:
-    """`tenant_id, _industry, _status, _contract` from the caller's tenant frame (contract defaults to latest)."""
+    """`tenant_id, _industry, _status, _contract` from the caller's tenant frame (contract: latest)."""
     missing = {"tenant_id", "industry", "status"} - set(tenants.columns)
     if missing:
-        raise InvalidInputError(f"the tenants frame lacks column(s) {sorted(missing)}; "
-                                "expected tenant_id, industry, status[, contract]")
+        raise InvalidInputError(
+            f"the tenants frame lacks column(s) {sorted(missing)}; "
+            "expected tenant_id, industry, status[, contract]"
+        )
     if tenants.get_column("tenant_id").is_duplicated().any():
         raise InvalidInputError("the tenants frame lists a tenant_id more than once")
     latest = latest_contract_refs()
     contract = (
-        pl.col("contract").cast(pl.String) if "contract" in tenants.columns
+        pl.col("contract").cast(pl.String)
+        if "contract" in tenants.columns
         else pl.col("industry").cast(pl.String).replace_strict(latest, default=None, return_dtype=pl.String)
     )
     return tenants.select(
@@ -132,7 +135,11 @@ def _conform(records: pl.DataFrame) -> pl.DataFrame:
         if dtype == pl.String:
             time_text = col
         elif isinstance(dtype, pl.Datetime):
-            local = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+            local = (
+                col.dt.replace_time_zone("UTC")
+                if dtype.time_zone is None
+                else col.dt.convert_time_zone("UTC")
+            )
             time_native = local.dt.cast_time_unit("us")
         elif dtype == pl.Date:
             time_native = col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
@@ -174,8 +181,10 @@ def _conform(records: pl.DataFrame) -> pl.DataFrame:
     exprs.append(type_error.alias("_type_error"))
 
     present = [c for c in RECORD_FIELDS if c in cols]
-    raw = pl.col(RAW_PAYLOAD).cast(pl.String) if RAW_PAYLOAD in cols else (
-        pl.struct(present).struct.json_encode() if present else pl.lit("{}")
+    raw = (
+        pl.col(RAW_PAYLOAD).cast(pl.String)
+        if RAW_PAYLOAD in cols
+        else (pl.struct(present).struct.json_encode() if present else pl.lit("{}"))
     )
     exprs.append(raw.fill_null("").alias(RAW_PAYLOAD))
     position = pl.col(POSITION).cast(pl.String) if POSITION in cols else pl.col("_i").cast(pl.String)
@@ -184,7 +193,7 @@ def _conform(records: pl.DataFrame) -> pl.DataFrame:
 
 
 def _parse_time_and_properties(frame: pl.DataFrame) -> pl.DataFrame:
-    """`_event_time` (UTC, null if unparseable) and `_properties` (JSON object text, null if not an object)."""
+    """`_event_time` (UTC; null if unparseable), `_properties` (JSON object text; null if not an object)."""
     sql = f"""
         SELECT
             CASE
@@ -195,8 +204,8 @@ def _parse_time_and_properties(frame: pl.DataFrame) -> pl.DataFrame:
             END AS _parsed_time,
             CASE
                 WHEN _props_text IS NULL THEN '{{}}'
-                WHEN regexp_matches(_props_text, {_duck.sql_string(_OBJECT_START)}) AND json_valid(_props_text)
-                    THEN _props_text
+                WHEN regexp_matches(_props_text, {_duck.sql_string(_OBJECT_START)})
+                    AND json_valid(_props_text) THEN _props_text
             END AS _properties
         FROM recs ORDER BY _i
     """
@@ -208,12 +217,16 @@ def _parse_time_and_properties(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-_TYPE_OK: dict[str, str] = {  # SQL condition on `jt` (JSON type) / `v` (text) meaning "the value has this type"
+_TYPE_OK: dict[
+    str, str
+] = {  # SQL condition on `jt` (JSON type) / `v` (text) meaning "the value has this type"
     "string": "{jt} = 'VARCHAR'",
     "int": "{jt} IN ('BIGINT', 'UBIGINT')",
     "float": "{jt} IN ('BIGINT', 'UBIGINT', 'DOUBLE')",
     "bool": "{jt} = 'BOOLEAN'",
-    "timestamp": "({jt} IN ('BIGINT', 'UBIGINT') OR ({jt} = 'VARCHAR' AND try_cast({v} AS TIMESTAMPTZ) IS NOT NULL))",
+    "timestamp": (
+        "({jt} IN ('BIGINT', 'UBIGINT') OR ({jt} = 'VARCHAR' AND try_cast({v} AS TIMESTAMPTZ) IS NOT NULL))"
+    ),
 }
 
 
@@ -245,17 +258,21 @@ def _property_check_sql(contract: str, event_type: str) -> str | None:
             WHERE _contract = {_duck.sql_string(contract)} AND event_type = {_duck.sql_string(event_type)}
         )
         SELECT _i,
-            coalesce({', '.join(missing) or null}, {null}) AS _missing_property,
-            coalesce({', '.join(wrong)}, {null}) AS _wrong_property,
-            coalesce({', '.join(wrong_type)}, {null}) AS _wrong_property_type
+            coalesce({", ".join(missing) or null}, {null}) AS _missing_property,
+            coalesce({", ".join(wrong)}, {null}) AS _wrong_property,
+            coalesce({", ".join(wrong_type)}, {null}) AS _wrong_property_type
         FROM parsed
     """
 
 
 def _property_problems(candidates: pl.DataFrame) -> pl.DataFrame:
     """Per record with a known event type: the first missing required property and the first mistyped one."""
-    schema = {"_i": pl.UInt32, "_missing_property": pl.String, "_wrong_property": pl.String,
-              "_wrong_property_type": pl.String}
+    schema = {
+        "_i": pl.UInt32,
+        "_missing_property": pl.String,
+        "_wrong_property": pl.String,
+        "_wrong_property_type": pl.String,
+    }
     groups = candidates.select("_contract", "event_type").unique().sort("_contract", "event_type").rows()
     selects = [sql for contract, event_type in groups if (sql := _property_check_sql(contract, event_type))]
     if not selects:
@@ -269,14 +286,17 @@ def _property_problems(candidates: pl.DataFrame) -> pl.DataFrame:
 def _missing_fields() -> pl.Expr:
     names = [
         pl.when(pl.col(f).is_null() | (pl.col(f).str.strip_chars() == "")).then(pl.lit(f)).otherwise(None)
-        for f in REQUIRED_FIELDS if f != "event_time"
+        for f in REQUIRED_FIELDS
+        if f != "event_time"
     ]
     names.append(
         pl.when(
             pl.col("_time_native").is_null()
             & (pl.col("_time_text").is_null() | (pl.col("_time_text").str.strip_chars() == ""))
             & pl.col("_type_error").ne_missing("event_time")
-        ).then(pl.lit("event_time")).otherwise(None)
+        )
+        .then(pl.lit("event_time"))
+        .otherwise(None)
     )
     return pl.concat_list(names).list.drop_nulls().list.join(", ")
 
@@ -286,11 +306,16 @@ def _amount_problem() -> pl.Expr:
     carries = pl.col("_carries_amount")
     amount, currency = pl.col("_amount"), pl.col("currency")
     return (
-        pl.when(pl.col("_type_error") == "amount").then(pl.lit("amount must be a JSON number"))
-        .when(pl.col("_type_error") == "currency").then(pl.lit("currency must be a string"))
-        .when(pl.col("_amount_text_bad")).then(pl.lit("amount is not a number"))
-        .when(amount.is_nan() | amount.is_infinite() | (amount < 0)).then(pl.lit("amount must be a finite number >= 0"))
-        .when(carries & amount.is_null()).then(pl.format("event type {} requires an amount", pl.col("event_type")))
+        pl.when(pl.col("_type_error") == "amount")
+        .then(pl.lit("amount must be a JSON number"))
+        .when(pl.col("_type_error") == "currency")
+        .then(pl.lit("currency must be a string"))
+        .when(pl.col("_amount_text_bad"))
+        .then(pl.lit("amount is not a number"))
+        .when(amount.is_nan() | amount.is_infinite() | (amount < 0))
+        .then(pl.lit("amount must be a finite number >= 0"))
+        .when(carries & amount.is_null())
+        .then(pl.format("event type {} requires an amount", pl.col("event_type")))
         .when(carries & ~currency.fill_null("").str.contains(_ISO_CURRENCY))
         .then(pl.lit("currency must be a 3-letter ISO 4217 code"))
         .when(~carries & (amount.is_not_null() | currency.is_not_null()))
@@ -324,7 +349,9 @@ def validate_batch(
     if isinstance(records, DecodedBatch):
         malformed, records = records.malformed, records.records
     if not isinstance(records, pl.DataFrame):
-        raise InvalidInputError(f"records must be a polars DataFrame or a DecodedBatch, got {type(records).__name__}")
+        raise InvalidInputError(
+            f"records must be a polars DataFrame or a DecodedBatch, got {type(records).__name__}"
+        )
     input_rows = records.height + (malformed.height if malformed is not None else 0)
 
     frame = _parse_time_and_properties(_conform(records))
@@ -338,51 +365,81 @@ def validate_batch(
     wrong_type_text = (
         pl.when(pl.col("_type_error").is_not_null() & ~pl.col("_type_error").is_in(["amount", "currency"]))
         .then(pl.format("field {} has the wrong type", pl.col("_type_error")))
-        .when(pl.col("_event_time").is_null()).then(pl.lit("event_time is neither ISO-8601 text nor epoch millis"))
-        .when(pl.col("_properties").is_null()).then(pl.lit("properties is not a JSON object"))
+        .when(pl.col("_event_time").is_null())
+        .then(pl.lit("event_time is neither ISO-8601 text nor epoch millis"))
+        .when(pl.col("_properties").is_null())
+        .then(pl.lit("properties is not a JSON object"))
         .otherwise(pl.lit(None, pl.String))
     )
     frame = frame.with_columns(missing.alias("_missing"), wrong_type_text.alias("_wrong_type"))
     early_code = (
-        pl.when(pl.col("_missing") != "").then(pl.lit(MISSING_FIELD))
-        .when(pl.col("_wrong_type").is_not_null()).then(pl.lit(WRONG_TYPE))
-        .when(pl.col("_industry").is_null()).then(pl.lit(UNKNOWN_TENANT))
-        .when(pl.col("_status") != ACTIVE_STATUS).then(pl.lit(TENANT_INACTIVE))
-        .when(pl.col("_carries_amount").is_null()).then(pl.lit(UNKNOWN_EVENT_TYPE))
+        pl.when(pl.col("_missing") != "")
+        .then(pl.lit(MISSING_FIELD))
+        .when(pl.col("_wrong_type").is_not_null())
+        .then(pl.lit(WRONG_TYPE))
+        .when(pl.col("_industry").is_null())
+        .then(pl.lit(UNKNOWN_TENANT))
+        .when(pl.col("_status") != ACTIVE_STATUS)
+        .then(pl.lit(TENANT_INACTIVE))
+        .when(pl.col("_carries_amount").is_null())
+        .then(pl.lit(UNKNOWN_EVENT_TYPE))
         .otherwise(pl.lit(None, pl.String))
     )
     frame = frame.with_columns(early_code.alias("_early_code"))
-    candidates = frame.filter(pl.col("_early_code").is_null()).select("_i", "_contract", "event_type", "_properties")
+    candidates = frame.filter(pl.col("_early_code").is_null()).select(
+        "_i", "_contract", "event_type", "_properties"
+    )
     frame = frame.join(_property_problems(candidates), on="_i", how="left", maintain_order="left")
 
     latest_allowed = now + max_future_skew
     frame = frame.with_columns(_amount_problem().alias("_amount_problem"))
     code = (
-        pl.when(pl.col("_early_code").is_not_null()).then(pl.col("_early_code"))
-        .when(pl.col("_missing_property").is_not_null()).then(pl.lit(MISSING_PROPERTY))
-        .when(pl.col("_wrong_property").is_not_null()).then(pl.lit(WRONG_PROPERTY_TYPE))
-        .when(pl.col("_event_time") > pl.lit(latest_allowed).cast(_UTC_US)).then(pl.lit(FUTURE_TIMESTAMP))
-        .when(pl.col("_amount_problem").is_not_null()).then(pl.lit(INVALID_AMOUNT))
+        pl.when(pl.col("_early_code").is_not_null())
+        .then(pl.col("_early_code"))
+        .when(pl.col("_missing_property").is_not_null())
+        .then(pl.lit(MISSING_PROPERTY))
+        .when(pl.col("_wrong_property").is_not_null())
+        .then(pl.lit(WRONG_PROPERTY_TYPE))
+        .when(pl.col("_event_time") > pl.lit(latest_allowed).cast(_UTC_US))
+        .then(pl.lit(FUTURE_TIMESTAMP))
+        .when(pl.col("_amount_problem").is_not_null())
+        .then(pl.lit(INVALID_AMOUNT))
         .otherwise(pl.lit(None, pl.String))
     )
     frame = frame.with_columns(code.alias("_code"))
     reason = (
-        pl.when(pl.col("_code") == MISSING_FIELD).then(pl.format("missing field(s): {}", pl.col("_missing")))
-        .when(pl.col("_code") == WRONG_TYPE).then(pl.col("_wrong_type"))
-        .when(pl.col("_code") == UNKNOWN_TENANT).then(pl.format("tenant {} is not registered", pl.col("tenant_id")))
+        pl.when(pl.col("_code") == MISSING_FIELD)
+        .then(pl.format("missing field(s): {}", pl.col("_missing")))
+        .when(pl.col("_code") == WRONG_TYPE)
+        .then(pl.col("_wrong_type"))
+        .when(pl.col("_code") == UNKNOWN_TENANT)
+        .then(pl.format("tenant {} is not registered", pl.col("tenant_id")))
         .when(pl.col("_code") == TENANT_INACTIVE)
         .then(pl.format("tenant {} is {}", pl.col("tenant_id"), pl.col("_status")))
         .when(pl.col("_code") == UNKNOWN_EVENT_TYPE)
-        .then(pl.format("event type {} is not in contract {}", pl.col("event_type"),
-                        pl.col("_contract").fill_null(pl.format("(none for industry {})", pl.col("_industry")))))
+        .then(
+            pl.format(
+                "event type {} is not in contract {}",
+                pl.col("event_type"),
+                pl.col("_contract").fill_null(pl.format("(none for industry {})", pl.col("_industry"))),
+            )
+        )
         .when(pl.col("_code") == MISSING_PROPERTY)
-        .then(pl.format("event type {} requires property {}", pl.col("event_type"), pl.col("_missing_property")))
+        .then(
+            pl.format("event type {} requires property {}", pl.col("event_type"), pl.col("_missing_property"))
+        )
         .when(pl.col("_code") == WRONG_PROPERTY_TYPE)
         .then(pl.format("property {} must be {}", pl.col("_wrong_property"), pl.col("_wrong_property_type")))
         .when(pl.col("_code") == FUTURE_TIMESTAMP)
-        .then(pl.format("event_time {} is later than {}", pl.col("_event_time").dt.to_string("%Y-%m-%dT%H:%M:%SZ"),
-                        pl.lit(latest_allowed.strftime("%Y-%m-%dT%H:%M:%SZ"))))
-        .when(pl.col("_code") == INVALID_AMOUNT).then(pl.col("_amount_problem"))
+        .then(
+            pl.format(
+                "event_time {} is later than {}",
+                pl.col("_event_time").dt.to_string("%Y-%m-%dT%H:%M:%SZ"),
+                pl.lit(latest_allowed.strftime("%Y-%m-%dT%H:%M:%SZ")),
+            )
+        )
+        .when(pl.col("_code") == INVALID_AMOUNT)
+        .then(pl.col("_amount_problem"))
         .otherwise(pl.lit(None, pl.String))
     )
     frame = frame.with_columns(reason.alias("_reason"))
@@ -392,40 +449,69 @@ def validate_batch(
     duplicates = int(accepted.height - first_seen.sum())
     accepted = accepted.filter(first_seen)
 
-    valid = _to_arrow(accepted.select(
-        "tenant_id", "event_id", "customer_id", "event_type",
-        pl.col("_event_time").alias("event_time"),
-        pl.col("_event_time").dt.date().alias("event_date"),
-        pl.lit(source).alias("source"),
-        pl.lit(now).cast(_UTC_US).alias("ingested_at"),
-        pl.col("_amount").alias("amount"),
-        "currency",
-        pl.col("_properties").alias("properties"),
-    ), CANONICAL_SCHEMA)
+    valid = _to_arrow(
+        accepted.select(
+            "tenant_id",
+            "event_id",
+            "customer_id",
+            "event_type",
+            pl.col("_event_time").alias("event_time"),
+            pl.col("_event_time").dt.date().alias("event_date"),
+            pl.lit(source).alias("source"),
+            pl.lit(now).cast(_UTC_US).alias("ingested_at"),
+            pl.col("_amount").alias("amount"),
+            "currency",
+            pl.col("_properties").alias("properties"),
+        ),
+        CANONICAL_SCHEMA,
+    )
 
     rejected = frame.filter(pl.col("_code").is_not_null()).select(
-        "tenant_id", pl.col("_code").alias("reason_code"), pl.col("_reason").alias("reason"), RAW_PAYLOAD, POSITION
+        "tenant_id",
+        pl.col("_code").alias("reason_code"),
+        pl.col("_reason").alias("reason"),
+        RAW_PAYLOAD,
+        POSITION,
     )
     if malformed is not None and malformed.height:
-        rejected = pl.concat([
-            malformed.select(pl.lit(None, pl.String).alias("tenant_id"), pl.lit(MALFORMED_JSON).alias("reason_code"),
-                             pl.col("reason").cast(pl.String), RAW_PAYLOAD, POSITION),
-            rejected,
-        ])
-    quarantined = _to_arrow(rejected.select(
-        pl.lit(now).cast(_UTC_US).alias("quarantined_at"),
-        "tenant_id", "reason_code", "reason", RAW_PAYLOAD,
-        pl.lit(source).alias("source"),
-        POSITION,
-        pl.lit(now.date()).alias("event_date"),
-    ), QUARANTINE_SCHEMA)
+        rejected = pl.concat(
+            [
+                malformed.select(
+                    pl.lit(None, pl.String).alias("tenant_id"),
+                    pl.lit(MALFORMED_JSON).alias("reason_code"),
+                    pl.col("reason").cast(pl.String),
+                    RAW_PAYLOAD,
+                    POSITION,
+                ),
+                rejected,
+            ]
+        )
+    quarantined = _to_arrow(
+        rejected.select(
+            pl.lit(now).cast(_UTC_US).alias("quarantined_at"),
+            "tenant_id",
+            "reason_code",
+            "reason",
+            RAW_PAYLOAD,
+            pl.lit(source).alias("source"),
+            POSITION,
+            pl.lit(now.date()).alias("event_date"),
+        ),
+        QUARANTINE_SCHEMA,
+    )
 
     counts = rejected.get_column("reason_code").value_counts()
-    by_reason = dict(zip(counts.get_column("reason_code").to_list(), counts.get_column("count").to_list(),
-                         strict=True))
+    by_reason = dict(
+        zip(counts.get_column("reason_code").to_list(), counts.get_column("count").to_list(), strict=True)
+    )
     ordered = {code: int(by_reason[code]) for code in REASON_CODES if code in by_reason}
-    return ValidationResult(valid=valid, quarantined=quarantined, duplicates_in_batch=duplicates,
-                            counts_by_reason=ordered, input_rows=input_rows)
+    return ValidationResult(
+        valid=valid,
+        quarantined=quarantined,
+        duplicates_in_batch=duplicates,
+        counts_by_reason=ordered,
+        input_rows=input_rows,
+    )
 
 
 def _to_arrow(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:

@@ -334,7 +334,8 @@ def wait_until_ready(
     from confluent_kafka.admin import AdminClient
 
     deadline = time.monotonic() + timeout_s
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _librdkafka_log, "log_level": 0})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _librdkafka_log, "log_level": 0}
+    admin = AdminClient(config)
     last_error = "no answer"
     while time.monotonic() < deadline:
         if pid is not None and not _pid_alive(pid):
@@ -388,7 +389,8 @@ def running_broker(
 def _admin(bootstrap: str) -> Any:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": bootstrap, "logger": _librdkafka_log})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _librdkafka_log}
+    return AdminClient(config)
 
 
 def _unreachable(bootstrap: str, exc: BaseException) -> ServiceUnavailableError:

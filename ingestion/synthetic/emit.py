@@ -12,13 +12,20 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import polars as pl
 
-from ingestion.contracts import FUTURE_TIMESTAMP, MALFORMED_JSON, MISSING_FIELD, UNKNOWN_EVENT_TYPE, UNKNOWN_TENANT
-from ingestion.contracts import WRONG_TYPE
+from ingestion.contracts import (
+    FUTURE_TIMESTAMP,
+    MALFORMED_JSON,
+    MISSING_FIELD,
+    UNKNOWN_EVENT_TYPE,
+    UNKNOWN_TENANT,
+    WRONG_TYPE,
+)
 from ingestion.synthetic.simulate import BAD_KINDS, Simulation
 from shironzi.errors import InvalidInputError
 
@@ -28,15 +35,31 @@ FilePer = Literal["tenant_batch", "day"]
 
 # Which injected kind ends up under which quarantine reason code (duplicates are dropped and counted instead).
 EXPECTED_REASON: dict[str, str | None] = {
-    "malformed_json": MALFORMED_JSON, "missing_field": MISSING_FIELD, "wrong_type": WRONG_TYPE,
-    "unknown_tenant": UNKNOWN_TENANT, "unknown_event_type": UNKNOWN_EVENT_TYPE,
-    "future_timestamp": FUTURE_TIMESTAMP, "duplicate": None,
+    "malformed_json": MALFORMED_JSON,
+    "missing_field": MISSING_FIELD,
+    "wrong_type": WRONG_TYPE,
+    "unknown_tenant": UNKNOWN_TENANT,
+    "unknown_event_type": UNKNOWN_EVENT_TYPE,
+    "future_timestamp": FUTURE_TIMESTAMP,
+    "duplicate": None,
 }
 _TABULAR_KINDS = tuple(k for k in BAD_KINDS if k != "malformed_json")
 APPLICABLE_KINDS: dict[str, tuple[str, ...]] = {
-    "jsonl": BAD_KINDS, "payloads": BAD_KINDS, "csv": _TABULAR_KINDS, "parquet": _TABULAR_KINDS,
+    "jsonl": BAD_KINDS,
+    "payloads": BAD_KINDS,
+    "csv": _TABULAR_KINDS,
+    "parquet": _TABULAR_KINDS,
 }
-WIRE_COLUMNS = ("tenant_id", "event_id", "customer_id", "event_type", "event_time", "amount", "currency", "properties")
+WIRE_COLUMNS = (
+    "tenant_id",
+    "event_id",
+    "customer_id",
+    "event_type",
+    "event_time",
+    "amount",
+    "currency",
+    "properties",
+)
 _ISO_MS = "%Y-%m-%dT%H:%M:%S%.3fZ"
 _NUMBER_SENTINEL, _TRUE_SENTINEL = "__shironzi_number__", "__shironzi_true__"
 _FOREIGN_TYPE = {"ecommerce": "lesson_completed", "healthcare": "order_placed", "education": "portal_login"}
@@ -47,10 +70,13 @@ def _bad_rows(sim: Simulation, fmt: WireFormat) -> pl.DataFrame:
     planned = set(sim.bad_plan.get_column("kind").unique().to_list())
     not_here = planned - set(APPLICABLE_KINDS[fmt])
     if not_here:
-        raise InvalidInputError(f"bad record kind(s) {sorted(not_here)} cannot be written as {fmt}; "
-                                f"use one of {', '.join(APPLICABLE_KINDS[fmt])}")
-    industry = pl.DataFrame({"tenant_id": [t.tenant_id for t in sim.tenants],
-                             "_industry": [t.industry for t in sim.tenants]})
+        raise InvalidInputError(
+            f"bad record kind(s) {sorted(not_here)} cannot be written as {fmt}; "
+            f"use one of {', '.join(APPLICABLE_KINDS[fmt])}"
+        )
+    industry = pl.DataFrame(
+        {"tenant_id": [t.tenant_id for t in sim.tenants], "_industry": [t.industry for t in sim.tenants]}
+    )
     base = (
         sim.bad_plan.join(_valid_rows(sim), left_on="seq", right_on="_seq", how="inner")
         .rename({"seq": "_seq", "kind": "_bad_kind"})
@@ -58,7 +84,9 @@ def _bad_rows(sim: Simulation, fmt: WireFormat) -> pl.DataFrame:
     )
     kind, variant = pl.col("_bad_kind"), pl.col("variant")
     future = sim.end + timedelta(days=3650)
-    future_text = pl.lit(future.isoformat() + "T") + (variant % 24).cast(pl.String).str.zfill(2) + pl.lit(":00:00.000Z")
+    future_text = (
+        pl.lit(future.isoformat() + "T") + (variant % 24).cast(pl.String).str.zfill(2) + pl.lit(":00:00.000Z")
+    )
     is_json = fmt in ("jsonl", "payloads")
     wrong_variants = 4 if is_json else 2
     wrong = variant % wrong_variants
@@ -69,37 +97,68 @@ def _bad_rows(sim: Simulation, fmt: WireFormat) -> pl.DataFrame:
 
     renamed_id = col("event_id") + "-bad"
     return base.select(
-        pl.when(kind == "unknown_tenant").then(pl.lit("ghost-") + (variant % 100_000).cast(pl.String))
-        .otherwise(col("tenant_id")).alias("tenant_id"),
-        pl.when(kind == "duplicate").then(col("event_id"))
-        .when((kind == "missing_field") & (missing == 0)).then(None)
-        .otherwise(renamed_id).alias("event_id"),
-        pl.when((kind == "missing_field") & (missing == 1)).then(None)
-        .when((kind == "wrong_type") & (wrong == 0) & is_json).then(pl.lit(_NUMBER_SENTINEL))
-        .otherwise(col("customer_id")).alias("customer_id"),
-        pl.when((kind == "missing_field") & (missing == 2)).then(None)
-        .when((kind == "unknown_event_type") & (variant % 2 == 0)).then(pl.lit("teleported"))
-        .when(kind == "unknown_event_type").then(col("_industry").replace_strict(_FOREIGN_TYPE, default="teleported"))
-        .otherwise(col("event_type")).alias("event_type"),
-        pl.when((kind == "missing_field") & (missing == 3)).then(None)
-        .when(kind == "future_timestamp").then(future_text)
-        .when((kind == "wrong_type") & (wrong == 1) & (fmt != "parquet")).then(pl.lit("next tuesday"))
-        .when((kind == "wrong_type") & (wrong == 3)).then(pl.lit(_TRUE_SENTINEL))
-        .otherwise(col("event_time")).alias("event_time"),
-        "amount", "currency",
-        pl.when((kind == "wrong_type") & (wrong == 2)).then(pl.lit("[1,2,3]"))
-        .when((kind == "wrong_type") & (wrong == 1) & (fmt == "parquet")).then(pl.lit("not json"))
-        .when((kind == "wrong_type") & (wrong == 0) & ~pl.lit(is_json)).then(pl.lit("[1,2,3]"))
-        .otherwise(col("properties")).alias("properties"),
-        "_seq", "_day", "_key", "_bad_kind", "variant",
+        pl.when(kind == "unknown_tenant")
+        .then(pl.lit("ghost-") + (variant % 100_000).cast(pl.String))
+        .otherwise(col("tenant_id"))
+        .alias("tenant_id"),
+        pl.when(kind == "duplicate")
+        .then(col("event_id"))
+        .when((kind == "missing_field") & (missing == 0))
+        .then(None)
+        .otherwise(renamed_id)
+        .alias("event_id"),
+        pl.when((kind == "missing_field") & (missing == 1))
+        .then(None)
+        .when((kind == "wrong_type") & (wrong == 0) & is_json)
+        .then(pl.lit(_NUMBER_SENTINEL))
+        .otherwise(col("customer_id"))
+        .alias("customer_id"),
+        pl.when((kind == "missing_field") & (missing == 2))
+        .then(None)
+        .when((kind == "unknown_event_type") & (variant % 2 == 0))
+        .then(pl.lit("teleported"))
+        .when(kind == "unknown_event_type")
+        .then(col("_industry").replace_strict(_FOREIGN_TYPE, default="teleported"))
+        .otherwise(col("event_type"))
+        .alias("event_type"),
+        pl.when((kind == "missing_field") & (missing == 3))
+        .then(None)
+        .when(kind == "future_timestamp")
+        .then(future_text)
+        .when((kind == "wrong_type") & (wrong == 1) & (fmt != "parquet"))
+        .then(pl.lit("next tuesday"))
+        .when((kind == "wrong_type") & (wrong == 3))
+        .then(pl.lit(_TRUE_SENTINEL))
+        .otherwise(col("event_time"))
+        .alias("event_time"),
+        "amount",
+        "currency",
+        pl.when((kind == "wrong_type") & (wrong == 2))
+        .then(pl.lit("[1,2,3]"))
+        .when((kind == "wrong_type") & (wrong == 1) & (fmt == "parquet"))
+        .then(pl.lit("not json"))
+        .when((kind == "wrong_type") & (wrong == 0) & ~pl.lit(is_json))
+        .then(pl.lit("[1,2,3]"))
+        .otherwise(col("properties"))
+        .alias("properties"),
+        "_seq",
+        "_day",
+        "_key",
+        "_bad_kind",
+        "variant",
     )
 
 
 def _valid_rows(sim: Simulation) -> pl.DataFrame:
     return sim.events.select(
-        "tenant_id", "event_id", "customer_id", "event_type",
+        "tenant_id",
+        "event_id",
+        "customer_id",
+        "event_type",
         pl.col("event_time").dt.to_string(_ISO_MS).alias("event_time"),
-        "amount", "currency", "properties",
+        "amount",
+        "currency",
+        "properties",
         pl.col("seq").alias("_seq"),
         pl.col("event_time").dt.date().alias("_day"),
         pl.col("tenant_id").alias("_key"),
@@ -113,8 +172,11 @@ def wire_frame(sim: Simulation, *, fmt: WireFormat) -> pl.DataFrame:
     event), `_day` (its event date), `_key` (its tenant, the Kafka key), `_bad_kind` (null for valid rows),
     `_line` (JSON formats only: the exact payload text).
     """
-    valid = _valid_rows(sim).with_columns(pl.lit(None, pl.String).alias("_bad_kind"), pl.lit(0).alias("_copy"),
-                                          pl.lit(None, pl.Int64).alias("variant"))
+    valid = _valid_rows(sim).with_columns(
+        pl.lit(None, pl.String).alias("_bad_kind"),
+        pl.lit(0).alias("_copy"),
+        pl.lit(None, pl.Int64).alias("variant"),
+    )
     bad = _bad_rows(sim, fmt).with_columns(pl.lit(1).alias("_copy"))
     frame = pl.concat([valid, bad.select(valid.columns)]).sort("_seq", "_copy", maintain_order=True)
     if fmt in ("jsonl", "payloads"):
@@ -130,9 +192,12 @@ def _json_lines(frame: pl.DataFrame) -> pl.Expr:
     malformed = pl.col("_bad_kind") == "malformed_json"
     variant = pl.col("variant") % 3
     return (
-        pl.when(malformed & (variant == 0)).then(line.str.head(line.str.len_chars() // 2))
-        .when(malformed & (variant == 1)).then(pl.lit("not json at all"))
-        .when(malformed).then(pl.lit('{"tenant_id": ') + pl.col("_key").fill_null("") + pl.lit(", oops}"))
+        pl.when(malformed & (variant == 0))
+        .then(line.str.head(line.str.len_chars() // 2))
+        .when(malformed & (variant == 1))
+        .then(pl.lit("not json at all"))
+        .when(malformed)
+        .then(pl.lit('{"tenant_id": ') + pl.col("_key").fill_null("") + pl.lit(", oops}"))
         .otherwise(line)
     )
 
@@ -154,7 +219,7 @@ class LandingManifest:
         return asdict(self)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary name and rename, so a watcher never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -190,14 +255,19 @@ def write_landing_files(
     group_day = pl.lit(sim.start) + pl.duration(days=window) if file_per == "tenant_batch" else pl.col("_day")
     frame = frame.with_columns(group_day.alias("_file_day"))
     keys = ["_key", "_file_day"] if file_per == "tenant_batch" else ["_file_day"]
-    manifest = LandingManifest(out_dir=str(out), format=fmt, file_per=file_per, valid_events=sim.events.height,
-                               bad_by_kind=sim.bad_counts(),
-                               expected_reason_by_kind={k: EXPECTED_REASON[k] for k in sim.bad_counts()})
+    manifest = LandingManifest(
+        out_dir=str(out),
+        format=fmt,
+        file_per=file_per,
+        valid_events=sim.events.height,
+        bad_by_kind=sim.bad_counts(),
+        expected_reason_by_kind={k: EXPECTED_REASON[k] for k in sim.bad_counts()},
+    )
     for part in frame.partition_by(keys, maintain_order=True):
         file_day = part.item(0, "_file_day").strftime("%Y%m%d")
         name = f"events-{file_day}-s{sim.seed}.{fmt}"
         path = out / part.item(0, "_key") / name if file_per == "tenant_batch" else out / name
-        _atomic_write(path, lambda tmp, part=part: _write_part(part, tmp, fmt))
+        _atomic_write(path, partial(_write_part, part, fmt=fmt))
         manifest.files.append(str(path.relative_to(out)))
         manifest.records_written += part.height
         if on_file is not None:
@@ -208,7 +278,7 @@ def write_landing_files(
     return manifest
 
 
-def _write_part(part: pl.DataFrame, path: Path, fmt: OutputFormat) -> None:
+def _write_part(part: pl.DataFrame, path: Path, *, fmt: OutputFormat) -> None:
     if fmt == "jsonl":
         path.write_text("\n".join(part.get_column("_line").to_list()) + "\n", encoding="utf-8")
     elif fmt == "csv":
@@ -216,7 +286,9 @@ def _write_part(part: pl.DataFrame, path: Path, fmt: OutputFormat) -> None:
     else:
         part.select(
             *WIRE_COLUMNS[:4],
-            pl.col("event_time").str.to_datetime(_ISO_MS, time_zone="UTC", strict=False).dt.cast_time_unit("us"),
+            pl.col("event_time")
+            .str.to_datetime(_ISO_MS, time_zone="UTC", strict=False)
+            .dt.cast_time_unit("us"),
             *WIRE_COLUMNS[5:],
         ).write_parquet(path)
 
@@ -303,16 +375,24 @@ def write_ground_truth(sim: Simulation, directory: str | Path | None = None) -> 
     _atomic_write(target / "customers.parquet", lambda tmp: sim.customers.write_parquet(tmp))
     _atomic_write(target / "churn_snapshots.parquet", lambda tmp: sim.snapshots.write_parquet(tmp))
     meta = {
-        "seed": sim.seed, "start": sim.start.isoformat(), "end": sim.end.isoformat(), "days": sim.days,
-        "tenants": [asdict(t) for t in sim.tenants], "events": sim.events.height, "bad_by_kind": sim.bad_counts(),
+        "seed": sim.seed,
+        "start": sim.start.isoformat(),
+        "end": sim.end.isoformat(),
+        "days": sim.days,
+        "tenants": [asdict(t) for t in sim.tenants],
+        "events": sim.events.height,
+        "bad_by_kind": sim.bad_counts(),
         "params": sim.params,
         "label_definition": (
             "churn_snapshots: one row per customer signed up and not churned by the end of snapshot_date s. "
-            "churn_probability_30d = 1 - (1 - hazard_next_day)^30 where hazard_next_day is the true churn hazard "
+            "churn_probability_30d = 1 - (1 - hazard_next_day)^30 where hazard_next_day is the true churn "
+            "hazard "
             "for day s+1 given behaviour up to the end of s; churned_within_30d = churn_date in [s+1, s+30]. "
             "Oracle AUC = ROC AUC of churn_probability_30d against churned_within_30d over rows with "
             "horizon_complete; score models on the same rows with features from events dated <= s."
         ),
     }
-    _atomic_write(target / "simulation.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2, default=str)))
+    _atomic_write(
+        target / "simulation.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2, default=str))
+    )
     return target

@@ -63,7 +63,7 @@ class SimTenant:
 
 
 def as_sim_tenants(tenants: Iterable[Any]) -> list[SimTenant]:
-    """Accept SimTenant, (tenant_id, industry) tuples, dicts or registry objects (`id`/`tenant_id`, `industry`)."""
+    """Accept SimTenant, (tenant_id, industry) tuples, dicts, or registry objects (`id`, `industry`)."""
     out: list[SimTenant] = []
     for item in tenants:
         if isinstance(item, SimTenant):
@@ -116,7 +116,9 @@ class Simulation:
         return dict(sorted(zip(counts["kind"].to_list(), counts["len"].to_list(), strict=True)))
 
 
-def tenant_sizes(n_tenants: int, customers: int, *, zipf_exponent: float, rng: np.random.Generator) -> np.ndarray:
+def tenant_sizes(
+    n_tenants: int, customers: int, *, zipf_exponent: float, rng: np.random.Generator
+) -> np.ndarray:
     """Customers per tenant from a Zipf-like law (a few huge tenants, many tiny); each gets at least one."""
     if customers < n_tenants:
         raise InvalidInputError(f"{customers} customers cannot be spread over {n_tenants} tenants")
@@ -127,11 +129,18 @@ def tenant_sizes(n_tenants: int, customers: int, *, zipf_exponent: float, rng: n
 
 
 def churn_logit(
-    *, recency_days: np.ndarray, events_7d: np.ndarray, events_30d: np.ndarray, spend_90d: np.ndarray,
-    friction_30d: np.ndarray, tenure_days: np.ndarray, frailty: np.ndarray, rate_scale: float,
+    *,
+    recency_days: np.ndarray,
+    events_7d: np.ndarray,
+    events_30d: np.ndarray,
+    spend_90d: np.ndarray,
+    friction_30d: np.ndarray,
+    tenure_days: np.ndarray,
+    frailty: np.ndarray,
+    rate_scale: float,
     amount_scale: np.ndarray,
 ) -> np.ndarray:
-    """Log-odds of churning tomorrow from behaviour up to today (counts normalised by the event-rate scale)."""
+    """Log-odds of churning tomorrow from behaviour up to today (counts normalised by the rate scale)."""
     return (
         -6.4
         + 0.07 * np.minimum(recency_days, 60)
@@ -170,7 +179,7 @@ class _EventTypeIndex:
             shares = getattr(PROFILES[industry], role)
             p = np.asarray(list(shares.values()), dtype=float)
             codes[row, : len(p)] = [self.code[(industry, n)] for n in shares]
-            codes[row, len(p):] = codes[row, len(p) - 1]
+            codes[row, len(p) :] = codes[row, len(p) - 1]
             cum[row, : len(p)] = np.cumsum(p / p.sum())
         return codes, cum
 
@@ -182,7 +191,12 @@ def _pick(codes: np.ndarray, cum: np.ndarray, industry_rows: np.ndarray, u: np.n
 
 
 BAD_KINDS: tuple[str, ...] = (
-    "malformed_json", "missing_field", "wrong_type", "unknown_tenant", "unknown_event_type", "future_timestamp",
+    "malformed_json",
+    "missing_field",
+    "wrong_type",
+    "unknown_tenant",
+    "unknown_event_type",
+    "future_timestamp",
     "duplicate",
 )
 
@@ -194,7 +208,9 @@ def plan_bad_records(
     schema = {"seq": pl.Int64, "kind": pl.String, "variant": pl.Int64}
     unknown = set(kinds) - set(BAD_KINDS)
     if unknown:
-        raise InvalidInputError(f"unknown bad record kind(s) {sorted(unknown)}; known: {', '.join(BAD_KINDS)}")
+        raise InvalidInputError(
+            f"unknown bad record kind(s) {sorted(unknown)}; known: {', '.join(BAD_KINDS)}"
+        )
     if not 0 <= share <= 0.5:
         raise InvalidInputError(f"bad share must be between 0 and 0.5, got {share}")
     total = round(share * n_events) if kinds else 0
@@ -205,8 +221,9 @@ def plan_bad_records(
     sources = np.sort(rng.choice(n_events, size=total, replace=False))
     labels = np.repeat(np.asarray(list(kinds), dtype=object), per_kind)
     rng.shuffle(labels)
-    return pl.DataFrame({"seq": sources, "kind": labels, "variant": rng.integers(0, 1 << 30, size=total)},
-                        schema=schema)
+    return pl.DataFrame(
+        {"seq": sources, "kind": labels, "variant": rng.integers(0, 1 << 30, size=total)}, schema=schema
+    )
 
 
 def simulate(
@@ -252,7 +269,9 @@ def simulate(
     u = rng.random(n)
     in_window = np.where(np.abs(growth) < 1e-6, u * days, days * np.log1p(u * np.expm1(growth)) / growth)
     pre = rng.random(n) < PRE_EXISTING_SHARE
-    signup_day = np.where(pre, -BURN_IN_DAYS - rng.integers(0, 365, size=n), np.floor(in_window)).astype(np.int32)
+    signup_day = np.where(pre, -BURN_IN_DAYS - rng.integers(0, 365, size=n), np.floor(in_window)).astype(
+        np.int32
+    )
     signup_day = np.minimum(signup_day, days - 1)
 
     # latent traits
@@ -287,8 +306,12 @@ def simulate(
     buy_codes, buy_cum = types.role_table(industries, "purchase")
     friction_code = np.asarray([types.code[(i, PROFILES[i].friction)] for i in industries], dtype=np.int16)
     failed_flag = np.asarray([PROFILES[i].friction_is_failed_assessment for i in industries])
-    signup_code = np.asarray([types.code[(i, get_contract(i).signup_event)] for i in industries], dtype=np.int16)
-    terminal_code = np.asarray([types.code[(i, get_contract(i).terminal_event)] for i in industries], dtype=np.int16)
+    signup_code = np.asarray(
+        [types.code[(i, get_contract(i).signup_event)] for i in industries], dtype=np.int16
+    )
+    terminal_code = np.asarray(
+        [types.code[(i, get_contract(i).terminal_event)] for i in industries], dtype=np.int16
+    )
     refund_codes = {types.code[("ecommerce", "order_refunded")]} if "ecommerce" in industries else set()
 
     # behaviour history (ring buffers) and state
@@ -308,19 +331,35 @@ def simulate(
     snaps: list[tuple[np.ndarray, ...]] = []
 
     def hazard(day: int) -> np.ndarray:
-        return _sigmoid(churn_logit(
-            recency_days=(day - last_event_day).astype(float), events_7d=events_7d, events_30d=events_30d,
-            spend_90d=spend_90d, friction_30d=friction_30d, tenure_days=(day - signup_day).astype(float),
-            frailty=frailty, rate_scale=rate_scale, amount_scale=amount_scale,
-        ))
+        return _sigmoid(
+            churn_logit(
+                recency_days=(day - last_event_day).astype(float),
+                events_7d=events_7d,
+                events_30d=events_30d,
+                spend_90d=spend_90d,
+                friction_30d=friction_30d,
+                tenure_days=(day - signup_day).astype(float),
+                frailty=frailty,
+                rate_scale=rate_scale,
+                amount_scale=amount_scale,
+            )
+        )
 
     def emit(day: int, who: np.ndarray, codes: np.ndarray, amounts: np.ndarray, failed: np.ndarray) -> None:
         if day < 0 or who.size == 0:
             return
         hours = (rng.random(who.size)[:, None] > hourly_cum[ind[who]]).sum(axis=1)
         ms = np.minimum(hours, 23) * 3_600_000 + rng.integers(0, 3_600_000, size=who.size)
-        chunks.append((who.astype(np.int32), np.full(who.size, day, dtype=np.int32), codes.astype(np.int16),
-                       ms.astype(np.int64), amounts, failed))
+        chunks.append(
+            (
+                who.astype(np.int32),
+                np.full(who.size, day, dtype=np.int32),
+                codes.astype(np.int16),
+                ms.astype(np.int64),
+                amounts,
+                failed,
+            )
+        )
 
     for day in range(-BURN_IN_DAYS, days):
         today = start + timedelta(days=day)
@@ -340,7 +379,9 @@ def simulate(
         alive &= ~leaving
 
         # latent dynamics
-        engagement += 0.05 * (baseline - decay_per_year * tenure_years - engagement) + 0.18 * rng.standard_normal(n)
+        engagement += 0.05 * (
+            baseline - decay_per_year * tenure_years - engagement
+        ) + 0.18 * rng.standard_normal(n)
         unhappiness += 0.05 * (unhappy_base - unhappiness) + 0.2 * rng.standard_normal(n)
 
         season = weekly[ind, today.weekday()] * np.asarray([p.yearly(today) for p in profiles])[ind]
@@ -352,14 +393,26 @@ def simulate(
         n_fric = rng.poisson(lam_fric * alive)
         joining = np.flatnonzero(signup_day == day)
 
-        emit(day, joining, signup_code[ind[joining]], np.full(joining.size, np.nan), np.zeros(joining.size, bool))
+        emit(
+            day,
+            joining,
+            signup_code[ind[joining]],
+            np.full(joining.size, np.nan),
+            np.zeros(joining.size, bool),
+        )
         who = np.repeat(np.arange(n), n_act)
-        emit(day, who, _pick(act_codes, act_cum, ind[who], rng.random(who.size)), np.full(who.size, np.nan),
-             np.zeros(who.size, bool))
+        emit(
+            day,
+            who,
+            _pick(act_codes, act_cum, ind[who], rng.random(who.size)),
+            np.full(who.size, np.nan),
+            np.zeros(who.size, bool),
+        )
         who = np.repeat(np.arange(n), n_buy)
         codes = _pick(buy_codes, buy_cum, ind[who], rng.random(who.size))
-        amounts = np.round(np.exp(amount_mu[who] + 0.35 * spend_propensity[who] + 0.6 * rng.standard_normal(who.size)),
-                           2)
+        amounts = np.round(
+            np.exp(amount_mu[who] + 0.35 * spend_propensity[who] + 0.6 * rng.standard_normal(who.size)), 2
+        )
         if refund_codes:
             amounts = np.where(np.isin(codes, list(refund_codes)), np.round(amounts * 0.7, 2), amounts)
         emit(day, who, codes, amounts, np.zeros(who.size, bool))
@@ -384,50 +437,98 @@ def simulate(
             h = hazard(day + 1)[who]
             snaps.append((who.astype(np.int32), np.full(who.size, day, dtype=np.int32), h))
 
-    events = _build_events(chunks, sim_tenants=sim_tenants, tenant_of=tenant_of, ind=ind, industries=industries,
-                           customer_number=customer_number, types=types, start=start, seed=seed, rng_seed=seed)
+    events = _build_events(
+        chunks,
+        sim_tenants=sim_tenants,
+        tenant_of=tenant_of,
+        ind=ind,
+        industries=industries,
+        customer_number=customer_number,
+        types=types,
+        start=start,
+        seed=seed,
+        rng_seed=seed,
+    )
     tenant_ids = pl.Series([t.tenant_id for t in sim_tenants], dtype=pl.String)
     customer_ids = _customer_ids(sim_tenants, tenant_of, customer_number)
     industry_names = pl.Series(industries, dtype=pl.String)
     start_series = pl.lit(start)
-    customers_gt = pl.DataFrame({
-        "tenant_id": tenant_ids.gather(tenant_of),
-        "customer_id": customer_ids,
-        "industry": industry_names.gather(ind),
-        "_signup_day": signup_day,
-        "_churn_day": np.where(churned, churn_day, 0).astype(np.int32),
-        "_churned": churned,
-        "_silent": silent,
-        "frailty": frailty,
-        "decliner": decliner,
-    }).select(
-        "tenant_id", "customer_id", "industry",
+    customers_gt = pl.DataFrame(
+        {
+            "tenant_id": tenant_ids.gather(tenant_of),
+            "customer_id": customer_ids,
+            "industry": industry_names.gather(ind),
+            "_signup_day": signup_day,
+            "_churn_day": np.where(churned, churn_day, 0).astype(np.int32),
+            "_churned": churned,
+            "_silent": silent,
+            "frailty": frailty,
+            "decliner": decliner,
+        }
+    ).select(
+        "tenant_id",
+        "customer_id",
+        "industry",
         (start_series + pl.duration(days=pl.col("_signup_day"))).alias("signup_date"),
-        pl.when(pl.col("_churned")).then(start_series + pl.duration(days=pl.col("_churn_day"))).alias("churn_date"),
+        pl.when(pl.col("_churned"))
+        .then(start_series + pl.duration(days=pl.col("_churn_day")))
+        .alias("churn_date"),
         pl.when(pl.col("_churned"))
         .then(pl.when(pl.col("_silent")).then(pl.lit("silent")).otherwise(pl.lit("terminal_event")))
         .alias("churn_kind"),
-        "frailty", "decliner",
+        "frailty",
+        "decliner",
     )
-    snapshots = _build_snapshots(snaps, churn_day=churn_day, days=days, start=start,
-                                 tenant_ids=tenant_ids.gather(tenant_of), customer_ids=customer_ids)
-    bad_plan = plan_bad_records(events.height, share=bad_share, kinds=list(bad_kinds),
-                                rng=np.random.default_rng([seed, 0xBAD]))
-    return Simulation(events=events, customers=customers_gt, snapshots=snapshots, bad_plan=bad_plan,
-                      tenants=sim_tenants, seed=seed, start=start, days=days,
-                      params={"customers": n, "zipf_exponent": zipf_exponent, "rate_scale": rate_scale,
-                              "snapshot_every_days": snapshot_every_days, "bad_share": bad_share,
-                              "bad_kinds": list(bad_kinds), "horizon_days": HORIZON_DAYS})
+    snapshots = _build_snapshots(
+        snaps,
+        churn_day=churn_day,
+        days=days,
+        start=start,
+        tenant_ids=tenant_ids.gather(tenant_of),
+        customer_ids=customer_ids,
+    )
+    bad_plan = plan_bad_records(
+        events.height, share=bad_share, kinds=list(bad_kinds), rng=np.random.default_rng([seed, 0xBAD])
+    )
+    return Simulation(
+        events=events,
+        customers=customers_gt,
+        snapshots=snapshots,
+        bad_plan=bad_plan,
+        tenants=sim_tenants,
+        seed=seed,
+        start=start,
+        days=days,
+        params={
+            "customers": n,
+            "zipf_exponent": zipf_exponent,
+            "rate_scale": rate_scale,
+            "snapshot_every_days": snapshot_every_days,
+            "bad_share": bad_share,
+            "bad_kinds": list(bad_kinds),
+            "horizon_days": HORIZON_DAYS,
+        },
+    )
 
 
-def _customer_ids(sim_tenants: list[SimTenant], tenant_of: np.ndarray, customer_number: np.ndarray) -> pl.Series:
+def _customer_ids(
+    sim_tenants: list[SimTenant], tenant_of: np.ndarray, customer_number: np.ndarray
+) -> pl.Series:
     prefixes = pl.Series([_CUSTOMER_PREFIX.get(t.industry, "cus_") for t in sim_tenants], dtype=pl.String)
     return prefixes.gather(tenant_of) + pl.Series(customer_number).cast(pl.String).str.zfill(7)
 
 
 def _build_events(
-    chunks: list[tuple[np.ndarray, ...]], *, sim_tenants: list[SimTenant], tenant_of: np.ndarray, ind: np.ndarray,
-    industries: list[str], customer_number: np.ndarray, types: _EventTypeIndex, start: date, seed: int,
+    chunks: list[tuple[np.ndarray, ...]],
+    *,
+    sim_tenants: list[SimTenant],
+    tenant_of: np.ndarray,
+    ind: np.ndarray,
+    industries: list[str],
+    customer_number: np.ndarray,
+    types: _EventTypeIndex,
+    start: date,
+    seed: int,
     rng_seed: int,
 ) -> pl.DataFrame:
     """Concatenate the daily chunks into the ordered events frame with ids, currencies and properties."""
@@ -443,23 +544,35 @@ def _build_events(
     seq = np.arange(who.size, dtype=np.int64)
 
     currencies = pl.Series([PROFILES[i].currency for i in industries], dtype=pl.String)
-    events = pl.DataFrame({
-        "tenant_id": pl.Series([t.tenant_id for t in sim_tenants], dtype=pl.String).gather(tenant_of[who]),
-        "event_id": f"evt_{seed:x}_" + pl.Series(seq).cast(pl.String).str.zfill(10),
-        "customer_id": _customer_ids(sim_tenants, tenant_of, customer_number).gather(who),
-        "event_type": pl.Series(types.names, dtype=pl.String).gather(code),
-        "event_time": pl.Series(time_us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
-        "amount": pl.Series(amount, dtype=pl.Float64).fill_nan(None),
-        "currency": currencies.gather(ind[who]),
-        "seq": seq,
-    }).with_columns(pl.when(pl.col("amount").is_null()).then(None).otherwise(pl.col("currency")).alias("currency"))
+    events = pl.DataFrame(
+        {
+            "tenant_id": pl.Series([t.tenant_id for t in sim_tenants], dtype=pl.String).gather(
+                tenant_of[who]
+            ),
+            "event_id": f"evt_{seed:x}_" + pl.Series(seq).cast(pl.String).str.zfill(10),
+            "customer_id": _customer_ids(sim_tenants, tenant_of, customer_number).gather(who),
+            "event_type": pl.Series(types.names, dtype=pl.String).gather(code),
+            "event_time": pl.Series(time_us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+            "amount": pl.Series(amount, dtype=pl.Float64).fill_nan(None),
+            "currency": currencies.gather(ind[who]),
+            "seq": seq,
+        }
+    ).with_columns(
+        pl.when(pl.col("amount").is_null()).then(None).otherwise(pl.col("currency")).alias("currency")
+    )
 
     parts: list[pl.DataFrame] = []
     for type_code in np.unique(code):
         rows = np.flatnonzero(code == type_code)
         industry, name = types.industry_of[type_code], types.names[type_code]
-        ctx = PropertyContext(n=rows.size, customer_number=customer_number[who[rows]], amount=amount[rows],
-                              failed=failed[rows], event_time_us=time_us[rows], seq=seq[rows])
+        ctx = PropertyContext(
+            n=rows.size,
+            customer_number=customer_number[who[rows]],
+            amount=amount[rows],
+            failed=failed[rows],
+            event_time_us=time_us[rows],
+            seq=seq[rows],
+        )
         rng = np.random.default_rng([rng_seed, int(type_code), 0x5EED])
         specs = get_contract(industry).event_type(name).properties
         if specs:
@@ -468,28 +581,46 @@ def _build_events(
         else:
             props = pl.Series(["{}"] * rows.size, dtype=pl.String)
         parts.append(pl.DataFrame({"seq": seq[rows], "properties": props.cast(pl.String)}))
-    properties = pl.concat(parts).sort("seq") if parts else pl.DataFrame(schema={"seq": pl.Int64,
-                                                                                 "properties": pl.String})
+    properties = (
+        pl.concat(parts).sort("seq")
+        if parts
+        else pl.DataFrame(schema={"seq": pl.Int64, "properties": pl.String})
+    )
     return events.with_columns(properties.get_column("properties")).select(
-        "tenant_id", "event_id", "customer_id", "event_type", "event_time", "amount", "currency", "properties", "seq"
+        "tenant_id",
+        "event_id",
+        "customer_id",
+        "event_type",
+        "event_time",
+        "amount",
+        "currency",
+        "properties",
+        "seq",
     )
 
 
 def _build_snapshots(
-    snaps: list[tuple[np.ndarray, ...]], *, churn_day: np.ndarray, days: int, start: date,
-    tenant_ids: pl.Series, customer_ids: pl.Series,
+    snaps: list[tuple[np.ndarray, ...]],
+    *,
+    churn_day: np.ndarray,
+    days: int,
+    start: date,
+    tenant_ids: pl.Series,
+    customer_ids: pl.Series,
 ) -> pl.DataFrame:
     if snaps:
         who, day, h = (np.concatenate(parts) for parts in zip(*snaps, strict=True))
     else:
         who, day, h = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0)
     churn = churn_day[who]
-    return pl.DataFrame({
-        "tenant_id": tenant_ids.gather(who),
-        "customer_id": customer_ids.gather(who),
-        "snapshot_date": pl.Series(day, dtype=pl.Int32),
-        "hazard_next_day": h,
-        "churn_probability_30d": 1.0 - (1.0 - h) ** HORIZON_DAYS,
-        "churned_within_30d": (churn > day) & (churn <= day + HORIZON_DAYS),
-        "horizon_complete": day + HORIZON_DAYS <= days - 1,
-    }).with_columns((pl.lit(start) + pl.duration(days=pl.col("snapshot_date"))).alias("snapshot_date"))
+    return pl.DataFrame(
+        {
+            "tenant_id": tenant_ids.gather(who),
+            "customer_id": customer_ids.gather(who),
+            "snapshot_date": pl.Series(day, dtype=pl.Int32),
+            "hazard_next_day": h,
+            "churn_probability_30d": 1.0 - (1.0 - h) ** HORIZON_DAYS,
+            "churned_within_30d": (churn > day) & (churn <= day + HORIZON_DAYS),
+            "horizon_complete": day + HORIZON_DAYS <= days - 1,
+        }
+    ).with_columns((pl.lit(start) + pl.duration(days=pl.col("snapshot_date"))).alias("snapshot_date"))

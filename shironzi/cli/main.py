@@ -11,11 +11,15 @@ import logging
 import sys
 from importlib.metadata import entry_points
 
-import click
 import typer
 from rich.console import Console
 
 from shironzi.errors import ShironziError
+
+try:  # typer >= 0.20 vendors its own click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older typer on upstream click
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef,attr-defined]
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -66,12 +70,15 @@ def run(argv: list[str] | None = None) -> None:
     except ShironziError as exc:
         err_console.print(f"error: {exc.code}: {_one_line(exc.message)}", markup=False)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("error: aborted", markup=False)
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except NoArgsIsHelpError as exc:
+        err_console.print(exc.format_message(), markup=False)
+        sys.exit(2)
+    except ClickException as exc:
         err_console.print(f"error: {_one_line(exc.format_message())}", markup=False)
         sys.exit(exc.exit_code or 2)
     except KeyboardInterrupt:

@@ -313,12 +313,18 @@ def sql_literal(value: Any) -> str:
     raise InvalidInputError(f"cannot use a {type(value).__name__} value in a predicate")
 
 
+def _looks_like_filter(item: Any) -> bool:
+    return isinstance(item, tuple | list) and len(item) == 3 and isinstance(item[0], str)
+
+
 def normalize_filters(filters: Filters | None, tenant_id: str | None = None) -> list[list[Filter]]:
     """Filters in DNF (an OR of AND-lists), with `tenant_id = t` added to every branch when given."""
     dnf: list[list[Filter]] = []
     if filters:
-        first = filters[0]
-        groups = [list(filters)] if isinstance(first, tuple) else [list(g) for g in filters]  # type: ignore[arg-type]
+        if isinstance(filters, str):
+            raise InvalidInputError("filters are (column, op, value) tuples, not a SQL string")
+        flat = _looks_like_filter(filters[0])
+        groups = [list(filters)] if flat else [list(g) for g in filters]  # type: ignore[arg-type]
         for group in groups:
             clean: list[Filter] = []
             for item in group:

@@ -65,14 +65,43 @@ class GeneratedKey:
     salt: str
 
 
+class _RandomBytes:
+    """os.urandom drawn in 64 KiB blocks: one syscall per ~900 keys instead of four per key.
+
+    Bytes are never handed out twice, and a forked child drops the parent's buffer.
+    """
+
+    BLOCK = 65536
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._offset = 0
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._buffer, self._offset = b"", 0
+
+    def __call__(self, n: int) -> bytes:
+        with self._lock:
+            if self._offset + n > len(self._buffer):
+                self._buffer, self._offset = os.urandom(max(self.BLOCK, n)), 0
+            start = self._offset
+            self._offset += n
+            return self._buffer[start : start + n]
+
+
+random_bytes = _RandomBytes()
+
+
 def new_prefix() -> str:
     """10 lowercase base32 characters (50 bits): the public lookup handle of a key."""
-    return base64.b32encode(os.urandom(7)).decode("ascii").lower()[:PREFIX_LENGTH]
+    return base64.b32encode(random_bytes(7)).decode("ascii").lower()[:PREFIX_LENGTH]
 
 
 def new_secret() -> str:
     """32 url-safe characters without underscores (underscore separates the key's parts)."""
-    return base64.urlsafe_b64encode(os.urandom(24)).translate(_URLSAFE_NO_UNDERSCORE).decode("ascii")
+    return base64.urlsafe_b64encode(random_bytes(24)).translate(_URLSAFE_NO_UNDERSCORE).decode("ascii")
 
 
 def hash_secret(prefix: str, secret: str, salt: bytes) -> str:
@@ -83,7 +112,7 @@ def hash_secret(prefix: str, secret: str, salt: bytes) -> str:
 def generate_key(prefix: str | None = None) -> GeneratedKey:
     prefix = prefix or new_prefix()
     secret = new_secret()
-    salt = os.urandom(16)
+    salt = random_bytes(16)
     return GeneratedKey(
         prefix=prefix,
         plaintext=f"{KEY_PREFIX}_{prefix}_{secret}",

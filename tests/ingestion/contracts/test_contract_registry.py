@@ -16,12 +16,36 @@ from ingestion.contracts import (
 from shironzi.errors import ConfigurationError, InvalidInputError
 
 EXPECTED_TYPES = {
-    "ecommerce": {"customer_signed_up", "session_started", "product_viewed", "cart_updated", "order_placed",
-                  "order_refunded", "subscription_changed", "support_ticket_opened", "account_closed"},
-    "healthcare": {"patient_registered", "appointment_booked", "appointment_attended", "appointment_missed",
-                   "prescription_filled", "portal_login", "claim_submitted", "patient_disenrolled"},
-    "education": {"student_enrolled", "course_started", "lesson_completed", "assessment_submitted", "payment_made",
-                  "forum_post", "student_withdrew"},
+    "ecommerce": {
+        "customer_signed_up",
+        "session_started",
+        "product_viewed",
+        "cart_updated",
+        "order_placed",
+        "order_refunded",
+        "subscription_changed",
+        "support_ticket_opened",
+        "account_closed",
+    },
+    "healthcare": {
+        "patient_registered",
+        "appointment_booked",
+        "appointment_attended",
+        "appointment_missed",
+        "prescription_filled",
+        "portal_login",
+        "claim_submitted",
+        "patient_disenrolled",
+    },
+    "education": {
+        "student_enrolled",
+        "course_started",
+        "lesson_completed",
+        "assessment_submitted",
+        "payment_made",
+        "forum_post",
+        "student_withdrew",
+    },
 }
 
 
@@ -35,8 +59,16 @@ def test_every_industry_has_a_versioned_contract_with_its_event_types() -> None:
 
 
 def test_money_events_carry_amounts_and_others_do_not() -> None:
-    carrying = {et.name for c in map(get_contract, EXPECTED_TYPES) for et in c.event_types if et.carries_amount}
-    assert carrying == {"order_placed", "order_refunded", "prescription_filled", "claim_submitted", "payment_made"}
+    carrying = {
+        et.name for c in map(get_contract, EXPECTED_TYPES) for et in c.event_types if et.carries_amount
+    }
+    assert carrying == {
+        "order_placed",
+        "order_refunded",
+        "prescription_filled",
+        "claim_submitted",
+        "payment_made",
+    }
 
 
 def test_pii_fields_are_listed_with_recoverability() -> None:
@@ -55,13 +87,20 @@ def test_unknown_contracts_are_clear_errors() -> None:
 
 
 def test_declarative_loader_refuses_bad_definitions() -> None:
-    good = {"industry": "x", "version": 1, "signup_event": "a", "terminal_event": "a",
-            "event_types": {"a": {"properties": {"p": "string"}}}}
+    good = {
+        "industry": "x",
+        "version": 1,
+        "signup_event": "a",
+        "terminal_event": "a",
+        "event_types": {"a": {"properties": {"p": "string"}}},
+    }
     assert contract_from_dict(good).event_type("a").property("p").type == "string"
     with pytest.raises(ConfigurationError, match="type 'text'"):
         contract_from_dict({**good, "event_types": {"a": {"properties": {"p": "text"}}}})
     with pytest.raises(ConfigurationError, match="recoverable but not marked pii"):
-        contract_from_dict({**good, "event_types": {"a": {"properties": {"p": {"type": "string", "recoverable": True}}}}})
+        contract_from_dict(
+            {**good, "event_types": {"a": {"properties": {"p": {"type": "string", "recoverable": True}}}}}
+        )
     with pytest.raises(ConfigurationError, match="'b' is not one of its event types"):
         contract_from_dict({**good, "terminal_event": "b"})
     with pytest.raises(ConfigurationError, match="unknown keys"):
@@ -69,10 +108,29 @@ def test_declarative_loader_refuses_bad_definitions() -> None:
 
 
 def test_schemas_have_the_canonical_columns() -> None:
-    assert CANONICAL_SCHEMA.names == ["tenant_id", "event_id", "customer_id", "event_type", "event_time", "event_date",
-                                      "source", "ingested_at", "amount", "currency", "properties"]
+    assert CANONICAL_SCHEMA.names == [
+        "tenant_id",
+        "event_id",
+        "customer_id",
+        "event_type",
+        "event_time",
+        "event_date",
+        "source",
+        "ingested_at",
+        "amount",
+        "currency",
+        "properties",
+    ]
     assert str(CANONICAL_SCHEMA.field("event_time").type) == "timestamp[us, tz=UTC]"
     assert CANONICAL_SCHEMA.field("amount").nullable and not CANONICAL_SCHEMA.field("tenant_id").nullable
-    assert QUARANTINE_SCHEMA.names == ["quarantined_at", "tenant_id", "reason_code", "reason", "raw_payload", "source",
-                                       "position", "event_date"]
+    assert QUARANTINE_SCHEMA.names == [
+        "quarantined_at",
+        "tenant_id",
+        "reason_code",
+        "reason",
+        "raw_payload",
+        "source",
+        "position",
+        "event_date",
+    ]
     assert QUARANTINE_SCHEMA.field("tenant_id").nullable

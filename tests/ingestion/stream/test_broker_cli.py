@@ -58,12 +58,9 @@ def test_broker_cli_start_status_topics_stop(tmp_path: Path, repo_root: Path) ->
         assert listed.returncode == 0
         rows = [line.replace("│", " ").split() for line in listed.stdout.splitlines()]
         assert ["events", "3"] in rows, listed.stdout
-        clash = _shironzi(home, repo_root, "topics", "create", "events", "--partitions", "5")
-        assert clash.returncode == 1 and "3 partitions, not 5" in clash.stderr
     finally:
         stop = _shironzi(home, repo_root, "stop")
     assert stop.returncode == 0 and "broker stopped" in stop.stdout
 
     after = _shironzi(home, repo_root, "status")
     assert after.returncode == 0 and "not running" in after.stdout
-    assert "was not running" in _shironzi(home, repo_root, "stop").stdout

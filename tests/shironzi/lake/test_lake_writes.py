@@ -53,6 +53,9 @@ def test_append_then_read_with_partition_and_tenant_pushdown(
     }
     assert set(got.column("event_id").to_pylist()) == expected_ids
 
+    as_json_lists = lake.read_arrow(events_uri, filters=[["event_date", "=", DAY2]])  # as decoded from JSON
+    assert as_json_lists.num_rows == sum(r["event_date"] == DAY2 for r in data.to_pylist())
+
     frame = lake.read_polars(events_uri, columns=["event_id"], filters=[("event_date", "=", DAY2)])
     assert isinstance(frame, pl.DataFrame)
     assert set(frame["event_id"]) == {r["event_id"] for r in data.to_pylist() if r["event_date"] == DAY2}
