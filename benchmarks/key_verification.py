@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -64,7 +65,8 @@ def report(label: str, samples: list[int], target_ms: float | None) -> bool:
     p50, p99, mean = _percentiles(samples)
     ok = target_ms is None or p99 <= target_ms
     verdict = "" if target_ms is None else f"   target p99 <= {target_ms} ms: {'PASS' if ok else 'FAIL'}"
-    figures = f"p50={p50:8.4f} ms  p99={p99:8.4f} ms  mean={mean:8.4f} ms"
+    load = os.getloadavg()[0]
+    figures = f"p50={p50:8.4f} ms  p99={p99:8.4f} ms  mean={mean:8.4f} ms  (load {load:.1f})"
     print(f"{label:<28} calls={len(samples):>7,}  {figures}{verdict}")
     return ok
 

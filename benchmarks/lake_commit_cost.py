@@ -200,8 +200,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     for name in ("checkpointed", "no_checkpoints"):
         write_s = figures["write_s"][name]  # type: ignore[index]
+        writes = (
+            f"{write_s:>12.1f}s{args.commits / write_s:>11.0f}" if write_s else f"{'(copied)':>13}{'':>11}"
+        )
         print(
-            f"{name:<16}{write_s:>12.1f}s{args.commits / write_s:>11.0f}"
+            f"{name:<16}{writes}"
             f"{opened[name]['median_s'] * 1000:>13.1f}ms{opened[name]['min_s'] * 1000:>10.1f}ms"
             f"{recovered[name]['median_s'] * 1000:>11.1f}ms"
             f"{logs[name]['json_commits']:>12}{logs[name]['checkpoints']:>13}"

@@ -29,7 +29,9 @@ def create_registry_engine(url: str) -> Engine:
         _install_sqlite_hooks(engine)
         return engine
     if backend == "postgresql":
-        return sa.create_engine(url, pool_pre_ping=True)
+        # No pre-ping: it would double the round trips of every key check; a dropped connection
+        # invalidates the pool on first use instead, and connections are recycled every 30 minutes.
+        return sa.create_engine(url, pool_recycle=1800)
     raise ConfigurationError(
         f"unsupported registry database {backend!r}: use sqlite:/// or postgresql+psycopg://"
     )

@@ -91,6 +91,13 @@ class Registry:
         self.engine = engine
         self.settings = settings or get_settings()
         self.session_factory: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
+        # Hot single-statement reads (key checks, module toggles) run in autocommit on PostgreSQL: one
+        # round trip each, with no BEGIN/ROLLBACK around them.
+        self._hot_reads = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
         self.key_cache = KeyCheckCache(self.settings.key_cache_ttl_seconds)
         self._module_cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._directory_cache: tuple[float, dict[str, TenantInfo]] | None = None
@@ -285,7 +292,7 @@ class Registry:
             .outerjoin(tenants, tenants.c.id == api_keys.c.tenant_id)
             .where(api_keys.c.prefix == prefix)
         )
-        with self.engine.connect() as conn:
+        with self._hot_reads.connect() as conn:
             row = conn.execute(query).mappings().first()
         principal: KeyPrincipal | None = None
         status: str | None = None
