@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import statistics
@@ -49,25 +50,31 @@ def _registry_with_keys(database_url: str, home: Path, keys: int, *, cache_ttl: 
     return registry, [p.api_key for p in provisioned]
 
 
-def measure(registry, api_keys: list[str], calls: int) -> list[int]:  # type: ignore[no-untyped-def]
+def measure(registry, api_keys: list[str], calls: int) -> tuple[list[int], list[int]]:  # type: ignore[no-untyped-def]
+    """Wall-clock and this thread's CPU time of each verify_key call, in ns."""
     rng = random.Random(7)
     chosen = [rng.choice(api_keys) for _ in range(calls)]
-    samples: list[int] = []
+    wall: list[int] = []
+    cpu: list[int] = []
     verify = registry.verify_key
     for key in chosen:
+        cpu_started = time.thread_time_ns()
         started = time.perf_counter_ns()
         verify(key)
-        samples.append(time.perf_counter_ns() - started)
-    return samples
+        wall.append(time.perf_counter_ns() - started)
+        cpu.append(time.thread_time_ns() - cpu_started)
+    return wall, cpu
 
 
-def report(label: str, samples: list[int], target_ms: float | None) -> bool:
-    p50, p99, mean = _percentiles(samples)
+def report(label: str, samples: tuple[list[int], list[int]], target_ms: float | None) -> bool:
+    """Judge the target on wall-clock p99; CPU-time p99 shows what is left without scheduler preemption."""
+    p50, p99, mean = _percentiles(samples[0])
+    _, cpu_p99, _ = _percentiles(samples[1])
     ok = target_ms is None or p99 <= target_ms
-    verdict = "" if target_ms is None else f"   target p99 <= {target_ms} ms: {'PASS' if ok else 'FAIL'}"
+    verdict = "" if target_ms is None else f"  target p99 <= {target_ms} ms: {'PASS' if ok else 'FAIL'}"
     load = os.getloadavg()[0]
-    figures = f"p50={p50:8.4f} ms  p99={p99:8.4f} ms  mean={mean:8.4f} ms  (load {load:.1f})"
-    print(f"{label:<28} calls={len(samples):>7,}  {figures}{verdict}")
+    figures = f"p50={p50:7.4f} ms  p99={p99:7.4f} ms  mean={mean:7.4f} ms  cpu-p99={cpu_p99:7.4f} ms"
+    print(f"{label:<27} n={len(samples[0]):>7,}  {figures}  load={load:.1f}{verdict}")
     return ok
 
 
@@ -87,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         registry, keys = _registry_with_keys(
             f"sqlite:///{base / 'registry.db'}", base / "home", args.keys, cache_ttl=60
         )
-        measure(registry, keys, len(keys))  # warm every key
+        for key in keys:  # warm every key once
+            registry.verify_key(key)
+        # Like a serving worker after start-up: the set-up garbage is collected and frozen, so the figures
+        # show verification, not a collection of the 10,000 provisioned tenants' leftovers.
+        gc.collect()
+        gc.freeze()
         ok &= report("warm cache (in-process)", measure(registry, keys, args.calls * 5), WARM_P99_MS)
         registry.key_cache.ttl_seconds = 0
         registry.key_cache.clear()

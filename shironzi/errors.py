@@ -143,3 +143,23 @@ class TransformationError(ShironziError):
 
     status = 500
     code = "transformation_failed"
+
+
+class IntegrityCheckError(ShironziError):
+    """A tamper-evidence or erasure check failed: a broken audit hash chain, a forged or failing receipt."""
+
+    status = 422
+    code = "integrity_check_failed"
+
+
+class KeyDestroyedError(ShironziError):
+    """A tenant's encryption key was destroyed (crypto-shredded): data under it can no longer be read."""
+
+    status = 410
+    code = "key_destroyed"
+
+
+class LeaseBusyError(ConflictError):
+    """A table lease (erasure vs. writers) could not be taken in time."""
+
+    code = "lease_busy"

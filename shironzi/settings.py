@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     require_services: bool = Field(False, description="Tests: fail instead of skip when a service binary is missing (CI sets 1).")
     log_format: Literal["json", "text"] = Field("json", description="Structured log line format for stage summaries.")
     log_level: str = Field("INFO", description="Python logging level.")
+    audit_flush_events: int = Field(500, ge=1, le=100_000, description="Audit writer: flush the buffer after this many events.")
+    audit_flush_seconds: float = Field(1.0, gt=0, le=300, description="Audit writer: flush buffered events at least this often (seconds).")
+    lease_timeout_seconds: float = Field(300.0, gt=0, description="How long erasure and writers wait for a table lease before giving up.")
 
     @field_validator("home")
     @classmethod

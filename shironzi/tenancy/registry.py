@@ -200,7 +200,7 @@ class Registry:
             hit = self._module_cache.get(tenant_id)
             if hit is not None and hit[0] >= time.monotonic():
                 return hit[1]
-        with self.engine.connect() as conn:
+        with self._hot_reads.connect() as conn:
             tid = self._tenant_row(conn, tenant_id)["id"]
             enabled: frozenset[str] = frozenset(
                 conn.execute(

@@ -1,0 +1,705 @@
+"""Landing validated batches in bronze: route rows to their tables, dedupe, commit exactly once,
+quarantine the rest, and keep an exactly reconciled run log.
+
+Every input row comes from a replayable *unit* (a Kafka partition, a landing file, a SQL load) and has a
+sequence number inside it (the offset; 1 for a file; the load number for SQL). A flush lands in this order:
+
+1. valid rows are routed: pooled tenants -> `{lake}/{region}/bronze/events`, dedicated tenants ->
+   `{lake}/{region}/tenants/{id}/bronze/events`; quarantined rows -> `{lake}/{region}/quarantine/events`
+   (the tenant's region when it is known, else `settings.default_region`);
+2. per data table, rows whose seq <= that table's txn version for their unit are dropped (an earlier,
+   interrupted attempt already committed them: "recovered"), then bronze rows whose (tenant_id, event_id)
+   is already in the table are dropped ("duplicates_existing"; the key sets of recently touched
+   `event_date` partitions are cached in memory and rebuilt from Delta on start);
+3. each data table gets ONE commit (all tenants of the batch) carrying a Delta txn per unit at the batch's
+   highest seq for it: parquet files are written first, then committed with `create_write_transaction`,
+   so "files written, not committed" is a real, testable state (orphans are invisible and vacuumed);
+4. last, the *ledger* row (stream: the run-log row of the flush; batch: the processed-file manifest; SQL:
+   the watermark) is committed with the same txns. Readers resume from the ledger's txns.
+
+Reconciliation is exact per flush: received = landed + quarantined + duplicates_in_batch +
+duplicates_existing (recovered rows count as landed/quarantined: they are, by the earlier attempt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import polars as pl
+import pyarrow as pa
+
+from shironzi.errors import InvalidInputError, InvalidStateError
+from shironzi.lake.paths import platform_uri, table_uri
+from shironzi.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+    from ingestion.contracts import ValidationResult
+    from shironzi.tenancy.records import TenantInfo
+
+CrashPoint = Literal["before_write", "after_write", "between_commits", "after_commit"]
+CRASH_POINTS: tuple[str, ...] = get_args(CrashPoint)
+SourceKind = Literal["stream", "files", "sql"]
+RunStatus = Literal["succeeded", "failed"]
+
+PARTITION_COLUMN = "event_date"
+KEY_COLUMNS = ("tenant_id", "event_id")
+UNIT_COLUMN = "_unit"
+SEQ_COLUMN = "_seq"
+DEFAULT_CACHED_PARTITIONS = 64
+COMMIT_ATTEMPTS = 8
+
+log = logging.getLogger("shironzi.ingestion.bronze")
+
+RUN_LOG_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("flush", pa.int64(), nullable=False),
+        pa.field("source_kind", pa.string(), nullable=False),
+        pa.field("source_name", pa.string(), nullable=False),
+        pa.field("worker", pa.string(), nullable=False),
+        pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("received", pa.int64(), nullable=False),
+        pa.field("landed", pa.int64(), nullable=False),
+        pa.field("quarantined", pa.int64(), nullable=False),
+        pa.field("duplicates", pa.int64(), nullable=False),
+        pa.field("duplicates_in_batch", pa.int64(), nullable=False),
+        pa.field("duplicates_existing", pa.int64(), nullable=False),
+        pa.field("recovered", pa.int64(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=True),
+        pa.field("table_versions", pa.string(), nullable=False),  # JSON {table uri: version}
+        pa.field("positions", pa.string(), nullable=False),  # JSON: offsets per partition, or files
+        pa.field("quarantined_by_reason", pa.string(), nullable=False),  # JSON {reason_code: rows}
+    ]
+)
+
+
+def run_log_uri(settings: Settings | None = None) -> str:
+    """The platform-wide ingestion run log."""
+    return platform_uri((settings or get_settings()).resolved_lake_uri, "ingest", "runs")
+
+
+# ------------------------------------------------------------------------------------ reconciliation
+
+
+@dataclass
+class Reconciliation:
+    """Where every received row went. `recovered` rows are part of landed/quarantined: an earlier,
+    interrupted attempt committed them and this one found them by their txn."""
+
+    received: int = 0
+    landed: int = 0
+    quarantined: int = 0
+    duplicates_in_batch: int = 0
+    duplicates_existing: int = 0
+    recovered: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    table_versions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def duplicates(self) -> int:
+        return self.duplicates_in_batch + self.duplicates_existing
+
+    def balanced(self) -> bool:
+        """received = landed + quarantined + duplicates, exactly."""
+        return self.received == self.landed + self.quarantined + self.duplicates
+
+    def add(self, other: Reconciliation) -> None:
+        """Fold another flush into this total."""
+        self.received += other.received
+        self.landed += other.landed
+        self.quarantined += other.quarantined
+        self.duplicates_in_batch += other.duplicates_in_batch
+        self.duplicates_existing += other.duplicates_existing
+        self.recovered += other.recovered
+        for code, rows in other.quarantined_by_reason.items():
+            self.quarantined_by_reason[code] = self.quarantined_by_reason.get(code, 0) + rows
+        self.table_versions.update(other.table_versions)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "duplicates": self.duplicates, "balanced": self.balanced()}
+
+
+def run_log_row(
+    *,
+    run_id: str,
+    flush: int,
+    source_kind: SourceKind,
+    source_name: str,
+    worker: str,
+    started_at: datetime,
+    counts: Reconciliation,
+    status: RunStatus,
+    error: str | None = None,
+    positions: Mapping[str, Any] | list[Any] | None = None,
+) -> pa.Table:
+    """One run-log row (a stream flush, or a whole batch run)."""
+    row = {
+        "run_id": run_id,
+        "flush": flush,
+        "source_kind": source_kind,
+        "source_name": source_name,
+        "worker": worker,
+        "started_at": started_at,
+        "finished_at": datetime.now(UTC),
+        "received": counts.received,
+        "landed": counts.landed,
+        "quarantined": counts.quarantined,
+        "duplicates": counts.duplicates,
+        "duplicates_in_batch": counts.duplicates_in_batch,
+        "duplicates_existing": counts.duplicates_existing,
+        "recovered": counts.recovered,
+        "status": status,
+        "error": error,
+        "table_versions": json.dumps(counts.table_versions, sort_keys=True),
+        "positions": json.dumps(positions if positions is not None else {}, sort_keys=True, default=str),
+        "quarantined_by_reason": json.dumps(counts.quarantined_by_reason, sort_keys=True),
+    }
+    return pa.Table.from_pylist([row], schema=RUN_LOG_SCHEMA)
+
+
+def read_run_log(*, run_id: str | None = None, settings: Settings | None = None) -> pl.DataFrame:
+    """The run log (optionally one run), oldest first; empty when nothing ran yet."""
+    from shironzi.lake import read_polars, table_exists
+
+    uri = run_log_uri(settings)
+    if not table_exists(uri):
+        return pl.DataFrame(schema=pl.from_arrow(RUN_LOG_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]
+    frame = read_polars(uri, filters=[("run_id", "=", run_id)] if run_id else None)
+    return frame.sort("started_at", "flush")
+
+
+def reconcile_run_log(frame: pl.DataFrame) -> Reconciliation:
+    """The total reconciliation of some run-log rows."""
+    total = Reconciliation()
+    for row in frame.iter_rows(named=True):
+        total.add(
+            Reconciliation(
+                received=row["received"],
+                landed=row["landed"],
+                quarantined=row["quarantined"],
+                duplicates_in_batch=row["duplicates_in_batch"],
+                duplicates_existing=row["duplicates_existing"],
+                recovered=row["recovered"],
+                quarantined_by_reason=json.loads(row["quarantined_by_reason"]),
+                table_versions=json.loads(row["table_versions"]),
+            )
+        )
+    return total
+
+
+# ------------------------------------------------------------------------------------ crash hook
+
+
+@dataclass(frozen=True)
+class CrashPlan:
+    """Test-only failure injection: SIGKILL this process at `point` of flush number `after_flushes`."""
+
+    point: CrashPoint
+    after_flushes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.point not in CRASH_POINTS:
+            raise InvalidInputError(f"unknown crash point {self.point!r}; use one of {', '.join(CRASH_POINTS)}")
+        if self.after_flushes < 1:
+            raise InvalidInputError("crash_after_flushes must be >= 1")
+
+
+# ------------------------------------------------------------------------------------ batches
+
+
+@dataclass(frozen=True)
+class LandingBatch:
+    """A validated batch and where each of its rows came from.
+
+    `records`: every decoded input row (malformed payloads excluded), in input order, with the text of
+    `tenant_id`, `event_id` and its unique `position`. `origins`: `position -> _unit, _seq` for every input
+    row (malformed ones included).
+    """
+
+    result: ValidationResult
+    records: pl.DataFrame
+    origins: pl.DataFrame
+
+    def unit_versions(self) -> dict[str, int]:
+        """Per unit, the highest seq in the batch: the txn version a commit of this batch records."""
+        top = self.origins.group_by(UNIT_COLUMN).agg(pl.col(SEQ_COLUMN).max())
+        return dict(zip(top.get_column(UNIT_COLUMN).to_list(), top.get_column(SEQ_COLUMN).to_list(), strict=True))
+
+
+def records_keys(frame: pl.DataFrame) -> pl.DataFrame:
+    """`tenant_id, event_id` as text (null where not castable) plus `position`, for `LandingBatch.records`."""
+    columns = []
+    for name in KEY_COLUMNS:
+        if name not in frame.columns or frame.schema[name].is_nested():
+            columns.append(pl.lit(None, pl.String).alias(name))
+        else:
+            columns.append(pl.col(name).cast(pl.String, strict=False))
+    return frame.select(*columns, pl.col("position").cast(pl.String))
+
+
+def _valid_origins(batch: LandingBatch) -> pl.DataFrame:
+    """`_unit, _seq` for each valid row, in the valid table's order.
+
+    validate_batch keeps, among the accepted rows (not quarantined) in input order, the first row of each
+    key; we rebuild that selection from the positions and check it matches the valid rows key by key."""
+    result = batch.result
+    quarantined_positions = pl.Series("position", result.quarantined.column("position").to_pylist(), pl.String)
+    accepted = batch.records.filter(~pl.col("position").is_in(quarantined_positions.implode()))
+    picked = accepted.filter(pl.struct(*KEY_COLUMNS).is_first_distinct())
+    valid_keys = pl.from_arrow(result.valid.select(list(KEY_COLUMNS)))
+    assert isinstance(valid_keys, pl.DataFrame)
+    if picked.height != valid_keys.height or not picked.select(KEY_COLUMNS).equals(valid_keys):
+        raise InvalidStateError(
+            f"cannot trace {valid_keys.height} valid rows back to their input positions ({picked.height} "
+            "candidates): the validator's row selection changed"
+        )
+    located = picked.select("position").join(batch.origins, on="position", how="left", maintain_order="left")
+    if located.get_column(UNIT_COLUMN).null_count():
+        raise InvalidStateError("some valid rows have no origin (position missing from origins)")
+    return located.select(UNIT_COLUMN, SEQ_COLUMN)
+
+
+# ------------------------------------------------------------------------------------ data tables
+
+
+def _ms_floor(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _ms_ceil(value: datetime) -> str:
+    if value.microsecond % 1000:
+        value = value + timedelta(microseconds=1000 - value.microsecond % 1000)
+    return _ms_floor(value)
+
+
+def _file_stats(table: pa.Table) -> str:
+    """Delta add-action statistics (numRecords, min/max, null counts) for one file's rows."""
+    import pyarrow.compute as pc
+
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        nulls[name] = column.null_count
+        kind = column.type
+        if not (pa.types.is_string(kind) or pa.types.is_floating(kind) or pa.types.is_integer(kind)
+                or pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+            continue
+        if column.null_count == len(column):
+            continue
+        bounds = pc.min_max(column).as_py()
+        lo, hi = bounds["min"], bounds["max"]
+        if pa.types.is_timestamp(kind):
+            mins[name], maxs[name] = _ms_floor(lo), _ms_ceil(hi)
+        elif pa.types.is_date(kind):
+            mins[name], maxs[name] = lo.isoformat(), hi.isoformat()
+        elif pa.types.is_floating(kind) and (lo != lo or hi != hi):  # NaN: no usable bounds
+            continue
+        elif pa.types.is_string(kind) and (len(lo) > 32 or len(hi) > 32):
+            continue  # long strings: no bounds rather than truncated ones
+        else:
+            mins[name], maxs[name] = lo, hi
+    return json.dumps({"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+
+
+class DataTable:
+    """One target Delta table (bronze or quarantine, partitioned by event_date): its txn versions and,
+    for bronze, a cache of the keys of recently touched partitions."""
+
+    def __init__(
+        self,
+        uri: str,
+        schema: pa.Schema,
+        *,
+        dedupe: bool,
+        storage_options: Mapping[str, str] | None,
+        cached_partitions: int = DEFAULT_CACHED_PARTITIONS,
+    ) -> None:
+        self.uri = uri
+        self.schema = schema
+        self.dedupe = dedupe
+        self.storage_options = dict(storage_options or {}) or None
+        self._handle: DeltaTable | None = None
+        self._txns: dict[str, int | None] = {}
+        self._keys: OrderedDict[date, pl.DataFrame] = OrderedDict()
+        self._cached_partitions = cached_partitions
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.uri or self.uri.startswith("file://")
+
+    def handle(self, *, create: bool = False) -> DeltaTable | None:
+        """The delta-rs table (created empty when asked), refreshed to the latest version."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        from shironzi.lake import CHECKPOINT_INTERVAL
+
+        if self._handle is None:
+            try:
+                self._handle = DeltaTable(self.uri, storage_options=self.storage_options)
+            except TableNotFoundError:
+                if not create:
+                    return None
+                self._handle = DeltaTable.create(
+                    self.uri,
+                    self.schema,
+                    partition_by=[PARTITION_COLUMN],
+                    mode="ignore",
+                    configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
+                    storage_options=self.storage_options,
+                )
+        else:
+            self._handle.update_incremental()
+        return self._handle
+
+    def txn_version(self, unit: str) -> int | None:
+        """The highest seq of `unit` already committed to this table (read from the Delta log once)."""
+        if unit not in self._txns:
+            table = self.handle()
+            self._txns[unit] = None if table is None else table.transaction_version(unit)
+        return self._txns[unit]
+
+    def drop_recovered(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """Rows whose seq is beyond this table's txn for their unit; and how many were already committed."""
+        units = rows.get_column(UNIT_COLUMN).unique().to_list()
+        done = {u: v for u in units if (v := self.txn_version(u)) is not None}
+        if not done:
+            return rows, 0
+        limit = pl.col(UNIT_COLUMN).replace_strict(done, default=-1, return_dtype=pl.Int64)
+        kept = rows.filter(pl.col(SEQ_COLUMN) > limit)
+        return kept, rows.height - kept.height
+
+    def _load_keys(self, dates: list[date]) -> None:
+        missing = [d for d in dates if d not in self._keys]
+        if missing:
+            from shironzi.lake import read_polars
+
+            if self.handle() is None:
+                loaded = pl.DataFrame(schema={"tenant_id": pl.String, "event_id": pl.String, PARTITION_COLUMN: pl.Date})
+            else:
+                loaded = read_polars(
+                    self.uri,
+                    columns=[*KEY_COLUMNS, PARTITION_COLUMN],
+                    filters=[(PARTITION_COLUMN, "in", missing)],
+                    storage_options=self.storage_options or {},
+                )
+            by_date = {key[0]: part.drop(PARTITION_COLUMN) for key, part in loaded.partition_by(
+                PARTITION_COLUMN, as_dict=True).items()}
+            for day in missing:
+                self._keys[day] = by_date.get(day, pl.DataFrame(schema={"tenant_id": pl.String, "event_id": pl.String}))
+        for day in dates:
+            self._keys.move_to_end(day)
+
+    def drop_existing(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """Rows whose (tenant_id, event_id) is not yet in their event_date partition; and how many were."""
+        if not self.dedupe or rows.is_empty():
+            return rows, 0
+        dates = rows.get_column(PARTITION_COLUMN).unique().to_list()
+        self._load_keys(dates)
+        existing = [self._keys[d] for d in dates if self._keys[d].height]
+        if not existing:
+            return rows, 0
+        known = pl.concat(existing, rechunk=False)
+        fresh = rows.join(known, on=list(KEY_COLUMNS), how="anti", maintain_order="left")
+        return fresh, rows.height - fresh.height
+
+    def remember(self, rows: pl.DataFrame, versions: Mapping[str, int]) -> None:
+        """After a commit: the new keys join the cache, the committed txn versions replace the old ones."""
+        self._txns.update(versions)
+        if not self.dedupe:
+            return
+        for (day,), part in rows.select(*KEY_COLUMNS, PARTITION_COLUMN).partition_by(
+            PARTITION_COLUMN, as_dict=True
+        ).items():
+            if day in self._keys:
+                self._keys[day] = pl.concat([self._keys[day], part.drop(PARTITION_COLUMN)], rechunk=False)
+                self._keys.move_to_end(day)
+        while len(self._keys) > self._cached_partitions:
+            self._keys.popitem(last=False)
+
+    def write_files(self, data: pa.Table) -> list[Any]:
+        """Write the rows as parquet files under their partition directories; nothing is committed yet."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+        from deltalake.transaction import AddAction
+
+        self.handle(create=True)
+        root = Path(self.uri.removeprefix("file://"))
+        actions: list[Any] = []
+        data = data.sort_by([(PARTITION_COLUMN, "ascending"), ("tenant_id", "ascending")])
+        runs = pc.run_end_encode(data.column(PARTITION_COLUMN).combine_chunks())
+        ends = runs.run_ends.to_pylist()
+        days = runs.values.to_pylist()
+        body = data.drop_columns([PARTITION_COLUMN])
+        for start, end, day in zip([0, *ends[:-1]], ends, days, strict=True):
+            part = body.slice(start, end - start)
+            relative = f"{PARTITION_COLUMN}={day.isoformat()}/part-{uuid.uuid4()}-c000.snappy.parquet"
+            target = root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(part, target, compression="snappy", row_group_size=1 << 20)
+            actions.append(
+                AddAction(
+                    path=relative,
+                    size=target.stat().st_size,
+                    partition_values={PARTITION_COLUMN: day.isoformat()},
+                    modification_time=int(time.time() * 1000),
+                    data_change=True,
+                    stats=_file_stats(part),
+                )
+            )
+        return actions
+
+    def commit_files(self, actions: list[Any], versions: Mapping[str, int], metadata: Mapping[str, str]) -> int:
+        """Commit written files in one transaction carrying a txn per unit; returns the new version."""
+        from deltalake import CommitProperties, Transaction
+
+        from deltalake.exceptions import CommitFailedError
+
+        from shironzi.errors import CommitConflictError
+
+        properties = CommitProperties(
+            custom_metadata=dict(metadata),
+            app_transactions=[Transaction(app, int(v)) for app, v in versions.items()],
+        )
+        for attempt in range(COMMIT_ATTEMPTS):
+            table = self.handle(create=True)
+            assert table is not None
+            try:
+                table.create_write_transaction(
+                    actions, "append", self.schema, partition_by=[PARTITION_COLUMN], commit_properties=properties
+                )
+                table.update_incremental()
+                return table.version()
+            except CommitFailedError as exc:  # a concurrent writer won the race: blind appends just retry
+                log.debug("commit conflict on %s (attempt %d): %s", self.uri, attempt + 1, exc)
+                time.sleep(0.01 * 2**attempt)
+        raise CommitConflictError(f"commit to {self.uri} kept conflicting", uri=self.uri)
+
+    def append(self, data: pa.Table, versions: Mapping[str, int], metadata: Mapping[str, str]) -> int:
+        """Write and commit in one step (object stores: delta-rs writes and commits together)."""
+        from shironzi.lake import Txn, append
+
+        result = append(
+            self.uri,
+            data,
+            partition_by=PARTITION_COLUMN,
+            txns=[Txn(app, int(v)) for app, v in versions.items()],
+            metadata=metadata,
+            storage_options=self.storage_options or {},
+        )
+        self._handle = None
+        return result.version
+
+
+# ------------------------------------------------------------------------------------ the lander
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The last commit of a flush: `rows(counts)` builds its rows once the counts are known."""
+
+    uri: str
+    rows: Callable[[Reconciliation], pa.Table]
+    partition_by: str | None = None
+
+
+class BronzeLander:
+    """Lands validated batches in bronze and quarantine; keeps txn versions and key caches across flushes."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        tenants: Mapping[str, TenantInfo] | None = None,
+        crash: CrashPlan | None = None,
+        cached_partitions: int = DEFAULT_CACHED_PARTITIONS,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.lake = self.settings.resolved_lake_uri
+        self.storage_options = self.settings.storage_options
+        self.crash = crash
+        self.flushes = 0
+        self._cached_partitions = cached_partitions
+        self._tables: dict[str, DataTable] = {}
+        self.refresh_tenants(tenants)
+
+    # tenants -------------------------------------------------------------------------------------
+
+    def refresh_tenants(self, tenants: Mapping[str, TenantInfo] | None = None) -> None:
+        """Reload the tenant directory (the registry's, unless given) used for validation and routing."""
+        from ingestion.contracts import tenants_frame
+
+        if tenants is None:
+            from shironzi.tenancy import get_registry
+
+            tenants = get_registry(self.settings).tenant_directory(fresh=True)
+        self.tenants = dict(tenants)
+        self.tenants_frame = tenants_frame(self.tenants)
+        self._routes = pl.DataFrame(
+            {
+                "tenant_id": [t.tenant_id for t in self.tenants.values()],
+                "_region": [t.region for t in self.tenants.values()],
+                "_placement": [t.placement for t in self.tenants.values()],
+            },
+            schema={"tenant_id": pl.String, "_region": pl.String, "_placement": pl.String},
+        )
+
+    def validate(self, records: Any, *, source: str, now: datetime | None = None) -> ValidationResult:
+        """Contract-validate a decoded batch or a records frame against the current tenant directory."""
+        from ingestion.contracts import validate_batch
+
+        return validate_batch(records, tenants=self.tenants_frame, now=now or datetime.now(UTC), source=source)
+
+    # tables ----------------------------------------------------------------------------------------
+
+    def table(self, uri: str, *, quarantine: bool) -> DataTable:
+        from ingestion.contracts import CANONICAL_SCHEMA, QUARANTINE_SCHEMA
+
+        if uri not in self._tables:
+            self._tables[uri] = DataTable(
+                uri,
+                QUARANTINE_SCHEMA if quarantine else CANONICAL_SCHEMA,
+                dedupe=not quarantine,
+                storage_options=self.storage_options,
+                cached_partitions=self._cached_partitions,
+            )
+        return self._tables[uri]
+
+    def bronze_uri(self, tenant: TenantInfo) -> str:
+        if tenant.placement == "dedicated":
+            return table_uri(self.lake, layer="bronze", table="events", region=tenant.region,
+                             placement="dedicated", tenant_id=tenant.tenant_id)
+        return table_uri(self.lake, layer="bronze", table="events", region=tenant.region)
+
+    def quarantine_uri(self, region: str) -> str:
+        return table_uri(self.lake, layer="quarantine", table="events", region=region)
+
+    def _route(self, valid: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        """Valid rows per bronze table (the tenant's region; its own root when dedicated)."""
+        routed = valid.join(self._routes, on="tenant_id", how="left", maintain_order="left")
+        if routed.get_column("_region").null_count():
+            raise InvalidStateError("valid rows for a tenant missing from the directory: refusing to land them")
+        targets: dict[str, pl.DataFrame] = {}
+        for (region, placement), part in routed.partition_by(["_region", "_placement"], as_dict=True).items():
+            if placement == "dedicated":
+                for (tenant_id,), rows in part.partition_by("tenant_id", as_dict=True).items():
+                    uri = self.bronze_uri(self.tenants[tenant_id])
+                    targets[uri] = rows.drop("_region", "_placement")
+            else:
+                uri = table_uri(self.lake, layer="bronze", table="events", region=str(region))
+                targets[uri] = part.drop("_region", "_placement")
+        return targets
+
+    def _route_quarantine(self, rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        regions = rows.join(self._routes.select("tenant_id", "_region"), on="tenant_id", how="left",
+                            maintain_order="left")
+        regions = regions.with_columns(pl.col("_region").fill_null(self.settings.default_region))
+        return {
+            self.quarantine_uri(str(region)): part.drop("_region")
+            for (region,), part in regions.partition_by("_region", as_dict=True).items()
+        }
+
+    # landing ---------------------------------------------------------------------------------------
+
+    def _maybe_crash(self, point: CrashPoint) -> None:
+        if self.crash is not None and self.crash.point == point and self.flushes == self.crash.after_flushes:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def land(self, batch: LandingBatch, *, ledger: Ledger, metadata: Mapping[str, str] | None = None) -> Reconciliation:
+        """Land one validated batch: data tables first (one commit each), then the ledger row(s)."""
+        from shironzi.lake import Txn, append
+
+        self.flushes += 1
+        result = batch.result
+        counts = Reconciliation(received=result.input_rows, duplicates_in_batch=result.duplicates_in_batch)
+        unit_versions = batch.unit_versions()
+
+        valid = pl.from_arrow(result.valid)
+        assert isinstance(valid, pl.DataFrame)
+        valid = pl.concat([valid, _valid_origins(batch)], how="horizontal")
+        quarantined = pl.from_arrow(result.quarantined)
+        assert isinstance(quarantined, pl.DataFrame)
+        quarantined = quarantined.join(batch.origins, on="position", how="left", maintain_order="left")
+        if quarantined.get_column(UNIT_COLUMN).null_count():
+            raise InvalidStateError("some quarantined rows have no origin (position missing from origins)")
+
+        plans: list[tuple[DataTable, pl.DataFrame, dict[str, int]]] = []
+        for uri, rows in self._route(valid).items():
+            target = self.table(uri, quarantine=False)
+            rows, recovered = target.drop_recovered(rows)
+            rows, existing = target.drop_existing(rows)
+            counts.landed += rows.height + recovered
+            counts.recovered += recovered
+            counts.duplicates_existing += existing
+            plans.append((target, rows, self._txns_for(target, rows, unit_versions)))
+        for uri, rows in self._route_quarantine(quarantined).items():
+            target = self.table(uri, quarantine=True)
+            kept, recovered = target.drop_recovered(rows)
+            counts.quarantined += rows.height
+            counts.recovered += recovered
+            for code, n in rows.get_column("reason_code").value_counts().iter_rows():
+                counts.quarantined_by_reason[code] = counts.quarantined_by_reason.get(code, 0) + n
+            plans.append((target, kept, self._txns_for(target, kept, unit_versions)))
+
+        if not counts.balanced():
+            raise InvalidStateError(f"reconciliation does not balance: {counts.as_dict()}")
+        commit_metadata = {"shironzi.stage": "ingest", **dict(metadata or {})}
+        self._maybe_crash("before_write")
+        first_commit = True
+        for target, rows, versions in plans:
+            if rows.is_empty():
+                continue
+            data = rows.drop(UNIT_COLUMN, SEQ_COLUMN).to_arrow().cast(target.schema)
+            if target.is_local:
+                actions = target.write_files(data)
+                self._maybe_crash("after_write")
+                version = target.commit_files(actions, versions, commit_metadata)
+            else:
+                version = target.append(data, versions, commit_metadata)
+            target.remember(rows, versions)
+            counts.table_versions[target.uri] = version
+            if first_commit:
+                self._maybe_crash("between_commits")
+                first_commit = False
+        self._maybe_crash("after_commit")
+        ledger_rows = ledger.rows(counts)
+        committed = append(
+            ledger.uri,
+            ledger_rows,
+            partition_by=ledger.partition_by,
+            txns=[Txn(app, int(v)) for app, v in unit_versions.items()],
+            metadata=commit_metadata,
+            storage_options=self.storage_options,
+        )
+        counts.table_versions[ledger.uri] = committed.version
+        return counts
+
+    @staticmethod
+    def _txns_for(target: DataTable, rows: pl.DataFrame, unit_versions: Mapping[str, int]) -> dict[str, int]:
+        """Txn versions for a table's commit: every unit of the batch this table has not yet recorded."""
+        out = {}
+        for unit, version in unit_versions.items():
+            known = target.txn_version(unit)
+            if known is None or version > known:
+                out[unit] = version
+        return out
+
+    def tables(self) -> dict[str, DataTable]:
+        return dict(self._tables)

@@ -1,0 +1,218 @@
+"""The exactly-once stream ingestor: Kafka topic -> contract validation -> partitioned Delta bronze.
+
+Protocol (exactly-once without Kafka transactions):
+
+* A unit of replay is one topic partition; its app id is `{namespace}-{topic}-{partition}` (namespace
+  `shironzi-ingest` by default) and its txn version is the last offset of that partition a commit covers.
+* Each micro-batch (flushed at `max_batch` records or `max_wait_ms`) is validated as a whole and landed by
+  `BronzeLander.land`: every data table it touches (pooled bronze per region, each dedicated tenant's
+  bronze, quarantine per region) gets ONE commit carrying the txns of the batch's partitions, and the
+  run-log row of the flush is committed LAST with the same txns.
+* On start the ingestor resumes each assigned partition from the RUN LOG's txn version + 1 (never from
+  Kafka group offsets, which are committed best effort for lag monitoring only). A crash between two
+  commits is repaired on replay: each data table drops the rows whose offset is <= its own txn version for
+  that partition, so nothing lands twice, and bronze also drops keys it already holds (re-produced events).
+* Partitions are assigned explicitly (`worker`, `workers`: partitions p with p % workers == worker), so
+  several ingestors share a topic without a consumer group (the bundled broker has none) and without
+  conflicting: their txns have different app ids and their commits are blind appends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from ingestion.bronze import (
+    SEQ_COLUMN,
+    UNIT_COLUMN,
+    BronzeLander,
+    CrashPlan,
+    LandingBatch,
+    Ledger,
+    Reconciliation,
+    run_log_row,
+    run_log_uri,
+)
+from ingestion.stream.kafka import ClientName, RecordBatch, consumer_lag, make_source
+from shironzi.errors import InvalidInputError
+from shironzi.observability import stage
+from shironzi.settings import Settings, get_settings
+
+log = logging.getLogger("shironzi.ingestion.stream")
+
+DEFAULT_NAMESPACE = "shironzi-ingest"
+TENANT_REFRESH_SECONDS = 30.0
+
+
+def partition_app_id(topic: str, partition: int, *, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """The Delta txn app id of one topic partition."""
+    return f"{namespace}-{topic}-{partition}"
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """What to read and how to flush. `max_flushes`/`until_caught_up` bound a run (tests, demo)."""
+
+    topic: str
+    worker: int = 0
+    workers: int = 1
+    client: ClientName = "confluent"
+    bootstrap: str | None = None
+    max_batch: int = 50_000
+    max_wait_ms: int = 1_000
+    until_caught_up: bool = False
+    max_flushes: int | None = None
+    idle_timeout_s: float | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    group_id: str | None = None
+    crash: CrashPlan | None = None
+
+    def __post_init__(self) -> None:
+        if not self.topic:
+            raise InvalidInputError("a topic is required")
+        if self.workers < 1 or not 0 <= self.worker < self.workers:
+            raise InvalidInputError(f"worker must be in [0, {self.workers}), got {self.worker}")
+        if self.max_batch < 1 or self.max_wait_ms < 0:
+            raise InvalidInputError("max_batch must be >= 1 and max_wait_ms >= 0")
+
+
+@dataclass
+class StreamRunResult:
+    """What one ingestor run did."""
+
+    run_id: str
+    partitions: list[int]
+    start_offsets: dict[int, int]
+    end_offsets: dict[int, int]
+    flushes: int = 0
+    seconds: float = 0.0
+    totals: Reconciliation = field(default_factory=Reconciliation)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.totals.received / self.seconds if self.seconds > 0 else 0.0
+
+
+class StreamIngestor:
+    """Consumes its partitions of a topic and lands every micro-batch exactly once in bronze."""
+
+    def __init__(self, options: StreamOptions, *, settings: Settings | None = None,
+                 lander: BronzeLander | None = None) -> None:
+        self.options = options
+        self.settings = settings or get_settings()
+        self.lander = lander or BronzeLander(settings=self.settings, crash=options.crash)
+        self.run_id = uuid.uuid4().hex
+        self.worker_name = f"{options.worker}/{options.workers}"
+
+    def app_id(self, partition: int) -> str:
+        return partition_app_id(self.options.topic, partition, namespace=self.options.namespace)
+
+    def my_partitions(self, partition_count: int) -> list[int]:
+        return [p for p in range(partition_count) if p % self.options.workers == self.options.worker]
+
+    def resume_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """Per partition, the next offset to read: the run log's txn version + 1 (0 when never landed)."""
+        from shironzi.lake import txn_version
+
+        uri = run_log_uri(self.settings)
+        out = {}
+        for partition in partitions:
+            done = txn_version(uri, self.app_id(partition))
+            out[partition] = 0 if done is None else done + 1
+        return out
+
+    def run(self) -> StreamRunResult:
+        """Consume and land until caught up / `max_flushes` / idle timeout (forever when none is set)."""
+        from ingestion.stream.broker import resolve_bootstrap, topic_partitions
+
+        opts = self.options
+        bootstrap = opts.bootstrap or resolve_bootstrap(self.settings)
+        partitions = self.my_partitions(topic_partitions(bootstrap, opts.topic))
+        starts = self.resume_offsets(partitions)
+        result = StreamRunResult(run_id=self.run_id, partitions=partitions, start_offsets=dict(starts),
+                                 end_offsets=dict(starts))
+        started = time.perf_counter()
+        last_refresh = time.monotonic()
+        idle_since = time.monotonic()
+        with stage("ingest_stream", topic=opts.topic, worker=self.worker_name, client=opts.client) as summary, \
+                make_source(opts.client, bootstrap, group_id=opts.group_id) as source:
+            if partitions:
+                source.assign(opts.topic, partitions, start_offsets=starts)
+            while partitions:
+                batch = source.poll_batch(max_records=opts.max_batch, timeout_s=opts.max_wait_ms / 1000)
+                if len(batch):
+                    counts = self.flush(batch)
+                    result.totals.add(counts)
+                    result.flushes += 1
+                    result.end_offsets.update(batch.next_offsets())
+                    source.commit_offsets(batch.next_offsets())  # lag monitoring only
+                    idle_since = time.monotonic()
+                if opts.max_flushes is not None and result.flushes >= opts.max_flushes:
+                    break
+                if opts.until_caught_up and len(batch) < opts.max_batch:
+                    lag = consumer_lag(source)
+                    if not any(lag.values()):
+                        break
+                if opts.idle_timeout_s is not None and time.monotonic() - idle_since > opts.idle_timeout_s:
+                    break
+                if time.monotonic() - last_refresh > TENANT_REFRESH_SECONDS:
+                    self.lander.refresh_tenants()
+                    last_refresh = time.monotonic()
+            result.seconds = time.perf_counter() - started
+            summary.rows = result.totals.landed
+            summary.table_version = result.totals.table_versions or None
+            summary.extra.update(flushes=result.flushes, received=result.totals.received,
+                                 quarantined=result.totals.quarantined, duplicates=result.totals.duplicates)
+        return result
+
+    def flush(self, batch: RecordBatch) -> Reconciliation:
+        """Validate and land one polled batch (one commit per table, then the run-log row)."""
+        from ingestion.contracts import decode_json_records
+
+        opts = self.options
+        started_at = datetime.now(UTC)
+        frame = pl.DataFrame(
+            {"_p": batch.partitions, SEQ_COLUMN: batch.offsets}, schema={"_p": pl.Int32, SEQ_COLUMN: pl.Int64}
+        )
+        frame = frame.with_columns(
+            pl.format("{}/{}/{}", pl.lit(opts.topic), pl.col("_p"), pl.col(SEQ_COLUMN)).alias("position"),
+            pl.format("{}-{}-{}", pl.lit(opts.namespace), pl.lit(opts.topic), pl.col("_p")).alias(UNIT_COLUMN),
+        )
+        source = f"kafka:{opts.topic}"
+        decoded = decode_json_records(batch.values, frame.get_column("position").to_list(), source=source)
+        result = self.lander.validate(decoded, source=source)
+        landing = LandingBatch(
+            result=result,
+            records=decoded.records.select("tenant_id", "event_id", "position"),
+            origins=frame.select("position", UNIT_COLUMN, SEQ_COLUMN),
+        )
+        ranges = frame.group_by("_p").agg(pl.col(SEQ_COLUMN).min().alias("first"), pl.col(SEQ_COLUMN).max().alias("last"))
+        positions = {str(p): [first, last] for p, first, last in ranges.sort("_p").iter_rows()}
+        number = self.lander.flushes + 1
+
+        def ledger_rows(counts: Reconciliation) -> Any:
+            return run_log_row(
+                run_id=self.run_id, flush=number, source_kind="stream", source_name=opts.topic,
+                worker=self.worker_name, started_at=started_at, counts=counts, status="succeeded",
+                positions={"topic": opts.topic, "offsets": positions},
+            )
+
+        with stage("ingest_stream_flush", topic=opts.topic, worker=self.worker_name) as summary:
+            counts = self.lander.land(landing, ledger=Ledger(run_log_uri(self.settings), ledger_rows),
+                                      metadata={"shironzi.run_id": self.run_id, "shironzi.source": source})
+            summary.rows = counts.landed
+            summary.table_version = counts.table_versions or None
+            summary.extra.update(received=counts.received, quarantined=counts.quarantined,
+                                 duplicates=counts.duplicates, recovered=counts.recovered)
+        return counts
+
+
+def ingest_stream(options: StreamOptions, *, settings: Settings | None = None) -> StreamRunResult:
+    """Run one stream ingestor with these options (see `StreamIngestor`)."""
+    return StreamIngestor(options, settings=settings).run()

@@ -1,0 +1,162 @@
+"""Audit events: what one event records, the Delta schema it is stored under, and its chain hash."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import pyarrow as pa
+
+from shironzi.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from shironzi.tenancy.context import TenantContext
+
+Outcome = Literal["allowed", "denied", "success", "failure"]
+ActorKind = Literal["key", "user", "service"]
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
+ACTOR_KINDS: tuple[str, ...] = get_args(ActorKind)
+
+GENESIS_HASH = "0" * 64
+"""The prev_hash of the first event of each day's chain."""
+
+UTC_MICROS = pa.timestamp("us", tz="UTC")
+AUDIT_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", UTC_MICROS, nullable=False),
+        pa.field("event_date", pa.date32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("actor", pa.string(), nullable=False),
+        pa.field("actor_kind", pa.string(), nullable=False),
+        pa.field("is_admin", pa.bool_(), nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=True),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("resource", pa.string(), nullable=False),
+        pa.field("purpose", pa.string(), nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=True),
+        pa.field("details", pa.string(), nullable=False),
+        pa.field("prev_hash", pa.string(), nullable=False),
+        pa.field("hash", pa.string(), nullable=False),
+    ]
+)
+CHAINED_FIELDS: tuple[str, ...] = tuple(n for n in AUDIT_SCHEMA.names if n != "hash")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_event_id() -> str:
+    """Time-ordered unique id: nanoseconds then 48 random bits."""
+    return f"{time.time_ns():016x}{os.urandom(6).hex()}"
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling used for hashing and for the stored `details`."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One thing that happened: who did what to which resource, for whom, why, and with what outcome."""
+
+    action: str
+    actor: str
+    tenant_id: str | None = None
+    resource: str = ""
+    purpose: str = ""
+    outcome: Outcome = "success"
+    actor_kind: ActorKind = "service"
+    is_admin: bool = False
+    request_id: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    event_time: dt.datetime = field(default_factory=utcnow)
+    event_id: str = field(default_factory=new_event_id)
+
+    def __post_init__(self) -> None:
+        for name in ("action", "actor"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidInputError(f"an audit event needs a non-empty {name}", field=name)
+        if self.outcome not in OUTCOMES:
+            raise InvalidInputError(f"audit outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+        if self.actor_kind not in ACTOR_KINDS:
+            raise InvalidInputError(f"actor_kind must be one of {ACTOR_KINDS}, got {self.actor_kind!r}")
+        if self.event_time.tzinfo is None:
+            raise InvalidInputError("audit event_time must be timezone-aware (UTC)")
+        # Truncate to microseconds in UTC: that is what the table stores, so the hash must see the same.
+        object.__setattr__(self, "event_time", self.event_time.astimezone(dt.UTC))
+
+    @classmethod
+    def from_context(
+        cls,
+        ctx: TenantContext,
+        action: str,
+        *,
+        tenant_id: str | None = None,
+        resource: str = "",
+        outcome: Outcome = "success",
+        request_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        actor_kind: ActorKind | None = None,
+    ) -> AuditEvent:
+        """An event for a TenantContext: its actor, purpose and admin flag; the tenant acted on."""
+        tenant = tenant_id if tenant_id is not None else (None if ctx.is_admin else ctx.tenant_id)
+        kind: ActorKind = actor_kind or ("key" if ctx.actor.startswith("key:") else "user")
+        return cls(
+            action=action,
+            actor=ctx.actor,
+            tenant_id=tenant,
+            resource=resource,
+            purpose=ctx.purpose,
+            outcome=outcome,
+            actor_kind=kind,
+            is_admin=ctx.is_admin,
+            request_id=request_id,
+            details=dict(details or {}),
+        )
+
+    @property
+    def must_be_durable(self) -> bool:
+        """Denied and admin events are never left in a buffer a crash could lose."""
+        return self.outcome == "denied" or self.is_admin
+
+    def to_row(self) -> dict[str, Any]:
+        """The stored columns except the chain fields (`seq`, `prev_hash`, `hash`)."""
+        return {
+            "event_id": self.event_id,
+            "event_time": self.event_time,
+            "event_date": self.event_time.date(),
+            "actor": self.actor,
+            "actor_kind": self.actor_kind,
+            "is_admin": bool(self.is_admin),
+            "tenant_id": self.tenant_id,
+            "action": self.action,
+            "resource": self.resource,
+            "purpose": self.purpose,
+            "outcome": self.outcome,
+            "request_id": self.request_id,
+            "details": canonical_json(dict(self.details)),
+        }
+
+
+def _field_text(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def event_hash(row: Mapping[str, Any]) -> str:
+    """SHA-256 over prev_hash and the canonical serialisation of every chained field of the event."""
+    body = canonical_json({name: _field_text(row[name]) for name in CHAINED_FIELDS})
+    return hashlib.sha256(f"{row['prev_hash']}\n{body}".encode()).hexdigest()

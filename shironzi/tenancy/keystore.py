@@ -1,0 +1,446 @@
+"""Tenant encryption keys, PII pseudonymisation and the encrypted PII vault (with crypto-shredding).
+
+Keys come from the secrets backend chosen by `settings.resolved_secrets_url`:
+
+- `file://DIR`: a local keystore (`DIR/tenant_keys.json`) whose entries are Fernet-encrypted under a key
+  derived (scrypt) from `settings.master_key`;
+- `vault+https://host[:port]/MOUNT`: HashiCorp Vault KV v2 through hvac (token from `VAULT_TOKEN`).
+
+`pseudonymise_batch` replaces PII fields by a keyed hash (HMAC-SHA256 under the tenant's key) and keeps
+the raw value of recoverable fields only in the vault table, encrypted under the tenant's key.
+Destroying a tenant's key (`destroy_key`) crypto-shreds it: its vault rows stay but can never be read.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlparse
+
+from shironzi.errors import ConfigurationError, InvalidInputError, KeyDestroyedError, NotFoundError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from shironzi.settings import Settings
+    from shironzi.tenancy.context import TenantContext
+
+TOKEN_PREFIX = "tok_"
+TOKEN_PATTERN = re.compile(r"^tok_[0-9a-f]{32}$")
+KEY_BYTES = 32
+
+
+class TenantKeystore(Protocol):
+    """Where per-tenant secret keys live."""
+
+    def get_or_create_key(self, tenant_id: str) -> bytes:
+        """The tenant's key, created on first use; raises KeyDestroyedError once destroyed."""
+        ...
+
+    def get_key(self, tenant_id: str) -> bytes:
+        """The tenant's existing key; NotFoundError if none, KeyDestroyedError if destroyed."""
+        ...
+
+    def destroy_key(self, tenant_id: str) -> None:
+        """Destroy the tenant's key for good (crypto-shredding); leaves a tombstone."""
+        ...
+
+
+def _check_tenant(tenant_id: str) -> str:
+    if not isinstance(tenant_id, str) or not tenant_id.strip():
+        raise InvalidInputError("a tenant id is required", field="tenant_id")
+    return tenant_id
+
+
+def _fernet(key: bytes) -> Any:
+    from cryptography.fernet import Fernet
+
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+class LocalKeystore:
+    """A JSON keystore under SHIRONZI_HOME; each tenant key is Fernet-encrypted under the master key."""
+
+    FILE_NAME = "tenant_keys.json"
+
+    def __init__(self, directory: Path, *, master_key: str) -> None:
+        if not master_key:
+            raise ConfigurationError("the local keystore needs SHIRONZI_MASTER_KEY")
+        self.directory = directory
+        self.path = directory / self.FILE_NAME
+        self._master_key = master_key.encode()
+        self._lock = threading.Lock()
+
+    def _wrapping_key(self, salt: bytes) -> Any:
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+        derived = Scrypt(salt=salt, length=32, n=2**14, r=8, p=1).derive(self._master_key)
+        return _fernet(derived)
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"salt": base64.b64encode(os.urandom(16)).decode(), "keys": {}}
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"the keystore {self.path} is unreadable: {exc}") from exc
+
+    def _save(self, data: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def _locked(self) -> Any:
+        from shironzi.audit.lease import file_lock
+
+        return file_lock(self.directory / ".keystore.lock", mode="exclusive", timeout=30)
+
+    def _unwrap(self, data: dict[str, Any], tenant_id: str) -> bytes | None:
+        entry = data["keys"].get(tenant_id)
+        if entry is None:
+            return None
+        if entry.get("destroyed_at"):
+            raise KeyDestroyedError(
+                f"the key of tenant {tenant_id!r} was destroyed at {entry['destroyed_at']}: "
+                "data encrypted under it is unrecoverable",
+                tenant=tenant_id,
+            )
+        from cryptography.fernet import InvalidToken
+
+        try:
+            return self._wrapping_key(base64.b64decode(data["salt"])).decrypt(entry["wrapped"].encode())
+        except InvalidToken as exc:
+            raise ConfigurationError(
+                f"cannot decrypt tenant {tenant_id!r}'s key: wrong SHIRONZI_MASTER_KEY?", tenant=tenant_id
+            ) from exc
+
+    def get_key(self, tenant_id: str) -> bytes:
+        _check_tenant(tenant_id)
+        key = self._unwrap(self._load(), tenant_id)
+        if key is None:
+            raise NotFoundError(f"tenant {tenant_id!r} has no encryption key", tenant=tenant_id)
+        return key
+
+    def get_or_create_key(self, tenant_id: str) -> bytes:
+        _check_tenant(tenant_id)
+        existing = self._unwrap(self._load(), tenant_id)
+        if existing is not None:
+            return existing
+        with self._lock, self._locked():
+            data = self._load()
+            existing = self._unwrap(data, tenant_id)
+            if existing is not None:
+                return existing
+            key = os.urandom(KEY_BYTES)
+            wrapped = self._wrapping_key(base64.b64decode(data["salt"])).encrypt(key).decode()
+            data["keys"][tenant_id] = {"wrapped": wrapped, "created_at": _now_text(), "destroyed_at": None}
+            self._save(data)
+            return key
+
+    def destroy_key(self, tenant_id: str) -> None:
+        _check_tenant(tenant_id)
+        with self._lock, self._locked():
+            data = self._load()
+            entry = data["keys"].get(tenant_id)
+            if entry is not None and entry.get("destroyed_at"):
+                return
+            data["keys"][tenant_id] = {
+                "wrapped": None,
+                "created_at": (entry or {}).get("created_at"),
+                "destroyed_at": _now_text(),
+            }
+            self._save(data)
+
+
+class VaultKeystore:
+    """Tenant keys in HashiCorp Vault's KV v2 engine (path `shironzi/tenant-keys/<tenant>`), via hvac."""
+
+    def __init__(self, url: str, *, mount_point: str = "secret", token: str | None = None) -> None:
+        try:
+            import hvac
+        except ImportError as exc:  # pragma: no cover - optional dependency
+            raise ConfigurationError("SHIRONZI_SECRETS_URL points at Vault but hvac is not installed") from exc
+        self.client = hvac.Client(url=url, token=token)  # token None: hvac reads VAULT_TOKEN
+        self.mount_point = mount_point
+
+    def _path(self, tenant_id: str) -> str:
+        return f"shironzi/tenant-keys/{_check_tenant(tenant_id)}"
+
+    def _read(self, tenant_id: str) -> dict[str, Any] | None:
+        from hvac.exceptions import InvalidPath
+
+        try:
+            response = self.client.secrets.kv.v2.read_secret_version(
+                path=self._path(tenant_id), mount_point=self.mount_point, raise_on_deleted_version=True
+            )
+        except InvalidPath:
+            return None
+        data: dict[str, Any] = response["data"]["data"]
+        if data.get("destroyed_at"):
+            raise KeyDestroyedError(f"the key of tenant {tenant_id!r} was destroyed", tenant=tenant_id)
+        return data
+
+    def get_key(self, tenant_id: str) -> bytes:
+        data = self._read(tenant_id)
+        if data is None:
+            raise NotFoundError(f"tenant {tenant_id!r} has no encryption key", tenant=tenant_id)
+        return base64.b64decode(data["key"])
+
+    def get_or_create_key(self, tenant_id: str) -> bytes:
+        data = self._read(tenant_id)
+        if data is not None:
+            return base64.b64decode(data["key"])
+        key = os.urandom(KEY_BYTES)
+        # cas=0: only create if absent, so two creators cannot hand out different keys.
+        try:
+            self.client.secrets.kv.v2.create_or_update_secret(
+                path=self._path(tenant_id),
+                secret={"key": base64.b64encode(key).decode(), "created_at": _now_text()},
+                cas=0,
+                mount_point=self.mount_point,
+            )
+        except Exception:  # noqa: BLE001 - lost the create race: read the winner's key
+            return self.get_key(tenant_id)
+        return key
+
+    def destroy_key(self, tenant_id: str) -> None:
+        self.client.secrets.kv.v2.delete_metadata_and_all_versions(
+            path=self._path(tenant_id), mount_point=self.mount_point
+        )
+        self.client.secrets.kv.v2.create_or_update_secret(
+            path=self._path(tenant_id), secret={"destroyed_at": _now_text()}, mount_point=self.mount_point
+        )
+
+
+def _now_text() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def keystore_for_url(url: str, *, master_key: str) -> TenantKeystore:
+    """The keystore behind a secrets URL (`file://...` or `vault+https://host/mount`)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return LocalKeystore(Path(parsed.path), master_key=master_key)
+    if parsed.scheme in ("vault+https", "vault+http"):
+        mount = parsed.path.strip("/") or "secret"
+        return VaultKeystore(f"{parsed.scheme.removeprefix('vault+')}://{parsed.netloc}", mount_point=mount)
+    raise ConfigurationError(f"unsupported secrets URL scheme {parsed.scheme!r}: use file:// or vault+https://")
+
+
+_keystores: dict[str, TenantKeystore] = {}
+
+
+def get_keystore(settings: Settings | None = None) -> TenantKeystore:
+    """The process's keystore for the configured secrets URL."""
+    from shironzi.settings import get_settings
+
+    settings = settings or get_settings()
+    url = settings.resolved_secrets_url
+    store = _keystores.get(url)
+    if store is None:
+        store = keystore_for_url(url, master_key=settings.master_key.get_secret_value())
+        _keystores[url] = store
+    return store
+
+
+# --- pseudonymisation --------------------------------------------------------------------------------
+
+
+def pseudonym(key: bytes, value: str) -> str:
+    """The stable keyed hash that stands for a PII value: `tok_` + 128 bits of HMAC-SHA256."""
+    return TOKEN_PREFIX + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def subject_pseudonym(tenant_id: str, subject_id: str, *, keystore: TenantKeystore | None = None) -> str | None:
+    """The pseudonymised form of a subject id under the tenant's key (None when the key is gone/absent)."""
+    store = keystore or get_keystore()
+    try:
+        return pseudonym(store.get_key(tenant_id), subject_id)
+    except (NotFoundError, KeyDestroyedError):
+        return None
+
+
+def _value_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def vault_table_uri(lake_uri: str | None = None) -> str:
+    from shironzi.lake.paths import platform_uri
+    from shironzi.settings import get_settings
+
+    return platform_uri(lake_uri or get_settings().resolved_lake_uri, "vault", "pii")
+
+
+def pseudonymise_batch(
+    table: pa.Table,
+    *,
+    pii_fields: Iterable[str],
+    recoverable_fields: Iterable[str] = (),
+    keystore: TenantKeystore | None = None,
+    properties_column: str = "properties",
+    vault_uri: str | None = None,
+) -> pa.Table:
+    """Replace PII (top-level columns and keys inside the `properties` JSON) by per-tenant keyed hashes.
+
+    Hashes are computed once per distinct (tenant, value); raw values of `recoverable_fields` are stored
+    encrypted under the tenant key in the vault table. Ingestion calls it with the contract's
+    `pii_fields(industry)` / `recoverable_pii_fields(industry)`. Values already tokenised stay as they are.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pii = set(pii_fields)
+    recoverable = set(recoverable_fields)
+    if not recoverable <= pii:
+        raise InvalidInputError(f"recoverable fields {sorted(recoverable - pii)} are not marked PII")
+    if "tenant_id" not in table.column_names:
+        raise InvalidInputError("pseudonymisation needs a tenant_id column (keys are per tenant)")
+    if "tenant_id" in pii:
+        raise InvalidInputError("tenant_id cannot be pseudonymised: it scopes every row")
+    if table.num_rows == 0 or not pii:
+        return table
+    store = keystore or get_keystore()
+    tenants = table.column("tenant_id").to_pylist()
+    keys = {t: store.get_or_create_key(t) for t in set(tenants) if t is not None}
+    if len(keys) != len(set(tenants)):
+        raise InvalidInputError("rows without a tenant_id cannot be pseudonymised")
+    cache: dict[tuple[str, str], str] = {}
+    customers = table.column("customer_id").to_pylist() if "customer_id" in table.column_names else None
+    vault: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def token_for(tenant: str, field: str, value: Any, row: int) -> Any:
+        if value is None or (isinstance(value, str) and TOKEN_PATTERN.match(value)):
+            return value
+        text = _value_text(value)
+        token = cache.get((tenant, text))
+        if token is None:
+            token = cache[(tenant, text)] = pseudonym(keys[tenant], text)
+        if field in recoverable and (tenant, token) not in vault:
+            vault[(tenant, token)] = {
+                "tenant_id": tenant,
+                "token": token,
+                "field": field,
+                "customer_id": customers[row] if customers else None,
+                "raw": json.dumps(value),
+            }
+        return token
+
+    out = table
+    for name in sorted(pii & set(table.column_names)):
+        values = table.column(name).to_pylist()
+        replaced = [token_for(t, name, v, i) for i, (t, v) in enumerate(zip(tenants, values, strict=True))]
+        out = out.set_column(out.schema.get_field_index(name), name, pa.array(replaced, pa.string()))
+    if properties_column in table.column_names:
+        column = table.column(properties_column)
+        # Only rows whose JSON text mentions a PII key are parsed (a vectorised pre-filter).
+        pattern = "|".join(re.escape(json.dumps(f)) for f in sorted(pii))
+        candidates = pc.match_substring_regex(column, pattern).to_pylist()
+        texts = column.to_pylist()
+        for i, hit in enumerate(candidates):
+            if not hit or texts[i] is None:
+                continue
+            try:
+                doc = json.loads(texts[i])
+            except ValueError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            changed = False
+            for field in pii & doc.keys():
+                new = token_for(tenants[i], field, doc[field], i)
+                changed = changed or new != doc[field]
+                doc[field] = new
+            if changed:
+                texts[i] = json.dumps(doc, separators=(",", ":"))
+        out = out.set_column(
+            out.schema.get_field_index(properties_column), table.schema.field(properties_column),
+            pa.array(texts, table.schema.field(properties_column).type),
+        )  # fmt: skip
+    if vault:
+        _store_in_vault(list(vault.values()), keys, vault_uri=vault_uri)
+    return out
+
+
+VAULT_SCHEMA_FIELDS = ("tenant_id", "token", "field", "customer_id", "ciphertext", "created_at")
+
+
+def _store_in_vault(entries: Sequence[Mapping[str, Any]], keys: Mapping[str, bytes], *, vault_uri: str | None) -> None:
+    import pyarrow as pa
+
+    from shironzi.lake.delta import append, read_arrow, table_exists
+
+    uri = vault_uri or vault_table_uri()
+    if table_exists(uri):  # insert-only: tokens already vaulted are skipped (duplicates would be harmless)
+        tenants = sorted({e["tenant_id"] for e in entries})
+        present = read_arrow(uri, columns=["tenant_id", "token"], filters=[("tenant_id", "in", tenants)])
+        seen = set(zip(present.column("tenant_id").to_pylist(), present.column("token").to_pylist(), strict=True))
+        entries = [e for e in entries if (e["tenant_id"], e["token"]) not in seen]
+        if not entries:
+            return
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        {
+            "tenant_id": e["tenant_id"],
+            "token": e["token"],
+            "field": e["field"],
+            "customer_id": e["customer_id"],
+            "ciphertext": _fernet(keys[e["tenant_id"]]).encrypt(e["raw"].encode()),
+            "created_at": now,
+        }
+        for e in entries
+    ]
+    schema = pa.schema(
+        [
+            pa.field("tenant_id", pa.string(), nullable=False),
+            pa.field("token", pa.string(), nullable=False),
+            pa.field("field", pa.string(), nullable=False),
+            pa.field("customer_id", pa.string(), nullable=True),
+            pa.field("ciphertext", pa.binary(), nullable=False),
+            pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ]
+    )
+    append(uri, pa.Table.from_pylist(rows, schema=schema), metadata={"writer": "shironzi.pii_vault"})
+
+
+def reveal(ctx: TenantContext, tenant_id: str, token: str, *, keystore: TenantKeystore | None = None) -> Any:
+    """Decrypt the raw value behind a token from the vault (audited); KeyDestroyedError once shredded."""
+    from cryptography.fernet import InvalidToken
+
+    from shironzi.audit.log import audit
+    from shironzi.lake.delta import read_arrow, table_exists
+
+    ctx.require_tenant(tenant_id)
+    if not isinstance(token, str) or not TOKEN_PATTERN.match(token):
+        raise InvalidInputError(f"{token!r} is not a pseudonym token", field="token")
+    uri = vault_table_uri()
+    rows = (
+        read_arrow(uri, columns=["ciphertext"], filters=[("tenant_id", "=", tenant_id), ("token", "=", token)])
+        if table_exists(uri)
+        else None
+    )
+    if rows is None or rows.num_rows == 0:
+        raise NotFoundError(f"token {token} is not in tenant {tenant_id!r}'s PII vault", tenant=tenant_id)
+    store = keystore or get_keystore()
+    try:
+        key = store.get_key(tenant_id)
+    except KeyDestroyedError:
+        audit(ctx, "pii_reveal", tenant_id=tenant_id, resource=uri, outcome="failure",
+              details={"token": token, "error": "key_destroyed"})  # fmt: skip
+        raise
+    try:
+        raw = _fernet(key).decrypt(rows.column("ciphertext")[0].as_py())
+    except InvalidToken as exc:
+        raise KeyDestroyedError(f"token {token} cannot be decrypted with tenant {tenant_id!r}'s key") from exc
+    audit(ctx, "pii_reveal", tenant_id=tenant_id, resource=uri, details={"token": token}, durable=True)
+    return json.loads(raw)
