@@ -226,14 +226,44 @@ class CrashPlan:
 class LandingBatch:
     """A validated batch and where each of its rows came from.
 
-    `records`: every decoded input row (malformed payloads excluded), in input order, with the text of
-    `tenant_id`, `event_id` and its unique `position`. `origins`: `position -> _unit, _seq` for every input
-    row (malformed ones included).
+    `origins`: `position -> _unit, _seq` for every input row (malformed ones included); `valid_origins`:
+    `_unit, _seq` of each row of `result.valid`, in order. Build it with `LandingBatch.build`; several
+    files' batches combine with `LandingBatch.merge`.
     """
 
     result: ValidationResult
-    records: pl.DataFrame
     origins: pl.DataFrame
+    valid_origins: pl.DataFrame
+
+    @classmethod
+    def build(cls, result: ValidationResult, *, records: pl.DataFrame, origins: pl.DataFrame) -> LandingBatch:
+        """`records`: every decoded input row (malformed payloads excluded) in input order, with the text of
+        `tenant_id`, `event_id` and its unique `position` (see `records_keys`)."""
+        return cls(result=result, origins=origins, valid_origins=_valid_origins(result, records, origins))
+
+    @classmethod
+    def merge(cls, batches: list[LandingBatch]) -> LandingBatch:
+        """One batch out of several (e.g. several small files landed in one commit)."""
+        from ingestion.contracts import ValidationResult
+
+        if len(batches) == 1:
+            return batches[0]
+        by_reason: dict[str, int] = {}
+        for batch in batches:
+            for code, rows in batch.result.counts_by_reason.items():
+                by_reason[code] = by_reason.get(code, 0) + rows
+        result = ValidationResult(
+            valid=pa.concat_tables([b.result.valid for b in batches]),
+            quarantined=pa.concat_tables([b.result.quarantined for b in batches]),
+            duplicates_in_batch=sum(b.result.duplicates_in_batch for b in batches),
+            counts_by_reason=by_reason,
+            input_rows=sum(b.result.input_rows for b in batches),
+        )
+        return cls(
+            result=result,
+            origins=pl.concat([b.origins for b in batches]),
+            valid_origins=pl.concat([b.valid_origins for b in batches]),
+        )
 
     def unit_versions(self) -> dict[str, int]:
         """Per unit, the highest seq in the batch: the txn version a commit of this batch records."""
@@ -252,14 +282,14 @@ def records_keys(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(*columns, pl.col("position").cast(pl.String))
 
 
-def _valid_origins(batch: LandingBatch) -> pl.DataFrame:
+def _valid_origins(result: ValidationResult, records: pl.DataFrame, origins: pl.DataFrame) -> pl.DataFrame:
     """`_unit, _seq` for each valid row, in the valid table's order.
 
     validate_batch keeps, among the accepted rows (not quarantined) in input order, the first row of each
     key; we rebuild that selection from the positions and check it matches the valid rows key by key."""
-    result = batch.result
-    quarantined_positions = pl.Series("position", result.quarantined.column("position").to_pylist(), pl.String)
-    accepted = batch.records.filter(~pl.col("position").is_in(quarantined_positions.implode()))
+    quarantined_positions = pl.from_arrow(result.quarantined.select(["position"]))
+    assert isinstance(quarantined_positions, pl.DataFrame)
+    accepted = records.join(quarantined_positions, on="position", how="anti", maintain_order="left")
     picked = accepted.filter(pl.struct(*KEY_COLUMNS).is_first_distinct())
     valid_keys = pl.from_arrow(result.valid.select(list(KEY_COLUMNS)))
     assert isinstance(valid_keys, pl.DataFrame)
@@ -268,7 +298,7 @@ def _valid_origins(batch: LandingBatch) -> pl.DataFrame:
             f"cannot trace {valid_keys.height} valid rows back to their input positions ({picked.height} "
             "candidates): the validator's row selection changed"
         )
-    located = picked.select("position").join(batch.origins, on="position", how="left", maintain_order="left")
+    located = picked.select("position").join(origins, on="position", how="left", maintain_order="left")
     if located.get_column(UNIT_COLUMN).null_count():
         raise InvalidStateError("some valid rows have no origin (position missing from origins)")
     return located.select(UNIT_COLUMN, SEQ_COLUMN)
@@ -538,6 +568,7 @@ class BronzeLander:
         self.flushes = 0
         self._cached_partitions = cached_partitions
         self._tables: dict[str, DataTable] = {}
+        self.touched: dict[str, set[date]] = {}  # bronze table -> event_date partitions this lander wrote
         self.refresh_tenants(tenants)
 
     # tenants -------------------------------------------------------------------------------------
@@ -633,7 +664,7 @@ class BronzeLander:
 
         valid = pl.from_arrow(result.valid)
         assert isinstance(valid, pl.DataFrame)
-        valid = pl.concat([valid, _valid_origins(batch)], how="horizontal")
+        valid = pl.concat([valid, batch.valid_origins], how="horizontal")
         quarantined = pl.from_arrow(result.quarantined)
         assert isinstance(quarantined, pl.DataFrame)
         quarantined = quarantined.join(batch.origins, on="position", how="left", maintain_order="left")
@@ -644,7 +675,9 @@ class BronzeLander:
         for uri, rows in self._route(valid).items():
             target = self.table(uri, quarantine=False)
             rows, recovered = target.drop_recovered(rows)
-            rows, existing = target.drop_existing(rows)
+            unique = rows.unique(subset=list(KEY_COLUMNS), keep="first", maintain_order=True)
+            counts.duplicates_in_batch += rows.height - unique.height  # across merged files
+            rows, existing = target.drop_existing(unique)
             counts.landed += rows.height + recovered
             counts.recovered += recovered
             counts.duplicates_existing += existing
@@ -675,6 +708,8 @@ class BronzeLander:
                 version = target.append(data, versions, commit_metadata)
             target.remember(rows, versions)
             counts.table_versions[target.uri] = version
+            if target.dedupe:
+                self.touched.setdefault(target.uri, set()).update(rows.get_column(PARTITION_COLUMN).unique().to_list())
             if first_commit:
                 self._maybe_crash("between_commits")
                 first_commit = False

@@ -187,8 +187,8 @@ class StreamIngestor:
         source = f"kafka:{opts.topic}"
         decoded = decode_json_records(batch.values, frame.get_column("position").to_list(), source=source)
         result = self.lander.validate(decoded, source=source)
-        landing = LandingBatch(
-            result=result,
+        landing = LandingBatch.build(
+            result,
             records=decoded.records.select("tenant_id", "event_id", "position"),
             origins=frame.select("position", UNIT_COLUMN, SEQ_COLUMN),
         )

@@ -32,6 +32,19 @@ app = typer.Typer(
 )
 
 
+_registered = False
+
+
+def register_commands() -> typer.Typer:
+    """Attach the kernel groups and the plugins to `app` once per process."""
+    global _registered
+    if not _registered:
+        _register_kernel_groups()
+        _register_plugins()
+        _registered = True
+    return app
+
+
 def _register_kernel_groups() -> None:
     from shironzi.cli import groups
 
@@ -64,8 +77,7 @@ def run(argv: list[str] | None = None) -> None:
     try:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_format)
-        _register_kernel_groups()
-        _register_plugins()
+        register_commands()
         app(args=argv, standalone_mode=False)
     except ShironziError as exc:
         err_console.print(f"error: {exc.code}: {_one_line(exc.message)}", markup=False)

@@ -58,17 +58,6 @@ first_churns as (
     group by tenant_id, customer_id, churn_date
 ),
 
--- Weekly snapshots (Mondays) whose label horizon ends inside the data.
-snapshots as (
-    select cast(snapshot_day as date) as snapshot_date
-    from data_bounds,
-        generate_series(
-            cast(date_trunc('week', min_date + 6) as date),
-            cast(max_date - {{ horizon_days }} as date),
-            interval 7 day
-        ) as series(snapshot_day)
-),
-
 customer_spans as (
     select
         tenant_id,
@@ -79,53 +68,64 @@ customer_spans as (
     group by tenant_id, customer_id
 ),
 
+-- Weekly snapshots (Mondays) from the customer's first active day while it may still be active,
+-- and only those whose label horizon ends inside the data.
 candidates as (
-    select customer_spans.tenant_id, customer_spans.customer_id, snapshots.snapshot_date
+    select
+        customer_spans.tenant_id,
+        customer_spans.customer_id,
+        cast(unnest(generate_series(
+            cast(date_trunc('week', customer_spans.first_active_date + 6) as timestamp),
+            cast(least(customer_spans.last_active_date + {{ inactivity_days - 1 }},
+                       data_bounds.max_date - {{ horizon_days }}) as timestamp),
+            interval 7 day
+        )) as date) as snapshot_date
     from customer_spans
-    inner join snapshots
-        on snapshots.snapshot_date >= customer_spans.first_active_date
-        and snapshots.snapshot_date < customer_spans.last_active_date + {{ inactivity_days }}
+    cross join data_bounds
 ),
 
-with_last_activity as (
-    select candidates.*, active_days.activity_date as last_active_date
+-- One time line per customer: activity, closures and churns sort before a snapshot of the same day,
+-- so a snapshot sees what happened up to and including its day and only churns strictly after it.
+timeline as (
+    select tenant_id, customer_id, activity_date as day, 0 as day_order, activity_date as active_day,
+           cast(null as date) as closure_day, cast(null as date) as churn_day, cast(null as varchar) as churn_reason
+    from active_days
+    union all
+    select tenant_id, customer_id, closure_date, 0, null, closure_date, null, null
+    from closure_days
+    union all
+    select tenant_id, customer_id, churn_date, 0, null, null, churn_date, churn_reason
+    from first_churns
+    union all
+    select tenant_id, customer_id, snapshot_date, 1, null, null, null, null
     from candidates
-    asof inner join active_days
-        on candidates.tenant_id = active_days.tenant_id
-        and candidates.customer_id = active_days.customer_id
-        and candidates.snapshot_date >= active_days.activity_date
 ),
 
-with_last_closure as (
-    select with_last_activity.*, closure_days.closure_date as last_closure_date
-    from with_last_activity
-    asof left join closure_days
-        on with_last_activity.tenant_id = closure_days.tenant_id
-        and with_last_activity.customer_id = closure_days.customer_id
-        and with_last_activity.snapshot_date >= closure_days.closure_date
+scanned as (
+    select
+        tenant_id,
+        customer_id,
+        day as snapshot_date,
+        day_order,
+        max(active_day) over up_to_now as last_active_date,
+        max(closure_day) over up_to_now as last_closure_date,
+        min(churn_day) over after_now as next_churn_date,
+        arg_min(churn_reason, churn_day) over after_now as next_churn_reason
+    from timeline
+    window
+        up_to_now as (partition by tenant_id, customer_id order by day, day_order
+                      rows between unbounded preceding and current row),
+        after_now as (partition by tenant_id, customer_id order by day, day_order
+                      rows between 1 following and unbounded following)
 ),
 
 -- Customers active as of the snapshot: an event within the inactivity window and no closure since.
-active_at_snapshot as (
-    select *
-    from with_last_closure
-    where date_diff('day', last_active_date, snapshot_date) < {{ inactivity_days }}
-        and (last_closure_date is null or last_closure_date < last_active_date)
-),
-
 labelled as (
-    select
-        active_at_snapshot.tenant_id,
-        active_at_snapshot.customer_id,
-        active_at_snapshot.snapshot_date,
-        active_at_snapshot.last_active_date,
-        first_churns.churn_date as next_churn_date,
-        first_churns.churn_reason as next_churn_reason
-    from active_at_snapshot
-    asof left join first_churns
-        on active_at_snapshot.tenant_id = first_churns.tenant_id
-        and active_at_snapshot.customer_id = first_churns.customer_id
-        and active_at_snapshot.snapshot_date < first_churns.churn_date
+    select *
+    from scanned
+    where day_order = 1
+        and date_diff('day', last_active_date, snapshot_date) < {{ inactivity_days }}
+        and (last_closure_date is null or last_closure_date < last_active_date)
 )
 
 select

@@ -34,8 +34,6 @@ def cli(
     get_settings.cache_clear()
     reset_registries()
 
-    groups, commands = list(main.app.registered_groups), list(main.app.registered_commands)
-
     def invoke(*args: str) -> CliResult:
         capsys.readouterr()
         try:
@@ -43,11 +41,6 @@ def cli(
             code = 0
         except SystemExit as exc:
             code = int(exc.code or 0)
-        finally:
-            # run() registers the command groups on the module-level app at every call; undo that so
-            # repeated in-process calls do not pile up duplicate groups.
-            main.app.registered_groups[:] = groups
-            main.app.registered_commands[:] = commands
         out = capsys.readouterr()
         return CliResult(code, out.out, out.err)
 

@@ -1,0 +1,308 @@
+"""The file connector: CSV, JSONL and Parquet landing files -> bronze, idempotent through a processed-file
+manifest.
+
+* A file is identified by its path relative to the landing root and its SHA-256: a file already in the
+  manifest with the same checksum is skipped; a changed file (same path, new checksum) is landed again
+  and bronze's key dedup drops the events it already holds.
+* Crash safety: every data commit carries a txn `shironzi-batch-<sha(path+checksum)[:16]>` at version 1
+  per file, and the manifest rows are committed LAST with the same txns. A crash between the two is
+  repaired on the next run: each table drops the rows of files whose txn it already records.
+* Several small files are landed together (one commit per table per flush of about `flush_rows` rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import polars as pl
+import pyarrow as pa
+
+from ingestion.bronze import (
+    SEQ_COLUMN,
+    UNIT_COLUMN,
+    BronzeLander,
+    CrashPlan,
+    LandingBatch,
+    Ledger,
+    Reconciliation,
+    records_keys,
+    run_log_row,
+    run_log_uri,
+)
+from shironzi.errors import DataQualityError, InvalidInputError, NotFoundError, ShironziError
+from shironzi.lake.paths import platform_uri
+from shironzi.observability import stage
+from shironzi.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from shironzi.tenancy.records import TenantInfo
+
+FileFormat = Literal["csv", "jsonl", "parquet"]
+EXTENSIONS: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+DEFAULT_FLUSH_ROWS = 250_000
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("checksum", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("format", pa.string(), nullable=False),
+        pa.field("rows", pa.int64(), nullable=False),
+        pa.field("app_id", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("landed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+def manifest_uri(settings: Settings | None = None) -> str:
+    """The processed-file manifest (one row per landed file version)."""
+    return platform_uri((settings or get_settings()).resolved_lake_uri, "ingest", "manifest")
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """One file found under the landing root."""
+
+    path: Path
+    relative: str
+    format: FileFormat
+    size_bytes: int
+    checksum: str
+
+    @property
+    def app_id(self) -> str:
+        return file_app_id(self.relative, self.checksum)
+
+
+def file_app_id(relative: str, checksum: str) -> str:
+    """The Delta txn app id of one version of one landing file."""
+    return "shironzi-batch-" + hashlib.sha256(f"{relative}\0{checksum}".encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def discover_files(source: str | Path) -> tuple[Path, list[LandingFile]]:
+    """The landing root and every CSV/JSONL/Parquet file under it (or the one file given), sorted by path."""
+    root = Path(source).expanduser()
+    if not root.exists():
+        raise NotFoundError(f"landing path {str(root)!r} does not exist", path=str(root))
+    if root.is_file():
+        paths, base = [root], root.parent
+    else:
+        paths, base = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")), root
+    files = []
+    for path in paths:
+        fmt = EXTENSIONS.get(path.suffix.lower())
+        if fmt is None:
+            if root.is_file():
+                raise InvalidInputError(f"unsupported landing file {path.name!r}: use .csv, .jsonl or .parquet")
+            continue
+        files.append(LandingFile(path, path.relative_to(base).as_posix(), fmt, path.stat().st_size, _sha256(path)))
+    return base, files
+
+
+def processed_files(settings: Settings | None = None) -> set[tuple[str, str]]:
+    """(relative path, checksum) of every file version the manifest records."""
+    from shironzi.lake import read_polars, table_exists
+
+    uri = manifest_uri(settings)
+    if not table_exists(uri):
+        return set()
+    frame = read_polars(uri, columns=["path", "checksum"])
+    return set(frame.iter_rows())
+
+
+def read_landing_file(file: LandingFile, lander: BronzeLander) -> LandingBatch:
+    """Read and validate one file; positions are `relative:line` (1-based data lines)."""
+    from ingestion.contracts import decode_json_records
+
+    source = f"batch:{file.relative}"
+    try:
+        if file.format == "jsonl":
+            lines = file.path.read_bytes().splitlines()
+            while lines and not lines[-1].strip():
+                lines.pop()
+            positions = [f"{file.relative}:{n}" for n in range(1, len(lines) + 1)]
+            decoded = decode_json_records(lines, positions, source=source)
+            result = lander.validate(decoded, source=source)
+            records = decoded.records.select("tenant_id", "event_id", "position")
+            count = len(lines)
+        else:
+            frame = (
+                pl.read_csv(file.path, infer_schema=False)
+                if file.format == "csv"
+                else pl.read_parquet(file.path)
+            )
+            count = frame.height
+            frame = frame.with_columns(
+                (pl.lit(f"{file.relative}:") + pl.int_range(1, count + 1).cast(pl.String)).alias("position")
+            )
+            result = lander.validate(frame, source=source)
+            records = records_keys(frame)
+    except ShironziError:
+        raise
+    except Exception as exc:  # polars/pyarrow parse errors: one clear error, nothing landed
+        raise InvalidInputError(f"cannot read landing file {file.relative!r} as {file.format}: {exc}",
+                                path=file.relative) from exc
+    origins = pl.DataFrame(
+        {
+            "position": records.get_column("position") if file.format != "jsonl" else positions,
+            UNIT_COLUMN: [file.app_id] * count,
+            SEQ_COLUMN: [1] * count,
+        },
+        schema={"position": pl.String, UNIT_COLUMN: pl.String, SEQ_COLUMN: pl.Int64},
+    )
+    return LandingBatch.build(result, records=records, origins=origins)
+
+
+@dataclass
+class BatchRunResult:
+    """What one batch run did: totals, the files landed and skipped, and the quality verdict."""
+
+    run_id: str
+    source_kind: str
+    source_name: str
+    totals: Reconciliation = field(default_factory=Reconciliation)
+    files_landed: list[str] = field(default_factory=list)
+    files_skipped: list[str] = field(default_factory=list)
+    flushes: int = 0
+    seconds: float = 0.0
+    status: str = "succeeded"
+    quality: Any = None
+    positions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.totals.received / self.seconds if self.seconds > 0 else 0.0
+
+
+def finish_run(
+    result: BatchRunResult,
+    lander: BronzeLander,
+    *,
+    started_at: datetime,
+    check_quality: bool,
+    error: BaseException | None,
+    settings: Settings,
+) -> None:
+    """Run the quality checkpoint on what was landed, then record the run in the run log; raises
+    DataQualityError when the checkpoint fails (after recording the run as failed)."""
+    from shironzi.lake import append
+
+    quality_error: DataQualityError | None = None
+    if error is None and check_quality and lander.touched:
+        from ingestion.quality import run_checkpoint
+
+        result.quality = run_checkpoint(lander.touched, settings=settings)
+        if not result.quality.success:
+            quality_error = DataQualityError(
+                f"quality checkpoint failed for run {result.run_id}: {', '.join(result.quality.failed)}",
+                run_id=result.run_id, failed=result.quality.failed,
+            )
+    failure = error or quality_error
+    result.status = "failed" if failure else "succeeded"
+    row = run_log_row(
+        run_id=result.run_id, flush=result.flushes, source_kind=result.source_kind,  # type: ignore[arg-type]
+        source_name=result.source_name, worker="0/1", started_at=started_at, counts=result.totals,
+        status=result.status,  # type: ignore[arg-type]
+        error=None if failure is None else f"{type(failure).__name__}: {failure}",
+        positions=result.positions,
+    )
+    append(run_log_uri(settings), row, metadata={"shironzi.run_id": result.run_id},
+           storage_options=settings.storage_options)
+    if quality_error is not None:
+        raise quality_error
+
+
+def ingest_files(
+    source: str | Path,
+    *,
+    settings: Settings | None = None,
+    tenants: Mapping[str, TenantInfo] | None = None,
+    flush_rows: int = DEFAULT_FLUSH_ROWS,
+    check_quality: bool = True,
+    crash: CrashPlan | None = None,
+    on_file: Callable[[LandingFile, int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> BatchRunResult:
+    """Land every new or changed landing file under `source` in bronze (exactly once per file version).
+
+    `on_start(files_to_land)` and `on_file(file, rows)` drive a progress bar."""
+    settings = settings or get_settings()
+    if flush_rows < 1:
+        raise InvalidInputError("flush_rows must be >= 1")
+    base, files = discover_files(source)
+    done = processed_files(settings)
+    todo = [f for f in files if (f.relative, f.checksum) not in done]
+    result = BatchRunResult(run_id=uuid.uuid4().hex, source_kind="files", source_name=str(base),
+                            files_skipped=[f.relative for f in files if (f.relative, f.checksum) in done])
+    if on_start is not None:
+        on_start(len(todo))
+    lander = BronzeLander(settings=settings, tenants=tenants, crash=crash)
+    started_at = datetime.now(UTC)
+    error: BaseException | None = None
+    with stage("ingest_batch", source=str(base)) as summary:
+        try:
+            pending: list[tuple[LandingFile, LandingBatch]] = []
+            pending_rows = 0
+            for file in todo:
+                batch = read_landing_file(file, lander)
+                pending.append((file, batch))
+                pending_rows += batch.result.input_rows
+                if on_file is not None:
+                    on_file(file, batch.result.input_rows)
+                if pending_rows >= flush_rows:
+                    _flush(pending, lander, result, settings)
+                    pending, pending_rows = [], 0
+            if pending:
+                _flush(pending, lander, result, settings)
+        except BaseException as exc:
+            error = exc
+        summary.rows = result.totals.landed
+        summary.table_version = result.totals.table_versions or None
+        summary.extra.update(received=result.totals.received, quarantined=result.totals.quarantined,
+                             duplicates=result.totals.duplicates, files=len(result.files_landed))
+        result.seconds = summary.seconds = max(0.0, (datetime.now(UTC) - started_at).total_seconds())
+    result.positions = {"files": result.files_landed, "skipped": len(result.files_skipped)}
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        raise error
+    finish_run(result, lander, started_at=started_at, check_quality=check_quality, error=error, settings=settings)
+    if error is not None:
+        raise error
+    return result
+
+
+def _flush(pending: list[tuple[LandingFile, LandingBatch]], lander: BronzeLander, result: BatchRunResult,
+           settings: Settings) -> None:
+    """Land several files' batches with one commit per table, then their manifest rows (the ledger)."""
+    batch = LandingBatch.merge([b for _, b in pending])
+    landed_at = datetime.now(UTC)
+
+    def manifest_rows(_: Reconciliation) -> pa.Table:
+        return pa.Table.from_pylist(
+            [
+                {"path": f.relative, "checksum": f.checksum, "size_bytes": f.size_bytes, "format": f.format,
+                 "rows": b.result.input_rows, "app_id": f.app_id, "run_id": result.run_id, "landed_at": landed_at}
+                for f, b in pending
+            ],
+            schema=MANIFEST_SCHEMA,
+        )
+
+    counts = lander.land(batch, ledger=Ledger(manifest_uri(settings), manifest_rows),
+                         metadata={"shironzi.run_id": result.run_id, "shironzi.source": "batch:files"})
+    result.totals.add(counts)
+    result.flushes += 1
+    result.files_landed.extend(f.relative for f, _ in pending)

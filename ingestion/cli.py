@@ -1,0 +1,143 @@
+"""`shironzi ingest batch|stream|check`: land files, SQL tables and Kafka topics in bronze."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shironzi.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ingestion.bronze import CrashPlan, Reconciliation
+
+console = Console(highlight=False)
+
+ingest_app = typer.Typer(help="Ingestion into the bronze layer (exactly once).", no_args_is_help=True)
+
+
+def reconciliation_table(title: str, counts: Reconciliation) -> Table:
+    """The reconciliation as a rich table: received = landed + quarantined + duplicates."""
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("rows", justify="right")
+    for name, value in (
+        ("received", counts.received),
+        ("landed", counts.landed),
+        ("quarantined", counts.quarantined),
+        ("duplicates in batch", counts.duplicates_in_batch),
+        ("duplicates already landed", counts.duplicates_existing),
+        ("recovered from an interrupted run", counts.recovered),
+    ):
+        table.add_row(name, f"{value:,}")
+    for code, rows in sorted(counts.quarantined_by_reason.items()):
+        table.add_row(f"  quarantined: {code}", f"{rows:,}")
+    verdict = "[green]balanced[/green]" if counts.balanced() else "[red]NOT balanced[/red]"
+    table.caption = f"received = landed + quarantined + duplicates: {verdict}"
+    return table
+
+
+def _crash_plan(point: str | None, after: int) -> CrashPlan | None:
+    from ingestion.bronze import CrashPlan
+
+    return None if point is None else CrashPlan(point, after)  # type: ignore[arg-type]
+
+
+@ingest_app.command("batch")
+def batch_command(
+    source: Annotated[str | None, typer.Argument(help="A landing directory or file (CSV, JSONL, Parquet).")] = None,
+    sql: Annotated[str | None, typer.Option("--sql", help="SQLAlchemy URL of a source database.")] = None,
+    table: Annotated[str | None, typer.Option("--table", help="Source table (with --sql).")] = None,
+    query: Annotated[str | None, typer.Option("--query", help="Source query instead of --table.")] = None,
+    watermark: Annotated[str | None, typer.Option("--watermark", help="Incremental column (int/timestamp).")] = None,
+    source_name: Annotated[str | None, typer.Option("--source-name", help="Name keying the watermark.")] = None,
+    flush_rows: Annotated[int, typer.Option(min=1, help="Rows per commit (files are grouped).")] = 250_000,
+    skip_quality: Annotated[bool, typer.Option("--skip-quality", help="Skip the GE checkpoint.")] = False,
+    crash_at: Annotated[str | None, typer.Option(hidden=True)] = None,
+    crash_after_flushes: Annotated[int, typer.Option(hidden=True)] = 1,
+) -> None:
+    """Land new or changed landing files, or new rows of a SQL table, in bronze."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    crash = _crash_plan(crash_at, crash_after_flushes)
+    if sql is not None:
+        if source is not None:
+            raise InvalidInputError("give a landing path or --sql, not both")
+        if watermark is None or source_name is None:
+            raise InvalidInputError("--sql needs --watermark and --source-name (and --table or --query)")
+        from ingestion.batch.sql import ingest_sql
+
+        result = ingest_sql(sql, table=table, query=query, watermark=watermark, source_name=source_name,
+                            check_quality=not skip_quality, crash=crash)
+    else:
+        if source is None:
+            raise InvalidInputError("give a landing directory/file, or --sql URL --table T --watermark COL")
+        from ingestion.batch.files import ingest_files
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("landing files", total=None)
+            result = ingest_files(
+                source, flush_rows=flush_rows, check_quality=not skip_quality, crash=crash,
+                on_start=lambda n: progress.update(task, total=n),
+                on_file=lambda f, rows: progress.advance(task),
+            )
+        console.print(f"{len(result.files_landed)} file(s) landed, {len(result.files_skipped)} already processed")
+    console.print(reconciliation_table(f"run {result.run_id} ({result.status})", result.totals))
+    console.print(f"{result.totals.received:,} rows in {result.seconds:.2f}s ({result.rows_per_second:,.0f} rows/s)")
+
+
+@ingest_app.command("stream")
+def stream_command(
+    topic: Annotated[str, typer.Option("--topic", help="Kafka topic to ingest.")] = "events",
+    worker: Annotated[int, typer.Option(min=0, help="This worker's index (partitions p % workers == worker).")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="How many workers share the topic.")] = 1,
+    client: Annotated[Literal["confluent", "kafka-python"], typer.Option(help="Kafka client.")] = "confluent",
+    bootstrap: Annotated[str | None, typer.Option(help="Bootstrap servers (default: settings/bundled).")] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="Flush after this many records.")] = 50_000,
+    max_wait_ms: Annotated[int, typer.Option(min=0, help="... or after this long.")] = 1_000,
+    until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Stop when lag is 0.")] = False,
+    max_flushes: Annotated[int | None, typer.Option(min=1, help="Stop after this many flushes.")] = None,
+    namespace: Annotated[str, typer.Option(hidden=True)] = "shironzi-ingest",
+    crash_at: Annotated[str | None, typer.Option(hidden=True)] = None,
+    crash_after_flushes: Annotated[int, typer.Option(hidden=True)] = 1,
+) -> None:
+    """Consume a topic into bronze, exactly once (offsets live in the Delta log, not in Kafka)."""
+    from ingestion.stream.ingestor import StreamIngestor, StreamOptions
+
+    options = StreamOptions(
+        topic=topic, worker=worker, workers=workers, client=client, bootstrap=bootstrap, max_batch=max_batch,
+        max_wait_ms=max_wait_ms, until_caught_up=until_caught_up, max_flushes=max_flushes, namespace=namespace,
+        crash=_crash_plan(crash_at, crash_after_flushes),
+    )
+    result = StreamIngestor(options).run()
+    console.print(f"partitions {result.partitions}: offsets {result.start_offsets} -> {result.end_offsets}")
+    console.print(reconciliation_table(f"stream run {result.run_id} ({result.flushes} flushes)", result.totals))
+    console.print(f"{result.totals.received:,} events in {result.seconds:.2f}s "
+                  f"({result.events_per_second:,.0f} events/s)")
+
+
+@ingest_app.command("check")
+def check_command(
+    on_date: Annotated[str | None, typer.Option("--date", help="Partition date YYYY-MM-DD (default: newest).")] = None,
+    freshness_days: Annotated[int, typer.Option(min=1, help="Newest event may be this many days old.")] = 30,
+) -> None:
+    """Run the Great Expectations checkpoint on bronze partitions; exit 1 when it fails."""
+    from ingestion.quality import check_bronze, check_or_raise
+
+    try:
+        day = date.fromisoformat(on_date) if on_date else None
+    except ValueError as exc:
+        raise InvalidInputError(f"--date must be YYYY-MM-DD, got {on_date!r}") from exc
+    report = check_bronze(on_date=day, freshness_days=freshness_days)
+    table = Table(title="bronze quality checkpoint")
+    for column in ("table", "partitions", "rows checked", "result"):
+        table.add_column(column)
+    for uri, info in report.tables.items():
+        verdict = "[green]passed[/green]" if info["success"] else "[red]failed: " + ", ".join(info["failed"]) + "[/red]"
+        table.add_row(uri, ", ".join(info["partitions"]), f"{info['rows_checked']:,}", verdict)
+    console.print(table)
+    check_or_raise(report)

@@ -1,0 +1,155 @@
+"""The Great Expectations checkpoint run on landed bronze partitions (once per run, never per record).
+
+Expectations per bronze table (on the landed partitions, sampled to `max_rows`): at least one row, no
+nulls in the key columns, `event_type` within the shipped contracts' value set, and freshness: the newest
+`event_time` is neither older than `freshness_days` nor in the future (beyond a small skew).
+GE runs in an ephemeral context on a pandas datasource; it is imported only here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from shironzi.errors import DataQualityError, InvalidInputError
+from shironzi.settings import Settings, get_settings
+
+log = logging.getLogger("shironzi.ingestion.quality")
+
+KEY_COLUMNS = ("tenant_id", "event_id", "customer_id", "event_type", "event_time", "event_date")
+DEFAULT_FRESHNESS_DAYS = 30
+DEFAULT_MAX_ROWS = 200_000
+FUTURE_SKEW = timedelta(minutes=5)
+
+
+@dataclass
+class QualityReport:
+    """The checkpoint's verdict: per table, whether it passed and which expectations failed."""
+
+    success: bool = True
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [f"{uri}: {name}" for uri, info in self.tables.items() for name in info["failed"]]
+
+
+def _expectations(gx: Any, *, event_types: list[str], freshness_days: int, now: datetime) -> list[Any]:
+    newest_allowed = (now + FUTURE_SKEW).timestamp()
+    oldest_allowed = (now - timedelta(days=freshness_days)).timestamp()
+    out: list[Any] = [gx.expectations.ExpectTableRowCountToBeBetween(min_value=1)]
+    out += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in KEY_COLUMNS]
+    out.append(gx.expectations.ExpectColumnValuesToBeInSet(column="event_type", value_set=event_types))
+    out.append(gx.expectations.ExpectColumnMaxToBeBetween(
+        column="event_time_epoch_s", min_value=oldest_allowed, max_value=newest_allowed))
+    return out
+
+
+def _sample(uri: str, dates: Iterable[date], max_rows: int, settings: Settings) -> Any:
+    import polars as pl
+
+    from shironzi.lake import read_polars
+
+    frame = read_polars(uri, columns=list(KEY_COLUMNS), filters=[("event_date", "in", sorted(dates))],
+                        storage_options=settings.storage_options)
+    if frame.height > max_rows:
+        frame = frame.sample(max_rows, seed=0)
+    return frame.with_columns(
+        (pl.col("event_time").dt.epoch("us") / 1_000_000).alias("event_time_epoch_s")
+    ).to_pandas()
+
+
+def run_checkpoint(
+    partitions: Mapping[str, Iterable[date]],
+    *,
+    settings: Settings | None = None,
+    freshness_days: int = DEFAULT_FRESHNESS_DAYS,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    now: datetime | None = None,
+) -> QualityReport:
+    """Run the checkpoint on `{bronze table uri: event_date partitions}`; returns the report (never raises
+    for failing data: callers decide; see `check_or_raise`)."""
+    import great_expectations as gx
+
+    from ingestion.contracts import event_type_table
+
+    settings = settings or get_settings()
+    if freshness_days < 1:
+        raise InvalidInputError("freshness_days must be >= 1")
+    now = now or datetime.now(UTC)
+    event_types = sorted(set(event_type_table().get_column("event_type").to_list()))
+    context = gx.get_context(mode="ephemeral")
+    source = context.data_sources.add_pandas("bronze")
+    report = QualityReport()
+    for number, (uri, dates) in enumerate(sorted(partitions.items())):
+        dates = sorted(set(dates))
+        if not dates:
+            continue
+        frame = _sample(uri, dates, max_rows, settings)
+        asset = source.add_dataframe_asset(name=f"table_{number}")
+        batch_definition = asset.add_batch_definition_whole_dataframe(f"landed_{number}")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"bronze_events_{number}"))
+        for expectation in _expectations(gx, event_types=event_types, freshness_days=freshness_days, now=now):
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"bronze_{number}", data=batch_definition, suite=suite))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(name=f"ingest_{number}",
+                                                           validation_definitions=[definition]))
+        outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+        failed = []
+        for run_result in outcome.run_results.values():
+            for item in run_result.results:
+                if not item.success:
+                    config = item.expectation_config
+                    column = config.kwargs.get("column")
+                    failed.append(f"{config.type}({column})" if column else str(config.type))
+        report.tables[uri] = {"success": outcome.success, "failed": failed, "rows_checked": len(frame),
+                              "partitions": [d.isoformat() for d in dates]}
+        report.success = report.success and bool(outcome.success)
+    return report
+
+
+def bronze_tables(settings: Settings | None = None) -> list[str]:
+    """Every bronze events table that exists: pooled per region and each dedicated tenant's."""
+    from shironzi.lake import table_exists, table_uri
+    from shironzi.tenancy import get_registry
+
+    settings = settings or get_settings()
+    lake = settings.resolved_lake_uri
+    uris = [table_uri(lake, layer="bronze", table="events", region=r) for r in settings.regions]
+    for tenant in get_registry(settings).tenant_directory().values():
+        if tenant.placement == "dedicated":
+            uris.append(table_uri(lake, layer="bronze", table="events", region=tenant.region,
+                                  placement="dedicated", tenant_id=tenant.tenant_id))
+    return [u for u in uris if table_exists(u)]
+
+
+def check_bronze(
+    *, on_date: date | None = None, settings: Settings | None = None, freshness_days: int = DEFAULT_FRESHNESS_DAYS
+) -> QualityReport:
+    """`shironzi ingest check`: the checkpoint on one date's partitions (default: each table's newest)."""
+    from shironzi.lake import read_polars
+
+    settings = settings or get_settings()
+    partitions: dict[str, list[date]] = {}
+    for uri in bronze_tables(settings):
+        if on_date is not None:
+            partitions[uri] = [on_date]
+        else:
+            newest = read_polars(uri, columns=["event_date"]).get_column("event_date").max()
+            if newest is not None:
+                partitions[uri] = [newest]  # type: ignore[list-item]
+    if not partitions:
+        raise InvalidInputError("no bronze table to check: land some data first")
+    return run_checkpoint(partitions, settings=settings, freshness_days=freshness_days,
+                          now=datetime.combine(on_date, datetime.max.time(), UTC) if on_date else None)
+
+
+def check_or_raise(report: QualityReport) -> QualityReport:
+    """Raise DataQualityError when the checkpoint failed, so downstream stages stop."""
+    if not report.success:
+        raise DataQualityError("bronze quality checkpoint failed: " + "; ".join(report.failed), failed=report.failed)
+    return report

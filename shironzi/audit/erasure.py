@@ -1,0 +1,630 @@
+"""Subject erasure (GDPR Art. 17, HIPAA-style patient requests) and tenant offboarding erasure.
+
+`erase_subject` deletes a data subject's rows from every Delta table in the lake that carries
+`tenant_id` + `customer_id` (bronze, silver, gold, features, predictions, the PII vault) and the
+quarantine rows whose raw payload names the subject as a JSON value; it matches the raw id and its
+pseudonym (HMAC under the tenant key) exactly. Registered erasure targets (the online store) are erased
+too. It then vacuums every touched table with zero retention, scans every remaining Parquet file
+directly (not via the log) plus the `_delta_log` statistics and each target, and writes a receipt signed
+with an HMAC under `settings.platform_key` to `_platform/audit/erasures`.
+
+Why vacuum with zero retention is safe here: each table is modified and vacuumed while this process
+holds the table's EXCLUSIVE lease (`shironzi.audit.lease.table_lease`). Every writer takes the SHARED
+lease around "write Parquet files, then commit", so while we hold the lease no writer can have written
+files that a commit it has not yet made will reference; vacuum therefore deletes only files that no
+current or future version needs. Readers pinned to an older version lose those files, by design: those
+versions still held the subject's data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from shironzi.audit.discovery import LakeTable, discover_tables, list_log_files, list_parquet_files
+from shironzi.audit.lease import normalise_uri, table_lease
+from shironzi.errors import IntegrityCheckError, InvalidInputError, InvalidStateError, NotFoundError
+from shironzi.observability import stage
+from shironzi.tenancy.context import TenantContext
+
+ErasureKind = Literal["subject", "tenant"]
+RAW_PAYLOAD = "raw_payload"
+_TOKENS = re.compile(r"[A-Za-z0-9_.@:+\-]+")
+
+
+# --- erasure targets outside the lake ----------------------------------------------------------------
+
+
+class ErasureTarget(Protocol):
+    """A store outside the lake that holds subject data (the online feature store, caches)."""
+
+    name: str
+
+    def erase(self, tenant_id: str, subject_ids: Sequence[str] | None) -> int:
+        """Delete the subject's rows (all the tenant's rows when `subject_ids` is None); returns rows deleted."""
+        ...
+
+    def scan(self, tenant_id: str, matches: Callable[[str], bool]) -> int:
+        """How many remaining rows of the tenant hold a value for which `matches` is true."""
+        ...
+
+
+_targets: dict[str, ErasureTarget] = {}
+
+
+def register_erasure_target(target: ErasureTarget) -> None:
+    """Add a store (e.g. the online store) that every erasure also erases and verifies."""
+    _targets[target.name] = target
+
+
+def unregister_erasure_target(name: str) -> None:
+    _targets.pop(name, None)
+
+
+# --- matching ------------------------------------------------------------------------------------------
+
+
+def _platform_key() -> bytes:
+    from shironzi.settings import get_settings
+
+    return get_settings().platform_key.get_secret_value().encode()
+
+
+def subject_digest(tenant_id: str, value: str) -> str:
+    """The keyed hash under which receipts name a subject (or its pseudonym) without revealing it."""
+    return hmac.new(_platform_key(), f"{tenant_id}\x00{value}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """What counts as 'the subject' in a value: one of the digests, or (tenant mode) any tenant row."""
+
+    tenant_id: str
+    kind: ErasureKind
+    digests: frozenset[str] = frozenset()
+
+    def value_matches(self, value: str) -> bool:
+        return self.kind == "subject" and subject_digest(self.tenant_id, value) in self.digests
+
+
+def _json_values(value: Any) -> Iterable[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _json_values(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _json_values(item)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+def _text_values(text: str) -> set[str]:
+    """The values a string holds: itself, its JSON values when it is JSON, else its word-like tokens."""
+    found = {text}
+    stripped = text.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            found.update(_json_values(json.loads(stripped)))
+            return found
+        except ValueError:
+            found.update(_TOKENS.findall(stripped))  # malformed JSON: whole tokens only, never substrings
+    return found
+
+
+def _claims_tenant(text: str | None, tenant_id: str) -> bool:
+    return text is not None and tenant_id in _text_values(text)
+
+
+# --- scanning data files directly --------------------------------------------------------------------
+
+
+def _partition_values(path: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in path.split("/") if "=" in part)
+
+
+def _scan_rows(rows: list[dict[str, Any]], matcher: Matcher) -> int:
+    """Rows that belong to the tenant (or, for quarantine, claim it) and mention the subject."""
+    hits = 0
+    cache: dict[str, bool] = {}
+    for row in rows:
+        tenant = row.get("tenant_id")
+        if tenant != matcher.tenant_id:
+            if not (tenant is None and _claims_tenant(row.get(RAW_PAYLOAD), matcher.tenant_id)):
+                continue
+        if matcher.kind == "tenant":
+            hits += 1
+            continue
+        for name, value in row.items():
+            if name == "tenant_id" or not isinstance(value, str):
+                continue
+            hit = cache.get(value)
+            if hit is None:
+                hit = cache[value] = any(matcher.value_matches(v) for v in _text_values(value))
+            if hit:
+                hits += 1
+                break
+    return hits
+
+
+def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
+    """(rows scanned, matching rows) of one Parquet file read directly."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    import pyarrow as pa
+
+    table = pq.read_table(path)
+    if any(pa.types.is_string_view(f.type) for f in table.schema):  # files rewritten by delta-rs
+        table = table.cast(
+            pa.schema([f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema])
+        )
+    partitions = _partition_values(path)
+    if "tenant_id" not in table.column_names:
+        if "tenant_id" in partitions:
+            if partitions["tenant_id"] != matcher.tenant_id:
+                return table.num_rows, 0
+            table = table.append_column("tenant_id", pa.array([matcher.tenant_id] * table.num_rows))
+        else:
+            return table.num_rows, 0
+    tenant = table.column("tenant_id")
+    keep = pc.equal(tenant, matcher.tenant_id)
+    if RAW_PAYLOAD in table.column_names:
+        keep = pc.or_kleene(keep, pc.is_null(tenant))
+    candidates = table.filter(pc.fill_null(keep, False))
+    string_columns = [f.name for f in candidates.schema if str(f.type) in ("string", "large_string", "string_view")]
+    return table.num_rows, _scan_rows(candidates.select(string_columns).to_pylist(), matcher)
+
+
+def _stats_values(action: dict[str, Any] | None, tenant_id: str) -> Iterable[str]:
+    """The string values an action's statistics and partition values reveal (when its file could hold
+    the tenant's rows, judged from its tenant_id min/max)."""
+    if not action:
+        return
+    stats = action.get("stats")
+    parsed: dict[str, Any] = {}
+    if isinstance(stats, str) and stats:
+        try:
+            parsed = json.loads(stats)
+        except ValueError:
+            parsed = {}
+    low = (parsed.get("minValues") or {}).get("tenant_id")
+    high = (parsed.get("maxValues") or {}).get("tenant_id")
+    if isinstance(low, str) and isinstance(high, str) and not low <= tenant_id <= high[:len(tenant_id)] + "\uffff":
+        return
+    for section in ("minValues", "maxValues"):
+        yield from _json_values(parsed.get(section) or {})
+    yield from _json_values(action.get("partitionValues") or {})
+
+
+def _log_actions(path: str) -> Iterable[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    if path.endswith(".json"):
+        with open(path) as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                for kind in ("add", "remove"):
+                    if entry.get(kind):
+                        yield entry[kind]
+    else:
+        checkpoint = pq.read_table(path)
+        for kind in ("add", "remove"):
+            if kind in checkpoint.column_names:
+                yield from (a for a in checkpoint.column(kind).to_pylist() if a)
+
+
+def scan_log(table_uri: str, matcher: Matcher) -> list[str]:
+    """The `_delta_log` files whose file statistics (min/max, partition values) name the subject.
+
+    Statistics of a file that still exists are derived from its data, which the direct file scan
+    checks; so only statistics of files that are gone (stale stats in old commits, tombstones) count.
+    """
+    from urllib.parse import unquote
+
+    if matcher.kind == "tenant":
+        # Tenant ids in statistics are not personal data; tenant erasure removes the data files.
+        return []
+    root = table_uri.rstrip("/")
+    existing = {p[len(root) + 1 :] for p in list_parquet_files(table_uri)}
+    found = []
+    for path in list_log_files(table_uri):
+        for action in _log_actions(path):
+            if unquote(str(action.get("path", ""))) in existing:
+                continue
+            if any(matcher.value_matches(v) for v in _stats_values(action, matcher.tenant_id)):
+                found.append(Path(path).name)
+                break
+    return found
+
+
+@dataclass
+class Verification:
+    """The result of scanning every remaining file, log and target for the subject."""
+
+    ok: bool
+    files_scanned: int = 0
+    rows_scanned: int = 0
+    matching_rows: dict[str, int] = field(default_factory=dict)
+    log_mentions: dict[str, list[str]] = field(default_factory=dict)
+    target_matches: dict[str, int] = field(default_factory=dict)
+
+
+def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -> Verification:
+    """Scan every data file of every table (read directly), the log statistics and every target."""
+    result = Verification(ok=True)
+    for table in tables if tables is not None else discover_tables():
+        if table.tenant_id is not None and table.tenant_id != matcher.tenant_id:
+            continue  # another dedicated tenant's root cannot hold this tenant's rows
+        hits = 0
+        for path in list_parquet_files(table.uri):
+            rows, matched = scan_file(path, matcher)
+            result.files_scanned += 1
+            result.rows_scanned += rows
+            hits += matched
+        if hits:
+            result.matching_rows[table.relative] = hits
+        mentions = scan_log(table.uri, matcher)
+        if mentions:
+            result.log_mentions[table.relative] = mentions
+    for name, target in _targets.items():
+        found = target.scan(matcher.tenant_id, (lambda _v: True) if matcher.kind == "tenant" else matcher.value_matches)
+        if found:
+            result.target_matches[name] = found
+    result.ok = not (result.matching_rows or result.log_mentions or result.target_matches)
+    return result
+
+
+# --- the receipt ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Receipt:
+    """What an erasure did and proved, signed with the platform key."""
+
+    request_id: str
+    kind: ErasureKind
+    tenant_id: str
+    subject_digests: list[str]
+    requested_by: str
+    created_at: str
+    tables: list[dict[str, Any]]
+    targets: dict[str, int]
+    training_runs: list[dict[str, Any]]
+    models_flagged: list[dict[str, Any]]
+    verification: dict[str, Any]
+    signature: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "signature"}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | dict[str, Any]) -> Receipt:
+        data = json.loads(text) if isinstance(text, str) else dict(text)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise InvalidInputError(f"not an erasure receipt: {exc}") from exc
+
+
+def sign_receipt(receipt: Receipt) -> str:
+    body = json.dumps(receipt.body(), sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(_platform_key(), body.encode(), hashlib.sha256).hexdigest()
+
+
+def receipts_table_uri() -> str:
+    from shironzi.lake.paths import platform_uri
+    from shironzi.settings import get_settings
+
+    return platform_uri(get_settings().resolved_lake_uri, "audit", "erasures")
+
+
+def _store_receipt(receipt: Receipt) -> None:
+    import pyarrow as pa
+
+    from shironzi.lake.delta import append
+
+    row = {
+        "request_id": receipt.request_id,
+        "kind": receipt.kind,
+        "tenant_id": receipt.tenant_id,
+        "created_at": dt.datetime.fromisoformat(receipt.created_at),
+        "ok": bool(receipt.verification.get("ok")),
+        "receipt": receipt.to_json(),
+    }
+    schema = pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("kind", pa.string()),
+            ("tenant_id", pa.string()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("ok", pa.bool_()),
+            ("receipt", pa.string()),
+        ]
+    )
+    append(receipts_table_uri(), pa.Table.from_pylist([row], schema=schema))
+
+
+def load_receipt(reference: str) -> Receipt:
+    """A receipt from a JSON file path or by request id from the receipts table."""
+    from shironzi.lake.delta import read_arrow, table_exists
+
+    path = Path(reference)
+    if path.suffix == ".json" or path.exists():
+        if not path.exists():
+            raise NotFoundError(f"receipt file {reference} not found")
+        return Receipt.from_json(path.read_text())
+    uri = receipts_table_uri()
+    if table_exists(uri):
+        rows = read_arrow(uri, columns=["receipt"], filters=[("request_id", "=", reference)])
+        if rows.num_rows:
+            return Receipt.from_json(rows.column("receipt")[0].as_py())
+    raise NotFoundError(f"no erasure receipt with request id {reference!r}")
+
+
+@dataclass(frozen=True)
+class ReceiptCheck:
+    """Re-checking a receipt: is the signature genuine, and does the data still verify as erased?"""
+
+    request_id: str
+    signature_ok: bool
+    verification: Verification
+
+    @property
+    def ok(self) -> bool:
+        return self.signature_ok and self.verification.ok
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "ok": self.ok, "signature_ok": self.signature_ok,
+                "verification": asdict(self.verification)}  # fmt: skip
+
+
+def verify_receipt(receipt: Receipt | str) -> ReceiptCheck:
+    """Check a receipt's HMAC signature and re-run its verification scan against the lake as it is now."""
+    if isinstance(receipt, str):
+        receipt = load_receipt(receipt)
+    signature_ok = hmac.compare_digest(sign_receipt(receipt), receipt.signature or "")
+    matcher = Matcher(receipt.tenant_id, receipt.kind, frozenset(receipt.subject_digests))
+    return ReceiptCheck(receipt.request_id, signature_ok, verify_erased(matcher))
+
+
+# --- erasing ---------------------------------------------------------------------------------------------
+
+
+def _columns(uri: str) -> list[str]:
+    from shironzi.lake.delta import open_table
+
+    return [f.name for f in open_table(uri).schema().fields]
+
+
+def _quarantine_payloads(uri: str, tenant_id: str, matcher: Matcher, raw_ids: set[str]) -> list[str]:
+    """Raw payloads of quarantined rows that belong to (or claim) the tenant and name the subject exactly."""
+    from shironzi.lake.delta import read_arrow
+
+    import pyarrow.compute as pc
+
+    rows = read_arrow(uri, columns=["tenant_id", RAW_PAYLOAD])
+    tenant = rows.column("tenant_id")
+    rows = rows.filter(pc.fill_null(pc.or_kleene(pc.equal(tenant, tenant_id), pc.is_null(tenant)), False))
+    payloads = []
+    for row in rows.to_pylist():
+        payload = row[RAW_PAYLOAD]
+        values = _text_values(payload) if payload is not None else set()
+        if row["tenant_id"] is None and tenant_id not in values:
+            continue
+        if matcher.kind == "tenant" or values & raw_ids:
+            payloads.append(payload)
+    return sorted(set(payloads))
+
+
+def _predicate(columns: list[str], tenant_id: str, raw_ids: Sequence[str] | None) -> str | None:
+    from shironzi.lake.delta import sql_literal
+
+    if raw_ids is None:
+        return f"tenant_id = {sql_literal(tenant_id)}"
+    if "customer_id" not in columns:
+        return None
+    ids = ", ".join(sql_literal(v) for v in raw_ids)
+    return f"tenant_id = {sql_literal(tenant_id)} AND customer_id IN ({ids})"
+
+
+def _drop_history_holding(uri: str, matcher: Matcher) -> list[str]:
+    """If old commits' statistics still name the subject: checkpoint now and drop the older log files."""
+    from shironzi.lake.maintenance import checkpoint
+
+    if not scan_log(uri, matcher):
+        return []
+    version = checkpoint(uri)
+    removed = []
+    log_dir = Path(uri.removeprefix("file://")) / "_delta_log"
+    for path in sorted(log_dir.iterdir()):
+        head = path.name.split(".", 1)[0]
+        if head.isdigit() and int(head) < version and path.suffix in (".json", ".parquet", ".crc"):
+            path.unlink()
+            removed.append(path.name)
+    return removed
+
+
+def _erase_table(table: LakeTable, tenant_id: str, matcher: Matcher, raw_ids: Sequence[str] | None) -> dict[str, Any] | None:
+    from shironzi.lake.delta import delete, sql_literal, table_version
+    from shironzi.lake.maintenance import vacuum
+
+    columns = _columns(table.uri)
+    if "tenant_id" not in columns:
+        return None
+    if RAW_PAYLOAD in columns:
+        payloads = _quarantine_payloads(table.uri, tenant_id, matcher, set(raw_ids or ()))
+        where = (
+            f"(tenant_id = {sql_literal(tenant_id)} OR tenant_id IS NULL) AND {RAW_PAYLOAD} IN "
+            f"({', '.join(sql_literal(p) for p in payloads)})"
+            if payloads
+            else None
+        )
+    else:
+        where = _predicate(columns, tenant_id, raw_ids)
+    if where is None:
+        return None
+    with table_lease(table.uri, mode="exclusive"):
+        before = table_version(table.uri)
+        deleted = delete(table.uri, where, metadata={"shironzi_purpose": "erasure"})
+        removed_files: list[str] = []
+        if deleted:
+            removed_files = vacuum(table.uri, retention_hours=0, enforce_retention_duration=False)
+        dropped_log = _drop_history_holding(table.uri, matcher) if deleted else []
+        after = table_version(table.uri)
+    if not deleted:
+        return None
+    return {
+        "table": table.relative,
+        "uri": normalise_uri(table.uri),
+        "before_version": before,
+        "after_version": after,
+        "rows_deleted": deleted,
+        "files_removed": len(removed_files),
+        "log_files_dropped": len(dropped_log),
+    }
+
+
+def _training_runs(touched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Recorded training runs that read a touched table at a version that still held the subject."""
+    from shironzi.audit.log import read_audit_events
+
+    before = {t["uri"]: t["before_version"] for t in touched}
+    runs = []
+    events = read_audit_events(filters=[("action", "=", "training_run")])
+    for event in events.to_pylist():
+        details = json.loads(event["details"])
+        used = [
+            i for i in details.get("inputs", [])
+            if i.get("table") in before and (i.get("version") is None or i["version"] <= before[i["table"]])
+        ]  # fmt: skip
+        if used:
+            runs.append({"run_id": details.get("run_id"), "model": details.get("model"),
+                         "model_version": details.get("model_version"), "inputs": used})  # fmt: skip
+    return runs
+
+
+def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, request_id: str | None) -> Receipt:
+    from shironzi.audit.log import audit
+    from shironzi.tenancy.keystore import subject_pseudonym
+
+    kind: ErasureKind = "tenant" if subject_id is None else "subject"
+    request_id = request_id or f"era_{uuid.uuid4().hex}"
+    raw_ids: list[str] | None = None
+    digests: list[str] = []
+    if subject_id is not None:
+        token = subject_pseudonym(tenant_id, subject_id)
+        raw_ids = [subject_id] + ([token] if token else [])
+        digests = [subject_digest(tenant_id, v) for v in raw_ids]
+    matcher = Matcher(tenant_id, kind, frozenset(digests))
+    resource = f"tenant:{tenant_id}" + ("" if subject_id is None else f"/subject:{digests[0][:16]}")
+    audit(ctx, f"{kind}_erasure_started", tenant_id=tenant_id, resource=resource, request_id=request_id,
+          durable=True)  # fmt: skip
+    with stage(f"gdpr.erase_{kind}", tenant=tenant_id, request_id=request_id) as summary:
+        tables = [t for t in discover_tables() if t.tenant_id in (None, tenant_id)]
+        touched = [r for t in tables if (r := _erase_table(t, tenant_id, matcher, raw_ids)) is not None]
+        targets = {name: target.erase(tenant_id, raw_ids) for name, target in _targets.items()}
+        if kind == "tenant":
+            _remove_dedicated_roots(tables, tenant_id)
+            from shironzi.tenancy.keystore import get_keystore
+
+            get_keystore().destroy_key(tenant_id)
+        runs = _training_runs(touched)
+        flagged = []
+        for run in runs:
+            if run["model"]:
+                model = {"model": run["model"], "model_version": run["model_version"], "run_id": run["run_id"]}
+                flagged.append(model)
+                audit(ctx, "model_flagged_for_retraining", tenant_id=tenant_id, resource=f"model:{run['model']}",
+                      request_id=request_id, details={**model, "reason": f"{kind} erasure"}, durable=True)  # fmt: skip
+        verification = verify_erased(matcher)
+        summary.rows = sum(t["rows_deleted"] for t in touched)
+        summary.extra.update(tables=len(touched), verified=verification.ok)
+    receipt = Receipt(
+        request_id=request_id,
+        kind=kind,
+        tenant_id=tenant_id,
+        subject_digests=digests,
+        requested_by=ctx.actor,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+        tables=touched,
+        targets=targets,
+        training_runs=runs,
+        models_flagged=flagged,
+        verification=asdict(verification),
+    )
+    receipt.signature = sign_receipt(receipt)
+    _store_receipt(receipt)
+    audit(ctx, f"{kind}_erased", tenant_id=tenant_id, resource=resource, request_id=request_id,
+          outcome="success" if verification.ok else "failure",
+          details={"tables": len(touched), "rows_deleted": summary.rows, "verified": verification.ok},
+          durable=True)  # fmt: skip
+    if not verification.ok:
+        raise IntegrityCheckError(
+            f"erasure {request_id} finished but verification still found the {kind}: "
+            f"rows={verification.matching_rows} log={verification.log_mentions} targets={verification.target_matches}",
+            request_id=request_id,
+        )
+    return receipt
+
+
+def _remove_dedicated_roots(tables: Sequence[LakeTable], tenant_id: str) -> None:
+    """A dedicated tenant's own table roots are deleted outright once their rows are erased."""
+    roots = {t.uri.split(f"/tenants/{tenant_id}/")[0] + f"/tenants/{tenant_id}" for t in tables if t.tenant_id == tenant_id}
+    for root in roots:
+        if "://" in root and not root.startswith("file://"):
+            import pyarrow.fs as pafs
+
+            fs, path = pafs.FileSystem.from_uri(root)
+            fs.delete_dir(path)
+        else:
+            shutil.rmtree(root.removeprefix("file://"), ignore_errors=True)
+
+
+def erase_subject(ctx: TenantContext, tenant_id: str, subject_id: str, *, request_id: str | None = None) -> Receipt:
+    """Erase one data subject of a tenant everywhere, verify it, and return the signed receipt."""
+    ctx.require_tenant(tenant_id)
+    if not isinstance(subject_id, str) or not subject_id.strip():
+        raise InvalidInputError("a subject id is required", field="subject_id")
+    if not isinstance(tenant_id, str) or not tenant_id.strip():
+        raise InvalidInputError("a tenant id is required", field="tenant_id")
+    return _erase(ctx, tenant_id, subject_id, request_id=request_id)
+
+
+def erase_tenant(
+    ctx: TenantContext, tenant_id: str, *, request_id: str | None = None, require_offboarding: bool = True
+) -> Receipt:
+    """Offboarding: erase every row of a tenant, delete its dedicated roots, destroy its key; signed receipt.
+
+    The tenant must be offboarding in the registry (unless `require_offboarding=False`, e.g. for data of
+    a tenant the registry no longer knows); afterwards call `Registry.complete_offboarding`.
+    """
+    ctx.require_admin("erasing a tenant")
+    if require_offboarding:
+        from shironzi.errors import TenantNotFoundError
+        from shironzi.tenancy.registry import get_registry
+
+        try:
+            status = get_registry().get_tenant(tenant_id).status
+        except TenantNotFoundError:
+            status = None
+        if status is None or status not in ("offboarding", "deleted"):
+            raise InvalidStateError(
+                f"tenant {tenant_id!r} is {status or 'unknown'}: start its offboarding before erasing it",
+                tenant=tenant_id,
+            )
+    return _erase(ctx, tenant_id, None, request_id=request_id)

@@ -1,0 +1,206 @@
+"""Subject and tenant erasure: exact matching, vacuum under a lease, direct-file verification, receipts."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from shironzi.audit.discovery import discover_tables, list_parquet_files
+from shironzi.audit.erasure import (
+    Receipt,
+    erase_subject,
+    erase_tenant,
+    register_erasure_target,
+    unregister_erasure_target,
+    verify_receipt,
+)
+from shironzi.audit.lease import table_lease
+from shironzi.audit.log import read_audit_events, record_training_run
+from shironzi.errors import InvalidStateError, PermissionDeniedError
+from shironzi.lake.delta import append, read_arrow
+from shironzi.settings import get_settings
+from shironzi.tenancy.context import TenantContext
+from shironzi.tenancy.keystore import get_keystore, pseudonym
+from tests.shironzi.audit.lakedata import SqliteOnlineStore, build_lake, events
+
+ADMIN = TenantContext.admin(actor="dpo@platform", purpose="gdpr_erasure")
+
+
+def _all_rows(column_pairs: bool = True) -> list[tuple[str | None, str | None, str]]:
+    """Every (tenant, customer, file) in every Parquet file of the lake, read independently of the code."""
+    found = []
+    for table in discover_tables():
+        for path in list_parquet_files(table.uri):
+            data = pq.read_table(path)
+            if "customer_id" in data.column_names:
+                for t, c in zip(data.column("tenant_id").to_pylist(), data.column("customer_id").to_pylist(), strict=True):
+                    found.append((t, c, path))
+    return found
+
+
+@pytest.fixture
+def online(audit_home: Path):  # type: ignore[no-untyped-def]
+    store = SqliteOnlineStore(audit_home / "online.db")
+    register_erasure_target(store)
+    yield store
+    unregister_erasure_target(store.name)
+
+
+def test_erase_subject_everywhere_but_not_look_alikes(audit_home: Path, online: SqliteOnlineStore) -> None:
+    token = pseudonym(get_keystore().get_or_create_key("t_a"), "c_1")
+    tables = build_lake(token=token)
+    for tenant, customer in (("t_a", "c_1"), ("t_a", "c_12"), ("t_b", "c_1"), ("t_a", token)):
+        online.put(tenant, customer, {"score": 0.5})
+    features_version = 0
+    record_training_run("trainer", run_id="run-7", model_name="churn", model_version=3,
+                        inputs=[(tables["features"], features_version)])  # fmt: skip
+    record_training_run("trainer", run_id="run-8", model_name="trend", model_version=1,
+                        inputs=[(tables["bronze"] + "_other", 0)])  # fmt: skip
+
+    receipt = erase_subject(ADMIN, "t_a", "c_1")
+
+    # Nothing of t_a/c_1 (raw or pseudonymised) is left in ANY file on disk; everything else is.
+    rows = _all_rows()
+    assert not [r for r in rows if r[0] == "t_a" and r[1] in ("c_1", token)]
+    assert [r for r in rows if r[0] == "t_b" and r[1] == "c_1"]  # other tenant, same id: kept
+    assert [r for r in rows if r[0] == "t_d" and r[1] == "c_1"]  # other tenant's dedicated table: kept
+    bronze = read_arrow(tables["bronze"])
+    assert sorted(bronze.filter(pc.equal(bronze.column("tenant_id"), "t_a")).column("customer_id").to_pylist()) == [
+        "c_10", "c_12", "c_2",
+    ]  # fmt: skip
+    for name in ("silver", "gold", "features", "predictions"):
+        left = read_arrow(tables[name], filters=[("tenant_id", "=", "t_a")]).column("customer_id").to_pylist()
+        assert sorted(left) == ["c_10", "c_12", "c_2"], name
+    payloads = read_arrow(tables["quarantine"]).column("raw_payload").to_pylist()
+    assert len(payloads) == 3
+    assert any('"c_12"' in p for p in payloads) and any("c_10" in p for p in payloads)
+    assert any('"t_b"' in p and '"c_1"' in p for p in payloads)
+    assert online.customers("t_a") == ["c_12"] and online.customers("t_b") == ["c_1"]
+
+    # The receipt: every touched table, before/after versions, rows and files, a passing verification.
+    assert receipt.verification["ok"] and receipt.verification["files_scanned"] > 0
+    touched = {t["table"]: t for t in receipt.tables}
+    assert set(touched) == {"eu-west/bronze/events", "eu-west/silver/stg_events", "eu-west/gold/dim_customers",
+                            "eu-west/features/customer_features", "eu-west/predictions/churn_scores",
+                            "eu-west/quarantine/events"}  # fmt: skip
+    assert touched["eu-west/bronze/events"]["rows_deleted"] == 3
+    assert touched["eu-west/quarantine/events"]["rows_deleted"] == 3
+    assert all(t["after_version"] > t["before_version"] and t["files_removed"] >= 1 for t in touched.values())
+    assert touched["eu-west/bronze/events"]["log_files_dropped"] > 0  # a file's stats were min=max=c_1
+    assert receipt.targets == {"online_store": 2}
+    assert "c_1" not in receipt.to_json()
+    assert [r["run_id"] for r in receipt.training_runs] == ["run-7"]
+    assert receipt.models_flagged == [{"model": "churn", "model_version": "3", "run_id": "run-7"}]
+    audit_rows = read_audit_events()
+    flagged = audit_rows.filter(pc.equal(audit_rows.column("action"), "model_flagged_for_retraining"))
+    assert json.loads(flagged.column("details")[0].as_py())["model"] == "churn"
+    assert "subject_erased" in audit_rows.column("action").to_pylist()
+
+    # Re-verification: by request id (from the receipts table) and from a file.
+    check = verify_receipt(receipt.request_id)
+    assert check.ok and check.signature_ok
+    path = audit_home / "receipt.json"
+    path.write_text(receipt.to_json())
+    assert verify_receipt(str(path)).ok
+
+
+def test_forged_or_stale_receipt_fails_verification(audit_home: Path) -> None:
+    tables = build_lake()
+    receipt = erase_subject(ADMIN, "t_a", "c_1")
+    forged = json.loads(receipt.to_json())
+    forged["tables"][0]["rows_deleted"] += 5
+    check = verify_receipt(Receipt.from_json(forged))
+    assert not check.signature_ok and not check.ok
+    # A genuine receipt stops verifying once the subject's data reappears.
+    append(tables["gold"], read_arrow(tables["gold"]).slice(0, 0).append_column if False else _gold_row())
+    again = verify_receipt(receipt.request_id)
+    assert again.signature_ok and not again.ok
+    assert again.verification.matching_rows == {"eu-west/gold/dim_customers": 1}
+
+
+def _gold_row():  # type: ignore[no-untyped-def]
+    from tests.shironzi.audit.lakedata import customers
+
+    return customers([("t_a", "c_1")])
+
+
+def test_tenant_context_cannot_erase_another_tenants_subject(audit_home: Path) -> None:
+    build_lake()
+    with pytest.raises(PermissionDeniedError):
+        erase_subject(TenantContext.for_tenant("t_b", actor="x", purpose="dsar"), "t_a", "c_1")
+
+
+def test_erasure_under_concurrent_ingestion(audit_home: Path) -> None:
+    tables = build_lake()
+    bronze = tables["bronze"]
+    stop = threading.Event()
+    appended: list[int] = []
+    errors: list[BaseException] = []
+
+    def ingest() -> None:
+        batch = 0
+        while not stop.is_set() or batch < 3:
+            rows = events([("t_a", f"c_new{batch}_{i}") for i in range(5)], start=1000 + batch * 10)
+            try:
+                with table_lease(bronze):  # what bronze landing does around each commit
+                    append(bronze, rows, partition_by="event_date")
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+                return
+            appended.append(rows.num_rows)
+            batch += 1
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    try:
+        receipt = erase_subject(ADMIN, "t_a", "c_1")
+    finally:
+        stop.set()
+        writer.join(timeout=120)
+    assert not errors
+    assert receipt.verification["ok"]
+    left = read_arrow(bronze, filters=[("tenant_id", "=", "t_a")]).column("customer_id").to_pylist()
+    assert "c_1" not in left
+    assert sum(1 for c in left if c.startswith("c_new")) == sum(appended)
+    assert {"c_10", "c_12", "c_2"} <= set(left)
+    assert verify_receipt(receipt.request_id).ok
+
+
+def test_erase_tenant_requires_offboarding_and_shreds_its_key(audit_home: Path) -> None:
+    from shironzi.tenancy.registry import get_registry
+
+    registry = get_registry()
+    tenant, _ = registry.provision_tenant(ADMIN, slug="acme", name="Acme", industry="ecommerce", plan="standard")
+    tid = tenant.id
+    build_lake()
+    append(
+        f"{get_settings().resolved_lake_uri}/eu-west/tenants/{tid}/bronze/events",
+        events([(tid, "c_9")], start=900),
+        partition_by="event_date",
+    )
+    append(f"{get_settings().resolved_lake_uri}/eu-west/gold/dim_customers", _tenant_rows(tid))
+    get_keystore().get_or_create_key(tid)
+    with pytest.raises(InvalidStateError):
+        erase_tenant(ADMIN, tid)
+    registry.offboard(ADMIN, tid, reason="contract ended")
+    receipt = erase_tenant(ADMIN, tid)
+    assert receipt.kind == "tenant" and receipt.verification["ok"]
+    assert not [r for r in _all_rows() if r[0] == tid]
+    assert not (Path(get_settings().resolved_lake_uri) / "eu-west" / "tenants" / tid).exists()
+    assert [r for r in _all_rows() if r[0] == "t_a"]  # other tenants untouched
+    from shironzi.errors import KeyDestroyedError
+
+    with pytest.raises(KeyDestroyedError):
+        get_keystore().get_key(tid)
+    assert verify_receipt(receipt.request_id).ok
+
+
+def _tenant_rows(tid: str):  # type: ignore[no-untyped-def]
+    from tests.shironzi.audit.lakedata import customers
+
+    return customers([(tid, "c_9"), (tid, "c_8")])
