@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shironzi.observability import stage
+from shironzi.observability import log_to_file, stage
 from shironzi.settings import Settings, get_settings
 
 console = Console()
@@ -110,6 +110,9 @@ def run_demo(*, seed: int = 7, days: int = 365, customers: int = 3000,
     """Run every demo stage in order; returns (stage, outcome, seconds) per stage."""
     settings = get_settings()
     settings.ensure_home()
+    log_path = settings.home / "logs" / "demo.jsonl"
+    log_to_file(log_path)
+    console.print(f"Shironzi demo under [bold]{settings.home}[/bold] (stage logs: {log_path})")
     state = DemoState(settings=settings, seed=seed, days=days, customers=customers)
     results: list[tuple[str, StageOutcome, float]] = []
     for name, fn in STAGES:

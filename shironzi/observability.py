@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -35,6 +36,20 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler._shironzi = True  # type: ignore[attr-defined]
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
+def log_to_file(path: str | os.PathLike[str]) -> None:
+    """Send the `shironzi` logs to a JSON-lines file instead of stderr (the demo keeps its console clean)."""
+    logger = logging.getLogger("shironzi")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_shironzi", False):
+            logger.removeHandler(handler)
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler._shironzi = True  # type: ignore[attr-defined]
+    handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
     logger.propagate = False
 

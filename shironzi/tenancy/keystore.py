@@ -378,13 +378,13 @@ VAULT_SCHEMA_FIELDS = ("tenant_id", "token", "field", "customer_id", "ciphertext
 def _store_in_vault(entries: Sequence[Mapping[str, Any]], keys: Mapping[str, bytes], *, vault_uri: str | None) -> None:
     import pyarrow as pa
 
-    from shironzi.lake.delta import append, read_arrow, table_exists
+    from shironzi.lake.delta import append, read_polars, table_exists
 
     uri = vault_uri or vault_table_uri()
     if table_exists(uri):  # insert-only: tokens already vaulted are skipped (duplicates would be harmless)
         tenants = sorted({e["tenant_id"] for e in entries})
-        present = read_arrow(uri, columns=["tenant_id", "token"], filters=[("tenant_id", "in", tenants)])
-        seen = set(zip(present.column("tenant_id").to_pylist(), present.column("token").to_pylist(), strict=True))
+        present = read_polars(uri, columns=["tenant_id", "token"], filters=[("tenant_id", "in", tenants)])
+        seen = set(present.iter_rows())
         entries = [e for e in entries if (e["tenant_id"], e["token"]) not in seen]
         if not entries:
             return
@@ -418,18 +418,16 @@ def reveal(ctx: TenantContext, tenant_id: str, token: str, *, keystore: TenantKe
     from cryptography.fernet import InvalidToken
 
     from shironzi.audit.log import audit
-    from shironzi.lake.delta import read_arrow, table_exists
+    from shironzi.lake.delta import read_polars, table_exists
 
     ctx.require_tenant(tenant_id)
     if not isinstance(token, str) or not TOKEN_PATTERN.match(token):
         raise InvalidInputError(f"{token!r} is not a pseudonym token", field="token")
     uri = vault_table_uri()
-    rows = (
-        read_arrow(uri, columns=["ciphertext"], filters=[("tenant_id", "=", tenant_id), ("token", "=", token)])
-        if table_exists(uri)
-        else None
-    )
-    if rows is None or rows.num_rows == 0:
+    # polars, not Arrow: files rewritten by an erasure hold string_view columns Arrow filters cannot compare.
+    wanted = [("tenant_id", "=", tenant_id), ("token", "=", token)]
+    rows = read_polars(uri, columns=["ciphertext"], filters=wanted) if table_exists(uri) else None
+    if rows is None or rows.height == 0:
         raise NotFoundError(f"token {token} is not in tenant {tenant_id!r}'s PII vault", tenant=tenant_id)
     store = keystore or get_keystore()
     try:
@@ -439,7 +437,7 @@ def reveal(ctx: TenantContext, tenant_id: str, token: str, *, keystore: TenantKe
               details={"token": token, "error": "key_destroyed"})  # fmt: skip
         raise
     try:
-        raw = _fernet(key).decrypt(rows.column("ciphertext")[0].as_py())
+        raw = _fernet(key).decrypt(rows["ciphertext"][0])
     except InvalidToken as exc:
         raise KeyDestroyedError(f"token {token} cannot be decrypted with tenant {tenant_id!r}'s key") from exc
     audit(ctx, "pii_reveal", tenant_id=tenant_id, resource=uri, details={"token": token}, durable=True)

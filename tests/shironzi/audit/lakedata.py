@@ -131,3 +131,13 @@ class SqliteOnlineStore:
         with sqlite3.connect(self.path) as db:
             rows = db.execute("SELECT customer_id FROM features WHERE tenant_id = ?", (tenant_id,)).fetchall()
         return sorted(c for (c,) in rows)
+
+
+def tenant_customers(table: str, tenant_id: str) -> list[str]:
+    """The customer ids a tenant has in a table (filtered after reading: rewritten files hold string_view)."""
+    import polars as pl
+
+    from shironzi.lake.delta import read_polars
+
+    frame = read_polars(table, columns=["tenant_id", "customer_id"])
+    return sorted(frame.filter(pl.col("tenant_id") == tenant_id)["customer_id"].to_list())
