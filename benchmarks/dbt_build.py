@@ -23,17 +23,36 @@ from deltalake import write_deltalake
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 INDUSTRY_EVENTS = {  # event type -> weight, amount range (None: no amount)
-    "ecommerce": [("customer_signed_up", 1, None), ("session_started", 30, None), ("product_viewed", 40, None),
-                  ("cart_updated", 12, None), ("order_placed", 8, (5, 300)), ("order_refunded", 1, (5, 150)),
-                  ("subscription_changed", 1, (5, 50)), ("support_ticket_opened", 2, None),
-                  ("account_closed", 0.2, None)],
-    "healthcare": [("patient_registered", 1, None), ("appointment_booked", 10, None),
-                   ("appointment_attended", 8, None), ("appointment_missed", 2, None),
-                   ("prescription_filled", 5, (5, 200)), ("portal_login", 25, None),
-                   ("claim_submitted", 4, (50, 2000)), ("patient_disenrolled", 0.2, None)],
-    "education": [("student_enrolled", 1, None), ("course_started", 5, None), ("lesson_completed", 30, None),
-                  ("assessment_submitted", 8, None), ("payment_made", 3, (20, 500)), ("forum_post", 10, None),
-                  ("student_withdrew", 0.2, None)],
+    "ecommerce": [
+        ("customer_signed_up", 1, None),
+        ("session_started", 30, None),
+        ("product_viewed", 40, None),
+        ("cart_updated", 12, None),
+        ("order_placed", 8, (5, 300)),
+        ("order_refunded", 1, (5, 150)),
+        ("subscription_changed", 1, (5, 50)),
+        ("support_ticket_opened", 2, None),
+        ("account_closed", 0.2, None),
+    ],
+    "healthcare": [
+        ("patient_registered", 1, None),
+        ("appointment_booked", 10, None),
+        ("appointment_attended", 8, None),
+        ("appointment_missed", 2, None),
+        ("prescription_filled", 5, (5, 200)),
+        ("portal_login", 25, None),
+        ("claim_submitted", 4, (50, 2000)),
+        ("patient_disenrolled", 0.2, None),
+    ],
+    "education": [
+        ("student_enrolled", 1, None),
+        ("course_started", 5, None),
+        ("lesson_completed", 30, None),
+        ("assessment_submitted", 8, None),
+        ("payment_made", 3, (20, 500)),
+        ("forum_post", 10, None),
+        ("student_withdrew", 0.2, None),
+    ],
 }
 INDUSTRIES = list(INDUSTRY_EVENTS)
 START = dt.date(2024, 1, 1)
@@ -52,12 +71,23 @@ def print_machine_info() -> None:
 
 
 def tenant_table(tenants: int) -> list[dict[str, object]]:
-    return [{"tenant_id": f"t{n:06d}", "industry": INDUSTRIES[n % 3], "analytics_enabled": True}
-            for n in range(tenants)]
+    return [
+        {"tenant_id": f"t{n:06d}", "industry": INDUSTRIES[n % 3], "analytics_enabled": True}
+        for n in range(tenants)
+    ]
 
 
-def generate_events(rng: np.random.Generator, *, count: int, tenants: int, customers_per_tenant: int,
-                    first_day: int, days: int, ingested_at: dt.datetime, id_offset: int) -> pa.Table:
+def generate_events(
+    rng: np.random.Generator,
+    *,
+    count: int,
+    tenants: int,
+    customers_per_tenant: int,
+    first_day: int,
+    days: int,
+    ingested_at: dt.datetime,
+    id_offset: int,
+) -> pa.Table:
     """`count` canonical bronze events, vectorised; skewed tenant sizes, sorted by tenant then time."""
     tenant = np.minimum((rng.pareto(1.2, count) * tenants / 20).astype(np.int64), tenants - 1)
     customer = rng.integers(0, customers_per_tenant, count)
@@ -78,34 +108,51 @@ def generate_events(rng: np.random.Generator, *, count: int, tenants: int, custo
                 where = np.flatnonzero(mask)[picks == index]
                 amount[where] = np.round(rng.uniform(*bounds, where.size), 2)
     order = np.lexsort((day * 86_400 + seconds, tenant))
-    tenant, customer, day, seconds, event_type, amount = (a[order] for a in
-                                                          (tenant, customer, day, seconds, event_type, amount))
+    tenant, customer, day, seconds, event_type, amount = (
+        a[order] for a in (tenant, customer, day, seconds, event_type, amount)
+    )
     tenant_ids = pc.binary_join_element_wise("t", pc.utf8_lpad(pa.array(tenant.astype(str)), 6, "0"), "")
     ids = pa.array((np.arange(count) + id_offset).astype(str))
     micros = (day * 86_400 + seconds) * 1_000_000
     has_amount = ~np.isnan(amount)
-    return pa.table({
-        "tenant_id": tenant_ids,
-        "event_id": pc.binary_join_element_wise("e", ids, ""),
-        "customer_id": pc.binary_join_element_wise("c", pa.array(customer.astype(str)), ""),
-        "event_type": pa.array(event_type, type=pa.string()),
-        "event_time": pa.array(micros + int(EPOCH.timestamp() * 1e6), type=pa.timestamp("us", tz="UTC")),
-        "event_date": pa.array((day + (START - dt.date(1970, 1, 1)).days).astype(np.int32), type=pa.date32()),
-        "source": pa.array(np.full(count, "stream", dtype=object), type=pa.string()),
-        "ingested_at": pa.array(np.full(count, int(ingested_at.timestamp() * 1e6)), type=pa.timestamp("us", tz="UTC")),
-        "amount": pa.array(amount, mask=~has_amount, type=pa.float64()),
-        "currency": pa.array(np.where(has_amount, "EUR", None), type=pa.string()),
-        "properties": pc.binary_join_element_wise('{"ref": "', ids, '"}', ""),
-    })
+    return pa.table(
+        {
+            "tenant_id": tenant_ids,
+            "event_id": pc.binary_join_element_wise("e", ids, ""),
+            "customer_id": pc.binary_join_element_wise("c", pa.array(customer.astype(str)), ""),
+            "event_type": pa.array(event_type, type=pa.string()),
+            "event_time": pa.array(micros + int(EPOCH.timestamp() * 1e6), type=pa.timestamp("us", tz="UTC")),
+            "event_date": pa.array(
+                (day + (START - dt.date(1970, 1, 1)).days).astype(np.int32), type=pa.date32()
+            ),
+            "source": pa.array(np.full(count, "stream", dtype=object), type=pa.string()),
+            "ingested_at": pa.array(
+                np.full(count, int(ingested_at.timestamp() * 1e6)), type=pa.timestamp("us", tz="UTC")
+            ),
+            "amount": pa.array(amount, mask=~has_amount, type=pa.float64()),
+            "currency": pa.array(np.where(has_amount, "EUR", None), type=pa.string()),
+            "properties": pc.binary_join_element_wise('{"ref": "', ids, '"}', ""),
+        }
+    )
 
 
-def write_bronze(uri: str, *, events: int, tenants: int, customers: int, days: int, chunk: int = 2_000_000) -> None:
+def write_bronze(
+    uri: str, *, events: int, tenants: int, customers: int, days: int, chunk: int = 2_000_000
+) -> None:
     rng = np.random.default_rng(7)
     written = 0
     while written < events:
         size = min(chunk, events - written)
-        table = generate_events(rng, count=size, tenants=tenants, customers_per_tenant=customers, first_day=0,
-                                days=days, ingested_at=EPOCH + dt.timedelta(days=days), id_offset=written)
+        table = generate_events(
+            rng,
+            count=size,
+            tenants=tenants,
+            customers_per_tenant=customers,
+            first_day=0,
+            days=days,
+            ingested_at=EPOCH + dt.timedelta(days=days),
+            id_offset=written,
+        )
         write_deltalake(uri, table, mode="append", partition_by=["event_date"])
         written += size
 
@@ -118,12 +165,18 @@ def tenant_scoped_read(root: Path, *, lake_tenants: int, days: int, files: int) 
     tenant = np.repeat(np.arange(lake_tenants), days)
     day = np.tile(np.arange(days), lake_tenants)
     rows = tenant.size
-    base = pa.table({
-        "tenant_id": pc.binary_join_element_wise("t", pc.utf8_lpad(pa.array(tenant.astype(str)), 6, "0"), ""),
-        "event_date": pa.array((day + (START - dt.date(1970, 1, 1)).days).astype(np.int32), type=pa.date32()),
-        "events": pa.array(rng.integers(0, 500, rows)),
-        "revenue": pa.array(rng.uniform(0, 1000, rows)),
-    })
+    base = pa.table(
+        {
+            "tenant_id": pc.binary_join_element_wise(
+                "t", pc.utf8_lpad(pa.array(tenant.astype(str)), 6, "0"), ""
+            ),
+            "event_date": pa.array(
+                (day + (START - dt.date(1970, 1, 1)).days).astype(np.int32), type=pa.date32()
+            ),
+            "events": pa.array(rng.integers(0, 500, rows)),
+            "revenue": pa.array(rng.uniform(0, 1000, rows)),
+        }
+    )
     rows_per_file = max(1, rows // files)
     shuffled = base.take(pa.array(rng.permutation(rows)))
     probe = f"t{lake_tenants // 2:06d}"
@@ -133,12 +186,26 @@ def tenant_scoped_read(root: Path, *, lake_tenants: int, days: int, files: int) 
         for offset in range(0, rows, rows_per_file):  # one file per slice: a lake of many small commits
             write_deltalake(uri, table.slice(offset, rows_per_file), mode="append")
         touched, total = files_touched(uri, window, tenant_id=probe)
-        print(f"tenant-scoped read ({lake_tenants:,} tenants, 90 days), {label}: "
-              f"{touched}/{total} files = {100 * touched / total:.1f}%")
+        print(
+            f"tenant-scoped read ({lake_tenants:,} tenants, 90 days), {label}: "
+            f"{touched}/{total} files = {100 * touched / total:.1f}%"
+        )
+
+
+def _slowest_nodes(settings: object, region: str, top: int = 8) -> str:
+    import json
+
+    from transformations.dbt_runner import dbt_home
+
+    results = json.loads((dbt_home(settings, region) / "target" / "run_results.json").read_text())["results"]  # type: ignore[arg-type]
+    ranked = sorted(results, key=lambda r: -r["execution_time"])[:top]
+    return ", ".join(f"{r['unique_id'].split('.')[-1][:40]} {r['execution_time']:.1f}s" for r in ranked)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--tenants", type=int, default=2_000)
     parser.add_argument("--customers-per-tenant", type=int, default=500)
@@ -161,25 +228,49 @@ def main() -> None:
         if not args.skip_build:
             bronze = bronze_events_uri(settings, region)
             started = time.perf_counter()
-            write_bronze(bronze, events=args.events, tenants=args.tenants, customers=args.customers_per_tenant,
-                         days=args.days)
-            print(f"bronze: {args.events:,} events, {args.tenants:,} tenants, {args.days} days "
-                  f"written in {time.perf_counter() - started:.1f}s")
+            write_bronze(
+                bronze,
+                events=args.events,
+                tenants=args.tenants,
+                customers=args.customers_per_tenant,
+                days=args.days,
+            )
+            print(
+                f"bronze: {args.events:,} events, {args.tenants:,} tenants, {args.days} days "
+                f"written in {time.perf_counter() - started:.1f}s"
+            )
             full = run_dbt_build(region=region, tenants=tenants, settings=settings)
-            print(f"full build: {full.seconds:.1f}s (target <= 180s), models {len(full.models_built)}, "
-                  f"tests passed {full.tests_passed}, failed {full.tests_failed}, success {full.success}")
+            print(
+                f"full build: {full.seconds:.1f}s (target <= 180s), models {len(full.models_built)}, "
+                f"tests passed {full.tests_passed}, failed {full.tests_failed}, success {full.success}"
+            )
             new_day = max(1, args.events // args.days)
             rng = np.random.default_rng(99)
-            write_deltalake(bronze, generate_events(
-                rng, count=new_day, tenants=args.tenants, customers_per_tenant=args.customers_per_tenant,
-                first_day=args.days, days=1, ingested_at=EPOCH + dt.timedelta(days=args.days + 1),
-                id_offset=args.events), mode="append", partition_by=["event_date"])
+            write_deltalake(
+                bronze,
+                generate_events(
+                    rng,
+                    count=new_day,
+                    tenants=args.tenants,
+                    customers_per_tenant=args.customers_per_tenant,
+                    first_day=args.days,
+                    days=1,
+                    ingested_at=EPOCH + dt.timedelta(days=args.days + 1),
+                    id_offset=args.events,
+                ),
+                mode="append",
+                partition_by=["event_date"],
+            )
             incremental = run_dbt_build(region=region, tenants=tenants, settings=settings)
-            print(f"incremental build after one new day ({new_day:,} events): {incremental.seconds:.1f}s = "
-                  f"{100 * incremental.seconds / full.seconds:.1f}% of the full build (target <= 15%), "
-                  f"success {incremental.success}")
-        tenant_scoped_read(Path(scratch) / "fact", lake_tenants=args.lake_tenants, days=args.fact_days,
-                           files=args.fact_files)
+            print("slowest nodes of the incremental build:", _slowest_nodes(settings, region))
+            print(
+                f"incremental build after one new day ({new_day:,} events): {incremental.seconds:.1f}s = "
+                f"{100 * incremental.seconds / full.seconds:.1f}% of the full build (target <= 15%), "
+                f"success {incremental.success}"
+            )
+        tenant_scoped_read(
+            Path(scratch) / "fact", lake_tenants=args.lake_tenants, days=args.fact_days, files=args.fact_files
+        )
 
 
 if __name__ == "__main__":

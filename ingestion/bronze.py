@@ -214,7 +214,9 @@ class CrashPlan:
 
     def __post_init__(self) -> None:
         if self.point not in CRASH_POINTS:
-            raise InvalidInputError(f"unknown crash point {self.point!r}; use one of {', '.join(CRASH_POINTS)}")
+            raise InvalidInputError(
+                f"unknown crash point {self.point!r}; use one of {', '.join(CRASH_POINTS)}"
+            )
         if self.after_flushes < 1:
             raise InvalidInputError("crash_after_flushes must be >= 1")
 
@@ -268,7 +270,9 @@ class LandingBatch:
     def unit_versions(self) -> dict[str, int]:
         """Per unit, the highest seq in the batch: the txn version a commit of this batch records."""
         top = self.origins.group_by(UNIT_COLUMN).agg(pl.col(SEQ_COLUMN).max())
-        return dict(zip(top.get_column(UNIT_COLUMN).to_list(), top.get_column(SEQ_COLUMN).to_list(), strict=True))
+        return dict(
+            zip(top.get_column(UNIT_COLUMN).to_list(), top.get_column(SEQ_COLUMN).to_list(), strict=True)
+        )
 
 
 def records_keys(frame: pl.DataFrame) -> pl.DataFrame:
@@ -328,8 +332,13 @@ def _file_stats(table: pa.Table) -> str:
         column = table.column(name)
         nulls[name] = column.null_count
         kind = column.type
-        if not (pa.types.is_string(kind) or pa.types.is_floating(kind) or pa.types.is_integer(kind)
-                or pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+        if not (
+            pa.types.is_string(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_integer(kind)
+            or pa.types.is_timestamp(kind)
+            or pa.types.is_date(kind)
+        ):
             continue
         if column.null_count == len(column):
             continue
@@ -345,7 +354,9 @@ def _file_stats(table: pa.Table) -> str:
             continue  # long strings: no bounds rather than truncated ones
         else:
             mins[name], maxs[name] = lo, hi
-    return json.dumps({"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+    return json.dumps(
+        {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+    )
 
 
 class DataTable:
@@ -422,7 +433,9 @@ class DataTable:
             from shironzi.lake import read_polars
 
             if self.handle() is None:
-                loaded = pl.DataFrame(schema={"tenant_id": pl.String, "event_id": pl.String, PARTITION_COLUMN: pl.Date})
+                loaded = pl.DataFrame(
+                    schema={"tenant_id": pl.String, "event_id": pl.String, PARTITION_COLUMN: pl.Date}
+                )
             else:
                 loaded = read_polars(
                     self.uri,
@@ -430,10 +443,14 @@ class DataTable:
                     filters=[(PARTITION_COLUMN, "in", missing)],
                     storage_options=self.storage_options or {},
                 )
-            by_date = {key[0]: part.drop(PARTITION_COLUMN) for key, part in loaded.partition_by(
-                PARTITION_COLUMN, as_dict=True).items()}
+            by_date = {
+                key[0]: part.drop(PARTITION_COLUMN)
+                for key, part in loaded.partition_by(PARTITION_COLUMN, as_dict=True).items()
+            }
             for day in missing:
-                self._keys[day] = by_date.get(day, pl.DataFrame(schema={"tenant_id": pl.String, "event_id": pl.String}))
+                self._keys[day] = by_date.get(
+                    day, pl.DataFrame(schema={"tenant_id": pl.String, "event_id": pl.String})
+                )
         for day in dates:
             self._keys.move_to_end(day)
 
@@ -455,9 +472,9 @@ class DataTable:
         self._txns.update(versions)
         if not self.dedupe:
             return
-        for (day,), part in rows.select(*KEY_COLUMNS, PARTITION_COLUMN).partition_by(
-            PARTITION_COLUMN, as_dict=True
-        ).items():
+        for (day,), part in (
+            rows.select(*KEY_COLUMNS, PARTITION_COLUMN).partition_by(PARTITION_COLUMN, as_dict=True).items()
+        ):
             if day in self._keys:
                 self._keys[day] = pl.concat([self._keys[day], part.drop(PARTITION_COLUMN)], rechunk=False)
                 self._keys.move_to_end(day)
@@ -496,10 +513,11 @@ class DataTable:
             )
         return actions
 
-    def commit_files(self, actions: list[Any], versions: Mapping[str, int], metadata: Mapping[str, str]) -> int:
+    def commit_files(
+        self, actions: list[Any], versions: Mapping[str, int], metadata: Mapping[str, str]
+    ) -> int:
         """Commit written files in one transaction carrying a txn per unit; returns the new version."""
         from deltalake import CommitProperties, Transaction
-
         from deltalake.exceptions import CommitFailedError
 
         from shironzi.errors import CommitConflictError
@@ -513,7 +531,11 @@ class DataTable:
             assert table is not None
             try:
                 table.create_write_transaction(
-                    actions, "append", self.schema, partition_by=[PARTITION_COLUMN], commit_properties=properties
+                    actions,
+                    "append",
+                    self.schema,
+                    partition_by=[PARTITION_COLUMN],
+                    commit_properties=properties,
                 )
                 table.update_incremental()
                 return table.version()
@@ -596,7 +618,9 @@ class BronzeLander:
         """Contract-validate a decoded batch or a records frame against the current tenant directory."""
         from ingestion.contracts import validate_batch
 
-        return validate_batch(records, tenants=self.tenants_frame, now=now or datetime.now(UTC), source=source)
+        return validate_batch(
+            records, tenants=self.tenants_frame, now=now or datetime.now(UTC), source=source
+        )
 
     # tables ----------------------------------------------------------------------------------------
 
@@ -615,8 +639,14 @@ class BronzeLander:
 
     def bronze_uri(self, tenant: TenantInfo) -> str:
         if tenant.placement == "dedicated":
-            return table_uri(self.lake, layer="bronze", table="events", region=tenant.region,
-                             placement="dedicated", tenant_id=tenant.tenant_id)
+            return table_uri(
+                self.lake,
+                layer="bronze",
+                table="events",
+                region=tenant.region,
+                placement="dedicated",
+                tenant_id=tenant.tenant_id,
+            )
         return table_uri(self.lake, layer="bronze", table="events", region=tenant.region)
 
     def quarantine_uri(self, region: str) -> str:
@@ -626,7 +656,9 @@ class BronzeLander:
         """Valid rows per bronze table (the tenant's region; its own root when dedicated)."""
         routed = valid.join(self._routes, on="tenant_id", how="left", maintain_order="left")
         if routed.get_column("_region").null_count():
-            raise InvalidStateError("valid rows for a tenant missing from the directory: refusing to land them")
+            raise InvalidStateError(
+                "valid rows for a tenant missing from the directory: refusing to land them"
+            )
         targets: dict[str, pl.DataFrame] = {}
         for (region, placement), part in routed.partition_by(["_region", "_placement"], as_dict=True).items():
             if placement == "dedicated":
@@ -639,8 +671,9 @@ class BronzeLander:
         return targets
 
     def _route_quarantine(self, rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
-        regions = rows.join(self._routes.select("tenant_id", "_region"), on="tenant_id", how="left",
-                            maintain_order="left")
+        regions = rows.join(
+            self._routes.select("tenant_id", "_region"), on="tenant_id", how="left", maintain_order="left"
+        )
         regions = regions.with_columns(pl.col("_region").fill_null(self.settings.default_region))
         return {
             self.quarantine_uri(str(region)): part.drop("_region")
@@ -653,7 +686,9 @@ class BronzeLander:
         if self.crash is not None and self.crash.point == point and self.flushes == self.crash.after_flushes:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def land(self, batch: LandingBatch, *, ledger: Ledger, metadata: Mapping[str, str] | None = None) -> Reconciliation:
+    def land(
+        self, batch: LandingBatch, *, ledger: Ledger, metadata: Mapping[str, str] | None = None
+    ) -> Reconciliation:
         """Land one validated batch: data tables first (one commit each), then the ledger row(s)."""
         from shironzi.lake import Txn, append
 
@@ -709,7 +744,9 @@ class BronzeLander:
             target.remember(rows, versions)
             counts.table_versions[target.uri] = version
             if target.dedupe:
-                self.touched.setdefault(target.uri, set()).update(rows.get_column(PARTITION_COLUMN).unique().to_list())
+                self.touched.setdefault(target.uri, set()).update(
+                    rows.get_column(PARTITION_COLUMN).unique().to_list()
+                )
             if first_commit:
                 self._maybe_crash("between_commits")
                 first_commit = False

@@ -48,12 +48,18 @@ def _crash_plan(point: str | None, after: int) -> CrashPlan | None:
 
 @ingest_app.command("batch")
 def batch_command(
-    source: Annotated[str | None, typer.Argument(help="A landing directory or file (CSV, JSONL, Parquet).")] = None,
+    source: Annotated[
+        str | None, typer.Argument(help="A landing directory or file (CSV, JSONL, Parquet).")
+    ] = None,
     sql: Annotated[str | None, typer.Option("--sql", help="SQLAlchemy URL of a source database.")] = None,
     table: Annotated[str | None, typer.Option("--table", help="Source table (with --sql).")] = None,
     query: Annotated[str | None, typer.Option("--query", help="Source query instead of --table.")] = None,
-    watermark: Annotated[str | None, typer.Option("--watermark", help="Incremental column (int/timestamp).")] = None,
-    source_name: Annotated[str | None, typer.Option("--source-name", help="Name keying the watermark.")] = None,
+    watermark: Annotated[
+        str | None, typer.Option("--watermark", help="Incremental column (int/timestamp).")
+    ] = None,
+    source_name: Annotated[
+        str | None, typer.Option("--source-name", help="Name keying the watermark.")
+    ] = None,
     flush_rows: Annotated[int, typer.Option(min=1, help="Rows per commit (files are grouped).")] = 250_000,
     skip_quality: Annotated[bool, typer.Option("--skip-quality", help="Skip the GE checkpoint.")] = False,
     crash_at: Annotated[str | None, typer.Option(hidden=True)] = None,
@@ -70,33 +76,57 @@ def batch_command(
             raise InvalidInputError("--sql needs --watermark and --source-name (and --table or --query)")
         from ingestion.batch.sql import ingest_sql
 
-        result = ingest_sql(sql, table=table, query=query, watermark=watermark, source_name=source_name,
-                            check_quality=not skip_quality, crash=crash)
+        result = ingest_sql(
+            sql,
+            table=table,
+            query=query,
+            watermark=watermark,
+            source_name=source_name,
+            check_quality=not skip_quality,
+            crash=crash,
+        )
     else:
         if source is None:
             raise InvalidInputError("give a landing directory/file, or --sql URL --table T --watermark COL")
         from ingestion.batch.files import ingest_files
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
             task = progress.add_task("landing files", total=None)
             result = ingest_files(
-                source, flush_rows=flush_rows, check_quality=not skip_quality, crash=crash,
+                source,
+                flush_rows=flush_rows,
+                check_quality=not skip_quality,
+                crash=crash,
                 on_start=lambda n: progress.update(task, total=n),
                 on_file=lambda f, rows: progress.advance(task),
             )
-        console.print(f"{len(result.files_landed)} file(s) landed, {len(result.files_skipped)} already processed")
+        console.print(
+            f"{len(result.files_landed)} file(s) landed, {len(result.files_skipped)} already processed"
+        )
     console.print(reconciliation_table(f"run {result.run_id} ({result.status})", result.totals))
-    console.print(f"{result.totals.received:,} rows in {result.seconds:.2f}s ({result.rows_per_second:,.0f} rows/s)")
+    console.print(
+        f"{result.totals.received:,} rows in {result.seconds:.2f}s ({result.rows_per_second:,.0f} rows/s)"
+    )
 
 
 @ingest_app.command("stream")
 def stream_command(
     topic: Annotated[str, typer.Option("--topic", help="Kafka topic to ingest.")] = "events",
-    worker: Annotated[int, typer.Option(min=0, help="This worker's index (partitions p % workers == worker).")] = 0,
+    worker: Annotated[
+        int, typer.Option(min=0, help="This worker's index (partitions p % workers == worker).")
+    ] = 0,
     workers: Annotated[int, typer.Option(min=1, help="How many workers share the topic.")] = 1,
     client: Annotated[Literal["confluent", "kafka-python"], typer.Option(help="Kafka client.")] = "confluent",
-    bootstrap: Annotated[str | None, typer.Option(help="Bootstrap servers (default: settings/bundled).")] = None,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Bootstrap servers (default: settings/bundled).")
+    ] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Flush after this many records.")] = 50_000,
     max_wait_ms: Annotated[int, typer.Option(min=0, help="... or after this long.")] = 1_000,
     until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Stop when lag is 0.")] = False,
@@ -109,20 +139,34 @@ def stream_command(
     from ingestion.stream.ingestor import StreamIngestor, StreamOptions
 
     options = StreamOptions(
-        topic=topic, worker=worker, workers=workers, client=client, bootstrap=bootstrap, max_batch=max_batch,
-        max_wait_ms=max_wait_ms, until_caught_up=until_caught_up, max_flushes=max_flushes, namespace=namespace,
+        topic=topic,
+        worker=worker,
+        workers=workers,
+        client=client,
+        bootstrap=bootstrap,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        until_caught_up=until_caught_up,
+        max_flushes=max_flushes,
+        namespace=namespace,
         crash=_crash_plan(crash_at, crash_after_flushes),
     )
     result = StreamIngestor(options).run()
     console.print(f"partitions {result.partitions}: offsets {result.start_offsets} -> {result.end_offsets}")
-    console.print(reconciliation_table(f"stream run {result.run_id} ({result.flushes} flushes)", result.totals))
-    console.print(f"{result.totals.received:,} events in {result.seconds:.2f}s "
-                  f"({result.events_per_second:,.0f} events/s)")
+    console.print(
+        reconciliation_table(f"stream run {result.run_id} ({result.flushes} flushes)", result.totals)
+    )
+    console.print(
+        f"{result.totals.received:,} events in {result.seconds:.2f}s "
+        f"({result.events_per_second:,.0f} events/s)"
+    )
 
 
 @ingest_app.command("check")
 def check_command(
-    on_date: Annotated[str | None, typer.Option("--date", help="Partition date YYYY-MM-DD (default: newest).")] = None,
+    on_date: Annotated[
+        str | None, typer.Option("--date", help="Partition date YYYY-MM-DD (default: newest).")
+    ] = None,
     freshness_days: Annotated[int, typer.Option(min=1, help="Newest event may be this many days old.")] = 30,
 ) -> None:
     """Run the Great Expectations checkpoint on bronze partitions; exit 1 when it fails."""
@@ -137,7 +181,11 @@ def check_command(
     for column in ("table", "partitions", "rows checked", "result"):
         table.add_column(column)
     for uri, info in report.tables.items():
-        verdict = "[green]passed[/green]" if info["success"] else "[red]failed: " + ", ".join(info["failed"]) + "[/red]"
+        verdict = (
+            "[green]passed[/green]"
+            if info["success"]
+            else "[red]failed: " + ", ".join(info["failed"]) + "[/red]"
+        )
         table.add_row(uri, ", ".join(info["partitions"]), f"{info['rows_checked']:,}", verdict)
     console.print(table)
     check_or_raise(report)

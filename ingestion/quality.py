@@ -43,8 +43,11 @@ def _expectations(gx: Any, *, event_types: list[str], freshness_days: int, now: 
     out: list[Any] = [gx.expectations.ExpectTableRowCountToBeBetween(min_value=1)]
     out += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in KEY_COLUMNS]
     out.append(gx.expectations.ExpectColumnValuesToBeInSet(column="event_type", value_set=event_types))
-    out.append(gx.expectations.ExpectColumnMaxToBeBetween(
-        column="event_time_epoch_s", min_value=oldest_allowed, max_value=newest_allowed))
+    out.append(
+        gx.expectations.ExpectColumnMaxToBeBetween(
+            column="event_time_epoch_s", min_value=oldest_allowed, max_value=newest_allowed
+        )
+    )
     return out
 
 
@@ -53,8 +56,12 @@ def _sample(uri: str, dates: Iterable[date], max_rows: int, settings: Settings) 
 
     from shironzi.lake import read_polars
 
-    frame = read_polars(uri, columns=list(KEY_COLUMNS), filters=[("event_date", "in", sorted(dates))],
-                        storage_options=settings.storage_options)
+    frame = read_polars(
+        uri,
+        columns=list(KEY_COLUMNS),
+        filters=[("event_date", "in", sorted(dates))],
+        storage_options=settings.storage_options,
+    )
     if frame.height > max_rows:
         frame = frame.sample(max_rows, seed=0)
     return frame.with_columns(
@@ -95,9 +102,11 @@ def run_checkpoint(
         for expectation in _expectations(gx, event_types=event_types, freshness_days=freshness_days, now=now):
             suite.add_expectation(expectation)
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"bronze_{number}", data=batch_definition, suite=suite))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(name=f"ingest_{number}",
-                                                           validation_definitions=[definition]))
+            gx.ValidationDefinition(name=f"bronze_{number}", data=batch_definition, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(name=f"ingest_{number}", validation_definitions=[definition])
+        )
         outcome = checkpoint.run(batch_parameters={"dataframe": frame})
         failed = []
         for run_result in outcome.run_results.values():
@@ -106,8 +115,12 @@ def run_checkpoint(
                     config = item.expectation_config
                     column = config.kwargs.get("column")
                     failed.append(f"{config.type}({column})" if column else str(config.type))
-        report.tables[uri] = {"success": outcome.success, "failed": failed, "rows_checked": len(frame),
-                              "partitions": [d.isoformat() for d in dates]}
+        report.tables[uri] = {
+            "success": outcome.success,
+            "failed": failed,
+            "rows_checked": len(frame),
+            "partitions": [d.isoformat() for d in dates],
+        }
         report.success = report.success and bool(outcome.success)
     return report
 
@@ -122,13 +135,24 @@ def bronze_tables(settings: Settings | None = None) -> list[str]:
     uris = [table_uri(lake, layer="bronze", table="events", region=r) for r in settings.regions]
     for tenant in get_registry(settings).tenant_directory().values():
         if tenant.placement == "dedicated":
-            uris.append(table_uri(lake, layer="bronze", table="events", region=tenant.region,
-                                  placement="dedicated", tenant_id=tenant.tenant_id))
+            uris.append(
+                table_uri(
+                    lake,
+                    layer="bronze",
+                    table="events",
+                    region=tenant.region,
+                    placement="dedicated",
+                    tenant_id=tenant.tenant_id,
+                )
+            )
     return [u for u in uris if table_exists(u)]
 
 
 def check_bronze(
-    *, on_date: date | None = None, settings: Settings | None = None, freshness_days: int = DEFAULT_FRESHNESS_DAYS
+    *,
+    on_date: date | None = None,
+    settings: Settings | None = None,
+    freshness_days: int = DEFAULT_FRESHNESS_DAYS,
 ) -> QualityReport:
     """`shironzi ingest check`: the checkpoint on one date's partitions (default: each table's newest)."""
     from shironzi.lake import read_polars
@@ -144,12 +168,18 @@ def check_bronze(
                 partitions[uri] = [newest]  # type: ignore[list-item]
     if not partitions:
         raise InvalidInputError("no bronze table to check: land some data first")
-    return run_checkpoint(partitions, settings=settings, freshness_days=freshness_days,
-                          now=datetime.combine(on_date, datetime.max.time(), UTC) if on_date else None)
+    return run_checkpoint(
+        partitions,
+        settings=settings,
+        freshness_days=freshness_days,
+        now=datetime.combine(on_date, datetime.max.time(), UTC) if on_date else None,
+    )
 
 
 def check_or_raise(report: QualityReport) -> QualityReport:
     """Raise DataQualityError when the checkpoint failed, so downstream stages stop."""
     if not report.success:
-        raise DataQualityError("bronze quality checkpoint failed: " + "; ".join(report.failed), failed=report.failed)
+        raise DataQualityError(
+            "bronze quality checkpoint failed: " + "; ".join(report.failed), failed=report.failed
+        )
     return report

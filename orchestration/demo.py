@@ -84,11 +84,89 @@ def provision_demo_tenants(state: DemoState) -> StageOutcome:
     return StageOutcome(rows=len(state.tenant_ids), note=f"{created} created, {len(DEMO_TENANTS) - created} reused")
 
 
+LIVE_DAYS = 3  # the newest days of the simulation arrive through the stream; the rest as landing files
+DEMO_TOPIC = "events"
+
+
+def _split_simulation(state: DemoState) -> tuple[Any, Any]:
+    """Simulate the demo tenants once: (history for landing files, the live slice for the stream)."""
+    import dataclasses
+    from datetime import timedelta
+
+    import polars as pl
+
+    from ingestion.synthetic import simulate
+    from shironzi.tenancy import get_registry
+
+    directory = get_registry().tenant_directory(fresh=True)
+    tenants = [(tid, directory[tid].industry) for tid in state.tenant_ids]
+    sim = simulate(tenants, customers=state.customers, days=state.days, seed=state.seed, bad_share=0.002)
+    cutoff = sim.start + timedelta(days=sim.days - LIVE_DAYS)
+
+    def part(keep: pl.Expr) -> Any:
+        events = sim.events.filter(keep)
+        return dataclasses.replace(sim, events=events,
+                                   bad_plan=sim.bad_plan.filter(pl.col("seq").is_in(events.get_column("seq").implode())))
+
+    day = pl.col("event_time").dt.date()
+    return part(day < cutoff), part(day >= cutoff)
+
+
+def _reconciliation_note(counts: Any) -> str:
+    return (f"received {counts.received:,} = landed {counts.landed:,} + quarantined {counts.quarantined:,} "
+            f"+ dupes {counts.duplicates:,}" + ("" if counts.balanced() else " (NOT balanced)"))
+
+
+def simulate_and_land_files(state: DemoState) -> StageOutcome:
+    """Simulate the demo tenants' history as JSONL landing files and land them with the batch connector."""
+    from ingestion.batch import ingest_files
+    from ingestion.synthetic import write_landing_files
+
+    history, live = _split_simulation(state)
+    state.facts["live_simulation"] = live
+    landing = state.settings.home / "landing"
+    write_landing_files(history, landing, fmt="jsonl", file_per="day")
+    result = ingest_files(landing, check_quality=False)
+    versions = {uri.rsplit("/lake/", 1)[-1]: v for uri, v in result.totals.table_versions.items() if "/bronze/" in uri}
+    return StageOutcome(rows=result.totals.landed, versions=versions, note=_reconciliation_note(result.totals))
+
+
+def stream_live_slice(state: DemoState) -> StageOutcome:
+    """Produce the newest days to the bundled broker's `events` topic and ingest them until caught up."""
+    from ingestion.stream import broker_status, ensure_topic, make_sink, start_broker, stop_broker
+    from ingestion.stream.ingestor import StreamIngestor, StreamOptions
+    from ingestion.synthetic import iter_payload_batches
+
+    live = state.facts.get("live_simulation")
+    if live is None:
+        _, live = _split_simulation(state)
+    started_here = not state.settings.kafka_bootstrap and not broker_status().running
+    info = start_broker() if started_here else None
+    try:
+        from ingestion.stream import resolve_bootstrap
+
+        bootstrap = info.bootstrap if info is not None else resolve_bootstrap()
+        ensure_topic(bootstrap, DEMO_TOPIC, partitions=4)
+        with make_sink("confluent", bootstrap) as sink:
+            for batch in iter_payload_batches(live):
+                for key, value in zip(batch.keys, batch.values, strict=True):
+                    sink.produce(DEMO_TOPIC, key, value)
+            sink.flush()
+        result = StreamIngestor(StreamOptions(topic=DEMO_TOPIC, bootstrap=bootstrap, until_caught_up=True)).run()
+    finally:
+        if started_here:
+            stop_broker()
+    versions = {uri.rsplit("/lake/", 1)[-1]: v for uri, v in result.totals.table_versions.items() if "/bronze/" in uri}
+    return StageOutcome(rows=result.totals.landed, versions=versions, note=_reconciliation_note(result.totals))
+
+
 DemoStageFn = Callable[[DemoState], StageOutcome]
 
 # Each later capability appends its stage here, in pipeline order.
 STAGES: list[tuple[str, DemoStageFn]] = [
     ("provision tenants", provision_demo_tenants),
+    ("simulate + land files", simulate_and_land_files),
+    ("stream live slice", stream_live_slice),
 ]
 
 

@@ -47,6 +47,12 @@ class TableNotFoundError(NotFoundError):
     code = "table_not_found"
 
 
+class FeatureNotFoundError(NotFoundError):
+    """An unknown feature view or feature name (feature store)."""
+
+    code = "feature_not_found"
+
+
 class ConflictError(ShironziError):
     status = 409
     code = "conflict"

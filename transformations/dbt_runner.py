@@ -1,4 +1,4 @@
-"""Run the curated layer (dbt on DuckDB: bronze Delta -> silver/gold Delta) from Python or `shironzi transform`.
+"""Run the curated layer (dbt on DuckDB: bronze Delta -> silver/gold Delta) from Python or the CLI.
 
 The dbt project (dbt_project/) holds no absolute path: this runner computes every location from the
 settings and hands it over as `SHIRONZI_DBT_*` environment variables and `--vars`. The DuckDB file,
@@ -29,7 +29,16 @@ from shironzi.settings import Settings, get_settings
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 PLUGINS_DIR = PROJECT_DIR / "plugins"
 INDUSTRIES = ("ecommerce", "healthcare", "education")
-REGISTRY_COLUMNS = ("tenant_id", "slug", "industry", "region", "plan", "placement", "status", "analytics_enabled")
+REGISTRY_COLUMNS = (
+    "tenant_id",
+    "slug",
+    "industry",
+    "region",
+    "plan",
+    "placement",
+    "status",
+    "analytics_enabled",
+)
 
 # dbt keeps process-global state (flags, adapters) and we set environment variables: one build at a time.
 _DBT_LOCK = threading.RLock()
@@ -60,7 +69,9 @@ def registry_snapshot_uri(settings: Settings) -> str:
 
 def layer_root(settings: Settings, region: str, layer: str) -> str:
     """`{lake}/{region}/{layer}`: where the dbt models of that layer write their Delta tables."""
-    return table_uri(settings.resolved_lake_uri, layer=layer, table="placeholder", region=region).rsplit("/", 1)[0]  # type: ignore[arg-type]
+    return table_uri(settings.resolved_lake_uri, layer=layer, table="placeholder", region=region).rsplit(
+        "/", 1
+    )[0]  # type: ignore[arg-type]
 
 
 def dbt_home(settings: Settings, region: str) -> Path:
@@ -69,8 +80,9 @@ def dbt_home(settings: Settings, region: str) -> Path:
 
 def _check_region(settings: Settings, region: str) -> str:
     if region not in settings.regions:
-        raise InvalidInputError(f"unknown region {region!r}; expected one of {', '.join(settings.regions)}",
-                                region=region)
+        raise InvalidInputError(
+            f"unknown region {region!r}; expected one of {', '.join(settings.regions)}", region=region
+        )
     return region
 
 
@@ -81,8 +93,10 @@ def _registry_tenants(settings: Settings) -> list[dict[str, Any]]:
 
     registry = get_registry(settings)
     analytics = set(registry.tenants_with_module("analytics"))
-    return [{**info._asdict(), "analytics_enabled": tenant_id in analytics}
-            for tenant_id, info in registry.tenant_directory(fresh=True).items()]
+    return [
+        {**info._asdict(), "analytics_enabled": tenant_id in analytics}
+        for tenant_id, info in registry.tenant_directory(fresh=True).items()
+    ]
 
 
 def _snapshot_rows(tenants: Iterable[Mapping[str, Any]], region: str) -> dict[str, list[Any]]:
@@ -97,8 +111,11 @@ def _snapshot_rows(tenants: Iterable[Mapping[str, Any]], region: str) -> dict[st
         seen.add(tenant_id)
         industry = str(tenant.get("industry") or "").lower()
         if industry not in INDUSTRIES:
-            raise InvalidInputError(f"tenant {tenant_id!r} has unknown industry {industry!r}; "
-                                    f"expected one of {', '.join(INDUSTRIES)}", tenant=tenant_id)
+            raise InvalidInputError(
+                f"tenant {tenant_id!r} has unknown industry {industry!r}; "
+                f"expected one of {', '.join(INDUSTRIES)}",
+                tenant=tenant_id,
+            )
         modules = tenant.get("modules")
         enabled = tenant.get("analytics_enabled", "analytics" in modules if modules is not None else True)
         columns["tenant_id"].append(tenant_id)
@@ -112,8 +129,9 @@ def _snapshot_rows(tenants: Iterable[Mapping[str, Any]], region: str) -> dict[st
     return columns
 
 
-def write_registry_snapshot(*, tenants: Iterable[Mapping[str, Any]] | None = None, region: str,
-                            settings: Settings | None = None) -> tuple[str, set[str]]:
+def write_registry_snapshot(
+    *, tenants: Iterable[Mapping[str, Any]] | None = None, region: str, settings: Settings | None = None
+) -> tuple[str, set[str]]:
     """Write the tenants dbt sees (explicit dicts, else the registry) as a Delta table; returns its URI
     and the ids of this region's tenants with analytics on."""
     import pyarrow as pa
@@ -121,13 +139,22 @@ def write_registry_snapshot(*, tenants: Iterable[Mapping[str, Any]] | None = Non
 
     settings = settings or get_settings()
     rows = _snapshot_rows(_registry_tenants(settings) if tenants is None else tenants, region)
-    schema = pa.schema([(name, pa.bool_() if name == "analytics_enabled" else pa.string())
-                        for name in REGISTRY_COLUMNS])
+    schema = pa.schema(
+        [(name, pa.bool_() if name == "analytics_enabled" else pa.string()) for name in REGISTRY_COLUMNS]
+    )
     uri = registry_snapshot_uri(settings)
-    write_deltalake(uri, pa.table(rows, schema=schema), mode="overwrite", schema_mode="overwrite",
-                    storage_options=settings.storage_options or None)
-    enabled = {tid for tid, reg, on in zip(rows["tenant_id"], rows["region"], rows["analytics_enabled"],
-                                          strict=True) if on and reg == region}
+    write_deltalake(
+        uri,
+        pa.table(rows, schema=schema),
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=settings.storage_options or None,
+    )
+    enabled = {
+        tid
+        for tid, reg, on in zip(rows["tenant_id"], rows["region"], rows["analytics_enabled"], strict=True)
+        if on and reg == region
+    }
     return uri, enabled
 
 
@@ -168,14 +195,52 @@ def dbt_environment(settings: Settings, region: str) -> Iterator[Path]:
                     sys.path.remove(str(PLUGINS_DIR))
 
 
-def _invoke(command: str, work: Path, *, region: str, extra: list[str], dbt_vars: Mapping[str, Any],
-            project_dir: Path = PROJECT_DIR) -> Any:
+def _release_duckdb() -> None:
+    """Close dbt-duckdb's process-wide DuckDB environment: frees the file lock and the registered
+    datasets, and keeps a later `dbt parse` from loading sources through a stale environment."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        environment = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+    if environment is not None:
+        with contextlib.suppress(Exception):
+            environment.close()
+
+
+def _invoke(
+    command: str,
+    work: Path,
+    *,
+    region: str,
+    extra: list[str],
+    dbt_vars: Mapping[str, Any],
+    project_dir: Path = PROJECT_DIR,
+) -> Any:
+    """Run one dbt command (e.g. "build", "docs generate") in-process against the region's work dir."""
     from dbt.cli.main import dbtRunner
 
-    args = [command, "--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
-            "--target-path", str(work / "target"), "--log-path", str(work / "logs"),
-            "--vars", json.dumps({"region": region, **dbt_vars}), "--quiet", "--no-use-colors", *extra]
-    return dbtRunner().invoke(args)
+    args = [
+        *command.split(),
+        "--project-dir",
+        str(project_dir),
+        "--profiles-dir",
+        str(project_dir),
+        "--target-path",
+        str(work / "target"),
+        "--log-path",
+        str(work / "logs"),
+        "--vars",
+        json.dumps({"region": region, **dbt_vars}),
+        "--quiet",
+        "--no-use-colors",
+        *extra,
+    ]
+    _release_duckdb()
+    try:
+        return dbtRunner().invoke(args)
+    finally:
+        _release_duckdb()
 
 
 def _first_line(text: str | None) -> str:
@@ -196,7 +261,9 @@ def _summarise(result: Any) -> tuple[list[str], int, int, list[str]]:
                 passed += 1
             elif status in ("fail", "error"):
                 failed += 1
-                failures.append(f"{kind} {node.name}: {status} ({_first_line(item.message) or 'failing rows'})")
+                failures.append(
+                    f"{kind} {node.name}: {status} ({_first_line(item.message) or 'failing rows'})"
+                )
         elif kind in ("model", "seed", "snapshot"):
             if status == "success":
                 if kind == "model":
@@ -211,8 +278,13 @@ def _gold_models(work: Path) -> list[str]:
     if not manifest.exists():
         return []
     nodes = json.loads(manifest.read_text())["nodes"].values()
-    return sorted(n["name"] for n in nodes if n["resource_type"] == "model"
-                  and n["config"].get("materialized") == "delta" and n["config"].get("layer") == "gold")
+    return sorted(
+        n["name"]
+        for n in nodes
+        if n["resource_type"] == "model"
+        and n["config"].get("materialized") == "delta"
+        and n["config"].get("layer") == "gold"
+    )
 
 
 def _gold_versions(settings: Settings, region: str, names: Iterable[str]) -> dict[str, int]:
@@ -255,8 +327,9 @@ def run_dbt_build(
     try:
         DeltaTable(bronze, storage_options=settings.storage_options or None)
     except DeltaMissing as exc:
-        raise TableNotFoundError(f"no bronze events table for region {region!r} at {bronze}; ingest events first",
-                                 uri=bronze) from exc
+        raise TableNotFoundError(
+            f"no bronze events table for region {region!r} at {bronze}; ingest events first", uri=bronze
+        ) from exc
 
     with stage("dbt_build", region=region) as summary:
         _, enabled = write_registry_snapshot(tenants=tenants, region=region, settings=settings)
@@ -267,8 +340,14 @@ def run_dbt_build(
         extra = [*(["--select", select] if select else []), *(["--full-refresh"] if full_refresh else [])]
         started = time.perf_counter()
         with dbt_environment(settings, region) as work:
-            outcome = _invoke("build", work, region=region, extra=extra, dbt_vars=dict(dbt_vars or {}),
-                              project_dir=project_dir or PROJECT_DIR)
+            outcome = _invoke(
+                "build",
+                work,
+                region=region,
+                extra=extra,
+                dbt_vars=dict(dbt_vars or {}),
+                project_dir=project_dir or PROJECT_DIR,
+            )
         seconds = time.perf_counter() - started
         models, passed, failed, failures = _summarise(outcome.result)
         if outcome.exception is not None:
@@ -276,12 +355,21 @@ def run_dbt_build(
         success = bool(outcome.success) and not failures
         if success:
             state_file.write_text(json.dumps({"analytics_tenants": fingerprint}))
-        result = DbtBuildResult(models_built=models, tests_passed=passed, tests_failed=failed,
-                                gold_versions=_gold_versions(settings, region, _gold_models(work)),
-                                seconds=seconds, success=success, failures=failures, full_refresh=full_refresh)
+        result = DbtBuildResult(
+            models_built=models,
+            tests_passed=passed,
+            tests_failed=failed,
+            gold_versions=_gold_versions(settings, region, _gold_models(work)),
+            seconds=seconds,
+            success=success,
+            failures=failures,
+            full_refresh=full_refresh,
+        )
         summary.rows = len(models)
         summary.table_version = result.gold_versions
-        summary.extra.update(tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh)
+        summary.extra.update(
+            tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh
+        )
     if raise_on_failure and not success:
         raise TransformationError(_failure_message(result), region=region, failures=failures)
     return result
@@ -303,27 +391,38 @@ def dbt_manifest(*, region: str | None = None, settings: Settings | None = None)
             raise TransformationError(f"dbt parse failed: {_first_line(str(outcome.exception))}")
         nodes = json.loads((work / "target" / "manifest.json").read_text())["nodes"]
     models = {key: node for key, node in nodes.items() if node["resource_type"] == "model"}
-    return {node["name"]: sorted(models[dep]["name"] for dep in node["depends_on"]["nodes"] if dep in models)
-            for node in models.values()}
+    return {
+        node["name"]: sorted(models[dep]["name"] for dep in node["depends_on"]["nodes"] if dep in models)
+        for node in models.values()
+    }
 
 
 # -- the CLI command ----------------------------------------------------------------------------------
 def transform(
-    region: str = typer.Option(None, "--region", help="Region to build (default: the settings' default region)."),
-    select: str = typer.Option(None, "--select", "-s", help="dbt node selection, e.g. 'fct_tenant_daily_kpis+'."),
-    full_refresh: bool = typer.Option(False, "--full-refresh", help="Rebuild incremental Delta tables in full."),
+    region: str = typer.Option(
+        None, "--region", help="Region to build (default: the settings' default region)."
+    ),
+    select: str = typer.Option(
+        None, "--select", "-s", help="dbt node selection, e.g. 'fct_tenant_daily_kpis+'."
+    ),
+    full_refresh: bool = typer.Option(
+        False, "--full-refresh", help="Rebuild incremental Delta tables in full."
+    ),
 ) -> None:
     """Build the curated layer with dbt: bronze Delta -> silver and gold Delta, with every test."""
     from rich.console import Console
     from rich.table import Table
 
     settings = get_settings()
-    result = run_dbt_build(region=region or settings.default_region, select=select, full_refresh=full_refresh,
-                           settings=settings)
+    result = run_dbt_build(
+        region=region or settings.default_region, select=select, full_refresh=full_refresh, settings=settings
+    )
     console = Console(highlight=False)
-    console.print(f"models built: {len(result.models_built)}  tests passed: {result.tests_passed}  "
-                  f"tests failed: {result.tests_failed}  ({result.seconds:.1f}s"
-                  f"{', full refresh' if result.full_refresh else ''})")
+    console.print(
+        f"models built: {len(result.models_built)}  tests passed: {result.tests_passed}  "
+        f"tests failed: {result.tests_failed}  ({result.seconds:.1f}s"
+        f"{', full refresh' if result.full_refresh else ''})"
+    )
     table = Table(title="gold Delta tables")
     table.add_column("table")
     table.add_column("version", justify="right")

@@ -110,8 +110,10 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn: Any) -> None:
         """Re-register the Delta-backed views a previous run created; drop those whose table is gone."""
         self._conn = conn
-        conn.execute(f"create table if not exists {CATALOG_TABLE} "
-                     "(view_name varchar primary key, df_name varchar, location varchar)")
+        conn.execute(
+            f"create table if not exists {CATALOG_TABLE} "
+            "(view_name varchar primary key, df_name varchar, location varchar)"
+        )
         entries = conn.execute(f"select view_name, df_name, location from {CATALOG_TABLE}").fetchall()
         for view_name, df_name, location in entries:
             dataset = self._load_dataset(location)
@@ -145,20 +147,38 @@ class Plugin(BasePlugin):
         try:
             reader = _conform(cursor.sql(f"select * from {staged}").to_arrow_reader(_BATCH_ROWS))
             if mode == "overwrite":
-                write_deltalake(location, reader, mode="overwrite", partition_by=partition_by or None,
-                                schema_mode="overwrite", storage_options=self._storage_options or None,
-                                configuration={"delta.checkpointInterval": "100"})
+                write_deltalake(
+                    location,
+                    reader,
+                    mode="overwrite",
+                    partition_by=partition_by or None,
+                    schema_mode="overwrite",
+                    storage_options=self._storage_options or None,
+                    configuration={"delta.checkpointInterval": "100"},
+                )
             elif mode == "merge":
-                self._merge(location, reader.read_all(), unique_key=unique_key, partition_by=partition_by,
-                            delete_stale=bool(options.get("delete_stale_in_scope", False)))
+                self._merge(
+                    location,
+                    reader.read_all(),
+                    unique_key=unique_key,
+                    partition_by=partition_by,
+                    delete_stale=bool(options.get("delete_stale_in_scope", False)),
+                )
             else:
                 raise DeltaWriteError(f"unknown delta write mode {mode!r}")
             self._publish(cursor, view_name=view_name, location=location)
         finally:
             cursor.close()
 
-    def _merge(self, location: str, rows: pa.Table, *, unique_key: list[str], partition_by: list[str],
-               delete_stale: bool) -> None:
+    def _merge(
+        self,
+        location: str,
+        rows: pa.Table,
+        *,
+        unique_key: list[str],
+        partition_by: list[str],
+        delete_stale: bool,
+    ) -> None:
         """Upsert `rows` on `unique_key` into the partitions they touch, in one commit that rewrites only
         those partitions: the partitions' current rows whose key is not in `rows` are kept (dropped when
         `delete_stale`), the rest come from `rows`. Written with write_deltalake's replace-where rather
@@ -167,13 +187,20 @@ class Plugin(BasePlugin):
         if not unique_key:
             raise DeltaWriteError("an incremental delta model needs a unique_key")
         if not partition_by:
-            raise DeltaWriteError("an incremental delta model needs partition_by: merges are partition-scoped")
+            raise DeltaWriteError(
+                "an incremental delta model needs partition_by: merges are partition-scoped"
+            )
         if rows.num_rows == 0:
             return  # nothing changed upstream: no commit, the table version stays
         table = self._open(location)
         if table is None:  # the table vanished since the view was made: create it
-            write_deltalake(location, rows, mode="overwrite", partition_by=partition_by,
-                            storage_options=self._storage_options or None)
+            write_deltalake(
+                location,
+                rows,
+                mode="overwrite",
+                partition_by=partition_by,
+                storage_options=self._storage_options or None,
+            )
             return
         self._check_schema(table, rows.schema, location)
         for key in unique_key:
@@ -184,19 +211,30 @@ class Plugin(BasePlugin):
             current = self._load_dataset(location).to_table(filter=scope_filter)
             kept = current.join(rows.select(unique_key), keys=unique_key, join_type="left anti")
             merged = pa.concat_tables([kept.select(rows.schema.names).cast(rows.schema), rows])
-        write_deltalake(location, merged, mode="overwrite", predicate=scope_sql, partition_by=partition_by,
-                        storage_options=self._storage_options or None,
-                        commit_properties=CommitProperties(custom_metadata={
-                            "shironzi.operation": "partition_merge",
-                            "shironzi.unique_key": ",".join(unique_key),
-                            "shironzi.source_rows": str(rows.num_rows)}))
+        write_deltalake(
+            location,
+            merged,
+            mode="overwrite",
+            predicate=scope_sql,
+            partition_by=partition_by,
+            storage_options=self._storage_options or None,
+            commit_properties=CommitProperties(
+                custom_metadata={
+                    "shironzi.operation": "partition_merge",
+                    "shironzi.unique_key": ",".join(unique_key),
+                    "shironzi.source_rows": str(rows.num_rows),
+                }
+            ),
+        )
 
     @staticmethod
     def _partition_scope(rows: pa.Table, partition_by: list[str]) -> tuple[str, Any]:
         """The partitions the staged rows touch, as a delta-rs predicate and a pyarrow filter."""
         clauses, filters = [], None
         for column in partition_by:
-            values = sorted({v for v in rows.column(_ident(column)).to_pylist()}, key=lambda v: (v is None, str(v)))
+            values = sorted(
+                {v for v in rows.column(_ident(column)).to_pylist()}, key=lambda v: (v is None, str(v))
+            )
             non_null = [v for v in values if v is not None]
             parts = [f"{column} IN ({', '.join(sql_literal(v) for v in non_null)})"] if non_null else []
             expression = pc.field(column).isin(pa.array(non_null, type=rows.schema.field(column).type))
@@ -215,7 +253,8 @@ class Plugin(BasePlugin):
             added, removed = sorted(names - current), sorted(current - names)
             raise DeltaWriteError(
                 f"the columns of {location} changed (added {added}, removed {removed}); "
-                "an incremental merge cannot change the schema: rebuild with --full-refresh")
+                "an incremental merge cannot change the schema: rebuild with --full-refresh"
+            )
 
     # -- publishing -------------------------------------------------------------------------------
     def _open(self, location: str) -> DeltaTable | None:
@@ -250,7 +289,9 @@ class Plugin(BasePlugin):
                     live.append(other)
             self._cursors = live
         cursor.execute(f"create or replace view {view_name} as select * from {df_name}")
-        cursor.execute(f"insert or replace into {CATALOG_TABLE} values (?, ?, ?)", [view_name, df_name, location])
+        cursor.execute(
+            f"insert or replace into {CATALOG_TABLE} values (?, ?, ?)", [view_name, df_name, location]
+        )
 
     def default_materialization(self) -> str:
         return "view"

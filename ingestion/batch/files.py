@@ -44,7 +44,12 @@ if TYPE_CHECKING:
     from shironzi.tenancy.records import TenantInfo
 
 FileFormat = Literal["csv", "jsonl", "parquet"]
-EXTENSIONS: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+EXTENSIONS: dict[str, FileFormat] = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
 DEFAULT_FLUSH_ROWS = 250_000
 
 MANIFEST_SCHEMA = pa.schema(
@@ -108,9 +113,13 @@ def discover_files(source: str | Path) -> tuple[Path, list[LandingFile]]:
         fmt = EXTENSIONS.get(path.suffix.lower())
         if fmt is None:
             if root.is_file():
-                raise InvalidInputError(f"unsupported landing file {path.name!r}: use .csv, .jsonl or .parquet")
+                raise InvalidInputError(
+                    f"unsupported landing file {path.name!r}: use .csv, .jsonl or .parquet"
+                )
             continue
-        files.append(LandingFile(path, path.relative_to(base).as_posix(), fmt, path.stat().st_size, _sha256(path)))
+        files.append(
+            LandingFile(path, path.relative_to(base).as_posix(), fmt, path.stat().st_size, _sha256(path))
+        )
     return base, files
 
 
@@ -125,47 +134,70 @@ def processed_files(settings: Settings | None = None) -> set[tuple[str, str]]:
     return set(frame.iter_rows())
 
 
-def read_landing_file(file: LandingFile, lander: BronzeLander) -> LandingBatch:
-    """Read and validate one file; positions are `relative:line` (1-based data lines)."""
-    from ingestion.contracts import decode_json_records
+@dataclass
+class RawFile:
+    """One landing file read but not validated: JSONL lines, or a CSV/Parquet frame; `position` per row."""
 
-    source = f"batch:{file.relative}"
+    file: LandingFile
+    rows: int
+    lines: list[bytes] | None = None
+    frame: pl.DataFrame | None = None
+
+
+def read_raw(file: LandingFile) -> RawFile:
+    """Read one file; a file that cannot be parsed is one clear InvalidInputError (nothing is landed)."""
     try:
         if file.format == "jsonl":
             lines = file.path.read_bytes().splitlines()
             while lines and not lines[-1].strip():
                 lines.pop()
-            positions = [f"{file.relative}:{n}" for n in range(1, len(lines) + 1)]
-            decoded = decode_json_records(lines, positions, source=source)
-            result = lander.validate(decoded, source=source)
-            records = decoded.records.select("tenant_id", "event_id", "position")
-            count = len(lines)
-        else:
-            frame = (
-                pl.read_csv(file.path, infer_schema=False)
-                if file.format == "csv"
-                else pl.read_parquet(file.path)
-            )
-            count = frame.height
-            frame = frame.with_columns(
-                (pl.lit(f"{file.relative}:") + pl.int_range(1, count + 1).cast(pl.String)).alias("position")
-            )
-            result = lander.validate(frame, source=source)
-            records = records_keys(frame)
-    except ShironziError:
-        raise
-    except Exception as exc:  # polars/pyarrow parse errors: one clear error, nothing landed
-        raise InvalidInputError(f"cannot read landing file {file.relative!r} as {file.format}: {exc}",
-                                path=file.relative) from exc
-    origins = pl.DataFrame(
+            return RawFile(file, len(lines), lines=lines)
+        frame = pl.read_csv(file.path, infer_schema=False) if file.format == "csv" else pl.read_parquet(file.path)
+    except Exception as exc:  # polars/pyarrow parse errors
+        raise InvalidInputError(
+            f"cannot read landing file {file.relative!r} as {file.format}: {exc}", path=file.relative
+        ) from exc
+    positions = pl.lit(f"{file.relative}:") + pl.int_range(1, frame.height + 1).cast(pl.String)
+    return RawFile(file, frame.height, frame=frame.with_columns(positions.alias("position")))
+
+
+def _origins(raws: list[RawFile]) -> pl.DataFrame:
+    return pl.DataFrame(
         {
-            "position": records.get_column("position") if file.format != "jsonl" else positions,
-            UNIT_COLUMN: [file.app_id] * count,
-            SEQ_COLUMN: [1] * count,
+            "position": [f"{r.file.relative}:{n}" for r in raws for n in range(1, r.rows + 1)],
+            UNIT_COLUMN: [r.file.app_id for r in raws for _ in range(r.rows)],
+            SEQ_COLUMN: [1] * sum(r.rows for r in raws),
         },
         schema={"position": pl.String, UNIT_COLUMN: pl.String, SEQ_COLUMN: pl.Int64},
     )
-    return LandingBatch.build(result, records=records, origins=origins)
+
+
+def validate_files(raws: list[RawFile], lander: BronzeLander) -> LandingBatch:
+    """Validate several read files at once (one decode/validation per format and column layout, so many
+    small files cost what one big file costs); positions are `relative:line` (1-based data lines)."""
+    from ingestion.contracts import decode_json_records
+
+    batches: list[LandingBatch] = []
+    jsonl = [r for r in raws if r.lines is not None]
+    if jsonl:
+        source = "batch:" + (jsonl[0].file.relative if len(jsonl) == 1 else "landing")
+        origins = _origins(jsonl)
+        lines = [line for r in jsonl for line in r.lines or []]
+        decoded = decode_json_records(lines, origins.get_column("position").to_list(), source=source)
+        result = lander.validate(decoded, source=source)
+        batches.append(LandingBatch.build(
+            result, records=decoded.records.select("tenant_id", "event_id", "position"), origins=origins))
+    tabular: dict[tuple[tuple[str, str], ...], list[RawFile]] = {}
+    for raw in raws:
+        if raw.frame is not None:  # same column names and types: validated together, no type coercion
+            layout = tuple((name, str(dtype)) for name, dtype in raw.frame.schema.items())
+            tabular.setdefault(layout, []).append(raw)
+    for group in tabular.values():
+        frame = pl.concat([r.frame for r in group if r.frame is not None])
+        source = "batch:" + (group[0].file.relative if len(group) == 1 else "landing")
+        result = lander.validate(frame, source=source)
+        batches.append(LandingBatch.build(result, records=records_keys(frame), origins=_origins(group)))
+    return LandingBatch.merge(batches)
 
 
 @dataclass
@@ -210,19 +242,29 @@ def finish_run(
         if not result.quality.success:
             quality_error = DataQualityError(
                 f"quality checkpoint failed for run {result.run_id}: {', '.join(result.quality.failed)}",
-                run_id=result.run_id, failed=result.quality.failed,
+                run_id=result.run_id,
+                failed=result.quality.failed,
             )
     failure = error or quality_error
     result.status = "failed" if failure else "succeeded"
     row = run_log_row(
-        run_id=result.run_id, flush=result.flushes, source_kind=result.source_kind,  # type: ignore[arg-type]
-        source_name=result.source_name, worker="0/1", started_at=started_at, counts=result.totals,
+        run_id=result.run_id,
+        flush=result.flushes,
+        source_kind=result.source_kind,  # type: ignore[arg-type]
+        source_name=result.source_name,
+        worker="0/1",
+        started_at=started_at,
+        counts=result.totals,
         status=result.status,  # type: ignore[arg-type]
         error=None if failure is None else f"{type(failure).__name__}: {failure}",
         positions=result.positions,
     )
-    append(run_log_uri(settings), row, metadata={"shironzi.run_id": result.run_id},
-           storage_options=settings.storage_options)
+    append(
+        run_log_uri(settings),
+        row,
+        metadata={"shironzi.run_id": result.run_id},
+        storage_options=settings.storage_options,
+    )
     if quality_error is not None:
         raise quality_error
 
@@ -247,8 +289,12 @@ def ingest_files(
     base, files = discover_files(source)
     done = processed_files(settings)
     todo = [f for f in files if (f.relative, f.checksum) not in done]
-    result = BatchRunResult(run_id=uuid.uuid4().hex, source_kind="files", source_name=str(base),
-                            files_skipped=[f.relative for f in files if (f.relative, f.checksum) in done])
+    result = BatchRunResult(
+        run_id=uuid.uuid4().hex,
+        source_kind="files",
+        source_name=str(base),
+        files_skipped=[f.relative for f in files if (f.relative, f.checksum) in done],
+    )
     if on_start is not None:
         on_start(len(todo))
     lander = BronzeLander(settings=settings, tenants=tenants, crash=crash)
@@ -256,14 +302,14 @@ def ingest_files(
     error: BaseException | None = None
     with stage("ingest_batch", source=str(base)) as summary:
         try:
-            pending: list[tuple[LandingFile, LandingBatch]] = []
+            pending: list[RawFile] = []
             pending_rows = 0
             for file in todo:
-                batch = read_landing_file(file, lander)
-                pending.append((file, batch))
-                pending_rows += batch.result.input_rows
+                raw = read_raw(file)
+                pending.append(raw)
+                pending_rows += raw.rows
                 if on_file is not None:
-                    on_file(file, batch.result.input_rows)
+                    on_file(file, raw.rows)
                 if pending_rows >= flush_rows:
                     _flush(pending, lander, result, settings)
                     pending, pending_rows = [], 0
@@ -273,30 +319,36 @@ def ingest_files(
             error = exc
         summary.rows = result.totals.landed
         summary.table_version = result.totals.table_versions or None
-        summary.extra.update(received=result.totals.received, quarantined=result.totals.quarantined,
-                             duplicates=result.totals.duplicates, files=len(result.files_landed))
+        summary.extra.update(
+            received=result.totals.received,
+            quarantined=result.totals.quarantined,
+            duplicates=result.totals.duplicates,
+            files=len(result.files_landed),
+        )
         result.seconds = summary.seconds = max(0.0, (datetime.now(UTC) - started_at).total_seconds())
     result.positions = {"files": result.files_landed, "skipped": len(result.files_skipped)}
     if isinstance(error, KeyboardInterrupt | SystemExit):
         raise error
-    finish_run(result, lander, started_at=started_at, check_quality=check_quality, error=error, settings=settings)
+    finish_run(
+        result, lander, started_at=started_at, check_quality=check_quality, error=error, settings=settings
+    )
     if error is not None:
         raise error
     return result
 
 
-def _flush(pending: list[tuple[LandingFile, LandingBatch]], lander: BronzeLander, result: BatchRunResult,
-           settings: Settings) -> None:
-    """Land several files' batches with one commit per table, then their manifest rows (the ledger)."""
-    batch = LandingBatch.merge([b for _, b in pending])
+def _flush(pending: list[RawFile], lander: BronzeLander, result: BatchRunResult, settings: Settings) -> None:
+    """Land several files with one commit per table, then their manifest rows (the ledger)."""
+    batch = validate_files(pending, lander)
     landed_at = datetime.now(UTC)
 
     def manifest_rows(_: Reconciliation) -> pa.Table:
         return pa.Table.from_pylist(
             [
-                {"path": f.relative, "checksum": f.checksum, "size_bytes": f.size_bytes, "format": f.format,
-                 "rows": b.result.input_rows, "app_id": f.app_id, "run_id": result.run_id, "landed_at": landed_at}
-                for f, b in pending
+                {"path": r.file.relative, "checksum": r.file.checksum, "size_bytes": r.file.size_bytes,
+                 "format": r.file.format, "rows": r.rows, "app_id": r.file.app_id, "run_id": result.run_id,
+                 "landed_at": landed_at}
+                for r in pending
             ],
             schema=MANIFEST_SCHEMA,
         )
@@ -305,4 +357,4 @@ def _flush(pending: list[tuple[LandingFile, LandingBatch]], lander: BronzeLander
                          metadata={"shironzi.run_id": result.run_id, "shironzi.source": "batch:files"})
     result.totals.add(counts)
     result.flushes += 1
-    result.files_landed.extend(f.relative for f, _ in pending)
+    result.files_landed.extend(r.file.relative for r in pending)

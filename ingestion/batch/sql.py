@@ -73,6 +73,15 @@ def current_watermark(source_name: str, *, settings: Settings | None = None) -> 
 def _watermark_seq(column: pl.Series) -> tuple[pl.Series, bool]:
     """The watermark as a non-negative Int64 sequence, and whether it is a timestamp."""
     dtype = column.dtype
+    if dtype == pl.String:  # e.g. SQLite keeps timestamps as text
+        try:
+            column = column.str.to_datetime(time_unit="us", strict=True)
+        except pl.exceptions.PolarsError as exc:
+            raise InvalidInputError(
+                f"watermark column {column.name!r} is text that is not a timestamp; use an integer or timestamp"
+                " column"
+            ) from exc
+        dtype = column.dtype
     if dtype.is_integer():
         seq, is_time = column.cast(pl.Int64), False
     elif isinstance(dtype, pl.Datetime):
@@ -81,11 +90,15 @@ def _watermark_seq(column: pl.Series) -> tuple[pl.Series, bool]:
     elif dtype == pl.Date:
         seq, is_time = column.cast(pl.Datetime("us")).dt.epoch("us"), True
     else:
-        raise InvalidInputError(f"watermark column {column.name!r} is {dtype}; use an integer or timestamp column")
+        raise InvalidInputError(
+            f"watermark column {column.name!r} is {dtype}; use an integer or timestamp column"
+        )
     if seq.null_count():
         raise InvalidInputError(f"watermark column {column.name!r} has null values")
     if len(seq) and seq.min() < 0:  # type: ignore[operator]
-        raise InvalidInputError(f"watermark column {column.name!r} has negative values (or times before 1970)")
+        raise InvalidInputError(
+            f"watermark column {column.name!r} has negative values (or times before 1970)"
+        )
     return seq, is_time
 
 
@@ -97,7 +110,9 @@ def _bind_value(watermark: int, is_time: bool) -> Any:
     return (_EPOCH + timedelta(microseconds=watermark)).replace(tzinfo=None)
 
 
-def _read_new_rows(url: str, selectable: str, watermark: str, last: int | None, is_time: bool | None) -> pl.DataFrame:
+def _read_new_rows(
+    url: str, selectable: str, watermark: str, last: int | None, is_time: bool | None
+) -> pl.DataFrame:
     import sqlalchemy as sa
 
     column = '"' + watermark.replace('"', '""') + '"'
@@ -161,23 +176,43 @@ def ingest_sql(
     with stage("ingest_sql", source=source_name) as summary:
         try:
             frame = _read_new_rows(url, selectable, watermark, last, is_time)
+            if frame.is_empty():  # nothing new: no column types to check
+                frame = frame.with_columns(pl.col(watermark).cast(pl.Int64))
             seq, is_time = _watermark_seq(frame.get_column(watermark))
+            if frame.is_empty() and last is not None:
+                is_time = _last_is_time(source_name, settings)
             frame = frame.with_columns(seq.alias(SEQ_COLUMN))
+            if last is not None:  # drivers compare timestamps loosely (SQLite: as text): re-check exactly
+                frame = frame.filter(pl.col(SEQ_COLUMN) > last)
             chunk = 0
             for part in _chunks(frame, chunk_rows):
                 chunk += 1
-                _land_chunk(part, lander, result, settings=settings, source_name=source_name, app=app,
-                            is_time=is_time, watermark=watermark, chunk=chunk)
+                _land_chunk(
+                    part,
+                    lander,
+                    result,
+                    settings=settings,
+                    source_name=source_name,
+                    app=app,
+                    is_time=is_time,
+                    watermark=watermark,
+                    chunk=chunk,
+                )
         except BaseException as exc:
             error = exc
         summary.rows = result.totals.landed
         summary.table_version = result.totals.table_versions or None
         result.seconds = max(0.0, (datetime.now(UTC) - started_at).total_seconds())
-    result.positions = {"source": source_name, "from_watermark": last,
-                        "to_watermark": current_watermark(source_name, settings=settings)}
+    result.positions = {
+        "source": source_name,
+        "from_watermark": last,
+        "to_watermark": current_watermark(source_name, settings=settings),
+    }
     if isinstance(error, KeyboardInterrupt | SystemExit):
         raise error
-    finish_run(result, lander, started_at=started_at, check_quality=check_quality, error=error, settings=settings)
+    finish_run(
+        result, lander, started_at=started_at, check_quality=check_quality, error=error, settings=settings
+    )
     if error is not None:
         if isinstance(error, ShironziError):
             raise error
@@ -207,11 +242,23 @@ def _chunks(frame: pl.DataFrame, chunk_rows: int) -> list[pl.DataFrame]:
     return chunks
 
 
-def _land_chunk(part: pl.DataFrame, lander: BronzeLander, result: BatchRunResult, *, settings: Settings,
-                source_name: str, app: str, is_time: bool, watermark: str, chunk: int) -> None:
+def _land_chunk(
+    part: pl.DataFrame,
+    lander: BronzeLander,
+    result: BatchRunResult,
+    *,
+    settings: Settings,
+    source_name: str,
+    app: str,
+    is_time: bool,
+    watermark: str,
+    chunk: int,
+) -> None:
     source = f"sql:{source_name}"
     frame = part.with_columns(
-        (pl.lit(f"{source_name}@{chunk}:") + pl.int_range(1, part.height + 1).cast(pl.String)).alias("position")
+        (pl.lit(f"{source_name}@{chunk}:") + pl.int_range(1, part.height + 1).cast(pl.String)).alias(
+            "position"
+        )
     )
     validated = lander.validate(frame.drop(SEQ_COLUMN), source=source)
     origins = frame.select("position", pl.lit(app).alias(UNIT_COLUMN), pl.col(SEQ_COLUMN))
@@ -221,13 +268,24 @@ def _land_chunk(part: pl.DataFrame, lander: BronzeLander, result: BatchRunResult
 
     def watermark_rows(counts: Reconciliation) -> pa.Table:
         return pa.Table.from_pylist(
-            [{"source_name": source_name, "watermark": top, "watermark_text": top_text,
-              "kind": "timestamp" if is_time else "int", "rows": counts.received,
-              "run_id": result.run_id, "committed_at": datetime.now(UTC)}],
+            [
+                {
+                    "source_name": source_name,
+                    "watermark": top,
+                    "watermark_text": top_text,
+                    "kind": "timestamp" if is_time else "int",
+                    "rows": counts.received,
+                    "run_id": result.run_id,
+                    "committed_at": datetime.now(UTC),
+                }
+            ],
             schema=WATERMARK_SCHEMA,
         )
 
-    counts = lander.land(batch, ledger=Ledger(watermarks_uri(settings), watermark_rows),
-                         metadata={"shironzi.run_id": result.run_id, "shironzi.source": source})
+    counts = lander.land(
+        batch,
+        ledger=Ledger(watermarks_uri(settings), watermark_rows),
+        metadata={"shironzi.run_id": result.run_id, "shironzi.source": source},
+    )
     result.totals.add(counts)
     result.flushes += 1

@@ -102,8 +102,9 @@ class StreamRunResult:
 class StreamIngestor:
     """Consumes its partitions of a topic and lands every micro-batch exactly once in bronze."""
 
-    def __init__(self, options: StreamOptions, *, settings: Settings | None = None,
-                 lander: BronzeLander | None = None) -> None:
+    def __init__(
+        self, options: StreamOptions, *, settings: Settings | None = None, lander: BronzeLander | None = None
+    ) -> None:
         self.options = options
         self.settings = settings or get_settings()
         self.lander = lander or BronzeLander(settings=self.settings, crash=options.crash)
@@ -135,13 +136,16 @@ class StreamIngestor:
         bootstrap = opts.bootstrap or resolve_bootstrap(self.settings)
         partitions = self.my_partitions(topic_partitions(bootstrap, opts.topic))
         starts = self.resume_offsets(partitions)
-        result = StreamRunResult(run_id=self.run_id, partitions=partitions, start_offsets=dict(starts),
-                                 end_offsets=dict(starts))
+        result = StreamRunResult(
+            run_id=self.run_id, partitions=partitions, start_offsets=dict(starts), end_offsets=dict(starts)
+        )
         started = time.perf_counter()
         last_refresh = time.monotonic()
         idle_since = time.monotonic()
-        with stage("ingest_stream", topic=opts.topic, worker=self.worker_name, client=opts.client) as summary, \
-                make_source(opts.client, bootstrap, group_id=opts.group_id) as source:
+        with (
+            stage("ingest_stream", topic=opts.topic, worker=self.worker_name, client=opts.client) as summary,
+            make_source(opts.client, bootstrap, group_id=opts.group_id) as source,
+        ):
             if partitions:
                 source.assign(opts.topic, partitions, start_offsets=starts)
             while partitions:
@@ -167,8 +171,12 @@ class StreamIngestor:
             result.seconds = time.perf_counter() - started
             summary.rows = result.totals.landed
             summary.table_version = result.totals.table_versions or None
-            summary.extra.update(flushes=result.flushes, received=result.totals.received,
-                                 quarantined=result.totals.quarantined, duplicates=result.totals.duplicates)
+            summary.extra.update(
+                flushes=result.flushes,
+                received=result.totals.received,
+                quarantined=result.totals.quarantined,
+                duplicates=result.totals.duplicates,
+            )
         return result
 
     def flush(self, batch: RecordBatch) -> Reconciliation:
@@ -182,7 +190,9 @@ class StreamIngestor:
         )
         frame = frame.with_columns(
             pl.format("{}/{}/{}", pl.lit(opts.topic), pl.col("_p"), pl.col(SEQ_COLUMN)).alias("position"),
-            pl.format("{}-{}-{}", pl.lit(opts.namespace), pl.lit(opts.topic), pl.col("_p")).alias(UNIT_COLUMN),
+            pl.format("{}-{}-{}", pl.lit(opts.namespace), pl.lit(opts.topic), pl.col("_p")).alias(
+                UNIT_COLUMN
+            ),
         )
         source = f"kafka:{opts.topic}"
         decoded = decode_json_records(batch.values, frame.get_column("position").to_list(), source=source)
@@ -192,24 +202,39 @@ class StreamIngestor:
             records=decoded.records.select("tenant_id", "event_id", "position"),
             origins=frame.select("position", UNIT_COLUMN, SEQ_COLUMN),
         )
-        ranges = frame.group_by("_p").agg(pl.col(SEQ_COLUMN).min().alias("first"), pl.col(SEQ_COLUMN).max().alias("last"))
+        ranges = frame.group_by("_p").agg(
+            pl.col(SEQ_COLUMN).min().alias("first"), pl.col(SEQ_COLUMN).max().alias("last")
+        )
         positions = {str(p): [first, last] for p, first, last in ranges.sort("_p").iter_rows()}
         number = self.lander.flushes + 1
 
         def ledger_rows(counts: Reconciliation) -> Any:
             return run_log_row(
-                run_id=self.run_id, flush=number, source_kind="stream", source_name=opts.topic,
-                worker=self.worker_name, started_at=started_at, counts=counts, status="succeeded",
+                run_id=self.run_id,
+                flush=number,
+                source_kind="stream",
+                source_name=opts.topic,
+                worker=self.worker_name,
+                started_at=started_at,
+                counts=counts,
+                status="succeeded",
                 positions={"topic": opts.topic, "offsets": positions},
             )
 
         with stage("ingest_stream_flush", topic=opts.topic, worker=self.worker_name) as summary:
-            counts = self.lander.land(landing, ledger=Ledger(run_log_uri(self.settings), ledger_rows),
-                                      metadata={"shironzi.run_id": self.run_id, "shironzi.source": source})
+            counts = self.lander.land(
+                landing,
+                ledger=Ledger(run_log_uri(self.settings), ledger_rows),
+                metadata={"shironzi.run_id": self.run_id, "shironzi.source": source},
+            )
             summary.rows = counts.landed
             summary.table_version = counts.table_versions or None
-            summary.extra.update(received=counts.received, quarantined=counts.quarantined,
-                                 duplicates=counts.duplicates, recovered=counts.recovered)
+            summary.extra.update(
+                received=counts.received,
+                quarantined=counts.quarantined,
+                duplicates=counts.duplicates,
+                recovered=counts.recovered,
+            )
         return counts
 
 

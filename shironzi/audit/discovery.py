@@ -80,11 +80,7 @@ def discover_tables(
     else:
         relatives = list(_walk_remote(root))
     tables = [_classify(root, rel) for rel in sorted(relatives) if rel not in ("", ".")]
-    return [
-        t
-        for t in tables
-        if (include_platform or not t.platform) and (include_audit or not t.is_audit)
-    ]
+    return [t for t in tables if (include_platform or not t.platform) and (include_audit or not t.is_audit)]
 
 
 def list_parquet_files(table_uri: str) -> list[str]:
@@ -108,7 +104,9 @@ def list_log_files(table_uri: str) -> list[str]:
     """The table's `_delta_log` commit JSON and checkpoint files."""
     if _is_local(table_uri):
         log = Path(table_uri.removeprefix("file://")) / "_delta_log"
-        return sorted(str(p) for p in log.iterdir() if p.suffix in (".json", ".parquet")) if log.exists() else []
+        return (
+            sorted(str(p) for p in log.iterdir() if p.suffix in (".json", ".parquet")) if log.exists() else []
+        )
     import pyarrow.fs as pafs
 
     fs, base = pafs.FileSystem.from_uri(table_uri + "/_delta_log")

@@ -50,7 +50,7 @@ class ErasureTarget(Protocol):
     name: str
 
     def erase(self, tenant_id: str, subject_ids: Sequence[str] | None) -> int:
-        """Delete the subject's rows (all the tenant's rows when `subject_ids` is None); returns rows deleted."""
+        """Delete the subject's rows (every tenant row when `subject_ids` is None); returns rows deleted."""
         ...
 
     def scan(self, tenant_id: str, matches: Callable[[str], bool]) -> int:
@@ -137,9 +137,9 @@ def _scan_rows(rows: list[dict[str, Any]], matcher: Matcher) -> int:
     cache: dict[str, bool] = {}
     for row in rows:
         tenant = row.get("tenant_id")
-        if tenant != matcher.tenant_id:
-            if not (tenant is None and _claims_tenant(row.get(RAW_PAYLOAD), matcher.tenant_id)):
-                continue
+        claimed = tenant is None and _claims_tenant(row.get(RAW_PAYLOAD), matcher.tenant_id)
+        if tenant != matcher.tenant_id and not claimed:
+            continue
         if matcher.kind == "tenant":
             hits += 1
             continue
@@ -157,15 +157,16 @@ def _scan_rows(rows: list[dict[str, Any]], matcher: Matcher) -> int:
 
 def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
     """(rows scanned, matching rows) of one Parquet file read directly."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-
-    import pyarrow as pa
 
     table = pq.read_table(path)
     if any(pa.types.is_string_view(f.type) for f in table.schema):  # files rewritten by delta-rs
         table = table.cast(
-            pa.schema([f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema])
+            pa.schema(
+                [f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema]
+            )
         )
     partitions = _partition_values(path)
     if "tenant_id" not in table.column_names:
@@ -180,7 +181,9 @@ def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
     if RAW_PAYLOAD in table.column_names:
         keep = pc.or_kleene(keep, pc.is_null(tenant))
     candidates = table.filter(pc.fill_null(keep, False))
-    string_columns = [f.name for f in candidates.schema if str(f.type) in ("string", "large_string", "string_view")]
+    string_columns = [
+        f.name for f in candidates.schema if str(f.type) in ("string", "large_string", "string_view")
+    ]
     return table.num_rows, _scan_rows(candidates.select(string_columns).to_pylist(), matcher)
 
 
@@ -198,7 +201,11 @@ def _stats_values(action: dict[str, Any] | None, tenant_id: str) -> Iterable[str
             parsed = {}
     low = (parsed.get("minValues") or {}).get("tenant_id")
     high = (parsed.get("maxValues") or {}).get("tenant_id")
-    if isinstance(low, str) and isinstance(high, str) and not low <= tenant_id <= high[:len(tenant_id)] + "\uffff":
+    if (
+        isinstance(low, str)
+        and isinstance(high, str)
+        and not low <= tenant_id <= high[: len(tenant_id)] + "\uffff"
+    ):
         return
     for section in ("minValues", "maxValues"):
         yield from _json_values(parsed.get(section) or {})
@@ -279,7 +286,9 @@ def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -
         if mentions:
             result.log_mentions[table.relative] = mentions
     for name, target in _targets.items():
-        found = target.scan(matcher.tenant_id, (lambda _v: True) if matcher.kind == "tenant" else matcher.value_matches)
+        found = target.scan(
+            matcher.tenant_id, (lambda _v: True) if matcher.kind == "tenant" else matcher.value_matches
+        )
         if found:
             result.target_matches[name] = found
     result.ok = not (result.matching_rows or result.log_mentions or result.target_matches)
@@ -389,8 +398,12 @@ class ReceiptCheck:
         return self.signature_ok and self.verification.ok
 
     def as_dict(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "ok": self.ok, "signature_ok": self.signature_ok,
-                "verification": asdict(self.verification)}  # fmt: skip
+        return {
+            "request_id": self.request_id,
+            "ok": self.ok,
+            "signature_ok": self.signature_ok,
+            "verification": asdict(self.verification),
+        }
 
 
 def verify_receipt(receipt: Receipt | str) -> ReceiptCheck:
@@ -413,9 +426,9 @@ def _columns(uri: str) -> list[str]:
 
 def _quarantine_payloads(uri: str, tenant_id: str, matcher: Matcher, raw_ids: set[str]) -> list[str]:
     """Raw payloads of quarantined rows that belong to (or claim) the tenant and name the subject exactly."""
-    from shironzi.lake.delta import read_arrow
-
     import pyarrow.compute as pc
+
+    from shironzi.lake.delta import read_arrow
 
     rows = read_arrow(uri, columns=["tenant_id", RAW_PAYLOAD])
     tenant = rows.column("tenant_id")
@@ -459,7 +472,9 @@ def _drop_history_holding(uri: str, matcher: Matcher) -> list[str]:
     return removed
 
 
-def _erase_table(table: LakeTable, tenant_id: str, matcher: Matcher, raw_ids: Sequence[str] | None) -> dict[str, Any] | None:
+def _erase_table(
+    table: LakeTable, tenant_id: str, matcher: Matcher, raw_ids: Sequence[str] | None
+) -> dict[str, Any] | None:
     from shironzi.lake.delta import delete, sql_literal, table_version
     from shironzi.lake.maintenance import vacuum
 
@@ -509,12 +524,19 @@ def _training_runs(touched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for event in events.to_pylist():
         details = json.loads(event["details"])
         used = [
-            i for i in details.get("inputs", [])
+            i
+            for i in details.get("inputs", [])
             if i.get("table") in before and (i.get("version") is None or i["version"] <= before[i["table"]])
-        ]  # fmt: skip
+        ]
         if used:
-            runs.append({"run_id": details.get("run_id"), "model": details.get("model"),
-                         "model_version": details.get("model_version"), "inputs": used})  # fmt: skip
+            runs.append(
+                {
+                    "run_id": details.get("run_id"),
+                    "model": details.get("model"),
+                    "model_version": details.get("model_version"),
+                    "inputs": used,
+                }
+            )
     return runs
 
 
@@ -532,8 +554,14 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
         digests = [subject_digest(tenant_id, v) for v in raw_ids]
     matcher = Matcher(tenant_id, kind, frozenset(digests))
     resource = f"tenant:{tenant_id}" + ("" if subject_id is None else f"/subject:{digests[0][:16]}")
-    audit(ctx, f"{kind}_erasure_started", tenant_id=tenant_id, resource=resource, request_id=request_id,
-          durable=True)  # fmt: skip
+    audit(
+        ctx,
+        f"{kind}_erasure_started",
+        tenant_id=tenant_id,
+        resource=resource,
+        request_id=request_id,
+        durable=True,
+    )
     with stage(f"gdpr.erase_{kind}", tenant=tenant_id, request_id=request_id) as summary:
         tables = [t for t in discover_tables() if t.tenant_id in (None, tenant_id)]
         touched = [r for t in tables if (r := _erase_table(t, tenant_id, matcher, raw_ids)) is not None]
@@ -547,10 +575,21 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
         flagged = []
         for run in runs:
             if run["model"]:
-                model = {"model": run["model"], "model_version": run["model_version"], "run_id": run["run_id"]}
+                model = {
+                    "model": run["model"],
+                    "model_version": run["model_version"],
+                    "run_id": run["run_id"],
+                }
                 flagged.append(model)
-                audit(ctx, "model_flagged_for_retraining", tenant_id=tenant_id, resource=f"model:{run['model']}",
-                      request_id=request_id, details={**model, "reason": f"{kind} erasure"}, durable=True)  # fmt: skip
+                audit(
+                    ctx,
+                    "model_flagged_for_retraining",
+                    tenant_id=tenant_id,
+                    resource=f"model:{run['model']}",
+                    request_id=request_id,
+                    details={**model, "reason": f"{kind} erasure"},
+                    durable=True,
+                )
         verification = verify_erased(matcher)
         summary.rows = sum(t["rows_deleted"] for t in touched)
         summary.extra.update(tables=len(touched), verified=verification.ok)
@@ -569,14 +608,21 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
     )
     receipt.signature = sign_receipt(receipt)
     _store_receipt(receipt)
-    audit(ctx, f"{kind}_erased", tenant_id=tenant_id, resource=resource, request_id=request_id,
-          outcome="success" if verification.ok else "failure",
-          details={"tables": len(touched), "rows_deleted": summary.rows, "verified": verification.ok},
-          durable=True)  # fmt: skip
+    audit(
+        ctx,
+        f"{kind}_erased",
+        tenant_id=tenant_id,
+        resource=resource,
+        request_id=request_id,
+        outcome="success" if verification.ok else "failure",
+        details={"tables": len(touched), "rows_deleted": summary.rows, "verified": verification.ok},
+        durable=True,
+    )
     if not verification.ok:
         raise IntegrityCheckError(
             f"erasure {request_id} finished but verification still found the {kind}: "
-            f"rows={verification.matching_rows} log={verification.log_mentions} targets={verification.target_matches}",
+            f"rows={verification.matching_rows} log={verification.log_mentions} "
+            f"targets={verification.target_matches}",
             request_id=request_id,
         )
     return receipt
@@ -584,7 +630,11 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
 
 def _remove_dedicated_roots(tables: Sequence[LakeTable], tenant_id: str) -> None:
     """A dedicated tenant's own table roots are deleted outright once their rows are erased."""
-    roots = {t.uri.split(f"/tenants/{tenant_id}/")[0] + f"/tenants/{tenant_id}" for t in tables if t.tenant_id == tenant_id}
+    roots = {
+        t.uri.split(f"/tenants/{tenant_id}/")[0] + f"/tenants/{tenant_id}"
+        for t in tables
+        if t.tenant_id == tenant_id
+    }
     for root in roots:
         if "://" in root and not root.startswith("file://"):
             import pyarrow.fs as pafs
@@ -595,7 +645,9 @@ def _remove_dedicated_roots(tables: Sequence[LakeTable], tenant_id: str) -> None
             shutil.rmtree(root.removeprefix("file://"), ignore_errors=True)
 
 
-def erase_subject(ctx: TenantContext, tenant_id: str, subject_id: str, *, request_id: str | None = None) -> Receipt:
+def erase_subject(
+    ctx: TenantContext, tenant_id: str, subject_id: str, *, request_id: str | None = None
+) -> Receipt:
     """Erase one data subject of a tenant everywhere, verify it, and return the signed receipt."""
     ctx.require_tenant(tenant_id)
     if not isinstance(subject_id, str) or not subject_id.strip():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -54,9 +55,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count()
+
+
 def new_event_id() -> str:
-    """Time-ordered unique id: nanoseconds then 48 random bits."""
-    return f"{time.time_ns():016x}{os.urandom(6).hex()}"
+    """Time-ordered unique id: nanoseconds, a per-process random prefix and a counter (no syscall)."""
+    return f"{time.time_ns():016x}{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFF:06x}"
 
 
 def canonical_json(value: Any) -> str:
@@ -92,8 +97,8 @@ class AuditEvent:
             raise InvalidInputError(f"actor_kind must be one of {ACTOR_KINDS}, got {self.actor_kind!r}")
         if self.event_time.tzinfo is None:
             raise InvalidInputError("audit event_time must be timezone-aware (UTC)")
-        # Truncate to microseconds in UTC: that is what the table stores, so the hash must see the same.
-        object.__setattr__(self, "event_time", self.event_time.astimezone(dt.UTC))
+        if self.event_time.tzinfo is not dt.UTC:  # store (and hash) UTC, as the table does
+            object.__setattr__(self, "event_time", self.event_time.astimezone(dt.UTC))
 
     @classmethod
     def from_context(
@@ -157,6 +162,10 @@ def _field_text(value: Any) -> Any:
 
 
 def event_hash(row: Mapping[str, Any]) -> str:
-    """SHA-256 over prev_hash and the canonical serialisation of every chained field of the event."""
-    body = canonical_json({name: _field_text(row[name]) for name in CHAINED_FIELDS})
+    """SHA-256 over prev_hash and the canonical serialisation (a JSON array, in CHAINED_FIELDS order)
+    of every chained field of the event."""
+    body = _ENCODER.encode([_field_text(row[name]) for name in CHAINED_FIELDS])
     return hashlib.sha256(f"{row['prev_hash']}\n{body}".encode()).hexdigest()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=str)

@@ -77,5 +77,14 @@ def table_lease(uri: str, *, mode: LeaseMode = "shared", timeout: float | None =
     from shironzi.settings import get_settings
 
     wait = get_settings().lease_timeout_seconds if timeout is None else timeout
-    with file_lock(lease_path(uri), mode=mode, timeout=wait):
+    path = lease_path(uri)
+    gate = path.with_suffix(".gate")
+    if mode == "exclusive":
+        # Hold the gate while waiting for and holding the lease, so a stream of writers cannot starve us.
+        with file_lock(gate, mode="exclusive", timeout=wait), file_lock(path, mode="exclusive", timeout=wait):
+            yield
+        return
+    with file_lock(gate, mode="exclusive", timeout=wait):
+        pass  # writers pass through the gate: they queue behind an erasure that is waiting for the lease
+    with file_lock(path, mode="shared", timeout=wait):
         yield

@@ -97,6 +97,15 @@ class AuditLog:
         if sync:
             self.flush()
 
+    def record_many(self, events: Sequence[AuditEvent]) -> None:
+        """Write several events (after anything already buffered) in one commit before returning."""
+        for event in events:
+            if not isinstance(event, AuditEvent):
+                raise TypeError(f"expected AuditEvent, got {type(event).__name__}")
+        with self._lock:
+            self._buffer.extend(events)
+        self.flush()
+
     def pending(self) -> int:
         """Events recorded but not yet committed (buffered or being written)."""
         with self._lock:

@@ -45,17 +45,30 @@ def _check_day(day: dt.date, rows: list[dict[str, Any]]) -> BrokenLink | None:
     expected_seq, prev = 0, GENESIS_HASH
     for row in rows:
         if row["seq"] != expected_seq:
-            return BrokenLink(day, expected_seq, "event missing, inserted or reordered",
-                              f"seq {expected_seq}", f"seq {row['seq']}")  # fmt: skip
+            return BrokenLink(
+                day,
+                expected_seq,
+                "event missing, inserted or reordered",
+                f"seq {expected_seq}",
+                f"seq {row['seq']}",
+            )
         if row["prev_hash"] != prev:
-            return BrokenLink(day, row["seq"], "prev_hash does not link to the previous event", prev,
-                              row["prev_hash"])  # fmt: skip
+            return BrokenLink(
+                day, row["seq"], "prev_hash does not link to the previous event", prev, row["prev_hash"]
+            )
         recomputed = event_hash(row)
         if recomputed != row["hash"]:
-            return BrokenLink(day, row["seq"], "event content does not match its hash", recomputed, row["hash"])
+            return BrokenLink(
+                day, row["seq"], "event content does not match its hash", recomputed, row["hash"]
+            )
         if row["event_time"].date() != day:
-            return BrokenLink(day, row["seq"], "event stored under another day's chain", day.isoformat(),
-                              row["event_time"].date().isoformat())  # fmt: skip
+            return BrokenLink(
+                day,
+                row["seq"],
+                "event stored under another day's chain",
+                day.isoformat(),
+                row["event_time"].date().isoformat(),
+            )
         expected_seq, prev = expected_seq + 1, row["hash"]
     return None
 

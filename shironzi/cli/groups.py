@@ -6,11 +6,14 @@ import typer
 
 
 def kernel_groups() -> list[tuple[str, typer.Typer]]:
-    from shironzi.cli import lake, tenants
+    from shironzi.cli import audit, lake, tenants
 
     return [
         ("tenants", tenants.tenants_app),
         ("modules", tenants.modules_app),
         ("keys", tenants.keys_app),
         ("lake", lake.app),
+        ("audit", audit.audit_app),
+        ("gdpr", audit.gdpr_app),
+        ("retention", audit.retention_app),
     ]

@@ -170,7 +170,9 @@ class VaultKeystore:
         try:
             import hvac
         except ImportError as exc:  # pragma: no cover - optional dependency
-            raise ConfigurationError("SHIRONZI_SECRETS_URL points at Vault but hvac is not installed") from exc
+            raise ConfigurationError(
+                "SHIRONZI_SECRETS_URL points at Vault but hvac is not installed"
+            ) from exc
         self.client = hvac.Client(url=url, token=token)  # token None: hvac reads VAULT_TOKEN
         self.mount_point = mount_point
 
@@ -235,7 +237,9 @@ def keystore_for_url(url: str, *, master_key: str) -> TenantKeystore:
     if parsed.scheme in ("vault+https", "vault+http"):
         mount = parsed.path.strip("/") or "secret"
         return VaultKeystore(f"{parsed.scheme.removeprefix('vault+')}://{parsed.netloc}", mount_point=mount)
-    raise ConfigurationError(f"unsupported secrets URL scheme {parsed.scheme!r}: use file:// or vault+https://")
+    raise ConfigurationError(
+        f"unsupported secrets URL scheme {parsed.scheme!r}: use file:// or vault+https://"
+    )
 
 
 _keystores: dict[str, TenantKeystore] = {}
@@ -262,7 +266,9 @@ def pseudonym(key: bytes, value: str) -> str:
     return TOKEN_PREFIX + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def subject_pseudonym(tenant_id: str, subject_id: str, *, keystore: TenantKeystore | None = None) -> str | None:
+def subject_pseudonym(
+    tenant_id: str, subject_id: str, *, keystore: TenantKeystore | None = None
+) -> str | None:
     """The pseudonymised form of a subject id under the tenant's key (None when the key is gone/absent)."""
     store = keystore or get_keystore()
     try:
@@ -364,9 +370,10 @@ def pseudonymise_batch(
             if changed:
                 texts[i] = json.dumps(doc, separators=(",", ":"))
         out = out.set_column(
-            out.schema.get_field_index(properties_column), table.schema.field(properties_column),
+            out.schema.get_field_index(properties_column),
+            table.schema.field(properties_column),
             pa.array(texts, table.schema.field(properties_column).type),
-        )  # fmt: skip
+        )
     if vault:
         _store_in_vault(list(vault.values()), keys, vault_uri=vault_uri)
     return out
@@ -375,7 +382,9 @@ def pseudonymise_batch(
 VAULT_SCHEMA_FIELDS = ("tenant_id", "token", "field", "customer_id", "ciphertext", "created_at")
 
 
-def _store_in_vault(entries: Sequence[Mapping[str, Any]], keys: Mapping[str, bytes], *, vault_uri: str | None) -> None:
+def _store_in_vault(
+    entries: Sequence[Mapping[str, Any]], keys: Mapping[str, bytes], *, vault_uri: str | None
+) -> None:
     import pyarrow as pa
 
     from shironzi.lake.delta import append, read_polars, table_exists
@@ -410,7 +419,10 @@ def _store_in_vault(entries: Sequence[Mapping[str, Any]], keys: Mapping[str, byt
             pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
         ]
     )
-    append(uri, pa.Table.from_pylist(rows, schema=schema), metadata={"writer": "shironzi.pii_vault"})
+    from shironzi.audit.lease import table_lease
+
+    with table_lease(uri):  # erasure vacuums the vault under the exclusive lease
+        append(uri, pa.Table.from_pylist(rows, schema=schema), metadata={"writer": "shironzi.pii_vault"})
 
 
 def reveal(ctx: TenantContext, tenant_id: str, token: str, *, keystore: TenantKeystore | None = None) -> Any:
@@ -433,8 +445,14 @@ def reveal(ctx: TenantContext, tenant_id: str, token: str, *, keystore: TenantKe
     try:
         key = store.get_key(tenant_id)
     except KeyDestroyedError:
-        audit(ctx, "pii_reveal", tenant_id=tenant_id, resource=uri, outcome="failure",
-              details={"token": token, "error": "key_destroyed"})  # fmt: skip
+        audit(
+            ctx,
+            "pii_reveal",
+            tenant_id=tenant_id,
+            resource=uri,
+            outcome="failure",
+            details={"token": token, "error": "key_destroyed"},
+        )
         raise
     try:
         raw = _fernet(key).decrypt(rows["ciphertext"][0])

@@ -339,6 +339,7 @@ class Registry:
                     append_events(conn, events)
                     write_diff(conn, before, after)
                 self._forget(after, events)
+                _audit_registry_events(ctx, events)
                 return after, events
             except IntegrityError:
                 if attempt == _WRITE_ATTEMPTS - 1:
@@ -467,6 +468,7 @@ class Registry:
             StageSummary("tenants.provision", rows=len(specs), seconds=time.perf_counter() - started)
         )
         self._directory_cache = None
+        _audit_registry_events(ctx, events)
         return [ProvisionedTenant(Tenant.from_row(state.tenants[tid]), keys[tid]) for tid in state.tenants]
 
     def _provisioning_events(
@@ -799,6 +801,13 @@ class Registry:
             keys=len(state.keys),
             seconds=time.perf_counter() - started,
         )
+
+
+def _audit_registry_events(ctx: TenantContext, events: Sequence[TenantEvent]) -> None:
+    """Every committed registry change also goes to the tamper-evident audit log, written synchronously."""
+    from shironzi.audit.admin import audit_registry_events
+
+    audit_registry_events(ctx, events)
 
 
 def _catalogue_order(modules: Iterable[str]) -> list[str]:

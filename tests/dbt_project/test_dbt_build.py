@@ -21,7 +21,13 @@ from transformations.dbt_runner import DbtBuildResult, bronze_events_uri, dbt_ho
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REGION = "eu-west"
-GOLD = ["dim_customers", "fct_churn_labels", "fct_cohort_retention", "fct_tenant_daily_kpis", "fct_tenant_usage"]
+GOLD = [
+    "dim_customers",
+    "fct_churn_labels",
+    "fct_cohort_retention",
+    "fct_tenant_daily_kpis",
+    "fct_tenant_usage",
+]
 SILVER = ["int_customer_daily_activity", "int_events__unified"]
 EMPTY_DAY = START + dt.timedelta(days=50)
 QUARANTINED_ID = "t-shop-quarantined-1"
@@ -41,8 +47,19 @@ def bronze_rows() -> list[dict[str, Any]]:
 def build(module_settings: Settings, bronze_rows: list[dict[str, Any]]) -> DbtBuildResult:
     write_bronze(bronze_events_uri(module_settings, REGION), bronze_rows)
     quarantine = _uri(module_settings, "quarantine", "events")
-    write_bronze(quarantine, [event("t-shop", "c1", "order_placed", START + dt.timedelta(3),
-                                    event_id=QUARANTINED_ID, amount=1000.0)])
+    write_bronze(
+        quarantine,
+        [
+            event(
+                "t-shop",
+                "c1",
+                "order_placed",
+                START + dt.timedelta(3),
+                event_id=QUARANTINED_ID,
+                amount=1000.0,
+            )
+        ],
+    )
     return run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
 
 
@@ -54,8 +71,9 @@ def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort(frame.columns, nulls_last=True)
 
 
-def test_build_succeeds_with_every_data_and_unit_test_passing(build: DbtBuildResult,
-                                                              module_settings: Settings) -> None:
+def test_build_succeeds_with_every_data_and_unit_test_passing(
+    build: DbtBuildResult, module_settings: Settings
+) -> None:
     assert build.success, build.failures
     assert build.tests_failed == 0
     assert set(GOLD + SILVER) <= set(build.models_built)
@@ -72,42 +90,72 @@ def test_build_succeeds_with_every_data_and_unit_test_passing(build: DbtBuildRes
 def _expected_kpis(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """The KPI definitions, computed independently with Polars from the raw rows."""
     enabled = {t["tenant_id"] for t in TENANTS if t["analytics_enabled"]}
-    revenue_types = ["order_placed", "subscription_changed", "prescription_filled", "claim_submitted", "payment_made"]
+    revenue_types = [
+        "order_placed",
+        "subscription_changed",
+        "prescription_filled",
+        "claim_submitted",
+        "payment_made",
+    ]
     signup_types = ["customer_signed_up", "patient_registered", "student_enrolled"]
     core_types = ["order_placed", "appointment_attended", "lesson_completed"]
     closure_types = ["account_closed", "patient_disenrolled", "student_withdrew"]
     frame = pl.DataFrame(rows).filter(pl.col("tenant_id").is_in(sorted(enabled)))
-    return (frame.group_by("tenant_id", "event_date").agg(
-        active_customers=pl.col("customer_id").n_unique(),
-        new_customers=pl.col("customer_id").filter(pl.col("event_type").is_in(signup_types)).n_unique(),
-        events=pl.len(),
-        revenue=pl.col("amount").filter(pl.col("event_type").is_in(revenue_types)).sum(),
-        refunds=pl.col("amount").filter(pl.col("event_type") == "order_refunded").sum(),
-        core_actions=pl.col("event_type").is_in(core_types).sum(),
-        support_tickets=(pl.col("event_type") == "support_ticket_opened").sum(),
-        closed_customers=pl.col("customer_id").filter(pl.col("event_type").is_in(closure_types)).n_unique(),
-    ).with_columns(pl.col(c).cast(pl.Int64) for c in
-                   ["active_customers", "new_customers", "events", "core_actions", "support_tickets",
-                    "closed_customers"]))
+    return (
+        frame.group_by("tenant_id", "event_date")
+        .agg(
+            active_customers=pl.col("customer_id").n_unique(),
+            new_customers=pl.col("customer_id").filter(pl.col("event_type").is_in(signup_types)).n_unique(),
+            events=pl.len(),
+            revenue=pl.col("amount").filter(pl.col("event_type").is_in(revenue_types)).sum(),
+            refunds=pl.col("amount").filter(pl.col("event_type") == "order_refunded").sum(),
+            core_actions=pl.col("event_type").is_in(core_types).sum(),
+            support_tickets=(pl.col("event_type") == "support_ticket_opened").sum(),
+            closed_customers=pl.col("customer_id")
+            .filter(pl.col("event_type").is_in(closure_types))
+            .n_unique(),
+        )
+        .with_columns(
+            pl.col(c).cast(pl.Int64)
+            for c in [
+                "active_customers",
+                "new_customers",
+                "events",
+                "core_actions",
+                "support_tickets",
+                "closed_customers",
+            ]
+        )
+    )
 
 
-def test_daily_kpis_match_an_independent_polars_computation(build: DbtBuildResult, module_settings: Settings,
-                                                            bronze_rows: list[dict[str, Any]]) -> None:
+def test_daily_kpis_match_an_independent_polars_computation(
+    build: DbtBuildResult, module_settings: Settings, bronze_rows: list[dict[str, Any]]
+) -> None:
     expected = _expected_kpis(bronze_rows)
     actual = _gold(module_settings, "fct_tenant_daily_kpis").select(expected.columns)
     assert actual.height == expected.height > 100
     assert _sorted(actual).equals(_sorted(expected.select(actual.columns)))
     dim = _gold(module_settings, "dim_customers")
-    ltv = (pl.DataFrame(bronze_rows).filter(pl.col("tenant_id") == "t-shop").group_by("customer_id").agg(
-        value=pl.col("amount").filter(pl.col("event_type").is_in(["order_placed", "subscription_changed"])).sum()
-        - pl.col("amount").filter(pl.col("event_type") == "order_refunded").sum()))
+    ltv = (
+        pl.DataFrame(bronze_rows)
+        .filter(pl.col("tenant_id") == "t-shop")
+        .group_by("customer_id")
+        .agg(
+            value=pl.col("amount")
+            .filter(pl.col("event_type").is_in(["order_placed", "subscription_changed"]))
+            .sum()
+            - pl.col("amount").filter(pl.col("event_type") == "order_refunded").sum()
+        )
+    )
     joined = dim.filter(pl.col("tenant_id") == "t-shop").join(ltv, on="customer_id")
     assert joined.height == 6
     assert (joined["lifetime_value"] - joined["value"]).abs().max() < 1e-9
 
 
-def test_tenants_with_analytics_off_or_no_events_are_in_no_mart(build: DbtBuildResult,
-                                                                module_settings: Settings) -> None:
+def test_tenants_with_analytics_off_or_no_events_are_in_no_mart(
+    build: DbtBuildResult, module_settings: Settings
+) -> None:
     for layer, tables in (("silver", SILVER), ("gold", GOLD)):
         for table in tables:
             tenants = set(pl.read_delta(_uri(module_settings, layer, table))["tenant_id"].unique())
@@ -117,11 +165,17 @@ def test_tenants_with_analytics_off_or_no_events_are_in_no_mart(build: DbtBuildR
 def test_quarantined_event_never_reaches_silver(build: DbtBuildResult, module_settings: Settings) -> None:
     events = pl.read_delta(_uri(module_settings, "silver", "int_events__unified"))
     assert QUARANTINED_ID not in set(events["event_id"])
-    assert events.height == pl.read_delta(bronze_events_uri(module_settings, REGION)).filter(
-        pl.col("tenant_id") != "t-dark").height
+    assert (
+        events.height
+        == pl.read_delta(bronze_events_uri(module_settings, REGION))
+        .filter(pl.col("tenant_id") != "t-dark")
+        .height
+    )
 
 
-def test_empty_day_has_no_kpi_row_and_breaks_nothing(build: DbtBuildResult, module_settings: Settings) -> None:
+def test_empty_day_has_no_kpi_row_and_breaks_nothing(
+    build: DbtBuildResult, module_settings: Settings
+) -> None:
     kpis = _gold(module_settings, "fct_tenant_daily_kpis")
     days = set(kpis["event_date"])
     assert any(row["event_date"] == EMPTY_DAY for row in sample_events())  # the day was emptied
@@ -129,8 +183,9 @@ def test_empty_day_has_no_kpi_row_and_breaks_nothing(build: DbtBuildResult, modu
     assert min(days) < EMPTY_DAY < max(days)
 
 
-def test_gold_tables_read_back_with_deltalake_polars_and_duckdb(build: DbtBuildResult,
-                                                                module_settings: Settings) -> None:
+def test_gold_tables_read_back_with_deltalake_polars_and_duckdb(
+    build: DbtBuildResult, module_settings: Settings
+) -> None:
     for table in GOLD:
         uri = _uri(module_settings, "gold", table)
         delta = DeltaTable(uri)
@@ -143,7 +198,7 @@ def test_gold_tables_read_back_with_deltalake_polars_and_duckdb(build: DbtBuildR
     kpis = DeltaTable(_uri(module_settings, "gold", "fct_tenant_daily_kpis"))
     assert kpis.metadata().partition_columns == ["event_date"]
     schema = {f.name: str(f.type) for f in kpis.schema().fields}
-    assert schema["events"] == "PrimitiveType(\"long\")" and schema["tenant_id"] == "PrimitiveType(\"string\")"
+    assert schema["events"] == 'PrimitiveType("long")' and schema["tenant_id"] == 'PrimitiveType("string")'
 
 
 def test_second_build_changes_no_gold_row(build: DbtBuildResult, module_settings: Settings) -> None:
@@ -155,3 +210,25 @@ def test_second_build_changes_no_gold_row(build: DbtBuildResult, module_settings
     # the incremental facts saw no new data: no commit at all
     for table in ("fct_tenant_daily_kpis", "fct_tenant_usage"):
         assert again.gold_versions[table] == build.gold_versions[table]
+
+
+def test_docs_generate_and_every_model_and_column_is_described(
+    build: DbtBuildResult, module_settings: Settings
+) -> None:
+    from transformations.dbt_runner import _invoke, dbt_environment
+
+    with dbt_environment(module_settings, REGION) as work:
+        outcome = _invoke("docs generate", work, region=REGION, extra=[], dbt_vars={})
+        assert outcome.success, outcome.exception
+        catalog = json.loads((work / "target" / "catalog.json").read_text())
+        manifest = json.loads((work / "target" / "manifest.json").read_text())
+    assert any(key.endswith("fct_tenant_daily_kpis") for key in catalog["nodes"])
+    models = [n for n in manifest["nodes"].values() if n["resource_type"] in ("model", "seed")]
+    assert len(models) == 12
+    for node in models:
+        assert node["description"].strip(), node["name"]
+        assert node["columns"], node["name"]
+        assert all(column["description"].strip() for column in node["columns"].values()), node["name"]
+    exposures = {e["name"]: e for e in manifest["exposures"].values()}
+    assert {"tenant_analytics_dashboard", "churn_prediction_api"} <= set(exposures)
+    assert exposures["tenant_analytics_dashboard"]["type"] == "dashboard"

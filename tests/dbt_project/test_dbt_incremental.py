@@ -38,17 +38,29 @@ def first_build(module_settings: Settings) -> DbtBuildResult:
     return result
 
 
-def test_late_event_months_back_rewrites_only_its_partition(first_build: DbtBuildResult,
-                                                            module_settings: Settings) -> None:
+def test_late_event_months_back_rewrites_only_its_partition(
+    first_build: DbtBuildResult, module_settings: Settings
+) -> None:
     kpi_uri = _uri(module_settings, "gold", "fct_tenant_daily_kpis")
     silver_uri = _uri(module_settings, "silver", "int_events__unified")
     kpis_before = pl.read_delta(kpi_uri)
     files_before = {uri: _files(uri) for uri in (kpi_uri, silver_uri)}
     version_before = DeltaTable(kpi_uri).version()
 
-    write_bronze(bronze_events_uri(module_settings, REGION), [
-        event("t-shop", "c1", "order_placed", LATE_DAY, event_id="t-shop-late-1", amount=99.0,
-              ingested_at=LATE_INGESTED)])
+    write_bronze(
+        bronze_events_uri(module_settings, REGION),
+        [
+            event(
+                "t-shop",
+                "c1",
+                "order_placed",
+                LATE_DAY,
+                event_id="t-shop-late-1",
+                amount=99.0,
+                ingested_at=LATE_INGESTED,
+            )
+        ],
+    )
     result = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
     assert result.success, result.failures
     assert not result.full_refresh
@@ -68,21 +80,40 @@ def test_late_event_months_back_rewrites_only_its_partition(first_build: DbtBuil
 
     kpis_after = pl.read_delta(kpi_uri)
     key = (pl.col("tenant_id") == "t-shop") & (pl.col("event_date") == LATE_DAY)
-    before_row, after_row = kpis_before.filter(key).row(0, named=True), kpis_after.filter(key).row(0, named=True)
+    before_row, after_row = (
+        kpis_before.filter(key).row(0, named=True),
+        kpis_after.filter(key).row(0, named=True),
+    )
     assert after_row["events"] == before_row["events"] + 1
     assert after_row["revenue"] == pytest.approx(before_row["revenue"] + 99.0)
     assert after_row["orders"] == before_row["orders"] + 1
     untouched = ~key
-    assert kpis_after.filter(untouched).sort("tenant_id", "event_date").drop("last_ingested_at").equals(
-        kpis_before.filter(untouched).sort("tenant_id", "event_date").drop("last_ingested_at"))
+    assert (
+        kpis_after.filter(untouched)
+        .sort("tenant_id", "event_date")
+        .drop("last_ingested_at")
+        .equals(kpis_before.filter(untouched).sort("tenant_id", "event_date").drop("last_ingested_at"))
+    )
 
 
-def test_new_bronze_column_flows_through_ignored(first_build: DbtBuildResult, module_settings: Settings) -> None:
+def test_new_bronze_column_flows_through_ignored(
+    first_build: DbtBuildResult, module_settings: Settings
+) -> None:
     evolved = BRONZE_SCHEMA.append(pa.field("device_type", pa.string()))
-    row = event("t-school", "c2", "forum_post", START + dt.timedelta(days=100), event_id="t-school-evolved-1",
-                ingested_at=LATE_INGESTED + dt.timedelta(days=1))
-    write_bronze(bronze_events_uri(module_settings, REGION), [{**row, "device_type": "tablet"}],
-                 schema=evolved, schema_mode="merge")
+    row = event(
+        "t-school",
+        "c2",
+        "forum_post",
+        START + dt.timedelta(days=100),
+        event_id="t-school-evolved-1",
+        ingested_at=LATE_INGESTED + dt.timedelta(days=1),
+    )
+    write_bronze(
+        bronze_events_uri(module_settings, REGION),
+        [{**row, "device_type": "tablet"}],
+        schema=evolved,
+        schema_mode="merge",
+    )
     result = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
     assert result.success, result.failures
     silver = pl.read_delta(_uri(module_settings, "silver", "int_events__unified"))
@@ -90,12 +121,17 @@ def test_new_bronze_column_flows_through_ignored(first_build: DbtBuildResult, mo
     assert "t-school-evolved-1" in set(silver["event_id"])
 
 
-def test_switching_analytics_off_rebuilds_the_facts_without_the_tenant(first_build: DbtBuildResult,
-                                                                      module_settings: Settings) -> None:
+def test_switching_analytics_off_rebuilds_the_facts_without_the_tenant(
+    first_build: DbtBuildResult, module_settings: Settings
+) -> None:
     tenants = [{**t, "analytics_enabled": False} if t["tenant_id"] == "t-clinic" else t for t in TENANTS]
     result = run_dbt_build(region=REGION, tenants=tenants, settings=module_settings)
     assert result.success, result.failures
     assert result.full_refresh
-    for layer, table in (("silver", "int_events__unified"), ("gold", "fct_tenant_daily_kpis"),
-                         ("gold", "fct_tenant_usage"), ("gold", "dim_customers")):
+    for layer, table in (
+        ("silver", "int_events__unified"),
+        ("gold", "fct_tenant_daily_kpis"),
+        ("gold", "fct_tenant_usage"),
+        ("gold", "dim_customers"),
+    ):
         assert set(pl.read_delta(_uri(module_settings, layer, table))["tenant_id"]) == {"t-shop", "t-school"}

@@ -17,8 +17,9 @@ def provision(specs: list[tuple[str, str, str]], *, placement: dict[str, str] | 
     ctx = TenantContext.admin(actor="test", purpose="ingestion test")
     out = []
     for slug, industry, plan in specs:
-        tenant, _ = registry.provision_tenant(ctx, slug=slug, name=slug, industry=industry, plan=plan,
-                                              placement=(placement or {}).get(slug))
+        tenant, _ = registry.provision_tenant(
+            ctx, slug=slug, name=slug, industry=industry, plan=plan, placement=(placement or {}).get(slug)
+        )
         out.append(tenant)
     return out
 
@@ -28,8 +29,9 @@ def bronze_uri(region: str = "eu-west", tenant_id: str | None = None) -> str:
 
     lake = get_settings().resolved_lake_uri
     if tenant_id:
-        return table_uri(lake, layer="bronze", table="events", region=region, placement="dedicated",
-                         tenant_id=tenant_id)
+        return table_uri(
+            lake, layer="bronze", table="events", region=region, placement="dedicated", tenant_id=tenant_id
+        )
     return table_uri(lake, layer="bronze", table="events", region=region)
 
 

@@ -12,32 +12,61 @@ from ingestion.bronze import BronzeLander, LandingBatch, Ledger, read_run_log, r
 from tests.ingestion.ingest_helpers import bronze_uri, provision, quarantine_uri, read_all
 
 
-def _payload(tenant: str, event_id: str, *, event_type: str = "order_placed", day: str = "2025-03-01") -> bytes:
+def _payload(
+    tenant: str, event_id: str, *, event_type: str = "order_placed", day: str = "2025-03-01"
+) -> bytes:
     props = {"order_id": "o-" + event_id, "items": 2, "channel": "web"}
-    return json.dumps({"tenant_id": tenant, "event_id": event_id, "customer_id": "c1", "event_type": event_type,
-                       "event_time": f"{day}T10:00:00Z", "amount": 10.5, "currency": "EUR",
-                       "properties": props}).encode()
+    return json.dumps(
+        {
+            "tenant_id": tenant,
+            "event_id": event_id,
+            "customer_id": "c1",
+            "event_type": event_type,
+            "event_time": f"{day}T10:00:00Z",
+            "amount": 10.5,
+            "currency": "EUR",
+            "properties": props,
+        }
+    ).encode()
 
 
-def _batch(lander: BronzeLander, payloads: list[bytes], *, unit: str = "u0", first_seq: int = 0) -> LandingBatch:
+def _batch(
+    lander: BronzeLander, payloads: list[bytes], *, unit: str = "u0", first_seq: int = 0
+) -> LandingBatch:
     from ingestion.contracts import decode_json_records
 
     positions = [f"{unit}/{first_seq + i}" for i in range(len(payloads))]
     decoded = decode_json_records(payloads, positions, source="test")
     result = lander.validate(decoded, source="test")
-    origins = pl.DataFrame({"position": positions, "_unit": [unit] * len(payloads),
-                            "_seq": list(range(first_seq, first_seq + len(payloads)))},
-                           schema={"position": pl.String, "_unit": pl.String, "_seq": pl.Int64})
-    return LandingBatch.build(result, records=decoded.records.select("tenant_id", "event_id", "position"),
-                              origins=origins)
+    origins = pl.DataFrame(
+        {
+            "position": positions,
+            "_unit": [unit] * len(payloads),
+            "_seq": list(range(first_seq, first_seq + len(payloads))),
+        },
+        schema={"position": pl.String, "_unit": pl.String, "_seq": pl.Int64},
+    )
+    return LandingBatch.build(
+        result, records=decoded.records.select("tenant_id", "event_id", "position"), origins=origins
+    )
 
 
 def _ledger() -> Ledger:
     from datetime import UTC, datetime
 
-    return Ledger(run_log_uri(), lambda counts: run_log_row(
-        run_id="r", flush=1, source_kind="stream", source_name="test", worker="0/1",
-        started_at=datetime.now(UTC), counts=counts, status="succeeded"))
+    return Ledger(
+        run_log_uri(),
+        lambda counts: run_log_row(
+            run_id="r",
+            flush=1,
+            source_kind="stream",
+            source_name="test",
+            worker="0/1",
+            started_at=datetime.now(UTC),
+            counts=counts,
+            status="succeeded",
+        ),
+    )
 
 
 def _ecommerce_props_ok() -> bool:
@@ -50,8 +79,11 @@ def _ecommerce_props_ok() -> bool:
 def tenants(home: Path) -> dict[str, str]:
     assert _ecommerce_props_ok()
     pooled, dedicated, other = provision(
-        [("shop-one", "ecommerce", "standard"), ("shop-two", "ecommerce", "enterprise"),
-         ("shop-three", "ecommerce", "free")],
+        [
+            ("shop-one", "ecommerce", "standard"),
+            ("shop-two", "ecommerce", "enterprise"),
+            ("shop-three", "ecommerce", "free"),
+        ],
         placement={"shop-two": "dedicated"},
     )
     return {"pooled": pooled.id, "dedicated": dedicated.id, "other": other.id}
@@ -63,11 +95,30 @@ def _valid_payloads(tenant: str, n: int, prefix: str = "e") -> list[bytes]:
     spec = get_contract("ecommerce").event_type("order_placed")
     out = []
     for i in range(n):
-        props = {p.name: {"string": "x", "int": 1, "float": 1.5, "bool": True,
-                          "timestamp": "2025-03-01T00:00:00Z"}[p.type] for p in spec.properties}
-        out.append(json.dumps({"tenant_id": tenant, "event_id": f"{prefix}{i}", "customer_id": "c1",
-                               "event_type": "order_placed", "event_time": f"2025-03-0{1 + i % 3}T10:00:00Z",
-                               "amount": 10.5, "currency": "EUR", "properties": props}).encode())
+        props = {
+            p.name: {
+                "string": "x",
+                "int": 1,
+                "float": 1.5,
+                "bool": True,
+                "timestamp": "2025-03-01T00:00:00Z",
+            }[p.type]
+            for p in spec.properties
+        }
+        out.append(
+            json.dumps(
+                {
+                    "tenant_id": tenant,
+                    "event_id": f"{prefix}{i}",
+                    "customer_id": "c1",
+                    "event_type": "order_placed",
+                    "event_time": f"2025-03-0{1 + i % 3}T10:00:00Z",
+                    "amount": 10.5,
+                    "currency": "EUR",
+                    "properties": props,
+                }
+            ).encode()
+        )
     return out
 
 
@@ -97,7 +148,9 @@ def test_already_landed_keys_are_skipped_across_lander_restarts(tenants: dict[st
     assert read_all(bronze_uri()).height == 8
 
 
-def test_rows_a_table_already_committed_under_its_txn_are_recovered_not_duplicated(tenants: dict[str, str]) -> None:
+def test_rows_a_table_already_committed_under_its_txn_are_recovered_not_duplicated(
+    tenants: dict[str, str],
+) -> None:
     from shironzi.lake import txn_version
 
     lander = BronzeLander()
@@ -105,8 +158,10 @@ def test_rows_a_table_already_committed_under_its_txn_are_recovered_not_duplicat
     lander.land(_batch(lander, payloads, unit="p0"), ledger=_ledger())
     assert txn_version(bronze_uri(), "p0") == 4 and txn_version(quarantine_uri(), "p0") == 4
     again = BronzeLander()
-    counts = again.land(_batch(again, payloads, unit="p0", first_seq=0), ledger=Ledger(
-        run_log_uri() + "-other", _ledger().rows))
+    counts = again.land(
+        _batch(again, payloads, unit="p0", first_seq=0),
+        ledger=Ledger(run_log_uri() + "-other", _ledger().rows),
+    )
     assert counts.recovered == 5 and counts.landed == 4 and counts.quarantined == 1
     assert read_all(bronze_uri()).height == 4 and read_all(quarantine_uri()).height == 1
 

@@ -44,13 +44,20 @@ def test_missing_bronze_table_is_a_clear_not_found(settings: Settings) -> None:
     assert not _snapshot_exists(settings)
 
 
-@pytest.mark.parametrize("tenants, message", [
-    ([{"industry": "ecommerce"}], "has no tenant_id"),
-    ([{"tenant_id": "t1", "industry": "retail"}], "unknown industry"),
-    ([{"tenant_id": "t1", "industry": "ecommerce"}, {"tenant_id": "t1", "industry": "education"}], "twice"),
-])
-def test_bad_tenant_snapshot_fails_before_anything_is_written(settings: Settings, tenants: list[dict[str, str]],
-                                                              message: str) -> None:
+@pytest.mark.parametrize(
+    "tenants, message",
+    [
+        ([{"industry": "ecommerce"}], "has no tenant_id"),
+        ([{"tenant_id": "t1", "industry": "retail"}], "unknown industry"),
+        (
+            [{"tenant_id": "t1", "industry": "ecommerce"}, {"tenant_id": "t1", "industry": "education"}],
+            "twice",
+        ),
+    ],
+)
+def test_bad_tenant_snapshot_fails_before_anything_is_written(
+    settings: Settings, tenants: list[dict[str, str]], message: str
+) -> None:
     write_bronze(bronze_events_uri(settings, REGION), sample_events(days=10))
     with pytest.raises(InvalidInputError, match=message):
         run_dbt_build(region=REGION, tenants=tenants, settings=settings)
@@ -58,7 +65,9 @@ def test_bad_tenant_snapshot_fails_before_anything_is_written(settings: Settings
     assert not (settings.home / "dbt").exists()
 
 
-def test_transform_without_bronze_prints_one_error_line(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_transform_without_bronze_prints_one_error_line(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         run(["transform", "--region", REGION])
     assert exit_info.value.code == 1
@@ -71,22 +80,32 @@ def test_manifest_lists_models_and_their_dependencies(settings: Settings) -> Non
     manifest = dbt_manifest(region=REGION, settings=settings)
     assert manifest["fct_tenant_daily_kpis"] == ["int_customer_daily_activity"]
     assert manifest["int_customer_daily_activity"] == ["int_events__unified"]
-    assert set(manifest["int_events__unified"]) == {"stg_events__ecommerce", "stg_events__education",
-                                                    "stg_events__healthcare", "stg_platform__tenants"}
+    assert set(manifest["int_events__unified"]) == {
+        "stg_events__ecommerce",
+        "stg_events__education",
+        "stg_events__healthcare",
+        "stg_platform__tenants",
+    }
     assert {"dim_customers", "fct_churn_labels", "fct_cohort_retention", "fct_tenant_usage"} <= set(manifest)
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_transform_command_builds_and_prints_gold_versions(settings: Settings,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_transform_command_builds_and_prints_gold_versions(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The command reads tenants from the registry (empty here): every model builds, marts are empty."""
     write_bronze(bronze_events_uri(settings, REGION), sample_events(days=20))
     run(["transform", "--region", REGION])
     out = capsys.readouterr().out
     assert "models built: 11" in out and "tests failed: 0" in out
-    for table in ("dim_customers", "fct_churn_labels", "fct_cohort_retention", "fct_tenant_daily_kpis",
-                  "fct_tenant_usage"):
+    for table in (
+        "dim_customers",
+        "fct_churn_labels",
+        "fct_cohort_retention",
+        "fct_tenant_daily_kpis",
+        "fct_tenant_usage",
+    ):
         assert table in out
     assert DeltaTable(registry_snapshot_uri(settings)).to_pyarrow_table().num_rows == 0
 
@@ -100,18 +119,31 @@ def test_tenant_isolated_catches_a_join_that_forgets_tenant_id(settings: Setting
     (project / "models" / "marts" / "bad_customer_days.sql").write_text(
         "select activity.tenant_id, activity.customer_id, activity.event_date, customers.lifetime_events\n"
         "from {{ ref('int_customer_daily_activity') }} as activity\n"
-        "inner join {{ ref('dim_customers') }} as customers on activity.customer_id = customers.customer_id\n")
+        "inner join {{ ref('dim_customers') }} as customers on activity.customer_id = customers.customer_id\n"
+    )
     (project / "models" / "marts" / "bad_customer_days.yml").write_text(
         "version: 2\nmodels:\n  - name: bad_customer_days\n    description: A deliberately broken join.\n"
         "    config: {materialized: view}\n    data_tests:\n      - tenant_isolated:\n          arguments:\n"
-        "            parent: ref('int_customer_daily_activity')\n            keys: [customer_id, event_date]\n"
-        "            measure: count(*)\n            parent_measure: count(*)\n")
-    write_bronze(bronze_events_uri(settings, REGION), sample_events(days=20) + [
-        event("t-clinic", "c9", "portal_login", START + dt.timedelta(2), event_id="x-1")])
-    result = run_dbt_build(region=REGION, tenants=TENANTS, settings=settings, project_dir=project,
-                           select="+bad_customer_days")
+        "            parent: ref('int_customer_daily_activity')\n"
+        "            keys: [customer_id, event_date]\n"
+        "            measure: count(*)\n            parent_measure: count(*)\n"
+    )
+    write_bronze(
+        bronze_events_uri(settings, REGION),
+        sample_events(days=20)
+        + [event("t-clinic", "c9", "portal_login", START + dt.timedelta(2), event_id="x-1")],
+    )
+    result = run_dbt_build(
+        region=REGION, tenants=TENANTS, settings=settings, project_dir=project, select="+bad_customer_days"
+    )
     assert not result.success
     assert any("tenant_isolated_bad_customer_days" in line for line in result.failures), result.failures
     with pytest.raises(TransformationError, match="dbt build failed"):
-        run_dbt_build(region=REGION, tenants=TENANTS, settings=settings, project_dir=project,
-                      select="bad_customer_days", raise_on_failure=True)
+        run_dbt_build(
+            region=REGION,
+            tenants=TENANTS,
+            settings=settings,
+            project_dir=project,
+            select="bad_customer_days",
+            raise_on_failure=True,
+        )

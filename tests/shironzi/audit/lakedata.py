@@ -20,7 +20,9 @@ DAY = dt.date(2024, 5, 1)
 def uri(layer: str, table: str, *, tenant_id: str | None = None) -> str:
     lake = get_settings().resolved_lake_uri
     if tenant_id:
-        return table_uri(lake, layer=layer, table=table, region="eu-west", placement="dedicated", tenant_id=tenant_id)  # type: ignore[arg-type]
+        return table_uri(
+            lake, layer=layer, table=table, region="eu-west", placement="dedicated", tenant_id=tenant_id
+        )  # type: ignore[arg-type]
     return table_uri(lake, layer=layer, table=table, region="eu-west")  # type: ignore[arg-type]
 
 
@@ -37,7 +39,9 @@ def events(rows: Sequence[tuple[str, str]], *, day: dt.date = DAY, start: int = 
             "event_date": pa.array([day] * len(rows), pa.date32()),
             "source": ["test"] * len(rows),
             "amount": [10.0] * len(rows),
-            "properties": [json.dumps({"order_id": f"o{start + i}", "referrer": c}) for i, (_, c) in enumerate(rows)],
+            "properties": [
+                json.dumps({"order_id": f"o{start + i}", "referrer": c}) for i, (_, c) in enumerate(rows)
+            ],
         }
     )
 
@@ -119,7 +123,8 @@ class SqliteOnlineStore:
                 return db.execute("DELETE FROM features WHERE tenant_id = ?", (tenant_id,)).rowcount
             marks = ",".join("?" * len(subject_ids))
             return db.execute(
-                f"DELETE FROM features WHERE tenant_id = ? AND customer_id IN ({marks})", (tenant_id, *subject_ids)
+                f"DELETE FROM features WHERE tenant_id = ? AND customer_id IN ({marks})",
+                (tenant_id, *subject_ids),
             ).rowcount
 
     def scan(self, tenant_id: str, matches: Callable[[str], bool]) -> int:

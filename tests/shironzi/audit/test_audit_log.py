@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pytest
 
 from shironzi.audit.events import AuditEvent
 from shironzi.audit.log import audit_table_uri, get_audit_log, read_audit_events
@@ -87,6 +86,7 @@ def test_denied_and_admin_events_are_written_before_record_returns(audit_home: P
     assert read_audit_events(flush=False).column("is_admin").to_pylist()[-1] is True
 
 
+@pytest.mark.slow
 def test_admin_event_survives_sigkill(audit_home: Path) -> None:
     script = textwrap.dedent(
         """
@@ -108,6 +108,7 @@ def test_admin_event_survives_sigkill(audit_home: Path) -> None:
     assert verify_chains().ok
 
 
+@pytest.mark.slow
 def test_chains_continue_across_writer_processes(audit_home: Path) -> None:
     script = textwrap.dedent(
         """
@@ -117,7 +118,8 @@ def test_chains_continue_across_writer_processes(audit_home: Path) -> None:
         log = get_audit_log()
         for batch in range(4):
             for i in range(5):
-                log.record(AuditEvent(action="read", actor=sys.argv[1], request_id=f"{sys.argv[1]}-{batch}-{i}"))
+                rid = f"{sys.argv[1]}-{batch}-{i}"
+                log.record(AuditEvent(action="read", actor=sys.argv[1], request_id=rid))
             log.flush()
         """
     )

@@ -38,7 +38,9 @@ def _all_rows(column_pairs: bool = True) -> list[tuple[str | None, str | None, s
         for path in list_parquet_files(table.uri):
             data = pq.read_table(path)
             if "customer_id" in data.column_names:
-                for t, c in zip(data.column("tenant_id").to_pylist(), data.column("customer_id").to_pylist(), strict=True):
+                for t, c in zip(
+                    data.column("tenant_id").to_pylist(), data.column("customer_id").to_pylist(), strict=True
+                ):
                     found.append((t, c, path))
     return found
 
@@ -57,10 +59,20 @@ def test_erase_subject_everywhere_but_not_look_alikes(audit_home: Path, online: 
     for tenant, customer in (("t_a", "c_1"), ("t_a", "c_12"), ("t_b", "c_1"), ("t_a", token)):
         online.put(tenant, customer, {"score": 0.5})
     features_version = 0
-    record_training_run("trainer", run_id="run-7", model_name="churn", model_version=3,
-                        inputs=[(tables["features"], features_version)])  # fmt: skip
-    record_training_run("trainer", run_id="run-8", model_name="trend", model_version=1,
-                        inputs=[(tables["bronze"] + "_other", 0)])  # fmt: skip
+    record_training_run(
+        "trainer",
+        run_id="run-7",
+        model_name="churn",
+        model_version=3,
+        inputs=[(tables["features"], features_version)],
+    )
+    record_training_run(
+        "trainer",
+        run_id="run-8",
+        model_name="trend",
+        model_version=1,
+        inputs=[(tables["bronze"] + "_other", 0)],
+    )
 
     receipt = erase_subject(ADMIN, "t_a", "c_1")
 
@@ -80,9 +92,14 @@ def test_erase_subject_everywhere_but_not_look_alikes(audit_home: Path, online: 
     # The receipt: every touched table, before/after versions, rows and files, a passing verification.
     assert receipt.verification["ok"] and receipt.verification["files_scanned"] > 0
     touched = {t["table"]: t for t in receipt.tables}
-    assert set(touched) == {"eu-west/bronze/events", "eu-west/silver/stg_events", "eu-west/gold/dim_customers",
-                            "eu-west/features/customer_features", "eu-west/predictions/churn_scores",
-                            "eu-west/quarantine/events"}  # fmt: skip
+    assert set(touched) == {
+        "eu-west/bronze/events",
+        "eu-west/silver/stg_events",
+        "eu-west/gold/dim_customers",
+        "eu-west/features/customer_features",
+        "eu-west/predictions/churn_scores",
+        "eu-west/quarantine/events",
+    }
     assert touched["eu-west/bronze/events"]["rows_deleted"] == 3
     assert touched["eu-west/quarantine/events"]["rows_deleted"] == 3
     assert all(t["after_version"] > t["before_version"] and t["files_removed"] >= 1 for t in touched.values())
@@ -170,7 +187,9 @@ def test_erase_tenant_requires_offboarding_and_shreds_its_key(audit_home: Path) 
     from shironzi.tenancy.registry import get_registry
 
     registry = get_registry()
-    tenant, _ = registry.provision_tenant(ADMIN, slug="acme", name="Acme", industry="ecommerce", plan="standard")
+    tenant, _ = registry.provision_tenant(
+        ADMIN, slug="acme", name="Acme", industry="ecommerce", plan="standard"
+    )
     tid = tenant.id
     build_lake()
     append(
@@ -199,3 +218,30 @@ def _tenant_rows(tid: str):  # type: ignore[no-untyped-def]
     from tests.shironzi.audit.lakedata import customers
 
     return customers([(tid, "c_9"), (tid, "c_8")])
+
+
+def test_exclusive_lease_waits_for_writers_and_blocks_new_ones(audit_home: Path) -> None:
+    import time
+
+    from shironzi.errors import LeaseBusyError
+
+    table = "/lake/eu-west/bronze/events"
+    order: list[str] = []
+    writer_in = threading.Event()
+
+    def writer() -> None:
+        with table_lease(table):
+            writer_in.set()
+            time.sleep(0.3)
+            order.append("writer done")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    writer_in.wait(5)
+    with table_lease(table, mode="exclusive", timeout=5):
+        order.append("erasure in")
+        with pytest.raises(LeaseBusyError):
+            with table_lease(table, timeout=0.2):  # a new writer must wait for the erasure
+                pass
+    thread.join()
+    assert order == ["writer done", "erasure in"]

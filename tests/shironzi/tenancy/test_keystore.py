@@ -62,7 +62,9 @@ def test_local_keystore_encrypts_keys_at_rest_and_is_stable(keystore_home: Path)
 def test_pseudonymise_batch_hashes_pii_per_tenant_and_vaults_recoverable_fields(keystore_home: Path) -> None:
     store = get_keystore()
     out = pseudonymise_batch(
-        _batch(), pii_fields=["email", "full_name", "shipping_postcode"], recoverable_fields=["email", "full_name"]
+        _batch(),
+        pii_fields=["email", "full_name", "shipping_postcode"],
+        recoverable_fields=["email", "full_name"],
     )
     props = [json.loads(p) for p in out.column("properties").to_pylist()]
     assert props[0]["email"] == pseudonym(store.get_key("t_a"), "ann@example.com")
@@ -113,4 +115,6 @@ def test_destroying_a_key_crypto_shreds_the_vault(keystore_home: Path) -> None:
     assert still_there.num_rows == 1  # the ciphertext remains, but is useless
     # The other tenant is unaffected.
     other = json.loads(out.column("properties")[2].as_py())["email"]
-    assert reveal(TenantContext.for_tenant("t_b", actor="x", purpose="dsar"), "t_b", other) == "ann@example.com"
+    assert (
+        reveal(TenantContext.for_tenant("t_b", actor="x", purpose="dsar"), "t_b", other) == "ann@example.com"
+    )

@@ -1,0 +1,253 @@
+"""The offline store: Spark feature pipelines that append snapshots to Delta feature tables.
+
+    result = build_features()                       # every view, weekly snapshots, gated tenants, incremental
+
+Feature tables live at `{lake}/{region}/features/{view.table}` (a dedicated tenant's under its own root),
+one row per entity and snapshot date with its `feature_timestamp`. A run computes, per tenant, only the
+snapshot dates after the last one already in each table, up to the newest event date in bronze (or
+`until`), so history accumulates for training and reruns add nothing. Only tenants with a feature-consuming
+module (`churn_prediction` or `trend_forecast`) are built.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from feature_store.definitions import FEATURE_TIMESTAMP, SNAPSHOT_DATE, FeatureView
+from feature_store.registry import resolve_views
+from shironzi.errors import InvalidInputError
+from shironzi.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import SparkSession
+
+    from shironzi.tenancy import TenantInfo
+
+Cadence = Literal["daily", "weekly"]
+FEATURE_MODULES: tuple[str, ...] = ("churn_prediction", "trend_forecast")
+WEEKLY_ANCHOR = date(1970, 1, 4)  # a Sunday: weekly snapshots fall on Sundays
+CADENCE_DAYS: dict[str, int] = {"daily": 1, "weekly": 7}
+
+
+@dataclass(frozen=True)
+class LakeGroup:
+    """Tenants whose bronze events share one table, and where their feature tables go."""
+
+    region: str
+    placement: Literal["pooled", "dedicated"]
+    tenant_id: str | None
+    tenant_ids: tuple[str, ...]
+
+    def uri(self, settings: Settings, *, layer: Literal["bronze", "features"], table: str) -> str:
+        from shironzi.lake import table_uri
+
+        return table_uri(settings.resolved_lake_uri, layer=layer, table=table, region=self.region,
+                         placement=self.placement, tenant_id=self.tenant_id)
+
+
+@dataclass
+class BuildResult:
+    """What one offline build wrote."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    snapshots: dict[str, int] = field(default_factory=dict)
+    tenants: list[str] = field(default_factory=list)
+    skipped_tenants: list[str] = field(default_factory=list)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+
+def feature_timestamp_for(snapshot_date: date) -> datetime:
+    """The instant a snapshot becomes known: the last microsecond of its day (UTC)."""
+    return datetime.combine(snapshot_date, time.max, tzinfo=UTC)
+
+
+def snapshot_dates(first: date, last: date, *, cadence: Cadence, after: date | None = None) -> list[date]:
+    """The cadence grid's dates in [first, last] and after `after` (daily: every day; weekly: Sundays)."""
+    if cadence not in CADENCE_DAYS:
+        raise InvalidInputError(f"cadence must be one of {', '.join(CADENCE_DAYS)}, got {cadence!r}")
+    step = CADENCE_DAYS[cadence]
+    start = max(first, after + timedelta(days=1)) if after else first
+    offset = (start - WEEKLY_ANCHOR).days % step
+    day = start + timedelta(days=(step - offset) % step)
+    out = []
+    while day <= last:
+        out.append(day)
+        day += timedelta(days=step)
+    return out
+
+
+def gated_tenants(settings: Settings | None = None) -> list[str]:
+    """Tenants with a feature-consuming module on (the rest get no feature rows)."""
+    from shironzi.tenancy import get_registry
+
+    registry = get_registry(settings)
+    return sorted({t for module in FEATURE_MODULES for t in registry.tenants_with_module(module)})
+
+
+def lake_groups(tenant_ids: Iterable[str], settings: Settings | None = None) -> list[LakeGroup]:
+    """Group tenants by their bronze table (pooled per region, or their own when dedicated)."""
+    from shironzi.tenancy import get_registry
+
+    settings = settings or get_settings()
+    directory: dict[str, TenantInfo] = get_registry(settings).tenant_directory(fresh=True)
+    pooled: dict[str, list[str]] = defaultdict(list)
+    groups: list[LakeGroup] = []
+    for tenant_id in sorted(set(tenant_ids)):
+        info = directory.get(tenant_id)
+        if info is None:
+            from shironzi.errors import TenantNotFoundError
+
+            raise TenantNotFoundError(tenant_id)
+        if info.placement == "dedicated":
+            groups.append(LakeGroup(info.region, "dedicated", tenant_id, (tenant_id,)))
+        else:
+            pooled[info.region].append(tenant_id)
+    groups += [LakeGroup(region, "pooled", None, tuple(ids)) for region, ids in sorted(pooled.items())]
+    return groups
+
+
+def last_snapshots(uri: str, tenant_ids: Sequence[str]) -> dict[str, date]:
+    """tenant_id -> the newest snapshot_date already in a feature table (missing table: none)."""
+    from shironzi.lake import read_arrow, table_exists
+
+    if not table_exists(uri):
+        return {}
+    table = read_arrow(uri, columns=["tenant_id", SNAPSHOT_DATE], filters=[("tenant_id", "in", list(tenant_ids))])
+    if table.num_rows == 0:
+        return {}
+    latest = table.group_by("tenant_id").aggregate([(SNAPSHOT_DATE, "max")])
+    return dict(zip(latest.column("tenant_id").to_pylist(), latest.column(f"{SNAPSHOT_DATE}_max").to_pylist(),
+                    strict=True))
+
+
+def snapshot_table(plan: dict[str, list[date]]) -> pa.Table:
+    """(tenant_id, snapshot_date, feature_timestamp) rows for a per-tenant plan."""
+    import pyarrow as pa
+
+    tenants, dates = [], []
+    for tenant_id, days in sorted(plan.items()):
+        tenants += [tenant_id] * len(days)
+        dates += days
+    return pa.table({
+        "tenant_id": pa.array(tenants, pa.string()),
+        SNAPSHOT_DATE: pa.array(dates, pa.date32()),
+        FEATURE_TIMESTAMP: pa.array([feature_timestamp_for(d) for d in dates], pa.timestamp("us", tz="UTC")),
+    })
+
+
+def build_features(
+    views: Sequence[str] | None = None,
+    *,
+    tenant_ids: Sequence[str] | None = None,
+    cadence: Cadence = "weekly",
+    until: date | None = None,
+    settings: Settings | None = None,
+    spark: SparkSession | None = None,
+    progress: Any = None,
+) -> BuildResult:
+    """Compute the missing snapshots of `views` (default: all) on Spark and append them to Delta.
+
+    `tenant_ids` defaults to the tenants with churn_prediction or trend_forecast on; passing ids still
+    drops the ones without such a module. `progress(message)` is called before each Spark job.
+    """
+    from feature_store.views import BASE_VIEWS
+    from shironzi.lake import table_exists
+    from shironzi.observability import stage
+    from transformations.jobs.snapshot_sql import SqlOutput, run_snapshot_sql, tenant_event_bounds
+    from transformations.spark import get_spark
+
+    settings = settings or get_settings()
+    chosen = resolve_views(views)
+    allowed = set(gated_tenants(settings))
+    wanted = sorted(allowed if tenant_ids is None else set(tenant_ids))
+    result = BuildResult(tenants=[t for t in wanted if t in allowed],
+                         skipped_tenants=[t for t in wanted if t not in allowed])
+    with stage("features:offline", cadence=cadence, views=len(chosen)) as summary:
+        summary.extra["tenants"] = len(result.tenants)
+        summary.extra["skipped_tenants"] = len(result.skipped_tenants)
+        for group in lake_groups(result.tenants, settings):
+            bronze = group.uri(settings, layer="bronze", table="events")
+            if not table_exists(bronze):
+                continue
+            spark = spark or get_spark(settings)
+            if progress:
+                progress(f"{group.region}/{group.placement}: event bounds")
+            bounds = tenant_event_bounds(spark, [bronze], tenant_ids=group.tenant_ids)
+            if not bounds:
+                continue
+            horizon = min(until, max(b[1] for b in bounds.values())) if until else max(b[1] for b in bounds.values())
+            # Views with the same per-tenant plan run in one Spark job (they share the base views).
+            jobs: dict[tuple[tuple[str, tuple[date, ...]], ...], list[FeatureView]] = defaultdict(list)
+            for view in chosen:
+                target = group.uri(settings, layer="features", table=view.table)
+                done = last_snapshots(target, list(bounds))
+                plan = {t: snapshot_dates(first, horizon, cadence=cadence, after=done.get(t))
+                        for t, (first, _) in bounds.items()}
+                key = tuple(sorted((t, tuple(d)) for t, d in plan.items() if d))
+                if key:
+                    jobs[key].append(view)
+            for key, job_views in jobs.items():
+                plan = {t: list(days) for t, days in key}
+                if progress:
+                    progress(f"{group.region}/{group.placement}: {', '.join(v.name for v in job_views)}")
+                outputs = [SqlOutput(v.name, v.transformation, group.uri(settings, layer="features", table=v.table),
+                                     tuple(v.columns)) for v in job_views]
+                written = run_snapshot_sql(spark, bronze_uris=[bronze], tenant_ids=sorted(plan),
+                                           snapshots=snapshot_table(plan), base_views=BASE_VIEWS, outputs=outputs)
+                for out in written:
+                    result.rows[out.name] = result.rows.get(out.name, 0) + out.rows
+                    result.snapshots[out.name] = result.snapshots.get(out.name, 0) + sum(map(len, plan.values()))
+                    if out.version is not None:
+                        label = out.name if group.placement == "pooled" else f"{out.name}@{group.tenant_id}"
+                        result.versions[f"{label}:{group.region}" if len(settings.regions) > 1 else label] = \
+                            out.version
+        summary.rows = result.total_rows
+        summary.table_version = dict(result.versions) or None
+    return result
+
+
+def feature_table_uris(view: FeatureView, tenant_ids: Iterable[str], settings: Settings | None = None) -> list[str]:
+    """The existing offline tables that may hold `tenant_ids`' rows of `view`."""
+    from shironzi.lake import table_exists
+
+    settings = settings or get_settings()
+    uris = [g.uri(settings, layer="features", table=view.table) for g in lake_groups(tenant_ids, settings)]
+    return [u for u in dict.fromkeys(uris) if table_exists(u)]
+
+
+def read_feature_table(
+    view: FeatureView,
+    tenant_ids: Sequence[str],
+    *,
+    features: Sequence[str] | None = None,
+    settings: Settings | None = None,
+) -> pa.Table:
+    """Every offline row of `view` for `tenant_ids` (join keys, timestamps and the chosen features)."""
+    import pyarrow as pa
+
+    from shironzi.lake import read_arrow
+
+    columns = [*view.join_keys, SNAPSHOT_DATE, FEATURE_TIMESTAMP, *(features or view.feature_names)]
+    parts = [read_arrow(uri, columns=columns, filters=[("tenant_id", "in", list(tenant_ids))])
+             for uri in feature_table_uris(view, tenant_ids, settings)]
+    if not parts:
+        return empty_feature_table(view, columns)
+    return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+
+
+def empty_feature_table(view: FeatureView, columns: Sequence[str]) -> pa.Table:
+    import pyarrow as pa
+
+    types = {"tenant_id": pa.string(), "customer_id": pa.string(), SNAPSHOT_DATE: pa.date32(),
+             FEATURE_TIMESTAMP: pa.timestamp("us", tz="UTC")}
+    types.update({f.name: pa.int64() if f.dtype == "int64" else pa.float64() for f in view.features})
+    return pa.schema([(c, types[c]) for c in columns]).empty_table()

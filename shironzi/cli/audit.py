@@ -1,0 +1,189 @@
+"""`shironzi audit ...`, `shironzi gdpr ...` and `shironzi retention ...`: compliance on the command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+audit_app = typer.Typer(
+    name="audit", help="Audit log: verify the hash chains and query the lake's history.", no_args_is_help=True
+)
+gdpr_app = typer.Typer(
+    name="gdpr", help="Subject and tenant erasure with signed receipts.", no_args_is_help=True
+)
+retention_app = typer.Typer(
+    name="retention", help="Retention policies and their enforcement.", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
+ActorOpt = Annotated[str, typer.Option("--actor", help="Who is acting (recorded in the audit log).")]
+
+
+def _print(payload: Any, as_json: bool) -> None:
+    from shironzi.audit.queries import as_jsonable
+
+    if as_json:
+        typer.echo(json.dumps(as_jsonable(payload), indent=2, sort_keys=True, default=str))
+        return
+    if isinstance(payload, list):
+        for item in payload:
+            typer.echo(json.dumps(as_jsonable(item), default=str))
+    else:
+        typer.echo(json.dumps(as_jsonable(payload), indent=2, default=str))
+
+
+def _when(value: str | None) -> dt.datetime | None:
+    from shironzi.errors import InvalidInputError
+
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInputError(f"not an ISO date/time: {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@audit_app.command("verify")
+def verify_cmd(as_json: JsonOpt = False) -> None:
+    """Recompute every day's hash chain; exit 1 and show the first broken link of each broken day."""
+    from shironzi.audit.verify import verify_chains
+    from shironzi.errors import IntegrityCheckError
+
+    report = verify_chains()
+    if as_json:
+        _print(report.as_dict(), True)
+    elif report.ok:
+        typer.echo(f"audit log intact: {report.events} events over {report.days} days")
+    if not report.ok:
+        first = report.broken[0]
+        raise IntegrityCheckError(
+            f"audit chain broken on {len(report.broken)} day(s); first: {first.day} seq {first.seq}: "
+            f"{first.reason} (expected {first.expected}, found {first.found})"
+        )
+
+
+@audit_app.command("access")
+def access_cmd(
+    tenant: TenantOpt,
+    start: Annotated[str | None, typer.Option("--from", help="Start (ISO date/time, UTC).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End, exclusive (ISO date/time, UTC).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Who accessed a tenant's data in a window, and what they accessed."""
+    from shironzi.audit.queries import access
+
+    _print(access(tenant, start=_when(start), end=_when(end)), as_json)
+
+
+@audit_app.command("changes")
+def changes_cmd(
+    table: Annotated[str, typer.Argument(help="Table URI or path under the lake (eu-west/gold/fct_orders).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Every change to a table, with the audit events (runs) that caused it."""
+    from shironzi.audit.queries import changes
+
+    _print(changes(table), as_json)
+
+
+@audit_app.command("lineage")
+def lineage_cmd(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """Tables, training runs and models that contain or derive from a tenant's rows."""
+    from shironzi.audit.queries import lineage
+
+    _print(lineage(tenant), as_json)
+
+
+@audit_app.command("inventory")
+def inventory_cmd(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """Every table holding a tenant's rows: rows, approximate bytes, oldest and newest."""
+    from shironzi.audit.queries import inventory
+
+    _print(inventory(tenant), as_json)
+
+
+@gdpr_app.command("erase")
+def erase_cmd(
+    tenant: TenantOpt,
+    subject: Annotated[str, typer.Option("--subject", "-s", help="The data subject's customer id.")],
+    actor: ActorOpt = "cli:gdpr",
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the receipt to this file.")] = None,
+) -> None:
+    """Erase one subject of a tenant everywhere, verify it, and print the signed receipt."""
+    from shironzi.audit.erasure import erase_subject
+    from shironzi.tenancy.context import TenantContext
+
+    receipt = erase_subject(TenantContext.admin(actor=actor, purpose="gdpr_erasure"), tenant, subject)
+    if out is not None:
+        out.write_text(receipt.to_json())
+    typer.echo(receipt.to_json())
+
+
+@gdpr_app.command("erase-tenant")
+def erase_tenant_cmd(
+    tenant: TenantOpt,
+    actor: ActorOpt = "cli:gdpr",
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the receipt to this file.")] = None,
+) -> None:
+    """Erase an offboarding tenant's data everywhere and destroy its key; print the signed receipt."""
+    from shironzi.audit.erasure import erase_tenant
+    from shironzi.tenancy.context import TenantContext
+
+    receipt = erase_tenant(TenantContext.admin(actor=actor, purpose="tenant_offboarding"), tenant)
+    if out is not None:
+        out.write_text(receipt.to_json())
+    typer.echo(receipt.to_json())
+
+
+@gdpr_app.command("verify")
+def verify_receipt_cmd(
+    receipt: Annotated[str, typer.Argument(help="A receipt JSON file or an erasure request id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-check a receipt's signature and re-run its verification scan; exit 1 if either fails."""
+    from shironzi.audit.erasure import verify_receipt
+    from shironzi.errors import IntegrityCheckError
+
+    check = verify_receipt(receipt)
+    if as_json:
+        _print(check.as_dict(), True)
+    if not check.signature_ok:
+        raise IntegrityCheckError(
+            f"receipt {check.request_id}: the signature does not match (forged or altered)"
+        )
+    if not check.verification.ok:
+        raise IntegrityCheckError(
+            f"receipt {check.request_id}: the subject's data is present again: "
+            f"rows={check.verification.matching_rows} log={check.verification.log_mentions} "
+            f"targets={check.verification.target_matches}"
+        )
+    if not as_json:
+        typer.echo(
+            f"receipt {check.request_id} verified: signature valid, "
+            f"{check.verification.files_scanned} files scanned, no trace of the subject"
+        )
+
+
+@retention_app.command("enforce")
+def enforce_cmd(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Pretend today is this date (ISO).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete expired raw data per tenant and expired audit days."""
+    from shironzi.audit.retention import enforce_retention
+
+    _print(enforce_retention(now=_when(as_of)), as_json)
+
+
+@retention_app.command("show")
+def show_cmd(as_json: JsonOpt = False) -> None:
+    """Every tenant's effective retention policy (days)."""
+    from shironzi.audit.retention import policies
+
+    _print({tid: {"industry": p.industry, **p.days} for tid, p in policies().items()}, as_json)

@@ -1,0 +1,75 @@
+"""The Spark Connect session factory on embedded Sail: a real job over bronze Delta, Delta MERGE and DELETE."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from shironzi.errors import ConfigurationError
+from shironzi.lake import read_arrow, table_uri
+from shironzi.settings import Settings, get_settings
+from tests.feature_store.fs_data import FsTenant, bronze_events, write_bronze
+from transformations.jobs.snapshot_sql import load_events, tenant_event_bounds
+from transformations.spark import get_spark, spark_path, spark_target
+
+pytestmark = pytest.mark.integration
+
+TENANTS = [FsTenant("t-a", "shop-a", "ecommerce", "standard"), FsTenant("t-b", "clinic-b", "healthcare", "standard")]
+
+
+def test_job_on_sail_reads_bronze_and_writes_delta_that_deltalake_reads(settings: Settings) -> None:
+    events = bronze_events(TENANTS, customers=4, days=30)
+    write_bronze(settings, events)
+    spark = get_spark(settings)
+    assert spark_target(settings) == "sail"
+    assert get_spark(settings) is spark  # one server and session per process
+
+    from pyspark.sql import functions as F
+
+    out = table_uri(settings.resolved_lake_uri, layer="gold", table="spark_daily_counts", region="eu-west")
+    daily = (load_events(spark, [table_uri(settings.resolved_lake_uri, layer="bronze", table="events",
+                                           region="eu-west")], tenant_ids=["t-a"])
+             .groupBy("tenant_id", "event_date").agg(F.count("*").alias("events"), F.sum("amount").alias("amount")))
+    daily.write.format("delta").mode("overwrite").partitionBy("event_date").save(spark_path(out))
+
+    written = read_arrow(out).sort_by("event_date")
+    mine = events.filter(pc.equal(events.column("tenant_id"), "t-a"))
+    expected = mine.group_by("event_date").aggregate([("event_id", "count"), ("amount", "sum")]).sort_by("event_date")
+    assert written.column("tenant_id").unique().to_pylist() == ["t-a"]  # the tenant filter held
+    assert written.column("event_date").to_pylist() == expected.column("event_date").to_pylist()
+    assert written.column("events").to_pylist() == expected.column("event_id_count").to_pylist()
+    assert written.column("amount").to_pylist() == pytest.approx(expected.column("amount_sum").to_pylist())
+
+    bounds = tenant_event_bounds(spark, [table_uri(settings.resolved_lake_uri, layer="bronze", table="events",
+                                                   region="eu-west")], tenant_ids=["t-a", "t-b", "t-none"])
+    assert set(bounds) == {"t-a", "t-b"}
+    assert bounds["t-a"] == (pc.min(mine.column("event_date")).as_py(), pc.max(mine.column("event_date")).as_py())
+
+
+def test_delta_merge_and_delete_through_sail(settings: Settings) -> None:
+    spark = get_spark(settings)
+    uri = table_uri(settings.resolved_lake_uri, layer="silver", table="spark_merge", region="eu-west")
+    first = pa.table({"tenant_id": ["t-a", "t-a", "t-b"], "customer_id": ["c1", "c2", "c1"], "score": [1.0, 2.0, 3.0]})
+    spark.createDataFrame(first).write.format("delta").mode("append").save(spark_path(uri))
+    spark.createDataFrame(pa.table({"tenant_id": ["t-a", "t-b"], "customer_id": ["c2", "c9"], "score": [20.0, 90.0]})
+                          ).createOrReplaceTempView("updates")
+    spark.sql(f"""MERGE INTO delta.`{spark_path(uri)}` t USING updates s
+                  ON t.tenant_id = s.tenant_id AND t.customer_id = s.customer_id
+                  WHEN MATCHED THEN UPDATE SET score = s.score WHEN NOT MATCHED THEN INSERT *""").collect()
+    merged = read_arrow(uri).sort_by([("tenant_id", "ascending"), ("customer_id", "ascending")]).to_pylist()
+    assert [(r["tenant_id"], r["customer_id"], r["score"]) for r in merged] == [
+        ("t-a", "c1", 1.0), ("t-a", "c2", 20.0), ("t-b", "c1", 3.0), ("t-b", "c9", 90.0)]
+    spark.sql(f"DELETE FROM delta.`{spark_path(uri)}` WHERE tenant_id = 't-b'").collect()
+    assert read_arrow(uri).column("tenant_id").unique().to_pylist() == ["t-a"]
+    from shironzi.lake import history
+
+    assert [h["operation"] for h in history(uri)][:2] == ["DELETE", "MERGE"]
+
+
+def test_a_bad_remote_is_a_configuration_error(home, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIRONZI_SPARK_REMOTE", "http://spark:15002")
+    get_settings.cache_clear()
+    assert spark_target() == "cluster"
+    with pytest.raises(ConfigurationError, match="sc://"):
+        get_spark()

@@ -1,0 +1,120 @@
+"""The Spark Connect session factory: a Spark 4 cluster (`SHIRONZI_SPARK_REMOTE`) or an embedded Sail server.
+
+    spark = get_spark()                    # embedded Sail on a free loopback port, started once per process
+    spark.read.format("delta").load(uri)   # jobs use only the Spark Connect DataFrame/SQL API
+
+Spark jobs never use RDDs or JVM calls, so the same code runs on Sail and on a cluster with delta-spark.
+Delta support on Sail 0.7 (verified by tests/transformations/test_spark_session.py): read, append/overwrite
+writes with `partitionBy`, `MERGE INTO delta.\\`path\\``, and `DELETE FROM delta.\\`path\\``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Literal
+
+from shironzi.errors import ConfigurationError, ServiceUnavailableError
+from shironzi.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+logger = logging.getLogger("shironzi.spark")
+
+SparkTarget = Literal["sail", "cluster"]
+
+_lock = threading.Lock()
+_server: Any = None  # pysail.spark.SparkConnectServer, started lazily
+_sessions: dict[str, SparkSession] = {}
+
+SESSION_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+def spark_target(settings: Settings | None = None) -> SparkTarget:
+    """Where Spark jobs run with these settings: the configured cluster or the embedded Sail server."""
+    settings = settings or get_settings()
+    return "cluster" if settings.spark_remote else "sail"
+
+
+def _check_remote(remote: str) -> str:
+    if not remote.startswith("sc://"):
+        raise ConfigurationError(
+            f"SHIRONZI_SPARK_REMOTE must be a Spark Connect URL like sc://host:15002, got {remote!r}"
+        )
+    return remote
+
+
+def _start_embedded_sail() -> str:
+    """Start the in-process Sail Spark Connect server once; returns its sc:// URL."""
+    global _server
+    if _server is None:
+        os.environ.setdefault("RUST_LOG", "warn")  # Sail logs every session at INFO otherwise
+        try:
+            from pysail.spark import SparkConnectServer
+        except ImportError as exc:  # pragma: no cover - pysail is in the lock
+            raise ConfigurationError(
+                "embedded Spark needs pysail (pip install pysail), or set SHIRONZI_SPARK_REMOTE"
+            ) from exc
+        server = SparkConnectServer(ip="127.0.0.1", port=0)
+        server.start(background=True)
+        _server = server
+        atexit.register(stop_spark)
+        logger.info("embedded Sail Spark Connect server listening on %s", server.listening_address)
+    host, port = _server.listening_address
+    return f"sc://{host}:{port}"
+
+
+def get_spark(settings: Settings | None = None) -> SparkSession:
+    """A Spark Connect session: the cluster at `settings.spark_remote`, else the embedded Sail server.
+
+    Sessions are cached per remote URL, so every job in a process shares one server and one session.
+    """
+    settings = settings or get_settings()
+    with _lock:
+        remote = _check_remote(settings.spark_remote) if settings.spark_remote else _start_embedded_sail()
+        session = _sessions.get(remote)
+        if session is not None:
+            return session
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError as exc:  # pragma: no cover - pyspark-client is in the lock
+            raise ConfigurationError("Spark jobs need pyspark-client (pip install pyspark-client)") from exc
+        builder = SparkSession.builder.remote(remote)
+        for key, value in SESSION_CONF.items():
+            builder = builder.config(key, value)
+        try:
+            session = builder.getOrCreate()
+        except Exception as exc:  # grpc/Spark Connect errors have no common base worth importing here
+            raise ServiceUnavailableError(f"cannot connect to Spark at {remote}: {exc}", remote=remote) from exc
+        _sessions[remote] = session
+        return session
+
+
+def stop_spark() -> None:
+    """Close the cached sessions and stop the embedded Sail server (also runs at interpreter exit)."""
+    global _server
+    with _lock:
+        for session in _sessions.values():
+            try:
+                session.stop()
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                logger.debug("spark session stop failed", exc_info=True)
+        _sessions.clear()
+        if _server is not None:
+            try:
+                _server.stop()
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                logger.debug("sail server stop failed", exc_info=True)
+            _server = None
+
+
+def spark_path(uri: str) -> str:
+    """The path Spark should load/save for a lake URI (local paths are made absolute)."""
+    if "://" in uri and not uri.startswith("file://"):
+        return uri
+    return os.path.abspath(uri.removeprefix("file://"))
