@@ -14,6 +14,7 @@ import atexit
 import logging
 import os
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
 from shironzi.errors import ConfigurationError, ServiceUnavailableError
@@ -81,7 +82,10 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         if session is not None:
             return session
         try:
-            from pyspark.sql import SparkSession
+            with warnings.catch_warnings():  # pyspark-client 4.2 warns about pandas 3 at import; jobs use Arrow
+                warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+                from pyspark.sql import SparkSession
+                import pyspark.sql.connect.session  # noqa: F401 - imported here, under the filter
         except ImportError as exc:  # pragma: no cover - pyspark-client is in the lock
             raise ConfigurationError("Spark jobs need pyspark-client (pip install pyspark-client)") from exc
         builder = SparkSession.builder.remote(remote)

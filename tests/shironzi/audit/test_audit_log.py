@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from shironzi.audit.events import AuditEvent
 from shironzi.audit.log import audit_table_uri, get_audit_log, read_audit_events
