@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
             totals = result.totals
             assert totals.received == manifest.records_written and totals.balanced(), totals.as_dict()
             print(
-                f"{fmt:<8} {len(manifest.files)} files, {totals.received:,} rows -> landed {totals.landed:,}, "
+                f"{fmt:<8} {len(manifest.files)} files, {totals.received:,} rows -> "
+                f"landed {totals.landed:,}, "
                 f"quarantined {totals.quarantined:,}, dupes {totals.duplicates:,} in {result.seconds:.1f}s "
                 f"= {result.rows_per_second:,.0f} rows/s"
             )

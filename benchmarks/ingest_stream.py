@@ -98,14 +98,17 @@ def main(argv: list[str] | None = None) -> None:
                 rates[client] = result.events_per_second
                 print(
                     f"ingest     {client:<12} {totals.received:,} events -> landed {totals.landed:,}, "
-                    f"quarantined {totals.quarantined:,}, dupes {totals.duplicates:,} in {result.seconds:.1f}s "
+                    f"quarantined {totals.quarantined:,}, dupes {totals.duplicates:,} "
+                    f"in {result.seconds:.1f}s "
                     f"over {result.flushes} flushes = {result.events_per_second:,.0f} events/s"
                 )
         print(
-            f"ratio      ingest(confluent) / consume+decode ceiling = {rates['confluent'] / ceiling.events_per_s:.2f}"
+            "ratio      ingest(confluent) / consume+decode ceiling = "
+            f"{rates['confluent'] / ceiling.events_per_s:.2f}"
         )
         print(
-            f"ratio      ingest(kafka-python) / ingest(confluent)  = {rates['kafka-python'] / rates['confluent']:.2f}"
+            "ratio      ingest(kafka-python) / ingest(confluent)  = "
+            f"{rates['kafka-python'] / rates['confluent']:.2f}"
         )
 
 

@@ -26,8 +26,9 @@ def list_command(
         typer.echo(json.dumps(described, indent=2))
         return
     table = Table(title=f"{sum(len(v['features']) for v in described)} features in {len(described)} views")
-    for column in ("view", "entity", "ttl", "version", "features", "description"):
-        table.add_column(column)
+    for column in ("view", "entity", "ttl", "version", "features"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description", overflow="fold")
     for view in described:
         table.add_row(view["name"], view["entity"], f"{view['ttl_days']:g}d", str(view["version"]),
                       "\n".join(f"{f['name']} ({f['dtype']})" for f in view["features"]), view["description"])

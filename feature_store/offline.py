@@ -168,7 +168,13 @@ def build_features(
     settings = settings or get_settings()
     chosen = resolve_views(views)
     allowed = set(gated_tenants(settings))
-    wanted = sorted(allowed if tenant_ids is None else set(tenant_ids))
+    if tenant_ids is None:
+        from shironzi.tenancy import get_registry
+
+        directory = get_registry(settings).tenant_directory(fresh=True)
+        wanted = sorted(t for t, info in directory.items() if info.status == "active")
+    else:
+        wanted = sorted(set(tenant_ids))
     result = BuildResult(tenants=[t for t in wanted if t in allowed],
                          skipped_tenants=[t for t in wanted if t not in allowed])
     with stage("features:offline", cadence=cadence, views=len(chosen)) as summary:

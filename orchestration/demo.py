@@ -117,6 +117,13 @@ def _reconciliation_note(counts: Any) -> str:
             f"+ dupes {counts.duplicates:,}" + ("" if counts.balanced() else " (NOT balanced)"))
 
 
+def _ingest_outcome(counts: Any) -> StageOutcome:
+    """Rows landed, bronze table versions (relative to the lake) and the reconciliation as the note."""
+    bronze = {uri: v for uri, v in counts.table_versions.items() if "/bronze/" in uri}
+    versions = {uri.rsplit("/lake/", 1)[-1]: v for uri, v in bronze.items()}
+    return StageOutcome(rows=counts.landed, versions=versions, note=_reconciliation_note(counts))
+
+
 def simulate_and_land_files(state: DemoState) -> StageOutcome:
     """Simulate the demo tenants' history as JSONL landing files and land them with the batch connector."""
     from ingestion.batch import ingest_files
@@ -127,8 +134,7 @@ def simulate_and_land_files(state: DemoState) -> StageOutcome:
     landing = state.settings.home / "landing"
     write_landing_files(history, landing, fmt="jsonl", file_per="day")
     result = ingest_files(landing, check_quality=False)
-    versions = {uri.rsplit("/lake/", 1)[-1]: v for uri, v in result.totals.table_versions.items() if "/bronze/" in uri}
-    return StageOutcome(rows=result.totals.landed, versions=versions, note=_reconciliation_note(result.totals))
+    return _ingest_outcome(result.totals)
 
 
 def stream_live_slice(state: DemoState) -> StageOutcome:
@@ -152,21 +158,59 @@ def stream_live_slice(state: DemoState) -> StageOutcome:
                 for key, value in zip(batch.keys, batch.values, strict=True):
                     sink.produce(DEMO_TOPIC, key, value)
             sink.flush()
-        result = StreamIngestor(StreamOptions(topic=DEMO_TOPIC, bootstrap=bootstrap, until_caught_up=True)).run()
+        options = StreamOptions(topic=DEMO_TOPIC, bootstrap=bootstrap, until_caught_up=True)
+        result = StreamIngestor(options).run()
     finally:
         if started_here:
             stop_broker()
-    versions = {uri.rsplit("/lake/", 1)[-1]: v for uri, v in result.totals.table_versions.items() if "/bronze/" in uri}
-    return StageOutcome(rows=result.totals.landed, versions=versions, note=_reconciliation_note(result.totals))
+    return _ingest_outcome(result.totals)
 
 
 DemoStageFn = Callable[[DemoState], StageOutcome]
+
+
+def build_curated_layer(state: DemoState) -> StageOutcome:
+    """dbt build of silver and gold Delta tables for each region the demo tenants live in."""
+    from transformations.dbt_runner import run_dbt_build
+
+    regions = sorted({spec.region for spec in DEMO_TENANTS})
+    outcome = StageOutcome()
+    built = passed = 0
+    for region in regions:
+        result = run_dbt_build(region=region, raise_on_failure=True)
+        built += len(result.models_built)
+        passed += result.tests_passed
+        outcome.versions.update({f"{region}/{name}": v for name, v in result.gold_versions.items()})
+    outcome.rows = built
+    outcome.note = f"{built} models built, {passed} tests passed"
+    state.facts["dbt_models_built"] = built
+    return outcome
+
+
+def build_and_materialize_features(state: DemoState) -> StageOutcome:
+    """Feature pipelines on embedded Sail (incremental, module-gated), then the latest values online."""
+    from feature_store.materialize import materialize
+    from feature_store.offline import build_features
+
+    built = build_features(cadence="weekly", settings=state.settings)
+    pushed = materialize(settings=state.settings)
+    state.facts["feature_rows"] = built.total_rows
+    state.facts["online_feature_rows"] = pushed.total_rows
+    return StageOutcome(
+        rows=built.total_rows,
+        versions=dict(built.versions),
+        note=f"{len(built.tenants)} tenants ({len(built.skipped_tenants)} gated off), "
+             f"{pushed.total_rows:,} online rows",
+    )
+
 
 # Each later capability appends its stage here, in pipeline order.
 STAGES: list[tuple[str, DemoStageFn]] = [
     ("provision tenants", provision_demo_tenants),
     ("simulate + land files", simulate_and_land_files),
     ("stream live slice", stream_live_slice),
+    ("dbt build", build_curated_layer),
+    ("features", build_and_materialize_features),
 ]
 
 

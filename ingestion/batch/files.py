@@ -35,7 +35,7 @@ from ingestion.bronze import (
     run_log_row,
     run_log_uri,
 )
-from shironzi.errors import DataQualityError, InvalidInputError, NotFoundError, ShironziError
+from shironzi.errors import DataQualityError, InvalidInputError, NotFoundError
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
@@ -152,7 +152,10 @@ def read_raw(file: LandingFile) -> RawFile:
             while lines and not lines[-1].strip():
                 lines.pop()
             return RawFile(file, len(lines), lines=lines)
-        frame = pl.read_csv(file.path, infer_schema=False) if file.format == "csv" else pl.read_parquet(file.path)
+        if file.format == "csv":
+            frame = pl.read_csv(file.path, infer_schema=False)
+        else:
+            frame = pl.read_parquet(file.path)
     except Exception as exc:  # polars/pyarrow parse errors
         raise InvalidInputError(
             f"cannot read landing file {file.relative!r} as {file.format}: {exc}", path=file.relative

@@ -78,8 +78,8 @@ def _watermark_seq(column: pl.Series) -> tuple[pl.Series, bool]:
             column = column.str.to_datetime(time_unit="us", strict=True)
         except pl.exceptions.PolarsError as exc:
             raise InvalidInputError(
-                f"watermark column {column.name!r} is text that is not a timestamp; use an integer or timestamp"
-                " column"
+                f"watermark column {column.name!r} is text that is not a timestamp; "
+                "use an integer or timestamp column"
             ) from exc
         dtype = column.dtype
     if dtype.is_integer():
@@ -184,9 +184,7 @@ def ingest_sql(
             frame = frame.with_columns(seq.alias(SEQ_COLUMN))
             if last is not None:  # drivers compare timestamps loosely (SQLite: as text): re-check exactly
                 frame = frame.filter(pl.col(SEQ_COLUMN) > last)
-            chunk = 0
-            for part in _chunks(frame, chunk_rows):
-                chunk += 1
+            for chunk, part in enumerate(_chunks(frame, chunk_rows), start=1):
                 _land_chunk(
                     part,
                     lander,

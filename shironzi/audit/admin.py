@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from shironzi.audit.events import AuditEvent
+from shironzi.audit.events import ActorKind, AuditEvent
 from shironzi.errors import ShironziError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def audit_registry_events(ctx: TenantContext, events: Sequence[TenantEvent]) -> 
     if not events:
         return
     log = get_audit_log()
-    kind = "key" if ctx.actor.startswith("key:") else "user"
+    kind: ActorKind = "key" if ctx.actor.startswith("key:") else "user"
     if len(events) > BULK_THRESHOLD:
         counts = Counter(e.type for e in events)
         tenants = sorted({e.tenant_id for e in events if e.tenant_id})

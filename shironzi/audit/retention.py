@@ -185,7 +185,9 @@ def _expire_audit_days(
         by_day.setdefault(row[AUDIT_PARTITION], set()).add(row["tenant_id"])
     expired = []
     for day, tenants in sorted(by_day.items()):
-        keep_days = max(effective[t].days["audit"] if t in effective else fallback for t in tenants)
+        keep_days = max(
+            effective[t].days["audit"] if t is not None and t in effective else fallback for t in tenants
+        )
         if day < today - dt.timedelta(days=keep_days):
             expired.append(day)
     if expired:

@@ -48,7 +48,7 @@ SELECT tenant_id, customer_id, snapshot_date,
   date_diff('day', max(event_date), snapshot_date) AS days_since_last_event,
   date_diff('day', min(event_date), snapshot_date) AS tenure_days,
   count(*) AS lifetime_events
-FROM joined GROUP BY ALL ORDER BY ALL
+FROM joined GROUP BY tenant_id, customer_id, snapshot_date ORDER BY 1, 2, 3
 """
 VISITS = "'session_started', 'portal_login', 'appointment_attended', 'lesson_completed'"
 PURCHASES = "'order_placed', 'subscription_changed', 'prescription_filled', 'claim_submitted', 'payment_made'"
