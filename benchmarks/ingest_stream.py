@@ -2,7 +2,8 @@
 
 Simulates N events for a few tenants (real contracts, 0.5% bad records), produces them to a P-partition
 topic on a private bundled broker, then measures in ONE process:
-1. the raw consume+decode ceiling of the same topic (`kafka_consume_ceiling.measure_consume_decode_rate`),
+1. the raw consume ceiling of the same topic (`kafka_consume_ceiling.measure_consume_decode_rate`, decode
+   off: its pyarrow.json decoder expects `properties` as a string, the contract's wire format sends an object),
 2. the full ingestor (confluent-kafka) from offset 0 to caught up, every flush committed with txns,
 3. the same pipeline on kafka-python (a fresh lake), as the ratio between clients.
 
@@ -77,8 +78,10 @@ def main(argv: list[str] | None = None) -> None:
                     sent += len(batch)
                 sink.flush()
             print(f"produced   {sent:,} events in {time.perf_counter() - started:.1f}s")
-            ceiling = measure_consume_decode_rate(info.bootstrap, topic, "confluent", expected=sent)
-            print(f"ceiling    confluent consume+decode: {ceiling.events_per_s:,.0f} events/s")
+            # The ceiling's pyarrow.json decoder expects `properties` as a JSON string; the contract's wire
+            # format carries an object, so the same topic is measured consume-only (an upper bound).
+            ceiling = measure_consume_decode_rate(info.bootstrap, topic, "confluent", expected=sent, decode=False)
+            print(f"ceiling    confluent consume-only (same topic): {ceiling.events_per_s:,.0f} events/s")
 
             rates = {}
             for client in ("confluent", "kafka-python"):

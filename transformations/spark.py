@@ -82,17 +82,16 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         if session is not None:
             return session
         try:
-            with warnings.catch_warnings():  # pyspark-client 4.2 warns about pandas 3 at import; jobs use Arrow
-                warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
-                from pyspark.sql import SparkSession
-                import pyspark.sql.connect.session  # noqa: F401 - imported here, under the filter
+            from pyspark.sql import SparkSession
         except ImportError as exc:  # pragma: no cover - pyspark-client is in the lock
             raise ConfigurationError("Spark jobs need pyspark-client (pip install pyspark-client)") from exc
         builder = SparkSession.builder.remote(remote)
         for key, value in SESSION_CONF.items():
             builder = builder.config(key, value)
         try:
-            session = builder.getOrCreate()
+            with warnings.catch_warnings():  # pyspark-client 4.2 warns about pandas 3 on import; jobs use Arrow
+                warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+                session = builder.getOrCreate()
         except Exception as exc:  # grpc/Spark Connect errors have no common base worth importing here
             raise ServiceUnavailableError(f"cannot connect to Spark at {remote}: {exc}", remote=remote) from exc
         _sessions[remote] = session

@@ -691,12 +691,36 @@ def read_arrow(
             file_pruning_predicate=dnf or None,  # type: ignore[arg-type]
             filesystem=_native_filesystem(location),
         )
-        return dataset.to_table(
-            columns=list(columns) if columns is not None else None,
-            filter=filters_to_expression(dnf) if dnf else None,
-        )
+        selected = list(columns) if columns is not None else None
+        expression = filters_to_expression(dnf) if dnf else None
+        try:
+            return _without_views(dataset.to_table(columns=selected, filter=expression))
+        except pa.ArrowNotImplementedError:
+            # Files rewritten by delta-rs merge/delete may hold string_view columns, which Arrow's
+            # filter kernels do not support: prune files by stats, then filter the plain-string table.
+            table = _without_views(dataset.to_table(columns=None if selected is None else sorted(
+                set(selected) | {f[0] for group in dnf for f in group})))
+            if expression is not None:
+                table = table.filter(expression)
+            return table.select(selected) if selected is not None else table
     except (DeltaError, pa.ArrowException, ValueError, TypeError) as exc:
         raise _lake_error(exc, location, "read") from exc
+
+
+def _without_views(table: pa.Table) -> pa.Table:
+    """Cast string_view/binary_view columns (written by some delta-rs operations) to plain types."""
+    fields = []
+    changed = False
+    for field in table.schema:
+        if pa.types.is_string_view(field.type):
+            fields.append(field.with_type(pa.string()))
+            changed = True
+        elif pa.types.is_binary_view(field.type):
+            fields.append(field.with_type(pa.binary()))
+            changed = True
+        else:
+            fields.append(field)
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata)) if changed else table
 
 
 def _polars_expr(dnf: list[list[Filter]]) -> pl.Expr:
