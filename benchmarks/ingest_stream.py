@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"over {result.flushes} flushes = {result.events_per_second:,.0f} events/s"
                 )
         print(
-            "ratio      ingest(confluent) / consume+decode ceiling = "
+            "ratio      ingest(confluent) / consume-only ceiling = "
             f"{rates['confluent'] / ceiling.events_per_s:.2f}"
         )
         print(

@@ -3,6 +3,7 @@ on the embedded defaults, then print one summary table (stage, rows, seconds, ta
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from rich.table import Table
 from shironzi.observability import log_to_file, stage
 from shironzi.settings import Settings, get_settings
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 DEMO_ACTOR = "demo"
 
@@ -204,6 +205,38 @@ def build_and_materialize_features(state: DemoState) -> StageOutcome:
     )
 
 
+def erase_example_subject(state: DemoState) -> StageOutcome:
+    """GDPR Art. 17 example: erase one customer of the first demo tenant everywhere, then re-verify the receipt."""
+    import polars as pl
+
+    from shironzi.audit.erasure import erase_subject, verify_receipt
+    from shironzi.lake import read_polars, table_exists
+    from shironzi.lake.paths import table_uri
+    from shironzi.tenancy import TenantContext, get_registry
+
+    tenant = get_registry().get_tenant(DEMO_TENANTS[0].slug)
+    bronze = table_uri(state.settings.resolved_lake_uri, layer="bronze", table="events", region=tenant.region,
+                       placement=tenant.placement, tenant_id=tenant.id)
+    if not table_exists(bronze):
+        return StageOutcome(note="no bronze data to erase from")
+    customers = read_polars(bronze, columns=["customer_id"], tenant_id=tenant.id).unique().sort("customer_id")
+    if customers.is_empty():
+        return StageOutcome(note="no customers to erase")
+    subject = customers.get_column("customer_id")[0]
+    before = read_polars(bronze, columns=["customer_id"], tenant_id=tenant.id).filter(pl.col("customer_id") == subject)
+    ctx = TenantContext.admin(actor=DEMO_ACTOR, purpose="demo: GDPR Art. 17 subject erasure")
+    receipt = erase_subject(ctx, tenant.id, subject)
+    check = verify_receipt(receipt.request_id)
+    receipt_path = state.settings.home / "receipts" / f"{receipt.request_id}.json"
+    receipt_path.parent.mkdir(parents=True, exist_ok=True)
+    receipt_path.write_text(receipt.to_json())
+    state.facts["erasure_receipt"] = str(receipt_path)
+    deleted = sum(int(t.get("rows_deleted", 0)) for t in receipt.tables)
+    verdict = "verified" if check.ok else "VERIFICATION FAILED"
+    return StageOutcome(rows=deleted, note=f"{tenant.slug}/{subject}: {len(before)} bronze rows, "
+                        f"{len(receipt.tables)} tables, receipt {verdict} ({receipt_path.name})")
+
+
 # Each later capability appends its stage here, in pipeline order.
 STAGES: list[tuple[str, DemoStageFn]] = [
     ("provision tenants", provision_demo_tenants),
@@ -211,6 +244,7 @@ STAGES: list[tuple[str, DemoStageFn]] = [
     ("stream live slice", stream_live_slice),
     ("dbt build", build_curated_layer),
     ("features", build_and_materialize_features),
+    ("gdpr erasure example", erase_example_subject),
 ]
 
 
@@ -250,6 +284,9 @@ def run_demo(*, seed: int = 7, days: int = 365, customers: int = 3000,
     console.print(_summary_table(results))
     if state.admin_key:
         console.print(f"admin key (shown once): [bold]{state.admin_key}[/bold]")
+    if "erasure_receipt" in state.facts:
+        console.print(f"erasure receipt: {state.facts['erasure_receipt']} "
+                      f"(re-check: shironzi gdpr verify {state.facts['erasure_receipt']})")
     return results
 
 
