@@ -191,12 +191,12 @@ config = RepoConfig(project="bench", provider="local", registry=str(repo / "regi
                     online_store={"type": "sqlite", "path": str(repo / "online.db")},
                     offline_store=offline, entity_key_serialization_version=3, repo_path=str(repo))
 store = FeatureStore(config=config)
-customer = Entity(name="customer", join_keys=["tenant_id", "customer_id"])
-tenant = Entity(name="tenant", join_keys=["tenant_id"])
+customer = Entity(name="customer", join_keys=["customer_id"])  # Feast entities take one join key:
+tenant = Entity(name="tenant", join_keys=["tenant_id"])        # a composite key is a view with two entities
 views = []
 for v in spec["views"]:
     source = FileSource(path=v["path"], timestamp_field="feature_timestamp")
-    views.append(FeatureView(name=v["name"], entities=[customer if v["entity"] == "customer" else tenant],
+    views.append(FeatureView(name=v["name"], entities=[tenant, customer] if v["entity"] == "customer" else [tenant],
                              ttl=dt.timedelta(days=v["ttl_days"]), source=source, online=True,
                              schema=[Field(name=f, dtype=Int64 if t == "int64" else Float64) for f, t in v["features"]]))
 store.apply([customer, tenant, *views])
@@ -239,6 +239,7 @@ def run_feast(feast_python: str, work: Path, tables: dict, labels, *, offline: s
 
     from feature_store.registry import list_feature_views
 
+    work.mkdir(parents=True, exist_ok=True)
     views = []
     for view in list_feature_views():
         path = work / f"{view.name}.parquet"

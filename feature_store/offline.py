@@ -213,9 +213,8 @@ def build_features(
                     result.rows[out.name] = result.rows.get(out.name, 0) + out.rows
                     result.snapshots[out.name] = result.snapshots.get(out.name, 0) + sum(map(len, plan.values()))
                     if out.version is not None:
-                        label = out.name if group.placement == "pooled" else f"{out.name}@{group.tenant_id}"
-                        result.versions[f"{label}:{group.region}" if len(settings.regions) > 1 else label] = \
-                            out.version
+                        owner = group.region if group.placement == "pooled" else f"{group.region}/{group.tenant_id}"
+                        result.versions[f"{owner}/{out.name}"] = out.version
         summary.rows = result.total_rows
         summary.table_version = dict(result.versions) or None
     return result

@@ -76,13 +76,21 @@ def provision_demo_tenants(state: DemoState) -> StageOutcome:
         try:
             tenant = registry.get_tenant(spec.slug)
         except TenantNotFoundError:
-            tenant, key = registry.provision_tenant(ctx, slug=spec.slug, name=spec.name, industry=spec.industry,
-                                                    region=spec.region, plan=spec.plan)
+            tenant, key = registry.provision_tenant(
+                ctx,
+                slug=spec.slug,
+                name=spec.name,
+                industry=spec.industry,
+                region=spec.region,
+                plan=spec.plan,
+            )
             state.api_keys[tenant.id] = key
             created += 1
         state.tenant_ids.append(tenant.id)
     _, state.admin_key = registry.issue_key(ctx, None, scopes=["admin"], label="demo admin")
-    return StageOutcome(rows=len(state.tenant_ids), note=f"{created} created, {len(DEMO_TENANTS) - created} reused")
+    return StageOutcome(
+        rows=len(state.tenant_ids), note=f"{created} created, {len(DEMO_TENANTS) - created} reused"
+    )
 
 
 LIVE_DAYS = 3  # the newest days of the simulation arrive through the stream; the rest as landing files
@@ -106,16 +114,21 @@ def _split_simulation(state: DemoState) -> tuple[Any, Any]:
 
     def part(keep: pl.Expr) -> Any:
         events = sim.events.filter(keep)
-        return dataclasses.replace(sim, events=events,
-                                   bad_plan=sim.bad_plan.filter(pl.col("seq").is_in(events.get_column("seq").implode())))
+        return dataclasses.replace(
+            sim,
+            events=events,
+            bad_plan=sim.bad_plan.filter(pl.col("seq").is_in(events.get_column("seq").implode())),
+        )
 
     day = pl.col("event_time").dt.date()
     return part(day < cutoff), part(day >= cutoff)
 
 
 def _reconciliation_note(counts: Any) -> str:
-    return (f"received {counts.received:,} = landed {counts.landed:,} + quarantined {counts.quarantined:,} "
-            f"+ dupes {counts.duplicates:,}" + ("" if counts.balanced() else " (NOT balanced)"))
+    return (
+        f"received {counts.received:,} = landed {counts.landed:,} + quarantined {counts.quarantined:,} "
+        f"+ dupes {counts.duplicates:,}" + ("" if counts.balanced() else " (NOT balanced)")
+    )
 
 
 def _ingest_outcome(counts: Any) -> StageOutcome:
@@ -201,7 +214,7 @@ def build_and_materialize_features(state: DemoState) -> StageOutcome:
         rows=built.total_rows,
         versions=dict(built.versions),
         note=f"{len(built.tenants)} tenants ({len(built.skipped_tenants)} gated off), "
-             f"{pushed.total_rows:,} online rows",
+        f"{pushed.total_rows:,} online rows",
     )
 
 
@@ -215,15 +228,23 @@ def erase_example_subject(state: DemoState) -> StageOutcome:
     from shironzi.tenancy import TenantContext, get_registry
 
     tenant = get_registry().get_tenant(DEMO_TENANTS[0].slug)
-    bronze = table_uri(state.settings.resolved_lake_uri, layer="bronze", table="events", region=tenant.region,
-                       placement=tenant.placement, tenant_id=tenant.id)
+    bronze = table_uri(
+        state.settings.resolved_lake_uri,
+        layer="bronze",
+        table="events",
+        region=tenant.region,
+        placement=tenant.placement,
+        tenant_id=tenant.id,
+    )
     if not table_exists(bronze):
         return StageOutcome(note="no bronze data to erase from")
     customers = read_polars(bronze, columns=["customer_id"], tenant_id=tenant.id).unique().sort("customer_id")
     if customers.is_empty():
         return StageOutcome(note="no customers to erase")
     subject = customers.get_column("customer_id")[0]
-    before = read_polars(bronze, columns=["customer_id"], tenant_id=tenant.id).filter(pl.col("customer_id") == subject)
+    before = read_polars(bronze, columns=["customer_id"], tenant_id=tenant.id).filter(
+        pl.col("customer_id") == subject
+    )
     ctx = TenantContext.admin(actor=DEMO_ACTOR, purpose="demo: GDPR Art. 17 subject erasure")
     receipt = erase_subject(ctx, tenant.id, subject)
     check = verify_receipt(receipt.request_id)
@@ -233,8 +254,11 @@ def erase_example_subject(state: DemoState) -> StageOutcome:
     state.facts["erasure_receipt"] = str(receipt_path)
     deleted = sum(int(t.get("rows_deleted", 0)) for t in receipt.tables)
     verdict = "verified" if check.ok else "VERIFICATION FAILED"
-    return StageOutcome(rows=deleted, note=f"{tenant.slug}/{subject}: {len(before)} bronze rows, "
-                        f"{len(receipt.tables)} tables, receipt {verdict} ({receipt_path.name})")
+    return StageOutcome(
+        rows=deleted,
+        note=f"{tenant.slug}/{subject}: {len(before)} bronze rows, "
+        f"{len(receipt.tables)} tables, receipt {verdict} ({receipt_path.name})",
+    )
 
 
 # Each later capability appends its stage here, in pipeline order.
@@ -261,8 +285,9 @@ def _summary_table(results: list[tuple[str, StageOutcome, float]]) -> Table:
     return table
 
 
-def run_demo(*, seed: int = 7, days: int = 365, customers: int = 3000,
-             only: list[str] | None = None) -> list[tuple[str, StageOutcome, float]]:
+def run_demo(
+    *, seed: int = 7, days: int = 365, customers: int = 3000, only: list[str] | None = None
+) -> list[tuple[str, StageOutcome, float]]:
     """Run every demo stage in order; returns (stage, outcome, seconds) per stage."""
     settings = get_settings()
     settings.ensure_home()
@@ -285,8 +310,10 @@ def run_demo(*, seed: int = 7, days: int = 365, customers: int = 3000,
     if state.admin_key:
         console.print(f"admin key (shown once): [bold]{state.admin_key}[/bold]")
     if "erasure_receipt" in state.facts:
-        console.print(f"erasure receipt: {state.facts['erasure_receipt']} "
-                      f"(re-check: shironzi gdpr verify {state.facts['erasure_receipt']})")
+        console.print(
+            f"erasure receipt: {state.facts['erasure_receipt']} "
+            f"(re-check: shironzi gdpr verify {state.facts['erasure_receipt']})"
+        )
     return results
 
 

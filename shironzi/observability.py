@@ -35,7 +35,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler._shironzi = True  # type: ignore[attr-defined]
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s %(message)s")
+    )
     logger.addHandler(handler)
     logger.propagate = False
 
@@ -65,8 +67,13 @@ class StageSummary:
     seconds: float = 0.0
 
     def as_fields(self) -> dict[str, Any]:
-        return {"stage": self.stage, "rows": self.rows, "seconds": round(self.seconds, 3),
-                "table_version": self.table_version, **self.extra}
+        return {
+            "stage": self.stage,
+            "rows": self.rows,
+            "seconds": round(self.seconds, 3),
+            "table_version": self.table_version,
+            **self.extra,
+        }
 
 
 def log_stage_summary(summary: StageSummary) -> None:

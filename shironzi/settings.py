@@ -21,16 +21,41 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SHIRONZI_", env_file=".env", extra="ignore")
 
-    env: Literal["dev", "test", "prod"] = Field("dev", description="Deployment environment; prod refuses placeholder secrets.")
-    home: Path = Field(Path(".shironzi"), description="Root for every embedded default (registry, lake, broker, MLflow, keystore).")
-    database_url: str | None = Field(None, description="Tenant registry and platform metadata (SQLAlchemy URL). Default: SQLite under home.")
-    lake_uri: str | None = Field(None, description="Delta Lake root: a local path or s3://, abfss://, gs:// URI. Default: home/lake.")
-    storage_options: dict[str, str] = Field(default_factory=dict, description="delta-rs storage_options for object-store lakes (JSON).")
-    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers. Default: the bundled broker started by `shironzi broker start`.")
-    spark_remote: str | None = Field(None, description="Spark Connect URL (sc://host:15002). Default: an embedded Sail server.")
-    online_store_url: str | None = Field(None, description="Online feature store: sqlite:///path or redis://host:port/db. Default: SQLite under home.")
-    redis_url: str | None = Field(None, description="Redis for shared rate limits and caches. Default: none (in-process).")
-    secrets_url: str | None = Field(None, description="Tenant keys: file://path (local keystore) or vault+https://host. Default: keystore under home.")
+    env: Literal["dev", "test", "prod"] = Field(
+        "dev", description="Deployment environment; prod refuses placeholder secrets."
+    )
+    home: Path = Field(
+        Path(".shironzi"),
+        description="Root for every embedded default (registry, lake, broker, MLflow, keystore).",
+    )
+    database_url: str | None = Field(
+        None,
+        description="Tenant registry and platform metadata (SQLAlchemy URL). Default: SQLite under home.",
+    )
+    lake_uri: str | None = Field(
+        None, description="Delta Lake root: a local path or s3://, abfss://, gs:// URI. Default: home/lake."
+    )
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="delta-rs storage_options for object-store lakes (JSON)."
+    )
+    kafka_bootstrap: str | None = Field(
+        None,
+        description="Kafka bootstrap servers. Default: the bundled broker started by `shironzi broker start`.",
+    )
+    spark_remote: str | None = Field(
+        None, description="Spark Connect URL (sc://host:15002). Default: an embedded Sail server."
+    )
+    online_store_url: str | None = Field(
+        None,
+        description="Online feature store: sqlite:///path or redis://host:port/db. Default: SQLite under home.",
+    )
+    redis_url: str | None = Field(
+        None, description="Redis for shared rate limits and caches. Default: none (in-process)."
+    )
+    secrets_url: str | None = Field(
+        None,
+        description="Tenant keys: file://path (local keystore) or vault+https://host. Default: keystore under home.",
+    )
     mlflow_tracking_uri: str | None = Field(
         None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "SHIRONZI_MLFLOW_TRACKING_URI"),
@@ -38,21 +63,44 @@ class Settings(BaseSettings):
     )
     airflow_sql_alchemy_conn: str | None = Field(
         None,
-        validation_alias=AliasChoices("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "SHIRONZI_AIRFLOW_SQL_ALCHEMY_CONN"),
+        validation_alias=AliasChoices(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "SHIRONZI_AIRFLOW_SQL_ALCHEMY_CONN"
+        ),
         description="Airflow metadata database. Default: SQLite under home/airflow.",
     )
-    master_key: SecretStr = Field(SecretStr(DEV_MASTER_KEY), description="Encrypts the local keystore. Must be set outside dev.")
-    platform_key: SecretStr = Field(SecretStr(DEV_PLATFORM_KEY), description="Signs erasure receipts (HMAC). Must be set outside dev.")
-    regions: list[str] = Field(default_factory=lambda: ["eu-west", "us-east", "ap-south"], description="Regions a tenant may be placed in.")
+    master_key: SecretStr = Field(
+        SecretStr(DEV_MASTER_KEY), description="Encrypts the local keystore. Must be set outside dev."
+    )
+    platform_key: SecretStr = Field(
+        SecretStr(DEV_PLATFORM_KEY), description="Signs erasure receipts (HMAC). Must be set outside dev."
+    )
+    regions: list[str] = Field(
+        default_factory=lambda: ["eu-west", "us-east", "ap-south"],
+        description="Regions a tenant may be placed in.",
+    )
     default_region: str = Field("eu-west", description="Region for tenants created without one.")
-    key_cache_ttl_seconds: float = Field(30.0, ge=0, le=60, description="API-key lookup cache TTL; a revocation takes effect within it.")
-    module_cache_ttl_seconds: float = Field(30.0, ge=0, le=300, description="Module-toggle cache TTL for is_enabled().")
-    require_services: bool = Field(False, description="Tests: fail instead of skip when a service binary is missing (CI sets 1).")
-    log_format: Literal["json", "text"] = Field("json", description="Structured log line format for stage summaries.")
+    key_cache_ttl_seconds: float = Field(
+        30.0, ge=0, le=60, description="API-key lookup cache TTL; a revocation takes effect within it."
+    )
+    module_cache_ttl_seconds: float = Field(
+        30.0, ge=0, le=300, description="Module-toggle cache TTL for is_enabled()."
+    )
+    require_services: bool = Field(
+        False, description="Tests: fail instead of skip when a service binary is missing (CI sets 1)."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Structured log line format for stage summaries."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
-    audit_flush_events: int = Field(500, ge=1, le=100_000, description="Audit writer: flush the buffer after this many events.")
-    audit_flush_seconds: float = Field(1.0, gt=0, le=300, description="Audit writer: flush buffered events at least this often (seconds).")
-    lease_timeout_seconds: float = Field(300.0, gt=0, description="How long erasure and writers wait for a table lease before giving up.")
+    audit_flush_events: int = Field(
+        500, ge=1, le=100_000, description="Audit writer: flush the buffer after this many events."
+    )
+    audit_flush_seconds: float = Field(
+        1.0, gt=0, le=300, description="Audit writer: flush buffered events at least this often (seconds)."
+    )
+    lease_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long erasure and writers wait for a table lease before giving up."
+    )
 
     @field_validator("home")
     @classmethod
@@ -64,9 +112,13 @@ class Settings(BaseSettings):
         if self.env == "prod":
             for name in ("master_key", "platform_key"):
                 if getattr(self, name).get_secret_value() in PLACEHOLDER_SECRETS:
-                    raise ConfigurationError(f"SHIRONZI_{name.upper()} must be set to a real secret when SHIRONZI_ENV=prod")
+                    raise ConfigurationError(
+                        f"SHIRONZI_{name.upper()} must be set to a real secret when SHIRONZI_ENV=prod"
+                    )
         if self.default_region not in self.regions:
-            raise ConfigurationError(f"default_region {self.default_region!r} is not in regions {self.regions}")
+            raise ConfigurationError(
+                f"default_region {self.default_region!r} is not in regions {self.regions}"
+            )
         return self
 
     # Resolved URLs: the embedded default when nothing is configured.

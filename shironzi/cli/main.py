@@ -19,7 +19,7 @@ from shironzi.errors import ShironziError
 try:  # typer >= 0.20 vendors its own click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - older typer on upstream click
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef,attr-defined]
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment,no-redef,attr-defined]
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -711,15 +711,15 @@ def _without_views(table: pa.Table) -> pa.Table:
     """Cast string_view/binary_view columns (written by some delta-rs operations) to plain types."""
     fields = []
     changed = False
-    for field in table.schema:
-        if pa.types.is_string_view(field.type):
-            fields.append(field.with_type(pa.string()))
+    for column in table.schema:
+        if pa.types.is_string_view(column.type):
+            fields.append(column.with_type(pa.string()))
             changed = True
-        elif pa.types.is_binary_view(field.type):
-            fields.append(field.with_type(pa.binary()))
+        elif pa.types.is_binary_view(column.type):
+            fields.append(column.with_type(pa.binary()))
             changed = True
         else:
-            fields.append(field)
+            fields.append(column)
     return table.cast(pa.schema(fields, metadata=table.schema.metadata)) if changed else table
 
 

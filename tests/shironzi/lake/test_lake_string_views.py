@@ -1,5 +1,7 @@
 import pyarrow as pa
+
 from shironzi.lake import append, delete, merge, read_arrow
+
 
 def test_filters_work_after_delete_and_merge(tmp_path):
     uri = str(tmp_path / "t")
