@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check shironzi ingestion tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/mypy shironzi
 
 # Regenerate the lock after changing pyproject.toml (needs network access to PyPI).

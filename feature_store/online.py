@@ -222,7 +222,8 @@ class RedisOnlineStore:
         self.config = config
         self._client = redis.Redis.from_url(_without_options(config.url, RedisOnlineStoreConfig),
                                             socket_timeout=config.socket_timeout_seconds)
-        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
     @classmethod
     def from_url(cls, url: str) -> RedisOnlineStore:

@@ -54,7 +54,7 @@ def _start_embedded_sail() -> str:
     """Start the in-process Sail Spark Connect server once; returns its sc:// URL."""
     global _server
     if _server is None:
-        os.environ.setdefault("RUST_LOG", "warn")  # Sail logs every session at INFO otherwise
+        os.environ.setdefault("RUST_LOG", "error")  # Sail logs every session at INFO, and its shutdown at WARN
         try:
             from pysail.spark import SparkConnectServer
         except ImportError as exc:  # pragma: no cover - pysail is in the lock
@@ -70,6 +70,28 @@ def _start_embedded_sail() -> str:
     return f"sc://{host}:{port}"
 
 
+def _import_spark_connect() -> None:
+    """Import pyspark's Connect client, also from `python -c` (where pyspark mistakes the run for its own
+    doctests, looks for a JVM Spark install and calls sys.exit)."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    mistaken_for_doctest = (main is not None and getattr(main, "__spec__", None) is None
+                            and not hasattr(main, "__file__") and not hasattr(sys, "ps1"))
+    with warnings.catch_warnings():  # pyspark-client 4.2 warns about pandas 3 on import; the jobs use Arrow
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+        if not mistaken_for_doctest or "SPARK_HOME" in os.environ:
+            import pyspark.sql.connect.session  # noqa: F401
+            return
+        import pyspark
+
+        os.environ["SPARK_HOME"] = os.path.dirname(pyspark.__file__)  # only read by pyspark's test helpers
+        try:
+            import pyspark.sql.connect.session  # noqa: F401
+        finally:
+            del os.environ["SPARK_HOME"]
+
+
 def get_spark(settings: Settings | None = None) -> SparkSession:
     """A Spark Connect session: the cluster at `settings.spark_remote`, else the embedded Sail server.
 
@@ -82,6 +104,7 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         if session is not None:
             return session
         try:
+            _import_spark_connect()
             from pyspark.sql import SparkSession
         except ImportError as exc:  # pragma: no cover - pyspark-client is in the lock
             raise ConfigurationError("Spark jobs need pyspark-client (pip install pyspark-client)") from exc
@@ -89,9 +112,7 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         for key, value in SESSION_CONF.items():
             builder = builder.config(key, value)
         try:
-            with warnings.catch_warnings():  # pyspark-client 4.2 warns about pandas 3 on import; jobs use Arrow
-                warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
-                session = builder.getOrCreate()
+            session = builder.getOrCreate()
         except Exception as exc:  # grpc/Spark Connect errors have no common base worth importing here
             raise ServiceUnavailableError(f"cannot connect to Spark at {remote}: {exc}", remote=remote) from exc
         _sessions[remote] = session

@@ -16,6 +16,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -152,10 +153,8 @@ def read_raw(file: LandingFile) -> RawFile:
             while lines and not lines[-1].strip():
                 lines.pop()
             return RawFile(file, len(lines), lines=lines)
-        if file.format == "csv":
-            frame = pl.read_csv(file.path, infer_schema=False)
-        else:
-            frame = pl.read_parquet(file.path)
+        read = pl.read_parquet if file.format == "parquet" else partial(pl.read_csv, infer_schema=False)
+        frame = read(file.path)
     except Exception as exc:  # polars/pyarrow parse errors
         raise InvalidInputError(
             f"cannot read landing file {file.relative!r} as {file.format}: {exc}", path=file.relative

@@ -70,7 +70,7 @@ def test_pipeline_gates_modules_runs_incrementally_and_matches_a_duckdb_referenc
 
     first = build_features(cadence="weekly")
     assert first.tenants == sorted([shop.tenant_id, school.tenant_id])
-    assert first.skipped_tenants == []
+    assert first.skipped_tenants == [free.tenant_id]  # active, but no feature module
     assert set(first.rows) == {v.name for v in list_feature_views()}
     assert all(n > 0 for n in first.rows.values())
 
@@ -127,11 +127,10 @@ def test_pipeline_gates_modules_runs_incrementally_and_matches_a_duckdb_referenc
 
 
 def test_a_bad_view_definition_writes_nothing(settings: Settings) -> None:
-    from transformations.jobs.snapshot_sql import SqlOutput, run_snapshot_sql
-    from transformations.spark import get_spark
-
     from feature_store.offline import snapshot_table
     from feature_store.views import BASE_VIEWS
+    from transformations.jobs.snapshot_sql import SqlOutput, run_snapshot_sql
+    from transformations.spark import get_spark
 
     (shop,) = provision(settings, [("bad-shop", "ecommerce", "standard")])
     write_bronze(settings, bronze_events([shop], customers=2, days=10))

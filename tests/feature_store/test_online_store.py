@@ -6,7 +6,6 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from feature_store.materialize import get_online_features, materialize
@@ -106,7 +105,8 @@ def test_materialized_online_values_equal_the_offline_latest(settings: Settings,
         online = get_online_features(tenant.tenant_id, ["c1", "c2", "c3"],
                                      ["customer_activity", "tenant_context:tenant_active_customers_30d"], store=store)
         for record in online:
-            mine = [r for r in offline if r["tenant_id"] == tenant.tenant_id and r["customer_id"] == record["customer_id"]]
+            mine = [r for r in offline
+                    if r["tenant_id"] == tenant.tenant_id and r["customer_id"] == record["customer_id"]]
             if record["customer_id"] == "c3":
                 assert all(record[f] is None for f in view.feature_names)
                 continue

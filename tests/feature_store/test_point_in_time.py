@@ -106,7 +106,8 @@ def test_feature_older_than_ttl_comes_back_null(settings: Settings, two_tenants)
         {"tenant_id": a, "snapshot_date": day, "tenant_active_customers_30d": 12},
     ])
     end = feature_timestamp_for(day)
-    stamps = [end, end + view.ttl - dt.timedelta(microseconds=1), end + view.ttl, end + view.ttl + dt.timedelta(seconds=1)]
+    stamps = [end, end + view.ttl - dt.timedelta(microseconds=1), end + view.ttl,
+              end + view.ttl + dt.timedelta(seconds=1)]
     entity = pa.table({"tenant_id": [a] * 4, "customer_id": ["c1"] * 4,
                        "event_timestamp": pa.array(stamps, pa.timestamp("us", tz="UTC"))})
     out = get_training_set(entity, ["customer_lifecycle:tenure_days", "tenant_context"], full_feature_names=True)
