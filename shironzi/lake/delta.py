@@ -492,12 +492,55 @@ def delete(
     where = _predicate_sql(predicate)
     props = _commit_properties(metadata, [])
 
-    def attempt() -> int:
+    def attempt() -> tuple[int, int]:
         target = _open(location, opts)
+        before = target.version()
         metrics = target.delete(where, commit_properties=props)
-        return int(metrics.get("num_deleted_rows", 0) or 0)
+        return int(metrics.get("num_deleted_rows", 0) or 0), before
 
-    return _retrying(location, "delete", attempt)
+    deleted, before = _retrying(location, "delete", attempt)
+    if deleted:
+        _rewrite_view_files(location, opts, since_version=before, metadata=metadata)
+    return deleted
+
+
+def _has_view_columns(path: str) -> bool:
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    return any(pa.types.is_string_view(f.type) or pa.types.is_binary_view(f.type) for f in schema)
+
+
+def _rewrite_view_files(
+    location: str, opts: dict[str, str] | None, *, since_version: int, metadata: Mapping[str, str] | None
+) -> None:
+    """delta-rs delete rewrites files with string_view columns (delta-rs #4579), which PyArrow cannot filter
+    and so breaks later pushed-down reads (dbt sources, features). Rewrite the partitions holding such new
+    files with plain string types. Local lakes only: object stores keep the delta-rs files as written."""
+    if "://" in location and not location.startswith("file://"):
+        return
+    current = _open(location, opts)
+    previous = set(_open(location, opts, since_version).file_uris())
+    new_files = [f for f in current.file_uris() if f not in previous]
+    suspicious = [f for f in new_files if _has_view_columns(f.removeprefix("file://"))]
+    if not suspicious:
+        return
+    partition_by = current.metadata().partition_columns
+    if not partition_by:
+        overwrite(location, read_arrow(location, storage_options=opts), metadata=metadata, storage_options=opts)
+        return
+    actions = pa.table(current.get_add_actions(flatten=True)).to_pylist()
+    by_path = {a["path"]: a for a in actions}
+    partitions: set[tuple[Any, ...]] = set()
+    for uri in suspicious:
+        action = next((a for path, a in by_path.items() if uri.endswith(path)), None)
+        if action is not None:
+            partitions.add(tuple(action.get(f"partition.{col}") for col in partition_by))
+    for values in sorted(partitions, key=repr):
+        selector = [(col, "=", value) for col, value in zip(partition_by, values, strict=True)]
+        rows = read_arrow(location, filters=selector, storage_options=opts)
+        overwrite(location, rows, partition_by=partition_by, predicate=selector, metadata=metadata,
+                  storage_options=opts)
 
 
 def _dedupe_source(table: pa.Table, keys: list[str], keep: Literal["first", "last"]) -> pa.Table:

@@ -44,3 +44,21 @@ def test_get_reads_the_online_store_of_the_configured_home(settings: Settings) -
     ]
     bad = runner.invoke(features_app, ["get", "t-1", "c1", "-f", "nope"])
     assert bad.exit_code != 0
+
+
+def test_materialize_online_only_then_get(settings: Settings) -> None:
+    from tests.feature_store.fs_data import provision
+    from tests.feature_store.test_point_in_time import write_view_rows
+
+    (shop,) = provision(settings, [("cli-shop", "ecommerce", "standard")])
+    write_view_rows(settings, "customer_friction", [
+        {"tenant_id": shop.tenant_id, "customer_id": "c1", "snapshot_date": dt.date(2024, 1, 7), "refunds_90d": 1},
+        {"tenant_id": shop.tenant_id, "customer_id": "c1", "snapshot_date": dt.date(2024, 1, 14), "refunds_90d": 3},
+    ])
+    result = runner.invoke(features_app, ["materialize", "--online-only", "--view", "customer_friction"])
+    assert result.exit_code == 0, result.output
+    assert "online: 1 rows for 1 tenants" in result.output
+    got = runner.invoke(features_app, ["get", shop.tenant_id, "c1", "-f", "customer_friction:refunds_90d"])
+    assert json.loads(got.output)[0]["refunds_90d"] == 3
+    clash = runner.invoke(features_app, ["materialize", "--online-only", "--offline-only"])
+    assert clash.exit_code != 0
