@@ -104,12 +104,13 @@ def get_training_set(
     entities = _normalise_entities(_as_arrow(entity_df), entity_keys)
     tenant_ids = entities.column("tenant_id").unique().to_pylist()
 
+    # One narrow ASOF join per view (entity keys + timestamp only), each returned in entity order, then the
+    # feature columns are placed beside the entity columns: no wide rows are carried through repeated sorts.
+    result = entities.drop([_ROW])
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("entities", entities)
-        selects = [f"e.{_quote(c)}" for c in entities.column_names if c != _ROW]
-        joins = []
+        con.register("entities", entities.select([*entity_keys, ENTITY_TIMESTAMP, _ROW]))
         for number, view in enumerate(views):
             names = chosen[view.name]
             rows = (feature_tables or {}).get(view.name)
@@ -122,19 +123,23 @@ def get_training_set(
 
                 rows = rows.set_column(rows.column_names.index(FEATURE_TIMESTAMP), FEATURE_TIMESTAMP,
                                        rows.column(FEATURE_TIMESTAMP).cast(pa.timestamp("us", tz="UTC")))
-            alias = f"f{number}"
             con.register(f"view_{number}", rows)
             ttl_us = int(view.ttl.total_seconds() * 1_000_000)
-            fresh = (f"{alias}.{FEATURE_TIMESTAMP} >= e.{ENTITY_TIMESTAMP} - to_microseconds({ttl_us})")
-            for name in names:
-                label = f"{view.name}__{name}" if full_feature_names else name
-                selects.append(f"CASE WHEN {fresh} THEN {alias}.{_quote(name)} END AS {_quote(label)}")
-            on = " AND ".join(f"e.{_quote(k)} = {alias}.{_quote(k)}" for k in view.join_keys)
-            joins.append(f"ASOF LEFT JOIN view_{number} {alias} ON {on} "
-                         f"AND e.{ENTITY_TIMESTAMP} >= {alias}.{FEATURE_TIMESTAMP}")
-        sql = f"SELECT {', '.join(selects)} FROM entities e {' '.join(joins)} ORDER BY e.{_ROW}"
-        relation = con.sql(sql)
-        result = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+            fresh = f"f.{FEATURE_TIMESTAMP} >= e.{ENTITY_TIMESTAMP} - to_microseconds({ttl_us})"
+            labels = [f"{view.name}__{name}" if full_feature_names else name for name in names]
+            selects = [f"CASE WHEN {fresh} THEN f.{_quote(name)} END AS {_quote(label)}"
+                       for name, label in zip(names, labels, strict=True)]
+            on = " AND ".join(f"e.{_quote(k)} = f.{_quote(k)}" for k in view.join_keys)
+            relation = con.sql(
+                f"SELECT {', '.join(selects)} FROM entities e ASOF LEFT JOIN view_{number} f ON {on} "
+                f"AND e.{ENTITY_TIMESTAMP} >= f.{FEATURE_TIMESTAMP} ORDER BY e.{_ROW}"
+            )
+            joined = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+            for label in labels:
+                if label in result.column_names:
+                    raise InvalidInputError(f"entity_df already has a column named {label!r}", column=label)
+                result = result.append_column(label, joined.column(label))
+            con.unregister(f"view_{number}")
     finally:
         con.close()
     if output == "polars":

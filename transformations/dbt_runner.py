@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from shironzi.errors import InvalidInputError, TableNotFoundError, TransformationError
+from shironzi.lake import history, table_version
 from shironzi.lake.paths import platform_uri, table_uri
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
@@ -303,6 +304,25 @@ def _tenants_fingerprint(enabled: set[str]) -> str:
     return hashlib.sha256("\n".join(sorted(enabled)).encode()).hexdigest()
 
 
+def _rows_removed_since(bronze: str, version: int | None, settings: Settings) -> bool:
+    """Did bronze lose rows (an erasure, a retention run) since the last build? Incremental models only see
+    new ingestion, so deletions must flow through a full refresh or aggregates would keep erased rows."""
+    if version is None:
+        return True
+    commits = history(bronze, storage_options=settings.storage_options or None)
+    newer = [c for c in commits if int(c.get("version", -1)) > int(version)]
+    if newer and min(int(c["version"]) for c in newer) > int(version) + 1:
+        return True  # the log was truncated (an erasure drops old commits): assume rows were removed
+    for commit in newer:
+        if str(commit.get("operation", "")).upper() in {"DELETE", "MERGE", "UPDATE", "CREATE OR REPLACE TABLE"}:
+            return True
+        if str(commit.get("operation", "")).upper() == "WRITE" and "predicate" in (
+            commit.get("operationParameters") or {}
+        ):
+            return True
+    return False
+
+
 def run_dbt_build(
     *,
     region: str,
@@ -335,7 +355,12 @@ def run_dbt_build(
         _, enabled = write_registry_snapshot(tenants=tenants, region=region, settings=settings)
         state_file = dbt_home(settings, region) / "state.json"
         fingerprint = _tenants_fingerprint(enabled)
-        if state_file.exists() and json.loads(state_file.read_text()).get("analytics_tenants") != fingerprint:
+        previous = json.loads(state_file.read_text()) if state_file.exists() else None
+        bronze_version = table_version(bronze, storage_options=settings.storage_options or None)
+        if previous is not None and (
+            previous.get("analytics_tenants") != fingerprint
+            or _rows_removed_since(bronze, previous.get("bronze_version"), settings)
+        ):
             full_refresh = True
         extra = [*(["--select", select] if select else []), *(["--full-refresh"] if full_refresh else [])]
         started = time.perf_counter()
@@ -354,7 +379,7 @@ def run_dbt_build(
             failures.append(f"dbt: {_first_line(str(outcome.exception))}")
         success = bool(outcome.success) and not failures
         if success:
-            state_file.write_text(json.dumps({"analytics_tenants": fingerprint}))
+            state_file.write_text(json.dumps({"analytics_tenants": fingerprint, "bronze_version": bronze_version}))
         result = DbtBuildResult(
             models_built=models,
             tests_passed=passed,
