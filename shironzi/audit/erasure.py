@@ -70,6 +70,21 @@ def unregister_erasure_target(name: str) -> None:
     _targets.pop(name, None)
 
 
+def load_plugin_targets() -> None:
+    """Register the targets other packages declare under the `shironzi.erasure_targets` entry point
+    (e.g. the online feature store), once; a plugin whose extra is not installed is skipped."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="shironzi.erasure_targets"):
+        if ep.name in _targets:
+            continue
+        try:
+            factory = ep.load()
+        except ImportError:
+            continue
+        register_erasure_target(factory())
+
+
 # --- matching ------------------------------------------------------------------------------------------
 
 
@@ -270,6 +285,7 @@ class Verification:
 
 def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -> Verification:
     """Scan every data file of every table (read directly), the log statistics and every target."""
+    load_plugin_targets()
     result = Verification(ok=True)
     for table in tables if tables is not None else discover_tables():
         if table.tenant_id is not None and table.tenant_id != matcher.tenant_id:
@@ -563,6 +579,7 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
         durable=True,
     )
     with stage(f"gdpr.erase_{kind}", tenant=tenant_id, request_id=request_id) as summary:
+        load_plugin_targets()
         tables = [t for t in discover_tables() if t.tenant_id in (None, tenant_id)]
         touched = [r for t in tables if (r := _erase_table(t, tenant_id, matcher, raw_ids)) is not None]
         targets = {name: target.erase(tenant_id, raw_ids) for name, target in _targets.items()}
