@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import polars as pl
 import pyarrow as pa
 
+from shironzi.audit.lease import table_lease
 from shironzi.errors import InvalidInputError, InvalidStateError
 from shironzi.lake.paths import platform_uri, table_uri
 from shironzi.settings import Settings, get_settings
@@ -735,12 +736,15 @@ class BronzeLander:
             if rows.is_empty():
                 continue
             data = rows.drop(UNIT_COLUMN, SEQ_COLUMN).to_arrow().cast(target.schema)
-            if target.is_local:
-                actions = target.write_files(data)
-                self._maybe_crash("after_write")
-                version = target.commit_files(actions, versions, commit_metadata)
-            else:
-                version = target.append(data, versions, commit_metadata)
+            # The shared table lease keeps an erasure's zero-retention vacuum from deleting files that
+            # are written but not yet committed (shironzi.audit.lease explains the protocol).
+            with table_lease(target.uri):
+                if target.is_local:
+                    actions = target.write_files(data)
+                    self._maybe_crash("after_write")
+                    version = target.commit_files(actions, versions, commit_metadata)
+                else:
+                    version = target.append(data, versions, commit_metadata)
             target.remember(rows, versions)
             counts.table_versions[target.uri] = version
             if target.dedupe:
