@@ -23,6 +23,7 @@ duplicates_existing (recovered rows count as landed/quarantined: they are, by th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -619,9 +620,35 @@ class BronzeLander:
         """Contract-validate a decoded batch or a records frame against the current tenant directory."""
         from ingestion.contracts import validate_batch
 
-        return validate_batch(
+        result = validate_batch(
             records, tenants=self.tenants_frame, now=now or datetime.now(UTC), source=source
         )
+        return dataclasses.replace(result, valid=self.pseudonymise(result.valid))
+
+    def pseudonymise(self, valid: pa.Table) -> pa.Table:
+        """Replace the contract's PII fields by per-tenant keyed hashes before bronze (raw values of
+        recoverable fields go encrypted to the vault), one vectorised pass per industry in the batch."""
+        import pyarrow.compute as pc
+
+        from ingestion.contracts import pii_fields, recoverable_pii_fields
+        from shironzi.tenancy.keystore import pseudonymise_batch
+
+        if valid.num_rows == 0:
+            return valid
+        industry_of = {tid: info.industry for tid, info in self.tenants.items()}
+        industries = pa.array([industry_of.get(t) for t in valid.column("tenant_id").to_pylist()], pa.string())
+        parts = []
+        for industry in sorted({i for i in industries.to_pylist() if i is not None}):
+            mask = pc.equal(industries, industry)
+            part = valid.filter(mask)
+            parts.append((mask, pseudonymise_batch(part, pii_fields=pii_fields(industry),
+                                                   recoverable_fields=recoverable_pii_fields(industry))))
+        if len(parts) == 1 and parts[0][1].num_rows == valid.num_rows:
+            return parts[0][1].cast(valid.schema)
+        # Put the rows back in input order: landing traces valid rows to their input positions by order.
+        order = pa.concat_arrays([pc.indices_nonzero(mask) for mask, _ in parts])
+        merged = pa.concat_tables([part.cast(valid.schema) for _, part in parts])
+        return merged.take(pc.sort_indices(order))
 
     # tables ----------------------------------------------------------------------------------------
 
