@@ -31,6 +31,7 @@ class ChainReport:
     days: int = 0
     events: int = 0
     broken: list[BrokenLink] = field(default_factory=list)
+    log_violations: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -38,7 +39,29 @@ class ChainReport:
             "days": self.days,
             "events": self.events,
             "broken": [{**asdict(b), "day": b.day.isoformat()} for b in self.broken],
+            "log_violations": list(self.log_violations),
         }
+
+
+# Operations that only add events or reorganise files without changing what they hold.
+_APPEND_ONLY_OPERATIONS = frozenset({"CREATE TABLE", "OPTIMIZE", "VACUUM START", "VACUUM END"})
+
+
+def append_only_violations(history: Iterable[dict[str, Any]]) -> list[str]:
+    """Commits that changed the audit table other than by appending: the chains cannot see a deleted or
+    rewritten *last* event of a day, but the Delta log can. Retention deletes are the one sanctioned
+    exception, and they carry `shironzi_purpose=retention` in their commit metadata."""
+    violations = []
+    for commit in history:
+        operation = str(commit.get("operation", "")).upper()
+        mode = str((commit.get("operationParameters") or {}).get("mode", ""))
+        if operation in _APPEND_ONLY_OPERATIONS or (operation == "WRITE" and mode == "Append"):
+            continue
+        metadata = commit.get("userMetadata") or {}
+        if isinstance(metadata, dict) and metadata.get("shironzi_purpose") == "retention":
+            continue
+        violations.append(f"version {commit.get('version')}: {operation or 'unknown'} {mode}".strip())
+    return sorted(violations)
 
 
 def _check_day(day: dt.date, rows: list[dict[str, Any]]) -> BrokenLink | None:
@@ -96,7 +119,11 @@ def verify_chains(*, days: Iterable[dt.date] | None = None, lake_uri: str | None
             broken = _check_day(day, rows)
             if broken is not None:
                 report.broken.append(broken)
-        report.ok = not report.broken
+        if days is None:
+            from shironzi.lake.delta import history
+
+            report.log_violations = append_only_violations(history(uri))
+        report.ok = not report.broken and not report.log_violations
         summary.rows = report.events
         summary.extra.update(days=report.days, broken=len(report.broken))
         return report

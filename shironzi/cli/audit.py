@@ -60,6 +60,10 @@ def verify_cmd(as_json: JsonOpt = False) -> None:
         _print(report.as_dict(), True)
     elif report.ok:
         typer.echo(f"audit log intact: {report.events} events over {report.days} days")
+    if not report.ok and not report.broken:
+        raise IntegrityCheckError(
+            f"audit table changed other than by appending: {'; '.join(report.log_violations[:3])}"
+        )
     if not report.ok:
         first = report.broken[0]
         raise IntegrityCheckError(

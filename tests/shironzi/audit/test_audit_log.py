@@ -199,3 +199,14 @@ def test_verifier_catches_reordered_and_inserted_events(audit_home: Path) -> Non
     by_day = {b.day: b for b in report.broken}
     assert by_day[first].seq == 0
     assert by_day[second].seq <= 2
+
+
+def test_verifier_catches_a_deleted_last_event_through_the_delta_log(audit_home: Path) -> None:
+    from shironzi.lake.delta import delete
+
+    first, _ = _write_days()
+    last = max(r["seq"] for r in read_arrow(audit_table_uri(), filters=[("event_date", "=", first)]).to_pylist())
+    delete(audit_table_uri(), f"event_date = '{first.isoformat()}' AND seq = {last}")
+    report = verify_chains()
+    assert report.broken == []  # the chain itself still links: only the log shows the removal
+    assert not report.ok and any("DELETE" in v for v in report.log_violations)
