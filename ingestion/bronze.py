@@ -24,6 +24,7 @@ duplicates_existing (recovered rows count as landed/quarantined: they are, by th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -638,13 +639,20 @@ class BronzeLander:
         industry_of = {tid: info.industry for tid, info in self.tenants.items()}
         industries = pa.array([industry_of.get(t) for t in valid.column("tenant_id").to_pylist()], pa.string())
         parts = []
+        untouched = pc.is_valid(industries)  # rows that carry no PII key are landed as they are
         for industry in sorted({i for i in industries.to_pylist() if i is not None}):
-            mask = pc.equal(industries, industry)
-            part = valid.filter(mask)
-            parts.append((mask, pseudonymise_batch(part, pii_fields=pii_fields(industry),
+            fields = pii_fields(industry)
+            mentions = [pc.match_substring(valid.column("properties"), f'"{name}"') for name in fields]
+            carries_pii = functools.reduce(pc.or_, mentions) if mentions else pa.repeat(False, valid.num_rows)
+            mask = pc.and_(pc.equal(industries, industry), pc.fill_null(carries_pii, False))
+            if not pc.any(mask).as_py():
+                continue
+            untouched = pc.and_(untouched, pc.invert(mask))
+            parts.append((mask, pseudonymise_batch(valid.filter(mask), pii_fields=fields,
                                                    recoverable_fields=recoverable_pii_fields(industry))))
-        if len(parts) == 1 and parts[0][1].num_rows == valid.num_rows:
-            return parts[0][1].cast(valid.schema)
+        if not parts:
+            return valid
+        parts.append((untouched, valid.filter(untouched)))
         # Put the rows back in input order: landing traces valid rows to their input positions by order.
         order = pa.concat_arrays([pc.indices_nonzero(mask) for mask, _ in parts])
         merged = pa.concat_tables([part.cast(valid.schema) for _, part in parts])

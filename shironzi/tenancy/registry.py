@@ -286,14 +286,16 @@ class Registry:
             entry = self._check_key(prefix, secret, fingerprint)
         return _principal_or_raise(entry)
 
+    # Built once: a cold key check is one round trip with a pre-compiled statement and a bound prefix.
+    _KEY_LOOKUP = (
+        sa.select(api_keys, tenants.c.status.label("tenant_status"))
+        .outerjoin(tenants, tenants.c.id == api_keys.c.tenant_id)
+        .where(api_keys.c.prefix == sa.bindparam("prefix"))
+    )
+
     def _check_key(self, prefix: str, secret: str, fingerprint: bytes) -> CachedCheck:
-        query = (
-            sa.select(api_keys, tenants.c.status.label("tenant_status"))
-            .outerjoin(tenants, tenants.c.id == api_keys.c.tenant_id)
-            .where(api_keys.c.prefix == prefix)
-        )
         with self._hot_reads.connect() as conn:
-            row = conn.execute(query).mappings().first()
+            row = conn.execute(self._KEY_LOOKUP, {"prefix": prefix}).mappings().first()
         principal: KeyPrincipal | None = None
         status: str | None = None
         outcome: Outcome
