@@ -517,7 +517,31 @@ class ConfluentSource(_Closing):
             self._consumer.close()
 
 
-class ConfluentSink(_Closing):
+class _SinkCommon(_Closing):
+    """What both producers share: failure bookkeeping and the topic's partition count for key routing."""
+
+    bootstrap: str
+    _timeout_s: float
+    _failures: list[str]
+    _partition_counts: dict[str, int]
+
+    @property
+    def failures(self) -> list[str]:
+        """Delivery failures not yet raised by flush()."""
+        return list(self._failures)
+
+    def _partitions(self, topic: str) -> int:
+        count = self._partition_counts.get(topic)
+        if count is None:
+            from ingestion.stream.broker import topic_partitions
+
+            count = self._partition_counts[topic] = topic_partitions(
+                self.bootstrap, topic, timeout_s=self._timeout_s
+            )
+        return count
+
+
+class ConfluentSink(_SinkCommon):
     """EventSink on confluent-kafka: idempotent, batched (linger 20 ms, 1 MiB batches)."""
 
     client: ClientName = "confluent"
@@ -557,10 +581,6 @@ class ConfluentSink(_Closing):
         self._producer = Producer(config)
         self._closed = False
 
-    @property
-    def failures(self) -> list[str]:
-        """Delivery failures not yet raised by flush()."""
-        return list(self._failures)
 
     def _on_delivery(self, error: Any, message: Any) -> None:
         if error is not None:
@@ -568,15 +588,6 @@ class ConfluentSink(_Closing):
             if len(self._failures) < 100:
                 self._failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
 
-    def _partitions(self, topic: str) -> int:
-        count = self._partition_counts.get(topic)
-        if count is None:
-            from ingestion.stream.broker import topic_partitions
-
-            count = self._partition_counts[topic] = topic_partitions(
-                self.bootstrap, topic, timeout_s=self._timeout_s
-            )
-        return count
 
     def produce(
         self,
@@ -820,7 +831,7 @@ class KafkaPythonSource(_Closing):
             self._consumer.close()
 
 
-class KafkaPythonSink(_Closing):
+class KafkaPythonSink(_SinkCommon):
     """EventSink on kafka-python: batched, acks=all, idempotent when asked."""
 
     client: ClientName = "kafka-python"
@@ -866,24 +877,12 @@ class KafkaPythonSink(_Closing):
             raise _kafka_python_error(exc, bootstrap=bootstrap) from exc
         self._closed = False
 
-    @property
-    def failures(self) -> list[str]:
-        return list(self._failures)
 
     def _on_error(self, exc: BaseException) -> None:
         self._failed_since_flush += 1
         if len(self._failures) < 100:
             self._failures.append(f"{type(exc).__name__}: {exc}")
 
-    def _partitions(self, topic: str) -> int:
-        count = self._partition_counts.get(topic)
-        if count is None:
-            from ingestion.stream.broker import topic_partitions
-
-            count = self._partition_counts[topic] = topic_partitions(
-                self.bootstrap, topic, timeout_s=self._timeout_s
-            )
-        return count
 
     def produce(
         self,
