@@ -129,8 +129,7 @@ class RecordBatch:
         """Per partition, the offset after the last record in the batch: where to resume, what to commit."""
         # dict() keeps the last (= highest) offset seen for each partition.
         return {
-            partition: offset + 1
-            for partition, offset in dict(zip(self.partitions, self.offsets, strict=True)).items()
+            partition: offset + 1 for partition, offset in dict(zip(self.partitions, self.offsets, strict=True)).items()
         }
 
     def ndjson(self) -> bytes:
@@ -252,9 +251,7 @@ def _select_partitions(
     chosen = sorted(available) if partitions is None else list(dict.fromkeys(partitions))
     unknown = sorted(set(chosen) - set(available))
     if unknown:
-        raise InvalidInputError(
-            f"topic {topic!r} has no partition(s) {unknown}; it has {len(available)}", topic=topic
-        )
+        raise InvalidInputError(f"topic {topic!r} has no partition(s) {unknown}; it has {len(available)}", topic=topic)
     offsets = dict(start_offsets or {})
     stray = sorted(set(offsets) - set(chosen))
     if stray:
@@ -292,9 +289,7 @@ def _confluent_error(error: Any, *, bootstrap: str, topic: str | None = None) ->
             "retention or the offset is past the end",
             topic=topic,
         )
-    return ServiceUnavailableError(
-        f"Kafka client error on {topic or bootstrap!r}: {text}", bootstrap=bootstrap
-    )
+    return ServiceUnavailableError(f"Kafka client error on {topic or bootstrap!r}: {text}", bootstrap=bootstrap)
 
 
 def _kafka_python_error(exc: BaseException, *, bootstrap: str, topic: str | None = None) -> ShironziError:
@@ -319,9 +314,7 @@ def _kafka_python_error(exc: BaseException, *, bootstrap: str, topic: str | None
             f"Kafka broker at {bootstrap} is unreachable or timing out ({name}); {START_HINT}",
             bootstrap=bootstrap,
         )
-    return ServiceUnavailableError(
-        f"Kafka client error on {topic or bootstrap!r}: {name}: {exc}", bootstrap=bootstrap
-    )
+    return ServiceUnavailableError(f"Kafka client error on {topic or bootstrap!r}: {name}: {exc}", bootstrap=bootstrap)
 
 
 class _Closing:
@@ -384,9 +377,7 @@ class ConfluentSource(_Closing):
         try:
             metadata = self._consumer.list_topics(topic, timeout=self._timeout_s)
         except KafkaException as exc:
-            raise _confluent_error(
-                exc.args[0] if exc.args else exc, bootstrap=self.bootstrap, topic=topic
-            ) from exc
+            raise _confluent_error(exc.args[0] if exc.args else exc, bootstrap=self.bootstrap, topic=topic) from exc
         found = metadata.topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             raise NotFoundError(f"Kafka topic {topic!r} does not exist on {self.bootstrap}", topic=topic)
@@ -411,13 +402,9 @@ class ConfluentSource(_Closing):
                     starts[partition] = self._consumer.get_watermark_offsets(
                         TopicPartition(topic, partition), timeout=self._timeout_s
                     )[0]
-            self._consumer.assign(
-                [TopicPartition(topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in chosen]
-            )
+            self._consumer.assign([TopicPartition(topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in chosen])
         except KafkaException as exc:
-            raise _confluent_error(
-                exc.args[0] if exc.args else exc, bootstrap=self.bootstrap, topic=topic
-            ) from exc
+            raise _confluent_error(exc.args[0] if exc.args else exc, bootstrap=self.bootstrap, topic=topic) from exc
         self._topic, self._partitions, self._starts, self._subscribed = topic, chosen, starts, False
 
     def subscribe(self, topic: str, *, group_id: str) -> None:
@@ -471,9 +458,7 @@ class ConfluentSource(_Closing):
         topic = self._require_topic()
         partitions = self._assigned()
         current = self._consumer.position([TopicPartition(topic, p) for p in partitions])
-        return {
-            tp.partition: tp.offset if tp.offset >= 0 else self._starts.get(tp.partition, 0) for tp in current
-        }
+        return {tp.partition: tp.offset if tp.offset >= 0 else self._starts.get(tp.partition, 0) for tp in current}
 
     def high_watermarks(self) -> dict[int, int]:
         from confluent_kafka import KafkaException, TopicPartition
@@ -488,9 +473,7 @@ class ConfluentSource(_Closing):
                 listed = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s)[1]
                 marks[partition] = max(fetched, listed, positions.get(partition, 0))
         except KafkaException as exc:
-            raise _confluent_error(
-                exc.args[0] if exc.args else exc, bootstrap=self.bootstrap, topic=topic
-            ) from exc
+            raise _confluent_error(exc.args[0] if exc.args else exc, bootstrap=self.bootstrap, topic=topic) from exc
         return marks
 
     def commit_offsets(self, offsets: Mapping[int, int]) -> bool:
@@ -503,9 +486,7 @@ class ConfluentSource(_Closing):
         if not offsets:
             return True
         try:
-            self._consumer.commit(
-                offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
-            )
+            self._consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
         except KafkaException as exc:
             log.warning("could not commit group offsets for %s (lag monitoring only): %s", topic, exc)
             return False
@@ -524,6 +505,8 @@ class _SinkCommon(_Closing):
     _timeout_s: float
     _failures: list[str]
     _partition_counts: dict[str, int]
+    _failed_since_flush: int
+    _closed: bool
 
     @property
     def failures(self) -> list[str]:
@@ -535,10 +518,24 @@ class _SinkCommon(_Closing):
         if count is None:
             from ingestion.stream.broker import topic_partitions
 
-            count = self._partition_counts[topic] = topic_partitions(
-                self.bootstrap, topic, timeout_s=self._timeout_s
-            )
+            count = self._partition_counts[topic] = topic_partitions(self.bootstrap, topic, timeout_s=self._timeout_s)
         return count
+
+    def _record_failure(self, text: str) -> None:
+        self._failed_since_flush += 1
+        if len(self._failures) < 100:
+            self._failures.append(text)
+
+    def _target_partition(self, topic: str, key: bytes | None, partition: int | None) -> int | None:
+        """The explicit partition (checked), else the key's partition, else None (the client picks)."""
+        if self._closed:
+            raise InvalidStateError("this sink is closed")
+        count = self._partitions(topic)
+        if partition is None:
+            return partition_for_key(key, count) if key is not None else None
+        if not 0 <= partition < count:
+            raise InvalidInputError(f"topic {topic!r} has no partition {partition}; it has {count}", topic=topic)
+        return partition
 
 
 class ConfluentSink(_SinkCommon):
@@ -581,13 +578,9 @@ class ConfluentSink(_SinkCommon):
         self._producer = Producer(config)
         self._closed = False
 
-
     def _on_delivery(self, error: Any, message: Any) -> None:
         if error is not None:
-            self._failed_since_flush += 1
-            if len(self._failures) < 100:
-                self._failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
-
+            self._record_failure(f"{message.topic()}[{message.partition()}]: {error.str()}")
 
     def produce(
         self,
@@ -598,15 +591,8 @@ class ConfluentSink(_SinkCommon):
         partition: int | None = None,
         headers: Mapping[str, bytes] | None = None,
     ) -> None:
-        if self._closed:
-            raise InvalidStateError("this sink is closed")
-        count = self._partitions(topic)
-        if partition is None:
-            partition = partition_for_key(key, count) if key is not None else -1  # -1: librdkafka picks
-        elif not 0 <= partition < count:
-            raise InvalidInputError(
-                f"topic {topic!r} has no partition {partition}; it has {count}", topic=topic
-            )
+        target = self._target_partition(topic, key, partition)
+        partition = -1 if target is None else target  # -1: librdkafka picks
         deadline = None
         while True:
             try:
@@ -817,9 +803,7 @@ class KafkaPythonSource(_Closing):
         if not offsets:
             return True
         try:
-            self._consumer.commit(
-                {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
-            )
+            self._consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
         except Exception as exc:  # noqa: BLE001 - best effort, lag monitoring only
             log.warning("could not commit group offsets for %s (lag monitoring only): %s", topic, exc)
             return False
@@ -877,12 +861,8 @@ class KafkaPythonSink(_SinkCommon):
             raise _kafka_python_error(exc, bootstrap=bootstrap) from exc
         self._closed = False
 
-
     def _on_error(self, exc: BaseException) -> None:
-        self._failed_since_flush += 1
-        if len(self._failures) < 100:
-            self._failures.append(f"{type(exc).__name__}: {exc}")
-
+        self._record_failure(f"{type(exc).__name__}: {exc}")
 
     def produce(
         self,
@@ -893,15 +873,7 @@ class KafkaPythonSink(_SinkCommon):
         partition: int | None = None,
         headers: Mapping[str, bytes] | None = None,
     ) -> None:
-        if self._closed:
-            raise InvalidStateError("this sink is closed")
-        count = self._partitions(topic)
-        if partition is None and key is not None:
-            partition = partition_for_key(key, count)
-        elif partition is not None and not 0 <= partition < count:
-            raise InvalidInputError(
-                f"topic {topic!r} has no partition {partition}; it has {count}", topic=topic
-            )
+        partition = self._target_partition(topic, key, partition)
         try:
             future = self._producer.send(
                 topic,
@@ -1018,9 +990,7 @@ def make_sink(
     can read what it writes)."""
     _check_client(client)
     if compression not in get_args(Compression):
-        raise InvalidInputError(
-            f"unknown compression {compression!r}: use one of {', '.join(get_args(Compression))}"
-        )
+        raise InvalidInputError(f"unknown compression {compression!r}: use one of {', '.join(get_args(Compression))}")
     resolved = _resolve(bootstrap)
     if client == "confluent":
         return ConfluentSink(
