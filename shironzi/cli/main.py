@@ -53,16 +53,25 @@ def _register_kernel_groups() -> None:
 
 
 def _register_plugins() -> None:
-    for ep in entry_points(group="shironzi.cli"):
+    """A plugin named `group.command` joins a shared group (`shironzi serve api`, `shironzi serve dashboard`)."""
+    shared: dict[str, typer.Typer] = {}
+    for ep in sorted(entry_points(group="shironzi.cli"), key=lambda e: e.name):
         try:
             target = ep.load()
         except ImportError as exc:  # the plugin's extra is not installed: the command is not offered
             logging.getLogger("shironzi.cli").debug("plugin %s unavailable: %s", ep.name, exc)
             continue
+        parent, name = app, ep.name
+        if "." in ep.name:
+            group, name = ep.name.split(".", 1)
+            if group not in shared:
+                shared[group] = typer.Typer(name=group, no_args_is_help=True, help=f"{group} commands")
+                app.add_typer(shared[group], name=group)
+            parent = shared[group]
         if isinstance(target, typer.Typer):
-            app.add_typer(target, name=ep.name)
-        else:  # a plain function becomes a top-level command
-            app.command(name=ep.name)(target)
+            parent.add_typer(target, name=name)
+        else:  # a plain function becomes a command
+            parent.command(name=name)(target)
 
 
 def _one_line(message: str) -> str:
