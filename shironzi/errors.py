@@ -173,3 +173,56 @@ class LeaseBusyError(ConflictError):
     """A table lease (erasure vs. writers) could not be taken in time."""
 
     code = "lease_busy"
+
+
+class KeyInQueryError(AuthenticationError):
+    """An API key was sent in the query string (it would end up in logs and caches): refused."""
+
+    code = "key_in_query"
+
+
+class PayloadTooLargeError(ShironziError):
+    """A request body is larger than the API accepts."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class InvalidJsonError(ShironziError):
+    """A request body that is not valid JSON."""
+
+    status = 400
+    code = "invalid_json"
+
+
+class ModelUnavailableError(ServiceUnavailableError):
+    """No champion model could be loaded for serving (none trained or promoted yet, or the registry is down)."""
+
+    code = "model_unavailable"
+
+
+class ModelTrainingError(ShironziError):
+    """A model could not be trained: no labels or features for the eligible tenants, or a degenerate split."""
+
+    status = 422
+    code = "model_training_failed"
+
+
+class ModelNotFoundError(NotFoundError):
+    """A registered model, version or alias does not exist in the MLflow registry."""
+
+    code = "model_not_found"
+
+
+class OrchestrationError(ShironziError):
+    """An Airflow command or DAG run failed (`shironzi airflow ...`)."""
+
+    status = 500
+    code = "orchestration_failed"
+
+
+class StreamLagError(ShironziError):
+    """A stream ingestor is dead and could not be restarted, or lags more than the allowed threshold."""
+
+    status = 503
+    code = "stream_lag_exceeded"

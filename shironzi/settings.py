@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shironzi.errors import ConfigurationError
@@ -14,6 +14,24 @@ from shironzi.errors import ConfigurationError
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "dev-master-key", "dev-platform-key"})
 DEV_MASTER_KEY = "dev-master-key"
 DEV_PLATFORM_KEY = "dev-platform-key"
+
+
+class SqlSource(BaseModel):
+    """One SQL table (or query) that the ingest_batch DAG loads incrementally by a watermark column."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Keys the watermark; stable across runs.")
+    url: str = Field(min_length=1, description="SQLAlchemy URL of the source database.")
+    table: str | None = None
+    query: str | None = None
+    watermark: str = Field(min_length=1, description="Incremental column (integer or timestamp).")
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ConfigurationError(f"SQL source {self.name!r}: give exactly one of table or query")
+        return self
 
 
 class Settings(BaseSettings):
@@ -101,6 +119,50 @@ class Settings(BaseSettings):
     lease_timeout_seconds: float = Field(
         300.0, gt=0, description="How long erasure and writers wait for a table lease before giving up."
     )
+    landing_dir: Path | None = Field(
+        None, description="Landing directory the hourly ingest_batch DAG lands files from. Default: home/landing."
+    )
+    sql_sources: list[SqlSource] = Field(
+        default_factory=list,
+        description="SQL tables ingest_batch loads incrementally (JSON list: name, url, table|query, watermark).",
+    )
+    stream_max_lag: int = Field(
+        100_000, ge=0, description="stream_supervisor alerts when an ingestor is this many records behind."
+    )
+    score_chunk_tenants: int = Field(
+        500, ge=1, le=100_000, description="Tenants per mapped score_batch task (100,000 tenants -> 200 tasks)."
+    )
+    dashboard_cache_ttl_seconds: float = Field(
+        60.0, ge=0, le=3600, description="Dashboards: how long a lake read stays cached (seconds)."
+    )
+    api_max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=64 * 1_048_576, description="API: largest accepted request body (bytes)."
+    )
+    api_events_topic: str = Field("events", description="API: Kafka topic that POST /v1/events produces to.")
+    api_rate_limits: dict[str, float] = Field(
+        default_factory=lambda: {"free": 10.0, "standard": 100.0, "enterprise": 5000.0},
+        description="API: requests per second per tenant by plan (token bucket, burst = 2 s of rate).",
+    )
+    api_model_refresh_seconds: float = Field(
+        10.0, gt=0, le=30, description="API: how often each worker checks whether the champion alias moved."
+    )
+    model_promotion_margin: float = Field(
+        0.002, ge=0, le=1,
+        description="Models: a challenger must beat the champion's holdout metric by this much to be promoted.",
+    )
+    model_bucket_tolerance: float = Field(
+        0.02, ge=0, le=1,
+        description="Models: the most a challenger may lose on any tenant-size bucket and still be promoted.",
+    )
+    model_dedicated_min_rows: int = Field(
+        20_000, ge=100,
+        description="Models: training rows a tenant needs before it gets a dedicated churn model candidate.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "SHIRONZI_OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OpenTelemetry OTLP/HTTP endpoint for API traces. Default: none (tracing off).",
+    )
 
     @field_validator("home")
     @classmethod
@@ -140,7 +202,11 @@ class Settings(BaseSettings):
 
     @property
     def resolved_mlflow_tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def resolved_landing_dir(self) -> Path:
+        return (self.landing_dir or self.home / "landing").expanduser().resolve()
 
     @property
     def resolved_airflow_sql_alchemy_conn(self) -> str:

@@ -18,6 +18,7 @@ on the `shironzi` package.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -30,6 +31,11 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+
+try:  # inside Shironzi every writer holds the table's shared lease, so an erasure's vacuum waits for it
+    from shironzi.audit.lease import table_lease as _table_lease
+except ImportError:  # pragma: no cover - the project used on its own, without the platform
+    _table_lease = None
 
 WriteMode = Literal["overwrite", "merge"]
 CATALOG_TABLE = "main.shironzi_delta_catalog"
@@ -144,31 +150,39 @@ class Plugin(BasePlugin):
         if self._conn is None:
             raise DeltaWriteError("the shironzi_delta plugin has no DuckDB connection")
         cursor = self._conn.cursor()
+        lease = _table_lease(location) if _table_lease is not None else contextlib.nullcontext()
         try:
-            reader = _conform(cursor.sql(f"select * from {staged}").to_arrow_reader(_BATCH_ROWS))
-            if mode == "overwrite":
-                write_deltalake(
-                    location,
-                    reader,
-                    mode="overwrite",
-                    partition_by=partition_by or None,
-                    schema_mode="overwrite",
-                    storage_options=self._storage_options or None,
-                    configuration={"delta.checkpointInterval": "100"},
-                )
-            elif mode == "merge":
-                self._merge(
-                    location,
-                    reader.read_all(),
-                    unique_key=unique_key,
-                    partition_by=partition_by,
-                    delete_stale=bool(options.get("delete_stale_in_scope", False)),
-                )
-            else:
-                raise DeltaWriteError(f"unknown delta write mode {mode!r}")
+            with lease:
+                self._write(cursor, staged, location=location, mode=mode, options=options,
+                            partition_by=partition_by, unique_key=unique_key)
             self._publish(cursor, view_name=view_name, location=location)
         finally:
             cursor.close()
+
+    def _write(self, cursor: Any, staged: str, *, location: str, mode: WriteMode, options: dict[str, Any],
+               partition_by: list[str], unique_key: list[str]) -> None:
+        """One Delta commit of the staged rows: a full overwrite or a partition-scoped merge."""
+        reader = _conform(cursor.sql(f"select * from {staged}").to_arrow_reader(_BATCH_ROWS))
+        if mode == "overwrite":
+            write_deltalake(
+                location,
+                reader,
+                mode="overwrite",
+                partition_by=partition_by or None,
+                schema_mode="overwrite",
+                storage_options=self._storage_options or None,
+                configuration={"delta.checkpointInterval": "100"},
+            )
+        elif mode == "merge":
+            self._merge(
+                location,
+                reader.read_all(),
+                unique_key=unique_key,
+                partition_by=partition_by,
+                delete_stale=bool(options.get("delete_stale_in_scope", False)),
+            )
+        else:
+            raise DeltaWriteError(f"unknown delta write mode {mode!r}")
 
     def _merge(
         self,

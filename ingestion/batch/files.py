@@ -16,7 +16,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -220,6 +220,7 @@ class BatchRunResult:
     status: str = "succeeded"
     quality: Any = None
     positions: dict[str, Any] = field(default_factory=dict)
+    partitions: dict[str, list[date]] = field(default_factory=dict)  # bronze table -> event_date partitions landed
 
     @property
     def rows_per_second(self) -> float:
@@ -240,6 +241,7 @@ def finish_run(
     from shironzi.lake import append
 
     quality_error: DataQualityError | None = None
+    result.partitions = {uri: sorted(dates) for uri, dates in lander.touched.items()}
     if error is None and check_quality and lander.touched:
         from ingestion.quality import run_checkpoint
 

@@ -96,6 +96,38 @@ def test_late_event_months_back_rewrites_only_its_partition(
     )
 
 
+def test_gold_writes_wait_for_an_erasure_lease(first_build: DbtBuildResult, module_settings: Settings) -> None:
+    """The Delta plugin holds each table's shared lease, so a build cannot commit while an erasure holds it."""
+    import threading
+    import time
+
+    from shironzi.audit.lease import table_lease
+
+    kpi_uri = _uri(module_settings, "gold", "fct_tenant_daily_kpis")
+    silver_uri = _uri(module_settings, "silver", "int_events__unified")
+    write_bronze(
+        bronze_events_uri(module_settings, REGION),
+        [event("t-shop", "c1", "order_placed", LATE_DAY, event_id="t-shop-lease-1", amount=5.0,
+               ingested_at=LATE_INGESTED + dt.timedelta(hours=12))],
+    )
+    kpi_version, silver_version = DeltaTable(kpi_uri).version(), DeltaTable(silver_uri).version()
+    outcome: list[DbtBuildResult] = []
+    build = threading.Thread(
+        target=lambda: outcome.append(run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings))
+    )
+    with table_lease(kpi_uri, mode="exclusive"):
+        build.start()
+        deadline = time.monotonic() + 120
+        while DeltaTable(silver_uri).version() == silver_version and build.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(5)  # far longer than the KPI merge takes once its lease is free
+        assert build.is_alive(), "the build finished while the KPI table's lease was held exclusively"
+        assert DeltaTable(kpi_uri).version() == kpi_version
+    build.join(timeout=180)
+    assert outcome and outcome[0].success, outcome and outcome[0].failures
+    assert DeltaTable(kpi_uri).version() > kpi_version
+
+
 def test_new_bronze_column_flows_through_ignored(
     first_build: DbtBuildResult, module_settings: Settings
 ) -> None:
@@ -135,3 +167,4 @@ def test_switching_analytics_off_rebuilds_the_facts_without_the_tenant(
         ("gold", "dim_customers"),
     ):
         assert set(pl.read_delta(_uri(module_settings, layer, table))["tenant_id"]) == {"t-shop", "t-school"}
+

@@ -1,0 +1,1 @@
+"""Streamlit dashboards for analysts, platform operators and compliance officers (`shironzi serve dashboard`)."""

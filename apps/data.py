@@ -1,0 +1,456 @@
+"""The dashboards' read side: gold, prediction, quarantine, run-log, audit and model-registry reads.
+
+Every tenant read passes `tenant_id` to the kernel's lake reader, which pushes `tenant_id = T` into the
+Delta scan (partition and min/max pruning), so a page can only ever receive that tenant's rows.
+Reads are cached with `st.cache_data` for `settings.dashboard_cache_ttl_seconds`; the lake URI is part
+of every cache key, so two lakes never share an entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import streamlit as st
+
+from shironzi.errors import TableNotFoundError
+from shironzi.lake import read_polars, scan_polars, table_exists, table_uri
+from shironzi.lake.paths import platform_uri
+from shironzi.settings import Settings, get_settings
+
+TTL = get_settings().dashboard_cache_ttl_seconds
+
+GOLD_KPIS = "fct_tenant_daily_kpis"
+GOLD_RETENTION = "fct_cohort_retention"
+GOLD_USAGE = "fct_tenant_usage"
+GOLD_CUSTOMERS = "dim_customers"
+CHURN_SCORES = "churn_scores"
+FORECASTS = "forecasts"
+MODEL_NAMES = ("shironzi-churn", "shironzi-trend")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A read result with what the page needs to be honest about freshness."""
+
+    data: pl.DataFrame
+    version: int | None
+    read_at: dt.datetime
+
+    @property
+    def empty(self) -> bool:
+        return self.data.is_empty()
+
+
+def lake() -> str:
+    return get_settings().resolved_lake_uri
+
+
+def _gold(lake_uri: str, region: str, table: str) -> str:
+    return table_uri(lake_uri, layer="gold", table=table, region=region)
+
+
+def _version(uri: str) -> int | None:
+    from shironzi.lake import table_version
+
+    try:
+        return table_version(uri)
+    except TableNotFoundError:
+        return None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _read(
+    uri: str,
+    *,
+    tenant_id: str | None,
+    columns: Sequence[str] | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+) -> Frame:
+    """One Delta read (tenant-scoped when `tenant_id` is given); a missing table is an empty frame."""
+    if not table_exists(uri):
+        return Frame(pl.DataFrame(), None, _now())
+    frame = read_polars(uri, columns=columns, filters=filters, tenant_id=tenant_id)
+    return Frame(frame, _version(uri), _now())
+
+
+# --- analyst reads (always one tenant) ----------------------------------------------------------------
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def daily_kpis(lake_uri: str, region: str, tenant_id: str) -> Frame:
+    frame = _read(_gold(lake_uri, region, GOLD_KPIS), tenant_id=tenant_id)
+    return Frame(frame.data.sort("event_date") if not frame.empty else frame.data, frame.version, frame.read_at)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def latest_forecasts(lake_uri: str, region: str, tenant_id: str) -> Frame:
+    """The newest generated forecast of each KPI."""
+    uri = table_uri(lake_uri, layer="predictions", table=FORECASTS, region=region)
+    frame = _read(uri, tenant_id=tenant_id)
+    if frame.empty:
+        return frame
+    latest = frame.data.group_by("kpi").agg(pl.col("generated_date").max().alias("_latest"))
+    data = (
+        frame.data.join(latest, on="kpi")
+        .filter(pl.col("generated_date") == pl.col("_latest"))
+        .drop("_latest")
+        .sort("kpi", "forecast_date")
+    )
+    return Frame(data, frame.version, frame.read_at)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def cohort_retention(lake_uri: str, region: str, tenant_id: str) -> Frame:
+    return _read(_gold(lake_uri, region, GOLD_RETENTION), tenant_id=tenant_id)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def latest_churn_scores(lake_uri: str, region: str, tenant_id: str) -> Frame:
+    """The tenant's scores of its newest score_date."""
+    uri = table_uri(lake_uri, layer="predictions", table=CHURN_SCORES, region=region)
+    if not table_exists(uri):
+        return Frame(pl.DataFrame(), None, _now())
+    newest = scan_polars(uri, tenant_id=tenant_id).select(pl.col("score_date").max()).collect().item()
+    if newest is None:
+        return Frame(pl.DataFrame(), _version(uri), _now())
+    frame = _read(uri, tenant_id=tenant_id, filters=[("score_date", "=", newest)])
+    return Frame(frame.data.sort("churn_probability", descending=True), frame.version, frame.read_at)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def customer_count(lake_uri: str, region: str, tenant_id: str) -> int:
+    uri = _gold(lake_uri, region, GOLD_CUSTOMERS)
+    if not table_exists(uri):
+        return 0
+    return int(scan_polars(uri, tenant_id=tenant_id).select(pl.len()).collect().item())
+
+
+def bronze_uri(lake_uri: str, region: str, placement: str, tenant_id: str) -> str:
+    return table_uri(
+        lake_uri, layer="bronze", table="events", region=region, placement=placement,  # type: ignore[arg-type]
+        tenant_id=tenant_id,
+    )
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def source_freshness(lake_uri: str, region: str, placement: str, tenant_id: str) -> Frame:
+    """Per source: rows landed, newest event and newest landing time (from the tenant's bronze rows)."""
+    uri = bronze_uri(lake_uri, region, placement, tenant_id)
+    if not table_exists(uri):
+        return Frame(pl.DataFrame(), None, _now())
+    data = (
+        scan_polars(uri, tenant_id=tenant_id)
+        .group_by("source")
+        .agg(
+            pl.len().alias("rows_landed"),
+            pl.col("event_time").max().alias("newest_event"),
+            pl.col("ingested_at").max().alias("last_landed_at"),
+        )
+        .sort("source")
+        .collect()
+    )
+    return Frame(data, _version(uri), _now())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def usage(lake_uri: str, region: str, tenant_id: str | None) -> Frame:
+    """Metering per day (one tenant, or every tenant of the region for operators)."""
+    return _read(_gold(lake_uri, region, GOLD_USAGE), tenant_id=tenant_id)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def quarantine_by_reason(lake_uri: str, region: str, tenant_id: str) -> Frame:
+    """Quarantined records that claimed this tenant, by reason code (payloads are never shown)."""
+    uri = table_uri(lake_uri, layer="quarantine", table="events", region=region)
+    if not table_exists(uri):
+        return Frame(pl.DataFrame(), None, _now())
+    data = (
+        scan_polars(uri, tenant_id=tenant_id)
+        .group_by("reason_code")
+        .agg(pl.len().alias("records"), pl.col("quarantined_at").max().alias("last_seen"))
+        .sort("records", descending=True)
+        .collect()
+    )
+    return Frame(data, _version(uri), _now())
+
+
+# --- platform reads (operators) -----------------------------------------------------------------------
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def ingest_runs(lake_uri: str, limit: int = 200) -> Frame:
+    """The newest ingestion run-log rows (platform-wide: the rows carry no tenant)."""
+    uri = platform_uri(lake_uri, "ingest", "runs")
+    frame = _read(uri, tenant_id=None)
+    if frame.empty:
+        return frame
+    return Frame(frame.data.sort("started_at", descending=True).head(limit), frame.version, frame.read_at)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def region_kpis(lake_uri: str, region: str) -> Frame:
+    """Every tenant's daily KPIs in one region (operators only)."""
+    return _read(_gold(lake_uri, region, GOLD_KPIS), tenant_id=None)
+
+
+def dbt_run_results(home: Path, region: str) -> pl.DataFrame:
+    """The last `dbt build` of a region: one row per node from dbt's run_results.json."""
+    path = home / "dbt" / region / "target" / "run_results.json"
+    if not path.exists():
+        return pl.DataFrame()
+    document = json.loads(path.read_text())
+    generated = document.get("metadata", {}).get("generated_at")
+    rows = [
+        {
+            "region": region,
+            "node": str(item.get("unique_id", "")).split(".", 2)[-1],
+            "kind": str(item.get("unique_id", "")).split(".", 1)[0],
+            "status": str(item.get("status")),
+            "seconds": float(item.get("execution_time") or 0.0),
+            "message": item.get("message") or "",
+            "generated_at": generated,
+        }
+        for item in document.get("results", [])
+    ]
+    return pl.DataFrame(rows)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def gold_history(lake_uri: str, region: str, table: str, limit: int = 50) -> Frame:
+    from shironzi.lake import history
+
+    uri = _gold(lake_uri, region, table)
+    if not table_exists(uri):
+        return Frame(pl.DataFrame(), None, _now())
+    return Frame(_history_frame(history(uri, limit)), _version(uri), _now())
+
+
+def _history_frame(commits: list[dict[str, Any]]) -> pl.DataFrame:
+    rows = [
+        {
+            "version": int(c["version"]),
+            "time": c["timestamp"],
+            "operation": str(c.get("operation") or ""),
+            "engine": str(c.get("engineInfo") or c.get("clientVersion") or ""),
+            "rows_written": _metric(c, "num_added_rows", "num_output_rows", "numOutputRows"),
+            "metadata": json.dumps(c.get("userMetadata") or {}, default=str, sort_keys=True),
+        }
+        for c in commits
+    ]
+    return pl.DataFrame(rows, schema_overrides={"rows_written": pl.Int64})
+
+
+def _metric(commit: dict[str, Any], *names: str) -> int | None:
+    metrics = commit.get("operationMetrics") or {}
+    for name in names:
+        if metrics.get(name) is not None:
+            try:
+                return int(metrics[name])
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+# --- compliance reads ---------------------------------------------------------------------------------
+
+
+def lake_tables(lake_uri: str, tenant_id: str | None) -> list[tuple[str, str]]:
+    """(relative path, uri) of every Delta table a viewer may see the history of: all for admins; for a
+    tenant, the pooled tables of its region layers plus its own dedicated root (never platform tables)."""
+    from shironzi.audit.discovery import discover_tables
+
+    found = []
+    for table in discover_tables():
+        if tenant_id is not None and (table.platform or table.tenant_id not in (None, tenant_id)):
+            continue
+        found.append((table.relative, table.uri))
+    return sorted(found)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def table_history(lake_uri: str, uri: str, limit: int = 100) -> Frame:
+    from shironzi.lake import history
+
+    if not table_exists(uri):
+        return Frame(pl.DataFrame(), None, _now())
+    return Frame(_history_frame(history(uri, limit)), _version(uri), _now())
+
+
+def audit_events(
+    *,
+    tenant_id: str | None,
+    actor: str | None = None,
+    action: str | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    limit: int = 500,
+) -> pl.DataFrame:
+    """Audit rows newest first, filtered in the scan (tenant_id is forced for tenant viewers)."""
+    from shironzi.audit.log import read_audit_events
+
+    filters: list[tuple[str, str, Any]] = []
+    if tenant_id is not None:
+        filters.append(("tenant_id", "=", tenant_id))
+    if actor:
+        filters.append(("actor", "=", actor))
+    if action:
+        filters.append(("action", "=", action))
+    if start:
+        filters.append(("event_date", ">=", start))
+    if end:
+        filters.append(("event_date", "<=", end))
+    table = read_audit_events(filters=filters or None)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    if frame.is_empty():
+        return frame
+    columns = ["event_time", "actor", "actor_kind", "is_admin", "tenant_id", "action", "resource", "purpose",
+               "outcome", "request_id", "details"]
+    return frame.select(columns).sort("event_time", descending=True).head(limit)
+
+
+def erasure_requests(tenant_id: str | None) -> pl.DataFrame:
+    """Erasure requests (from the audit log) joined to their signed receipts, newest first."""
+    from shironzi.audit.erasure import receipts_table_uri
+
+    events = audit_events(tenant_id=tenant_id, limit=100_000)
+    started = (
+        events.filter(pl.col("action").is_in(["subject_erasure_started", "tenant_erasure_started"]))
+        if not events.is_empty()
+        else pl.DataFrame()
+    )
+    uri = receipts_table_uri()
+    receipts = (
+        read_polars(uri, tenant_id=tenant_id) if table_exists(uri) else pl.DataFrame()
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    for event in started.iter_rows(named=True) if not started.is_empty() else []:
+        rows[event["request_id"]] = {
+            "request_id": event["request_id"],
+            "kind": "tenant" if event["action"].startswith("tenant") else "subject",
+            "tenant_id": event["tenant_id"],
+            "requested_by": event["actor"],
+            "requested_at": event["event_time"],
+            "status": "in progress or failed (no receipt)",
+            "receipt": None,
+        }
+    for receipt in receipts.iter_rows(named=True) if not receipts.is_empty() else []:
+        body = json.loads(receipt["receipt"])
+        entry = rows.setdefault(receipt["request_id"], {"request_id": receipt["request_id"]})
+        entry.update(
+            kind=receipt["kind"],
+            tenant_id=receipt["tenant_id"],
+            requested_by=entry.get("requested_by") or body.get("requested_by"),
+            requested_at=entry.get("requested_at") or receipt["created_at"],
+            status="erased and verified" if receipt["ok"] else "verification failed",
+            receipt=receipt["receipt"],
+            tables=len(body.get("tables", [])),
+            rows_deleted=sum(int(t.get("rows_deleted", 0)) for t in body.get("tables", [])),
+            completed_at=receipt["created_at"],
+        )
+    if not rows:
+        return pl.DataFrame()
+    return pl.DataFrame(list(rows.values())).sort("requested_at", descending=True, nulls_last=True)
+
+
+# --- the model registry (MLflow) ------------------------------------------------------------------------
+
+
+def _tracking_engine(settings: Settings) -> Any | None:
+    """A SQLAlchemy engine on MLflow's tracking database (None when nothing was ever trained).
+
+    The dashboards read the registry tables directly: importing mlflow costs seconds, a page must not."""
+    import sqlalchemy as sa
+
+    uri = settings.resolved_mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            return None
+        return sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    if uri.startswith(("postgresql", "mysql", "mssql")):
+        return sa.create_engine(uri)
+    return None
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def model_versions(tracking_uri: str) -> pl.DataFrame:
+    """Every registered version of the Shironzi models: when, its aliases and the metrics of its run."""
+    del tracking_uri  # part of the cache key only
+    import sqlalchemy as sa
+
+    engine = _tracking_engine(get_settings())
+    if engine is None:
+        return pl.DataFrame()
+    try:
+        with engine.connect() as conn:
+            names = sa.inspect(conn).get_table_names()
+            if "model_versions" not in names:
+                return pl.DataFrame()
+            versions = conn.execute(
+                sa.text(
+                    "select name, version, creation_time, run_id, status from model_versions "
+                    "where name in ('shironzi-churn', 'shironzi-trend') order by name, version"
+                )
+            ).mappings().all()
+            aliases = conn.execute(
+                sa.text("select name, alias, version from registered_model_aliases")
+            ).mappings().all() if "registered_model_aliases" in names else []
+            run_ids = sorted({v["run_id"] for v in versions if v["run_id"]})
+            metrics = (
+                conn.execute(
+                    sa.text("select run_uuid, key, value from latest_metrics where run_uuid in :ids").bindparams(
+                        sa.bindparam("ids", expanding=True)
+                    ),
+                    {"ids": run_ids},
+                ).mappings().all()
+                if run_ids
+                else []
+            )
+    finally:
+        engine.dispose()
+    by_run: dict[str, dict[str, float]] = {}
+    for m in metrics:
+        by_run.setdefault(m["run_uuid"], {})[m["key"]] = float(m["value"])
+    alias_of: dict[tuple[str, str], list[str]] = {}
+    for a in aliases:
+        alias_of.setdefault((a["name"], str(a["version"])), []).append(a["alias"])
+    rows = [
+        {
+            "model": v["name"],
+            "version": str(v["version"]),
+            "registered_at": dt.datetime.fromtimestamp(v["creation_time"] / 1000, tz=dt.UTC),
+            "aliases": ", ".join(sorted(alias_of.get((v["name"], str(v["version"])), []))),
+            "run_id": v["run_id"],
+            "metrics": json.dumps(by_run.get(v["run_id"], {}), sort_keys=True),
+        }
+        for v in versions
+    ]
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def model_events(lake_uri: str) -> pl.DataFrame:
+    """Training runs, promotions and rollbacks from the audit log (resource `model:<name>`)."""
+    del lake_uri
+    from shironzi.audit.log import read_audit_events
+
+    frame = pl.from_arrow(read_audit_events(flush=False))
+    assert isinstance(frame, pl.DataFrame)
+    if frame.is_empty():
+        return frame
+    return (
+        frame.filter(pl.col("resource").str.starts_with("model:"))
+        .select("event_time", "action", "resource", "actor", "outcome", "details")
+        .sort("event_time", descending=True)
+    )
+

@@ -1,0 +1,58 @@
+"""Airflow local settings for Shironzi (on PYTHONPATH through `orchestration.airflow_env.airflow_env`).
+
+Compatibility shims for Airflow 3.2.2 with the newer pydantic / FastAPI / Starlette of our lock file. Both
+break every task of the in-process Execution API (`airflow dags test`, the api-server); each shim applies
+only when its symptom is present, so a fixed Airflow makes them no-ops:
+
+1. pydantic >= 2.12 rejects the callable `Field(discriminator=...)` of `TIStateUpdate`
+   ("TITerminalStatePayload needs a discriminator field"); wrapped in `pydantic.Discriminator`, as
+   pydantic documents for callable discriminators.
+2. The in-process Execution API starts its lifespan without waiting for it, so the first request can find
+   no `app.state.svcs_registry`; the registry the lifespan would create is installed when the app is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated, Any, Union, get_args
+
+
+def _patch_ti_state_discriminator() -> None:
+    import airflow.api_fastapi.execution_api.datamodels.taskinstance as models
+    from pydantic import Discriminator, TypeAdapter
+
+    try:
+        TypeAdapter(models.TIStateUpdate)
+        return  # this pydantic accepts it as is
+    except Exception:  # noqa: BLE001 - pydantic.errors.PydanticUserError on pydantic >= 2.12
+        pass
+    union, _field = get_args(models.TIStateUpdate)
+    members = get_args(union)
+    models.TIStateUpdate = Annotated[Union[members], Discriminator(models.ti_state_discriminator)]  # noqa: UP007
+
+
+def _patch_execution_api_registry() -> None:
+    import airflow.api_fastapi.execution_api.app as app_module
+    import svcs
+    from airflow.api_fastapi.auth.tokens import JWTGenerator, JWTValidator
+
+    original = app_module.create_task_execution_api_app
+    if getattr(original, "_shironzi_patched", False):
+        return
+
+    def create_task_execution_api_app() -> Any:
+        app = original()
+        registry = svcs.Registry()
+        registry.register_factory(JWTGenerator, app_module._jwt_generator)
+        registry.register_value(JWTValidator, app_module._jwt_validator(), ping=JWTValidator.status)
+        app.state.svcs_registry = registry  # the lifespan replaces it with its own once it has run
+        return app
+
+    create_task_execution_api_app._shironzi_patched = True  # type: ignore[attr-defined]
+    app_module.create_task_execution_api_app = create_task_execution_api_app
+
+
+with contextlib.suppress(ImportError):
+    _patch_ti_state_discriminator()
+with contextlib.suppress(ImportError):
+    _patch_execution_api_registry()

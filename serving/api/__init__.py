@@ -1,0 +1,1 @@
+"""HTTP routes of the platform API, one module per resource under `serving.api.routes`."""

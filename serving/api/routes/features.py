@@ -1,0 +1,44 @@
+"""Online features of one customer (read scope)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from serving.api.docs import tenant_op
+from serving.deps import TenantReadDep
+from serving.errors import ERROR_RESPONSES
+from serving.predictions import customer_not_found
+from serving.schemas import FeaturesPublic
+
+router = APIRouter(prefix="/v1/features", tags=["features"], responses=ERROR_RESPONSES)
+
+
+def _default_refs() -> list[str]:
+    from feature_store.registry import list_feature_views
+
+    return [view.name for view in list_feature_views() if view.entity.name != "tenant"]
+
+
+@router.get("/{customer_id}", response_model=FeaturesPublic, openapi_extra=tenant_op("read"))
+async def get_customer_features(
+    customer_id: Annotated[str, Path(min_length=1, max_length=128)],
+    caller: TenantReadDep,
+    features: Annotated[
+        list[str] | None,
+        Query(max_length=200, description="Feature refs (`view` or `view:feature`); default: every customer view."),
+    ] = None,
+) -> FeaturesPublic:
+    """The latest online feature values of one of the caller's customers."""
+    from feature_store.materialize import get_online_features
+
+    refs = features or _default_refs()
+    with caller.services.tracer.start_as_current_span("feature_lookup") as span:
+        span.set_attribute("shironzi.tenant_id", caller.tenant_id)
+        (record,) = get_online_features(caller.tenant_id, [customer_id], refs, store=caller.services.online_store)
+    values = {k: v for k, v in record.items() if k not in ("tenant_id", "customer_id")}
+    caller.audit_read(customer_id=customer_id, features=len(values))
+    if all(v is None for v in values.values()):
+        raise customer_not_found(caller.tenant, customer_id, what="online features")
+    return FeaturesPublic(customer_id=customer_id, features=values)

@@ -1,0 +1,229 @@
+"""Churn predictions for the API: live (online features -> champion model) or the latest batch score.
+
+Both paths read only the caller's tenant: online-store keys start with the tenant id, and lake reads filter
+on `tenant_id`, so a customer id that exists in another tenant is simply not found here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from serving.services import ApiServices, TenantFacts
+from shironzi.errors import NotFoundError, ShironziError
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnScore:
+    customer_id: str
+    probability: float
+    risk_band: str
+    reasons: list[dict[str, Any]]
+    model_name: str
+    model_version: str
+    source: str
+    feature_timestamp: datetime | None = None
+    score_date: date | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "churn_probability": self.probability,
+            "risk_band": self.risk_band,
+            "top_reasons": self.reasons,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "source": self.source,
+            "feature_timestamp": self.feature_timestamp,
+            "score_date": self.score_date,
+        }
+
+
+def _feature_key(ref: str) -> str:
+    return ref.partition(":")[2] or ref
+
+
+def live_scores(
+    services: ApiServices, tenant: TenantFacts, customer_ids: Sequence[str]
+) -> tuple[list[ChurnScore], list[str]]:
+    """Score customers from their online features; returns (scores, ids with no features for this tenant)."""
+    from feature_store.materialize import get_online_features
+
+    predictor = services.model.get()
+    refs = list(predictor.feature_names)
+    names = [_feature_key(r) for r in refs]
+    tracer = services.tracer
+    with tracer.start_as_current_span("feature_lookup") as span:
+        span.set_attribute("shironzi.tenant_id", tenant.id)
+        span.set_attribute("shironzi.customers", len(customer_ids))
+        records = get_online_features(tenant.id, list(customer_ids), refs, store=services.online_store)
+    found, missing = [], []
+    for record in records:
+        values = {name: record.get(name) for name in names}
+        if all(v is None for v in values.values()):
+            missing.append(record["customer_id"])
+        else:
+            found.append((record["customer_id"], values))
+    if not found:
+        return [], missing
+    with tracer.start_as_current_span("model_predict") as span:
+        span.set_attribute("shironzi.tenant_id", tenant.id)
+        span.set_attribute("shironzi.model_version", str(predictor.version))
+        predictions = predictor.predict(tenant.id, [values for _, values in found])
+    scores = [
+        ChurnScore(
+            customer_id=cid,
+            probability=float(p.probability),
+            risk_band=str(p.risk_band),
+            reasons=[_reason(r) for r in p.reasons],
+            model_name=str(p.model_name),
+            model_version=str(p.model_version),
+            source="live",
+        )
+        for (cid, _), p in zip(found, predictions, strict=True)
+    ]
+    return scores, missing
+
+
+def _reason(raw: Any) -> dict[str, Any]:
+    return {
+        "feature": str(raw["feature"]),
+        "label": str(raw.get("label", raw["feature"])),
+        "contribution": float(raw["contribution"]),
+    }
+
+
+def _pooled_uri(services: ApiServices, tenant: TenantFacts, table: str) -> str:
+    from shironzi.lake.paths import table_uri
+
+    return table_uri(
+        services.settings.resolved_lake_uri,
+        layer="predictions",
+        table=table,
+        region=tenant.region,
+        placement="pooled",
+        tenant_id=tenant.id,
+    )
+
+
+def _prediction_tables(services: ApiServices, tenant: TenantFacts, table: str) -> list[str]:
+    """Where this tenant's predictions may live: the pooled table, and its dedicated root if it has one."""
+    from shironzi.lake.delta import table_exists
+    from shironzi.lake.paths import table_uri
+
+    uris = [_pooled_uri(services, tenant, table)]
+    if tenant.placement == "dedicated":
+        uris.insert(
+            0,
+            table_uri(
+                services.settings.resolved_lake_uri,
+                layer="predictions",
+                table=table,
+                region=tenant.region,
+                placement="dedicated",
+                tenant_id=tenant.id,
+            ),
+        )
+    return [u for u in uris if table_exists(u, storage_options=services.settings.storage_options or None)]
+
+
+def batch_scores(
+    services: ApiServices, tenant: TenantFacts, customer_ids: Sequence[str]
+) -> tuple[list[ChurnScore], list[str]]:
+    """The latest batch score (newest score_date) of each customer, from `predictions/churn_scores`."""
+    import pyarrow as pa
+
+    wanted = list(dict.fromkeys(customer_ids))
+    tables = []
+    for uri in _prediction_tables(services, tenant, "churn_scores"):
+        from shironzi.lake.delta import read_arrow
+
+        tables.append(
+            read_arrow(
+                uri,
+                tenant_id=tenant.id,
+                filters=[("customer_id", "in", wanted)],
+                storage_options=services.settings.storage_options or None,
+            )
+        )
+    rows = pa.concat_tables(tables, promote_options="default").to_pylist() if tables else []
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["tenant_id"] != tenant.id:  # belt and braces: the filter already did this
+            continue
+        seen = latest.get(row["customer_id"])
+        if seen is None or (row["score_date"], row["scored_at"]) > (seen["score_date"], seen["scored_at"]):
+            latest[row["customer_id"]] = row
+    scores = []
+    for cid in customer_ids:
+        row = latest.get(cid)
+        if row is None:
+            continue
+        scores.append(
+            ChurnScore(
+                customer_id=cid,
+                probability=float(row["churn_probability"]),
+                risk_band=str(row["risk_band"]),
+                reasons=[_reason(r) for r in json.loads(row["top_reasons"] or "[]")],
+                model_name=str(row["model_name"]),
+                model_version=str(row["model_version"]),
+                source="batch",
+                feature_timestamp=row.get("feature_timestamp"),
+                score_date=row.get("score_date"),
+            )
+        )
+    missing = [cid for cid in customer_ids if cid not in latest]
+    return scores, missing
+
+
+def latest_forecast(services: ApiServices, tenant: TenantFacts, kpi: str) -> dict[str, Any]:
+    """The newest generated forecast of one KPI for this tenant (28 daily points with intervals)."""
+    import pyarrow as pa
+
+    from shironzi.lake.delta import read_arrow
+
+    tables = [
+        read_arrow(
+            uri,
+            tenant_id=tenant.id,
+            filters=[("kpi", "=", kpi)],
+            storage_options=services.settings.storage_options or None,
+        )
+        for uri in _prediction_tables(services, tenant, "forecasts")
+    ]
+    rows = [r for r in (pa.concat_tables(tables, promote_options="default").to_pylist() if tables else [])
+            if r["tenant_id"] == tenant.id]
+    if not rows:
+        raise NotFoundError(f"no {kpi} forecast yet for tenant {tenant.slug!r}", tenant=tenant.slug, kpi=kpi)
+    newest = max((r["generated_date"], r["generated_at"]) for r in rows)
+    chosen = sorted(
+        (r for r in rows if (r["generated_date"], r["generated_at"]) == newest), key=lambda r: r["horizon_day"]
+    )
+    first = chosen[0]
+    return {
+        "kpi": kpi,
+        "generated_date": first["generated_date"],
+        "model_name": str(first["model_name"]),
+        "model_version": str(first["model_version"]),
+        "points": [
+            {
+                "forecast_date": r["forecast_date"],
+                "horizon_day": int(r["horizon_day"]),
+                "yhat": float(r["yhat"]),
+                "yhat_lower": float(r["yhat_lower"]),
+                "yhat_upper": float(r["yhat_upper"]),
+            }
+            for r in chosen
+        ],
+    }
+
+
+def customer_not_found(tenant: TenantFacts, customer_id: str, *, what: str) -> ShironziError:
+    return NotFoundError(
+        f"customer {customer_id!r} has no {what} in tenant {tenant.slug!r}",
+        tenant=tenant.slug,
+        customer_id=customer_id,
+    )

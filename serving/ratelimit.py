@@ -1,0 +1,172 @@
+"""Per-tenant token buckets by plan: in-process by default, shared through Redis when configured.
+
+A bucket holds up to `burst` tokens (2 s of the plan's rate) and refills continuously; a request takes one
+token or is refused with the seconds until one is available (the `Retry-After`). The Redis backend runs
+the whole check as one Lua script with the server's clock, so every worker and replica shares one bucket
+per tenant. Both backends also count each tenant's requests per UTC day (the tenant's `usage`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from shironzi.errors import ConfigurationError, ServiceUnavailableError
+
+BURST_SECONDS = 2.0
+_USAGE_TTL_SECONDS = 3 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    retry_after: float  # seconds until a token is available (0 when allowed)
+
+
+def burst_for(rate: float) -> float:
+    return max(1.0, rate * BURST_SECONDS)
+
+
+def _today() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d")
+
+
+class RateLimiter(Protocol):
+    backend: str
+
+    def hit(self, tenant_id: str, rate: float) -> Decision: ...
+
+    def usage_today(self, tenant_id: str) -> int: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LocalRateLimiter:
+    """Token buckets in this process (limits hold per worker)."""
+
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, list[float]] = {}
+        self._usage: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, tenant_id: str, rate: float) -> Decision:
+        burst = burst_for(rate)
+        now = time.monotonic()
+        day = _today()
+        with self._lock:
+            self._usage[(tenant_id, day)] = self._usage.get((tenant_id, day), 0) + 1
+            bucket = self._buckets.get(tenant_id)
+            if bucket is None:
+                bucket = self._buckets[tenant_id] = [burst, now]
+            tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
+            bucket[1] = now
+            if tokens >= 1.0:
+                bucket[0] = tokens - 1.0
+                return Decision(True, 0.0)
+            bucket[0] = tokens
+            return Decision(False, (1.0 - tokens) / rate)
+
+    def usage_today(self, tenant_id: str) -> int:
+        return self._usage.get((tenant_id, _today()), 0)
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+_TOKEN_BUCKET_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+local retry = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  retry = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return {allowed, tostring(retry)}
+"""
+
+
+class RedisRateLimiter:
+    """Token buckets in Redis: one bucket per tenant across every worker and replica."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "shironzi:ratelimit") -> None:
+        try:
+            import redis
+        except ImportError as exc:  # pragma: no cover - redis ships with the spark/serve extras
+            raise ConfigurationError("SHIRONZI_REDIS_URL is set but the redis client is not installed") from exc
+        self.url = url
+        self.prefix = prefix
+        self._client: Any = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._script: Any = self._client.register_script(_TOKEN_BUCKET_LUA)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+    def _keys(self, tenant_id: str) -> list[str]:
+        return [f"{self.prefix}:{{{tenant_id}}}:bucket", f"{self.prefix}:{{{tenant_id}}}:usage:{_today()}"]
+
+    def hit(self, tenant_id: str, rate: float) -> Decision:
+        try:
+            allowed, retry = self._script(
+                keys=self._keys(tenant_id), args=[repr(rate), repr(burst_for(rate)), _USAGE_TTL_SECONDS]
+            )
+        except self._errors as exc:
+            raise ServiceUnavailableError(f"rate-limit store at {self._safe_url()} is unreachable: {exc}") from exc
+        return Decision(bool(int(allowed)), float(retry))
+
+    def usage_today(self, tenant_id: str) -> int:
+        try:
+            value = self._client.get(self._keys(tenant_id)[1])
+        except self._errors as exc:
+            raise ServiceUnavailableError(f"rate-limit store at {self._safe_url()} is unreachable: {exc}") from exc
+        return int(value or 0)
+
+    def ping(self) -> None:
+        try:
+            self._client.ping()
+        except self._errors as exc:
+            raise ServiceUnavailableError(f"rate-limit store at {self._safe_url()} is unreachable: {exc}") from exc
+
+    def _safe_url(self) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def make_rate_limiter(redis_url: str | None) -> RateLimiter:
+    return RedisRateLimiter(redis_url) if redis_url else LocalRateLimiter()
+
+
+def retry_after_header(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))

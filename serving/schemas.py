@@ -1,0 +1,256 @@
+"""Request and response bodies of the API: `XCreate` for inputs, `XUpdate` for changes, `XPublic` for outputs."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shironzi.tenancy.catalog import Industry, Module, Placement, Plan, Scope, Status
+
+MAX_BATCH_CUSTOMERS = 1000
+MAX_EVENTS_PER_REQUEST = 1000
+CustomerId = str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors ------------------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine code, e.g. `module_disabled`, `rate_limited`.")
+    message: str = Field(description="What went wrong, for a human.")
+    request_id: str = Field(description="The request's id (also in the `X-Request-ID` header).")
+    details: dict[str, Any] | None = Field(None, description="Structured context (field, module, ...).")
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of the API."""
+
+    error: ErrorBody
+
+
+# --- churn -------------------------------------------------------------------------------------------
+
+
+class ReasonPublic(BaseModel):
+    feature: str
+    label: str
+    contribution: float
+
+
+class ChurnPublic(BaseModel):
+    customer_id: str
+    churn_probability: float = Field(ge=0, le=1)
+    risk_band: Literal["low", "medium", "high"]
+    top_reasons: list[ReasonPublic]
+    model_name: str
+    model_version: str
+    source: Literal["live", "batch"]
+    feature_timestamp: datetime | None = None
+    score_date: date | None = None
+
+
+class ChurnBatchCreate(_Strict):
+    customer_ids: list[CustomerId] = Field(min_length=1, max_length=MAX_BATCH_CUSTOMERS)
+    source: Literal["live", "batch"] = "live"
+
+
+class ChurnBatchPublic(BaseModel):
+    results: list[ChurnPublic]
+    not_found: list[str] = Field(description="Requested ids this tenant has no features (or scores) for.")
+
+
+# --- forecasts ---------------------------------------------------------------------------------------
+
+
+class ForecastPointPublic(BaseModel):
+    forecast_date: date
+    horizon_day: int
+    yhat: float
+    yhat_lower: float
+    yhat_upper: float
+
+
+class ForecastPublic(BaseModel):
+    kpi: Literal["active_customers", "revenue"]
+    generated_date: date
+    model_name: str
+    model_version: str
+    points: list[ForecastPointPublic]
+
+
+# --- features ----------------------------------------------------------------------------------------
+
+
+class FeaturesPublic(BaseModel):
+    customer_id: str
+    features: dict[str, float | int | str | bool | None]
+
+
+# --- events ------------------------------------------------------------------------------------------
+
+
+class EventsCreate(BaseModel):
+    """Events for the caller's tenant; each is checked against the tenant's industry contract."""
+
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+
+
+class EventOutcome(BaseModel):
+    index: int
+    event_id: str | None
+    accepted: bool
+    reason_code: str | None = None
+    reason: str | None = None
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+    rejected: int
+    topic: str
+    results: list[EventOutcome]
+
+
+# --- tenants -----------------------------------------------------------------------------------------
+
+
+class UsagePublic(BaseModel):
+    requests_today: int
+    rate_limit_per_second: float
+    active_keys: int
+
+
+class TenantPublic(BaseModel):
+    id: str
+    slug: str
+    name: str
+    industry: Industry
+    region: str
+    plan: Plan
+    placement: Placement
+    status: Status
+    modules: list[Module]
+    created_at: datetime
+    updated_at: datetime
+
+
+class OwnTenantPublic(TenantPublic):
+    usage: UsagePublic
+
+
+class TenantCreate(_Strict):
+    slug: str = Field(min_length=3, max_length=63)
+    name: str = Field(min_length=1, max_length=200)
+    industry: Industry
+    region: str | None = None
+    plan: Plan = "standard"
+    placement: Placement | None = None
+
+
+class TenantCreated(BaseModel):
+    tenant: TenantPublic
+    api_key: str = Field(description="The tenant's first API key (scopes read, write, admin); shown once.")
+
+
+class TenantUpdate(_Strict):
+    plan: Plan
+
+
+class TenantStatusChange(_Strict):
+    reason: str | None = Field(None, max_length=500)
+
+
+class TenantsPage(BaseModel):
+    items: list[TenantPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class ModulesPublic(BaseModel):
+    tenant_id: str
+    modules: list[Module]
+
+
+# --- keys --------------------------------------------------------------------------------------------
+
+
+class KeyCreate(_Strict):
+    scopes: list[Scope] = Field(min_length=1, max_length=3)
+    expires_at: datetime | None = None
+    label: str | None = Field(None, min_length=1, max_length=200)
+
+
+class KeyPublic(BaseModel):
+    prefix: str
+    tenant_id: str | None
+    scopes: list[Scope]
+    label: str | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyIssued(BaseModel):
+    key: KeyPublic
+    api_key: str = Field(description="The plaintext key; shown once, stored only as a salted hash.")
+
+
+# --- models ------------------------------------------------------------------------------------------
+
+
+class ModelAliasesPublic(BaseModel):
+    name: str
+    aliases: dict[str, str]
+
+
+class RollbackPublic(BaseModel):
+    name: str
+    aliases: dict[str, str]
+    detail: str
+
+
+# --- audit -------------------------------------------------------------------------------------------
+
+
+class ErasureCreate(_Strict):
+    tenant_id: str = Field(min_length=1, max_length=100)
+    subject_id: str = Field(min_length=1, max_length=200)
+
+
+class ReceiptPublic(BaseModel):
+    request_id: str
+    kind: str
+    tenant_id: str
+    subject_digests: list[str]
+    requested_by: str
+    created_at: str
+    tables: list[dict[str, Any]]
+    targets: dict[str, int]
+    verification: dict[str, Any]
+    signature: str
+
+
+class ReceiptCheckPublic(BaseModel):
+    request_id: str
+    ok: bool
+    signature_ok: bool
+    verification: dict[str, Any]
+
+
+# --- health ------------------------------------------------------------------------------------------
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadinessPublic(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
