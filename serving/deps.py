@@ -9,7 +9,7 @@ authentication is a durable audit event; reads of tenant data are buffered audit
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -258,7 +258,3 @@ ChurnDep = Annotated[TenantAccess, Depends(module_gate("churn_prediction"))]
 ForecastDep = Annotated[TenantAccess, Depends(module_gate("trend_forecast"))]
 AdminDep = Annotated[AdminAccess, Depends(admin_caller)]
 ServicesDep = Annotated[ApiServices, Depends(services_of)]
-
-
-def public_fields(mapping: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    return {name: mapping[name] for name in names}

@@ -18,7 +18,6 @@ from shironzi.observability import stage
 
 TENANT_MISMATCH = "tenant_mismatch"
 DUPLICATE_IN_REQUEST = "duplicate_in_request"
-NOT_AN_OBJECT = "not_an_object"
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -90,10 +91,8 @@ class ApiServices:
     def close(self) -> None:
         self.model.stop()
         if self._sink is not None:
-            try:
+            with contextlib.suppress(Exception):  # shutting down: nothing left to report to
                 self._sink.close(5.0)
-            except Exception:  # noqa: BLE001 - shutting down: nothing left to report to
-                pass
             self._sink = None
         if self._online is not None:
             self._online.close()

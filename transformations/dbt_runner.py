@@ -400,6 +400,22 @@ def run_dbt_build(
     return result
 
 
+def needs_full_refresh(*, region: str, settings: Settings | None = None) -> bool:
+    """Would `run_dbt_build` rebuild this region's facts in full (analytics tenants changed, or bronze lost
+    rows since the last successful build)? Orchestrators that build one model per task decide this once per
+    run and pass `full_refresh`, since each partial build records the new state."""
+    settings = settings or get_settings()
+    _check_region(settings, region)
+    state_file = dbt_home(settings, region) / "state.json"
+    if not state_file.exists():
+        return False
+    previous = json.loads(state_file.read_text())
+    _, enabled = write_registry_snapshot(region=region, settings=settings)
+    return previous.get("analytics_tenants") != _tenants_fingerprint(enabled) or _rows_removed_since(
+        bronze_events_uri(settings, region), previous.get("bronze_version"), settings
+    )
+
+
 def _failure_message(result: DbtBuildResult) -> str:
     first = result.failures[0] if result.failures else "dbt reported a failure"
     more = f" (+{len(result.failures) - 1} more)" if len(result.failures) > 1 else ""

@@ -105,7 +105,7 @@ if not future.is_empty():
                  alt.Tooltip("yhat_lower:Q", format=",.1f", title="80% low"),
                  alt.Tooltip("yhat_upper:Q", format=",.1f", title="80% high")]))
 if layers:
-    st.altair_chart(alt.layer(*layers).properties(height=340), use_container_width=True)
+    st.altair_chart(alt.layer(*layers).properties(height=340), width="stretch")
     st.caption("Solid: actuals. Dashed: forecast, with its 80 % interval shaded.")
 if future.is_empty():
     empty_state(

@@ -445,7 +445,8 @@ def log_and_register(
             pq.write_table(fitted.holdout, root / "holdout.parquet")
             for path in root.rglob("*"):
                 if path.is_file():
-                    mlflow.log_artifact(str(path), artifact_path=str(path.parent.relative_to(root)) or None)
+                    folder = path.parent.relative_to(root).as_posix()
+                    mlflow.log_artifact(str(path), artifact_path=None if folder == "." else folder)
         example = as_float_matrix(fitted.holdout.slice(0, 5), dataset.feature_names)
         version = _log_churn_model(booster=fitted.booster, calibrator=fitted.calibrator,
                                    feature_names=dataset.feature_names, feature_refs=dataset.feature_refs,

@@ -9,6 +9,9 @@ only when its symptom is present, so a fixed Airflow makes them no-ops:
    pydantic documents for callable discriminators.
 2. The in-process Execution API starts its lifespan without waiting for it, so the first request can find
    no `app.state.svcs_registry`; the registry the lifespan would create is installed when the app is built.
+3. `airflow dags test` of a DAG with a deadline alert crashes when the run succeeds: `DagRun.update_state`
+   looks the alerts up by id, but a DAG deserialized for `dags test` holds the encoded alerts (dicts), not the
+   ids the DAG processor stores. A dict is answered from its own encoded reference.
 """
 
 from __future__ import annotations
@@ -52,7 +55,31 @@ def _patch_execution_api_registry() -> None:
     app_module.create_task_execution_api_app = create_task_execution_api_app
 
 
+def _patch_deadline_lookup_for_dags_test() -> None:
+    from types import SimpleNamespace
+
+    from airflow.models.deadline_alert import DeadlineAlert
+
+    original = DeadlineAlert.__dict__["get_by_id"].__func__
+    if getattr(original, "_shironzi_patched", False):
+        return
+
+    def get_by_id(cls: Any, deadline_alert_id: Any, session: Any = None) -> Any:
+        if isinstance(deadline_alert_id, dict):  # an encoded alert of a DAG deserialized by `dags test`
+            encoded = deadline_alert_id.get("__var", deadline_alert_id)
+            holder = SimpleNamespace(reference=encoded.get("reference", {}))
+            return SimpleNamespace(reference_class=DeadlineAlert.reference_class.fget(holder))
+        if session is None:
+            return original(cls, deadline_alert_id)
+        return original(cls, deadline_alert_id, session=session)
+
+    get_by_id._shironzi_patched = True  # type: ignore[attr-defined]
+    DeadlineAlert.get_by_id = classmethod(get_by_id)  # type: ignore[method-assign,assignment]
+
+
 with contextlib.suppress(ImportError):
     _patch_ti_state_discriminator()
+with contextlib.suppress(ImportError):
+    _patch_deadline_lookup_for_dags_test()
 with contextlib.suppress(ImportError):
     _patch_execution_api_registry()

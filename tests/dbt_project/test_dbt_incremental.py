@@ -128,6 +128,41 @@ def test_gold_writes_wait_for_an_erasure_lease(first_build: DbtBuildResult, modu
     assert DeltaTable(kpi_uri).version() > kpi_version
 
 
+def test_incremental_churn_labels_equal_a_full_rebuild(first_build: DbtBuildResult, module_settings: Settings) -> None:
+    """New days re-label only recent snapshots, and the result is exactly what a full rebuild yields."""
+    labels_uri = _uri(module_settings, "gold", "fct_churn_labels")
+    bronze = pl.read_delta(bronze_events_uri(module_settings, REGION))
+    last_day = bronze["event_date"].max()
+    assert isinstance(last_day, dt.date)
+    new_days = [last_day + dt.timedelta(days=d) for d in (3, 12, 26, 40)]
+    write_bronze(
+        bronze_events_uri(module_settings, REGION),
+        [event("t-shop", "c1", "session_started", day, event_id=f"t-shop-new-{day}",
+               ingested_at=LATE_INGESTED + dt.timedelta(hours=18)) for day in new_days]
+        + [event("t-clinic", "c0", "portal_login", new_days[0], event_id="t-clinic-new-1",
+                 ingested_at=LATE_INGESTED + dt.timedelta(hours=18))],
+    )
+    before = DeltaTable(labels_uri)
+    partitions_before = {p for path in before.file_uris() for p in path.split("/") if p.startswith("snapshot_date=")}
+    result = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
+    assert result.success, result.failures
+    assert not result.full_refresh
+    commit = DeltaTable(labels_uri).history(1)[0]
+    assert commit["shironzi.operation"] == "partition_merge"
+    rewritten = commit["operationMetrics"]["num_removed_files"]
+    assert 0 < rewritten < len(partitions_before) / 2, (rewritten, len(partitions_before))
+
+    keys = ["tenant_id", "customer_id", "snapshot_date"]
+    incremental = pl.read_delta(labels_uri).drop("last_ingested_at").sort(keys)
+    full = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings, full_refresh=True)
+    assert full.success, full.failures
+    rebuilt = pl.read_delta(labels_uri).drop("last_ingested_at").sort(keys)
+    assert incremental.equals(rebuilt)
+    assert rebuilt["snapshot_date"].max() > dt.date.fromisoformat(
+        max(p.split("=")[1] for p in partitions_before)
+    ), "the new days should make later snapshots eligible"
+
+
 def test_new_bronze_column_flows_through_ignored(
     first_build: DbtBuildResult, module_settings: Settings
 ) -> None:

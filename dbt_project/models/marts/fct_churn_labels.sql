@@ -1,7 +1,31 @@
-{{ config(unique_key=['tenant_id', 'customer_id', 'snapshot_date'], partition_by=['snapshot_date']) }}
+{{ config(incremental=true, delete_stale_in_scope=true,
+          unique_key=['tenant_id', 'customer_id', 'snapshot_date'], partition_by=['snapshot_date']) }}
 
 {%- set inactivity_days = var('churn_inactivity_days') | int %}
 {%- set horizon_days = var('churn_horizon_days') | int %}
+
+{#- Incremental: only snapshots that new data can change are rebuilt. A label looks at most
+    `horizon_days` past its snapshot, and a snapshot only becomes eligible (or an inactivity churn
+    known) when the data's last day moves past it, so the earliest snapshot to rebuild is the earlier
+    of the first changed event day and the day after the newest horizon already labelled, minus the
+    horizon and one week of snapshot spacing. The activity read starts `inactivity_days` earlier, which
+    covers every look-back a snapshot makes (last activity, closures, inactivity churns). -#}
+{%- set snapshot_floor = none %}
+{%- if execute and is_incremental() %}
+  {%- set floor_sql -%}
+    with watermark as (
+        select coalesce(max(last_ingested_at), timestamptz '1970-01-01 00:00:00+00') as seen,
+               max(horizon_end_date) as last_horizon
+        from {{ this }}
+    )
+    select cast(coalesce(least(
+        (select min(event_date) from {{ ref('int_customer_daily_activity') }}
+         where last_ingested_at > (select seen from watermark)),
+        (select last_horizon + 1 from watermark)
+    ), (select last_horizon + 1 from watermark)) - {{ horizon_days + 7 }} as varchar)
+  {%- endset %}
+  {%- set snapshot_floor = run_query(floor_sql).columns[0].values()[0] %}
+{%- endif %}
 
 with activity as (
     select
@@ -9,12 +33,17 @@ with activity as (
         customer_id,
         event_date,
         events > closures as was_active,
-        closures > 0 as was_closed
+        closures > 0 as was_closed,
+        last_ingested_at
     from {{ ref('int_customer_daily_activity') }}
+    {%- if snapshot_floor %}
+    where event_date >= date '{{ snapshot_floor }}' - {{ inactivity_days }}
+    {%- endif %}
 ),
 
 data_bounds as (
-    select min(event_date) as min_date, max(event_date) as max_date from activity
+    select min(event_date) as min_date, max(event_date) as max_date, max(last_ingested_at) as last_ingested_at
+    from activity
 ),
 
 active_days as (
@@ -136,5 +165,10 @@ select
     coalesce(next_churn_date <= snapshot_date + {{ horizon_days }}, false) as churned_within_horizon,
     case when next_churn_date <= snapshot_date + {{ horizon_days }} then next_churn_date end as churn_date,
     case when next_churn_date <= snapshot_date + {{ horizon_days }} then next_churn_reason end as churn_reason,
-    cast(snapshot_date + {{ horizon_days }} as date) as horizon_end_date
+    cast(snapshot_date + {{ horizon_days }} as date) as horizon_end_date,
+    data_bounds.last_ingested_at
 from labelled
+cross join data_bounds
+{%- if snapshot_floor %}
+where labelled.snapshot_date >= date '{{ snapshot_floor }}'
+{%- endif %}

@@ -1,0 +1,89 @@
+"""Write 28-day KPI forecasts with the trend champion into `predictions/forecasts`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from models.common import CHAMPION, TREND_MODEL
+from shironzi.errors import ModelUnavailableError
+from shironzi.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from models.scoring import ScoreResult
+
+
+def forecasts_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("tenant_id", pa.string()), ("kpi", pa.string()), ("forecast_date", pa.date32()), ("horizon_day", pa.int32()),
+        ("yhat", pa.float64()), ("yhat_lower", pa.float64()), ("yhat_upper", pa.float64()),
+        ("model_name", pa.string()), ("model_version", pa.string()), ("generated_date", pa.date32()),
+        ("generated_at", pa.timestamp("us", tz="UTC")),
+    ])
+
+
+def write_trend_forecasts(
+    tenant_ids: Sequence[str], *, settings: Settings | None = None, generated_date: date | None = None,
+) -> ScoreResult:
+    """Forecast each KPI of `tenant_ids` (already module-gated) from its last day; replace today's slice."""
+    import numpy as np
+    import pyarrow as pa
+
+    from feature_store.offline import lake_groups
+    from models.registry import aliases
+    from models.scoring import FORECASTS_TABLE, ScoreResult, predictions_uri, replace_slice
+    from models.trend.train import HORIZON, load_series, load_trend_version, origin_features, quantile_forecast
+    from shironzi.audit.log import record_table_write
+    from shironzi.observability import stage
+
+    settings = settings or get_settings()
+    generated_date = generated_date or datetime.now(UTC).date()
+    result = ScoreResult(score_date=generated_date)
+    with stage("models:write_forecasts", generated_date=str(generated_date)) as summary:
+        if not tenant_ids:
+            return result
+        version = aliases(TREND_MODEL, settings=settings).get(CHAMPION)
+        if version is None:
+            raise ModelUnavailableError(f"{TREND_MODEL} has no champion yet: train and promote one first")
+        booster = load_trend_version(version, settings=settings)
+        series, inputs = load_series(settings=settings, tenant_ids=tenant_ids)
+        generated_at = datetime.now(UTC)
+        schema = forecasts_schema()
+        horizons = list(range(1, HORIZON + 1))
+        by_tenant: dict[str, list[pa.Table]] = {}
+        for s in series:
+            made = origin_features(s, len(s.values) - 1, horizons)
+            if made is None:
+                continue
+            rows, scale = made
+            forecast = quantile_forecast(booster, rows, np.full(len(horizons), scale))
+            by_tenant.setdefault(s.tenant_id, []).append(pa.table({
+                "tenant_id": [s.tenant_id] * HORIZON, "kpi": [s.kpi] * HORIZON,
+                "forecast_date": pa.array([s.end + timedelta(days=h) for h in horizons], pa.date32()),
+                "horizon_day": pa.array(horizons, pa.int32()),
+                "yhat": forecast[:, 1], "yhat_lower": forecast[:, 0], "yhat_upper": forecast[:, 2],
+                "model_name": [TREND_MODEL] * HORIZON, "model_version": [version] * HORIZON,
+                "generated_date": pa.array([generated_date] * HORIZON, pa.date32()),
+                "generated_at": pa.array([generated_at] * HORIZON, pa.timestamp("us", tz="UTC")),
+            }, schema=schema))
+        for group in lake_groups(tenant_ids, settings):
+            parts = [t for tenant_id in group.tenant_ids for t in by_tenant.get(tenant_id, [])]
+            table = pa.concat_tables(parts) if parts else schema.empty_table()
+            uri = predictions_uri(group, FORECASTS_TABLE, settings)
+            written = replace_slice(uri, table, partition="generated_date", day=generated_date,
+                                    tenant_ids=group.tenant_ids, settings=settings)
+            if written is not None:
+                result.table_versions[uri] = written
+                record_table_write("models:forecast", uri, written, table.num_rows, operation="write_forecasts",
+                                   inputs=inputs)
+            result.rows += table.num_rows
+            result.tenants += sorted(t for t in group.tenant_ids if t in by_tenant)
+        summary.rows = result.rows
+        summary.table_version = {u.rsplit("/lake/", 1)[-1]: v for u, v in result.table_versions.items()} or None
+        summary.extra.update(tenants=len(result.tenants), model_version=version)
+    return result

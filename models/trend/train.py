@@ -1,0 +1,465 @@
+"""Trend training: one global XGBoost quantile model forecasting every tenant's daily KPIs 28 days ahead.
+
+Each example is (series, forecast origin t, horizon h): lag, rolling and same-weekday features known at t,
+divided by the series' scale (its mean over the 28 days up to t) so that tenants of every size share one
+model; the target is the KPI on day t + h over the same scale. One booster fits the 10 %, 50 % and 90 %
+quantiles (`reg:quantileerror`), giving the forecast and its 80 % interval. The seasonal-naive baseline
+(the same weekday of the last observed week) is scored on the same holdout: the last 56 days, forecast
+from five weekly origins.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from models.common import (
+    CHALLENGER,
+    SIZE_BUCKETS,
+    TREND_MODEL,
+    TrainResult,
+    finite,
+    inputs_json,
+    read_pinned,
+    regions_of,
+    size_bucket,
+    smape,
+)
+from shironzi.errors import ModelTrainingError
+from shironzi.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import xgboost as xgb
+
+    from models.registry import HoldoutScores
+
+KPIS: tuple[str, ...] = ("active_customers", "revenue")
+KPI_TABLE = "fct_tenant_daily_kpis"
+MODULE = "trend_forecast"
+EXPERIMENT = "shironzi-trend"
+HORIZON = 28
+HISTORY = 28  # days of history an origin needs (the scale window)
+HOLDOUT_ORIGINS = 5  # weekly origins; the holdout covers the last HORIZON + 7 * (HOLDOUT_ORIGINS - 1) days
+QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
+ROUNDS = 300
+PARAMS: dict[str, Any] = {
+    "objective": "reg:quantileerror",
+    "tree_method": "hist",
+    "eta": 0.05,
+    "max_depth": 6,
+    "min_child_weight": 10,
+    "subsample": 0.8,
+    "colsample_bytree": 0.9,
+    "max_bin": 128,
+    "nthread": 2,
+}
+LAGS = 14
+SAME_WEEKDAY = 4
+FEATURE_NAMES: list[str] = [
+    "horizon", "target_weekday", "origin_weekday", "kpi", "log_scale",
+    *(f"lag_{k}" for k in range(LAGS)),
+    "mean_7", "mean_14", "std_7", "trend_7_14",
+    *(f"same_weekday_{k}" for k in range(SAME_WEEKDAY)), "same_weekday_mean",
+]
+
+
+@dataclass
+class Series:
+    """One tenant's KPI, dense per day (missing days are 0) from its first day to `end`."""
+
+    tenant_id: str
+    kpi: str
+    start: date
+    values: np.ndarray
+    bucket: str = "small"
+
+    @property
+    def end(self) -> date:
+        return self.start + timedelta(days=len(self.values) - 1)
+
+
+def load_series(
+    *, settings: Settings | None = None, tenant_ids: Sequence[str] | None = None,
+    input_versions: Mapping[str, int] | None = None,
+) -> tuple[list[Series], list[tuple[str, int]]]:
+    """The daily KPI series of the trend_forecast tenants from gold, at pinned Delta versions."""
+    import numpy as np
+    import polars as pl
+
+    from models.churn.train import eligible
+    from shironzi.lake import table_exists, table_uri
+
+    settings = settings or get_settings()
+    tenants = eligible(MODULE, settings, tenant_ids)
+    if not tenants:
+        raise ModelTrainingError("no tenant has trend_forecast on: nothing to train on")
+    inputs: list[tuple[str, int]] = []
+    frames = []
+    for region in regions_of(tenants, settings):
+        uri = table_uri(settings.resolved_lake_uri, layer="gold", table=KPI_TABLE, region=region)
+        if not table_exists(uri, storage_options=settings.storage_options or None):
+            continue
+        part, version = read_pinned(uri, tenant_ids=tenants, columns=["tenant_id", "event_date", *KPIS],
+                                    versions=input_versions, settings=settings)
+        inputs.append((uri, version))
+        frames.append(pl.from_arrow(part))
+    if not frames or sum(f.height for f in frames) == 0:
+        raise ModelTrainingError(f"no daily KPIs ({KPI_TABLE}) for the eligible tenants: run `shironzi transform`")
+    kpis = pl.concat(frames).group_by("tenant_id", "event_date").agg(
+        [pl.col(k).cast(pl.Float64).sum() for k in KPIS]).sort("tenant_id", "event_date")
+    end = kpis["event_date"].max()
+    out: list[Series] = []
+    for (tenant_id,), rows in kpis.group_by("tenant_id", maintain_order=True):
+        first = rows["event_date"].min()
+        days = (end - first).days + 1
+        offsets = np.asarray([(d - first).days for d in rows["event_date"].to_list()])
+        bucket = size_bucket(int(rows["active_customers"].max() or 0))
+        for kpi in KPIS:
+            values = np.zeros(days)
+            values[offsets] = rows[kpi].fill_null(0.0).to_numpy()
+            out.append(Series(str(tenant_id), kpi, first, values, bucket))
+    return out, inputs
+
+
+@dataclass
+class Examples:
+    x: np.ndarray
+    target: np.ndarray  # normalised by scale
+    scale: np.ndarray
+    actual: np.ndarray
+    baseline: np.ndarray
+    tenant_id: list[str] = field(default_factory=list)
+    kpi: list[str] = field(default_factory=list)
+    bucket: list[str] = field(default_factory=list)
+    target_date: list[date] = field(default_factory=list)
+    horizon: list[int] = field(default_factory=list)
+
+
+def origin_features(series: Series, origin: int, horizons: Sequence[int]) -> tuple[np.ndarray, float] | None:
+    """The feature rows for forecasting `horizons` from index `origin` (None: too little or zero history)."""
+    import numpy as np
+
+    y = series.values
+    if origin < HISTORY - 1 or origin >= len(y):
+        return None
+    window = y[origin - HISTORY + 1: origin + 1]
+    scale = float(window.mean())
+    if scale <= 0:
+        return None
+    lags = y[origin - LAGS + 1: origin + 1][::-1] / scale if origin >= LAGS - 1 else None
+    if lags is None:
+        return None
+    mean_7, mean_14 = y[origin - 6: origin + 1].mean() / scale, y[origin - 13: origin + 1].mean() / scale
+    std_7 = y[origin - 6: origin + 1].std() / scale
+    origin_day = series.start + timedelta(days=origin)
+    rows = np.empty((len(horizons), len(FEATURE_NAMES)), dtype=np.float32)
+    for i, h in enumerate(horizons):
+        back = 7 * ((h + 6) // 7)
+        same = [y[origin + h - back - 7 * k] / scale if origin + h - back - 7 * k >= 0 else np.nan
+                for k in range(SAME_WEEKDAY)]
+        rows[i] = [h, (origin_day + timedelta(days=h)).weekday(), origin_day.weekday(), KPIS.index(series.kpi),
+                   np.log1p(scale), *lags, mean_7, mean_14, std_7, mean_7 - mean_14,
+                   *same, np.nanmean(same)]
+    return rows, scale
+
+
+def seasonal_naive(series: Series, origin: int, h: int) -> float:
+    """The same weekday of the last observed week."""
+    return float(series.values[origin + h - 7 * ((h + 6) // 7)])
+
+
+def make_examples(series_list: Sequence[Series], origins_of: Any, *, max_target: int | None = None) -> Examples:
+    """Examples for each series at the origins `origins_of(series)` returns, targets <= index max_target."""
+    import numpy as np
+
+    xs, targets, scales, actuals, baselines = [], [], [], [], []
+    meta: dict[str, list[Any]] = {"tenant_id": [], "kpi": [], "bucket": [], "target_date": [], "horizon": []}
+    for series in series_list:
+        last = len(series.values) - 1 if max_target is None else min(max_target, len(series.values) - 1)
+        for origin in origins_of(series):
+            horizons = [h for h in range(1, HORIZON + 1) if origin + h <= last]
+            if not horizons:
+                continue
+            made = origin_features(series, origin, horizons)
+            if made is None:
+                continue
+            rows, scale = made
+            actual = np.asarray([series.values[origin + h] for h in horizons])
+            xs.append(rows)
+            targets.append(actual / scale)
+            scales.append(np.full(len(horizons), scale))
+            actuals.append(actual)
+            baselines.append(np.asarray([seasonal_naive(series, origin, h) for h in horizons]))
+            meta["tenant_id"] += [series.tenant_id] * len(horizons)
+            meta["kpi"] += [series.kpi] * len(horizons)
+            meta["bucket"] += [series.bucket] * len(horizons)
+            meta["target_date"] += [series.start + timedelta(days=origin + h) for h in horizons]
+            meta["horizon"] += list(horizons)
+    if not xs:
+        return Examples(np.zeros((0, len(FEATURE_NAMES)), np.float32), np.zeros(0), np.zeros(0), np.zeros(0),
+                        np.zeros(0))
+    return Examples(np.vstack(xs), np.concatenate(targets), np.concatenate(scales), np.concatenate(actuals),
+                    np.concatenate(baselines), **meta)
+
+
+def split_examples(series_list: Sequence[Series]) -> tuple[Examples, Examples]:
+    """(train, holdout): holdout origins are the last HOLDOUT_ORIGINS weekly origins before the end."""
+    holdout_days = HORIZON + 7 * (HOLDOUT_ORIGINS - 1)
+
+    def holdout_origins(series: Series) -> list[int]:
+        end = len(series.values) - 1
+        return [end - HORIZON - 7 * k for k in range(HOLDOUT_ORIGINS)]
+
+    def train_origins(series: Series) -> range:
+        end = len(series.values) - 1
+        return range(HISTORY - 1, end - holdout_days)
+
+    train = make_examples(series_list, train_origins,
+                          max_target=None if not series_list else None)
+    # Training targets stop before the first holdout origin's targets begin.
+    train = _targets_before(train, series_list, holdout_days)
+    return train, make_examples(series_list, holdout_origins)
+
+
+def _targets_before(examples: Examples, series_list: Sequence[Series], holdout_days: int) -> Examples:
+    import numpy as np
+
+    ends = {(s.tenant_id, s.kpi): s.end - timedelta(days=holdout_days) for s in series_list}
+    keep = np.asarray([d <= ends[(t, k)] for d, t, k in zip(examples.target_date, examples.tenant_id, examples.kpi,
+                                                             strict=True)], dtype=bool)
+    pick = np.flatnonzero(keep)
+
+    def take(values: list[Any]) -> list[Any]:
+        return [values[i] for i in pick]
+
+    return Examples(examples.x[pick], examples.target[pick], examples.scale[pick], examples.actual[pick],
+                    examples.baseline[pick], take(examples.tenant_id), take(examples.kpi), take(examples.bucket),
+                    take(examples.target_date), take(examples.horizon))
+
+
+def fit_quantiles(examples: Examples, *, seed: int, params: Mapping[str, Any] | None = None) -> xgb.Booster:
+    import numpy as np
+    import xgboost as xgb
+
+    if len(examples.target) < 100:
+        raise ModelTrainingError(
+            f"trend training needs more history: only {len(examples.target)} training examples "
+            f"(each series needs {HISTORY + HORIZON + 7 * (HOLDOUT_ORIGINS - 1) + HORIZON} days)")
+    chosen = {**PARAMS, **(params or {}), "seed": seed, "quantile_alpha": np.asarray(QUANTILES)}
+    train = xgb.QuantileDMatrix(examples.x, examples.target, feature_names=FEATURE_NAMES,
+                                max_bin=int(chosen["max_bin"]), nthread=int(chosen["nthread"]))
+    return xgb.train(chosen, train, num_boost_round=ROUNDS)
+
+
+def quantile_forecast(booster: xgb.Booster, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(rows, 3) forecasts in KPI units: lower, median, upper (sorted, never negative)."""
+    import numpy as np
+
+    raw = np.asarray(booster.inplace_predict(x), dtype=np.float64).reshape(len(x), len(QUANTILES))
+    return np.clip(np.sort(raw, axis=1) * scale[:, None], 0.0, None)
+
+
+def forecast_metrics(examples: Examples, forecast: np.ndarray) -> dict[str, float]:
+    import numpy as np
+
+    lower, median, upper = forecast[:, 0], forecast[:, 1], forecast[:, 2]
+    metrics = {
+        "smape": smape(examples.actual, median),
+        "baseline_smape": smape(examples.actual, examples.baseline),
+        "interval_coverage": float(np.mean((examples.actual >= lower) & (examples.actual <= upper))),
+        "holdout_points": float(len(examples.actual)),
+    }
+    metrics["smape_improvement"] = 1.0 - metrics["smape"] / metrics["baseline_smape"] if metrics["baseline_smape"] else 0.0
+    kpis = np.asarray(examples.kpi)
+    buckets = np.asarray(examples.bucket)
+    for kpi in KPIS:
+        mask = kpis == kpi
+        if mask.any():
+            metrics[f"smape_{kpi}"] = smape(examples.actual[mask], median[mask])
+            metrics[f"baseline_smape_{kpi}"] = smape(examples.actual[mask], examples.baseline[mask])
+    for bucket, _ in SIZE_BUCKETS:
+        mask = buckets == bucket
+        if mask.any():
+            metrics[f"smape_bucket_{bucket}"] = smape(examples.actual[mask], median[mask])
+    return metrics
+
+
+def _holdout_table(examples: Examples) -> pa.Table:
+    import pyarrow as pa
+
+    columns = {name: pa.array(examples.x[:, i]) for i, name in enumerate(FEATURE_NAMES)}
+    return pa.table({**columns, "scale": examples.scale, "actual": examples.actual, "baseline": examples.baseline,
+                     "tenant_id": examples.tenant_id, "kpi_name": examples.kpi, "size_bucket": examples.bucket,
+                     "target_date": pa.array(examples.target_date, pa.date32()),
+                     "horizon_day": pa.array(examples.horizon, pa.int32())})
+
+
+def _examples_from_table(table: pa.Table) -> Examples:
+    import numpy as np
+
+    x = np.column_stack([table.column(n).to_numpy() for n in FEATURE_NAMES]).astype(np.float32)
+    scale = table.column("scale").to_numpy()
+    actual = table.column("actual").to_numpy()
+    return Examples(x, actual / scale, scale, actual, table.column("baseline").to_numpy(),
+                    table.column("tenant_id").to_pylist(), table.column("kpi_name").to_pylist(),
+                    table.column("size_bucket").to_pylist(), table.column("target_date").to_pylist(),
+                    table.column("horizon_day").to_pylist())
+
+
+def _plot(directory: Path, examples: Examples, forecast: np.ndarray, importance: Mapping[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    horizons = np.asarray(examples.horizon)
+    for name, values in (("model", forecast[:, 1]), ("seasonal naive", examples.baseline)):
+        per_h = [smape(examples.actual[horizons == h], values[horizons == h]) for h in range(1, HORIZON + 1)]
+        ax.plot(range(1, HORIZON + 1), per_h, label=name)
+    ax.set(xlabel="horizon (days)", ylabel="sMAPE %", title="Holdout sMAPE by horizon")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(directory / "smape_by_horizon.png", dpi=80)
+    plt.close(fig)
+    top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:20]
+    fig, ax = plt.subplots(figsize=(6, 6))
+    if top:
+        ax.barh([k for k, _ in reversed(top)], [v for _, v in reversed(top)])
+    ax.set(xlabel="total gain", title="Feature importance")
+    fig.tight_layout()
+    fig.savefig(directory / "feature_importance.png", dpi=80)
+    plt.close(fig)
+
+
+def _model_card(metrics: Mapping[str, float], inputs: Sequence[tuple[str, int]], run_id: str, series: int) -> str:
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(finite(metrics).items()))
+    listed = "\n".join(f"- `{uri}` @ Delta version {version}" for uri, version in inputs)
+    return f"""# Model card: {TREND_MODEL}
+
+- **Task**: forecast each tenant's daily KPIs ({', '.join(KPIS)}) 1-{HORIZON} days ahead with an 80 % interval.
+- **Model**: one global XGBoost booster with the quantile objective (alphas {QUANTILES}), {ROUNDS} rounds;
+  features are lags, rolling means, same-weekday values and calendar fields divided by the series' 28-day mean.
+  Run `{run_id}`; {series} series.
+- **Baseline**: seasonal naive (the same weekday of the last observed week), scored on the same holdout.
+- **Holdout**: {HOLDOUT_ORIGINS} weekly forecast origins over the last {HORIZON + 7 * (HOLDOUT_ORIGINS - 1)} days;
+  training targets all precede it.
+- **Exact inputs**:
+{listed}
+
+| metric | value |
+|---|---|
+{rows}
+"""
+
+
+def train_trend(
+    *,
+    settings: Settings | None = None,
+    seed: int = 0,
+    register: bool = True,
+    input_versions: Mapping[str, int] | None = None,
+    tenant_ids: Sequence[str] | None = None,
+) -> TrainResult:
+    """Train and evaluate the global trend model (vs seasonal naive), log it to MLflow; the registered version
+    gets the `challenger` alias."""
+    import mlflow
+    import pandas as pd
+    import pyarrow.parquet as pq
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    from models.registry import configure_mlflow, ensure_experiment
+    from shironzi.audit.log import record_training_run
+    from shironzi.observability import stage
+
+    settings = settings or get_settings()
+    with stage("models:train_trend", seed=seed) as summary:
+        series, inputs = load_series(settings=settings, tenant_ids=tenant_ids, input_versions=input_versions)
+        started = time.perf_counter()
+        train, holdout = split_examples(series)
+        booster = fit_quantiles(train, seed=seed)
+        if len(holdout.actual) == 0:
+            raise ModelTrainingError("the trend holdout is empty: the KPI history is too short")
+        forecast = quantile_forecast(booster, holdout.x, holdout.scale)
+        metrics = {**forecast_metrics(holdout, forecast), "train_rows": float(len(train.target)),
+                   "train_seconds": time.perf_counter() - started}
+        client = configure_mlflow(settings)
+        experiment = ensure_experiment(EXPERIMENT, settings)
+        with mlflow.start_run(experiment_id=experiment, run_name="trend") as run:
+            run_id = run.info.run_id
+            mlflow.log_params({**{k: v for k, v in PARAMS.items()}, "rounds": ROUNDS, "quantiles": str(QUANTILES),
+                               "horizon": HORIZON, "holdout_origins": HOLDOUT_ORIGINS, "series": len(series),
+                               "features": len(FEATURE_NAMES), "baseline": "seasonal_naive_weekly", "seed": seed})
+            mlflow.log_metrics(finite(metrics))
+            mlflow.set_tags({"model": TREND_MODEL, "scope": "global", "seed": str(seed)})
+            importance = booster.get_score(importance_type="total_gain")
+            with tempfile.TemporaryDirectory() as tmp:
+                root = Path(tmp)
+                (root / "plots").mkdir()
+                _plot(root / "plots", holdout, forecast, importance)
+                (root / "feature_importance.json").write_text(json.dumps(importance, indent=2, sort_keys=True))
+                (root / "inputs.json").write_text(inputs_json(inputs))
+                (root / "model_card.md").write_text(_model_card(metrics, inputs, run_id, len(series)))
+                (root / "features.json").write_text(json.dumps({"names": FEATURE_NAMES, "quantiles": QUANTILES,
+                                                                "kpis": KPIS, "horizon": HORIZON}))
+                pq.write_table(_holdout_table(holdout), root / "holdout.parquet")
+                for path in root.rglob("*"):
+                    if path.is_file():
+                        folder = path.parent.relative_to(root).as_posix()
+                        mlflow.log_artifact(str(path), artifact_path=None if folder == "." else folder)
+            frame = pd.DataFrame(holdout.x[:5], columns=FEATURE_NAMES)
+            info = mlflow.xgboost.log_model(
+                booster, name="model", input_example=frame,
+                signature=infer_signature(frame, booster.inplace_predict(holdout.x[:5])),
+                registered_model_name=TREND_MODEL if register else None,
+                pip_requirements=[f"xgboost=={xgb.__version__}"], await_registration_for=0)
+        version = str(info.registered_model_version) if register else None
+        if version is not None:
+            client.set_model_version_tag(TREND_MODEL, version, "scope", "global")
+            client.set_registered_model_alias(TREND_MODEL, CHALLENGER, version)
+        record_training_run("models:train", run_id=run_id, inputs=inputs, model_name=TREND_MODEL,
+                            model_version=version)
+        summary.rows = len(train.target)
+        summary.table_version = {uri.rsplit("/lake/", 1)[-1]: v for uri, v in inputs}
+        summary.extra.update(run_id=run_id, version=version, smape=round(metrics["smape"], 3),
+                             baseline_smape=round(metrics["baseline_smape"], 3))
+    return TrainResult(run_id=run_id, model_version=version, metrics=finite(metrics), inputs=inputs,
+                       model_name=TREND_MODEL)
+
+
+def load_trend_version(version: str, *, settings: Settings | None = None) -> xgb.Booster:
+    import xgboost as xgb
+
+    from models.registry import model_version_dir
+
+    directory = model_version_dir(TREND_MODEL, version, settings=settings)
+    files = sorted(directory.glob("model.*"), key=lambda p: p.suffix != ".ubj")
+    booster = xgb.Booster()
+    booster.load_model(str(files[0]))
+    return booster
+
+
+def evaluate_version_on_holdout(version: str, holdout_run_id: str, *, settings: Settings | None = None) -> HoldoutScores:
+    """sMAPE overall and per tenant-size bucket of `version` on the holdout saved by `holdout_run_id`."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from models.registry import HoldoutScores, run_artifact
+
+    booster = load_trend_version(version, settings=settings)
+    examples = _examples_from_table(pq.read_table(run_artifact(holdout_run_id, "holdout.parquet", settings=settings)))
+    median = quantile_forecast(booster, examples.x, examples.scale)[:, 1]
+    buckets = np.asarray(examples.bucket)
+    per_bucket = {b: smape(examples.actual[buckets == b], median[buckets == b]) for b, _ in SIZE_BUCKETS
+                  if (buckets == b).any()}
+    return HoldoutScores(smape(examples.actual, median), per_bucket, False, "smape")

@@ -1,0 +1,41 @@
+"""dbt_build (on new bronze data): one task per dbt model, generated from the dbt manifest (dbt_models.json,
+refreshed by `shironzi airflow dbt-manifest`), wired by the models' dependencies, so one failure is retried
+alone; the gold asset (which triggers features_materialize) is updated when every model built."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import dag, task
+
+from orchestration import pipeline
+from orchestration.dags._common import BRONZE, GOLD, dag_kwargs, deterministic
+
+
+@dag(schedule=[BRONZE], **dag_kwargs("dbt_build", within=timedelta(hours=1), tags=["dbt", "silver", "gold"]))
+def dbt_build() -> None:
+    @task
+    def plan() -> dict[str, Any]:
+        return pipeline.plan_dbt_build()
+
+    @task
+    @deterministic
+    def build_model(model: str, plan: dict[str, Any]) -> dict[str, Any]:
+        return pipeline.build_dbt_model(model, plan)
+
+    @task(outlets=[GOLD])
+    def publish_gold(plan: dict[str, Any]) -> dict[str, Any]:
+        return plan
+
+    planned = plan()
+    graph = pipeline.load_dbt_model_graph()
+    tasks = {model: build_model.override(task_id=model)(model, planned) for model in sorted(graph)}
+    for model, parents in graph.items():
+        for parent in parents:
+            tasks[parent] >> tasks[model]
+    leaves = [tasks[m] for m in graph if not any(m in parents for parents in graph.values())]
+    leaves >> publish_gold(planned)
+
+
+dbt_build()

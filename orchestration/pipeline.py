@@ -1,0 +1,312 @@
+"""The steps the Airflow DAGs run, each a thin call into a public function of the platform that returns a small
+JSON-able summary (the task's XCom). DAG files hold no logic: they wire these steps, so every step also runs
+from Python, a test or a notebook without Airflow.
+
+Every function reads the Shironzi settings (`get_settings()`): connections and secrets come from the
+environment, never from a DAG file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from shironzi.errors import IntegrityCheckError, InvalidInputError
+from shironzi.observability import stage
+from shironzi.settings import Settings, get_settings
+
+PIPELINE_ACTOR = "airflow"
+DBT_MODEL_GRAPH = Path(__file__).resolve().parent / "dags" / "dbt_models.json"
+
+Partitions = dict[str, list[str]]  # bronze table URI -> ISO event_date partitions
+
+
+def _iso_partitions(partitions: Mapping[str, Sequence[date]]) -> Partitions:
+    return {uri: sorted({d.isoformat() for d in dates}) for uri, dates in partitions.items()}
+
+
+def _merge(*parts: Mapping[str, Sequence[str]]) -> Partitions:
+    merged: dict[str, set[str]] = {}
+    for part in parts:
+        for uri, dates in (part or {}).items():
+            merged.setdefault(uri, set()).update(dates)
+    return {uri: sorted(dates) for uri, dates in sorted(merged.items())}
+
+
+# --- ingest_batch ----------------------------------------------------------------------------------------
+def land_new_files(*, settings: Settings | None = None) -> dict[str, Any]:
+    """Land the new or changed files of the landing directory (exactly once; the checkpoint runs after)."""
+    from ingestion.batch import ingest_files
+
+    settings = settings or get_settings()
+    landing = settings.resolved_landing_dir
+    if not landing.exists():
+        return {"landed": 0, "files": 0, "partitions": {}, "note": f"no landing directory {landing}"}
+    result = ingest_files(landing, settings=settings, check_quality=False)
+    return {
+        "run_id": result.run_id,
+        "landed": result.totals.landed,
+        "quarantined": result.totals.quarantined,
+        "files": len(result.files_landed),
+        "skipped_files": len(result.files_skipped),
+        "partitions": _iso_partitions(result.partitions),
+    }
+
+
+def land_sql_increments(*, settings: Settings | None = None) -> dict[str, Any]:
+    """Load the rows above each configured SQL source's watermark (`SHIRONZI_SQL_SOURCES`)."""
+    from ingestion.batch import ingest_sql
+
+    settings = settings or get_settings()
+    landed, partitions, sources = 0, {}, []
+    for source in settings.sql_sources:
+        result = ingest_sql(
+            source.url,
+            table=source.table,
+            query=source.query,
+            watermark=source.watermark,
+            source_name=source.name,
+            settings=settings,
+            check_quality=False,
+        )
+        landed += result.totals.landed
+        partitions = _merge(partitions, _iso_partitions(result.partitions))
+        sources.append({"source": source.name, "landed": result.totals.landed, "run_id": result.run_id})
+    return {"landed": landed, "sources": sources, "partitions": partitions}
+
+
+def quality_checkpoint(*landings: Mapping[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """The Great Expectations checkpoint on every partition these landings wrote; raises DataQualityError
+    when it fails, so the bronze asset is not updated and nothing downstream runs."""
+    from ingestion.quality import check_or_raise, run_checkpoint
+
+    settings = settings or get_settings()
+    partitions = _merge(*(landing.get("partitions", {}) for landing in landings))
+    if not partitions:
+        return {"checked_tables": 0, "success": True, "note": "nothing landed"}
+    report = run_checkpoint(
+        {uri: [date.fromisoformat(d) for d in dates] for uri, dates in partitions.items()}, settings=settings
+    )
+    check_or_raise(report)
+    return {"checked_tables": len(report.tables), "success": report.success, "partitions": partitions}
+
+
+# --- stream_supervisor -----------------------------------------------------------------------------------
+def supervise_streams(*, settings: Settings | None = None) -> dict[str, Any]:
+    """Restart every dead supervised stream ingestor and measure each one's lag."""
+    from ingestion.stream.supervision import supervise_ingestors
+
+    return supervise_ingestors(settings=settings or get_settings()).as_dict()
+
+
+def check_stream_health(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Raise StreamLagError when an ingestor is still dead or lags more than the threshold."""
+    from shironzi.errors import StreamLagError
+
+    dead = [i["name"] for i in report.get("ingestors", []) if not i["alive"]]
+    lagging = list(report.get("lagging", []))
+    if dead or lagging:
+        raise StreamLagError(
+            f"stream ingestors unhealthy: dead {dead or '-'}, lagging > {report.get('max_lag')} records "
+            f"{lagging or '-'}",
+            dead=dead,
+            lagging=lagging,
+        )
+    return {"healthy": len(report.get("ingestors", [])), "restarted": report.get("restarted", [])}
+
+
+# --- dbt_build -------------------------------------------------------------------------------------------
+def load_dbt_model_graph(path: Path = DBT_MODEL_GRAPH) -> dict[str, list[str]]:
+    """dbt model -> the models it depends on, from the checked-in graph (cheap: DAG files parse it)."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_dbt_model_graph(path: Path = DBT_MODEL_GRAPH) -> tuple[Path, dict[str, list[str]]]:
+    """Regenerate the graph from `dbt parse` (run after changing dbt models; a test checks it is current)."""
+    from transformations.dbt_runner import dbt_manifest
+
+    graph = dbt_manifest()
+    path.write_text(json.dumps(graph, indent=2, sort_keys=True) + "\n")
+    return path, graph
+
+
+def plan_dbt_build(*, settings: Settings | None = None) -> dict[str, Any]:
+    """Which regions have bronze data, and whether each must rebuild its facts in full (decided once per run,
+    before the per-model tasks each record a new build state)."""
+    from shironzi.lake import table_exists
+    from transformations.dbt_runner import bronze_events_uri, needs_full_refresh
+
+    settings = settings or get_settings()
+    regions = [r for r in settings.regions if table_exists(bronze_events_uri(settings, r))]
+    return {"regions": regions, "full_refresh": {r: needs_full_refresh(region=r, settings=settings) for r in regions}}
+
+
+def build_dbt_model(model: str, plan: Mapping[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    """`dbt build --select model` (the model and its tests) in every planned region; raises on a failure."""
+    from transformations.dbt_runner import run_dbt_build
+
+    settings = settings or get_settings()
+    out: dict[str, Any] = {}
+    for region in plan.get("regions", []):
+        result = run_dbt_build(
+            region=region,
+            select=model,
+            full_refresh=bool(plan.get("full_refresh", {}).get(region, False)),
+            settings=settings,
+            raise_on_failure=True,
+        )
+        out[region] = {"built": result.models_built, "tests_passed": result.tests_passed}
+    return out
+
+
+# --- features_materialize --------------------------------------------------------------------------------
+def build_offline_features(*, settings: Settings | None = None) -> dict[str, Any]:
+    """The offline feature pipelines on Spark (only missing snapshots, only gated tenants)."""
+    from feature_store.offline import build_features
+
+    built = build_features(cadence="weekly", settings=settings or get_settings())
+    return {"rows": built.total_rows, "tenants": len(built.tenants), "versions": dict(built.versions)}
+
+
+def materialize_online(*, settings: Settings | None = None) -> dict[str, Any]:
+    """The latest offline feature values to the online store."""
+    from feature_store.materialize import materialize
+
+    pushed = materialize(settings=settings or get_settings())
+    return {"rows": pushed.total_rows, "tenants": len(pushed.tenants)}
+
+
+# --- train_models ----------------------------------------------------------------------------------------
+def train_challenger(kind: str, *, seed: int = 0, settings: Settings | None = None) -> dict[str, Any]:
+    """Train and register a challenger (`churn` or `trend`)."""
+    settings = settings or get_settings()
+    if kind == "churn":
+        from models.churn import train_churn as train
+    elif kind == "trend":
+        from models.trend import train_trend as train
+    else:
+        raise InvalidInputError(f"unknown model kind {kind!r}: use churn or trend")
+    result = train(settings=settings, seed=seed, register=True)
+    return {"run_id": result.run_id, "model_version": result.model_version, "metrics": dict(result.metrics)}
+
+
+def promotion_gate(name: str, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Run the promotion gates for `name`; the registry audits the decision, the summary goes to XCom."""
+    from models.registry import promote_if_better
+
+    with stage("promotion_gate", model=name) as summary:
+        decision = promote_if_better(name, settings=settings or get_settings())
+        summary.extra.update(promoted=decision.promoted, reason=decision.reason)
+    return decision.as_dict()
+
+
+# --- score_batch -----------------------------------------------------------------------------------------
+def tenant_chunks(*, chunk_size: int | None = None, settings: Settings | None = None) -> list[list[str]]:
+    """The tenants with churn_prediction on, in chunks of `SHIRONZI_SCORE_CHUNK_TENANTS` (one mapped task
+    each: 100,000 tenants make 200 tasks, not 100,000)."""
+    from models.scoring import eligible_tenants
+
+    settings = settings or get_settings()
+    size = chunk_size or settings.score_chunk_tenants
+    if size < 1:
+        raise InvalidInputError("chunk_size must be >= 1")
+    tenants = sorted(eligible_tenants("churn_prediction", settings=settings))
+    return [tenants[i : i + size] for i in range(0, len(tenants), size)]
+
+
+def score_tenants(tenant_ids: Sequence[str], score_date: date, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Score one chunk for one date (re-scoring replaces that slice: idempotent)."""
+    from models.scoring import score_churn
+
+    result = score_churn(settings=settings or get_settings(), score_date=score_date, tenant_ids=list(tenant_ids))
+    return {"rows": int(getattr(result, "rows", 0)), "tenants": len(tenant_ids), "score_date": score_date.isoformat()}
+
+
+def write_trend_forecasts(*, settings: Settings | None = None) -> dict[str, Any]:
+    """KPI forecasts for the tenants with trend_forecast on."""
+    from models.scoring import write_forecasts
+
+    result = write_forecasts(settings=settings or get_settings())
+    return {"rows": int(getattr(result, "rows", 0))}
+
+
+# --- lake_maintenance ------------------------------------------------------------------------------------
+def maintained_tables(*, settings: Settings | None = None) -> list[str]:
+    """Every Delta table of the lake, data and platform (the audit trail included: it only grows)."""
+    from shironzi.audit.discovery import discover_tables
+
+    settings = settings or get_settings()
+    return [t.uri for t in discover_tables(settings.resolved_lake_uri, include_platform=True, include_audit=True)]
+
+
+def maintain_tables(uris: Sequence[str], *, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Optimize with z-order by tenant_id, checkpoint, then vacuum with the safe 7-day retention."""
+    from shironzi.lake.maintenance import DEFAULT_RETENTION_HOURS, run_maintenance
+
+    settings = settings or get_settings()
+    return [
+        run_maintenance(uri, retention_hours=DEFAULT_RETENTION_HOURS, storage_options=settings.storage_options)
+        for uri in uris
+    ]
+
+
+# --- gdpr_erasure ----------------------------------------------------------------------------------------
+def erase_data_subject(tenant_id: str, subject_id: str, *, requested_by: str) -> dict[str, Any]:
+    """GDPR Art. 17: erase one subject of one tenant everywhere; returns the signed receipt's summary."""
+    from shironzi.audit.erasure import erase_subject
+    from shironzi.tenancy import TenantContext
+
+    if not tenant_id or not subject_id:
+        raise InvalidInputError("gdpr_erasure needs the params tenant_id and subject_id")
+    ctx = TenantContext.admin(actor=f"{PIPELINE_ACTOR}:{requested_by}", purpose="GDPR Art. 17 subject erasure")
+    receipt = erase_subject(ctx, tenant_id, subject_id)
+    return {
+        "request_id": receipt.request_id,
+        "tables": len(receipt.tables),
+        "rows_deleted": sum(int(t.get("rows_deleted", 0)) for t in receipt.tables),
+    }
+
+
+def verify_erasure(request_id: str) -> dict[str, Any]:
+    """Re-check the receipt's signature and rescan the lake; raises IntegrityCheckError when it fails."""
+    from shironzi.audit.erasure import verify_receipt
+
+    check = verify_receipt(request_id)
+    if not check.ok:
+        raise IntegrityCheckError(
+            f"erasure {request_id} did not verify (signature ok: {check.signature_ok})", request_id=request_id
+        )
+    return check.as_dict()
+
+
+# --- operability -----------------------------------------------------------------------------------------
+def record_task_failure(
+    *, dag_id: str, task_id: str, run_id: str, map_index: int = -1, try_number: int | None = None, error: str = ""
+) -> None:
+    """The on-failure alert: a durable audit event (`pipeline.task_failed`) naming the DAG run and task."""
+    from shironzi.audit.log import audit
+    from shironzi.tenancy import TenantContext
+
+    ctx = TenantContext.admin(actor=PIPELINE_ACTOR, purpose="pipeline failure alert")
+    audit(
+        ctx,
+        "pipeline.task_failed",
+        resource=f"airflow:{dag_id}.{task_id}",
+        outcome="failure",
+        details={"dag_id": dag_id, "task_id": task_id, "run_id": run_id, "map_index": map_index,
+                 "try_number": try_number, "error": error[:2000]},
+        durable=True,
+    )
+
+
+def record_deadline_missed(*, dag_id: str, deadline: str) -> None:
+    """The deadline (SLA) alert: a durable audit event (`pipeline.deadline_missed`)."""
+    from shironzi.audit.log import audit
+    from shironzi.tenancy import TenantContext
+
+    ctx = TenantContext.admin(actor=PIPELINE_ACTOR, purpose="pipeline deadline alert")
+    audit(ctx, "pipeline.deadline_missed", resource=f"airflow:{dag_id}", outcome="failure",
+          details={"dag_id": dag_id, "deadline": deadline}, durable=True)

@@ -1,0 +1,38 @@
+"""`shironzi serve api`: run the platform API under uvicorn with the app factory."""
+
+from __future__ import annotations
+
+import typer
+
+from shironzi.errors import InvalidInputError
+
+
+def serve_api(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to bind."),
+    workers: int = typer.Option(1, min=1, max=64, help="Uvicorn worker processes."),
+    log_level: str = typer.Option("warning", help="Uvicorn log level."),
+) -> None:
+    """Serve the platform API (`/v1/...`, `/healthz`, `/readyz`, `/metrics`) with uvicorn."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    typer.echo(f"Shironzi API on http://{host}:{port} (docs: http://{host}:{port}/docs, workers: {workers})")
+    uvicorn.run(
+        "serving.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )

@@ -1,0 +1,194 @@
+"""A small, real API world for the serving tests: tenants with colliding customer ids, keys of every kind,
+online features, and prediction tables in the contract schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from shironzi.settings import Settings, get_settings
+
+SHARED_CUSTOMER = "cust-shared"
+A_ONLY_CUSTOMER = "cust-a-only"
+B_ONLY_CUSTOMER = "cust-b-only"
+A_MARK = 7731.25  # feature values of tenant A start here: they must never appear in B's responses
+B_MARK = 3.5
+ENV_VARS = ("SHIRONZI_DATABASE_URL", "SHIRONZI_LAKE_URI", "SHIRONZI_KAFKA_BOOTSTRAP", "SHIRONZI_SPARK_REMOTE",
+            "SHIRONZI_ONLINE_STORE_URL", "SHIRONZI_REDIS_URL", "SHIRONZI_SECRETS_URL", "MLFLOW_TRACKING_URI",
+            "SHIRONZI_API_RATE_LIMITS", "SHIRONZI_API_MODEL_REFRESH_SECONDS", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+@dataclass
+class ApiWorld:
+    home: Path
+    settings: Settings
+    tenant_a: str
+    tenant_b: str
+    slug_a: str
+    slug_b: str
+    admin_key: str
+    keys: dict[str, str] = field(default_factory=dict)  # own, other, revoked, expired, read_only, write_only
+
+    def auth(self, kind: str) -> dict[str, str]:
+        if kind == "none":
+            return {}
+        key = self.admin_key if kind == "admin" else self.keys[kind]
+        return {"Authorization": f"Bearer {key}"}
+
+
+@contextmanager
+def isolated_home(root: Path, **env: str) -> Iterator[Settings]:
+    """SHIRONZI_HOME=root (and `env`) for a whole module; the process caches are reset around it."""
+    from shironzi.audit.log import reset_audit_logs
+    from shironzi.tenancy.registry import reset_registries
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHIRONZI_HOME", str(root))
+        for var in ENV_VARS:
+            mp.delenv(var, raising=False)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        root.mkdir(parents=True, exist_ok=True)
+        get_settings.cache_clear()
+        reset_registries()
+        reset_audit_logs()
+        try:
+            yield get_settings()
+        finally:
+            reset_audit_logs()
+            reset_registries()
+            get_settings.cache_clear()
+
+
+def customer_feature_values(offset: float) -> dict[str, dict[str, float]]:
+    """Values for every customer-level feature view: view -> feature -> value (distinct per offset)."""
+    from feature_store.registry import list_feature_views
+
+    values: dict[str, dict[str, float]] = {}
+    step = 0
+    for view in list_feature_views():
+        if view.entity.name == "tenant":
+            continue
+        row: dict[str, float] = {}
+        for feature in view.features:
+            step += 1
+            row[feature.name] = (int(offset) + step) if feature.dtype == "int64" else offset + step / 8
+        values[view.name] = row
+    return values
+
+
+def seed_online(settings: Settings, tenant_id: str, customer_id: str, offset: float) -> None:
+    from feature_store.online import OnlineRow, open_online_store
+
+    stamp = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    store = open_online_store(settings=settings)
+    try:
+        store.write_rows(
+            OnlineRow(tenant_id, view, customer_id, stamp, values)
+            for view, values in customer_feature_values(offset).items()
+        )
+    finally:
+        store.close()
+
+
+def seed_predictions(settings: Settings, tenant_id: str, customers: dict[str, float], *, mark: float) -> None:
+    """Batch churn scores and forecasts in the contract schema (predictions/* pooled tables)."""
+    import pyarrow as pa
+
+    from shironzi.lake import append, table_uri
+
+    lake = settings.resolved_lake_uri
+    ts = pa.timestamp("us", tz="UTC")
+    now = dt.datetime(2026, 1, 6, tzinfo=dt.UTC)
+    scores = pa.Table.from_pylist(
+        [
+            {
+                "tenant_id": tenant_id,
+                "customer_id": cid,
+                "score_date": dt.date(2026, 1, 6),
+                "churn_probability": p,
+                "risk_band": "low" if p < 0.3 else "medium" if p < 0.6 else "high",
+                "top_reasons": json.dumps([{"feature": "events_30d", "label": f"events {mark}", "contribution": mark}]),
+                "model_name": "shironzi-churn",
+                "model_version": "1",
+                "feature_timestamp": now,
+                "scored_at": now,
+            }
+            for cid, p in customers.items()
+        ],
+        schema=pa.schema([("tenant_id", pa.string()), ("customer_id", pa.string()), ("score_date", pa.date32()),
+                          ("churn_probability", pa.float64()), ("risk_band", pa.string()),
+                          ("top_reasons", pa.string()), ("model_name", pa.string()), ("model_version", pa.string()),
+                          ("feature_timestamp", ts), ("scored_at", ts)]),
+    )
+    append(table_uri(lake, layer="predictions", table="churn_scores", region="eu-west"), scores,
+           partition_by="score_date")
+    points = [
+        {
+            "tenant_id": tenant_id,
+            "kpi": kpi,
+            "forecast_date": dt.date(2026, 1, 6) + dt.timedelta(days=h),
+            "horizon_day": h,
+            "yhat": mark + h,
+            "yhat_lower": mark + h - 1,
+            "yhat_upper": mark + h + 1,
+            "model_name": "shironzi-trend",
+            "model_version": "1",
+            "generated_date": dt.date(2026, 1, 6),
+            "generated_at": now,
+        }
+        for kpi in ("active_customers", "revenue")
+        for h in range(1, 29)
+    ]
+    forecasts = pa.Table.from_pylist(
+        points,
+        schema=pa.schema([("tenant_id", pa.string()), ("kpi", pa.string()), ("forecast_date", pa.date32()),
+                          ("horizon_day", pa.int32()), ("yhat", pa.float64()), ("yhat_lower", pa.float64()),
+                          ("yhat_upper", pa.float64()), ("model_name", pa.string()), ("model_version", pa.string()),
+                          ("generated_date", pa.date32()), ("generated_at", ts)]),
+    )
+    append(table_uri(lake, layer="predictions", table="forecasts", region="eu-west"), forecasts,
+           partition_by="generated_date")
+
+
+def build_world(settings: Settings, *, expired_key: bool = True, seed_tables: bool = True) -> ApiWorld:
+    """Tenants A and B (ecommerce, pooled, colliding customer ids) with keys of every kind, online features
+    and prediction tables."""
+    from shironzi.tenancy import TenantContext, get_registry
+
+    registry = get_registry(settings)
+    ctx = TenantContext.admin(actor="test", purpose="serving tests")
+    a, key_a = registry.provision_tenant(ctx, slug="alpha-shop", name="Alpha", industry="ecommerce",
+                                         plan="enterprise", placement="pooled")
+    b, key_b = registry.provision_tenant(ctx, slug="beta-shop", name="Beta", industry="ecommerce",
+                                         plan="standard", placement="pooled")
+    _, admin_key = registry.issue_key(ctx, None, scopes=["admin"], label="test admin")
+    revoked, revoked_key = registry.issue_key(ctx, a.id, scopes=["read", "write"], label="revoked")
+    registry.revoke_key(ctx, revoked.prefix)
+    _, read_only = registry.issue_key(ctx, a.id, scopes=["read"], label="read only")
+    _, write_only = registry.issue_key(ctx, a.id, scopes=["write"], label="write only")
+    world = ApiWorld(settings.home, settings, a.id, b.id, a.slug, b.slug, admin_key,
+                     keys={"own": key_a, "other": key_b, "revoked": revoked_key, "read_only": read_only,
+                           "write_only": write_only})
+    expires = None
+    if expired_key:
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.5)
+        _, world.keys["expired"] = registry.issue_key(ctx, a.id, scopes=["read", "write"], expires_at=expires,
+                                                      label="expires")
+    seed_online(settings, a.id, SHARED_CUSTOMER, A_MARK)
+    seed_online(settings, a.id, A_ONLY_CUSTOMER, A_MARK + 100)
+    seed_online(settings, b.id, SHARED_CUSTOMER, B_MARK)
+    seed_online(settings, b.id, B_ONLY_CUSTOMER, B_MARK + 100)
+    if seed_tables:
+        seed_predictions(settings, a.id, {SHARED_CUSTOMER: 0.81, A_ONLY_CUSTOMER: 0.42}, mark=A_MARK)
+        seed_predictions(settings, b.id, {SHARED_CUSTOMER: 0.11, B_ONLY_CUSTOMER: 0.22}, mark=B_MARK)
+    if expires is not None:
+        time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds() + 0.1))
+    return world

@@ -1,0 +1,88 @@
+"""Churn predictions, live (online features -> champion) and batch, strictly within the caller's tenant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.serving.api_world import A_MARK, A_ONLY_CUSTOMER, B_ONLY_CUSTOMER, SHARED_CUSTOMER, ApiWorld
+from tests.serving.trained import TrainedModel
+
+
+def test_live_churn_uses_the_champion_on_own_features(client: Any, world: ApiWorld, trained_model: TrainedModel) -> None:
+    response = client.get(f"/v1/customers/{SHARED_CUSTOMER}/churn", headers=world.auth("own"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert 0.0 <= body["churn_probability"] <= 1.0
+    assert body["risk_band"] in {"low", "medium", "high"}
+    assert body["model_version"] == trained_model.version and body["source"] == "live"
+    assert 1 <= len(body["top_reasons"]) <= 3 and all(r["label"] for r in body["top_reasons"])
+
+    from feature_store.materialize import get_online_features
+    from models.inference import load_churn_predictor
+
+    predictor = load_churn_predictor(settings=world.settings)
+    rows = get_online_features(world.tenant_a, [SHARED_CUSTOMER], predictor.feature_names, settings=world.settings)
+    expected = predictor.predict(world.tenant_a, rows)[0]
+    assert abs(body["churn_probability"] - expected.probability) < 1e-6
+
+    other = client.get(f"/v1/customers/{SHARED_CUSTOMER}/churn", headers=world.auth("other")).json()
+    rows_b = get_online_features(world.tenant_b, [SHARED_CUSTOMER], predictor.feature_names, settings=world.settings)
+    assert abs(other["churn_probability"] - predictor.predict(world.tenant_b, rows_b)[0].probability) < 1e-6
+
+
+def test_customers_of_another_tenant_are_not_found(client: Any, world: ApiWorld) -> None:
+    for source in ("live", "batch"):
+        response = client.get(f"/v1/customers/{A_ONLY_CUSTOMER}/churn?source={source}", headers=world.auth("other"))
+        assert response.status_code == 404, response.text
+        assert world.tenant_a not in response.text and str(A_MARK) not in response.text
+
+
+def test_batch_source_serves_the_latest_batch_score(client: Any, world: ApiWorld) -> None:
+    own = client.get(f"/v1/customers/{SHARED_CUSTOMER}/churn?source=batch", headers=world.auth("own")).json()
+    other = client.get(f"/v1/customers/{SHARED_CUSTOMER}/churn?source=batch", headers=world.auth("other")).json()
+    assert own["churn_probability"] == 0.81 and own["risk_band"] == "high" and own["source"] == "batch"
+    assert other["churn_probability"] == 0.11 and str(A_MARK) not in str(other)
+
+
+def test_churn_batch_scores_many_and_lists_unknown_ids(client: Any, world: ApiWorld) -> None:
+    ids = [SHARED_CUSTOMER, A_ONLY_CUSTOMER, B_ONLY_CUSTOMER, "nobody"]
+    body = client.post("/v1/churn:batch", json={"customer_ids": ids}, headers=world.auth("own")).json()
+    assert [r["customer_id"] for r in body["results"]] == [SHARED_CUSTOMER, A_ONLY_CUSTOMER]
+    assert body["not_found"] == [B_ONLY_CUSTOMER, "nobody"]
+    batch = client.post("/v1/churn:batch", json={"customer_ids": ids, "source": "batch"},
+                        headers=world.auth("other")).json()
+    assert [r["customer_id"] for r in batch["results"]] == [SHARED_CUSTOMER]
+    too_many = client.post("/v1/churn:batch", json={"customer_ids": [f"c{i}" for i in range(1001)]},
+                           headers=world.auth("own"))
+    assert too_many.status_code == 422
+
+
+def test_forecasts_come_from_the_predictions_table(client: Any, world: ApiWorld) -> None:
+    body = client.get("/v1/forecasts/revenue", headers=world.auth("own")).json()
+    assert body["kpi"] == "revenue" and len(body["points"]) == 28
+    assert [p["horizon_day"] for p in body["points"]] == list(range(1, 29))
+    assert all(p["yhat_lower"] <= p["yhat"] <= p["yhat_upper"] for p in body["points"])
+    other = client.get("/v1/forecasts/revenue", headers=world.auth("other")).json()
+    assert other["points"][0]["yhat"] < 1000 and body["points"][0]["yhat"] > 7000
+    assert client.get("/v1/forecasts/profit", headers=world.auth("own")).status_code == 422
+
+
+def test_readyz_reports_model_registry_and_online_store(client: Any, trained_model: TrainedModel) -> None:
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    checks = ready.json()["checks"]
+    assert checks["model"] == f"ok: {trained_model.version}" and checks["registry"] == "ok"
+    assert checks["online_store"] == "ok"
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_is_503_without_a_champion(tmp_path: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from tests.serving.api_world import isolated_home
+
+    with isolated_home(tmp_path / "empty") as settings, TestClient(create_app(settings)) as empty:
+        response = empty.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "not_ready" and response.json()["checks"]["model"].startswith("failed")
