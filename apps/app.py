@@ -36,7 +36,6 @@ def main() -> None:
     if viewer is None:
         st.navigation([st.Page(auth.sign_in_page, title="Sign in", url_path="sign-in")]).run()
         return
-    auth.tenant_picker(viewer)
     sections: dict[str, list[st.Page]] = {"Analytics": _pages(ANALYST_PAGES)}
     if viewer.is_admin:
         sections["Operations"] = _pages(OPERATOR_PAGES)

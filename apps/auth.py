@@ -207,6 +207,8 @@ def require_page(page: str, *, audience: Audience, modules: Sequence[str] = ()) 
         st.info("Sign in first.")
         st.stop()
     assert viewer is not None
+    # Drawn by each page (not by the app script) so it is part of every page's own render.
+    tenant_picker(viewer)
     if audience == "operator":
         ctx = PageContext(viewer, None, page)
         if not viewer.is_admin:

@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -636,17 +637,26 @@ class BronzeLander:
 
         if valid.num_rows == 0:
             return valid
-        industry_of = {tid: info.industry for tid, info in self.tenants.items()}
-        industries = pa.array([industry_of.get(t) for t in valid.column("tenant_id").to_pylist()], pa.string())
+        tenant_ids = pa.array(list(self.tenants), pa.string())
+        industry_by_tenant = pa.array([info.industry for info in self.tenants.values()], pa.string())
+        industries = pc.take(industry_by_tenant, pc.index_in(valid.column("tenant_id"), value_set=tenant_ids))
         parts = []
         untouched = pc.is_valid(industries)  # rows that carry no PII key are landed as they are
-        for industry in sorted({i for i in industries.to_pylist() if i is not None}):
+        for industry in sorted(i for i in pc.unique(industries).to_pylist() if i is not None):
             fields = pii_fields(industry)
-            mentions = [pc.match_substring(valid.column("properties"), f'"{name}"') for name in fields]
-            carries_pii = functools.reduce(pc.or_, mentions) if mentions else pa.repeat(False, valid.num_rows)
-            mask = pc.and_(pc.equal(industries, industry), pc.fill_null(carries_pii, False))
-            if not pc.any(mask).as_py():
+            if not fields:
                 continue
+            # Each row is scanned for its own industry's PII keys only.
+            of_industry = pc.fill_null(pc.equal(industries, industry), False)
+            rows = pc.indices_nonzero(of_industry)
+            texts = pc.take(valid.column("properties"), rows)
+            mentions = [pc.match_substring(texts, f'"{name}"') for name in fields]
+            hits = pc.filter(rows, pc.fill_null(functools.reduce(pc.or_, mentions), False))
+            if len(hits) == 0:
+                continue
+            chosen = np.zeros(valid.num_rows, dtype=bool)
+            chosen[hits.to_numpy()] = True
+            mask = pa.array(chosen)
             untouched = pc.and_(untouched, pc.invert(mask))
             parts.append((mask, pseudonymise_batch(valid.filter(mask), pii_fields=fields,
                                                    recoverable_fields=recoverable_pii_fields(industry))))

@@ -38,3 +38,21 @@ def test_every_depends_on_points_at_a_declared_service() -> None:
         deps = spec.get("depends_on", [])
         for dep in (deps if isinstance(deps, list) else deps.keys()):
             assert dep in services, f"{name} depends on undeclared {dep}"
+
+
+def test_compose_runs_airflow_on_its_own_postgres_with_the_shironzi_settings() -> None:
+    compose = _compose()
+    services = compose["services"]
+    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-postgres"):
+        assert name in services, name
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg://")
+    assert "@airflow-postgres:" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/app/orchestration/dags"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    # The DAGs read the same settings as every other Shironzi service (the YAML anchor is merged in).
+    assert env["SHIRONZI_DATABASE_URL"] == compose["x-shironzi-env"]["SHIRONZI_DATABASE_URL"]
+    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor"):
+        assert services[name]["environment"] == env
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert services["airflow-init"]["command"] == ["airflow", "db", "migrate"]

@@ -50,7 +50,7 @@ def write_trend_forecasts(
         version = aliases(TREND_MODEL, settings=settings).get(CHAMPION)
         if version is None:
             raise ModelUnavailableError(f"{TREND_MODEL} has no champion yet: train and promote one first")
-        booster = load_trend_version(version, settings=settings)
+        booster, widen = load_trend_version(version, settings=settings)
         series, inputs = load_series(settings=settings, tenant_ids=tenant_ids)
         generated_at = datetime.now(UTC)
         schema = forecasts_schema()
@@ -61,7 +61,7 @@ def write_trend_forecasts(
             if made is None:
                 continue
             rows, scale = made
-            forecast = quantile_forecast(booster, rows, np.full(len(horizons), scale))
+            forecast = quantile_forecast(booster, rows, np.full(len(horizons), scale), widen=widen)
             by_tenant.setdefault(s.tenant_id, []).append(pa.table({
                 "tenant_id": [s.tenant_id] * HORIZON, "kpi": [s.kpi] * HORIZON,
                 "forecast_date": pa.array([s.end + timedelta(days=h) for h in horizons], pa.date32()),

@@ -49,17 +49,17 @@ HORIZON = 28
 HISTORY = 28  # days of history an origin needs (the scale window)
 HOLDOUT_ORIGINS = 5  # weekly origins; the holdout covers the last HORIZON + 7 * (HOLDOUT_ORIGINS - 1) days
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
-ROUNDS = 300
+ROUNDS = 150
 PARAMS: dict[str, Any] = {
     "objective": "reg:quantileerror",
     "tree_method": "hist",
-    "eta": 0.05,
-    "max_depth": 6,
+    "eta": 0.1,
+    "max_depth": 5,
     "min_child_weight": 10,
     "subsample": 0.8,
     "colsample_bytree": 0.9,
     "max_bin": 128,
-    "nthread": 2,
+    "nthread": 1,  # the quantile objective's leaf refresh scales badly across threads
 }
 LAGS = 14
 SAME_WEEKDAY = 4
@@ -176,14 +176,15 @@ def seasonal_naive(series: Series, origin: int, h: int) -> float:
     return float(series.values[origin + h - 7 * ((h + 6) // 7)])
 
 
-def make_examples(series_list: Sequence[Series], origins_of: Any, *, max_target: int | None = None) -> Examples:
-    """Examples for each series at the origins `origins_of(series)` returns, targets <= index max_target."""
+def make_examples(series_list: Sequence[Series], origins_of: Any, *, cutoff_from_end: int = 0) -> Examples:
+    """Examples for each series at the origins `origins_of(series)` returns, with every target at least
+    `cutoff_from_end` days before the series' last day."""
     import numpy as np
 
     xs, targets, scales, actuals, baselines = [], [], [], [], []
     meta: dict[str, list[Any]] = {"tenant_id": [], "kpi": [], "bucket": [], "target_date": [], "horizon": []}
     for series in series_list:
-        last = len(series.values) - 1 if max_target is None else min(max_target, len(series.values) - 1)
+        last = len(series.values) - 1 - cutoff_from_end
         for origin in origins_of(series):
             horizons = [h for h in range(1, HORIZON + 1) if origin + h <= last]
             if not horizons:
@@ -210,39 +211,55 @@ def make_examples(series_list: Sequence[Series], origins_of: Any, *, max_target:
                     np.concatenate(baselines), **meta)
 
 
-def split_examples(series_list: Sequence[Series]) -> tuple[Examples, Examples]:
-    """(train, holdout): holdout origins are the last HOLDOUT_ORIGINS weekly origins before the end."""
-    holdout_days = HORIZON + 7 * (HOLDOUT_ORIGINS - 1)
-
-    def holdout_origins(series: Series) -> list[int]:
-        end = len(series.values) - 1
-        return [end - HORIZON - 7 * k for k in range(HOLDOUT_ORIGINS)]
-
-    def train_origins(series: Series) -> range:
-        end = len(series.values) - 1
-        return range(HISTORY - 1, end - holdout_days)
-
-    train = make_examples(series_list, train_origins,
-                          max_target=None if not series_list else None)
-    # Training targets stop before the first holdout origin's targets begin.
-    train = _targets_before(train, series_list, holdout_days)
-    return train, make_examples(series_list, holdout_origins)
+def weekly_origins(first_from_end: int, count: int) -> Any:
+    """`count` weekly origins, the newest `first_from_end` days before a series' last day."""
+    return lambda series: [len(series.values) - 1 - first_from_end - 7 * k for k in range(count)]
 
 
-def _targets_before(examples: Examples, series_list: Sequence[Series], holdout_days: int) -> Examples:
+def all_origins(cutoff_from_end: int) -> Any:
+    return lambda series: range(HISTORY - 1, len(series.values) - 1 - cutoff_from_end)
+
+
+HOLDOUT_DAYS = HORIZON + 7 * (HOLDOUT_ORIGINS - 1)
+CALIBRATION_ORIGINS = 4
+CALIBRATION_FROM_END = HOLDOUT_DAYS + HORIZON  # its targets end where the holdout's begin
+CALIBRATION_TRAIN_CUTOFF = CALIBRATION_FROM_END + 7 * (CALIBRATION_ORIGINS - 1)
+
+
+@dataclass
+class TrendSplit:
+    train: Examples  # every target before the holdout
+    calibration_train: Examples  # every target before the calibration window
+    calibration: Examples
+    holdout: Examples
+
+
+def split_examples(series_list: Sequence[Series]) -> TrendSplit:
+    """Time split: train on targets before the holdout (the last HOLDOUT_DAYS); the interval width is
+    calibrated by a model trained on targets before the calibration window that precedes the holdout."""
+    return TrendSplit(
+        train=make_examples(series_list, all_origins(HOLDOUT_DAYS), cutoff_from_end=HOLDOUT_DAYS),
+        calibration_train=make_examples(series_list, all_origins(CALIBRATION_TRAIN_CUTOFF),
+                                        cutoff_from_end=CALIBRATION_TRAIN_CUTOFF),
+        calibration=make_examples(series_list, weekly_origins(CALIBRATION_FROM_END, CALIBRATION_ORIGINS),
+                                  cutoff_from_end=HOLDOUT_DAYS),
+        holdout=make_examples(series_list, weekly_origins(HORIZON, HOLDOUT_ORIGINS)),
+    )
+
+
+def interval_scale(examples: Examples, forecast: np.ndarray, *, target: float = 0.8) -> float:
+    """The factor that stretches (or shrinks) each interval around its median so that `target` of the
+    calibration actuals fall inside (split-conformal on the interval's own width)."""
     import numpy as np
 
-    ends = {(s.tenant_id, s.kpi): s.end - timedelta(days=holdout_days) for s in series_list}
-    keep = np.asarray([d <= ends[(t, k)] for d, t, k in zip(examples.target_date, examples.tenant_id, examples.kpi,
-                                                             strict=True)], dtype=bool)
-    pick = np.flatnonzero(keep)
-
-    def take(values: list[Any]) -> list[Any]:
-        return [values[i] for i in pick]
-
-    return Examples(examples.x[pick], examples.target[pick], examples.scale[pick], examples.actual[pick],
-                    examples.baseline[pick], take(examples.tenant_id), take(examples.kpi), take(examples.bucket),
-                    take(examples.target_date), take(examples.horizon))
+    if len(examples.actual) == 0:
+        return 1.0
+    lower, median, upper = forecast[:, 0], forecast[:, 1], forecast[:, 2]
+    below = examples.actual < median
+    width = np.where(below, median - lower, upper - median)
+    gap = np.abs(examples.actual - median)
+    needed = np.where(gap == 0, 0.0, gap / np.maximum(width, 1e-9))
+    return float(np.clip(np.quantile(needed, target), 0.25, 10.0))
 
 
 def fit_quantiles(examples: Examples, *, seed: int, params: Mapping[str, Any] | None = None) -> xgb.Booster:
@@ -259,12 +276,15 @@ def fit_quantiles(examples: Examples, *, seed: int, params: Mapping[str, Any] | 
     return xgb.train(chosen, train, num_boost_round=ROUNDS)
 
 
-def quantile_forecast(booster: xgb.Booster, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """(rows, 3) forecasts in KPI units: lower, median, upper (sorted, never negative)."""
+def quantile_forecast(booster: xgb.Booster, x: np.ndarray, scale: np.ndarray, *, widen: float = 1.0) -> np.ndarray:
+    """(rows, 3) forecasts in KPI units: lower, median, upper (sorted, never negative); `widen` scales the
+    interval around the median (the calibrated `interval_scale`)."""
     import numpy as np
 
-    raw = np.asarray(booster.inplace_predict(x), dtype=np.float64).reshape(len(x), len(QUANTILES))
-    return np.clip(np.sort(raw, axis=1) * scale[:, None], 0.0, None)
+    raw = np.sort(np.asarray(booster.inplace_predict(x), dtype=np.float64).reshape(len(x), len(QUANTILES)), axis=1)
+    median = raw[:, 1:2]
+    raw = np.hstack([median - widen * (median - raw[:, :1]), median, median + widen * (raw[:, 2:] - median)])
+    return np.clip(raw * scale[:, None], 0.0, None)
 
 
 def forecast_metrics(examples: Examples, forecast: np.ndarray) -> dict[str, float]:
@@ -386,13 +406,17 @@ def train_trend(
     with stage("models:train_trend", seed=seed) as summary:
         series, inputs = load_series(settings=settings, tenant_ids=tenant_ids, input_versions=input_versions)
         started = time.perf_counter()
-        train, holdout = split_examples(series)
-        booster = fit_quantiles(train, seed=seed)
-        if len(holdout.actual) == 0:
+        split = split_examples(series)
+        train, holdout = split.train, split.holdout
+        if len(holdout.actual) == 0 or len(split.calibration.actual) == 0:
             raise ModelTrainingError("the trend holdout is empty: the KPI history is too short")
-        forecast = quantile_forecast(booster, holdout.x, holdout.scale)
+        calibrating = fit_quantiles(split.calibration_train, seed=seed)
+        widen = interval_scale(split.calibration, quantile_forecast(calibrating, split.calibration.x,
+                                                                    split.calibration.scale))
+        booster = fit_quantiles(train, seed=seed)
+        forecast = quantile_forecast(booster, holdout.x, holdout.scale, widen=widen)
         metrics = {**forecast_metrics(holdout, forecast), "train_rows": float(len(train.target)),
-                   "train_seconds": time.perf_counter() - started}
+                   "interval_scale": widen, "train_seconds": time.perf_counter() - started}
         client = configure_mlflow(settings)
         experiment = ensure_experiment(EXPERIMENT, settings)
         with mlflow.start_run(experiment_id=experiment, run_name="trend") as run:
@@ -411,7 +435,8 @@ def train_trend(
                 (root / "inputs.json").write_text(inputs_json(inputs))
                 (root / "model_card.md").write_text(_model_card(metrics, inputs, run_id, len(series)))
                 (root / "features.json").write_text(json.dumps({"names": FEATURE_NAMES, "quantiles": QUANTILES,
-                                                                "kpis": KPIS, "horizon": HORIZON}))
+                                                                "kpis": KPIS, "horizon": HORIZON,
+                                                                "interval_scale": widen}))
                 pq.write_table(_holdout_table(holdout), root / "holdout.parquet")
                 for path in root.rglob("*"):
                     if path.is_file():
@@ -437,16 +462,19 @@ def train_trend(
                        model_name=TREND_MODEL)
 
 
-def load_trend_version(version: str, *, settings: Settings | None = None) -> xgb.Booster:
+def load_trend_version(version: str, *, settings: Settings | None = None) -> tuple[xgb.Booster, float]:
+    """The booster of a registered trend version and its calibrated interval scale."""
     import xgboost as xgb
 
-    from models.registry import model_version_dir
+    from models.registry import model_version_dir, run_artifact, version_run_id
 
     directory = model_version_dir(TREND_MODEL, version, settings=settings)
     files = sorted(directory.glob("model.*"), key=lambda p: p.suffix != ".ubj")
     booster = xgb.Booster()
     booster.load_model(str(files[0]))
-    return booster
+    meta = json.loads(run_artifact(version_run_id(TREND_MODEL, version, settings=settings), "features.json",
+                                   settings=settings).read_text())
+    return booster, float(meta.get("interval_scale", 1.0))
 
 
 def evaluate_version_on_holdout(version: str, holdout_run_id: str, *, settings: Settings | None = None) -> HoldoutScores:
@@ -456,7 +484,7 @@ def evaluate_version_on_holdout(version: str, holdout_run_id: str, *, settings: 
 
     from models.registry import HoldoutScores, run_artifact
 
-    booster = load_trend_version(version, settings=settings)
+    booster, _ = load_trend_version(version, settings=settings)
     examples = _examples_from_table(pq.read_table(run_artifact(holdout_run_id, "holdout.parquet", settings=settings)))
     median = quantile_forecast(booster, examples.x, examples.scale)[:, 1]
     buckets = np.asarray(examples.bucket)

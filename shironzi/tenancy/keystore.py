@@ -14,6 +14,7 @@ Destroying a tenant's key (`destroy_key`) crypto-shreds it: its vault rows stay 
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import hashlib
 import hmac
@@ -79,20 +80,39 @@ class LocalKeystore:
         self.path = directory / self.FILE_NAME
         self._master_key = master_key.encode()
         self._lock = threading.Lock()
+        # scrypt is deliberately slow (~70 ms); the wrapping key it derives depends only on the master key
+        # and the salt, so it is derived once per salt. Tenant keys are never cached: a destroyed key must
+        # stop working at once, in this process too.
+        self._wrapping: dict[bytes, Any] = {}
+        self._snapshot: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
     def _wrapping_key(self, salt: bytes) -> Any:
         from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-        derived = Scrypt(salt=salt, length=32, n=2**14, r=8, p=1).derive(self._master_key)
-        return _fernet(derived)
+        if salt not in self._wrapping:
+            derived = Scrypt(salt=salt, length=32, n=2**14, r=8, p=1).derive(self._master_key)
+            self._wrapping[salt] = _fernet(derived)
+        return self._wrapping[salt]
 
     def _load(self) -> dict[str, Any]:
-        if not self.path.exists():
-            return {"salt": base64.b64encode(os.urandom(16)).decode(), "keys": {}}
+        """The keystore document, read-only; re-read whenever the file changed (every write replaces the
+        file, so its inode changes). Writers edit `_load_for_update()`, a private copy."""
         try:
-            return json.loads(self.path.read_text())
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return {"salt": base64.b64encode(os.urandom(16)).decode(), "keys": {}}
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._snapshot is not None and self._snapshot[0] == stamp:
+            return self._snapshot[1]
+        try:
+            data: dict[str, Any] = json.loads(self.path.read_text())
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"the keystore {self.path} is unreadable: {exc}") from exc
+        self._snapshot = (stamp, data)
+        return data
+
+    def _load_for_update(self) -> dict[str, Any]:
+        return copy.deepcopy(self._load())
 
     def _save(self, data: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -138,7 +158,7 @@ class LocalKeystore:
         if existing is not None:
             return existing
         with self._lock, self._locked():
-            data = self._load()
+            data = self._load_for_update()
             existing = self._unwrap(data, tenant_id)
             if existing is not None:
                 return existing
@@ -151,7 +171,7 @@ class LocalKeystore:
     def destroy_key(self, tenant_id: str) -> None:
         _check_tenant(tenant_id)
         with self._lock, self._locked():
-            data = self._load()
+            data = self._load_for_update()
             entry = data["keys"].get(tenant_id)
             if entry is not None and entry.get("destroyed_at"):
                 return
@@ -398,13 +418,14 @@ def _store_in_vault(
         if not entries:
             return
     now = dt.datetime.now(dt.UTC)
+    ciphers = {tenant: _fernet(key) for tenant, key in keys.items()}
     rows = [
         {
             "tenant_id": e["tenant_id"],
             "token": e["token"],
             "field": e["field"],
             "customer_id": e["customer_id"],
-            "ciphertext": _fernet(keys[e["tenant_id"]]).encrypt(e["raw"].encode()),
+            "ciphertext": ciphers[e["tenant_id"]].encrypt(e["raw"].encode()),
             "created_at": now,
         }
         for e in entries

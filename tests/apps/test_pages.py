@@ -228,6 +228,7 @@ def test_operator_sees_every_page(seeded: SeededLake) -> None:
             assert seeded.receipt_request_id in set(erasures["request_id"])
             assert at.get("json")
     # The operator's analyst pages follow the tenant picker.
+    at = signed_in(seeded.admin_key)
     picker = next(s for s in at.get("selectbox") if s.key == "tenant_picker")
     picker.set_value(bravo.id).run()
     visit(at, "overview")

@@ -59,6 +59,22 @@ def test_local_keystore_encrypts_keys_at_rest_and_is_stable(keystore_home: Path)
         store.get_key("t_unknown")
 
 
+def test_a_key_destroyed_by_another_keystore_stops_working_here_at_once(keystore_home: Path) -> None:
+    """The keystore caches its file and the scrypt wrapping key, never a tenant key past a destroy."""
+    store = get_keystore()
+    other = LocalKeystore(store.directory, master_key="dev-master-key-change-me")
+    other._master_key = store._master_key  # the same master key, another process's instance
+    key = store.get_or_create_key("t_a")
+    assert other.get_key("t_a") == key and store.get_key("t_a") == key  # both have read (and cached) the file
+    other.destroy_key("t_a")
+    with pytest.raises(KeyDestroyedError):
+        store.get_key("t_a")
+    with pytest.raises(KeyDestroyedError):
+        store.get_or_create_key("t_a")
+    assert store.get_or_create_key("t_b") != key  # writes after a foreign write keep the other entries
+    assert json.loads(store.path.read_text())["keys"]["t_a"]["destroyed_at"]
+
+
 def test_pseudonymise_batch_hashes_pii_per_tenant_and_vaults_recoverable_fields(keystore_home: Path) -> None:
     store = get_keystore()
     out = pseudonymise_batch(
