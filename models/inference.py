@@ -59,8 +59,8 @@ def _reasons(names: Sequence[str], contributions: np.ndarray) -> list[dict[str, 
     import numpy as np
 
     order = np.argsort(-np.abs(contributions), kind="stable")[:TOP_REASONS]
-    return [{"feature": names[i], "label": humanize_feature(names[i]), "contribution": round(float(contributions[i]), 4)}
-            for i in order if contributions[i] != 0.0]
+    return [{"feature": names[i], "label": humanize_feature(names[i]),
+             "contribution": round(float(contributions[i]), 4)} for i in order if contributions[i] != 0.0]
 
 
 class ChurnPredictor:

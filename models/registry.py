@@ -8,6 +8,7 @@ the previous champion aliases) and as a durable audit event.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Mapping
@@ -196,10 +197,8 @@ def _history(client: MlflowClient, name: str) -> list[dict[str, str]]:
 def _set_champion_aliases(client: MlflowClient, name: str, wanted: Mapping[str, str | None]) -> None:
     for alias, version in wanted.items():
         if version is None:
-            try:
+            with contextlib.suppress(Exception):  # already absent
                 client.delete_registered_model_alias(name, alias)
-            except Exception:  # noqa: BLE001 - already absent
-                pass
         else:
             client.set_registered_model_alias(name, alias, str(version))
 

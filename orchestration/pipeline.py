@@ -9,6 +9,7 @@ environment, never from a DAG file.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -144,21 +145,37 @@ def plan_dbt_build(*, settings: Settings | None = None) -> dict[str, Any]:
     return {"regions": regions, "full_refresh": {r: needs_full_refresh(region=r, settings=settings) for r in regions}}
 
 
+DBT_SEEDS = "resource_type:seed"
+
+
 def build_dbt_model(model: str, plan: Mapping[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
-    """`dbt build --select model` (the model and its tests) in every planned region; raises on a failure."""
+    """`dbt build --select model` (the model and its tests) in every planned region; raises on a failure.
+
+    Tests are selected "buildable": a test on several models (a relationship) runs with the last of them to
+    be built, never before its other parent exists. The model's upstream staging views are selected with it:
+    they read bronze through a source the dbt-duckdb plugin registers per invocation only. `model` may be
+    `DBT_SEEDS` for the seeds."""
     from transformations.dbt_runner import run_dbt_build
 
     settings = settings or get_settings()
     out: dict[str, Any] = {}
-    for region in plan.get("regions", []):
-        result = run_dbt_build(
-            region=region,
-            select=model,
-            full_refresh=bool(plan.get("full_refresh", {}).get(region, False)),
-            settings=settings,
-            raise_on_failure=True,
-        )
-        out[region] = {"built": result.models_built, "tests_passed": result.tests_passed}
+    previous = os.environ.get("DBT_INDIRECT_SELECTION")
+    os.environ["DBT_INDIRECT_SELECTION"] = "buildable"
+    try:
+        for region in plan.get("regions", []):
+            result = run_dbt_build(
+                region=region,
+                select=model if model == DBT_SEEDS else f"{model} +{model},config.materialized:view",
+                full_refresh=bool(plan.get("full_refresh", {}).get(region, False)),
+                settings=settings,
+                raise_on_failure=True,
+            )
+            out[region] = {"built": result.models_built, "tests_passed": result.tests_passed}
+    finally:
+        if previous is None:
+            os.environ.pop("DBT_INDIRECT_SELECTION", None)
+        else:
+            os.environ["DBT_INDIRECT_SELECTION"] = previous
     return out
 
 

@@ -28,6 +28,9 @@ class TenantFacts:
     placement: str
 
 
+EVENTS_TOPIC_PARTITIONS = 4
+
+
 class ApiServices:
     """Long-lived collaborators of one app instance; built by `create_app`, closed on shutdown."""
 
@@ -85,8 +88,17 @@ class ApiServices:
                     from ingestion.stream.broker import resolve_bootstrap
 
                     bootstrap = resolve_bootstrap(self.settings)
+                self._ensure_topic(bootstrap)
                 self._sink = make_sink("confluent", bootstrap, linger_ms=1, delivery_timeout_s=10.0)
             return self._sink
+
+    def _ensure_topic(self, bootstrap: str) -> None:
+        """Create the events topic when it is missing (an existing one is used as it is)."""
+        from ingestion.stream.broker import ensure_topic
+        from shironzi.errors import ConflictError
+
+        with contextlib.suppress(ConflictError):
+            ensure_topic(bootstrap, self.settings.api_events_topic, partitions=EVENTS_TOPIC_PARTITIONS)
 
     def close(self) -> None:
         self.model.stop()

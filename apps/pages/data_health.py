@@ -61,7 +61,7 @@ else:
                 color=alt.Color("reason_code:N", legend=None, scale=alt.Scale(range=list(PALETTE))),
                 tooltip=[alt.Tooltip("reason_code:N", title="Reason"), alt.Tooltip("records:Q", format=","),
                          alt.Tooltip("last_seen:T", title="Last seen")])
-        .properties(height=max(80, 36 * quarantine.data.height))
+        .properties(height=alt.Step(34))
     )
     st.altair_chart(bars, width="stretch")
     st.caption("Raw payloads stay in the quarantine table; an operator can inspect them.")

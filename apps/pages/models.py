@@ -49,9 +49,12 @@ else:
     chart = (
         alt.Chart(frame)
         .mark_line(point=True)
-        .encode(x=alt.X("registered_at:T", title="Registered"), y=alt.Y("value:Q", title="Value"),
+        .encode(x=alt.X("version:O", title="Version (in registration order)",
+                        sort=alt.EncodingSortField("registered_at")),
+                y=alt.Y("value:Q", title="Value"),
                 color=alt.Color("metric:N", title="Metric", scale=alt.Scale(range=list(PALETTE))),
-                tooltip=["version:N", "metric:N", alt.Tooltip("value:Q", format=".4f")])
+                tooltip=["version:N", alt.Tooltip("registered_at:T", title="Registered", format="%Y-%m-%d %H:%M"),
+                         "metric:N", alt.Tooltip("value:Q", format=".4f")])
         .properties(height=260)
     )
     st.altair_chart(chart, width="stretch")
@@ -72,11 +75,11 @@ with left:
         st.altair_chart(
             alt.Chart(frame).mark_bar().encode(
                 y=alt.Y("feature:N", sort="-x", title="Feature"), x=alt.X("psi:Q", title="PSI"),
-                color=alt.Color("level:N", title="Drift", scale=alt.Scale(
+                color=alt.Color("level:N", title="Drift", legend=alt.Legend(orient="right"), scale=alt.Scale(
                     domain=["stable (< 0.1)", "moderate (0.1-0.25)", "shifted (≥ 0.25)"],
                     range=["#10b981", "#eab308", "#ef4444"])),
                 tooltip=["feature:N", alt.Tooltip("psi:Q", format=".3f")],
-            ).properties(height=max(100, 30 * frame.height)),
+            ).properties(height=alt.Step(34)),
             width="stretch",
         )
 with right:
@@ -87,9 +90,9 @@ with right:
     else:
         order = ["small", "medium", "large", "xlarge"]
         st.altair_chart(
-            alt.Chart(pl.DataFrame(sizes)).mark_bar(color=PALETTE[0]).encode(
-                x=alt.X("size:N", sort=order, title="Tenant size"),
-                y=alt.Y("auc:Q", title="AUC", scale=alt.Scale(domain=[0.5, 1.0])),
+            alt.Chart(pl.DataFrame(sizes)).mark_bar(color=PALETTE[0], clip=True).encode(
+                x=alt.X("size:N", sort=order, title="Tenant size", axis=alt.Axis(labelAngle=0)),
+                y=alt.Y("auc:Q", title="AUC", scale=alt.Scale(domain=[0.5, 1.0], clamp=True)),
                 tooltip=["size:N", alt.Tooltip("auc:Q", format=".3f")],
             ).properties(height=220),
             width="stretch",

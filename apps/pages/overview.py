@@ -64,7 +64,7 @@ def delta(key: str) -> str | None:
 
 
 tiles = st.columns(5)
-tiles[0].metric(f"Active {words.customers} (daily avg)", f"{now_['active']:,.1f}", delta("active"),
+tiles[0].metric(f"Daily active {words.customers}", f"{now_['active']:,.1f}", delta("active"),
                 help=f"Average distinct {words.customers} active per day.")
 tiles[1].metric(words.revenue.capitalize(), money(now_["revenue"]), delta("revenue"))
 tiles[2].metric(f"New {words.customers}", f"{now_['new']:,.0f}", delta("new"))

@@ -26,7 +26,7 @@ for column, field in zip(columns, ("plan", "industry", "region", "placement"), s
     chart = (
         alt.Chart(counts)
         .mark_bar()
-        .encode(x=alt.X(f"{field}:N", title=field.capitalize(), sort="-y"), y=alt.Y("tenants:Q", title="Tenants"),
+        .encode(x=alt.X(f"{field}:N", title=None, sort="-y", axis=alt.Axis(labelAngle=-30)), y=alt.Y("tenants:Q", title="Tenants"),
                 color=alt.Color(f"{field}:N", legend=None, scale=alt.Scale(range=list(PALETTE))),
                 tooltip=[f"{field}:N", alt.Tooltip("tenants:Q", format=",")])
         .properties(height=200, title=f"By {field}")
@@ -59,7 +59,7 @@ st.altair_chart(
     alt.Chart(top).mark_bar(color=PALETTE[0]).encode(
         y=alt.Y("slug:N", title="Tenant", sort="-x"), x=alt.X("events:Q", title=f"Events (last {days} days)"),
         tooltip=["slug:N", "plan:N", alt.Tooltip("events:Q", format=","), alt.Tooltip("rows_ingested:Q", format=",")],
-    ).properties(height=max(120, 28 * top.height)),
+    ).properties(height=alt.Step(28)),
     width="stretch",
 )
 st.dataframe(

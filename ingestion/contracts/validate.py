@@ -49,7 +49,7 @@ _TEXT_FIELDS = ("tenant_id", "event_id", "customer_id", "event_type", "currency"
 _UTC_US = pl.Datetime("us", "UTC")
 _EPOCH_MILLIS = r"^\s*-?\d{1,15}\s*$"
 _ISO_CURRENCY = r"^[A-Z]{3}$"
-_OBJECT_START = r"^\s*\{"  # valid JSON starting with "{" is an object
+_JSON_SPACE = " \t\n\r"  # JSON whitespace: valid JSON whose first other character is "{" is an object
 
 
 @dataclass(frozen=True)
@@ -180,16 +180,22 @@ def _conform(records: pl.DataFrame) -> pl.DataFrame:
             type_error = pl.when(type_errors[name]).then(pl.lit(name)).otherwise(type_error)
     exprs.append(type_error.alias("_type_error"))
 
-    present = [c for c in RECORD_FIELDS if c in cols]
-    raw = (
-        pl.col(RAW_PAYLOAD).cast(pl.String)
-        if RAW_PAYLOAD in cols
-        else (pl.struct(present).struct.json_encode() if present else pl.lit("{}"))
-    )
-    exprs.append(raw.fill_null("").alias(RAW_PAYLOAD))
+    if RAW_PAYLOAD in cols:  # otherwise `_raw_payloads` encodes the rejected rows only, at the end
+        exprs.append(pl.col(RAW_PAYLOAD).cast(pl.String).fill_null("").alias(RAW_PAYLOAD))
     position = pl.col(POSITION).cast(pl.String) if POSITION in cols else pl.col("_i").cast(pl.String)
     exprs.append(position.fill_null("").alias(POSITION))
     return frame.select(exprs)
+
+
+def _raw_payloads(records: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
+    """`_i, raw_payload` for the given row indices: the record's own fields as a JSON object."""
+    present = [c for c in RECORD_FIELDS if c in records.columns]
+    raw = pl.struct(present).struct.json_encode() if present else pl.lit("{}")
+    return (
+        records.with_row_index("_i")
+        .filter(pl.col("_i").is_in(rows.implode()))
+        .select("_i", raw.fill_null("").alias(RAW_PAYLOAD))
+    )
 
 
 def _parse_time_and_properties(frame: pl.DataFrame) -> pl.DataFrame:
@@ -204,7 +210,7 @@ def _parse_time_and_properties(frame: pl.DataFrame) -> pl.DataFrame:
             END AS _parsed_time,
             CASE
                 WHEN _props_text IS NULL THEN '{{}}'
-                WHEN regexp_matches(_props_text, {_duck.sql_string(_OBJECT_START)})
+                WHEN starts_with(ltrim(_props_text, {_duck.sql_string(_JSON_SPACE)}), '{{')
                     AND json_valid(_props_text) THEN _props_text
             END AS _properties
         FROM recs ORDER BY _i
@@ -283,21 +289,63 @@ def _property_problems(candidates: pl.DataFrame) -> pl.DataFrame:
     return found.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
 
 
+def _blank(name: str) -> pl.Expr:
+    return pl.col(name).is_null() | (pl.col(name).str.strip_chars() == "")
+
+
+def _time_missing() -> pl.Expr:
+    return (
+        pl.col("_time_native").is_null()
+        & (pl.col("_time_text").is_null() | (pl.col("_time_text").str.strip_chars() == ""))
+        & pl.col("_type_error").ne_missing("event_time")
+    )
+
+
+def _any_missing() -> pl.Expr:
+    return pl.any_horizontal([_blank(f) for f in REQUIRED_FIELDS if f != "event_time"] + [_time_missing()])
+
+
+def _wrong_type_text() -> pl.Expr:
+    return (
+        pl.when(pl.col("_type_error").is_not_null() & ~pl.col("_type_error").is_in(["amount", "currency"]))
+        .then(pl.format("field {} has the wrong type", pl.col("_type_error")))
+        .when(pl.col("_event_time").is_null())
+        .then(pl.lit("event_time is neither ISO-8601 text nor epoch millis"))
+        .when(pl.col("_properties").is_null())
+        .then(pl.lit("properties is not a JSON object"))
+        .otherwise(pl.lit(None, pl.String))
+    )
+
+
+def _is_wrong_type() -> pl.Expr:
+    return (
+        (pl.col("_type_error").is_not_null() & ~pl.col("_type_error").is_in(["amount", "currency"]))
+        | pl.col("_event_time").is_null()
+        | pl.col("_properties").is_null()
+    )
+
+
+def _amount_is_bad() -> pl.Expr:
+    """True exactly when `_amount_problem()` has a text (same conditions, no strings built)."""
+    carries = pl.col("_carries_amount")
+    amount, currency = pl.col("_amount"), pl.col("currency")
+    return (
+        pl.col("_type_error").is_in(["amount", "currency"]).fill_null(False)
+        | pl.col("_amount_text_bad")
+        | (amount.is_nan() | amount.is_infinite() | (amount < 0)).fill_null(False)
+        | (carries & amount.is_null()).fill_null(False)
+        | (carries & ~currency.fill_null("").str.contains(_ISO_CURRENCY)).fill_null(False)
+        | (~carries & (amount.is_not_null() | currency.is_not_null())).fill_null(False)
+    )
+
+
 def _missing_fields() -> pl.Expr:
     names = [
         pl.when(pl.col(f).is_null() | (pl.col(f).str.strip_chars() == "")).then(pl.lit(f)).otherwise(None)
         for f in REQUIRED_FIELDS
         if f != "event_time"
     ]
-    names.append(
-        pl.when(
-            pl.col("_time_native").is_null()
-            & (pl.col("_time_text").is_null() | (pl.col("_time_text").str.strip_chars() == ""))
-            & pl.col("_type_error").ne_missing("event_time")
-        )
-        .then(pl.lit("event_time"))
-        .otherwise(None)
-    )
+    names.append(pl.when(_time_missing()).then(pl.lit("event_time")).otherwise(None))
     return pl.concat_list(names).list.drop_nulls().list.join(", ")
 
 
@@ -361,21 +409,11 @@ def validate_batch(
     )
     frame = frame.join(known_types, on=["_contract", "event_type"], how="left", maintain_order="left")
 
-    missing = _missing_fields()
-    wrong_type_text = (
-        pl.when(pl.col("_type_error").is_not_null() & ~pl.col("_type_error").is_in(["amount", "currency"]))
-        .then(pl.format("field {} has the wrong type", pl.col("_type_error")))
-        .when(pl.col("_event_time").is_null())
-        .then(pl.lit("event_time is neither ISO-8601 text nor epoch millis"))
-        .when(pl.col("_properties").is_null())
-        .then(pl.lit("properties is not a JSON object"))
-        .otherwise(pl.lit(None, pl.String))
-    )
-    frame = frame.with_columns(missing.alias("_missing"), wrong_type_text.alias("_wrong_type"))
+    # Codes come from cheap boolean tests over every row; reason texts are built for rejected rows only.
     early_code = (
-        pl.when(pl.col("_missing") != "")
+        pl.when(_any_missing())
         .then(pl.lit(MISSING_FIELD))
-        .when(pl.col("_wrong_type").is_not_null())
+        .when(_is_wrong_type())
         .then(pl.lit(WRONG_TYPE))
         .when(pl.col("_industry").is_null())
         .then(pl.lit(UNKNOWN_TENANT))
@@ -392,7 +430,6 @@ def validate_batch(
     frame = frame.join(_property_problems(candidates), on="_i", how="left", maintain_order="left")
 
     latest_allowed = now + max_future_skew
-    frame = frame.with_columns(_amount_problem().alias("_amount_problem"))
     code = (
         pl.when(pl.col("_early_code").is_not_null())
         .then(pl.col("_early_code"))
@@ -402,11 +439,19 @@ def validate_batch(
         .then(pl.lit(WRONG_PROPERTY_TYPE))
         .when(pl.col("_event_time") > pl.lit(latest_allowed).cast(_UTC_US))
         .then(pl.lit(FUTURE_TIMESTAMP))
-        .when(pl.col("_amount_problem").is_not_null())
+        .when(_amount_is_bad())
         .then(pl.lit(INVALID_AMOUNT))
         .otherwise(pl.lit(None, pl.String))
     )
     frame = frame.with_columns(code.alias("_code"))
+    rejected = frame.filter(pl.col("_code").is_not_null()).with_columns(
+        _missing_fields().alias("_missing"),
+        _wrong_type_text().alias("_wrong_type"),
+        _amount_problem().alias("_amount_problem"),
+    )
+    if RAW_PAYLOAD not in rejected.columns:
+        rejected = rejected.join(_raw_payloads(records, rejected.get_column("_i")), on="_i", how="left",
+                                 maintain_order="left")
     reason = (
         pl.when(pl.col("_code") == MISSING_FIELD)
         .then(pl.format("missing field(s): {}", pl.col("_missing")))
@@ -442,8 +487,6 @@ def validate_batch(
         .then(pl.col("_amount_problem"))
         .otherwise(pl.lit(None, pl.String))
     )
-    frame = frame.with_columns(reason.alias("_reason"))
-
     accepted = frame.filter(pl.col("_code").is_null())
     first_seen = accepted.select(pl.struct("tenant_id", "event_id").is_first_distinct()).to_series()
     duplicates = int(accepted.height - first_seen.sum())
@@ -466,10 +509,10 @@ def validate_batch(
         CANONICAL_SCHEMA,
     )
 
-    rejected = frame.filter(pl.col("_code").is_not_null()).select(
+    rejected = rejected.select(
         "tenant_id",
         pl.col("_code").alias("reason_code"),
-        pl.col("_reason").alias("reason"),
+        reason.alias("reason"),
         RAW_PAYLOAD,
         POSITION,
     )

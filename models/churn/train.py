@@ -145,7 +145,8 @@ def build_churn_dataset(
             inputs.append((uri, version))
             parts.append(part)
         if not parts:
-            raise ModelTrainingError(f"feature view {view.name} has no offline rows: run `shironzi features materialize`")
+            raise ModelTrainingError(
+                f"feature view {view.name} has no offline rows: run `shironzi features materialize`")
         feature_tables[view.name] = pa.concat_tables(parts, promote_options="permissive")
     refs = churn_feature_refs()
     entities = labels.rename_columns(["tenant_id", "customer_id", ENTITY_TIMESTAMP, LABEL])
@@ -549,7 +550,9 @@ def load_churn_version(version: str, *, settings: Settings | None = None) -> Loa
                             None if best is None else int(best), tags.get("tenant_id"))
 
 
-def evaluate_version_on_holdout(version: str, holdout_run_id: str, *, settings: Settings | None = None) -> HoldoutScores:
+def evaluate_version_on_holdout(
+    version: str, holdout_run_id: str, *, settings: Settings | None = None,
+) -> HoldoutScores:
     """AUC overall and per tenant-size bucket of `version` on the holdout saved by `holdout_run_id`."""
     import numpy as np
     import pyarrow.parquet as pq

@@ -297,7 +297,8 @@ def forecast_metrics(examples: Examples, forecast: np.ndarray) -> dict[str, floa
         "interval_coverage": float(np.mean((examples.actual >= lower) & (examples.actual <= upper))),
         "holdout_points": float(len(examples.actual)),
     }
-    metrics["smape_improvement"] = 1.0 - metrics["smape"] / metrics["baseline_smape"] if metrics["baseline_smape"] else 0.0
+    baseline = metrics["baseline_smape"]
+    metrics["smape_improvement"] = 1.0 - metrics["smape"] / baseline if baseline else 0.0
     kpis = np.asarray(examples.kpi)
     buckets = np.asarray(examples.bucket)
     for kpi in KPIS:
@@ -477,7 +478,9 @@ def load_trend_version(version: str, *, settings: Settings | None = None) -> tup
     return booster, float(meta.get("interval_scale", 1.0))
 
 
-def evaluate_version_on_holdout(version: str, holdout_run_id: str, *, settings: Settings | None = None) -> HoldoutScores:
+def evaluate_version_on_holdout(
+    version: str, holdout_run_id: str, *, settings: Settings | None = None,
+) -> HoldoutScores:
     """sMAPE overall and per tenant-size bucket of `version` on the holdout saved by `holdout_run_id`."""
     import numpy as np
     import pyarrow.parquet as pq

@@ -12,6 +12,8 @@ only when its symptom is present, so a fixed Airflow makes them no-ops:
 3. `airflow dags test` of a DAG with a deadline alert crashes when the run succeeds: `DagRun.update_state`
    looks the alerts up by id, but a DAG deserialized for `dags test` holds the encoded alerts (dicts), not the
    ids the DAG processor stores. A dict is answered from its own encoded reference.
+4. Tasks run in-process (`dags test`) reach `finalize` without `context["exception"]`, which the subprocess
+   runner sets; failure callbacks then cannot say what failed. It is set the same way when missing.
 """
 
 from __future__ import annotations
@@ -77,8 +79,26 @@ def _patch_deadline_lookup_for_dags_test() -> None:
     DeadlineAlert.get_by_id = classmethod(get_by_id)  # type: ignore[method-assign,assignment]
 
 
+def _patch_in_process_failure_context() -> None:
+    import airflow.sdk.execution_time.task_runner as runner
+
+    original = runner.finalize
+    if getattr(original, "_shironzi_patched", False):
+        return
+
+    def finalize(ti: Any, state: Any, context: Any, log: Any, error: BaseException | None = None) -> Any:
+        if error is not None and context.get("exception") is None:
+            context["exception"] = error
+        return original(ti, state, context, log, error)
+
+    finalize._shironzi_patched = True  # type: ignore[attr-defined]
+    runner.finalize = finalize
+
+
 with contextlib.suppress(ImportError):
     _patch_ti_state_discriminator()
+with contextlib.suppress(ImportError):
+    _patch_in_process_failure_context()
 with contextlib.suppress(ImportError):
     _patch_deadline_lookup_for_dags_test()
 with contextlib.suppress(ImportError):

@@ -1,6 +1,6 @@
-"""dbt_build (on new bronze data): one task per dbt model, generated from the dbt manifest (dbt_models.json,
-refreshed by `shironzi airflow dbt-manifest`), wired by the models' dependencies, so one failure is retried
-alone; the gold asset (which triggers features_materialize) is updated when every model built."""
+"""dbt_build (on new bronze data): the seeds, then one task per dbt model, generated from the dbt manifest
+(dbt_models.json, refreshed by `shironzi airflow dbt-manifest`) and wired by the models' dependencies, so one
+failure is retried alone; the gold asset (which triggers features_materialize) is updated when all built."""
 
 from __future__ import annotations
 
@@ -29,11 +29,14 @@ def dbt_build() -> None:
         return plan
 
     planned = plan()
+    seeds = build_model.override(task_id="seeds")(pipeline.DBT_SEEDS, planned)
     graph = pipeline.load_dbt_model_graph()
     tasks = {model: build_model.override(task_id=model)(model, planned) for model in sorted(graph)}
     for model, parents in graph.items():
         for parent in parents:
             tasks[parent] >> tasks[model]
+        if not parents:
+            seeds >> tasks[model]
     leaves = [tasks[m] for m in graph if not any(m in parents for parents in graph.values())]
     leaves >> publish_gold(planned)
 

@@ -88,7 +88,7 @@ def test_tenant_pages_render_and_never_show_another_tenant(seeded: SeededLake, p
     assert alpha.name in texts(at.title)
     if page == "overview":
         labels = [m.label for m in at.metric]
-        assert labels == ["Active customers (daily avg)", "Revenue", "New customers", "Churn rate", "Orders"]
+        assert labels == ["Daily active customers", "Revenue", "New customers", "Churn rate", "Orders"]
         # Default period: the last 28 of 60 seeded days -> revenue = sum(base + i for i in 32..59).
         assert at.metric[1].value == f"{sum(alpha.revenue_base + i for i in range(32, 60)):,.2f}"
         assert at.metric[1].delta is not None and at.metric[1].delta.startswith("+")
@@ -121,7 +121,7 @@ def test_the_other_tenant_sees_its_own_numbers_and_words(seeded: SeededLake) -> 
     alpha, bravo = seeded.alpha, seeded.bravo
     at = visit(signed_in(bravo.key), "overview")
     labels = [m.label for m in at.metric]
-    assert labels[0] == "Active patients (daily avg)" and labels[-1] == "Appointments"
+    assert labels[0] == "Daily active patients" and labels[-1] == "Appointments"
     assert at.metric[1].label == "Billed revenue"
     assert at.metric[1].value == f"{sum(bravo.revenue_base + i for i in range(32, 60)):,.2f}"
     assert_absent(rendered(at), alpha, "overview as bravo")

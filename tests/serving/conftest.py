@@ -34,3 +34,26 @@ def client(world: ApiWorld) -> Iterator[Any]:
     app = create_app(world.settings)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def broker_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private bundled Kafka-protocol broker (real tansu) for this module."""
+    from tests.ingestion.stream.conftest import require_broker_binary
+
+    require_broker_binary()
+    from ingestion.stream.broker import running_broker
+
+    with running_broker(tmp_path_factory.mktemp("broker")) as info:
+        yield info.bootstrap
+
+
+@pytest.fixture(scope="module")
+def broker_world(
+    tmp_path_factory: pytest.TempPathFactory, trained_model: TrainedModel, broker_bootstrap: str
+) -> Iterator[ApiWorld]:
+    """The API world with event intake going to the module's broker."""
+    root = tmp_path_factory.mktemp("api-broker") / "home"
+    with isolated_home(root, MLFLOW_TRACKING_URI=trained_model.tracking_uri,
+                       SHIRONZI_KAFKA_BOOTSTRAP=broker_bootstrap) as settings:
+        yield build_world(settings)

@@ -1,0 +1,66 @@
+"""`shironzi serve dashboard`: run the Streamlit dashboards on the configured SHIRONZI_HOME."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import typer
+
+from shironzi.errors import InvalidInputError
+
+APP = Path(__file__).resolve().parent / "app.py"
+PRIMARY_COLOR = "#2563eb"
+
+
+def streamlit_command(*, host: str, port: int, headless: bool) -> list[str]:
+    """The `streamlit run` command line for the dashboards."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true" if headless else "false",
+        "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false",
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
+        "--theme.base", "light",
+        "--theme.primaryColor", PRIMARY_COLOR,
+    ]
+
+
+def dashboard_environment() -> dict[str, str]:
+    """The current environment with the resolved settings pinned, so the app reads the same home and lake
+    whatever directory Streamlit runs from."""
+    from shironzi.settings import get_settings
+
+    settings = get_settings()
+    env = dict(os.environ)
+    env["SHIRONZI_HOME"] = str(settings.home)
+    if settings.lake_uri:
+        env["SHIRONZI_LAKE_URI"] = settings.lake_uri
+    if settings.database_url:
+        env["SHIRONZI_DATABASE_URL"] = settings.database_url
+    return env
+
+
+def serve_dashboard(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8501, min=1, max=65535, help="Port to bind."),
+    headless: bool = typer.Option(True, "--headless/--open-browser", help="Do not open a browser window."),
+) -> None:
+    """Serve the dashboards (analysts, operators, compliance) with Streamlit; sign in with an API key."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    env = dashboard_environment()
+    typer.echo(f"Shironzi dashboards on http://{host}:{port} (home {env['SHIRONZI_HOME']}); "
+               "sign in with a tenant API key, or a platform admin key to operate.")
+    sys.stdout.flush()
+    command = streamlit_command(host=host, port=port, headless=headless)
+    os.execve(command[0], command, env)

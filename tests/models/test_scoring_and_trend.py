@@ -1,0 +1,77 @@
+"""Batch scoring into predictions/churn_scores (module-gated, idempotent per date) and the trend model's
+forecasts into predictions/forecasts."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from tests.models.conftest import TrainedLake
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _read_all(uris: list[str]):
+    import pyarrow as pa
+
+    from shironzi.lake import read_arrow
+
+    return pa.concat_tables([read_arrow(u) for u in uris])
+
+
+def test_only_tenants_with_churn_prediction_get_scores_and_rescoring_replaces(lake: TrainedLake) -> None:
+    import json
+
+    from models.bands import risk_band
+    from models.scoring import churn_scores_schema, score_churn
+
+    assert lake.churn_off
+    day = date.today() - timedelta(days=1)
+    first = score_churn(score_date=day, tenant_ids=lake.tenant_ids)
+    assert set(first.skipped_tenants) == set(lake.churn_off)
+    assert first.rows > 100 and not set(first.tenants) & set(lake.churn_off)
+    table = _read_all(list(first.table_versions))
+    assert table.schema.equals(churn_scores_schema())
+    assert not set(table.column("tenant_id").to_pylist()) & set(lake.churn_off)
+    rows = table.to_pylist()
+    for row in rows[:200]:
+        assert row["risk_band"] == risk_band(row["churn_probability"])
+        reasons = json.loads(row["top_reasons"])
+        assert 1 <= len(reasons) <= 3 and {"feature", "label", "contribution"} == set(reasons[0])
+        assert row["model_version"] == lake.churn.model_version and row["score_date"] == day
+        assert row["feature_timestamp"].date() <= day
+
+    again = score_churn(score_date=day)
+    assert again.rows == first.rows
+    after = _read_all(list(again.table_versions))
+    assert after.num_rows == table.num_rows  # the slice was replaced, not appended
+
+    only_off = score_churn(score_date=day, tenant_ids=lake.churn_off)
+    assert only_off.rows == 0 and only_off.tenants == [] and set(only_off.skipped_tenants) == set(lake.churn_off)
+
+
+def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: TrainedLake) -> None:
+    import pyarrow.compute as pc
+
+    from models.registry import configure_mlflow
+    from models.scoring import eligible_tenants, write_forecasts
+    from models.trend.forecast import forecasts_schema
+
+    metrics = lake.trend.metrics
+    assert metrics["smape"] < metrics["baseline_smape"]
+    assert 0.5 <= metrics["interval_coverage"] <= 1.0
+    run = configure_mlflow().get_run(lake.trend.run_id)
+    assert {"smape", "baseline_smape", "interval_coverage", "interval_scale"} <= set(run.data.metrics)
+
+    result = write_forecasts(tenant_ids=lake.tenant_ids)
+    wanted = set(eligible_tenants("trend_forecast"))
+    assert set(result.tenants) == wanted and set(result.skipped_tenants) == set(lake.churn_off)
+    table = _read_all(list(result.table_versions))
+    assert table.schema.equals(forecasts_schema())
+    assert table.num_rows == len(wanted) * 2 * 28
+    assert pc.all(pc.less_equal(table.column("yhat_lower"), table.column("yhat"))).as_py()
+    assert pc.all(pc.less_equal(table.column("yhat"), table.column("yhat_upper"))).as_py()
+    assert sorted(set(table.column("horizon_day").to_pylist())) == list(range(1, 29))
+    assert write_forecasts().rows == table.num_rows
+    assert _read_all(list(result.table_versions)).num_rows == table.num_rows
