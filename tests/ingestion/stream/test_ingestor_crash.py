@@ -57,7 +57,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
         ]
     )
     sim = simulate([(t.id, t.industry) for t in tenants], target_events=EVENTS, days=90, seed=11)
-    assert abs(sim.events.height - EVENTS) < EVENTS * 0.1
+    # The window ends today, so weekly and yearly seasonality make the count only roughly the target.
+    assert abs(sim.events.height - EVENTS) < EVENTS * 0.25
     produce(broker_bootstrap, topic_name, sim, partitions=4)
     rng = random.Random(20250301)
     points = [CRASH_POINTS[i % len(CRASH_POINTS)] for i in range(KILLS)]
