@@ -8,6 +8,8 @@ import streamlit as st
 
 from apps import auth
 from apps.theme import register_theme
+from shironzi.observability import configure_logging
+from shironzi.settings import get_settings
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,11 +33,13 @@ def _pages(specs: tuple[tuple[str, str, str], ...]) -> list[st.Page]:
 
 def main() -> None:
     st.set_page_config(page_title="Shironzi", page_icon=":material/water:", layout="wide")
-    register_theme()
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     viewer = auth.current_viewer()
     if viewer is None:
         st.navigation([st.Page(auth.sign_in_page, title="Sign in", url_path="sign-in")]).run()
         return
+    register_theme()
     sections: dict[str, list[st.Page]] = {"Analytics": _pages(ANALYST_PAGES)}
     if viewer.is_admin:
         sections["Operations"] = _pages(OPERATOR_PAGES)

@@ -13,12 +13,11 @@ from typing import Literal
 
 import streamlit as st
 
+from apps.theme import Vocabulary, vocabulary
 from shironzi.errors import ShironziError
 from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.records import Tenant
 from shironzi.tenancy.registry import Registry, get_registry
-
-from apps.theme import Vocabulary, vocabulary
 
 Audience = Literal["analyst", "operator", "compliance"]
 PAGE_VIEW_ACTION = "dashboard_page_view"
@@ -123,6 +122,16 @@ def current_viewer() -> Viewer | None:
     return Viewer(principal.key_prefix, principal.tenant_id, principal.is_admin, principal.scopes)
 
 
+def warm_up() -> None:
+    """Load the data stack (polars, delta-rs, Altair) and open the registry. Called after the sign-in
+    form is on screen, so the imports overlap with typing the key (same thread: no import races)."""
+    import altair  # noqa: F401
+
+    import apps.data  # noqa: F401
+
+    registry()
+
+
 def sign_in_page() -> None:
     """The page shown before sign-in."""
     st.title("Shironzi dashboards")
@@ -138,6 +147,7 @@ def sign_in_page() -> None:
             st.error("Enter an API key (`shironzi keys issue TENANT` prints one).")
         elif sign_in(raw) is not None:
             st.rerun()
+    warm_up()
 
 
 def tenant_choices() -> list[tuple[str, str]]:

@@ -16,9 +16,10 @@ PRIMARY_COLOR = "#2563eb"
 
 
 def streamlit_command(*, host: str, port: int, headless: bool) -> list[str]:
-    """The `streamlit run` command line for the dashboards."""
+    """The `streamlit run` command line for the dashboards (through `apps.warm_start`, which preloads the
+    data stack before Streamlit starts listening)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        sys.executable, "-m", "apps.warm_start", "run", str(APP),
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true" if headless else "false",

@@ -9,11 +9,12 @@ of every cache key, so two lakes never share an entry.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import streamlit as st
@@ -21,6 +22,7 @@ import streamlit as st
 from shironzi.errors import TableNotFoundError
 from shironzi.lake import read_polars, scan_polars, table_exists, table_uri
 from shironzi.lake.paths import platform_uri
+from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 
 TTL = get_settings().dashboard_cache_ttl_seconds
@@ -45,6 +47,25 @@ class Frame:
     @property
     def empty(self) -> bool:
         return self.data.is_empty()
+
+
+_R = TypeVar("_R")
+
+
+def logged(read: Callable[..., _R]) -> Callable[..., _R]:
+    """Log one stage summary line per lake read (cache misses only: it sits under `st.cache_data`)."""
+
+    @functools.wraps(read)
+    def wrapper(*args: Any, **kwargs: Any) -> _R:
+        with stage(f"dashboard.{read.__name__}", args=[a for a in args[1:] if isinstance(a, str)]) as summary:
+            result = read(*args, **kwargs)
+            if isinstance(result, Frame):
+                summary.rows, summary.table_version = result.data.height, result.version
+            elif isinstance(result, pl.DataFrame):
+                summary.rows = result.height
+        return result
+
+    return wrapper
 
 
 def lake() -> str:
@@ -86,12 +107,14 @@ def _read(
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def daily_kpis(lake_uri: str, region: str, tenant_id: str) -> Frame:
     frame = _read(_gold(lake_uri, region, GOLD_KPIS), tenant_id=tenant_id)
     return Frame(frame.data.sort("event_date") if not frame.empty else frame.data, frame.version, frame.read_at)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def latest_forecasts(lake_uri: str, region: str, tenant_id: str) -> Frame:
     """The newest generated forecast of each KPI."""
     uri = table_uri(lake_uri, layer="predictions", table=FORECASTS, region=region)
@@ -109,11 +132,13 @@ def latest_forecasts(lake_uri: str, region: str, tenant_id: str) -> Frame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def cohort_retention(lake_uri: str, region: str, tenant_id: str) -> Frame:
     return _read(_gold(lake_uri, region, GOLD_RETENTION), tenant_id=tenant_id)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def latest_churn_scores(lake_uri: str, region: str, tenant_id: str) -> Frame:
     """The tenant's scores of its newest score_date."""
     uri = table_uri(lake_uri, layer="predictions", table=CHURN_SCORES, region=region)
@@ -127,6 +152,7 @@ def latest_churn_scores(lake_uri: str, region: str, tenant_id: str) -> Frame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def customer_count(lake_uri: str, region: str, tenant_id: str) -> int:
     uri = _gold(lake_uri, region, GOLD_CUSTOMERS)
     if not table_exists(uri):
@@ -142,6 +168,7 @@ def bronze_uri(lake_uri: str, region: str, placement: str, tenant_id: str) -> st
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def source_freshness(lake_uri: str, region: str, placement: str, tenant_id: str) -> Frame:
     """Per source: rows landed, newest event and newest landing time (from the tenant's bronze rows)."""
     uri = bronze_uri(lake_uri, region, placement, tenant_id)
@@ -162,12 +189,40 @@ def source_freshness(lake_uri: str, region: str, placement: str, tenant_id: str)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
+def feature_freshness(lake_uri: str, region: str, tenant_id: str) -> Frame:
+    """Per offline feature view of the tenant's region: the tenant's rows and its newest snapshot."""
+    from shironzi.audit.discovery import discover_tables
+
+    rows = []
+    for table in discover_tables():
+        if table.platform or table.region != region or table.layer != "features" or table.tenant_id not in (
+            None, tenant_id
+        ):
+            continue
+        scan = scan_polars(table.uri, tenant_id=tenant_id)
+        names = scan.collect_schema().names()
+        if "feature_timestamp" not in names:
+            continue
+        stats = scan.select(
+            pl.len().alias("rows"),
+            (pl.col("snapshot_date").max() if "snapshot_date" in names else pl.lit(None)).alias("newest_snapshot"),
+            pl.col("feature_timestamp").max().alias("newest_feature_time"),
+        ).collect().row(0, named=True)
+        if stats["rows"]:
+            rows.append({"view": table.name, **stats})
+    return Frame(pl.DataFrame(rows).sort("view") if rows else pl.DataFrame(), None, _now())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def usage(lake_uri: str, region: str, tenant_id: str | None) -> Frame:
     """Metering per day (one tenant, or every tenant of the region for operators)."""
     return _read(_gold(lake_uri, region, GOLD_USAGE), tenant_id=tenant_id)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def quarantine_by_reason(lake_uri: str, region: str, tenant_id: str) -> Frame:
     """Quarantined records that claimed this tenant, by reason code (payloads are never shown)."""
     uri = table_uri(lake_uri, layer="quarantine", table="events", region=region)
@@ -187,6 +242,7 @@ def quarantine_by_reason(lake_uri: str, region: str, tenant_id: str) -> Frame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def ingest_runs(lake_uri: str, limit: int = 200) -> Frame:
     """The newest ingestion run-log rows (platform-wide: the rows carry no tenant)."""
     uri = platform_uri(lake_uri, "ingest", "runs")
@@ -197,6 +253,7 @@ def ingest_runs(lake_uri: str, limit: int = 200) -> Frame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def region_kpis(lake_uri: str, region: str) -> Frame:
     """Every tenant's daily KPIs in one region (operators only)."""
     return _read(_gold(lake_uri, region, GOLD_KPIS), tenant_id=None)
@@ -225,6 +282,7 @@ def dbt_run_results(home: Path, region: str) -> pl.DataFrame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def gold_history(lake_uri: str, region: str, table: str, limit: int = 50) -> Frame:
     from shironzi.lake import history
 
@@ -277,6 +335,7 @@ def lake_tables(lake_uri: str, tenant_id: str | None) -> list[tuple[str, str]]:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def table_history(lake_uri: str, uri: str, limit: int = 100) -> Frame:
     from shironzi.lake import history
 
@@ -285,6 +344,7 @@ def table_history(lake_uri: str, uri: str, limit: int = 100) -> Frame:
     return Frame(_history_frame(history(uri, limit)), _version(uri), _now())
 
 
+@logged
 def audit_events(
     *,
     tenant_id: str | None,
@@ -318,6 +378,7 @@ def audit_events(
     return frame.select(columns).sort("event_time", descending=True).head(limit)
 
 
+@logged
 def erasure_requests(tenant_id: str | None) -> pl.DataFrame:
     """Erasure requests (from the audit log) joined to their signed receipts, newest first."""
     from shironzi.audit.erasure import receipts_table_uri
@@ -383,6 +444,7 @@ def _tracking_engine(settings: Settings) -> Any | None:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def model_versions(tracking_uri: str) -> pl.DataFrame:
     """Every registered version of the Shironzi models: when, its aliases and the metrics of its run."""
     del tracking_uri  # part of the cache key only
@@ -439,6 +501,7 @@ def model_versions(tracking_uri: str) -> pl.DataFrame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+@logged
 def model_events(lake_uri: str) -> pl.DataFrame:
     """Training runs, promotions and rollbacks from the audit log (resource `model:<name>`)."""
     del lake_uri

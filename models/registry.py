@@ -85,10 +85,19 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _never_used(settings: Settings) -> bool:
+    """The embedded registry database does not exist yet (so nothing is registered; skip creating it)."""
+    return _embedded(settings) and not (settings.home / "mlflow" / "mlflow.db").exists()
+
+
 def aliases(name: str, *, settings: Settings | None = None) -> dict[str, str]:
     """alias -> version of a registered model (empty when the model is not registered yet)."""
     from mlflow.exceptions import MlflowException
 
+    settings = settings or get_settings()
+    _check_name(name)
+    if _never_used(settings):
+        return {}
     client = configure_mlflow(settings)
     try:
         model = client.get_registered_model(_check_name(name))
@@ -301,10 +310,10 @@ def rollback(name: str, *, settings: Settings | None = None) -> PromotionDecisio
     from shironzi.observability import stage
 
     settings = settings or get_settings()
-    client = configure_mlflow(settings)
     with stage("models:rollback", model=_check_name(name)) as summary:
         found = aliases(name, settings=settings)
-        if not found:
+        client = configure_mlflow(settings) if found else None
+        if not found or client is None:
             raise ModelNotFoundError(f"{name} is not registered yet: nothing to roll back")
         history = _history(client, name)
         if not history or CHAMPION not in history[-1]:
@@ -329,6 +338,9 @@ def list_models(*, settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every registered Shironzi model version with its aliases, run and key metrics (newest first)."""
     from mlflow.exceptions import MlflowException
 
+    settings = settings or get_settings()
+    if _never_used(settings):
+        return []
     client = configure_mlflow(settings)
     out: list[dict[str, Any]] = []
     for name in (CHURN_MODEL, TREND_MODEL):

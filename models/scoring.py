@@ -108,11 +108,12 @@ def _latest_customer_snapshots(tenant_ids: Sequence[str], score_date: date, sett
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("rows", rows)
-        relation = con.execute(
+        relation = con.sql(
             f"SELECT tenant_id, customer_id, {FEATURE_TIMESTAMP} FROM rows "
-            f"WHERE {FEATURE_TIMESTAMP} <= $until AND {FEATURE_TIMESTAMP} >= $since "
+            f"WHERE {FEATURE_TIMESTAMP} <= TIMESTAMPTZ '{until.isoformat()}' "
+            f"AND {FEATURE_TIMESTAMP} >= TIMESTAMPTZ '{since.isoformat()}' "
             f"QUALIFY row_number() OVER (PARTITION BY tenant_id, customer_id ORDER BY {FEATURE_TIMESTAMP} DESC) = 1 "
-            "ORDER BY tenant_id, customer_id", {"until": until, "since": since})
+            "ORDER BY tenant_id, customer_id")
         return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
     finally:
         con.close()

@@ -218,6 +218,58 @@ def build_and_materialize_features(state: DemoState) -> StageOutcome:
     )
 
 
+def train_promote_and_score(state: DemoState) -> StageOutcome:
+    """Train churn and trend (MLflow), promote them through the gates, score churn and write forecasts; the
+    churn AUC is measured next to the simulator's oracle AUC, the trend sMAPE next to seasonal naive.
+    A model the data is too short for is skipped with its reason (the rest of the demo goes on)."""
+    from models.churn import train_churn
+    from models.common import CHURN_MODEL, TREND_MODEL
+    from models.evaluation import compare_with_oracle
+    from models.registry import promote_if_better
+    from models.scoring import eligible_tenants, score_churn, write_forecasts
+    from models.trend import train_trend
+    from shironzi.errors import ModelTrainingError
+
+    notes: list[str] = []
+    outcome = StageOutcome()
+    try:
+        churn = train_churn(settings=state.settings, seed=state.seed)
+    except ModelTrainingError as exc:
+        notes.append(f"churn skipped: {exc.message}")
+    else:
+        gate = promote_if_better(CHURN_MODEL, settings=state.settings)
+        scored = score_churn(settings=state.settings)
+        simulation = state.facts.get("live_simulation")
+        if simulation is None:
+            _, simulation = _split_simulation(state)
+        oracle = compare_with_oracle(simulation.snapshots, run_id=churn.run_id, settings=state.settings,
+                                     tenant_ids=eligible_tenants(settings=state.settings))
+        state.facts.update(churn_auc=oracle.model_auc, oracle_auc=oracle.oracle_auc, churn_metrics=churn.metrics,
+                           churn_champion=gate.champion_version)
+        outcome.rows += scored.rows
+        outcome.versions.update({u.rsplit("/lake/", 1)[-1]: v for u, v in scored.table_versions.items()})
+        notes.append(f"churn AUC {oracle.model_auc:.3f} vs oracle AUC {oracle.oracle_auc:.3f} on the simulator's "
+                     f"truth (holdout AUC {churn.metrics.get('auc', float('nan')):.3f}, calibration error "
+                     f"{churn.metrics.get('calibration_error', float('nan')):.3f}), champion v{gate.champion_version}, "
+                     f"{scored.rows:,} scores")
+    try:
+        trend = train_trend(settings=state.settings, seed=state.seed)
+    except ModelTrainingError as exc:
+        notes.append(f"trend skipped: {exc.message}")
+    else:
+        gate = promote_if_better(TREND_MODEL, settings=state.settings)
+        forecasts = write_forecasts(settings=state.settings)
+        state.facts.update(trend_metrics=trend.metrics, trend_champion=gate.champion_version)
+        outcome.rows += forecasts.rows
+        outcome.versions.update({u.rsplit("/lake/", 1)[-1]: v for u, v in forecasts.table_versions.items()})
+        notes.append(f"trend sMAPE {trend.metrics['smape']:.1f} vs seasonal naive "
+                     f"{trend.metrics['baseline_smape']:.1f}, 80% interval coverage "
+                     f"{trend.metrics['interval_coverage']:.2f}, champion v{gate.champion_version}, "
+                     f"{forecasts.rows:,} forecasts")
+    outcome.note = "; ".join(notes)
+    return outcome
+
+
 def erase_example_subject(state: DemoState) -> StageOutcome:
     """GDPR Art. 17 example: erase one customer of the first demo tenant everywhere, then re-verify the receipt."""
     import polars as pl
@@ -261,6 +313,22 @@ def erase_example_subject(state: DemoState) -> StageOutcome:
     )
 
 
+def check_platform_api(state: DemoState) -> StageOutcome:
+    """Serve the API (real uvicorn) and fetch one live churn prediction with a fresh tenant key."""
+    from serving.smoke import check_api
+    from shironzi.tenancy import get_registry
+
+    erased_next = get_registry().get_tenant(DEMO_TENANTS[0].slug).id  # the erasure stage deletes a subject
+    smoke = check_api(state.settings, exclude_tenants=[erased_next])
+    state.facts["api_smoke"] = smoke
+    prediction = smoke.prediction
+    return StageOutcome(
+        rows=1,
+        note=f"{smoke.tenant_slug}/{smoke.customer_id}: churn {prediction['churn_probability']:.3f} "
+        f"({prediction['risk_band']}), model v{prediction['model_version']}",
+    )
+
+
 # Each later capability appends its stage here, in pipeline order.
 STAGES: list[tuple[str, DemoStageFn]] = [
     ("provision tenants", provision_demo_tenants),
@@ -268,6 +336,8 @@ STAGES: list[tuple[str, DemoStageFn]] = [
     ("stream live slice", stream_live_slice),
     ("dbt build", build_curated_layer),
     ("features", build_and_materialize_features),
+    ("models", train_promote_and_score),
+    ("api", check_platform_api),
     ("gdpr erasure example", erase_example_subject),
 ]
 
@@ -314,6 +384,19 @@ def run_demo(
             f"erasure receipt: {state.facts['erasure_receipt']} "
             f"(re-check: shironzi gdpr verify {state.facts['erasure_receipt']})"
         )
+    if "api_smoke" in state.facts:
+        smoke = state.facts["api_smoke"]
+        console.print(
+            f"API: SHIRONZI_HOME={settings.home} shironzi serve api --port 8000, then http://127.0.0.1:8000 "
+            f"(docs at /docs; admin routes under /v1/admin with the admin key above)\n"
+            f"  {smoke.curl('http://127.0.0.1:8000')}",
+            markup=False,
+        )
+    console.print(
+        f"dashboards: SHIRONZI_HOME={settings.home} shironzi serve dashboard --port 8501, then open "
+        "http://127.0.0.1:8501 and sign in with the admin key above (or a tenant key)",
+        markup=False,
+    )
     return results
 
 

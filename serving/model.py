@@ -122,7 +122,13 @@ class ModelHolder:
 
 
 def _warm_up(predictor: Any) -> None:
-    """One prediction on an empty feature row, so the first real request pays no lazy initialisation."""
+    """Pin XGBoost to one thread (each uvicorn worker is one process on one core: OpenMP fan-out for a
+    single row only costs), then predict once so the first real request pays no lazy initialisation."""
+    try:
+        booster = predictor.model_for("__warmup__").booster
+        booster.set_param({"nthread": 1})
+    except Exception as exc:  # the predictor's internals are not part of its contract: best effort
+        logger.debug("could not pin the booster to one thread: %s", exc)
     try:
         predictor.predict("__warmup__", [dict.fromkeys(predictor.feature_names)])
     except Exception as exc:  # warm-up is best effort

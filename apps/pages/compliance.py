@@ -61,7 +61,8 @@ with audit_tab:
 with erasure_tab:
     requests = data.erasure_requests(scope)
     if requests.is_empty():
-        empty_state("No erasure requests yet.", "Erase a data subject with `shironzi gdpr erase --tenant T --subject ID`.")
+        empty_state("No erasure requests yet.",
+                    "Erase a data subject with `shironzi gdpr erase --tenant T --subject ID`.")
     else:
         columns = [c for c in ("request_id", "kind", "tenant_id", "requested_by", "requested_at", "status", "tables",
                                "rows_deleted", "completed_at") if c in requests.columns]

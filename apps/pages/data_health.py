@@ -34,6 +34,20 @@ else:
     )
     freshness(sources, through=sources.data["last_landed_at"].max(), label="bronze/events")
 
+st.subheader("Feature freshness")
+features = data.feature_freshness(lake, tenant.region, tenant.id)
+if features.empty:
+    empty_state("No offline features for this tenant yet.",
+                "They are built by `shironzi features materialize` for tenants with churn or forecast modules.")
+else:
+    st.dataframe(
+        features.data.with_columns(
+            pl.col("newest_feature_time").map_elements(lambda t: age(t, now), return_dtype=pl.String).alias("lag")
+        ).rename({"view": "Feature view", "rows": "Rows", "newest_snapshot": "Newest snapshot",
+                  "newest_feature_time": "Features as of", "lag": "Age"}),
+        hide_index=True, width="stretch",
+    )
+
 st.subheader("Rows landed per day")
 usage = data.usage(lake, tenant.region, tenant.id)
 if usage.empty:
@@ -57,7 +71,8 @@ else:
     bars = (
         alt.Chart(quarantine.data)
         .mark_bar()
-        .encode(y=alt.Y("reason_code:N", title="Reason", sort="-x"), x=alt.X("records:Q", title="Records"),
+        .encode(y=alt.Y("reason_code:N", title="Reason", sort="-x", axis=alt.Axis(labelLimit=240)),
+                x=alt.X("records:Q", title="Records"),
                 color=alt.Color("reason_code:N", legend=None, scale=alt.Scale(range=list(PALETTE))),
                 tooltip=[alt.Tooltip("reason_code:N", title="Reason"), alt.Tooltip("records:Q", format=","),
                          alt.Tooltip("last_seen:T", title="Last seen")])

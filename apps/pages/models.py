@@ -14,7 +14,8 @@ from apps.auth import registry, require_page
 from apps.components import empty_state
 from apps.theme import PALETTE
 
-SIZE = re.compile(r"^auc[_.:/](?:tenant_size[_.:/])?(small|medium|large|xlarge)$")
+SIZE = re.compile(r"^auc[_.:/](?:bucket[_.:/]|tenant_size[_.:/])?(small|medium|large|xlarge)$")
+DEFAULT_METRICS = ("auc", "pr_auc", "calibration_error", "log_loss", "smape")
 PSI = re.compile(r"^psi[_.:/](.+)$")
 
 require_page("models", audience="operator")
@@ -46,11 +47,15 @@ if not headline:
     st.info("The registered versions logged no metrics.")
 else:
     frame = pl.DataFrame(headline)
+    names = sorted(frame["metric"].unique().to_list())
+    chosen = st.multiselect("Metrics", names, default=[m for m in names if m in DEFAULT_METRICS] or names[:3],
+                            key="model_metrics")
+    frame = frame.filter(pl.col("metric").is_in(chosen))
     chart = (
         alt.Chart(frame)
         .mark_line(point=True)
         .encode(x=alt.X("version:O", title="Version (in registration order)",
-                        sort=alt.EncodingSortField("registered_at")),
+                        sort=alt.EncodingSortField("registered_at"), axis=alt.Axis(labelAngle=0)),
                 y=alt.Y("value:Q", title="Value"),
                 color=alt.Color("metric:N", title="Metric", scale=alt.Scale(range=list(PALETTE))),
                 tooltip=["version:N", alt.Tooltip("registered_at:T", title="Registered", format="%Y-%m-%d %H:%M"),
@@ -74,7 +79,8 @@ with left:
         )
         st.altair_chart(
             alt.Chart(frame).mark_bar().encode(
-                y=alt.Y("feature:N", sort="-x", title="Feature"), x=alt.X("psi:Q", title="PSI"),
+                y=alt.Y("feature:N", sort="-x", title="Feature", axis=alt.Axis(labelLimit=240)),
+                x=alt.X("psi:Q", title="PSI"),
                 color=alt.Color("level:N", title="Drift", legend=alt.Legend(orient="right"), scale=alt.Scale(
                     domain=["stable (< 0.1)", "moderate (0.1-0.25)", "shifted (≥ 0.25)"],
                     range=["#10b981", "#eab308", "#ef4444"])),
@@ -86,7 +92,7 @@ with right:
     st.subheader("AUC by tenant size")
     sizes = [{"size": m.group(1), "auc": v} for k, v in champion_metrics.items() if (m := SIZE.match(k))]
     if not sizes:
-        st.info("The champion logged no per-tenant-size AUC (`auc_small`, `auc_medium`, `auc_large`).")
+        st.info("The champion logged no per-tenant-size AUC (`auc_bucket_small`, `_medium`, `_large`).")
     else:
         order = ["small", "medium", "large", "xlarge"]
         st.altair_chart(

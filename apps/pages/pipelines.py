@@ -58,7 +58,8 @@ if dbt.is_empty():
 else:
     failing = dbt.filter(pl.col("status").is_in(["error", "fail"]))
     tiles = st.columns(3)
-    tiles[0].metric("Models built", f"{dbt.filter((pl.col('kind') == 'model') & (pl.col('status') == 'success')).height}")
+    built = dbt.filter((pl.col("kind") == "model") & (pl.col("status") == "success")).height
+    tiles[0].metric("Models built", f"{built}")
     tiles[1].metric("Tests passed", f"{dbt.filter(pl.col('status') == 'pass').height}")
     tiles[2].metric("Failures", f"{failing.height}")
     st.dataframe(dbt.sort("seconds", descending=True), hide_index=True, width="stretch")

@@ -26,7 +26,8 @@ for column, field in zip(columns, ("plan", "industry", "region", "placement"), s
     chart = (
         alt.Chart(counts)
         .mark_bar()
-        .encode(x=alt.X(f"{field}:N", title=None, sort="-y", axis=alt.Axis(labelAngle=-30)), y=alt.Y("tenants:Q", title="Tenants"),
+        .encode(x=alt.X(f"{field}:N", title=None, sort="-y", axis=alt.Axis(labelAngle=-30)),
+                y=alt.Y("tenants:Q", title="Tenants"),
                 color=alt.Color(f"{field}:N", legend=None, scale=alt.Scale(range=list(PALETTE))),
                 tooltip=[f"{field}:N", alt.Tooltip("tenants:Q", format=",")])
         .properties(height=200, title=f"By {field}")

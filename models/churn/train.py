@@ -152,6 +152,8 @@ def build_churn_dataset(
     entities = labels.rename_columns(["tenant_id", "customer_id", ENTITY_TIMESTAMP, LABEL])
     joined = get_training_set(entities, refs, settings=settings, feature_tables=feature_tables)
     joined = joined.rename_columns(["tenant_id", "customer_id", "snapshot_date", *joined.column_names[3:]])
+    # get_training_set turned each date into the end of that day (UTC); keep the label date.
+    joined = joined.set_column(2, "snapshot_date", pc.cast(joined.column("snapshot_date"), pa.date32()))
     sizes = labels.group_by("tenant_id").aggregate([("customer_id", "count_distinct")])
     bucket_of = {t: size_bucket(n) for t, n in zip(sizes.column("tenant_id").to_pylist(),
                                                    sizes.column("customer_id_count_distinct").to_pylist(), strict=True)}

@@ -90,17 +90,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def deterministic(fn: F) -> F:
     """Fail the task at once, without retries, on errors a retry cannot fix (bad input, failed data-quality or
-    integrity checks); other errors (a busy lake, an unreachable service) keep their retries."""
+    integrity checks, failing dbt tests, too little data to train); other errors (a busy lake, an unreachable
+    service) keep their retries."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from shironzi.errors import DataQualityError, IntegrityCheckError, InvalidInputError, TransformationError
+        from shironzi import errors
 
+        deterministic_errors = tuple(
+            getattr(errors, name)
+            for name in ("DataQualityError", "IntegrityCheckError", "InvalidInputError", "TransformationError",
+                         "ModelTrainingError")
+            if hasattr(errors, name)
+        )
         try:
             return fn(*args, **kwargs)
-        except (DataQualityError, IntegrityCheckError, InvalidInputError, TransformationError) as exc:
+        except deterministic_errors as exc:
             raise AirflowFailException(f"{exc.code}: {exc.message}") from exc
 
     return wrapper  # type: ignore[return-value]

@@ -9,16 +9,18 @@ from typing import Any
 from airflow.sdk import dag, task
 
 from orchestration import pipeline
-from orchestration.dags._common import MODELS, dag_kwargs
+from orchestration.dags._common import MODELS, dag_kwargs, deterministic
 
 
 @dag(schedule="0 2 * * 0", **dag_kwargs("train_models", within=timedelta(hours=6), tags=["models", "mlflow"]))
 def train_models() -> None:
     @task
+    @deterministic
     def train_churn() -> dict[str, Any]:
         return pipeline.train_challenger("churn")
 
     @task
+    @deterministic
     def train_trend() -> dict[str, Any]:
         return pipeline.train_challenger("trend")
 

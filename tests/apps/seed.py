@@ -173,6 +173,16 @@ def _forecasts(tenant: SeededTenant, level: float) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=FORECAST_SCHEMA)
 
 
+def _features(tenant: SeededTenant) -> pa.Table:
+    snapshot = TODAY - dt.timedelta(days=1 if tenant.slug.startswith("alpha") else 9)
+    return pa.table({
+        "tenant_id": [tenant.id] * len(tenant.customers), "customer_id": list(tenant.customers),
+        "snapshot_date": pa.array([snapshot] * len(tenant.customers), pa.date32()),
+        "feature_timestamp": pa.array([_at(snapshot, 23)] * len(tenant.customers), UTC_US),
+        "events_7d": list(range(len(tenant.customers))),
+    })
+
+
 def _bronze(tenant: SeededTenant) -> pa.Table:
     from ingestion.contracts.schema import CANONICAL_SCHEMA
 
@@ -194,7 +204,8 @@ def _quarantine(tenant: SeededTenant, reasons: dict[str, int]) -> pa.Table:
     for code, n in reasons.items():
         for i in range(n):
             rows.append({"quarantined_at": _at(TODAY, 9), "tenant_id": tenant.id, "reason_code": code,
-                         "reason": f"{code} in test record", "raw_payload": json.dumps({"tenant_id": tenant.id, "i": i}),
+                         "reason": f"{code} in test record",
+                         "raw_payload": json.dumps({"tenant_id": tenant.id, "i": i}),
                          "source": "kafka:events", "position": f"events:0:{i}", "event_date": TODAY})
     return pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)
 
@@ -237,8 +248,10 @@ def _mlflow(settings: Settings, seeded: SeededLake) -> None:
     client.create_registered_model("shironzi-churn")
     for version, auc in (("1", 0.71), ("2", 0.78)):
         run = client.create_run(experiment)
-        for key, value in {"auc": auc, "pr_auc": auc - 0.3, "auc_small": auc - 0.05, "auc_large": auc + 0.02,
-                           "psi_days_since_last_order": 0.04 * int(version), "psi_support_tickets_30d": 0.31}.items():
+        metrics = {"auc": auc, "pr_auc": auc - 0.3, "auc_bucket_small": auc - 0.05, "auc_bucket_large": auc + 0.02,
+                   "holdout_rows": 5000.0, "psi_days_since_last_order": 0.04 * int(version),
+                   "psi_support_tickets_30d": 0.31}
+        for key, value in metrics.items():
             client.log_metric(run.info.run_id, key, value)
         client.set_terminated(run.info.run_id)
         made = client.create_model_version("shironzi-churn", source=f"runs:/{run.info.run_id}/model",
@@ -281,6 +294,7 @@ def seed_lake(home: Path) -> SeededLake:
     append(_uri("predictions", "forecasts"), pa.concat_tables([_forecasts(alpha, 47.0), _forecasts(bravo, 545.0)]),
            partition_by="generated_date")
 
+    append(_uri("features", "customer_activity_v1"), pa.concat_tables([_features(alpha), _features(bravo)]))
     append(_uri("bronze", "events"), pa.concat_tables([_bronze(alpha), _bronze(bravo)]), partition_by="event_date")
     append(_uri("quarantine", "events"),
            pa.concat_tables([_quarantine(alpha, {"schema_violation": 3, "unknown_event_type": 1}),
@@ -298,7 +312,7 @@ def seed_lake(home: Path) -> SeededLake:
           resource="api:/v1/scores")
     record_training_run("models.train", run_id="run-churn-2", inputs=[(_uri("gold", "dim_customers"), 0)],
                         model_name="shironzi-churn", model_version="2")
-    audit(admin, "model_promoted", resource="model:shironzi-churn", details={"version": "2", "from": "1"})
+    audit(admin, "model_promotion", resource="model:shironzi-churn", details={"version": "2", "from": "1"})
     receipt = erase_subject(admin, alpha.id, alpha.customers[-1], request_id="era_dashboard_test")
     seeded.receipt_request_id = receipt.request_id
     get_audit_log().flush()

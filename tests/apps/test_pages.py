@@ -4,6 +4,7 @@ never receiving another tenant's numbers (checked on the serialized page, chart 
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -112,7 +113,10 @@ def test_tenant_pages_render_and_never_show_another_tenant(seeded: SeededLake, p
     elif page == "data_health":
         sources = at.dataframe[0].value
         assert set(sources["Source"]) == {"kafka:events", "file:landing"}
-        assert len(at.dataframe) == 2 and len(charts(at)) == 2
+        features = at.dataframe[1].value
+        assert list(features["Feature view"]) == ["customer_activity_v1"] and list(features["Rows"]) == [7]
+        assert str(features["Newest snapshot"][0])[:10] == "2026-03-30"  # alpha's, not bravo's 2026-03-22
+        assert len(at.dataframe) == 3 and len(charts(at)) == 2
         assert double(4242) not in body and b"4242" not in body
         assert b"late_event" not in body and b"schema_violation" in body
 
@@ -217,12 +221,14 @@ def test_operator_sees_every_page(seeded: SeededLake) -> None:
             versions = at.dataframe[3].value
             assert set(versions["version"]) == {"1", "2"}
             assert versions.loc[versions["version"] == "2", "aliases"].item() == "champion"
-            assert "model_promoted" in set(at.dataframe[4].value["action"])
+            assert "model_promotion" in set(at.dataframe[4].value["action"])
         elif page == "models":
             assert "version **2**" in texts(at.caption)
             assert len(charts(at)) == 3  # metrics over versions, PSI, AUC by tenant size
             body = rendered(at)
             assert double(0.78) in body and double(0.73) in body and double(0.31) in body
+            assert double(5000.0) not in body  # row counts are not plotted with the scores by default
+            assert set(next(m for m in at.multiselect if m.key == "model_metrics").value) == {"auc", "pr_auc"}
         elif page == "compliance":
             erasures = at.dataframe[2].value
             assert seeded.receipt_request_id in set(erasures["request_id"])
@@ -244,11 +250,21 @@ def test_empty_lake_pages_explain_themselves(home: Path) -> None:
     admin = TenantContext.admin(actor="dashboard-tests", purpose="empty lake")
     _, key = registry.provision_tenant(admin, slug="empty-co", name="Empty Co", industry="education", plan="enterprise")
     _, admin_key = registry.issue_key(admin, None, scopes=["admin"])
-    at = signed_in(key)
-    for page in (*ANALYST_PAGES, "compliance"):
-        visit(at, page)
-        shown = texts(at.info) + texts(at.success)
-        assert "shironzi" in shown, (page, shown)
+    stages: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = stages.append  # type: ignore[method-assign]
+    logging.getLogger("shironzi.stage").addHandler(handler)
+    try:
+        at = signed_in(key)
+        for page in (*ANALYST_PAGES, "compliance"):
+            visit(at, page)
+            shown = texts(at.info) + texts(at.success)
+            assert "shironzi" in shown, (page, shown)
+    finally:
+        logging.getLogger("shironzi.stage").removeHandler(handler)
+    # Each lake read logs one stage summary line (a new lake: every read is a cache miss).
+    logged = {getattr(r, "fields", {}).get("stage") for r in stages}
+    assert {"dashboard.daily_kpis", "dashboard.cohort_retention", "dashboard.source_freshness"} <= logged
     at = signed_in(admin_key)
     for page in OPERATOR_PAGES:
         visit(at, page)

@@ -14,7 +14,7 @@ from shironzi.settings import Settings, get_settings
 
 LAKE_DAYS = 180
 LAKE_CUSTOMERS = 2000
-DEDICATED_MIN_ROWS = 1500  # low enough that the biggest demo tenants get a dedicated candidate
+DEDICATED_MIN_ROWS = 3000  # low enough that the biggest demo tenant gets a dedicated candidate
 
 
 def _point_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
@@ -27,15 +27,19 @@ def _point_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
 
 
 def crippled_churn_version(settings: Settings, *, seed: int = 0) -> str:
-    """Register a deliberately bad churn challenger: trained on the same rows with shuffled labels."""
+    """Register a deliberately bad churn challenger: trained and calibrated on shuffled labels (the holdout it is
+    judged on keeps the true labels)."""
     import numpy as np
     import pyarrow as pa
 
     from models.churn.train import LABEL, ChurnDataset, build_churn_dataset, fit_churn, log_and_register
 
     dataset = build_churn_dataset(settings=settings)
-    labels = dataset.table.column(LABEL).to_numpy()
-    shuffled = np.random.default_rng(seed).permutation(labels)
+    labels = dataset.table.column(LABEL).to_numpy().copy()
+    _, _, holdout_dates = dataset.split_dates()
+    learning = ~np.isin(np.asarray(dataset.table.column("snapshot_date").to_pylist()), holdout_dates)
+    shuffled = labels.copy()
+    shuffled[learning] = np.random.default_rng(seed).permutation(labels[learning])
     table = dataset.table.set_column(dataset.table.column_names.index(LABEL), LABEL, pa.array(shuffled, pa.int8()))
     crippled = ChurnDataset(table, dataset.feature_names, dataset.feature_refs, dataset.inputs)
     fitted = fit_churn(crippled, seed=seed)

@@ -150,3 +150,19 @@ def test_cli_env_hides_the_password_and_rejects_unknown_dags(home: Path, monkeyp
     with pytest.raises(InvalidInputError, match="unknown DAG 'nope'"):
         dags_test("nope", settings=get_settings())
     assert not (home / "airflow").exists()
+
+
+def test_deadline_alert_writes_a_durable_audit_event(home: Path) -> None:
+    import asyncio
+    import json
+    from datetime import timedelta
+
+    from orchestration.dags._common import deadline, on_deadline_missed
+    from shironzi.audit.log import read_audit_events
+
+    alert = deadline("score_batch", timedelta(hours=3))
+    assert alert.callback.path == "orchestration.dags._common.on_deadline_missed"
+    asyncio.run(on_deadline_missed(**alert.callback.kwargs, context={"dag_run": None}))
+    events = read_audit_events(filters=[("action", "=", "pipeline.deadline_missed")], flush=False).to_pylist()
+    assert len(events) == 1 and events[0]["outcome"] == "failure"
+    assert json.loads(events[0]["details"]) == {"dag_id": "score_batch", "deadline": "3:00:00"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainRun]:
             )
             ids[slug] = tenant.id
         registry.disable_module(ctx, ids["delta-mart"], "churn_prediction")
-        sim = simulate([(ids[s], i) for s, i, _, _ in TENANTS], customers=300, days=90, seed=5, bad_share=0.002)
+        sim = simulate([(ids[s], i) for s, i, _, _ in TENANTS], customers=300, days=180, seed=5, bad_share=0.002)
         write_landing_files(sim, settings.resolved_landing_dir, fmt="jsonl", file_per="day")
 
         run = ChainRun(settings=settings, tenant_ids=ids)
@@ -146,6 +146,26 @@ def test_rerunning_the_same_logical_date_changes_no_row_count(chain: ChainRun) -
     assert states["anything_landed"] == "success" and states["publish_bronze"] == "skipped"
 
 
+def test_gdpr_erasure_dag_erases_a_subject_and_verifies_the_receipt(chain: ChainRun) -> None:
+    import polars as pl
+
+    from shironzi.lake import read_polars
+    from shironzi.lake.paths import table_uri
+
+    tenant = chain.tenant_ids["alpha-shop"]
+    bronze = table_uri(chain.settings.resolved_lake_uri, layer="bronze", table="events", region="eu-west")
+    subject = read_polars(bronze, columns=["customer_id"], tenant_id=tenant).get_column("customer_id").min()
+    code, log = dags_test("gdpr_erasure", conf={"tenant_id": tenant, "subject_id": subject}, settings=chain.settings)
+    states = {r["task_id"]: r["state"] for r in task_states("gdpr_erasure", settings=chain.settings)}
+    assert code == 0 and states == {"erase_subject": "success", "verify_receipt": "success"}, log
+    remaining = read_polars(bronze, columns=["customer_id"], tenant_id=tenant).filter(pl.col("customer_id") == subject)
+    assert remaining.is_empty()
+    # Without its params the DAG fails at once with a clear error (no retries for bad input).
+    assert dags_test("gdpr_erasure", settings=chain.settings)[0] != 0
+    failed = [r for r in task_states("gdpr_erasure", settings=chain.settings) if r["task_id"] == "erase_subject"]
+    assert failed[0]["state"] == "failed" and failed[0]["try_number"] == 1
+
+
 def test_failing_quality_checkpoint_stops_downstream_and_is_audited(chain: ChainRun) -> None:
     from ingestion.synthetic import simulate, write_landing_files
     from shironzi.audit.log import read_audit_events
@@ -171,7 +191,3 @@ def test_failing_quality_checkpoint_stops_downstream_and_is_audited(chain: Chain
     assert failed[0]["outcome"] == "failure" and details["dag_id"] == "ingest_batch"
     assert "data_quality_failed" in details["error"]
     assert {uri: n for uri, n in _row_counts(settings).items() if "/gold/" in uri} == gold_before
-
-
-def _unused(_: date) -> None:  # keep `date` imported for type readers
-    return None

@@ -49,8 +49,8 @@ def test_every_operation_conforms_to_the_schema(api_app: Any, broker_world: ApiW
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=EXAMPLES_PER_MODE, deadline=None, derandomize=True, database=None,
                       suppress_health_check=list(HealthCheck))
-            def run(case: Any) -> None:
-                case.call_and_validate(headers={**(case.headers or {}), **headers}, checks=checks)
+            def run(case: Any, auth_headers: dict[str, str] = headers) -> None:
+                case.call_and_validate(headers={**(case.headers or {}), **auth_headers}, checks=checks)
 
             try:
                 run()
