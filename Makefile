@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-lock
 UV_VERSION := 0.13.9
+# Some machines set PYTHONDONTWRITEBYTECODE: then every process would recompile every module it imports
+# (seconds per process for mlflow/airflow/dbt). Installed packages are byte-compiled at install time
+# (--compile-bytecode) and the project's own modules may cache theirs.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test lint lock bootstrap clean
 
@@ -13,7 +17,7 @@ bootstrap: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --config-settings editable_mode=compat -e .
 	@cp requirements.lock $(STAMP)
 

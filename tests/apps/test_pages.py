@@ -269,3 +269,17 @@ def test_empty_lake_pages_explain_themselves(home: Path) -> None:
     for page in OPERATOR_PAGES:
         visit(at, page)
         assert "shironzi" in texts(at.info), page
+
+
+def test_a_revoked_key_is_signed_out_on_the_next_interaction(seeded: SeededLake) -> None:
+    registry = get_registry()
+    admin = TenantContext.admin(actor="dashboard-tests", purpose="revocation")
+    record, key = registry.issue_key(admin, seeded.alpha.id, scopes=["read"], label="revoked in a test")
+    at = visit(signed_in(key), "overview")
+    assert at.metric
+    registry.revoke_key(admin, record.prefix)
+    at.run()
+    assert not at.exception and not at.metric
+    assert "signed out" in texts(at.warning) and "revoked" in texts(at.warning)
+    at.switch_page("pages/overview.py").run()  # asking for the page again shows no data
+    assert not at.exception and not at.metric and not at.dataframe
