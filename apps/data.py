@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,9 @@ from shironzi.errors import TableNotFoundError
 from shironzi.lake import read_polars, scan_polars, table_exists, table_uri
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
-from shironzi.settings import Settings, get_settings
+from shironzi.settings import get_settings
 
+log = logging.getLogger("shironzi.apps")
 TTL = get_settings().dashboard_cache_ttl_seconds
 
 GOLD_KPIS = "fct_tenant_daily_kpis"
@@ -426,78 +428,47 @@ def erasure_requests(tenant_id: str | None) -> pl.DataFrame:
 # --- the model registry (MLflow) ------------------------------------------------------------------------
 
 
-def _tracking_engine(settings: Settings) -> Any | None:
-    """A SQLAlchemy engine on MLflow's tracking database (None when nothing was ever trained).
-
-    The dashboards read the registry tables directly: importing mlflow costs seconds, a page must not."""
-    import sqlalchemy as sa
-
-    uri = settings.resolved_mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.exists():
-            return None
-        return sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
-    if uri.startswith(("postgresql", "mysql", "mssql")):
-        return sa.create_engine(uri)
-    return None
+_MODEL_NAMES = ("shironzi-churn", "shironzi-trend")
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 @logged
 def model_versions(tracking_uri: str) -> pl.DataFrame:
-    """Every registered version of the Shironzi models: when, its aliases and the metrics of its run."""
-    del tracking_uri  # part of the cache key only
-    import sqlalchemy as sa
+    """Every registered version of the Shironzi models: when, its aliases and the metrics of its run.
 
-    engine = _tracking_engine(get_settings())
-    if engine is None:
-        return pl.DataFrame()
+    Read through MLflow's client, so the embedded SQLite store and a tracking server both work; the server
+    process imports mlflow at start (`apps.warm_start`), so a page does not pay for it."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    rows = []
     try:
-        with engine.connect() as conn:
-            names = sa.inspect(conn).get_table_names()
-            if "model_versions" not in names:
-                return pl.DataFrame()
-            versions = conn.execute(
-                sa.text(
-                    "select name, version, creation_time, run_id, status from model_versions "
-                    "where name in ('shironzi-churn', 'shironzi-trend') order by name, version"
+        for name in _MODEL_NAMES:
+            found = client.search_model_versions(f"name = '{name}'")
+            if not found:
+                continue
+            alias_of: dict[str, list[str]] = {}
+            for alias, number in (client.get_registered_model(name).aliases or {}).items():
+                alias_of.setdefault(str(number), []).append(alias)
+            for version in found:
+                metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+                rows.append(
+                    {
+                        "model": name,
+                        "version": str(version.version),
+                        "registered_at": dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.UTC),
+                        "aliases": ", ".join(sorted(alias_of.get(str(version.version), []))),
+                        "run_id": version.run_id,
+                        "metrics": json.dumps(metrics, sort_keys=True),
+                    }
                 )
-            ).mappings().all()
-            aliases = conn.execute(
-                sa.text("select name, alias, version from registered_model_aliases")
-            ).mappings().all() if "registered_model_aliases" in names else []
-            run_ids = sorted({v["run_id"] for v in versions if v["run_id"]})
-            metrics = (
-                conn.execute(
-                    sa.text("select run_uuid, key, value from latest_metrics where run_uuid in :ids").bindparams(
-                        sa.bindparam("ids", expanding=True)
-                    ),
-                    {"ids": run_ids},
-                ).mappings().all()
-                if run_ids
-                else []
-            )
-    finally:
-        engine.dispose()
-    by_run: dict[str, dict[str, float]] = {}
-    for m in metrics:
-        by_run.setdefault(m["run_uuid"], {})[m["key"]] = float(m["value"])
-    alias_of: dict[tuple[str, str], list[str]] = {}
-    for a in aliases:
-        alias_of.setdefault((a["name"], str(a["version"])), []).append(a["alias"])
-    rows = [
-        {
-            "model": v["name"],
-            "version": str(v["version"]),
-            "registered_at": dt.datetime.fromtimestamp(v["creation_time"] / 1000, tz=dt.UTC),
-            "aliases": ", ".join(sorted(alias_of.get((v["name"], str(v["version"])), []))),
-            "run_id": v["run_id"],
-            "metrics": json.dumps(by_run.get(v["run_id"], {}), sort_keys=True),
-        }
-        for v in versions
-    ]
-    return pl.DataFrame(rows) if rows else pl.DataFrame()
+    except MlflowException as exc:  # nothing trained yet, or the tracking server is unreachable
+        log.warning("model registry at %s unavailable: %s", tracking_uri, exc)
+        return pl.DataFrame()
+    if not rows:
+        return pl.DataFrame()
+    return pl.DataFrame(rows).sort("model", pl.col("version").cast(pl.Int64))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

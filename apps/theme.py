@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 PALETTE: tuple[str, ...] = ("#2563eb", "#f97316", "#10b981", "#a855f7", "#ef4444", "#0ea5e9", "#eab308", "#64748b")
 """Categorical colours, in order: primary series first."""
 ACTUAL_COLOR = PALETTE[0]
 FORECAST_COLOR = PALETTE[1]
 BAND_COLORS: dict[str, str] = {"low": "#10b981", "medium": "#eab308", "high": "#ef4444"}
-HEATMAP_SCHEME = "blues"
+HEATMAP_SCHEME: Literal["blues"] = "blues"
 
 
 @dataclass(frozen=True)

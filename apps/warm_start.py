@@ -8,6 +8,7 @@ from __future__ import annotations
 def preload() -> None:
     """Import what every page needs and open (and migrate) the tenant registry once."""
     import altair  # noqa: F401
+    import mlflow  # noqa: F401  (the Models and Pipelines pages read the registry through its client)
     import polars  # noqa: F401
 
     import apps.auth  # noqa: F401

@@ -242,12 +242,12 @@ def score_tenants(tenant_ids: Sequence[str], score_date: date, *, settings: Sett
     return {"rows": int(getattr(result, "rows", 0)), "tenants": len(tenant_ids), "score_date": score_date.isoformat()}
 
 
-def write_trend_forecasts(*, settings: Settings | None = None) -> dict[str, Any]:
-    """KPI forecasts for the tenants with trend_forecast on."""
+def write_trend_forecasts(generated_date: date, *, settings: Settings | None = None) -> dict[str, Any]:
+    """KPI forecasts for the tenants with trend_forecast on, as of one date (a re-run replaces that date)."""
     from models.scoring import write_forecasts
 
-    result = write_forecasts(settings=settings or get_settings())
-    return {"rows": int(getattr(result, "rows", 0))}
+    result = write_forecasts(settings=settings or get_settings(), generated_date=generated_date)
+    return {"rows": int(getattr(result, "rows", 0)), "generated_date": generated_date.isoformat()}
 
 
 # --- lake_maintenance ------------------------------------------------------------------------------------

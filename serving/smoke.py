@@ -72,7 +72,10 @@ def check_api(settings: Settings, *, exclude_tenants: Iterable[str] = ()) -> Api
             if time.monotonic() > deadline or not thread.is_alive():
                 raise ServiceUnavailableError("the API did not start for the demo check")
             time.sleep(0.05)
-        response = httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        try:
+            response = httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailableError(f"demo prediction failed: {exc}") from exc
         if response.status_code != 200:
             raise ServiceUnavailableError(f"demo prediction failed: {response.status_code} {response.text[:300]}")
         body = response.json()

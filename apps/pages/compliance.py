@@ -28,7 +28,9 @@ with history_tab:
         empty_state("No Delta tables in the lake yet.")
     else:
         uris = dict(tables)
-        relative = st.selectbox("Table", list(uris), key="history_table")
+        names = list(uris)
+        default = next((i for i, n in enumerate(names) if n.endswith("/bronze/events")), 0)
+        relative = st.selectbox("Table", names, index=default, key="history_table")
         history = data.table_history(lake, uris[relative])
         if history.empty:
             st.info("This table has no commits.")

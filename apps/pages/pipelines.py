@@ -37,7 +37,8 @@ else:
     chart = (
         alt.Chart(frame.select("finished_at", "rows_per_second", "source_kind", "status"))
         .mark_circle(size=80)
-        .encode(x=alt.X("finished_at:T", title="Finished"), y=alt.Y("rows_per_second:Q", title="Rows landed / s"),
+        .encode(x=alt.X("finished_at:T", title="Finished (UTC)", axis=alt.Axis(format="%b %d %H:%M")),
+                y=alt.Y("rows_per_second:Q", title="Rows landed / s"),
                 color=alt.Color("source_kind:N", title="Source", scale=alt.Scale(range=list(PALETTE))),
                 shape=alt.Shape("status:N", title="Status"),
                 tooltip=["finished_at:T", "source_kind:N", "status:N", alt.Tooltip("rows_per_second:Q", format=",")])
@@ -57,11 +58,11 @@ if dbt.is_empty():
     empty_state("No dbt build has run yet.", "Run `shironzi transform`.")
 else:
     failing = dbt.filter(pl.col("status").is_in(["error", "fail"]))
-    tiles = st.columns(3)
+    dbt_tiles = st.columns(3)
     built = dbt.filter((pl.col("kind") == "model") & (pl.col("status") == "success")).height
-    tiles[0].metric("Models built", f"{built}")
-    tiles[1].metric("Tests passed", f"{dbt.filter(pl.col('status') == 'pass').height}")
-    tiles[2].metric("Failures", f"{failing.height}")
+    dbt_tiles[0].metric("Models built", f"{built}")
+    dbt_tiles[1].metric("Tests passed", f"{dbt.filter(pl.col('status') == 'pass').height}")
+    dbt_tiles[2].metric("Failures", f"{failing.height}")
     st.dataframe(dbt.sort("seconds", descending=True), hide_index=True, width="stretch")
     region = st.selectbox("Gold table history, region", settings.regions, key="gold_region")
     table = st.selectbox("Gold table", [data.GOLD_KPIS, data.GOLD_RETENTION, data.GOLD_USAGE, data.GOLD_CUSTOMERS],

@@ -9,6 +9,8 @@ only when its symptom is present, so a fixed Airflow makes them no-ops:
    pydantic documents for callable discriminators.
 2. The in-process Execution API starts its lifespan without waiting for it, so the first request can find
    no `app.state.svcs_registry`; the registry the lifespan would create is installed when the app is built.
+   The app is also built once per process: `dags test` builds one per task, and each new app pays seconds
+   for cadwyn's versioned routes on its first request.
 3. `airflow dags test` of a DAG with a deadline alert crashes when the run succeeds: `DagRun.update_state`
    looks the alerts up by id, but a DAG deserialized for `dags test` holds the encoded alerts (dicts), not the
    ids the DAG processor stores. A dict is answered from its own encoded reference.
@@ -45,8 +47,13 @@ def _patch_execution_api_registry() -> None:
     if getattr(original, "_shironzi_patched", False):
         return
 
+    built: list[Any] = []
+
     def create_task_execution_api_app() -> Any:
+        if built:  # one app per process: cadwyn builds its versioned routes on the first request of each app
+            return built[0]
         app = original()
+        built.append(app)
         registry = svcs.Registry()
         registry.register_factory(JWTGenerator, app_module._jwt_generator)
         registry.register_value(JWTValidator, app_module._jwt_validator(), ping=JWTValidator.status)

@@ -32,7 +32,7 @@ def score_batch() -> None:
 
     @task(outlets=[PREDICTIONS])
     def write_forecasts() -> dict[str, Any]:
-        return pipeline.write_trend_forecasts()
+        return pipeline.write_trend_forecasts(run_date(get_current_context()))
 
     publish_scores(score_chunk.expand(tenant_ids=tenant_chunks()))
     write_forecasts()

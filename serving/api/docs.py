@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-BEARER = [{"bearerAuth": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 def tenant_op(scope: str, *, module: str | None = None) -> dict[str, Any]:

@@ -166,6 +166,19 @@ def test_gdpr_erasure_dag_erases_a_subject_and_verifies_the_receipt(chain: Chain
     assert failed[0]["state"] == "failed" and failed[0]["try_number"] == 1
 
 
+def test_lake_maintenance_and_stream_supervisor_dags_run(chain: ChainRun) -> None:
+    before = _row_counts(chain.settings)
+    kpis = next(uri for uri in before if uri.endswith("/gold/fct_tenant_daily_kpis"))
+    assert not list((Path(kpis) / "_delta_log").glob("*.checkpoint.parquet"))  # the chain wrote none
+    assert _run(chain, "lake_maintenance") == 0, chain.logs["lake_maintenance"]
+    assert list((Path(kpis) / "_delta_log").glob("*.checkpoint.parquet")), "maintenance wrote no checkpoint"
+    mapped = [r for r in chain.states["lake_maintenance"] if r["task_id"] == "maintain"]
+    assert mapped and all(r["state"] == "success" and r["map_index"] >= 0 for r in mapped)
+    assert _row_counts(chain.settings) == before  # optimize/vacuum rewrite files, never rows
+    # No supervised stream ingestors on the embedded defaults: the supervisor finds nothing to restart.
+    assert _run(chain, "stream_supervisor") == 0, chain.logs["stream_supervisor"]
+
+
 def test_failing_quality_checkpoint_stops_downstream_and_is_audited(chain: ChainRun) -> None:
     from ingestion.synthetic import simulate, write_landing_files
     from shironzi.audit.log import read_audit_events

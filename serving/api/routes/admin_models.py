@@ -12,13 +12,14 @@ from serving.deps import AdminDep
 from serving.errors import ERROR_RESPONSES
 from serving.schemas import ModelAliasesPublic, RollbackPublic
 from shironzi.errors import ServiceUnavailableError, ShironziError
+from shironzi.settings import Settings
 
 router = APIRouter(prefix="/v1/admin/models", tags=["admin: models"], responses=ERROR_RESPONSES)
 
 ModelName = Literal["shironzi-churn", "shironzi-trend"]
 
 
-def _aliases(name: str, settings: object) -> dict[str, str]:
+def _aliases(name: str, settings: Settings) -> dict[str, str]:
     try:
         from models.registry import aliases
     except ImportError as exc:
