@@ -54,6 +54,11 @@ def age(value: dt.datetime | None, now: dt.datetime | None = None) -> str:
 
 
 def money(value: float) -> str:
+    """Amounts that fit a KPI tile: 950.25, 48.2 k, 21.78 M, 3.1 B."""
+    magnitude = abs(value)
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if magnitude >= threshold * 10 or (suffix != "k" and magnitude >= threshold):
+            return f"{value / threshold:,.2f} {suffix}"
     return f"{value:,.2f}"
 
 

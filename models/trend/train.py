@@ -2,8 +2,9 @@
 
 Each example is (series, forecast origin t, horizon h): lag, rolling and same-weekday features known at t,
 divided by the series' scale (its mean over the 28 days up to t) so that tenants of every size share one
-model; the target is the KPI on day t + h over the same scale. One booster fits the 10 %, 50 % and 90 %
-quantiles (`reg:quantileerror`), giving the forecast and its 80 % interval. The seasonal-naive baseline
+model; the target is the KPI on day t + h over the same scale. One booster fits the 10 %, 60 % and 90 %
+quantiles (`reg:quantileerror`), giving the forecast and its 80 % interval (width calibrated on the window
+before the holdout). The seasonal-naive baseline
 (the same weekday of the last observed week) is scored on the same holdout: the last 56 days, forecast
 from five weekly origins.
 """
@@ -48,7 +49,10 @@ EXPERIMENT = "shironzi-trend"
 HORIZON = 28
 HISTORY = 28  # days of history an origin needs (the scale window)
 HOLDOUT_ORIGINS = 5  # weekly origins; the holdout covers the last HORIZON + 7 * (HOLDOUT_ORIGINS - 1) days
-QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
+# Lower bound, point forecast, upper bound. The point is the 60th percentile, not the median: sMAPE (the
+# metric tenants see) punishes an under-forecast more than an over-forecast of the same size, and daily
+# revenue is right-skewed, so a slightly high point lowers the error. The 10-90 % band is recalibrated to 80 %.
+QUANTILES: tuple[float, ...] = (0.1, 0.6, 0.9)
 ROUNDS = 150
 PARAMS: dict[str, Any] = {
     "objective": "reg:quantileerror",
@@ -248,7 +252,7 @@ def split_examples(series_list: Sequence[Series]) -> TrendSplit:
 
 
 def interval_scale(examples: Examples, forecast: np.ndarray, *, target: float = 0.8) -> float:
-    """The factor that stretches (or shrinks) each interval around its median so that `target` of the
+    """The factor that stretches (or shrinks) each interval around its point forecast so that `target` of the
     calibration actuals fall inside (split-conformal on the interval's own width)."""
     import numpy as np
 
@@ -277,8 +281,8 @@ def fit_quantiles(examples: Examples, *, seed: int, params: Mapping[str, Any] | 
 
 
 def quantile_forecast(booster: xgb.Booster, x: np.ndarray, scale: np.ndarray, *, widen: float = 1.0) -> np.ndarray:
-    """(rows, 3) forecasts in KPI units: lower, median, upper (sorted, never negative); `widen` scales the
-    interval around the median (the calibrated `interval_scale`)."""
+    """(rows, 3) forecasts in KPI units: lower, point, upper (sorted, never negative); `widen` scales the
+    interval around the point forecast (the calibrated `interval_scale`)."""
     import numpy as np
 
     raw = np.sort(np.asarray(booster.inplace_predict(x), dtype=np.float64).reshape(len(x), len(QUANTILES)), axis=1)
@@ -368,7 +372,8 @@ def _model_card(metrics: Mapping[str, float], inputs: Sequence[tuple[str, int]],
     return f"""# Model card: {TREND_MODEL}
 
 - **Task**: forecast each tenant's daily KPIs ({', '.join(KPIS)}) 1-{HORIZON} days ahead with an 80 % interval.
-- **Model**: one global XGBoost booster with the quantile objective (alphas {QUANTILES}), {ROUNDS} rounds;
+- **Model**: one global XGBoost booster with the quantile objective (alphas {QUANTILES}, the middle one is the
+  point forecast), {ROUNDS} rounds, interval scale {metrics.get("interval_scale", 1.0):.3f};
   features are lags, rolling means, same-weekday values and calendar fields divided by the series' 28-day mean.
   Run `{run_id}`; {series} series.
 - **Baseline**: seasonal naive (the same weekday of the last observed week), scored on the same holdout.
