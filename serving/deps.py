@@ -63,6 +63,10 @@ class TenantAccess:
 
         audit(self.ctx, "api_read", resource=self.route, request_id=self.request_id, details=details)
 
+    def audit_failure(self, code: str, message: str) -> None:
+        """The call was authorised but failed (not found, conflict, bad input): buffered, like reads."""
+        self.audit_write("api_request_failed", outcome="failure", code=code, message=message)
+
     def audit_write(self, action: str, *, outcome: str = "success", **details: Any) -> None:
         from shironzi.audit.log import audit
 
@@ -100,6 +104,10 @@ class AdminAccess:
             outcome=outcome,  # type: ignore[arg-type]
             details=details,
         )
+
+    def audit_failure(self, code: str, message: str) -> None:
+        """An admin call that failed after authorisation: durable, like every admin action."""
+        self.audit_write("api_admin_failed", tenant_id=None, outcome="failure", code=code, message=message)
 
     def audit_read(self, action: str, *, tenant_id: str | None, **details: Any) -> None:
         from shironzi.audit.log import audit
@@ -215,7 +223,9 @@ def _tenant_access(request: Request, scope: str) -> TenantAccess:
         )
         _audit_denied(request, denied, key_prefix=principal.key_prefix, tenant_id=tenant.id)
         raise denied
-    return TenantAccess(principal, tenant, ctx, request_id_of(request), _route_template(request), services)
+    access = TenantAccess(principal, tenant, ctx, request_id_of(request), _route_template(request), services)
+    request.state.caller = access  # the error handlers audit a failure of this call
+    return access
 
 
 async def tenant_reader(request: Request) -> TenantAccess:
@@ -249,7 +259,9 @@ async def admin_caller(request: Request) -> AdminAccess:
         raise exc
     route = _route_template(request)
     ctx = TenantContext.admin(actor=f"key:{principal.key_prefix}", purpose=f"api {request.method} {route}")
-    return AdminAccess(principal, ctx, request_id_of(request), route, request.method, services_of(request))
+    access = AdminAccess(principal, ctx, request_id_of(request), route, request.method, services_of(request))
+    request.state.caller = access  # the error handlers audit a failure of this call
+    return access
 
 
 TenantReadDep = Annotated[TenantAccess, Depends(tenant_reader)]

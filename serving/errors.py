@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.schemas import ErrorResponse
-from shironzi.errors import RateLimitedError, ShironziError
+from shironzi.errors import AuthenticationError, PermissionDeniedError, RateLimitedError, ShironziError
 
 logger = logging.getLogger("shironzi.serving")
 
@@ -57,6 +57,18 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers={"X-Request-ID": rid, **(headers or {})})
 
 
+def _audit_failure(request: Request, code: str, message: str) -> None:
+    """An authorised call that ends in an error still leaves its audit event (refusals before authorisation
+    are audited where they happen, in `serving.deps`)."""
+    caller = getattr(request.state, "caller", None)
+    if caller is None:
+        return
+    try:
+        caller.audit_failure(code, message)
+    except Exception:  # noqa: BLE001 - the error response stands even when the audit store is down
+        logger.error("request %s: could not audit the failure %s", request_id_of(request), code)
+
+
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in details.items():
@@ -71,6 +83,8 @@ async def _shironzi_error(request: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(float(exc.details.get("retry_after", 1)))))
     if exc.status >= 500:
         logger.error("request %s failed: %s: %s", request_id_of(request), exc.code, exc.message)
+    if not isinstance(exc, RateLimitedError | AuthenticationError | PermissionDeniedError):  # refusals: deps
+        _audit_failure(request, exc.code, exc.message)
     return error_response(
         request, exc.status, exc.code, exc.message, details=_jsonable(exc.details) or None, headers=headers
     )
@@ -87,6 +101,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, 400, "invalid_json", "the request body is not valid JSON")
     shown = "; ".join(f"{_location(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors[:5])
     fields = [_location(e.get("loc", ())) for e in errors[:20]]
+    _audit_failure(request, "invalid_input", shown)
     return error_response(
         request, 422, "invalid_input", f"invalid request: {shown}", details={"fields": fields}
     )
@@ -101,6 +116,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("request %s failed with an unexpected error", request_id_of(request), exc_info=exc)
+    _audit_failure(request, "internal_error", type(exc).__name__)
     return error_response(request, 500, "internal_error", "internal error; quote the request id to support")
 
 

@@ -36,6 +36,7 @@ def _aliases(name: str, settings: Settings) -> dict[str, str]:
 async def get_model_aliases(name: ModelName, admin: AdminDep) -> ModelAliasesPublic:
     """The model's aliases (alias -> version)."""
     found = await run_in_threadpool(_aliases, name, admin.services.settings)
+    admin.audit_read("api_admin_read", tenant_id=None, model=name)
     return ModelAliasesPublic(name=name, aliases=found)
 
 
