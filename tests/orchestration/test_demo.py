@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,11 @@ def test_demo_runs_every_stage_and_is_rerunnable(home: Path) -> None:
     assert by_name["dbt build"].rows >= 5
     assert any("fct_tenant_daily_kpis" in key for key in by_name["dbt build"].versions)
     assert "receipt verified" in by_name["gdpr erasure example"].note
+    models = by_name["models"]
+    assert "churn AUC" in models.note and "vs oracle AUC" in models.note, models.note
+    assert models.rows > 0  # churn scores written for the tenants with churn_prediction on
+    # a live prediction through real uvicorn with a fresh tenant key
+    assert re.search(r"churn \d\.\d{3} \((low|medium|high)\)", by_name["api"].note), by_name["api"].note
 
     lake = str(home.resolve() / "lake")
     kpis = table_uri(lake, layer="gold", table="fct_tenant_daily_kpis", region="eu-west")
