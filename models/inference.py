@@ -8,11 +8,19 @@ Probabilities come from `inplace_predict` (no pyfunc, no DMatrix) through the is
 three reasons come from XGBoost's per-feature contributions (`pred_contribs`, which needs one small DMatrix
 per call). A tenant with a `champion_<tenant_id>` alias gets its dedicated model, every other tenant the
 global `champion`. `refresh_if_changed()` re-reads the aliases and swaps the loaded models atomically.
+
+Each loaded version gets a `_Scorer`: the iteration range, calibrator and readable labels bound once, and
+(when the self-check passes) `_NativeXGBoost`, which calls the same libxgboost entry points as
+`Booster.inplace_predict` and `Booster.predict(DMatrix, pred_contribs=True)` without the Python wrapper's
+per-call work (input-type dispatch, feature-name round trips through C, ctypes array classes). On one row
+that wrapper costs more than the trees; the numbers are the library's own, bit for bit (checked at load).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -30,6 +38,8 @@ if TYPE_CHECKING:
     from models.churn.train import LoadedChurnModel
 
 TOP_REASONS = 3
+
+logger = logging.getLogger("shironzi.models.inference")
 
 
 @dataclass(frozen=True)
@@ -52,15 +62,149 @@ class _Loaded:
     aliases: dict[str, str]
     global_model: LoadedChurnModel
     tenant_models: dict[str, LoadedChurnModel] = field(default_factory=dict)
+    scorers: dict[str, _Scorer] = field(default_factory=dict)  # version -> its bound scorer
+
+    def model_for(self, tenant_id: str) -> LoadedChurnModel:
+        return self.tenant_models.get(tenant_id, self.global_model)
 
 
-def _reasons(names: Sequence[str], contributions: np.ndarray) -> list[dict[str, Any]]:
+def _reasons(
+    names: Sequence[str], contributions: np.ndarray, labels: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """The top features by absolute contribution (log-odds), largest first, with readable labels."""
     import numpy as np
 
     order = np.argsort(-np.abs(contributions), kind="stable")[:TOP_REASONS]
-    return [{"feature": names[i], "label": humanize_feature(names[i]),
+    return [{"feature": names[i], "label": labels[i] if labels is not None else humanize_feature(names[i]),
              "contribution": round(float(contributions[i]), 4)} for i in order if contributions[i] != 0.0]
+
+
+class _NativeXGBoost:
+    """libxgboost's prediction calls for one booster, with their JSON arguments built once.
+
+    `values(x)` is `booster.inplace_predict(x, iteration_range=r)` (XGBoosterPredictFromDense) and
+    `contributions(x)` is `booster.predict(DMatrix(x, nthread=1), pred_contribs=True, iteration_range=r)`
+    (XGDMatrixCreateFromDense + XGBoosterPredictFromDMatrix + XGDMatrixFree): the same C calls with the same
+    arguments, minus the wrapper's per-call Python. It relies on xgboost internals (`xgboost.core._LIB`), so
+    `bind` checks it against the public API on probe rows and returns None (public path) on any difference.
+    """
+
+    def __init__(self, booster: Any, iteration_range: tuple[int, int]) -> None:
+        from xgboost._data_utils import array_interface
+        from xgboost.core import _LIB, _check_call, c_bst_ulong
+
+        self._booster = booster  # keeps the handle alive
+        self._handle = booster.handle
+        self._lib = _LIB
+        self._check = _check_call
+        self._ulong = c_bst_ulong
+        self._interface = array_interface
+        begin, end = (int(v) for v in iteration_range)
+        self._iteration_range = (begin, end)
+        common = {"training": False, "iteration_begin": begin, "iteration_end": end}
+        self._value_args = json.dumps(
+            {"type": 0, **common, "missing": math.nan, "strict_shape": False, "cache_id": 0}).encode()
+        self._contrib_args = json.dumps({"type": 2, **common, "strict_shape": False}).encode()
+        self._dmatrix_args = json.dumps({"missing": math.nan, "nthread": 1, "data_split_mode": 0}).encode()
+
+    @classmethod
+    def bind(cls, booster: Any, iteration_range: tuple[int, int], n_features: int) -> _NativeXGBoost | None:
+        import numpy as np
+
+        try:
+            native = cls(booster, iteration_range)
+            import xgboost as xgb
+
+            probe = np.full((4, n_features), np.nan, dtype=np.float32)
+            probe[1] = 0.0
+            probe[2] = np.linspace(-3.0, 50.0, n_features, dtype=np.float32)
+            probe[3, ::2] = np.arange(0, n_features, 2, dtype=np.float32) * 7.5
+            expected_values = booster.inplace_predict(probe, iteration_range=iteration_range)
+            expected_contribs = booster.predict(xgb.DMatrix(probe, nthread=1), pred_contribs=True,
+                                                iteration_range=iteration_range)
+            same = (np.array_equal(native.values(probe), expected_values, equal_nan=True)
+                    and np.array_equal(native.contributions(probe), expected_contribs, equal_nan=True))
+        except Exception as exc:  # noqa: BLE001 - another xgboost build: the public API is always right
+            logger.info("native xgboost calls unavailable, using the Python API: %s", exc)
+            return None
+        if not same:
+            logger.warning("native xgboost calls disagree with the Python API on probe rows: not used")
+            return None
+        return native
+
+    @staticmethod
+    def _usable(x: np.ndarray) -> bool:
+        return x.ndim == 2 and x.dtype.char in "fd" and x.flags.c_contiguous and x.flags.aligned
+
+    def _output(self, shape: Any, dims: Any, preds: Any) -> np.ndarray:
+        import numpy as np
+
+        dims_tuple = tuple(int(shape[i]) for i in range(dims.value))
+        count = math.prod(dims_tuple)
+        return np.frombuffer(ctypes.string_at(preds, count * 4), dtype=np.float32).reshape(dims_tuple)
+
+    def values(self, x: np.ndarray) -> np.ndarray:
+        if not self._usable(x):
+            return self._booster.inplace_predict(x, iteration_range=self._iteration_range)  # type: ignore[no-any-return]
+        preds = ctypes.POINTER(ctypes.c_float)()
+        shape = ctypes.POINTER(self._ulong)()
+        dims = self._ulong()
+        self._check(self._lib.XGBoosterPredictFromDense(
+            self._handle, self._interface(x), self._value_args, None,
+            ctypes.byref(shape), ctypes.byref(dims), ctypes.byref(preds)))
+        return self._output(shape, dims, preds)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        if not self._usable(x):
+            import xgboost as xgb
+
+            return self._booster.predict(  # type: ignore[no-any-return]
+                xgb.DMatrix(x, nthread=1), pred_contribs=True, iteration_range=self._iteration_range)
+        matrix = ctypes.c_void_p()
+        self._check(self._lib.XGDMatrixCreateFromDense(self._interface(x), self._dmatrix_args,
+                                                       ctypes.byref(matrix)))
+        try:
+            preds = ctypes.POINTER(ctypes.c_float)()
+            shape = ctypes.POINTER(self._ulong)()
+            dims = self._ulong()
+            self._check(self._lib.XGBoosterPredictFromDMatrix(
+                self._handle, matrix, self._contrib_args, ctypes.byref(shape), ctypes.byref(dims),
+                ctypes.byref(preds)))
+            return self._output(shape, dims, preds)
+        finally:
+            self._check(self._lib.XGDMatrixFree(matrix))
+
+
+class _Scorer:
+    """One loaded version, ready to score: iteration range, labels and (when available) native calls."""
+
+    def __init__(self, model: LoadedChurnModel) -> None:
+        self.model = model
+        self.names = list(model.feature_names)
+        self.labels = [humanize_feature(n) for n in self.names]
+        self.iteration_range = (0, model.best_iteration + 1) if model.best_iteration is not None else (0, 0)
+        self.native = _NativeXGBoost.bind(model.booster, self.iteration_range, len(self.names))
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """`LoadedChurnModel.probabilities`: calibrated `inplace_predict`."""
+        import numpy as np
+
+        if self.native is None:
+            return self.model.probabilities(x)
+        return self.model.calibrator.apply(np.asarray(self.native.values(x), dtype=np.float64))
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """XGBoost's per-feature contributions (log-odds), one row per input row, bias last."""
+        if self.native is not None:
+            return self.native.contributions(x)
+        import xgboost as xgb
+
+        return self.model.booster.predict(  # type: ignore[no-any-return]
+            xgb.DMatrix(x, feature_names=self.names, nthread=1), pred_contribs=True,
+            iteration_range=self.iteration_range)
+
+    def reasons(self, contributions: np.ndarray) -> list[dict[str, Any]]:
+        return _reasons(self.names, contributions, self.labels)
 
 
 class ChurnPredictor:
@@ -105,7 +249,13 @@ class ChurnPredictor:
         global_model = get(found[CHAMPION])
         tenants = {alias[len(TENANT_CHAMPION_PREFIX):]: get(version) for alias, version in found.items()
                    if alias.startswith(TENANT_CHAMPION_PREFIX)}
-        return _Loaded(dict(found), global_model, tenants)
+        known = previous.scorers if previous is not None else {}
+        scorers: dict[str, _Scorer] = {}
+        for model in (global_model, *tenants.values()):
+            if model.version not in scorers:
+                kept = known.get(model.version)
+                scorers[model.version] = kept if kept is not None and kept.model is model else _Scorer(model)
+        return _Loaded(dict(found), global_model, tenants, scorers)
 
     def refresh_if_changed(self) -> bool:
         """Re-read the champion aliases; load and swap in the new models when they moved."""
@@ -135,8 +285,7 @@ class ChurnPredictor:
 
     def model_for(self, tenant_id: str) -> LoadedChurnModel:
         """The tenant's dedicated champion when it has one, else the global champion."""
-        loaded = self._loaded
-        return loaded.tenant_models.get(tenant_id, loaded.global_model)
+        return self._loaded.model_for(tenant_id)
 
     # -- scoring -------------------------------------------------------------------------------------
     def matrix(self, rows: Sequence[Mapping[str, float | None]], model: LoadedChurnModel) -> np.ndarray:
@@ -164,20 +313,24 @@ class ChurnPredictor:
 
     def predict_matrix(self, tenant_id: str, x: np.ndarray, *, explain: bool = True) -> list[ChurnPrediction]:
         """Score a feature matrix (columns in `model_for(tenant_id).feature_names` order)."""
+        loaded = self._loaded
+        return self._predict(loaded, loaded.model_for(tenant_id), x, explain=explain)
+
+    def _predict(
+        self, loaded: _Loaded, model: LoadedChurnModel, x: np.ndarray, *, explain: bool = True
+    ) -> list[ChurnPrediction]:
         import numpy as np
 
-        model = self.model_for(tenant_id)
         if x.shape[0] == 0:
             return []
-        probabilities = model.probabilities(x)
+        scorer = loaded.scorers.get(model.version)
+        if scorer is None or scorer.model is not model:  # a model loaded outside `_load` (tests)
+            scorer = _Scorer(model)
+        probabilities = scorer.probabilities(x)
         reasons: list[list[dict[str, Any]]] = [[] for _ in range(x.shape[0])]
         if explain:
-            import xgboost as xgb
-
-            limit = (0, model.best_iteration + 1) if model.best_iteration is not None else (0, 0)
-            contribs = model.booster.predict(xgb.DMatrix(x, feature_names=model.feature_names, nthread=1),
-                                             pred_contribs=True, iteration_range=limit)
-            reasons = [_reasons(model.feature_names, np.asarray(row[:-1])) for row in contribs]
+            contribs = scorer.contributions(x)
+            reasons = [scorer.reasons(np.asarray(row[:-1])) for row in contribs]
         return [ChurnPrediction(round(float(p), 6), risk_band(float(p)), r, CHURN_MODEL, model.version)
                 for p, r in zip(probabilities, reasons, strict=True)]
 
@@ -185,8 +338,9 @@ class ChurnPredictor:
         """Calibrated churn probability, risk band and top reasons for each feature row of one tenant."""
         if not isinstance(tenant_id, str) or not tenant_id:
             raise InvalidInputError("tenant_id must be a non-empty string")
-        model = self.model_for(tenant_id)
-        return self.predict_matrix(tenant_id, self.matrix(rows, model))
+        loaded = self._loaded  # one snapshot: the matrix's column order is the scoring model's
+        model = loaded.model_for(tenant_id)
+        return self._predict(loaded, model, self.matrix(rows, model))
 
 
 def reasons_json(reasons: Sequence[Mapping[str, Any]]) -> str:

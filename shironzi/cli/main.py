@@ -52,6 +52,9 @@ def _register_kernel_groups() -> None:
         app.add_typer(sub, name=name)
 
 
+_SHARED_GROUP_HELP = {"serve": "Run a server: the platform API (`serve api`) or the dashboards (`serve dashboard`)."}
+
+
 def _register_plugins() -> None:
     """A plugin named `group.command` joins a shared group (`shironzi serve api`, `shironzi serve dashboard`)."""
     shared: dict[str, typer.Typer] = {}
@@ -65,7 +68,8 @@ def _register_plugins() -> None:
         if "." in ep.name:
             group, name = ep.name.split(".", 1)
             if group not in shared:
-                shared[group] = typer.Typer(name=group, no_args_is_help=True, help=f"{group} commands")
+                shared[group] = typer.Typer(name=group, no_args_is_help=True,
+                                            help=_SHARED_GROUP_HELP.get(group, f"{group} commands"))
                 app.add_typer(shared[group], name=group)
             parent = shared[group]
         if isinstance(target, typer.Typer):
