@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
 import typer
 
-from shironzi.errors import InvalidInputError
+from shironzi.cli.net import ensure_can_listen
 
 APP = Path(__file__).resolve().parent / "app.py"
 PRIMARY_COLOR = "#2563eb"
@@ -53,12 +52,7 @@ def serve_dashboard(
     headless: bool = typer.Option(True, "--headless/--open-browser", help="Do not open a browser window."),
 ) -> None:
     """Serve the dashboards (analysts, operators, compliance) with Streamlit; sign in with an API key."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    ensure_can_listen(host, port)
     env = dashboard_environment()
     typer.echo(f"Shironzi dashboards on http://{host}:{port} (home {env['SHIRONZI_HOME']}); "
                "sign in with a tenant API key, or a platform admin key to operate.")

@@ -83,17 +83,18 @@ class _NativeXGBoost:
     """libxgboost's prediction calls for one booster, with their JSON arguments built once.
 
     `values(x)` is `booster.inplace_predict(x, iteration_range=r)` (XGBoosterPredictFromDense) and
-    `contributions(x)` is `booster.predict(DMatrix(x, nthread=1), pred_contribs=True, iteration_range=r)`
+    `contributions(x)` is `booster.predict(DMatrix(x, names, nthread=1), pred_contribs=True, iteration_range=r)`
     (XGDMatrixCreateFromDense + XGBoosterPredictFromDMatrix + XGDMatrixFree): the same C calls with the same
     arguments, minus the wrapper's per-call Python. It relies on xgboost internals (`xgboost.core._LIB`), so
     `bind` checks it against the public API on probe rows and returns None (public path) on any difference.
     """
 
-    def __init__(self, booster: Any, iteration_range: tuple[int, int]) -> None:
+    def __init__(self, booster: Any, iteration_range: tuple[int, int], feature_names: Sequence[str]) -> None:
         from xgboost._data_utils import array_interface
         from xgboost.core import _LIB, _check_call, c_bst_ulong
 
         self._booster = booster  # keeps the handle alive
+        self._names = list(feature_names)
         self._handle = booster.handle
         self._lib = _LIB
         self._check = _check_call
@@ -108,20 +109,26 @@ class _NativeXGBoost:
         self._dmatrix_args = json.dumps({"missing": math.nan, "nthread": 1, "data_split_mode": 0}).encode()
 
     @classmethod
-    def bind(cls, booster: Any, iteration_range: tuple[int, int], n_features: int) -> _NativeXGBoost | None:
+    def bind(
+        cls, booster: Any, iteration_range: tuple[int, int], feature_names: Sequence[str]
+    ) -> _NativeXGBoost | None:
+        """Native calls for `booster`, or None when they are unavailable or differ from the public API."""
         import numpy as np
 
+        if booster.feature_names is not None and list(booster.feature_names) != list(feature_names):
+            return None  # the public path's feature validation must keep refusing this model
         try:
-            native = cls(booster, iteration_range)
+            native = cls(booster, iteration_range, feature_names)
             import xgboost as xgb
 
+            n_features = len(native._names)
             probe = np.full((4, n_features), np.nan, dtype=np.float32)
             probe[1] = 0.0
             probe[2] = np.linspace(-3.0, 50.0, n_features, dtype=np.float32)
             probe[3, ::2] = np.arange(0, n_features, 2, dtype=np.float32) * 7.5
             expected_values = booster.inplace_predict(probe, iteration_range=iteration_range)
-            expected_contribs = booster.predict(xgb.DMatrix(probe, nthread=1), pred_contribs=True,
-                                                iteration_range=iteration_range)
+            expected_contribs = booster.predict(xgb.DMatrix(probe, feature_names=native._names, nthread=1),
+                                                pred_contribs=True, iteration_range=iteration_range)
             same = (np.array_equal(native.values(probe), expected_values, equal_nan=True)
                     and np.array_equal(native.contributions(probe), expected_contribs, equal_nan=True))
         except Exception as exc:  # noqa: BLE001 - another xgboost build: the public API is always right
@@ -159,7 +166,8 @@ class _NativeXGBoost:
             import xgboost as xgb
 
             return self._booster.predict(  # type: ignore[no-any-return]
-                xgb.DMatrix(x, nthread=1), pred_contribs=True, iteration_range=self._iteration_range)
+                xgb.DMatrix(x, feature_names=self._names, nthread=1), pred_contribs=True,
+                iteration_range=self._iteration_range)
         matrix = ctypes.c_void_p()
         self._check(self._lib.XGDMatrixCreateFromDense(self._interface(x), self._dmatrix_args,
                                                        ctypes.byref(matrix)))
@@ -183,7 +191,7 @@ class _Scorer:
         self.names = list(model.feature_names)
         self.labels = [humanize_feature(n) for n in self.names]
         self.iteration_range = (0, model.best_iteration + 1) if model.best_iteration is not None else (0, 0)
-        self.native = _NativeXGBoost.bind(model.booster, self.iteration_range, len(self.names))
+        self.native = _NativeXGBoost.bind(model.booster, self.iteration_range, self.names)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """`LoadedChurnModel.probabilities`: calibrated `inplace_predict`."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shironzi.errors import InvalidInputError
+from shironzi.cli.net import ensure_can_listen
 
 
 def serve_api(
@@ -14,16 +14,9 @@ def serve_api(
     log_level: str = typer.Option("warning", help="Uvicorn log level."),
 ) -> None:
     """Serve the platform API (`/v1/...`, `/healthz`, `/readyz`, `/metrics`) with uvicorn."""
-    import socket
-
     import uvicorn
 
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    ensure_can_listen(host, port)
     typer.echo(f"Shironzi API on http://{host}:{port} (docs: http://{host}:{port}/docs, workers: {workers})")
     uvicorn.run(
         "serving.app:app_from_env",
