@@ -256,3 +256,11 @@ def require_page(page: str, *, audience: Audience, modules: Sequence[str] = ()) 
         st.stop()
     _record_view(ctx, outcome="success")
     return ctx
+
+
+def analyst_page(page: str, title: str, *, modules: Sequence[str] = ()) -> tuple[PageContext, Tenant, Vocabulary]:
+    """`require_page` for a tenant's analyst page, then its title: "<tenant name>: <title>"."""
+    ctx = require_page(page, audience="analyst", modules=modules)
+    assert ctx.tenant is not None  # an analyst page always has a tenant in scope (or it stopped)
+    st.title(f"{ctx.tenant.name}: {title}")
+    return ctx, ctx.tenant, ctx.words

@@ -9,16 +9,13 @@ import polars as pl
 import streamlit as st
 
 from apps import data
-from apps.auth import registry, require_page
+from apps.auth import analyst_page, registry
 from apps.components import empty_state, freshness
 from apps.theme import BAND_COLORS
 
 BANDS = ["high", "medium", "low"]
 
-ctx = require_page("churn_risk", audience="analyst", modules=("churn_prediction",))
-assert ctx.tenant is not None
-tenant, words = ctx.tenant, ctx.words
-st.title(f"{tenant.name}: churn risk")
+ctx, tenant, words = analyst_page("churn_risk", "churn risk", modules=("churn_prediction",))
 
 scores = data.latest_churn_scores(data.lake(), tenant.region, tenant.id)
 if scores.empty:

@@ -9,14 +9,11 @@ import polars as pl
 import streamlit as st
 
 from apps import data
-from apps.auth import require_page
+from apps.auth import analyst_page
 from apps.components import empty_state, freshness, money, pct_change
 from apps.theme import ACTUAL_COLOR, FORECAST_COLOR
 
-ctx = require_page("overview", audience="analyst", modules=("analytics",))
-assert ctx.tenant is not None
-tenant, words = ctx.tenant, ctx.words
-st.title(f"{tenant.name}: overview")
+ctx, tenant, words = analyst_page("overview", "overview", modules=("analytics",))
 
 kpis = data.daily_kpis(data.lake(), tenant.region, tenant.id)
 if kpis.empty:

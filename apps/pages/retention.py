@@ -7,14 +7,11 @@ import polars as pl
 import streamlit as st
 
 from apps import data
-from apps.auth import require_page
+from apps.auth import analyst_page
 from apps.components import empty_state, freshness
 from apps.theme import HEATMAP_SCHEME
 
-ctx = require_page("retention", audience="analyst", modules=("analytics",))
-assert ctx.tenant is not None
-tenant, words = ctx.tenant, ctx.words
-st.title(f"{tenant.name}: retention")
+ctx, tenant, words = analyst_page("retention", "retention", modules=("analytics",))
 
 cohorts = data.cohort_retention(data.lake(), tenant.region, tenant.id)
 if cohorts.empty:

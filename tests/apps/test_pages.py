@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apps.components import money
 from shironzi.audit.log import read_audit_events
 from shironzi.tenancy import TenantContext, get_registry
 from tests.apps.seed import SeededLake, SeededTenant
@@ -91,7 +92,7 @@ def test_tenant_pages_render_and_never_show_another_tenant(seeded: SeededLake, p
         labels = [m.label for m in at.metric]
         assert labels == ["Daily active customers", "Revenue", "New customers", "Churn rate", "Orders"]
         # Default period: the last 28 of 60 seeded days -> revenue = sum(base + i for i in 32..59).
-        assert at.metric[1].value == f"{sum(alpha.revenue_base + i for i in range(32, 60)):,.2f}"
+        assert at.metric[1].value == money(sum(alpha.revenue_base + i for i in range(32, 60)))
         assert at.metric[1].delta is not None and at.metric[1].delta.startswith("+")
         assert len(at.date_input) == 1 and charts(at)
         assert double(alpha.revenue_base + 59) not in body  # default KPI chart is active customers
@@ -127,7 +128,7 @@ def test_the_other_tenant_sees_its_own_numbers_and_words(seeded: SeededLake) -> 
     labels = [m.label for m in at.metric]
     assert labels[0] == "Daily active patients" and labels[-1] == "Appointments"
     assert at.metric[1].label == "Billed revenue"
-    assert at.metric[1].value == f"{sum(bravo.revenue_base + i for i in range(32, 60)):,.2f}"
+    assert at.metric[1].value == money(sum(bravo.revenue_base + i for i in range(32, 60)))
     assert_absent(rendered(at), alpha, "overview as bravo")
     visit(at, "churn_risk")
     assert bravo.customers[0] in set(at.dataframe[0].value.iloc[:, 0])
