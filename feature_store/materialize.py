@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from feature_store.definitions import FEATURE_TIMESTAMP, FeatureView
@@ -120,25 +121,47 @@ def get_online_features(
     """
     if isinstance(customer_ids, str):
         raise InvalidInputError("customer_ids must be a list of ids, not one string")
-    chosen = resolve_features(features)
-    views = {name: get_feature_view(name) for name in chosen}
+    plan = _lookup_plan(features)
     keys = list(dict.fromkeys(customer_ids))
-    if any(v.entity.name == "tenant" for v in views.values()):
+    if any(per_tenant for _, per_tenant, _ in plan):
         keys.append(TENANT_ENTITY_KEY)
     own_store = store is None
     target = store or open_online_store(settings=settings)
     try:
-        found = target.read(tenant_id, keys, list(chosen))
+        found = target.read(tenant_id, keys, [view_name for view_name, _, _ in plan])
     finally:
         if own_store:
             target.close()
     out = []
     for customer_id in customer_ids:
         record: dict[str, Any] = {"tenant_id": tenant_id, "customer_id": customer_id}
-        for view_name, names in chosen.items():
-            key = TENANT_ENTITY_KEY if views[view_name].entity.name == "tenant" else customer_id
-            row = found.get((view_name, key))
+        for view_name, per_tenant, names in plan:
+            row = found.get((view_name, TENANT_ENTITY_KEY if per_tenant else customer_id))
             for name in names:
                 record[name] = row.values.get(name) if row is not None else None
         out.append(record)
     return out
+
+
+_Plan = tuple[tuple[str, bool, tuple[str, ...]], ...]  # (view, keyed by tenant?, its requested features)
+
+
+def _lookup_plan(features: Sequence[str]) -> _Plan:
+    """The resolved views of a feature list; cached per list (the registry is fixed at import), because
+    serving resolves the same model's refs on every request."""
+    if not isinstance(features, str):
+        try:
+            return _cached_plan(tuple(features))
+        except TypeError:  # an unhashable entry: resolve_features names the bad reference
+            pass
+    return _build_plan(features)
+
+
+def _build_plan(features: Sequence[str]) -> _Plan:
+    chosen = resolve_features(features)
+    return tuple((name, get_feature_view(name).entity.name == "tenant", tuple(names)) for name, names in chosen.items())
+
+
+@lru_cache(maxsize=256)
+def _cached_plan(features: tuple[str, ...]) -> _Plan:
+    return _build_plan(features)

@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from serving.services import ApiServices, TenantFacts
@@ -46,6 +47,12 @@ def _feature_key(ref: str) -> str:
     return ref.partition(":")[2] or ref
 
 
+@lru_cache(maxsize=64)
+def _feature_keys(refs: tuple[str, ...]) -> tuple[str, ...]:
+    """The record keys of a model's feature refs (the same few lists every request)."""
+    return tuple(_feature_key(r) for r in refs)
+
+
 def live_scores(
     services: ApiServices, tenant: TenantFacts, customer_ids: Sequence[str]
 ) -> tuple[list[ChurnScore], list[str]]:
@@ -54,7 +61,7 @@ def live_scores(
 
     predictor = services.model.get()
     refs = list(predictor.feature_names)
-    names = [_feature_key(r) for r in refs]
+    names = _feature_keys(tuple(refs))
     tracer = services.tracer
     with tracer.start_as_current_span("feature_lookup") as span:
         span.set_attribute("shironzi.tenant_id", tenant.id)
