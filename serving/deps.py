@@ -39,7 +39,8 @@ def services_of(request: Request) -> ApiServices:
 
 def _route_template(request: Request) -> str:
     route = request.scope.get("route")
-    return str(getattr(route, "path", request.url.path))
+    path = getattr(route, "path", None)  # not getattr(..., request.url.path): that builds a URL every call
+    return str(path if path is not None else request.url.path)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,9 @@ def forecasts_schema() -> pa.Schema:
 def write_trend_forecasts(
     tenant_ids: Sequence[str], *, settings: Settings | None = None, generated_date: date | None = None,
 ) -> ScoreResult:
-    """Forecast each KPI of `tenant_ids` (already module-gated) from its last day; replace today's slice."""
+    """Forecast each KPI of `tenant_ids` (already module-gated) from its last day; replace today's slice.
+    `yhat` is the champion's point quantile for the KPI (see its model card), `yhat_lower`/`yhat_upper` the
+    calibrated 80 % interval."""
     import numpy as np
     import pyarrow as pa
 
@@ -50,7 +52,7 @@ def write_trend_forecasts(
         version = aliases(TREND_MODEL, settings=settings).get(CHAMPION)
         if version is None:
             raise ModelUnavailableError(f"{TREND_MODEL} has no champion yet: train and promote one first")
-        booster, widen = load_trend_version(version, settings=settings)
+        booster, calibration = load_trend_version(version, settings=settings)
         series, inputs = load_series(settings=settings, tenant_ids=tenant_ids)
         generated_at = datetime.now(UTC)
         schema = forecasts_schema()
@@ -61,7 +63,7 @@ def write_trend_forecasts(
             if made is None:
                 continue
             rows, scale = made
-            forecast = quantile_forecast(booster, rows, np.full(len(horizons), scale), widen=widen)
+            forecast = quantile_forecast(booster, rows, np.full(len(horizons), scale), calibration)
             by_tenant.setdefault(s.tenant_id, []).append(pa.table({
                 "tenant_id": [s.tenant_id] * HORIZON, "kpi": [s.kpi] * HORIZON,
                 "forecast_date": pa.array([s.end + timedelta(days=h) for h in horizons], pa.date32()),

@@ -201,8 +201,13 @@ class AuditLog:
             self._tails_version = None
             return {}
         version = handle.version()
+        stale: dict[dt.date, tuple[int, str]] = {}
         if version != self._tails_version:
+            if self._tails_version is not None and version > self._tails_version:
+                stale = dict(self._tails)  # still in the table unless rewritten: a starting point
             self._tails.clear()  # another writer committed since our last flush: re-read
+        for day in [d for d in wanted if d in stale]:
+            self._advance_tail(day, stale[day], version)
         missing = [d for d in wanted if d not in self._tails]
         if missing:
             table = read_arrow(
@@ -217,6 +222,26 @@ class AuditLog:
         self._tails_version = version
         found = {d: self._tails[d] for d in wanted if d in self._tails}
         return found
+
+    def _advance_tail(self, day: dt.date, known: tuple[int, str], version: int) -> None:
+        """Move a day's cached tail past what other writers appended, reading only the files that can hold
+        seq >= the cached one (min/max stats prune the rest: with several API workers flushing every
+        second, re-reading the whole day grew with every flush). If the cached tail row is gone or
+        differs (the day was rewritten), leave the day to the full read."""
+        from shironzi.lake.delta import read_arrow
+
+        seq, digest = known
+        table = read_arrow(
+            self.uri,
+            columns=["seq", "hash"],
+            filters=[(AUDIT_PARTITION, "=", day), ("seq", ">=", seq)],
+            version=version,
+            storage_options=self.storage_options,
+        )
+        hashes = dict(zip(table.column("seq").to_pylist(), table.column("hash").to_pylist(), strict=True))
+        if hashes.get(seq) == digest:
+            last = max(hashes)
+            self._tails[day] = (last, hashes[last])
 
 
 # --- one writer per lake ------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_supervisor_measures_lag_restarts_a_dead_ingestor_and_alerts(
 
     spec = IngestorSpec(topic_name)
     # Nothing landed yet: the whole topic is lag (the broker may expose its high watermarks a moment late).
-    assert _wait_for(lambda: sum(stream_lag(spec, settings=settings).values()) == sent, 30)
+    assert _wait_for(lambda: sum(stream_lag(spec, settings=settings).values()) == sent, 120)
     assert ingestor_status(spec, settings=settings).detail == "not supervised"
 
     first = start_ingestor(spec, settings=settings)
