@@ -237,7 +237,6 @@ CALIBRATION_ORIGINS = 12
 SHORT_HISTORY_CALIBRATION_ORIGINS: tuple[int, ...] = (8, 4)  # fallbacks while a tenant's history is short
 MIN_TRAIN_EXAMPLES = 100
 CALIBRATION_FROM_END = HOLDOUT_DAYS + 7  # the newest calibration origin; its 7 targets end where the holdout begins
-CALIBRATION_TRAIN_CUTOFF = CALIBRATION_FROM_END + 7 * (CALIBRATION_ORIGINS - 1)
 HORIZON_BUCKETS: tuple[tuple[int, int], ...] = ((1, 7), (8, 14), (15, HORIZON))
 COVERAGE = 0.8  # the interval the forecasts promise
 # The share of calibration errors each interval is stretched to cover. Above COVERAGE because the calibrating model
@@ -519,13 +518,13 @@ def _model_card(metrics: Mapping[str, float], inputs: Sequence[tuple[str, int]],
   features are lags, rolling means, same-weekday values and calendar fields divided by the series' 28-day mean.
   Run `{run_id}`; {series} series.
 - **`yhat`** (the point forecast) is one quantile of the predicted distribution, chosen per KPI as the one with the
-  lowest sMAPE on the calibration windows: {points}. Above the median means a slightly high forecast: sMAPE
-  punishes under-forecasts more and daily revenue is right-skewed. It is not a mean: do not sum it expecting totals.
+  lowest sMAPE on the calibration windows: {points}. A quantile above the median is a deliberately slightly high
+  forecast (sMAPE punishes under-forecasts more; daily revenue is right-skewed). It is not a mean: summing `yhat`
+  over days does not estimate the total.
 - **`yhat_lower` / `yhat_upper`**: the 10 % and 90 % quantiles stretched around `yhat` by a split-conformal factor
   per KPI and horizon bucket, set on {metrics.get("calibration_origins", CALIBRATION_ORIGINS):.0f} weekly calibration
-  origins before the holdout (scored by
-  a model trained only on earlier targets) to cover {CONFORMAL_LEVEL:.0%} of their actuals, which backtests showed
-  realises about {COVERAGE:.0%} later: {widths}.
+  origins before the holdout (scored by a model trained only on earlier targets) to cover {CONFORMAL_LEVEL:.0%} of
+  their actuals, which pre-holdout backtests showed realises about {COVERAGE:.0%} later: {widths}.
 - **Baseline**: seasonal naive (the same weekday of the last observed week), scored on the same holdout.
 - **Holdout**: {HOLDOUT_ORIGINS} weekly forecast origins over the last {HOLDOUT_DAYS} days; training and calibration
   targets all precede it, and nothing is tuned on it.
