@@ -52,6 +52,8 @@ def airflow_env(settings: Settings | None = None, *, base: dict[str, str] | None
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "PYTHONPATH": os.pathsep.join(python_path),
+            # `airflow standalone` and the task runner start `airflow ...` by name: this environment's first.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), *filter(None, [env.get("PATH")])]),
         }
     )
     if settings.env == "dev":  # the local UI without a login; never outside dev
