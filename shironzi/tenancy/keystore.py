@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
-from shironzi.errors import ConfigurationError, InvalidInputError, KeyDestroyedError, NotFoundError
+from shironzi.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    KeyDestroyedError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -199,12 +205,27 @@ class VaultKeystore:
     def _path(self, tenant_id: str) -> str:
         return f"shironzi/tenant-keys/{_check_tenant(tenant_id)}"
 
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        """One Vault request; an unreachable or refusing Vault is one clear error, never a library traceback."""
+        import requests
+        from hvac.exceptions import InvalidPath, VaultError
+
+        try:
+            return fn(**kwargs)
+        except InvalidPath:
+            raise
+        except (requests.RequestException, VaultError) as exc:
+            raise ServiceUnavailableError(
+                f"Vault at {self.client.url} could not {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+
     def _read(self, tenant_id: str) -> dict[str, Any] | None:
         from hvac.exceptions import InvalidPath
 
         try:
-            response = self.client.secrets.kv.v2.read_secret_version(
-                path=self._path(tenant_id), mount_point=self.mount_point, raise_on_deleted_version=True
+            response = self._call(
+                "read a tenant key", self.client.secrets.kv.v2.read_secret_version,
+                path=self._path(tenant_id), mount_point=self.mount_point, raise_on_deleted_version=True,
             )
         except InvalidPath:
             return None
@@ -237,12 +258,11 @@ class VaultKeystore:
         return key
 
     def destroy_key(self, tenant_id: str) -> None:
-        self.client.secrets.kv.v2.delete_metadata_and_all_versions(
-            path=self._path(tenant_id), mount_point=self.mount_point
-        )
-        self.client.secrets.kv.v2.create_or_update_secret(
-            path=self._path(tenant_id), secret={"destroyed_at": _now_text()}, mount_point=self.mount_point
-        )
+        kv = self.client.secrets.kv.v2
+        self._call("destroy a tenant key", kv.delete_metadata_and_all_versions,
+                   path=self._path(tenant_id), mount_point=self.mount_point)
+        self._call("record a key destruction", kv.create_or_update_secret,
+                   path=self._path(tenant_id), secret={"destroyed_at": _now_text()}, mount_point=self.mount_point)
 
 
 def _now_text() -> str:

@@ -134,3 +134,22 @@ def test_destroying_a_key_crypto_shreds_the_vault(keystore_home: Path) -> None:
     assert (
         reveal(TenantContext.for_tenant("t_b", actor="x", purpose="dsar"), "t_b", other) == "ann@example.com"
     )
+
+
+def test_vault_url_selects_vault_and_an_unreachable_vault_is_one_clear_error() -> None:
+    """The Vault backend (hvac, KV v2) is chosen by URL; no Vault server runs on this machine, so its
+    round trip is not exercised here, but a Vault that cannot be reached must fail readably."""
+    import socket
+
+    from shironzi.errors import ServiceUnavailableError
+    from shironzi.tenancy.keystore import VaultKeystore, keystore_for_url
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    store = keystore_for_url(f"vault+http://127.0.0.1:{port}/kv", master_key="unused")
+    assert isinstance(store, VaultKeystore) and store.mount_point == "kv"
+    with pytest.raises(ServiceUnavailableError, match=f"Vault at http://127.0.0.1:{port} could not read"):
+        store.get_key("t_a")
+    with pytest.raises(ServiceUnavailableError):
+        store.destroy_key("t_a")
