@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shironzi.errors import InvalidInputError
@@ -212,3 +213,20 @@ def as_float_matrix(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
 
 def log_json(payload: Any) -> str:
     return json.dumps(payload, indent=2, default=str, sort_keys=True)
+
+
+def save_importance_plot(directory: Path, importance: Mapping[str, float], *, top: int = 20) -> None:
+    """`feature_importance.png`: the `top` features by total gain, as horizontal bars (an MLflow artifact)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:top]
+    fig, ax = plt.subplots(figsize=(6, 6))
+    if best:
+        ax.barh([k for k, _ in reversed(best)], [v for _, v in reversed(best)])
+    ax.set(xlabel="total gain", title="Feature importance")
+    fig.tight_layout()
+    fig.savefig(directory / "feature_importance.png", dpi=80)
+    plt.close(fig)

@@ -31,6 +31,7 @@ from models.common import (
     inputs_json,
     read_pinned,
     regions_of,
+    save_importance_plot,
     size_bucket,
 )
 from shironzi.errors import ModelTrainingError
@@ -269,14 +270,7 @@ def _plots(directory: Path, labels: np.ndarray, probabilities: np.ndarray, impor
     fig.savefig(directory / "calibration.png", dpi=80)
     plt.close(fig)
 
-    top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:20]
-    fig, ax = plt.subplots(figsize=(6, 6))
-    if top:
-        ax.barh([k for k, _ in reversed(top)], [v for _, v in reversed(top)])
-    ax.set(xlabel="total gain", title="Feature importance")
-    fig.tight_layout()
-    fig.savefig(directory / "feature_importance.png", dpi=80)
-    plt.close(fig)
+    save_importance_plot(directory, importance)
 
 
 def model_card(*, fitted: FittedChurn, dataset: ChurnDataset, run_id: str, tenants: int,

@@ -30,6 +30,7 @@ from models.common import (
     inputs_json,
     read_pinned,
     regions_of,
+    save_importance_plot,
     size_bucket,
     smape,
 )
@@ -493,14 +494,7 @@ def _plot(directory: Path, examples: Examples, forecast: np.ndarray, importance:
     fig.tight_layout()
     fig.savefig(directory / "smape_by_horizon.png", dpi=80)
     plt.close(fig)
-    top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:20]
-    fig, ax = plt.subplots(figsize=(6, 6))
-    if top:
-        ax.barh([k for k, _ in reversed(top)], [v for _, v in reversed(top)])
-    ax.set(xlabel="total gain", title="Feature importance")
-    fig.tight_layout()
-    fig.savefig(directory / "feature_importance.png", dpi=80)
-    plt.close(fig)
+    save_importance_plot(directory, importance)
 
 
 def _model_card(metrics: Mapping[str, float], inputs: Sequence[tuple[str, int]], run_id: str, series: int,
