@@ -633,7 +633,7 @@ class BronzeLander:
         import pyarrow.compute as pc
 
         from ingestion.contracts import pii_fields, recoverable_pii_fields
-        from shironzi.tenancy.keystore import pseudonymise_batch
+        from shironzi.tenancy.keystore import PendingVault, pseudonymise_batch
 
         if valid.num_rows == 0:
             return valid
@@ -641,6 +641,7 @@ class BronzeLander:
         industry_by_tenant = pa.array([info.industry for info in self.tenants.values()], pa.string())
         industries = pc.take(industry_by_tenant, pc.index_in(valid.column("tenant_id"), value_set=tenant_ids))
         parts = []
+        vault = PendingVault()
         untouched = pc.is_valid(industries)  # rows that carry no PII key are landed as they are
         for industry in sorted(i for i in pc.unique(industries).to_pylist() if i is not None):
             fields = pii_fields(industry)
@@ -658,10 +659,11 @@ class BronzeLander:
             chosen[hits.to_numpy()] = True
             mask = pa.array(chosen)
             untouched = pc.and_(untouched, pc.invert(mask))
-            parts.append((mask, pseudonymise_batch(valid.filter(mask), pii_fields=fields,
+            parts.append((mask, pseudonymise_batch(valid.filter(mask), pii_fields=fields, pending=vault,
                                                    recoverable_fields=recoverable_pii_fields(industry))))
         if not parts:
             return valid
+        vault.store()  # one vault commit for the whole batch, before the batch's bronze commit
         parts.append((untouched, valid.filter(untouched)))
         # Put the rows back in input order: landing traces valid rows to their input positions by order.
         order = pa.concat_arrays([pc.indices_nonzero(mask) for mask, _ in parts])

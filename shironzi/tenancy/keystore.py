@@ -23,6 +23,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
@@ -336,12 +337,14 @@ def pseudonymise_batch(
     keystore: TenantKeystore | None = None,
     properties_column: str = "properties",
     vault_uri: str | None = None,
+    pending: PendingVault | None = None,
 ) -> pa.Table:
     """Replace PII (top-level columns and keys inside the `properties` JSON) by per-tenant keyed hashes.
 
     Hashes are computed once per distinct (tenant, value); raw values of `recoverable_fields` are stored
     encrypted under the tenant key in the vault table. Ingestion calls it with the contract's
     `pii_fields(industry)` / `recoverable_pii_fields(industry)`. Values already tokenised stay as they are.
+    With `pending`, the vault entries are collected there (the caller stores them once, before its commit).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -415,11 +418,54 @@ def pseudonymise_batch(
             pa.array(texts, table.schema.field(properties_column).type),
         )
     if vault:
-        _store_in_vault(list(vault.values()), keys, vault_uri=vault_uri)
+        if pending is not None:
+            pending.add(vault.values(), keys)
+        else:
+            _store_in_vault(list(vault.values()), keys, vault_uri=vault_uri)
     return out
 
 
 VAULT_SCHEMA_FIELDS = ("tenant_id", "token", "field", "customer_id", "ciphertext", "created_at")
+
+
+@dataclass
+class PendingVault:
+    """Vault entries of one landing batch (several `pseudonymise_batch` calls), written in one commit."""
+
+    entries: list[Mapping[str, Any]] = field(default_factory=list)
+    keys: dict[str, bytes] = field(default_factory=dict)
+
+    def add(self, entries: Iterable[Mapping[str, Any]], keys: Mapping[str, bytes]) -> None:
+        self.entries.extend(entries)
+        self.keys.update(keys)
+
+    def store(self, *, vault_uri: str | None = None) -> None:
+        if self.entries:
+            _store_in_vault(self.entries, self.keys, vault_uri=vault_uri)
+        self.entries, self.keys = [], {}
+
+
+# Tokens known to be in the vault, per vault table: (the table version they describe, tenant -> tokens).
+# Any other writer's commit (another ingestor, an erasure) changes the version and drops the cache, so a
+# long-running ingestor does not re-read the whole vault at every batch.
+_VAULTED: dict[str, tuple[int, dict[str, set[str]]]] = {}
+_VAULTED_MAX_TOKENS = 2_000_000
+
+
+def _vaulted_tokens(uri: str, tenants: Sequence[str]) -> tuple[int, dict[str, set[str]]]:
+    from shironzi.lake.delta import read_polars, table_version
+
+    version = table_version(uri)
+    cached = _VAULTED.get(uri)
+    known = cached[1] if cached is not None and cached[0] == version else {}
+    missing = [t for t in tenants if t not in known]
+    if missing:
+        present = read_polars(uri, columns=["tenant_id", "token"], filters=[("tenant_id", "in", missing)])
+        for tenant in missing:
+            known[tenant] = set()
+        for tenant, token in present.iter_rows():
+            known[tenant].add(token)
+    return version, known
 
 
 def _store_in_vault(
@@ -427,14 +473,13 @@ def _store_in_vault(
 ) -> None:
     import pyarrow as pa
 
-    from shironzi.lake.delta import append, read_polars, table_exists
+    from shironzi.lake.delta import append, table_exists
 
     uri = vault_uri or vault_table_uri()
+    known: dict[str, set[str]] = {}
     if table_exists(uri):  # insert-only: tokens already vaulted are skipped (duplicates would be harmless)
-        tenants = sorted({e["tenant_id"] for e in entries})
-        present = read_polars(uri, columns=["tenant_id", "token"], filters=[("tenant_id", "in", tenants)])
-        seen = set(present.iter_rows())
-        entries = [e for e in entries if (e["tenant_id"], e["token"]) not in seen]
+        _, known = _vaulted_tokens(uri, sorted({e["tenant_id"] for e in entries}))
+        entries = [e for e in entries if e["token"] not in known.get(e["tenant_id"], ())]
         if not entries:
             return
     now = dt.datetime.now(dt.UTC)
@@ -463,7 +508,13 @@ def _store_in_vault(
     from shironzi.audit.lease import table_lease
 
     with table_lease(uri):  # erasure vacuums the vault under the exclusive lease
-        append(uri, pa.Table.from_pylist(rows, schema=schema), metadata={"writer": "shironzi.pii_vault"})
+        committed = append(uri, pa.Table.from_pylist(rows, schema=schema), metadata={"writer": "shironzi.pii_vault"})
+    for e in entries:
+        known.setdefault(e["tenant_id"], set()).add(e["token"])
+    if sum(map(len, known.values())) <= _VAULTED_MAX_TOKENS:
+        _VAULTED[uri] = (committed.version, known)
+    else:
+        _VAULTED.pop(uri, None)
 
 
 def reveal(ctx: TenantContext, tenant_id: str, token: str, *, keystore: TenantKeystore | None = None) -> Any:

@@ -153,3 +153,29 @@ def test_vault_url_selects_vault_and_an_unreachable_vault_is_one_clear_error() -
         store.get_key("t_a")
     with pytest.raises(ServiceUnavailableError):
         store.destroy_key("t_a")
+
+
+def test_a_batch_vaults_in_one_commit_and_a_foreign_vault_change_is_seen(keystore_home: Path) -> None:
+    from shironzi.lake.delta import delete, table_version
+    from shironzi.tenancy.keystore import PendingVault
+
+    fields = {"pii_fields": ["email", "full_name"], "recoverable_fields": ["email", "full_name"]}
+    pseudonymise_batch(_batch().slice(0, 1), **fields)  # creates the vault (t_a's Ann)
+    uri = vault_table_uri()
+    version = table_version(uri)
+
+    pending = PendingVault()
+    first = pseudonymise_batch(_batch().slice(1, 1), pending=pending, **fields)  # t_a: no recoverable PII
+    second = pseudonymise_batch(_batch().slice(2, 1), pending=pending, **fields)  # t_b's Ann B
+    assert first.num_rows == second.num_rows == 1
+    assert table_version(uri) == version, "a pending vault writes nothing before store()"
+    pending.store()
+    assert table_version(uri) == version + 1
+    assert sorted(read_arrow(uri).column("tenant_id").to_pylist()) == ["t_a", "t_a", "t_b", "t_b"]
+
+    # Another writer (an erasure) removes t_a's entries: the same value arriving again is vaulted again,
+    # although this process had already seen its token.
+    delete(uri, "tenant_id = 't_a'")
+    token = json.loads(pseudonymise_batch(_batch().slice(0, 1), **fields).column("properties")[0].as_py())["email"]
+    ctx = TenantContext.for_tenant("t_a", actor="support@t_a", purpose="dsar")
+    assert reveal(ctx, "t_a", token) == "ann@example.com"
