@@ -69,6 +69,48 @@ def read_pinned(
     return table, int(version)
 
 
+@dataclass
+class GoldInputs:
+    """One gold table's rows for the eligible tenants, read at pinned Delta versions (one table per region)."""
+
+    tenants: list[str]
+    parts: list[pa.Table]
+    inputs: list[tuple[str, int]]  # (table uri, Delta version): what the run records to be reproducible
+
+
+def read_gold_inputs(
+    table: str,
+    module: str,
+    *,
+    columns: Sequence[str],
+    settings: Settings,
+    tenant_ids: Sequence[str] | None = None,
+    input_versions: Mapping[str, int] | None = None,
+) -> GoldInputs:
+    """The rows of gold `table` for the tenants with `module` on (optionally only `tenant_ids`); raises
+    ModelTrainingError when no tenant qualifies or the table holds none of their rows."""
+    from shironzi.errors import ModelTrainingError
+    from shironzi.lake import table_exists, table_uri
+    from shironzi.tenancy import get_registry
+
+    allowed = set(get_registry(settings).tenants_with_module(module))
+    tenants = sorted(allowed if tenant_ids is None else allowed & set(tenant_ids))
+    if not tenants:
+        raise ModelTrainingError(f"no tenant has {module} on: nothing to train on")
+    found = GoldInputs(tenants, [], [])
+    for region in regions_of(tenants, settings):
+        uri = table_uri(settings.resolved_lake_uri, layer="gold", table=table, region=region)
+        if not table_exists(uri, storage_options=settings.storage_options or None):
+            continue
+        part, version = read_pinned(uri, tenant_ids=tenants, columns=columns, versions=input_versions,
+                                    settings=settings)
+        found.inputs.append((uri, version))
+        found.parts.append(part)
+    if sum(p.num_rows for p in found.parts) == 0:
+        raise ModelTrainingError(f"no rows in {table} for the tenants with {module} on: run `shironzi transform`")
+    return found
+
+
 def regions_of(tenant_ids: Iterable[str], settings: Settings | None = None) -> list[str]:
     """The regions the tenants live in (gold tables are regional)."""
     from shironzi.tenancy import get_registry

@@ -29,8 +29,8 @@ from models.common import (
     classification_metrics,
     finite,
     inputs_json,
+    read_gold_inputs,
     read_pinned,
-    regions_of,
     save_importance_plot,
     size_bucket,
 )
@@ -96,14 +96,6 @@ class ChurnDataset:
         return dates[: len(dates) - holdout - valid], dates[len(dates) - holdout - valid: -holdout], dates[-holdout:]
 
 
-def eligible(module: str, settings: Settings, tenant_ids: Sequence[str] | None) -> list[str]:
-    from shironzi.tenancy import get_registry
-
-    allowed = set(get_registry(settings).tenants_with_module(module))
-    wanted = allowed if tenant_ids is None else allowed & set(tenant_ids)
-    return sorted(wanted)
-
-
 def build_churn_dataset(
     *,
     settings: Settings | None = None,
@@ -118,25 +110,12 @@ def build_churn_dataset(
     from feature_store.offline import feature_table_uris
     from feature_store.registry import list_feature_views
     from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
-    from shironzi.lake import table_exists, table_uri
 
     settings = settings or get_settings()
-    tenants = eligible(MODULE, settings, tenant_ids)
-    if not tenants:
-        raise ModelTrainingError("no tenant has churn_prediction on: nothing to train on")
-    inputs: list[tuple[str, int]] = []
-    label_parts = []
-    for region in regions_of(tenants, settings):
-        uri = table_uri(settings.resolved_lake_uri, layer="gold", table=LABELS_TABLE, region=region)
-        if not table_exists(uri, storage_options=settings.storage_options or None):
-            continue
-        part, version = read_pinned(uri, tenant_ids=tenants, versions=input_versions, settings=settings,
-                                    columns=["tenant_id", "customer_id", "snapshot_date", LABEL])
-        inputs.append((uri, version))
-        label_parts.append(part)
-    if not label_parts or sum(p.num_rows for p in label_parts) == 0:
-        raise ModelTrainingError(f"no churn labels ({LABELS_TABLE}) for the eligible tenants: run `shironzi transform`")
-    labels = pa.concat_tables(label_parts).sort_by([("snapshot_date", "ascending"), ("tenant_id", "ascending"),
+    gold = read_gold_inputs(LABELS_TABLE, MODULE, columns=["tenant_id", "customer_id", "snapshot_date", LABEL],
+                            settings=settings, tenant_ids=tenant_ids, input_versions=input_versions)
+    tenants, inputs = gold.tenants, gold.inputs
+    labels = pa.concat_tables(gold.parts).sort_by([("snapshot_date", "ascending"), ("tenant_id", "ascending"),
                                                     ("customer_id", "ascending")])
     feature_tables: dict[str, pa.Table] = {}
     for view in list_feature_views():

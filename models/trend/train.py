@@ -28,8 +28,7 @@ from models.common import (
     TrainResult,
     finite,
     inputs_json,
-    read_pinned,
-    regions_of,
+    read_gold_inputs,
     save_importance_plot,
     size_bucket,
     smape,
@@ -104,25 +103,11 @@ def load_series(
     import numpy as np
     import polars as pl
 
-    from models.churn.train import eligible
-    from shironzi.lake import table_exists, table_uri
-
     settings = settings or get_settings()
-    tenants = eligible(MODULE, settings, tenant_ids)
-    if not tenants:
-        raise ModelTrainingError("no tenant has trend_forecast on: nothing to train on")
-    inputs: list[tuple[str, int]] = []
-    frames = []
-    for region in regions_of(tenants, settings):
-        uri = table_uri(settings.resolved_lake_uri, layer="gold", table=KPI_TABLE, region=region)
-        if not table_exists(uri, storage_options=settings.storage_options or None):
-            continue
-        part, version = read_pinned(uri, tenant_ids=tenants, columns=["tenant_id", "event_date", *KPIS],
-                                    versions=input_versions, settings=settings)
-        inputs.append((uri, version))
-        frames.append(pl.from_arrow(part))
-    if not frames or sum(f.height for f in frames) == 0:
-        raise ModelTrainingError(f"no daily KPIs ({KPI_TABLE}) for the eligible tenants: run `shironzi transform`")
+    gold = read_gold_inputs(KPI_TABLE, MODULE, columns=["tenant_id", "event_date", *KPIS], settings=settings,
+                            tenant_ids=tenant_ids, input_versions=input_versions)
+    inputs = gold.inputs
+    frames = [pl.from_arrow(part) for part in gold.parts]
     kpis = pl.concat(frames).group_by("tenant_id", "event_date").agg(
         [pl.col(k).cast(pl.Float64).sum() for k in KPIS]).sort("tenant_id", "event_date")
     end = kpis["event_date"].max()
