@@ -111,6 +111,45 @@ def read_gold_inputs(
     return found
 
 
+def read_feature_inputs(
+    view_names: Iterable[str],
+    tenant_ids: Sequence[str],
+    *,
+    settings: Settings,
+    input_versions: Mapping[str, int] | None = None,
+    extra_columns: Sequence[str] = (),
+    allow_missing: bool = False,
+) -> tuple[dict[str, pa.Table], list[tuple[str, int]]]:
+    """The offline rows of each feature view for `tenant_ids`, read at pinned Delta versions (default: the current
+    ones), and the (table URI, version) pairs read. A view without an offline table raises ModelTrainingError, or
+    comes back empty with `allow_missing` (scoring a region whose features were never built scores nobody)."""
+    import pyarrow as pa
+
+    from feature_store.definitions import FEATURE_TIMESTAMP
+    from feature_store.offline import empty_feature_table, feature_table_uris
+    from feature_store.registry import get_feature_view
+    from shironzi.errors import ModelTrainingError
+
+    tables: dict[str, pa.Table] = {}
+    inputs: list[tuple[str, int]] = []
+    for name in dict.fromkeys(view_names):
+        view = get_feature_view(name)
+        columns = [*view.join_keys, *extra_columns, FEATURE_TIMESTAMP, *view.feature_names]
+        parts = []
+        for uri in feature_table_uris(view, tenant_ids, settings):
+            part, version = read_pinned(uri, tenant_ids=tenant_ids, columns=columns, versions=input_versions,
+                                        settings=settings)
+            inputs.append((uri, version))
+            parts.append(part)
+        if not parts and allow_missing:
+            parts.append(empty_feature_table(view, columns))
+        if not parts:
+            raise ModelTrainingError(
+                f"feature view {view.name} has no offline rows: run `shironzi features materialize`")
+        tables[view.name] = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+    return tables, inputs
+
+
 def regions_of(tenant_ids: Iterable[str], settings: Settings | None = None) -> list[str]:
     """The regions the tenants live in (gold tables are regional)."""
     from shironzi.tenancy import get_registry

@@ -92,22 +92,21 @@ def replace_slice(uri: str, rows: pa.Table, *, partition: str, day: date, tenant
     return None
 
 
-def _latest_customer_snapshots(tenant_ids: Sequence[str], score_date: date, settings: Settings) -> pa.Table:
+def _latest_customer_snapshots(activity: pa.Table, score_date: date) -> pa.Table:
     """Per (tenant, customer): the newest customer_activity snapshot at or before score_date, within its TTL."""
     import duckdb
 
     from feature_store.definitions import FEATURE_TIMESTAMP
-    from feature_store.offline import feature_timestamp_for, read_feature_table
+    from feature_store.offline import feature_timestamp_for
     from feature_store.registry import get_feature_view
 
     view = get_feature_view("customer_activity")
-    rows = read_feature_table(view, tenant_ids, features=[view.feature_names[0]], settings=settings)
     until = feature_timestamp_for(score_date)
     since = until - view.ttl
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("rows", rows)
+        con.register("rows", activity.select(["tenant_id", "customer_id", FEATURE_TIMESTAMP]))
         relation = con.sql(
             f"SELECT tenant_id, customer_id, {FEATURE_TIMESTAMP} FROM rows "
             f"WHERE {FEATURE_TIMESTAMP} <= TIMESTAMPTZ '{until.isoformat()}' "
@@ -134,8 +133,9 @@ def score_churn(
     import pyarrow as pa
 
     from feature_store.offline import lake_groups
+    from feature_store.registry import resolve_features
     from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
-    from models.common import as_float_matrix
+    from models.common import as_float_matrix, read_feature_inputs
     from models.inference import load_churn_predictor, reasons_json
     from shironzi.audit.log import record_table_write
     from shironzi.observability import stage
@@ -156,13 +156,19 @@ def score_churn(
         for group in lake_groups(tenants, settings):
             if progress:
                 progress(f"{group.region}/{group.placement}: {len(group.tenant_ids)} tenants")
-            spine = _latest_customer_snapshots(group.tenant_ids, score_date, settings)
+            # Pinned reads: the same feature-table versions feed the spine and the join, and the write records them.
+            views = [*resolve_features(predictor.feature_names), "customer_activity"]
+            feature_tables, inputs = read_feature_inputs(views, group.tenant_ids, settings=settings,
+                                                         allow_missing=True)
+            spine = _latest_customer_snapshots(feature_tables["customer_activity"], score_date)
+            used: set[tuple[str, str]] = set()
             parts: list[pa.Table] = []
             if spine.num_rows:
                 entities = pa.table({"tenant_id": spine.column("tenant_id"), "customer_id": spine.column("customer_id"),
                                      ENTITY_TIMESTAMP: spine.column("feature_timestamp"),
                                      "feature_timestamp": spine.column("feature_timestamp")})
-                features = get_training_set(entities, predictor.feature_names, settings=settings)
+                features = get_training_set(entities, predictor.feature_names, settings=settings,
+                                            feature_tables=feature_tables)
                 tenant_column = np.asarray(features.column("tenant_id").to_pylist())
                 for tenant_id in group.tenant_ids:
                     index = np.flatnonzero(tenant_column == tenant_id)
@@ -171,6 +177,7 @@ def score_churn(
                     rows = features.take(pa.array(index))
                     model = predictor.model_for(tenant_id)
                     predictions = predictor.predict_matrix(tenant_id, as_float_matrix(rows, model.feature_names))
+                    used.update((p.model_name, p.model_version) for p in predictions)
                     parts.append(pa.table({
                         "tenant_id": rows.column("tenant_id"), "customer_id": rows.column("customer_id"),
                         "score_date": pa.array([score_date] * rows.num_rows, pa.date32()),
@@ -190,7 +197,7 @@ def score_churn(
             if version is not None:
                 result.table_versions[uri] = version
                 record_table_write(ACTOR, uri, version, table.num_rows, operation="score_churn",
-                                   inputs=[(uri, version)])
+                                   inputs=inputs, models=used)
             result.rows += table.num_rows
             result.tenants += sorted(set(table.column("tenant_id").to_pylist()))
         summary.rows = result.rows

@@ -29,8 +29,8 @@ from models.common import (
     classification_metrics,
     finite,
     inputs_json,
+    read_feature_inputs,
     read_gold_inputs,
-    read_pinned,
     save_importance_plot,
     size_bucket,
 )
@@ -106,8 +106,6 @@ def build_churn_dataset(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from feature_store.definitions import FEATURE_TIMESTAMP
-    from feature_store.offline import feature_table_uris
     from feature_store.registry import list_feature_views
     from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
 
@@ -117,19 +115,9 @@ def build_churn_dataset(
     tenants, inputs = gold.tenants, gold.inputs
     labels = pa.concat_tables(gold.parts).sort_by([("snapshot_date", "ascending"), ("tenant_id", "ascending"),
                                                     ("customer_id", "ascending")])
-    feature_tables: dict[str, pa.Table] = {}
-    for view in list_feature_views():
-        columns = [*view.join_keys, FEATURE_TIMESTAMP, *view.feature_names]
-        parts = []
-        for uri in feature_table_uris(view, tenants, settings):
-            part, version = read_pinned(uri, tenant_ids=tenants, columns=columns, versions=input_versions,
-                                        settings=settings)
-            inputs.append((uri, version))
-            parts.append(part)
-        if not parts:
-            raise ModelTrainingError(
-                f"feature view {view.name} has no offline rows: run `shironzi features materialize`")
-        feature_tables[view.name] = pa.concat_tables(parts, promote_options="permissive")
+    feature_tables, read = read_feature_inputs([v.name for v in list_feature_views()], tenants,
+                                               settings=settings, input_versions=input_versions)
+    inputs.extend(read)
     refs = churn_feature_refs()
     entities = labels.rename_columns(["tenant_id", "customer_id", ENTITY_TIMESTAMP, LABEL])
     joined = get_training_set(entities, refs, settings=settings, feature_tables=feature_tables)

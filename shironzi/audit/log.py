@@ -375,8 +375,10 @@ def record_table_write(
     inputs: Iterable[tuple[str, int] | Mapping[str, Any]] | None = None,
     operation: str = "write",
     tenant_id: str | None = None,
+    models: Iterable[tuple[str, str | int]] | None = None,
 ) -> AuditEvent:
-    """Record that a pipeline committed `version` of a table (with the input tables+versions it read)."""
+    """Record that a pipeline committed `version` of a table (with the input tables+versions it read and, for
+    predictions, the (model name, version) pairs that produced the rows)."""
     from shironzi.audit.lease import normalise_uri
 
     actor, purpose, is_admin, ctx_tenant = _actor_of(ctx_or_actor)
@@ -396,6 +398,7 @@ def record_table_write(
             "run_id": run_id,
             "operation": operation,
             "inputs": _inputs(inputs),
+            **({"models": [{"model": m, "version": str(v)} for m, v in sorted(set(models))]} if models else {}),
         },
     )
     get_audit_log().record(event)

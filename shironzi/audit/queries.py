@@ -200,6 +200,7 @@ def lineage(tenant_id: str) -> dict[str, Any]:
                     "version": details.get("version"),
                     "inputs": inputs,
                     "run_id": details.get("run_id"),
+                    **({"models": details["models"]} if details.get("models") else {}),
                 }
                 changed = True
     runs, models = [], []

@@ -51,6 +51,36 @@ def test_only_tenants_with_churn_prediction_get_scores_and_rescoring_replaces(la
     assert only_off.rows == 0 and only_off.tenants == [] and set(only_off.skipped_tenants) == set(lake.churn_off)
 
 
+def test_score_write_records_the_feature_versions_and_models_it_used(lake: TrainedLake) -> None:
+    """The churn-score write's audit event names the feature tables (at the versions read) and the model
+    versions that produced the rows, not the predictions table itself."""
+    import json
+
+    from models.scoring import score_churn
+    from shironzi.audit.lease import normalise_uri
+    from shironzi.audit.log import read_audit_events
+    from shironzi.lake import table_version
+
+    day = date.today() - timedelta(days=2)
+    result = score_churn(score_date=day, tenant_ids=lake.tenant_ids)
+    assert result.table_versions
+    writes = read_audit_events(filters=[("action", "=", "table_write")]).to_pylist()
+    for uri, version in result.table_versions.items():  # one predictions table per region
+        events = [e for e in writes
+                  if e["resource"] == normalise_uri(uri) and json.loads(e["details"])["version"] == version]
+        assert len(events) == 1
+        details = json.loads(events[0]["details"])
+        read = {i["table"]: i["version"] for i in details["inputs"]}
+        assert read and all("/features/" in t for t in read) and normalise_uri(uri) not in read
+        assert all(table_version(t) == v for t, v in read.items())  # nothing wrote features since
+        if details.get("models"):
+            assert {m["model"] for m in details["models"]} == {"shironzi-churn"}
+    used = [m for d in writes if d["resource"] in map(normalise_uri, result.table_versions)
+            for m in json.loads(d["details"]).get("models", [])]
+    assert lake.churn.model_version in {m["version"] for m in used}
+
+
+
 def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: TrainedLake) -> None:
     import pyarrow.compute as pc
 
