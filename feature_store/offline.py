@@ -220,12 +220,15 @@ def build_features(
     return result
 
 
-def feature_table_uris(view: FeatureView, tenant_ids: Iterable[str], settings: Settings | None = None) -> list[str]:
-    """The existing offline tables that may hold `tenant_ids`' rows of `view`."""
+def feature_table_uris(view: FeatureView, tenant_ids: Iterable[str], settings: Settings | None = None, *,
+                       groups: Sequence[LakeGroup] | None = None) -> list[str]:
+    """The existing offline tables that may hold `tenant_ids`' rows of `view` (`groups`: their lake groups,
+    when the caller already has them)."""
     from shironzi.lake import table_exists
 
     settings = settings or get_settings()
-    uris = [g.uri(settings, layer="features", table=view.table) for g in lake_groups(tenant_ids, settings)]
+    groups = lake_groups(tenant_ids, settings) if groups is None else groups
+    uris = [g.uri(settings, layer="features", table=view.table) for g in groups]
     return [u for u in dict.fromkeys(uris) if table_exists(u)]
 
 
@@ -235,15 +238,22 @@ def read_feature_table(
     *,
     features: Sequence[str] | None = None,
     settings: Settings | None = None,
+    snapshot_date: bool = True,
+    groups: Sequence[LakeGroup] | None = None,
 ) -> pa.Table:
-    """Every offline row of `view` for `tenant_ids` (join keys, timestamps and the chosen features)."""
+    """Every offline row of `view` for `tenant_ids` (join keys, timestamps and the chosen features).
+
+    `snapshot_date=False` leaves that column out; `groups` are the tenants' lake groups when the caller
+    already has them (one registry look-up for many views).
+    """
     import pyarrow as pa
 
     from shironzi.lake import read_arrow
 
-    columns = [*view.join_keys, SNAPSHOT_DATE, FEATURE_TIMESTAMP, *(features or view.feature_names)]
+    columns = [*view.join_keys, *([SNAPSHOT_DATE] if snapshot_date else []), FEATURE_TIMESTAMP,
+               *(features or view.feature_names)]
     parts = [read_arrow(uri, columns=columns, filters=[("tenant_id", "in", list(tenant_ids))])
-             for uri in feature_table_uris(view, tenant_ids, settings)]
+             for uri in feature_table_uris(view, tenant_ids, settings, groups=groups)]
     if not parts:
         return empty_feature_table(view, columns)
     return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]

@@ -31,15 +31,22 @@ def write_trend_forecasts(
     tenant_ids: Sequence[str], *, settings: Settings | None = None, generated_date: date | None = None,
 ) -> ScoreResult:
     """Forecast each KPI of `tenant_ids` (already module-gated) from its last day; replace today's slice.
-    `yhat` is the champion's point quantile for the KPI (see its model card), `yhat_lower`/`yhat_upper` the
-    calibrated 80 % interval."""
+    `yhat` is the champion's point forecast for the KPI (see its model card), `yhat_lower`/`yhat_upper` the
+    calibrated 80 % interval, sized by the series' local spread at its last day."""
     import numpy as np
     import pyarrow as pa
 
     from feature_store.offline import lake_groups
     from models.registry import aliases
     from models.scoring import FORECASTS_TABLE, ScoreResult, predictions_uri, replace_slice
-    from models.trend.train import HORIZON, load_series, load_trend_version, origin_features, quantile_forecast
+    from models.trend.train import (
+        HORIZON,
+        load_series,
+        load_trend_version,
+        local_spread,
+        origin_features,
+        quantile_forecast,
+    )
     from shironzi.audit.log import record_table_write
     from shironzi.observability import stage
 
@@ -63,7 +70,8 @@ def write_trend_forecasts(
             if made is None:
                 continue
             rows, scale = made
-            forecast = quantile_forecast(booster, rows, np.full(len(horizons), scale), calibration)
+            spread = np.full(len(horizons), local_spread(s, len(s.values) - 1))
+            forecast = quantile_forecast(booster, rows, np.full(len(horizons), scale), calibration, spread)
             by_tenant.setdefault(s.tenant_id, []).append(pa.table({
                 "tenant_id": [s.tenant_id] * HORIZON, "kpi": [s.kpi] * HORIZON,
                 "forecast_date": pa.array([s.end + timedelta(days=h) for h in horizons], pa.date32()),

@@ -1,91 +1,142 @@
-"""The trend model's calibration (point quantile per KPI, split-conformal interval factors per KPI and horizon
-bucket): chosen on calibration windows, it must hold on fresh data from the same distribution."""
+"""The trend model's point forecast (mean of the 50 % and 60 % quantiles) and its locally adaptive interval (yhat
+plus or minus a split-conformal factor per KPI and horizon bucket times the series' local spread): chosen on
+calibration windows, it must hold on fresh data from the same distribution, follow each series' volatility, and
+never see the future."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pytest
 
 from models.trend.train import (
+    CALIBRATION_BLOCK,
+    CONFORMAL_LEVEL,
     FEATURE_NAMES,
     HORIZON,
     HORIZON_BUCKETS,
     KPIS,
+    QUANTILE_BAND,
     QUANTILES,
     Examples,
+    Series,
     TrendCalibration,
     calibrate,
     conformal_factor,
     forecast_metrics,
+    local_spread,
+    split_examples,
 )
 
 
 def _draw(rng: np.random.Generator, rows: int, *, noise: dict[str, float]) -> tuple[Examples, np.ndarray]:
-    """Examples whose actuals are lognormal around 100 with a KPI- and horizon-dependent spread, and a
-    deliberately too narrow 'raw' quantile forecast (the true quantiles of half that spread)."""
+    """Examples whose actuals are 100 plus normal noise with a KPI-, horizon- and row-dependent spread (the row's
+    'local spread' is its true standard deviation), and a 'raw' quantile forecast centred on 100."""
     from statistics import NormalDist
 
     kpi = rng.integers(0, len(KPIS), rows)
     horizon = rng.integers(1, HORIZON + 1, rows)
-    sigma = np.asarray([noise[k] for k in KPIS])[kpi] * (1 + horizon / HORIZON)
-    actual = 100 * np.exp(sigma * rng.standard_normal(rows))
+    spread = rng.choice([2.0, 8.0], rows)  # calm and volatile series
+    sigma = np.asarray([noise[k] for k in KPIS])[kpi] * (1 + horizon / HORIZON) * spread
+    actual = np.clip(100 + sigma * rng.standard_normal(rows), 0, None)
     z = np.asarray([NormalDist().inv_cdf(q) for q in QUANTILES])
-    raw = 100 * np.exp(0.5 * sigma[:, None] * z[None, :])
+    raw = 100 + 0.5 * sigma[:, None] * z[None, :]
     x = np.zeros((rows, len(FEATURE_NAMES)), np.float32)
     x[:, FEATURE_NAMES.index("kpi")] = kpi
     x[:, FEATURE_NAMES.index("horizon")] = horizon
     examples = Examples(x, actual / 100, np.full(rows, 100.0), actual, actual, ["t"] * rows,
                         [KPIS[k] for k in kpi], ["small"] * rows, [date(2026, 1, 1)] * rows,
-                        [int(h) for h in horizon])
+                        [int(h) for h in horizon], spread)
     return examples, raw
 
 
-def _apply(calibration: TrendCalibration, examples: Examples, raw: np.ndarray) -> np.ndarray:
-    point_column, widen = calibration.rows(examples.x)
-    point = raw[np.arange(len(raw)), point_column]
-    return np.column_stack([point - widen * (point - raw[:, 0]), point, point + widen * (raw[:, -1] - point)])
-
-
-def test_calibration_widens_a_too_narrow_band_to_the_promised_coverage_per_kpi() -> None:
+def test_interval_reaches_the_conformal_level_per_kpi_and_follows_the_local_spread() -> None:
     rng = np.random.default_rng(3)
-    noise = {"active_customers": 0.1, "revenue": 0.5}
-    fitted, raw = _draw(rng, 6000, noise=noise)
+    noise = {"active_customers": 1.0, "revenue": 3.0}
+    fitted, raw = _draw(rng, 8000, noise=noise)
     calibration = calibrate(fitted, raw)
     for kpi in KPIS:
         assert len(calibration.widen[kpi]) == len(HORIZON_BUCKETS)
-        assert all(1.5 < factor < 3.0 for factor in calibration.widen[kpi])  # the raw band is half as wide
-    fresh, fresh_raw = _draw(rng, 6000, noise=noise)
-    metrics = forecast_metrics(fresh, _apply(calibration, fresh, fresh_raw))
-    uncalibrated = forecast_metrics(fresh, _apply(TrendCalibration(), fresh, fresh_raw))
-    assert uncalibrated["interval_coverage"] < 0.6
+        # the normalised error grows with the horizon, and so does the factor
+        assert calibration.widen[kpi][0] < calibration.widen[kpi][-1]
+    assert calibration.widen["revenue"][0] > 2 * calibration.widen["active_customers"][0]
+    fresh, fresh_raw = _draw(rng, 8000, noise=noise)
+    forecast = calibration.apply(fresh.x, fresh_raw, fresh.spread)
+    metrics = forecast_metrics(fresh, forecast)
+    uncalibrated = forecast_metrics(fresh, TrendCalibration().apply(fresh.x, fresh_raw, fresh.spread))
+    assert uncalibrated["interval_coverage_revenue"] < 0.6
     for kpi in KPIS:
-        # conformal level 0.85 on exchangeable data: about 85 % (the level absorbs drift on real series)
-        assert 0.80 <= metrics[f"interval_coverage_{kpi}"] <= 0.90
+        assert abs(metrics[f"interval_coverage_{kpi}"] - CONFORMAL_LEVEL) <= 0.04
+    # locally adaptive: the same KPI and horizon bucket, four times the spread -> four times the width, and the
+    # calm and the volatile series are both covered at about the level (one global width would over-cover the calm)
+    width = forecast[:, 2] - forecast[:, 0]
+    calm, volatile = fresh.spread == 2.0, fresh.spread == 8.0
+    same = (np.asarray(fresh.kpi) == "revenue") & (np.asarray(fresh.horizon) <= HORIZON_BUCKETS[0][1])
+    unclipped = forecast[:, 0] > 0
+    assert np.median(width[same & volatile & unclipped]) == pytest.approx(4 * np.median(width[same & calm]))
+    inside = (fresh.actual >= forecast[:, 0]) & (fresh.actual <= forecast[:, 2])
+    for mask in (calm, volatile):
+        assert abs(inside[mask].mean() - CONFORMAL_LEVEL) <= 0.05
+    with pytest.raises(ValueError, match="spread"):
+        calibration.apply(fresh.x, fresh_raw, None)
 
 
-def test_point_quantile_is_chosen_by_smape_on_the_calibration_windows() -> None:
+def test_point_forecast_is_the_mean_of_the_50_and_60_percent_quantiles() -> None:
     rng = np.random.default_rng(4)
-    examples, raw = _draw(rng, 4000, noise={"active_customers": 0.05, "revenue": 0.9})
-    calibration = calibrate(examples, raw)
-    from models.common import smape
-
-    for kpi in KPIS:
-        mask = np.asarray(examples.kpi) == kpi
-        scores = {c: smape(examples.actual[mask], raw[mask, c]) for c in range(1, len(QUANTILES) - 1)}
-        assert calibration.point[kpi] == min(scores, key=scores.__getitem__)
+    examples, raw = _draw(rng, 500, noise={"active_customers": 1.0, "revenue": 5.0})
+    point = calibrate(examples, raw).apply(examples.x, raw, examples.spread)[:, 1]
+    expected = (raw[:, QUANTILES.index(0.5)] + raw[:, QUANTILES.index(0.6)]) / 2
+    assert np.allclose(point, expected)
 
 
-def test_calibration_round_trips_and_reads_the_legacy_single_scale() -> None:
-    calibration = TrendCalibration({KPIS[0]: 1, KPIS[1]: 2}, {KPIS[0]: [1.1, 1.2, 1.3], KPIS[1]: [0.9, 1.0, 1.4]})
-    meta = {"quantiles": list(QUANTILES), **calibration.to_dict()}
-    again = TrendCalibration.from_dict(meta)
-    assert again.point == calibration.point and again.widen == calibration.widen
+def test_calibration_round_trips_and_reads_the_legacy_formats() -> None:
+    calibration = TrendCalibration({KPIS[0]: (1, 2), KPIS[1]: (2,)}, {KPIS[0]: [1.1, 1.2, 1.3],
+                                                                       KPIS[1]: [0.9, 1.0, 1.4]})
+    again = TrendCalibration.from_dict({"quantiles": list(QUANTILES), **calibration.to_dict()})
+    assert (again.point, again.widen, again.normaliser) == (calibration.point, calibration.widen,
+                                                            calibration.normaliser)
+    per_kpi = TrendCalibration.from_dict({"quantiles": [0.1, 0.5, 0.6, 0.9], "point_quantile": {k: 0.6 for k in KPIS},
+                                          "interval_scale": {k: [2.0, 2.0, 2.0] for k in KPIS}})
+    assert per_kpi.normaliser == QUANTILE_BAND and set(per_kpi.point.values()) == {(2,)}
+    x = np.zeros((1, len(FEATURE_NAMES)), np.float32)
+    x[0, FEATURE_NAMES.index("horizon")] = 1
+    # the legacy band: the 60 % quantile, its distance to the 10 % / 90 % quantiles stretched by the factor
+    assert per_kpi.apply(x, np.asarray([[80.0, 95.0, 100.0, 130.0]]), None).tolist() == [[60.0, 100.0, 160.0]]
     legacy = TrendCalibration.from_dict({"quantiles": [0.1, 0.6, 0.9], "interval_scale": 1.7})
-    assert set(legacy.point.values()) == {1} and all(v == [1.7] * len(HORIZON_BUCKETS) for v in legacy.widen.values())
+    assert set(legacy.point.values()) == {(1,)} and all(v == [1.7] * len(HORIZON_BUCKETS)
+                                                        for v in legacy.widen.values())
 
 
-@pytest.mark.parametrize(("needed", "expected"), [([], 1.0), ([0.5] * 10, 0.5), ([100.0] * 5, 10.0)])
+@pytest.mark.parametrize(("needed", "expected"), [([], 1.0), ([0.5] * 10, 0.5), ([100.0] * 5, 20.0)])
 def test_conformal_factor_is_a_clipped_finite_sample_quantile(needed: list[float], expected: float) -> None:
     assert conformal_factor(np.asarray(needed)) == pytest.approx(expected)
+
+
+def test_local_spread_is_the_recent_week_over_week_change() -> None:
+    weekday = np.asarray([10.0, 12, 14, 16, 18, 20, 22])
+    values = np.concatenate([np.tile(weekday, 8), np.tile(weekday, 4) + np.tile([3.0, -3.0], 14)])
+    series = Series("t", "revenue", date(2026, 1, 5), values)
+    assert local_spread(series, 55) == pytest.approx(0.01 * 16)  # a pure weekly pattern: only the floor
+    # the last 28 days alternate +3/-3 around the same pattern; each changes by 3 or 6 from a week earlier
+    expected = np.abs(values[56:84] - values[49:77]).mean()
+    assert local_spread(series, 83) == pytest.approx(expected) and expected > 3
+
+
+def test_split_never_trains_on_the_weeks_it_calibrates_or_the_holdout() -> None:
+    rng = np.random.default_rng(5)
+    days = 260
+    series = [Series(f"t{i}", kpi, date(2026, 1, 5), 50 + rng.poisson(20, days).astype(float))
+              for i in range(2) for kpi in KPIS]
+    split = split_examples(series)
+    assert len(split.blocks) == 12 // CALIBRATION_BLOCK
+    holdout_start = min(split.holdout.target_date)
+    assert max(split.train.target_date) < holdout_start
+    for block in split.blocks:
+        origins = [d - timedelta(days=h) for d, h in zip(block.calibration.target_date, block.calibration.horizon,
+                                                         strict=True)]
+        assert len(set(origins)) == CALIBRATION_BLOCK
+        assert max(block.train.target_date) <= min(origins)
+        assert max(block.calibration.target_date) < holdout_start
+    newest = split.blocks[0]
+    assert max(newest.calibration.target_date) == holdout_start - timedelta(days=1)
