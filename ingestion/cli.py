@@ -123,6 +123,14 @@ def stream_command(
         int, typer.Option(min=0, help="This worker's index (partitions p % workers == worker).")
     ] = 0,
     workers: Annotated[int, typer.Option(min=1, help="How many workers share the topic.")] = 1,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Join this consumer group instead of --worker/--workers (real Kafka; positions "
+                     "still come from the Delta log at every assignment)."),
+    ] = None,
+    api_version: Annotated[
+        str | None, typer.Option(help="kafka-python protocol version, e.g. 2.5 (groups on the bundled broker).")
+    ] = None,
     client: Annotated[Literal["confluent", "kafka-python"], typer.Option(help="Kafka client.")] = "confluent",
     bootstrap: Annotated[
         str | None, typer.Option(help="Bootstrap servers (default: settings/bundled).")
@@ -138,10 +146,20 @@ def stream_command(
     """Consume a topic into bronze, exactly once (offsets live in the Delta log, not in Kafka)."""
     from ingestion.stream.ingestor import StreamIngestor, StreamOptions
 
+    version = None
+    if api_version is not None:
+        try:
+            major, minor = (int(part) for part in api_version.split("."))
+        except ValueError:
+            raise InvalidInputError(f"--api-version must look like 2.5, got {api_version!r}") from None
+        version = (major, minor)
     options = StreamOptions(
         topic=topic,
         worker=worker,
         workers=workers,
+        group_id=group,
+        subscribe=group is not None,
+        api_version=version,
         client=client,
         bootstrap=bootstrap,
         max_batch=max_batch,

@@ -15,6 +15,11 @@ Protocol (exactly-once without Kafka transactions):
 * Partitions are assigned explicitly (`worker`, `workers`: partitions p with p % workers == worker), so
   several ingestors share a topic without a consumer group (the bundled broker has none) and without
   conflicting: their txns have different app ids and their commits are blind appends.
+* Or, on real Kafka, by a consumer group (`subscribe=True`): at EVERY assignment the ingestor again reads
+  each new partition's position from the run log's txn, never from the group's committed offsets. A
+  member gives a partition up only inside a poll, after its previous batch has landed; records of a
+  partition revoked during a poll are dropped from that batch (the new owner reads them from the log's
+  position), so a rebalance neither loses nor repeats an event.
 """
 
 from __future__ import annotations
@@ -71,11 +76,17 @@ class StreamOptions:
     idle_timeout_s: float | None = None
     namespace: str = DEFAULT_NAMESPACE
     group_id: str | None = None
+    subscribe: bool = False
+    api_version: tuple[int, int] | None = None
     crash: CrashPlan | None = None
 
     def __post_init__(self) -> None:
         if not self.topic:
             raise InvalidInputError("a topic is required")
+        if self.subscribe and not self.group_id:
+            raise InvalidInputError("group mode needs a group id (--group)")
+        if self.subscribe and self.workers != 1:
+            raise InvalidInputError("use either a consumer group or --worker/--workers, not both")
         if self.workers < 1 or not 0 <= self.worker < self.workers:
             raise InvalidInputError(f"worker must be in [0, {self.workers}), got {self.worker}")
         if self.max_batch < 1 or self.max_wait_ms < 0:
@@ -134,21 +145,35 @@ class StreamIngestor:
 
         opts = self.options
         bootstrap = opts.bootstrap or resolve_bootstrap(self.settings)
-        partitions = self.my_partitions(topic_partitions(bootstrap, opts.topic))
+        partitions = [] if opts.subscribe else self.my_partitions(topic_partitions(bootstrap, opts.topic))
         starts = self.resume_offsets(partitions)
         result = StreamRunResult(
             run_id=self.run_id, partitions=partitions, start_offsets=dict(starts), end_offsets=dict(starts)
         )
+        assigned: list[int] = []
+
+        def on_assign(chosen: list[int]) -> dict[int, int]:  # group mode: positions from the Delta log
+            found = self.resume_offsets(chosen)
+            log.info("assigned %s of %s: resuming at %s (from the run log)", chosen, opts.topic, found)
+            assigned[:] = chosen
+            for partition, offset in found.items():
+                result.start_offsets.setdefault(partition, offset)
+                result.end_offsets[partition] = offset
+            result.partitions = sorted({*result.partitions, *chosen})
+            return found
+
         started = time.perf_counter()
         last_refresh = time.monotonic()
         idle_since = time.monotonic()
         with (
             stage("ingest_stream", topic=opts.topic, worker=self.worker_name, client=opts.client) as summary,
-            make_source(opts.client, bootstrap, group_id=opts.group_id) as source,
+            make_source(opts.client, bootstrap, group_id=opts.group_id, api_version=opts.api_version) as source,
         ):
-            if partitions:
+            if opts.subscribe:
+                source.subscribe(opts.topic, group_id=str(opts.group_id), on_assign=on_assign)
+            elif partitions:
                 source.assign(opts.topic, partitions, start_offsets=starts)
-            while partitions:
+            while partitions or opts.subscribe:
                 batch = source.poll_batch(max_records=opts.max_batch, timeout_s=opts.max_wait_ms / 1000)
                 if len(batch):
                     counts = self.flush(batch)
@@ -159,7 +184,7 @@ class StreamIngestor:
                     idle_since = time.monotonic()
                 if opts.max_flushes is not None and result.flushes >= opts.max_flushes:
                     break
-                if opts.until_caught_up and len(batch) < opts.max_batch:
+                if opts.until_caught_up and len(batch) < opts.max_batch and (assigned or not opts.subscribe):
                     lag = consumer_lag(source)
                     if not any(lag.values()):
                         break

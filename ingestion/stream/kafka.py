@@ -25,7 +25,7 @@ import logging
 import socket
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
@@ -48,6 +48,10 @@ CLIENTS: tuple[str, ...] = get_args(ClientName)
 
 START_HINT = "run `shironzi broker start` or set SHIRONZI_KAFKA_BOOTSTRAP"
 DEFAULT_GROUP_ID = "shironzi-manual"
+
+# Group mode: called with the partitions the group just assigned; returns where to start reading each of them
+# (the stream ingestor answers from the Delta log, so the group's committed offsets never decide a position).
+AssignCallback = Callable[[list[int]], Mapping[int, int]]
 
 # Consumer tuning for throughput on a small machine: big fetches, a deep prefetch queue, and a short
 # backoff when that queue is full (librdkafka's default of 1 s stalls a busy consumer at every refill).
@@ -132,6 +136,22 @@ class RecordBatch:
             partition: offset + 1 for partition, offset in dict(zip(self.partitions, self.offsets, strict=True)).items()
         }
 
+    def settled(self, assigned: set[int], starts: Mapping[int, int]) -> RecordBatch:
+        """After a rebalance inside one poll: only records of partitions still assigned, at or after the offset
+        their latest assignment started from, each (partition, offset) once. Records of a revoked partition
+        were not landed here, so its new owner reads them again from the Delta log's position."""
+        seen: set[tuple[int, int]] = set()
+        keep: list[int] = []
+        for i, (partition, offset) in enumerate(zip(self.partitions, self.offsets, strict=True)):
+            if partition in assigned and offset >= starts.get(partition, 0) and (partition, offset) not in seen:
+                seen.add((partition, offset))
+                keep.append(i)
+        if len(keep) == len(self.offsets):
+            return self
+        return RecordBatch(self.topic, [self.partitions[i] for i in keep], [self.offsets[i] for i in keep],
+                           [self.keys[i] for i in keep], [self.values[i] for i in keep],
+                           [self.timestamps[i] for i in keep])
+
     def ndjson(self) -> bytes:
         """The values joined by newlines (for pyarrow.json / polars), refusing tombstones."""
         try:
@@ -158,8 +178,9 @@ class EventSource(Protocol):
         """Read `partitions` of `topic` (all when None), each from its start offset (earliest when absent)."""
         ...
 
-    def subscribe(self, topic: str, *, group_id: str) -> None:
-        """Consumer-group mode for real Kafka (not supported by the bundled broker for confluent)."""
+    def subscribe(self, topic: str, *, group_id: str, on_assign: AssignCallback | None = None) -> None:
+        """Consumer-group mode for real Kafka (not supported by the bundled broker for confluent). At every
+        assignment, `on_assign` says where each newly assigned partition starts (else: the group's offsets)."""
         ...
 
     def poll_batch(self, max_records: int = 10_000, timeout_s: float = 1.0) -> RecordBatch:
@@ -355,6 +376,7 @@ class ConfluentSource(_Closing):
         self._partitions: list[int] = []
         self._starts: dict[int, int] = {}
         self._subscribed = False
+        self._rebalanced = False
         self._closed = False
         self._consumer = self._new_consumer(group_id or DEFAULT_GROUP_ID, offset_reset)
 
@@ -407,16 +429,30 @@ class ConfluentSource(_Closing):
             raise _confluent_error(exc.args[0] if exc.args else exc, bootstrap=self.bootstrap, topic=topic) from exc
         self._topic, self._partitions, self._starts, self._subscribed = topic, chosen, starts, False
 
-    def subscribe(self, topic: str, *, group_id: str) -> None:
+    def subscribe(self, topic: str, *, group_id: str, on_assign: AssignCallback | None = None) -> None:
         """Group mode for real Kafka. Does NOT work against the bundled broker (librdkafka never gets an
-        assignment from tansu); partitions without a committed offset start per `offset_reset`
-        ("error" is treated as "earliest")."""
+        assignment from tansu). Each assignment starts where `on_assign` says; other partitions start at
+        the group's offset, else per `offset_reset` ("error" is treated as "earliest")."""
         self._available_partitions(topic)
         self._consumer.close()
         reset: OffsetReset = "earliest" if self._offset_reset == "error" else self._offset_reset
         self._group_id = group_id
         self._consumer = self._new_consumer(group_id, reset)
-        self._consumer.subscribe([topic])
+
+        def assigned(consumer: Any, partitions: list[Any]) -> None:
+            starts = dict(on_assign(sorted(tp.partition for tp in partitions))) if on_assign else {}
+            for tp in partitions:
+                if tp.partition in starts:
+                    tp.offset = starts[tp.partition]
+            self._starts.update(starts)
+            self._rebalanced = True
+            consumer.assign(partitions)
+
+        def revoked(consumer: Any, partitions: list[Any]) -> None:
+            self._rebalanced = True
+            consumer.unassign()
+
+        self._consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked)
         self._topic, self._partitions, self._starts, self._subscribed = topic, [], {}, True
 
     def _assigned(self) -> list[int]:
@@ -432,6 +468,7 @@ class ConfluentSource(_Closing):
     def poll_batch(self, max_records: int = 10_000, timeout_s: float = 1.0) -> RecordBatch:
         topic = self._require_topic()
         _check_limits(max_records, timeout_s)
+        self._rebalanced = False
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
         if not messages:
             return RecordBatch.empty(topic)
@@ -443,7 +480,7 @@ class ConfluentSource(_Closing):
             if fatal:
                 raise _confluent_error(fatal[0], bootstrap=self.bootstrap, topic=topic)
             messages = [m for m in messages if m.error() is None]
-        return RecordBatch(
+        batch = RecordBatch(
             topic,
             [m.partition() for m in messages],
             [m.offset() for m in messages],
@@ -451,6 +488,7 @@ class ConfluentSource(_Closing):
             [m.value() for m in messages],
             [m.timestamp()[1] for m in messages],
         )
+        return batch.settled(set(self._assigned()), self._starts) if self._rebalanced else batch
 
     def positions(self) -> dict[int, int]:
         from confluent_kafka import TopicPartition
@@ -669,7 +707,9 @@ class KafkaPythonSource(_Closing):
         self._extra = dict(client_config or {})
         self._topic: str | None = None
         self._partitions: list[int] = []
+        self._starts: dict[int, int] = {}
         self._subscribed = False
+        self._rebalanced = False
         self._closed = False
         self._consumer = self._new_consumer(group_id, offset_reset)
 
@@ -725,16 +765,35 @@ class KafkaPythonSource(_Closing):
             raise _kafka_python_error(exc, bootstrap=self.bootstrap, topic=topic) from exc
         self._topic, self._partitions, self._subscribed = topic, chosen, False
 
-    def subscribe(self, topic: str, *, group_id: str) -> None:
-        """Group mode. Against the bundled broker it works only with `api_version=(2, 5)`."""
+    def subscribe(self, topic: str, *, group_id: str, on_assign: AssignCallback | None = None) -> None:
+        """Group mode. Against the bundled broker it works only with `api_version=(2, 5)`. Each assignment
+        starts where `on_assign` says; other partitions start at the group's offset, else the earliest."""
+        from kafka import ConsumerRebalanceListener
+
+        source = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                source._rebalanced = True
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                source._rebalanced = True
+                if on_assign is None:
+                    return
+                starts = dict(on_assign(sorted(tp.partition for tp in assigned)))
+                source._starts.update(starts)
+                for tp in assigned:
+                    if tp.partition in starts:
+                        source._consumer.seek(tp, starts[tp.partition])
+
         self._topic_partitions(topic)
         self._consumer.close()
         self._group_id = group_id
         self._consumer = self._new_consumer(
             group_id, "earliest" if self._offset_reset == "error" else self._offset_reset
         )
-        self._consumer.subscribe([topic])
-        self._topic, self._partitions, self._subscribed = topic, [], True
+        self._consumer.subscribe([topic], listener=Listener())
+        self._topic, self._partitions, self._starts, self._subscribed = topic, [], {}, True
 
     def _assigned(self) -> list[Any]:
         from kafka import TopicPartition
@@ -757,6 +816,7 @@ class KafkaPythonSource(_Closing):
         keys: list[bytes | None] = []
         values: list[bytes | None] = []
         timestamps: list[int] = []
+        self._rebalanced = False
         deadline = time.monotonic() + timeout_s
         while len(offsets) < max_records:
             left_ms = max(0, int((deadline - time.monotonic()) * 1000))
@@ -772,7 +832,11 @@ class KafkaPythonSource(_Closing):
                 timestamps.extend([r.timestamp for r in records])
             if left_ms == 0:
                 break
-        return RecordBatch(topic, partitions, offsets, keys, values, timestamps)
+        batch = RecordBatch(topic, partitions, offsets, keys, values, timestamps)
+        if not self._rebalanced:
+            return batch
+        self._rebalanced = False
+        return batch.settled({tp.partition for tp in self._assigned()}, self._starts)
 
     def positions(self) -> dict[int, int]:
         try:

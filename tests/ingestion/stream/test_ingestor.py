@@ -131,3 +131,63 @@ def test_two_ingestors_on_disjoint_partitions_commit_concurrently(
     landed = read_all(bronze_uri()).vstack(read_all(bronze_uri(tenant_id=sim_tenants[1][0])))
     assert landed.height == sim.events.height == landed.select("tenant_id", "event_id").n_unique()
     assert results[0].totals.landed + results[1].totals.landed == sim.events.height
+
+
+@pytest.mark.slow
+def test_consumer_group_members_resume_from_the_delta_log_at_every_assignment(
+    broker_bootstrap: str, topic_name: str, sim_tenants: list[tuple[str, str]]
+) -> None:
+    """Group mode (kafka-python, the only client whose groups work on the bundled broker): a first member lands
+    part of the topic and leaves; the group's committed offsets are then rewound to 0; two members join and
+    rebalance. Positions must come from the Delta log: nothing is read twice, nothing is lost."""
+    import threading
+
+    from ingestion.stream import make_source
+    from ingestion.synthetic import simulate
+
+    sim = simulate(sim_tenants, customers=200, days=60, seed=9)
+    produce(broker_bootstrap, topic_name, sim)
+    group = f"g-{topic_name}"
+
+    def options(**extra: object) -> StreamOptions:
+        return StreamOptions(topic=topic_name, bootstrap=broker_bootstrap, client="kafka-python",
+                             api_version=(2, 5), group_id=group, subscribe=True, max_batch=300,
+                             idle_timeout_s=30, **extra)  # type: ignore[arg-type]
+
+    first = StreamIngestor(options(max_flushes=3)).run()
+    assert first.flushes == 3 and 0 < first.totals.landed < sim.events.height
+    landed_first = {p: o for p, o in first.end_offsets.items() if o > 0}
+    assert landed_first
+
+    with make_source("kafka-python", broker_bootstrap, group_id=group, api_version=(2, 5)) as rewinder:
+        rewinder.assign(topic_name)
+        assert rewinder.commit_offsets(dict.fromkeys(range(4), 0))  # the group now says "start at 0"
+
+    results = {}
+
+    def member(name: str) -> None:
+        results[name] = StreamIngestor(options(until_caught_up=True)).run()
+
+    threads = [threading.Thread(target=member, args=(name,)) for name in ("b", "c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert set(results) == {"b", "c"}
+    later = list(results.values())
+    for partition, offset in landed_first.items():  # whoever got it resumed where the first member stopped
+        starts = [r.start_offsets[partition] for r in later if partition in r.start_offsets]
+        assert starts and min(starts) == offset
+    assert sum(r.totals.duplicates for r in later) == 0
+    assert first.totals.landed + sum(r.totals.landed for r in later) == sim.events.height
+    landed = read_all(bronze_uri()).vstack(read_all(bronze_uri(tenant_id=sim_tenants[1][0])))
+    assert landed.height == sim.events.height == landed.select("tenant_id", "event_id").n_unique()
+
+
+def test_group_mode_options_are_checked() -> None:
+    from shironzi.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="group id"):
+        StreamOptions(topic="t", subscribe=True)
+    with pytest.raises(InvalidInputError, match="not both"):
+        StreamOptions(topic="t", subscribe=True, group_id="g", workers=2)
