@@ -333,10 +333,13 @@ def run_dbt_build(
     dbt_vars: Mapping[str, Any] | None = None,
     raise_on_failure: bool = False,
     project_dir: Path | None = None,
+    full_tests: bool = False,
 ) -> DbtBuildResult:
     """Run `dbt build` for one region: snapshot the registry, build silver and gold Delta tables, run
     every data and unit test. When the set of analytics-enabled tenants changed since the last build,
     the facts are rebuilt in full (an incremental merge would keep a disabled tenant's rows).
+    On an incremental build, data tests on a merged model check the partitions that build rewrote
+    (dbt_project/README.md, "Incremental tests"); `full_tests` (or a full refresh) checks every row.
     `project_dir` swaps in a copy of the dbt project (tests, extensions)."""
     settings = settings or get_settings()
     _check_region(settings, region)
@@ -370,7 +373,7 @@ def run_dbt_build(
                 work,
                 region=region,
                 extra=extra,
-                dbt_vars=dict(dbt_vars or {}),
+                dbt_vars={**dict(dbt_vars or {}), **({"full_tests": True} if full_tests else {})},
                 project_dir=project_dir or PROJECT_DIR,
             )
         seconds = time.perf_counter() - started
@@ -449,6 +452,11 @@ def transform(
     full_refresh: bool = typer.Option(
         False, "--full-refresh", help="Rebuild incremental Delta tables in full."
     ),
+    full_tests: bool = typer.Option(
+        False,
+        "--full-tests",
+        help="Run every data test on whole tables (an incremental build tests only the rewritten partitions).",
+    ),
 ) -> None:
     """Build the curated layer with dbt: bronze Delta -> silver and gold Delta, with every test."""
     from rich.console import Console
@@ -456,7 +464,11 @@ def transform(
 
     settings = get_settings()
     result = run_dbt_build(
-        region=region or settings.default_region, select=select, full_refresh=full_refresh, settings=settings
+        region=region or settings.default_region,
+        select=select,
+        full_refresh=full_refresh,
+        settings=settings,
+        full_tests=full_tests,
     )
     console = Console(highlight=False)
     console.print(

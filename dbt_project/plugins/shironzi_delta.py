@@ -10,7 +10,9 @@ table and calls `adapter.store_relation("shironzi_delta", ...)`, which lands in 
 After the commit the plugin registers the table's Arrow dataset (a consistent Delta snapshot read by
 delta-rs; DuckDB needs no `delta` extension) and points a DuckDB view with the model's name at it,
 so downstream `ref()`s read the Delta table. A small catalog table in the DuckDB file remembers the
-views, so later runs re-register them when a cursor opens.
+views, so later runs re-register them when a cursor opens. A second one (main.shironzi_delta_scope)
+records the partitions each model's latest commit wrote, which scopes the data tests of an incremental
+build (macros/test_scope.sql). `Plugin.load` reads Delta sources (cached per Delta version).
 
 This module imports only dbt-duckdb, duckdb, deltalake and pyarrow: the dbt project does not depend
 on the `shironzi` package.
@@ -23,12 +25,13 @@ import datetime as dt
 import json
 import re
 import threading
+from collections import OrderedDict
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from dbt.adapters.duckdb.plugins import BasePlugin
-from dbt.adapters.duckdb.utils import TargetConfig
+from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -39,8 +42,32 @@ except ImportError:  # pragma: no cover - the project used on its own, without t
 
 WriteMode = Literal["overwrite", "merge"]
 CATALOG_TABLE = "main.shironzi_delta_catalog"
+# The partitions each model's latest commit wrote: `scope_column` NULL = the whole table (an overwrite).
+# Data tests on an incremental build read it (macros/test_scope.sql) to check only what was rewritten.
+SCOPE_TABLE = "main.shironzi_delta_scope"
 _BATCH_ROWS = 256_000
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Building a pyarrow dataset lists every file of the snapshot (~0.5 s for a thousand files) and a build
+# asks for the same snapshots many times (each source() compile, each run's start). A Delta version is
+# immutable, so datasets are cached per process by (location, table id, version, kind); the table id
+# changes when a table is deleted and created again at the same location.
+_DATASET_CACHE: OrderedDict[tuple[str, str, int, str], Any] = OrderedDict()
+_DATASET_CACHE_SIZE = 64
+_DATASET_CACHE_LOCK = threading.Lock()
+
+
+def _cached_dataset(table: DeltaTable, location: str, kind: str, build: Any) -> Any:
+    key = (location, str(table.metadata().id), table.version(), kind)
+    with _DATASET_CACHE_LOCK:
+        if key in _DATASET_CACHE:
+            _DATASET_CACHE.move_to_end(key)
+            return _DATASET_CACHE[key]
+    dataset = build()
+    with _DATASET_CACHE_LOCK:
+        _DATASET_CACHE[key] = dataset
+        while len(_DATASET_CACHE) > _DATASET_CACHE_SIZE:
+            _DATASET_CACHE.popitem(last=False)
+    return dataset
 
 
 class DeltaWriteError(Exception):
@@ -120,6 +147,10 @@ class Plugin(BasePlugin):
             f"create table if not exists {CATALOG_TABLE} "
             "(view_name varchar primary key, df_name varchar, location varchar)"
         )
+        conn.execute(
+            f"create table if not exists {SCOPE_TABLE} "
+            "(view_name varchar primary key, scope_column varchar, scope_values varchar, written_at timestamptz)"
+        )
         entries = conn.execute(f"select view_name, df_name, location from {CATALOG_TABLE}").fetchall()
         for view_name, df_name, location in entries:
             dataset = self._load_dataset(location)
@@ -153,15 +184,19 @@ class Plugin(BasePlugin):
         lease = _table_lease(location) if _table_lease is not None else contextlib.nullcontext()
         try:
             with lease:
-                self._write(cursor, staged, location=location, mode=mode, options=options,
-                            partition_by=partition_by, unique_key=unique_key)
+                scope = self._write(cursor, staged, location=location, mode=mode, options=options,
+                                    partition_by=partition_by, unique_key=unique_key)
             self._publish(cursor, view_name=view_name, location=location)
+            if scope is not None:
+                self._record_scope(cursor, view_name=view_name, scope=scope)
         finally:
             cursor.close()
 
     def _write(self, cursor: Any, staged: str, *, location: str, mode: WriteMode, options: dict[str, Any],
-               partition_by: list[str], unique_key: list[str]) -> None:
-        """One Delta commit of the staged rows: a full overwrite or a partition-scoped merge."""
+               partition_by: list[str], unique_key: list[str]) -> tuple[str | None, list[str]] | None:
+        """One Delta commit of the staged rows: a full overwrite or a partition-scoped merge. Returns what
+        the commit rewrote: (None, []) for the whole table, (partition column, literal values) for a merge
+        of a one-column partitioning, None when nothing was committed."""
         reader = _conform(cursor.sql(f"select * from {staged}").to_arrow_reader(_BATCH_ROWS))
         if mode == "overwrite":
             write_deltalake(
@@ -173,16 +208,16 @@ class Plugin(BasePlugin):
                 storage_options=self._storage_options or None,
                 configuration={"delta.checkpointInterval": "100"},
             )
-        elif mode == "merge":
-            self._merge(
+            return None, []
+        if mode == "merge":
+            return self._merge(
                 location,
                 reader.read_all(),
                 unique_key=unique_key,
                 partition_by=partition_by,
                 delete_stale=bool(options.get("delete_stale_in_scope", False)),
             )
-        else:
-            raise DeltaWriteError(f"unknown delta write mode {mode!r}")
+        raise DeltaWriteError(f"unknown delta write mode {mode!r}")
 
     def _merge(
         self,
@@ -192,7 +227,7 @@ class Plugin(BasePlugin):
         unique_key: list[str],
         partition_by: list[str],
         delete_stale: bool,
-    ) -> None:
+    ) -> tuple[str | None, list[str]] | None:
         """Upsert `rows` on `unique_key` into the partitions they touch, in one commit that rewrites only
         those partitions: the partitions' current rows whose key is not in `rows` are kept (dropped when
         `delete_stale`), the rest come from `rows`. Written with write_deltalake's replace-where rather
@@ -205,7 +240,7 @@ class Plugin(BasePlugin):
                 "an incremental delta model needs partition_by: merges are partition-scoped"
             )
         if rows.num_rows == 0:
-            return  # nothing changed upstream: no commit, the table version stays
+            return None  # nothing changed upstream: no commit, the table version stays
         table = self._open(location)
         if table is None:  # the table vanished since the view was made: create it
             write_deltalake(
@@ -215,7 +250,7 @@ class Plugin(BasePlugin):
                 partition_by=partition_by,
                 storage_options=self._storage_options or None,
             )
-            return
+            return None, []
         self._check_schema(table, rows.schema, location)
         for key in unique_key:
             _ident(key)
@@ -239,6 +274,21 @@ class Plugin(BasePlugin):
                     "shironzi.source_rows": str(rows.num_rows),
                 }
             ),
+        )
+        if len(partition_by) != 1:
+            return None, []
+        column = partition_by[0]
+        values = pc.unique(rows.column(column)).to_pylist()
+        if any(value is None for value in values):
+            return None, []
+        return column, [sql_literal(value) for value in sorted(values)]
+
+    @staticmethod
+    def _record_scope(cursor: Any, *, view_name: str, scope: tuple[str | None, list[str]]) -> None:
+        column, values = scope
+        cursor.execute(
+            f"insert or replace into {SCOPE_TABLE} values (?, ?, ?, now())",
+            [view_name, column, ", ".join(values) if column else None],
         )
 
     @staticmethod
@@ -283,8 +333,23 @@ class Plugin(BasePlugin):
         table = self._open(location)
         if table is None:
             return None
-        arrow_schema = pa.schema(table.schema().to_arrow())  # type: ignore[arg-type]
-        return table.to_pyarrow_dataset(schema=_delta_friendly(arrow_schema))
+
+        def build() -> Any:
+            arrow_schema = pa.schema(table.schema().to_arrow())  # type: ignore[arg-type]
+            return table.to_pyarrow_dataset(schema=_delta_friendly(arrow_schema))
+
+        return _cached_dataset(table, location, "model", build)
+
+    # -- reading sources ---------------------------------------------------------------------------
+    def load(self, source_config: SourceConfig) -> Any:
+        """A Delta source (meta `delta_table_path`, optional `storage_options`) as the Arrow dataset of its
+        current snapshot, like dbt-duckdb's `delta` plugin, but cached per Delta version."""
+        if "delta_table_path" not in source_config:
+            raise DeltaWriteError("a shironzi_delta source needs meta delta_table_path")
+        location = str(source_config["delta_table_path"])
+        options = _parse_storage_options(source_config.get("storage_options")) or self._storage_options
+        table = DeltaTable(location, storage_options=options or None)
+        return _cached_dataset(table, location, "source", table.to_pyarrow_dataset)
 
     def _publish(self, cursor: Any, *, view_name: str, location: str) -> None:
         dataset = self._load_dataset(location)

@@ -9,11 +9,12 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
+from polars.testing import assert_frame_equal
 
 from shironzi.lake.paths import table_uri
 from shironzi.settings import Settings
 from tests.dbt_project.bronze import BRONZE_SCHEMA, START, TENANTS, event, sample_events, write_bronze
-from transformations.dbt_runner import DbtBuildResult, bronze_events_uri, run_dbt_build
+from transformations.dbt_runner import DbtBuildResult, bronze_events_uri, dbt_home, run_dbt_build
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -163,6 +164,66 @@ def test_incremental_churn_labels_equal_a_full_rebuild(first_build: DbtBuildResu
     ), "the new days should make later snapshots eligible"
 
 
+def _gold_frames(settings: Settings, tables: dict[str, list[str]]) -> dict[str, pl.DataFrame]:
+    return {
+        table: pl.read_delta(_uri(settings, "gold", table)).drop("last_ingested_at").sort(keys)
+        for table, keys in tables.items()
+    }
+
+
+def test_incremental_customers_and_cohorts_equal_a_full_rebuild(
+    first_build: DbtBuildResult, module_settings: Settings
+) -> None:
+    """dim_customers folds a new day into the previous rows and re-aggregates a customer with a late event;
+    fct_cohort_retention recomputes only changed months and cohorts (a brand-new customer, a first signup
+    moving a customer to a later cohort). Both equal what a full rebuild yields."""
+    bronze = bronze_events_uri(module_settings, REGION)
+    last_day = pl.read_delta(bronze)["event_date"].max()
+    assert isinstance(last_day, dt.date)
+    new_day = last_day + dt.timedelta(days=1)
+    ingested = LATE_INGESTED + dt.timedelta(hours=20)  # after the churn test's, before the next tests'
+    write_bronze(
+        bronze,
+        [
+            event("t-shop", "c1", "order_placed", new_day, event_id="t-shop-fold-1", amount=12.5, ingested_at=ingested),
+            event("t-school", "c9", "student_enrolled", new_day, event_id="t-school-new-c9", ingested_at=ingested),
+            # a late closure on a day t-clinic/c2 was already active: re-aggregated from its whole history
+            event("t-clinic", "c2", "patient_disenrolled", START + dt.timedelta(days=34), event_id="t-clinic-late-c2",
+                  ingested_at=ingested),
+            # t-shop/c6 only browsed in month 1 (cohort = month 1), then signs up on the new day: it moves cohort
+            event("t-shop", "c6", "product_viewed", START + dt.timedelta(days=5), event_id="t-shop-c6-browse",
+                  ingested_at=ingested - dt.timedelta(hours=1)),
+        ],
+    )
+    first = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
+    assert first.success, first.failures
+    write_bronze(
+        bronze,
+        [event("t-shop", "c6", "customer_signed_up", new_day, event_id="t-shop-c6-signup",
+               ingested_at=ingested + dt.timedelta(hours=1))],
+    )
+    dim_uri = _uri(module_settings, "gold", "dim_customers")
+    version = DeltaTable(dim_uri).version()
+    result = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
+    assert result.success, result.failures
+    assert not first.full_refresh and not result.full_refresh
+    assert DeltaTable(dim_uri).version() == version + 1
+    tables = {
+        "dim_customers": ["tenant_id", "customer_id"],
+        "fct_cohort_retention": ["tenant_id", "cohort_month", "months_since_signup"],
+    }
+    incremental = _gold_frames(module_settings, tables)
+    c6 = incremental["dim_customers"].filter((pl.col("tenant_id") == "t-shop") & (pl.col("customer_id") == "c6"))
+    assert c6["cohort_month"].to_list() == [new_day.replace(day=1)]
+    assert c6["active_days"].to_list() == [2]
+
+    full = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings, full_refresh=True)
+    assert full.success, full.failures
+    rebuilt = _gold_frames(module_settings, tables)
+    for table in tables:
+        assert_frame_equal(incremental[table], rebuilt[table], check_exact=False, rel_tol=1e-9)
+
+
 def test_new_bronze_column_flows_through_ignored(
     first_build: DbtBuildResult, module_settings: Settings
 ) -> None:
@@ -186,6 +247,60 @@ def test_new_bronze_column_flows_through_ignored(
     silver = pl.read_delta(_uri(module_settings, "silver", "int_events__unified"))
     assert "device_type" not in silver.columns
     assert "t-school-evolved-1" in set(silver["event_id"])
+
+
+def test_customers_and_cohorts_written_before_their_new_columns_are_computed_in_full(
+    first_build: DbtBuildResult, module_settings: Settings
+) -> None:
+    """A table written before the incremental columns existed (an upgrade) is computed in full once, not merged."""
+    from deltalake import write_deltalake
+
+    old_columns = {
+        "dim_customers": ["last_ingested_at", "first_event_date", "cohort_month"],
+        "fct_cohort_retention": ["members_checksum", "last_ingested_at"],
+    }
+    expected = {}
+    for table, columns in old_columns.items():
+        uri = _uri(module_settings, "gold", table)
+        expected[table] = pl.read_delta(uri)
+        write_deltalake(uri, expected[table].drop(columns).to_arrow(), mode="overwrite", schema_mode="overwrite")
+    result = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
+    assert result.success, result.failures
+    for table, frame in expected.items():
+        keys = ["tenant_id", "customer_id"] if table == "dim_customers" else ["tenant_id", "cohort_month",
+                                                                               "months_since_signup"]
+        assert_frame_equal(pl.read_delta(_uri(module_settings, "gold", table)).sort(keys), frame.sort(keys),
+                           check_exact=False, rel_tol=1e-9)
+
+
+def _compiled_test(settings: Settings, name: str) -> str:
+    (path,) = (dbt_home(settings, REGION) / "target" / "run").rglob(f"{name}.sql")
+    return path.read_text()
+
+
+def test_incremental_tests_see_rewritten_partitions_but_keys_across_the_whole_table(
+    first_build: DbtBuildResult, module_settings: Settings
+) -> None:
+    """On an incremental build a test on a merged model checks only the partitions the merge rewrote, yet a key
+    without the partition column is checked against the whole table: an event re-delivered under another
+    event_date (the merge keeps the old day's row) fails the uniqueness test. `full_tests` checks every row."""
+    write_bronze(
+        bronze_events_uri(module_settings, REGION),
+        [event("t-shop", "c0", "customer_signed_up", START + dt.timedelta(days=60), event_id="t-shop-c0-0",
+               ingested_at=LATE_INGESTED + dt.timedelta(days=1, hours=2))],
+        schema_mode="merge",  # bronze has gained a column in the schema-evolution test
+    )
+    scoped = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
+    assert not scoped.success and not scoped.full_refresh
+    assert [f for f in scoped.failures if "unique_combination_of_columns_int_events__unified" in f], scoped.failures
+    moved_day = (START + dt.timedelta(days=60)).isoformat()
+    not_null = _compiled_test(module_settings, "not_null_int_events__unified_event_date")
+    assert f"event_date in ('{moved_day}')" in not_null
+
+    full = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings, full_tests=True)
+    assert not full.success
+    assert [f for f in full.failures if "unique_combination_of_columns_int_events__unified" in f], full.failures
+    assert "event_date in (" not in _compiled_test(module_settings, "not_null_int_events__unified_event_date")
 
 
 def test_switching_analytics_off_rebuilds_the_facts_without_the_tenant(

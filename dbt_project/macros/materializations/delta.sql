@@ -8,6 +8,9 @@
     incremental      true: after the first build, merge the staged rows on unique_key, scoped to
                      the partitions they touch (models select only the partitions that changed)
     delete_stale_in_scope  true: rows of a touched partition that the rebuild no longer yields are deleted
+    incremental_write  merge (default) | overwrite: an incremental model whose every row can change
+                     (e.g. dim_customers, classified against the data's last day) computes its rows
+                     from {{ this }} plus what changed, and overwrites the table in one commit
 -#}
 {% macro delta_location(layer, identifier) -%}
   {%- if layer not in ['silver', 'gold'] -%}
@@ -24,7 +27,7 @@
   {%- set partition_by = [partition_by] if partition_by is string else partition_by -%}
   {%- set unique_key = config.get('unique_key') or [] -%}
   {%- set unique_key = [unique_key] if unique_key is string else unique_key -%}
-  {%- set mode = 'merge' if is_incremental() else 'overwrite' -%}
+  {%- set mode = 'merge' if is_incremental() and config.get('incremental_write', 'merge') == 'merge' else 'overwrite' -%}
 
   {%- set target_relation = this.incorporate(type='view') -%}
   {%- set existing_relation = load_cached_relation(this) -%}

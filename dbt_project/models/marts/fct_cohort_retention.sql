@@ -1,56 +1,148 @@
-{{ config(unique_key=['tenant_id', 'cohort_month', 'months_since_signup']) }}
+{{ config(incremental=true, incremental_write='overwrite',
+          unique_key=['tenant_id', 'cohort_month', 'months_since_signup']) }}
 
-with activity as (
-    select * from {{ ref('int_customer_daily_activity') }}
+{#- A customer's cohort (dim_customers.cohort_month) is the month of its first signup, else of its first
+    event; a cell (tenant, cohort, k) counts the cohort's customers active in month cohort + k.
+
+    Incremental: a cell can only change when (a) its activity month received changed activity, or
+    (b) its cohort's membership changed (a new customer, or a late or first signup moving a customer
+    between cohorts). (b) is detected per (tenant, cohort) by the size and an order-independent
+    checksum of the member ids (members_checksum), compared with the previous build. Only those cells
+    are recomputed: from all activity of the changed months, and from the whole history of the
+    changed cohorts' members. Every other cell is kept; the small table is overwritten in one commit.
+    A full refresh computes every cell and yields the same rows. -#}
+{%- set incremental = is_incremental() and incremental_columns_present(['members_checksum', 'last_ingested_at']) %}
+{%- set months = [] %}
+{%- if execute and incremental %}
+  {%- set watermark_sql -%}
+    select cast(coalesce(max(last_ingested_at), timestamptz '1970-01-01 00:00:00+00') as varchar) from {{ this }}
+  {%- endset %}
+  {%- set watermark = run_query(watermark_sql).columns[0].values()[0] %}
+  {%- set months_sql -%}
+    select distinct cast(cast(date_trunc('month', event_date) as date) as varchar)
+    from {{ ref('int_customer_daily_activity') }}
+    where last_ingested_at > timestamptz '{{ watermark }}'
+    order by 1
+  {%- endset %}
+  {%- set months = run_query(months_sql).columns[0].values() %}
+{%- endif %}
+{%- set month_literals = [] %}
+{%- for month in months %}{% do month_literals.append("date '" ~ month ~ "'") %}{% endfor %}
+
+with customers as (
+    select tenant_id, customer_id, cohort_month
+    from {{ ref('dim_customers') }}
 ),
 
-customer_cohorts as (
+cohort_stats as (
     select
         tenant_id,
-        customer_id,
-        cast(date_trunc('month', coalesce(min(event_date) filter (where signups > 0), min(event_date))) as date)
-            as cohort_month
-    from activity
-    group by tenant_id, customer_id
-),
-
-active_months as (
-    select distinct
-        tenant_id,
-        customer_id,
-        cast(date_trunc('month', event_date) as date) as activity_month
-    from activity
-),
-
-cohort_sizes as (
-    select tenant_id, cohort_month, cast(count(*) as bigint) as cohort_size
-    from customer_cohorts
+        cohort_month,
+        cast(count(*) as bigint) as cohort_size,
+        bit_xor(cast(hash(customer_id) >> 1 as bigint)) as members_checksum
+    from customers
     group by tenant_id, cohort_month
 ),
 
-retained as (
+activity_bounds as (
+    select max(last_ingested_at) as last_ingested_at
+    from {{ ref('int_customer_daily_activity') }}
+    {%- if incremental %}
+    where last_ingested_at > timestamptz '{{ watermark }}'
+    {%- endif %}
+),
+
+{%- if incremental %}
+
+previous as (
+    select * from {{ this }}
+),
+
+changed_cohorts as (
     select
-        customer_cohorts.tenant_id,
-        customer_cohorts.cohort_month,
-        cast(date_diff('month', customer_cohorts.cohort_month, active_months.activity_month) as bigint)
+        coalesce(current_cohorts.tenant_id, previous_cohorts.tenant_id) as tenant_id,
+        coalesce(current_cohorts.cohort_month, previous_cohorts.cohort_month) as cohort_month
+    from cohort_stats as current_cohorts
+    full outer join (
+        select distinct tenant_id, cohort_month, cohort_size, members_checksum from previous
+    ) as previous_cohorts
+        on current_cohorts.tenant_id = previous_cohorts.tenant_id
+        and current_cohorts.cohort_month = previous_cohorts.cohort_month
+    where current_cohorts.cohort_size is distinct from previous_cohorts.cohort_size
+        or current_cohorts.members_checksum is distinct from previous_cohorts.members_checksum
+),
+
+active_months as (
+    {%- if month_literals %}
+    -- every customer active in a changed month (all cohorts' cells of that month)
+    select tenant_id, customer_id, cast(date_trunc('month', event_date) as date) as activity_month
+    from {{ ref('int_customer_daily_activity') }}
+    where event_date >= {{ month_literals[0] }} and event_date < {{ month_literals[-1] }} + interval 1 month
+        and cast(date_trunc('month', event_date) as date) in ({{ month_literals | join(', ') }})
+    union
+    {%- endif %}
+    -- the whole history of the changed cohorts' members (every cell of those cohorts)
+    select distinct activity.tenant_id, activity.customer_id,
+        cast(date_trunc('month', activity.event_date) as date) as activity_month
+    from {{ ref('int_customer_daily_activity') }} as activity
+    semi join (
+        select customers.tenant_id, customers.customer_id
+        from customers
+        semi join changed_cohorts using (tenant_id, cohort_month)
+    ) as members using (tenant_id, customer_id)
+),
+{%- else %}
+
+active_months as (
+    select distinct tenant_id, customer_id, cast(date_trunc('month', event_date) as date) as activity_month
+    from {{ ref('int_customer_daily_activity') }}
+),
+{%- endif %}
+
+recomputed as (
+    select
+        customers.tenant_id,
+        customers.cohort_month,
+        cast(date_diff('month', customers.cohort_month, active_months.activity_month) as bigint)
             as months_since_signup,
-        cast(count(distinct customer_cohorts.customer_id) as bigint) as retained_customers
-    from customer_cohorts
-    inner join active_months
-        on customer_cohorts.tenant_id = active_months.tenant_id
-        and customer_cohorts.customer_id = active_months.customer_id
-        and active_months.activity_month >= customer_cohorts.cohort_month
+        cast(count(*) as bigint) as retained_customers
+    from active_months
+    inner join customers
+        on active_months.tenant_id = customers.tenant_id
+        and active_months.customer_id = customers.customer_id
+        and active_months.activity_month >= customers.cohort_month
     group by 1, 2, 3
+),
+
+cells as (
+    {%- if incremental %}
+    select tenant_id, cohort_month, months_since_signup, retained_customers
+    from previous
+    anti join changed_cohorts using (tenant_id, cohort_month)
+    {%- if month_literals %}
+    where cast(cohort_month + to_months(cast(months_since_signup as integer)) as date)
+        not in ({{ month_literals | join(', ') }})
+    {%- endif %}
+    union all
+    {%- endif %}
+    select * from recomputed
 )
 
 select
-    retained.tenant_id,
-    retained.cohort_month,
-    retained.months_since_signup,
-    cohort_sizes.cohort_size,
-    retained.retained_customers,
-    cast(retained.retained_customers as double) / cohort_sizes.cohort_size as retention_rate
-from retained
-inner join cohort_sizes
-    on retained.tenant_id = cohort_sizes.tenant_id
-    and retained.cohort_month = cohort_sizes.cohort_month
+    cells.tenant_id,
+    cells.cohort_month,
+    cells.months_since_signup,
+    cohort_stats.cohort_size,
+    cells.retained_customers,
+    cast(cells.retained_customers as double) / cohort_stats.cohort_size as retention_rate,
+    cohort_stats.members_checksum,
+    {%- if incremental %}
+    coalesce(activity_bounds.last_ingested_at, (select max(last_ingested_at) from previous)) as last_ingested_at
+    {%- else %}
+    activity_bounds.last_ingested_at
+    {%- endif %}
+from cells
+inner join cohort_stats
+    on cells.tenant_id = cohort_stats.tenant_id
+    and cells.cohort_month = cohort_stats.cohort_month
+cross join activity_bounds

@@ -25,7 +25,8 @@
         and tenants.region = '{{ var("region") }}'
 {%- endset %}
 
-{%- set scope = changed_partitions_filter(ingested_rows) %}
+{%- set scope = changed_partitions_filter(
+    'select event_date, ingested_at from ' ~ source('bronze', 'events')) %}
 
 with ingested as (
     select

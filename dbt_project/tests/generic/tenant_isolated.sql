@@ -7,17 +7,35 @@
        another tenant (customer ids collide across tenants, so a join missing tenant_id inflates this).
 
     Apply it once per joined parent. `parent_filter` restricts the parent (e.g. analytics_enabled).
-    Returns the offending rows; zero rows passes. -#}
+    Returns the offending rows; zero rows passes.
+
+    Incremental scope (macros/test_scope.sql): when the model's latest commit rewrote only some
+    partitions, only those output rows are checked, and the parent is restricted the same way through
+    `parent_scope_column` (the parent column holding the same values, e.g. event_date for usage_date):
+    exactly the same values when `parent_scope_lookback_days` is 0 (totals stay comparable), else from
+    the first value minus that many days (containment only: an output row's parent rows may be older).
+    Without `parent_scope_column`, only a test without `measure` scopes its output (against the whole
+    parent); one with a measure then checks the whole output against the whole parent. -#}
 {% test tenant_isolated(model, parent, keys=[], measure=none, parent_measure=none, parent_filter=none,
-                        column_name='tenant_id') %}
+                        column_name='tenant_id', parent_scope_column=none, parent_scope_lookback_days=0) %}
+
+{%- set scope = shironzi_test_scope(model) if parent_scope_column or not measure else none -%}
+{%- if scope is not none and measure and parent_scope_lookback_days | int > 0 -%}
+  {%- set scope = none -%}  {#- totals are only comparable over the same partitions -#}
+{%- endif -%}
+{%- set parent_filters = [parent_filter] if parent_filter else [] -%}
+{%- if scope is not none and parent_scope_column -%}
+  {%- do parent_filters.append(shironzi_scope_filter(scope, parent_scope_column, parent_scope_lookback_days)) -%}
+{%- endif %}
 
 with output_rows as (
     select * from {{ model }}
+    {% if scope is not none %}where {{ shironzi_scope_filter(scope) }}{% endif %}
 ),
 
 parent_rows as (
     select * from {{ parent }}
-    {% if parent_filter %}where {{ parent_filter }}{% endif %}
+    {% if parent_filters %}where {{ parent_filters | join(' and ') }}{% endif %}
 ),
 
 crossed_rows as (
