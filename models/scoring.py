@@ -10,7 +10,7 @@ root). Re-scoring a date replaces exactly that (tenant, date) slice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,38 @@ class ScoreResult:
     def table_version(self) -> int | None:
         """The version of the (single) predictions table written, or the newest when several were."""
         return max(self.table_versions.values()) if self.table_versions else None
+
+    def write(
+        self,
+        group: Any,
+        table: str,
+        rows: pa.Table,
+        *,
+        partition: str,
+        day: date,
+        settings: Settings,
+        actor: str,
+        operation: str,
+        inputs: Sequence[tuple[str, int]],
+        models: Iterable[tuple[str, str | int]],
+    ) -> None:
+        """Replace the group's slice of predictions `table` for `day` with `rows` and audit the write with the
+        feature/gold inputs and the model versions that produced it."""
+        from shironzi.audit.log import record_table_write
+
+        uri = predictions_uri(group, table, settings)
+        version = replace_slice(uri, rows, partition=partition, day=day, tenant_ids=group.tenant_ids,
+                                settings=settings)
+        if version is not None:
+            self.table_versions[uri] = version
+            record_table_write(actor, uri, version, rows.num_rows, operation=operation, inputs=inputs,
+                               models=models)
+        self.rows += rows.num_rows
+
+    def summarise(self, summary: Any) -> None:
+        """Rows and table versions onto a stage's summary line."""
+        summary.rows = self.rows
+        summary.table_version = {u.rsplit("/lake/", 1)[-1]: v for u, v in self.table_versions.items()} or None
 
 
 def eligible_tenants(module: str = "churn_prediction", *, settings: Settings | None = None) -> list[str]:
@@ -137,7 +169,6 @@ def score_churn(
     from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
     from models.common import as_float_matrix, read_feature_inputs
     from models.inference import load_churn_predictor, reasons_json
-    from shironzi.audit.log import record_table_write
     from shironzi.observability import stage
 
     settings = settings or get_settings()
@@ -191,17 +222,10 @@ def score_churn(
                         "scored_at": pa.array([scored_at] * rows.num_rows, schema.field("scored_at").type),
                     }, schema=schema))
             table = pa.concat_tables(parts) if parts else schema.empty_table()
-            uri = predictions_uri(group, CHURN_SCORES_TABLE, settings)
-            version = replace_slice(uri, table, partition="score_date", day=score_date,
-                                    tenant_ids=group.tenant_ids, settings=settings)
-            if version is not None:
-                result.table_versions[uri] = version
-                record_table_write(ACTOR, uri, version, table.num_rows, operation="score_churn",
-                                   inputs=inputs, models=used)
-            result.rows += table.num_rows
+            result.write(group, CHURN_SCORES_TABLE, table, partition="score_date", day=score_date, settings=settings,
+                         actor=ACTOR, operation="score_churn", inputs=inputs, models=used)
             result.tenants += sorted(set(table.column("tenant_id").to_pylist()))
-        summary.rows = result.rows
-        summary.table_version = {u.rsplit("/lake/", 1)[-1]: v for u, v in result.table_versions.items()} or None
+        result.summarise(summary)
         summary.extra.update(tenants=len(result.tenants), skipped_tenants=len(skipped), model_version=predictor.version)
     return result
 

@@ -38,7 +38,7 @@ def write_trend_forecasts(
 
     from feature_store.offline import lake_groups
     from models.registry import aliases
-    from models.scoring import FORECASTS_TABLE, ScoreResult, predictions_uri, replace_slice
+    from models.scoring import FORECASTS_TABLE, ScoreResult
     from models.trend.train import (
         HORIZON,
         load_series,
@@ -47,7 +47,6 @@ def write_trend_forecasts(
         origin_features,
         quantile_forecast,
     )
-    from shironzi.audit.log import record_table_write
     from shironzi.observability import stage
 
     settings = settings or get_settings()
@@ -84,16 +83,10 @@ def write_trend_forecasts(
         for group in lake_groups(tenant_ids, settings):
             parts = [t for tenant_id in group.tenant_ids for t in by_tenant.get(tenant_id, [])]
             table = pa.concat_tables(parts) if parts else schema.empty_table()
-            uri = predictions_uri(group, FORECASTS_TABLE, settings)
-            written = replace_slice(uri, table, partition="generated_date", day=generated_date,
-                                    tenant_ids=group.tenant_ids, settings=settings)
-            if written is not None:
-                result.table_versions[uri] = written
-                record_table_write("models:forecast", uri, written, table.num_rows, operation="write_forecasts",
-                                   inputs=inputs)
-            result.rows += table.num_rows
+            result.write(group, FORECASTS_TABLE, table, partition="generated_date", day=generated_date,
+                         settings=settings, actor="models:forecast", operation="write_forecasts", inputs=inputs,
+                         models=[(TREND_MODEL, version)])
             result.tenants += sorted(t for t in group.tenant_ids if t in by_tenant)
-        summary.rows = result.rows
-        summary.table_version = {u.rsplit("/lake/", 1)[-1]: v for u, v in result.table_versions.items()} or None
+        result.summarise(summary)
         summary.extra.update(tenants=len(result.tenants), model_version=version)
     return result

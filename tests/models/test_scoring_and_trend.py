@@ -82,6 +82,8 @@ def test_score_write_records_the_feature_versions_and_models_it_used(lake: Train
 
 
 def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: TrainedLake) -> None:
+    import json
+
     import pyarrow.compute as pc
 
     from models.registry import configure_mlflow
@@ -108,3 +110,12 @@ def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: Trai
     assert sorted(set(table.column("horizon_day").to_pylist())) == list(range(1, 29))
     assert write_forecasts().rows == table.num_rows
     assert _read_all(list(result.table_versions)).num_rows == table.num_rows
+    from shironzi.audit.lease import normalise_uri
+    from shironzi.audit.log import read_audit_events
+
+    writes = [e for e in read_audit_events(filters=[("action", "=", "table_write")]).to_pylist()
+              if e["resource"] in {normalise_uri(u) for u in result.table_versions}]
+    details = [json.loads(e["details"]) for e in writes]
+    assert details and all(d["models"] == [{"model": "shironzi-trend", "version": lake.trend.model_version}]
+                           for d in details)
+    assert all(d["inputs"] and all("/gold/" in i["table"] for i in d["inputs"]) for d in details)
