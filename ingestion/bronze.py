@@ -24,10 +24,10 @@ duplicates_existing (recovered rows count as landed/quarantined: they are, by th
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
+import re
 import signal
 import time
 import uuid
@@ -240,12 +240,14 @@ class LandingBatch:
     result: ValidationResult
     origins: pl.DataFrame
     valid_origins: pl.DataFrame
+    keys_unique: bool = False  # True when no two valid rows share (tenant_id, event_id)
 
     @classmethod
     def build(cls, result: ValidationResult, *, records: pl.DataFrame, origins: pl.DataFrame) -> LandingBatch:
         """`records`: every decoded input row (malformed payloads excluded) in input order, with the text of
         `tenant_id`, `event_id` and its unique `position` (see `records_keys`)."""
-        return cls(result=result, origins=origins, valid_origins=_valid_origins(result, records, origins))
+        return cls(result=result, origins=origins, valid_origins=_valid_origins(result, records, origins),
+                   keys_unique=True)  # validate_batch keeps the first row of each key
 
     @classmethod
     def merge(cls, batches: list[LandingBatch]) -> LandingBatch:
@@ -295,12 +297,21 @@ def _valid_origins(result: ValidationResult, records: pl.DataFrame, origins: pl.
 
     validate_batch keeps, among the accepted rows (not quarantined) in input order, the first row of each
     key; we rebuild that selection from the positions and check it matches the valid rows key by key."""
+    valid_keys = pl.from_arrow(result.valid.select(list(KEY_COLUMNS)))
+    assert isinstance(valid_keys, pl.DataFrame)
+    rows = result.valid_input_rows
+    if rows is not None and len(rows) == valid_keys.height and records.height:
+        # The validator says which input row each valid row is: check the keys agree, then look it up.
+        picked = records.select(pl.all().gather(pl.Series(rows).cast(pl.UInt32)))
+        if picked.select(KEY_COLUMNS).equals(valid_keys):
+            located = picked.select("position").join(origins, on="position", how="left", maintain_order="left")
+            if located.get_column(UNIT_COLUMN).null_count():
+                raise InvalidStateError("some valid rows have no origin (position missing from origins)")
+            return located.select(UNIT_COLUMN, SEQ_COLUMN)
     quarantined_positions = pl.from_arrow(result.quarantined.select(["position"]))
     assert isinstance(quarantined_positions, pl.DataFrame)
     accepted = records.join(quarantined_positions, on="position", how="anti", maintain_order="left")
     picked = accepted.filter(pl.struct(*KEY_COLUMNS).is_first_distinct())
-    valid_keys = pl.from_arrow(result.valid.select(list(KEY_COLUMNS)))
-    assert isinstance(valid_keys, pl.DataFrame)
     if picked.height != valid_keys.height or not picked.select(KEY_COLUMNS).equals(valid_keys):
         raise InvalidStateError(
             f"cannot trace {valid_keys.height} valid rows back to their input positions ({picked.height} "
@@ -629,7 +640,8 @@ class BronzeLander:
 
     def pseudonymise(self, valid: pa.Table) -> pa.Table:
         """Replace the contract's PII fields by per-tenant keyed hashes before bronze (raw values of
-        recoverable fields go encrypted to the vault), one vectorised pass per industry in the batch."""
+        recoverable fields go encrypted to the vault): one scan for PII keys, then one vectorised pass per
+        industry over its candidate rows, written back in place."""
         import pyarrow.compute as pc
 
         from ingestion.contracts import pii_fields, recoverable_pii_fields
@@ -640,35 +652,48 @@ class BronzeLander:
         tenant_ids = pa.array(list(self.tenants), pa.string())
         industry_by_tenant = pa.array([info.industry for info in self.tenants.values()], pa.string())
         industries = pc.take(industry_by_tenant, pc.index_in(valid.column("tenant_id"), value_set=tenant_ids))
-        parts = []
+        fields_of = {i: pii_fields(i) for i in pc.unique(industries).to_pylist() if i is not None}
+        every_field = sorted({name for fields in fields_of.values() for name in fields})
+        if not every_field:
+            return valid
+        # One scan of every row for any PII key; each candidate is then handled with its own industry's keys.
+        pattern = "|".join(re.escape(json.dumps(name)) for name in every_field)
+        candidates = pc.indices_nonzero(pc.fill_null(pc.match_substring_regex(valid.column("properties"), pattern),
+                                                     False))
+        if len(candidates) == 0:
+            return valid
+        candidate_industries = pc.take(industries, candidates)
+        positions, parts = [], []
+        touched = {"properties"}
         vault = PendingVault()
-        untouched = pc.is_valid(industries)  # rows that carry no PII key are landed as they are
-        for industry in sorted(i for i in pc.unique(industries).to_pylist() if i is not None):
-            fields = pii_fields(industry)
+        for industry, fields in sorted(fields_of.items()):
             if not fields:
                 continue
-            # Each row is scanned for its own industry's PII keys only.
-            of_industry = pc.fill_null(pc.equal(industries, industry), False)
-            rows = pc.indices_nonzero(of_industry)
-            texts = pc.take(valid.column("properties"), rows)
-            mentions = [pc.match_substring(texts, f'"{name}"') for name in fields]
-            hits = pc.filter(rows, pc.fill_null(functools.reduce(pc.or_, mentions), False))
+            hits = pc.filter(candidates, pc.fill_null(pc.equal(candidate_industries, industry), False))
             if len(hits) == 0:
                 continue
-            chosen = np.zeros(valid.num_rows, dtype=bool)
-            chosen[hits.to_numpy()] = True
-            mask = pa.array(chosen)
-            untouched = pc.and_(untouched, pc.invert(mask))
-            parts.append((mask, pseudonymise_batch(valid.filter(mask), pii_fields=fields, pending=vault,
-                                                   recoverable_fields=recoverable_pii_fields(industry))))
+            positions.append(hits.combine_chunks() if isinstance(hits, pa.ChunkedArray) else hits)
+            touched.update(fields)
+            parts.append(pseudonymise_batch(valid.take(hits), pii_fields=fields, pending=vault,
+                                            recoverable_fields=recoverable_pii_fields(industry)))
         if not parts:
             return valid
         vault.store()  # one vault commit for the whole batch, before the batch's bronze commit
-        parts.append((untouched, valid.filter(untouched)))
-        # Put the rows back in input order: landing traces valid rows to their input positions by order.
-        order = pa.concat_arrays([pc.indices_nonzero(mask) for mask, _ in parts])
-        merged = pa.concat_tables([part.cast(valid.schema) for _, part in parts])
-        return merged.take(pc.sort_indices(order))
+        # Write the changed rows back in place (rows keep their input order: landing traces valid rows to
+        # their input positions by order). Only PII columns and `properties` can have changed.
+        hit_rows = pa.concat_arrays(positions)
+        order = pc.sort_indices(hit_rows)
+        chosen = np.zeros(valid.num_rows, dtype=bool)
+        chosen[hit_rows.to_numpy()] = True
+        mask = pa.array(chosen)
+        changed = pa.concat_tables([part.cast(valid.schema) for part in parts])
+        out = valid
+        for index, column in enumerate(valid.schema):
+            if column.name in touched:
+                replaced = pc.replace_with_mask(valid.column(column.name).combine_chunks(), mask,
+                                                changed.column(column.name).take(order).combine_chunks())
+                out = out.set_column(index, column, replaced)
+        return out
 
     # tables ----------------------------------------------------------------------------------------
 
@@ -758,7 +783,8 @@ class BronzeLander:
         for uri, rows in self._route(valid).items():
             target = self.table(uri, quarantine=False)
             rows, recovered = target.drop_recovered(rows)
-            unique = rows.unique(subset=list(KEY_COLUMNS), keep="first", maintain_order=True)
+            unique = rows if batch.keys_unique else rows.unique(
+                subset=list(KEY_COLUMNS), keep="first", maintain_order=True)
             counts.duplicates_in_batch += rows.height - unique.height  # across merged files
             rows, existing = target.drop_existing(unique)
             counts.landed += rows.height + recovered

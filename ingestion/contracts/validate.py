@@ -61,6 +61,8 @@ class ValidationResult:
     `duplicates_in_batch`: valid rows dropped because an earlier row of the batch had the same key.
     `counts_by_reason`: reason_code -> quarantined rows (only codes that occurred).
     `input_rows`: rows handed in (records + malformed payloads).
+    `valid_input_rows`: for each row of `valid`, its row number in the records frame that was validated
+    (malformed payloads excluded); None when unknown (e.g. several results merged).
     """
 
     valid: pa.Table
@@ -68,6 +70,7 @@ class ValidationResult:
     duplicates_in_batch: int
     counts_by_reason: dict[str, int]
     input_rows: int
+    valid_input_rows: pa.Array | None = None
 
     def reconciles(self) -> bool:
         """True when every input row is accounted for exactly once."""
@@ -223,70 +226,106 @@ def _parse_time_and_properties(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-_TYPE_OK: dict[
-    str, str
-] = {  # SQL condition on `jt` (JSON type) / `v` (text) meaning "the value has this type"
-    "string": "{jt} = 'VARCHAR'",
-    "int": "{jt} IN ('BIGINT', 'UBIGINT')",
-    "float": "{jt} IN ('BIGINT', 'UBIGINT', 'DOUBLE')",
-    "bool": "{jt} = 'BOOLEAN'",
-    "timestamp": (
-        "({jt} IN ('BIGINT', 'UBIGINT') OR ({jt} = 'VARCHAR' AND try_cast({v} AS TIMESTAMPTZ) IS NOT NULL))"
-    ),
+_ABSENT = "-"  # signature entry of a property that is missing or JSON null
+_BAD_TIMESTAMP = "VARCHAR!"  # signature entry of a text that does not parse as a timestamp
+_TYPES_OK: dict[str, frozenset[str]] = {  # the JSON types (`json_type`) each property type accepts
+    "string": frozenset({"VARCHAR"}),
+    "int": frozenset({"BIGINT", "UBIGINT"}),
+    "float": frozenset({"BIGINT", "UBIGINT", "DOUBLE"}),
+    "bool": frozenset({"BOOLEAN"}),
+    "timestamp": frozenset({"BIGINT", "UBIGINT", "VARCHAR"}),  # text only when it parses (else VARCHAR!)
 }
 
 
-def _property_check_sql(contract: str, event_type: str) -> str | None:
-    """One SELECT finding, per record of this event type, its first missing and first mistyped property.
+def _signature_query(groups: list[tuple[int, str, str]]) -> str | None:
+    """SQL giving `_i, _k, _signature` for the candidates of the numbered event types `(k, contract, type)`.
 
-    The JSON paths are constants, so DuckDB parses each properties document once per event type."""
-    specs = get_contract(contract).event_type(event_type).properties
-    if not specs:
-        return None
-    paths = "[" + ", ".join(_duck.sql_string(f"$.{p.name}") for p in specs) + "]"
-    needs_text = any(p.type == "timestamp" for p in specs)
-    missing, wrong, wrong_type = [], [], []
-    for n, prop in enumerate(specs, start=1):
-        jt, v = f"jt[{n}]", f"v[{n}]"
-        absent = f"({jt} IS NULL OR {jt} = 'NULL')"
-        if prop.required:
-            missing.append(f"CASE WHEN {absent} THEN {_duck.sql_string(prop.name)} END")
-        mistyped = f"NOT {absent} AND NOT {_TYPE_OK[prop.type].format(jt=jt, v=v)}"
-        wrong.append(f"CASE WHEN {mistyped} THEN {_duck.sql_string(prop.name)} END")
-        wrong_type.append(f"CASE WHEN {mistyped} THEN {_duck.sql_string(prop.type)} END")
-    text = f", json_extract_string(_properties, {paths}) AS v" if needs_text else ""
-    null = "NULL::VARCHAR"
-    # MATERIALIZED: otherwise DuckDB inlines `jt` into every reference and re-parses the document each time.
-    return f"""
-        WITH parsed AS MATERIALIZED (
-            SELECT _i, json_type(_properties, {paths}) AS jt{text}
-            FROM candidates
-            WHERE _contract = {_duck.sql_string(contract)} AND event_type = {_duck.sql_string(event_type)}
+    The signature lists, per contract property, its JSON type (`json_type`), `-` when absent or null, and
+    `VARCHAR!` for a text timestamp that does not parse. The JSON paths are constants, so DuckDB parses
+    each document once (event types with timestamp properties: once more for the texts)."""
+    absent = f"'{_ABSENT}'"
+    plain, timed, texts, timed_signatures = [], [], [], []
+    for k, contract, event_type in groups:
+        specs = get_contract(contract).event_type(event_type).properties
+        if not specs:
+            continue
+        paths = "[" + ", ".join(_duck.sql_string(f"$.{p.name}") for p in specs) + "]"
+        branch = f"WHEN {k} THEN json_type(_properties, {paths})"
+        if not any(p.type == "timestamp" for p in specs):
+            plain.append((k, branch))
+            continue
+        timed.append((k, branch))
+        texts.append(f"WHEN {k} THEN json_extract_string(_properties, {paths})")
+        entries = []
+        for n, prop in enumerate(specs, start=1):
+            entry = f"CASE WHEN jt[{n}] IS NULL OR jt[{n}] = 'NULL' THEN {absent} ELSE jt[{n}] END"
+            if prop.type == "timestamp":
+                entry = (
+                    f"CASE WHEN jt[{n}] = 'VARCHAR' AND try_cast(v[{n}] AS TIMESTAMPTZ) IS NULL "
+                    f"THEN '{_BAD_TIMESTAMP}' ELSE {entry} END"
+                )
+            entries.append(entry)
+        timed_signatures.append(f"WHEN {k} THEN concat_ws(',', {', '.join(entries)})")
+    selects = []
+    if plain:
+        types = "CASE _k " + " ".join(b for _, b in plain) + " END"
+        selects.append(
+            f"""SELECT _i, _k, array_to_string(list_transform({types},
+                    lambda t: CASE WHEN t IS NULL OR t = 'NULL' THEN {absent} ELSE t END), ',') AS _signature
+                FROM candidates WHERE _k IN ({", ".join(str(k) for k, _ in plain)})"""
         )
-        SELECT _i,
-            coalesce({", ".join(missing) or null}, {null}) AS _missing_property,
-            coalesce({", ".join(wrong)}, {null}) AS _wrong_property,
-            coalesce({", ".join(wrong_type)}, {null}) AS _wrong_property_type
-        FROM parsed
-    """
+    if timed:
+        # MATERIALIZED: otherwise DuckDB inlines `jt`/`v` into every reference and re-parses each time.
+        selects.append(
+            f"""WITH parsed AS MATERIALIZED (
+                    SELECT _i, _k, CASE _k {" ".join(b for _, b in timed)} END AS jt,
+                        CASE _k {" ".join(texts)} END AS v
+                    FROM candidates WHERE _k IN ({", ".join(str(k) for k, _ in timed)})
+                )
+                SELECT _i, _k, CASE _k {" ".join(timed_signatures)} END AS _signature FROM parsed"""
+        )
+    return " UNION ALL ".join(f"({sql})" for sql in selects) or None
+
+
+def _signature_problems(contract: str, event_type: str, signature: str) -> tuple[str | None, str | None, str | None]:
+    """The first missing required property, the first mistyped property and its type, for a signature."""
+    specs = get_contract(contract).event_type(event_type).properties
+    kinds = signature.split(",")
+    missing = next((p.name for p, t in zip(specs, kinds, strict=True) if p.required and t == _ABSENT), None)
+    wrong = next((p for p, t in zip(specs, kinds, strict=True) if t != _ABSENT and t not in _TYPES_OK[p.type]), None)
+    return missing, wrong.name if wrong else None, wrong.type if wrong else None
 
 
 def _property_problems(candidates: pl.DataFrame) -> pl.DataFrame:
-    """Per record with a known event type: the first missing required property and the first mistyped one."""
+    """Per record with a known event type: the first missing required property and the first mistyped one.
+
+    One DuckDB pass parses each properties document once (the JSON paths of its event type are constants)
+    and reduces it to a type signature ("VARCHAR,-,DOUBLE"); the few distinct (event type, signature)
+    pairs are then judged against the contract in Python and joined back."""
     schema = {
         "_i": pl.UInt32,
         "_missing_property": pl.String,
         "_wrong_property": pl.String,
         "_wrong_property_type": pl.String,
     }
-    groups = candidates.select("_contract", "event_type").unique().sort("_contract", "event_type").rows()
-    selects = [sql for contract, event_type in groups if (sql := _property_check_sql(contract, event_type))]
-    if not selects:
+    groups = (
+        candidates.select("_contract", "event_type").unique().sort("_contract", "event_type")
+        .with_row_index("_k").with_columns(pl.col("_k").cast(pl.Int64))
+    )
+    query = _signature_query(groups.rows())
+    if query is None:
         return pl.DataFrame(schema=schema)
-    union = " UNION ALL ".join(f"({sql})" for sql in selects)
-    query = f"SELECT * FROM ({union}) WHERE _missing_property IS NOT NULL OR _wrong_property IS NOT NULL"
-    found = _duck.run_query(query, candidates=candidates)
-    return found.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
+    keyed = candidates.join(groups, on=["_contract", "event_type"], how="left").select("_i", "_k", "_properties")
+    found = _duck.run_query(query, candidates=keyed).with_columns(pl.col("_k").cast(pl.Int64))
+    verdicts = found.select("_k", "_signature").unique().join(groups, on="_k", how="left")
+    rows = [(k, sig, *_signature_problems(contract, event_type, sig))
+            for k, sig, contract, event_type in verdicts.select("_k", "_signature", "_contract", "event_type").rows()]
+    judged = pl.DataFrame(
+        rows, schema={"_k": pl.Int64, "_signature": pl.String, **{n: pl.String for n in list(schema)[1:]}},
+        orient="row",
+    ).filter(pl.col("_missing_property").is_not_null() | pl.col("_wrong_property").is_not_null())
+    problems = found.join(judged, on=["_k", "_signature"], how="inner")
+    return problems.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
 
 
 def _blank(name: str) -> pl.Expr:
@@ -424,10 +463,15 @@ def validate_batch(
         .otherwise(pl.lit(None, pl.String))
     )
     frame = frame.with_columns(early_code.alias("_early_code"))
-    candidates = frame.filter(pl.col("_early_code").is_null()).select(
-        "_i", "_contract", "event_type", "_properties"
-    )
-    frame = frame.join(_property_problems(candidates), on="_i", how="left", maintain_order="left")
+    candidates = frame.select("_i", "_contract", "event_type", "_properties", "_early_code").filter(
+        pl.col("_early_code").is_null()
+    ).drop("_early_code")
+    problems = _property_problems(candidates)
+    if problems.is_empty():  # the usual case: no join (it would copy every column of the frame)
+        frame = frame.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in problems.schema.items()
+                                   if name != "_i")
+    else:
+        frame = frame.join(problems, on="_i", how="left", maintain_order="left")
 
     latest_allowed = now + max_future_skew
     code = (
@@ -487,10 +531,16 @@ def validate_batch(
         .then(pl.col("_amount_problem"))
         .otherwise(pl.lit(None, pl.String))
     )
-    accepted = frame.filter(pl.col("_code").is_null())
-    first_seen = accepted.select(pl.struct("tenant_id", "event_id").is_first_distinct()).to_series()
-    duplicates = int(accepted.height - first_seen.sum())
-    accepted = accepted.filter(first_seen)
+    # Accepted rows, first of each (tenant_id, event_id): rejected rows map to a null key, never equal to an
+    # accepted row's key (accepted rows have both fields), so one filter picks them.
+    is_accepted = pl.col("_code").is_null()
+    first_seen = pl.when(is_accepted).then(pl.struct("tenant_id", "event_id")).is_first_distinct()
+    accepted_rows = frame.height - rejected.height
+    accepted = frame.select(
+        "_i", "tenant_id", "event_id", "customer_id", "event_type", "_event_time", "_amount", "currency",
+        "_properties", "_code",
+    ).filter(is_accepted & first_seen)
+    duplicates = int(accepted_rows - accepted.height)
 
     valid = _to_arrow(
         accepted.select(
@@ -554,6 +604,7 @@ def validate_batch(
         duplicates_in_batch=duplicates,
         counts_by_reason=ordered,
         input_rows=input_rows,
+        valid_input_rows=accepted.get_column("_i").to_arrow(),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -360,68 +361,274 @@ def pseudonymise_batch(
     if table.num_rows == 0 or not pii:
         return table
     store = keystore or get_keystore()
-    tenants = table.column("tenant_id").to_pylist()
-    keys = {t: store.get_or_create_key(t) for t in set(tenants) if t is not None}
-    if len(keys) != len(set(tenants)):
+    tenant_column = table.column("tenant_id")
+    if tenant_column.null_count:
         raise InvalidInputError("rows without a tenant_id cannot be pseudonymised")
+    keys = {t: store.get_or_create_key(t) for t in pc.unique(tenant_column).to_pylist()}
     cache: dict[tuple[str, str], str] = {}
-    customers = table.column("customer_id").to_pylist() if "customer_id" in table.column_names else None
+    customer_column = table.column("customer_id") if "customer_id" in table.column_names else None
     vault: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def token_for(tenant: str, field: str, value: Any, row: int) -> Any:
+    def token_for(tenant: str, field: str, value: Any, *, row: int, customer: str | None) -> Any:
         if value is None or (isinstance(value, str) and TOKEN_PATTERN.match(value)):
             return value
         text = _value_text(value)
         token = cache.get((tenant, text))
         if token is None:
             token = cache[(tenant, text)] = pseudonym(keys[tenant], text)
-        if field in recoverable and (tenant, token) not in vault:
-            vault[(tenant, token)] = {
-                "tenant_id": tenant,
-                "token": token,
-                "field": field,
-                "customer_id": customers[row] if customers else None,
-                "raw": json.dumps(value),
-            }
+        if field in recoverable:
+            _vault_entry(vault, tenant, token, field, customer, value, row)
         return token
 
     out = table
-    for name in sorted(pii & set(table.column_names)):
-        values = table.column(name).to_pylist()
-        replaced = [token_for(t, name, v, i) for i, (t, v) in enumerate(zip(tenants, values, strict=True))]
-        out = out.set_column(out.schema.get_field_index(name), name, pa.array(replaced, pa.string()))
+    columns = sorted(pii & set(table.column_names))
+    if columns:
+        tenants = tenant_column.to_pylist()
+        customers = customer_column.to_pylist() if customer_column is not None else [None] * table.num_rows
+        for name in columns:
+            values = table.column(name).to_pylist()
+            replaced = [
+                token_for(t, name, v, row=i, customer=customers[i])
+                for i, (t, v) in enumerate(zip(tenants, values, strict=True))
+            ]
+            out = out.set_column(out.schema.get_field_index(name), name, pa.array(replaced, pa.string()))
     if properties_column in table.column_names:
         column = table.column(properties_column)
-        # Only rows whose JSON text mentions a PII key are parsed (a vectorised pre-filter).
+        # Only rows whose JSON text mentions a PII key are looked at (a vectorised pre-filter).
         pattern = "|".join(re.escape(json.dumps(f)) for f in sorted(pii))
-        candidates = pc.match_substring_regex(column, pattern).to_pylist()
-        texts = column.to_pylist()
-        for i, hit in enumerate(candidates):
-            if not hit or texts[i] is None:
-                continue
-            try:
-                doc = json.loads(texts[i])
-            except ValueError:
-                continue
-            if not isinstance(doc, dict):
-                continue
-            changed = False
-            for field in pii & doc.keys():
-                new = token_for(tenants[i], field, doc[field], i)
-                changed = changed or new != doc[field]
-                doc[field] = new
-            if changed:
-                texts[i] = json.dumps(doc, separators=(",", ":"))
-        out = out.set_column(
-            out.schema.get_field_index(properties_column),
-            table.schema.field(properties_column),
-            pa.array(texts, table.schema.field(properties_column).type),
-        )
+        mentions = pc.fill_null(pc.match_substring_regex(column, pattern), False)
+        if isinstance(mentions, pa.ChunkedArray):
+            mentions = mentions.combine_chunks()
+        rows = pc.indices_nonzero(mentions)
+        if len(rows):
+            texts = _tokenise_properties(
+                pc.take(column, rows),
+                rows,
+                pc.take(tenant_column, rows),
+                pc.take(customer_column, rows) if customer_column is not None else None,
+                sorted(pii),
+                recoverable,
+                keys,
+                token_for,
+                vault,
+            )
+            kind = table.schema.field(properties_column).type
+            replaced_texts = pc.replace_with_mask(column.combine_chunks(), mentions, texts.cast(kind))
+            out = out.set_column(
+                out.schema.get_field_index(properties_column), table.schema.field(properties_column), replaced_texts
+            )
     if vault:
+        entries = [{k: v for k, v in e.items() if k != "_row"} for e in vault.values()]
         if pending is not None:
-            pending.add(vault.values(), keys)
+            pending.add(entries, keys)
         else:
-            _store_in_vault(list(vault.values()), keys, vault_uri=vault_uri)
+            _store_in_vault(entries, keys, vault_uri=vault_uri)
+    return out
+
+
+def _tokenise_properties(
+    texts: Any,
+    rows: Any,
+    tenants: Any,
+    customers: Any,
+    fields: list[str],
+    recoverable: set[str],
+    keys: Mapping[str, bytes],
+    token_for: Any,
+    vault: dict[tuple[str, str], dict[str, Any]],
+) -> pa.Array:
+    """The tokenised texts of the candidate rows (Arrow arrays: texts, their row numbers, tenants, customers).
+
+    The common shape is handled vectorised; the rest (nested or escaped text, duplicate keys, non-string
+    values) is parsed row by row, the reference way."""
+    import polars as pl
+
+    frame = pl.DataFrame(
+        {
+            "_n": pl.int_range(0, len(rows), eager=True, dtype=pl.Int64),
+            "_row": pl.Series(rows).cast(pl.Int64),
+            "tenant_id": pl.Series(tenants).cast(pl.String),
+            "customer_id": pl.Series(customers).cast(pl.String) if customers is not None
+            else pl.Series([None] * len(rows), dtype=pl.String),
+            "text": pl.Series(texts).cast(pl.String),
+        }
+    )
+    done = _tokenise_flat_properties(frame, keys, fields, recoverable, vault)
+    merged = frame.join(done.rename({"text": "_new"}), on="_n", how="left", maintain_order="left")
+    rest = merged.filter(pl.col("_new").is_null()).select("_n", "_row", "tenant_id", "customer_id", "text")
+    pii = set(fields)
+    fixed = [
+        (
+            n,
+            _tokenise_document(
+                text, pii, functools.partial(token_for, tenant, row=row, customer=customer)
+            ),
+        )
+        for n, row, tenant, customer, text in rest.iter_rows()
+    ]
+    if fixed:
+        merged = merged.join(
+            pl.DataFrame(fixed, schema={"_n": pl.Int64, "_fixed": pl.String}, orient="row"),
+            on="_n", how="left", maintain_order="left",
+        ).with_columns(pl.coalesce("_new", "_fixed").alias("_new"))
+    return merged.get_column("_new").to_arrow()
+
+
+def _vault_entry(
+    vault: dict[tuple[str, str], dict[str, Any]],
+    tenant: str,
+    token: str,
+    field: str,
+    customer: str | None,
+    value: Any,
+    row: int,
+) -> None:
+    """Record a recoverable value's vault entry; a token seen several times keeps its first row's entry."""
+    known = vault.get((tenant, token))
+    if known is None or row < known["_row"]:
+        vault[(tenant, token)] = {
+            "tenant_id": tenant,
+            "token": token,
+            "field": field,
+            "customer_id": customer,
+            "raw": json.dumps(value),
+            "_row": row,
+        }
+
+
+def _tokenise_document(text: str | None, pii: set[str], tokenise: Any) -> str | None:
+    """The reference path for one properties text: parse it, replace its top-level PII keys, re-serialise.
+
+    Text that is not a JSON object is left as it is."""
+    if text is None:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(doc, dict):
+        return text
+    changed = False
+    for name in sorted(pii & doc.keys()):
+        new = tokenise(name, doc[name])
+        changed = changed or new != doc[name]
+        doc[name] = new
+    return json.dumps(doc, separators=(",", ":")) if changed else text
+
+
+_PLAIN_FIELD = re.compile(r"^[A-Za-z0-9_]+$")
+_JSON_SPACE = " \t\n\r"
+_duck_local = threading.local()
+
+
+def _json_valid(texts: Any) -> Any:
+    """`json_valid` of a polars String Series, evaluated by DuckDB over the whole column at once."""
+    import polars as pl
+
+    con = getattr(_duck_local, "con", None)
+    if con is None:
+        import duckdb
+
+        con = _duck_local.con = duckdb.connect(":memory:")
+    con.register("_pii_texts", pl.DataFrame({"text": texts}).to_arrow())
+    try:
+        return con.sql("SELECT coalesce(json_valid(text), false) AS ok FROM _pii_texts").pl().get_column("ok")
+    finally:
+        con.unregister("_pii_texts")
+
+
+def _tokenise_flat_properties(
+    frame: Any,
+    keys: Mapping[str, bytes],
+    fields: list[str],
+    recoverable: set[str],
+    vault: dict[tuple[str, str], dict[str, Any]],
+) -> Any:
+    """Vectorised tokenisation of the common case: `_n, text` (tokenised) of the rows of `frame`
+    (`_n, _row, tenant_id, customer_id, text`) it handled.
+
+    Handled: valid JSON objects holding no other object (a single `{`), no backslash, and each PII key at
+    most once, written `"key":"value"` or `"key":null`. There a string's raw text is its value and every key
+    is top level, so values are swapped for tokens in the text itself with literal splits (the rest of the
+    document is kept byte for byte). Everything else is left to the row-by-row reference path."""
+    import polars as pl
+
+    none = pl.DataFrame(schema={"_n": pl.Int64, "text": pl.String})
+    if frame.is_empty() or not all(_PLAIN_FIELD.match(f) for f in fields):
+        return none
+    text = pl.col("text")
+    plain = [
+        text.is_not_null(),
+        ~text.str.contains("\\", literal=True),
+        text.str.strip_chars_start(_JSON_SPACE).str.starts_with("{"),
+        text.str.count_matches("{", literal=True) == 1,
+    ]
+    for f in fields:
+        key = json.dumps(f)
+        plain.append(
+            (text.str.count_matches(key, literal=True) == 0)
+            | (
+                (text.str.count_matches(key, literal=True) == 1)
+                & (text.str.contains(f"{key}:\"", literal=True) | text.str.contains(f"{key}:null", literal=True))
+            )
+        )
+    simple = frame.filter(pl.all_horizontal(plain).fill_null(False))
+    if simple.is_empty():
+        return none
+    simple = simple.filter(_json_valid(simple.get_column("text")))
+    if simple.is_empty():
+        return none
+    # Every PII string value, split out of its text: prefix + '"key":"' + value + '"' + suffix.
+    found = []
+    for f in fields:
+        opener = f"{json.dumps(f)}:\""
+        rest = text.str.splitn(opener, 2).struct.field("field_1")
+        found.append(
+            simple.filter(text.str.contains(opener, literal=True)).select(
+                "_n", "_row", "tenant_id", "customer_id", pl.lit(f).alias("field"),
+                rest.str.splitn('"', 2).struct.field("field_0").alias("value"),
+            )
+        )
+    values = pl.concat(found)
+    distinct = values.select("tenant_id", "value").unique()
+    distinct = distinct.with_columns(
+        pl.Series(
+            "token",
+            [
+                v if TOKEN_PATTERN.match(v) else TOKEN_PREFIX + hmac.digest(keys[t], v.encode(), "sha256").hex()[:32]
+                for t, v in distinct.iter_rows()
+            ],
+            dtype=pl.String,
+        )
+    )
+    values = values.join(distinct, on=["tenant_id", "value"], how="left")
+    for tenant, token, name, customer, value, row in (
+        values.filter(pl.col("field").is_in(sorted(recoverable)) & (pl.col("token") != pl.col("value")))
+        .sort("_row", "field")
+        .unique(subset=["tenant_id", "token"], keep="first", maintain_order=True)
+        .select("tenant_id", "token", "field", "customer_id", "value", "_row")
+        .iter_rows()
+    ):
+        _vault_entry(vault, tenant, token, name, customer, value, row)
+    out = simple.select("_n", "text")
+    for f in fields:
+        opener = f"{json.dumps(f)}:\""
+        tokens = values.filter(pl.col("field") == f).select("_n", pl.col("token").alias("_token"))
+        if tokens.is_empty():
+            continue
+        parts = text.str.splitn(opener, 2)
+        head, rest = parts.struct.field("field_0"), parts.struct.field("field_1")
+        tail = rest.str.splitn('"', 2).struct.field("field_1")
+        out = (
+            out.join(tokens, on="_n", how="left", maintain_order="left")
+            .with_columns(
+                pl.when(pl.col("_token").is_not_null())
+                .then(pl.concat_str(head, pl.lit(opener), pl.col("_token"), pl.lit('"'), tail))
+                .otherwise(text)
+                .alias("text")
+            )
+            .drop("_token")
+        )
     return out
 
 
