@@ -75,6 +75,7 @@ class StreamOptions:
     max_flushes: int | None = None
     idle_timeout_s: float | None = None
     namespace: str = DEFAULT_NAMESPACE
+    overlap: bool = True
     group_id: str | None = None
     subscribe: bool = False
     api_version: tuple[int, int] | None = None
@@ -173,26 +174,33 @@ class StreamIngestor:
                 source.subscribe(opts.topic, group_id=str(opts.group_id), on_assign=on_assign)
             elif partitions:
                 source.assign(opts.topic, partitions, start_offsets=starts)
-            while partitions or opts.subscribe:
-                batch = source.poll_batch(max_records=opts.max_batch, timeout_s=opts.max_wait_ms / 1000)
-                if len(batch):
-                    counts = self.flush(batch)
-                    result.totals.add(counts)
-                    result.flushes += 1
-                    result.end_offsets.update(batch.next_offsets())
-                    source.commit_offsets(batch.next_offsets())  # lag monitoring only
-                    idle_since = time.monotonic()
-                if opts.max_flushes is not None and result.flushes >= opts.max_flushes:
-                    break
-                if opts.until_caught_up and len(batch) < opts.max_batch and (assigned or not opts.subscribe):
-                    lag = consumer_lag(source)
-                    if not any(lag.values()):
+            # Assign mode overlaps polling batch N+1 with landing batch N (one flush in flight, landed in order:
+            # the poll is client work, the landing mostly native code that releases the GIL). Group mode lands
+            # each batch before polling again: a member may give a partition up only inside a poll, after its
+            # batch has landed.
+            landing = _Landing(self, source, result, overlap=opts.overlap and not opts.subscribe)
+            try:
+                while partitions or opts.subscribe:
+                    batch = source.poll_batch(max_records=opts.max_batch, timeout_s=opts.max_wait_ms / 1000)
+                    landing.settle()
+                    if len(batch):
+                        landing.submit(batch)
+                        idle_since = time.monotonic()
+                    if opts.max_flushes is not None and landing.submitted >= opts.max_flushes:
                         break
-                if opts.idle_timeout_s is not None and time.monotonic() - idle_since > opts.idle_timeout_s:
-                    break
-                if time.monotonic() - last_refresh > TENANT_REFRESH_SECONDS:
-                    self.lander.refresh_tenants()
-                    last_refresh = time.monotonic()
+                    if opts.until_caught_up and len(batch) < opts.max_batch and (assigned or not opts.subscribe):
+                        lag = consumer_lag(source)
+                        if not any(lag.values()):
+                            break
+                    if opts.idle_timeout_s is not None and time.monotonic() - idle_since > opts.idle_timeout_s:
+                        break
+                    if time.monotonic() - last_refresh > TENANT_REFRESH_SECONDS:
+                        landing.settle()  # the lander is not shared with a flush in flight
+                        self.lander.refresh_tenants()
+                        last_refresh = time.monotonic()
+                landing.settle()
+            finally:
+                landing.close()
             result.seconds = time.perf_counter() - started
             summary.rows = result.totals.landed
             summary.table_version = result.totals.table_versions or None
@@ -261,6 +269,48 @@ class StreamIngestor:
                 recovered=counts.recovered,
             )
         return counts
+
+
+class _Landing:
+    """At most one batch landing at a time, in poll order; with `overlap` it lands in a worker thread while
+    the next batch is polled. `settle` waits for it and books its counts (and the group offsets, for lag
+    monitoring only); a landing error surfaces there."""
+
+    def __init__(self, ingestor: StreamIngestor, source: Any, result: StreamRunResult, *, overlap: bool) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.ingestor, self.source, self.result = ingestor, source, result
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shironzi-land") if overlap else None
+        self.pending: Any = None
+        self.batch: RecordBatch | None = None
+        self.submitted = 0
+
+    def submit(self, batch: RecordBatch) -> None:
+        self.settle()
+        self.submitted += 1
+        self.batch = batch
+        if self.pool is None:
+            self._book(self.ingestor.flush(batch))
+        else:
+            self.pending = self.pool.submit(self.ingestor.flush, batch)
+
+    def settle(self) -> None:
+        if self.pending is not None:
+            future, self.pending = self.pending, None
+            self._book(future.result())
+
+    def _book(self, counts: Reconciliation) -> None:
+        assert self.batch is not None
+        offsets = self.batch.next_offsets()
+        self.batch = None
+        self.result.totals.add(counts)
+        self.result.flushes += 1
+        self.result.end_offsets.update(offsets)
+        self.source.commit_offsets(offsets)  # lag monitoring only
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)  # a landing in flight finishes (or fails) before the source closes
 
 
 def ingest_stream(options: StreamOptions, *, settings: Settings | None = None) -> StreamRunResult:

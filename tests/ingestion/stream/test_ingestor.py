@@ -152,7 +152,7 @@ def test_consumer_group_members_resume_from_the_delta_log_at_every_assignment(
     def options(**extra: object) -> StreamOptions:
         return StreamOptions(topic=topic_name, bootstrap=broker_bootstrap, client="kafka-python",
                              api_version=(2, 5), group_id=group, subscribe=True, max_batch=300,
-                             idle_timeout_s=30, **extra)  # type: ignore[arg-type]
+                             **{"idle_timeout_s": 60, **extra})  # type: ignore[arg-type]
 
     first = StreamIngestor(options(max_flushes=3)).run()
     assert first.flushes == 3 and 0 < first.totals.landed < sim.events.height
@@ -166,7 +166,8 @@ def test_consumer_group_members_resume_from_the_delta_log_at_every_assignment(
     results = {}
 
     def member(name: str) -> None:
-        results[name] = StreamIngestor(options(until_caught_up=True)).run()
+        # A group (re)join on the bundled broker takes ~15 s per round: wait long enough for the assignment.
+        results[name] = StreamIngestor(options(until_caught_up=True, idle_timeout_s=120)).run()
 
     threads = [threading.Thread(target=member, args=(name,)) for name in ("b", "c")]
     for thread in threads:
