@@ -74,8 +74,37 @@ def lake() -> str:
     return get_settings().resolved_lake_uri
 
 
-def _gold(lake_uri: str, region: str, table: str) -> str:
+def _placement_of(tenant_id: str) -> str:
+    """The tenant's placement from the registry directory (cached there); an unknown tenant reads pooled."""
+    from shironzi.tenancy import get_registry
+
+    info = get_registry().tenant_directory().get(tenant_id)
+    return info.placement if info is not None else "pooled"
+
+
+def _gold(lake_uri: str, region: str, table: str, tenant_id: str | None = None) -> str:
+    """A gold table of the region: the pooled one, or (for a dedicated tenant) the tenant's own."""
+    if tenant_id is not None and _placement_of(tenant_id) == "dedicated":
+        return table_uri(lake_uri, layer="gold", table=table, region=region, placement="dedicated", tenant_id=tenant_id)
     return table_uri(lake_uri, layer="gold", table=table, region=region)
+
+
+def _region_gold(lake_uri: str, region: str, table: str) -> list[str]:
+    """Every copy of a gold table in a region: the pooled one, then each dedicated tenant's own."""
+    from shironzi.tenancy import get_registry
+
+    directory = get_registry().tenant_directory()
+    dedicated = sorted(t for t, info in directory.items() if info.placement == "dedicated" and info.region == region)
+    return [_gold(lake_uri, region, table), *(_gold(lake_uri, region, table, t) for t in dedicated)]
+
+
+def _read_region(lake_uri: str, region: str, table: str) -> Frame:
+    """An operator read of a gold table across the region's pooled and dedicated copies (the version shown is
+    the pooled table's)."""
+    frames = [_read(uri, tenant_id=None) for uri in _region_gold(lake_uri, region, table)]
+    parts = [f.data for f in frames if not f.empty]
+    data = pl.concat(parts, how="diagonal_relaxed") if len(parts) > 1 else (parts[0] if parts else pl.DataFrame())
+    return Frame(data, frames[0].version, frames[0].read_at)
 
 
 def _version(uri: str) -> int | None:
@@ -111,7 +140,7 @@ def _read(
 @st.cache_data(ttl=TTL, show_spinner=False)
 @logged
 def daily_kpis(lake_uri: str, region: str, tenant_id: str) -> Frame:
-    frame = _read(_gold(lake_uri, region, GOLD_KPIS), tenant_id=tenant_id)
+    frame = _read(_gold(lake_uri, region, GOLD_KPIS, tenant_id), tenant_id=tenant_id)
     return Frame(frame.data.sort("event_date") if not frame.empty else frame.data, frame.version, frame.read_at)
 
 
@@ -136,7 +165,7 @@ def latest_forecasts(lake_uri: str, region: str, tenant_id: str) -> Frame:
 @st.cache_data(ttl=TTL, show_spinner=False)
 @logged
 def cohort_retention(lake_uri: str, region: str, tenant_id: str) -> Frame:
-    return _read(_gold(lake_uri, region, GOLD_RETENTION), tenant_id=tenant_id)
+    return _read(_gold(lake_uri, region, GOLD_RETENTION, tenant_id), tenant_id=tenant_id)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -156,7 +185,7 @@ def latest_churn_scores(lake_uri: str, region: str, tenant_id: str) -> Frame:
 @st.cache_data(ttl=TTL, show_spinner=False)
 @logged
 def customer_count(lake_uri: str, region: str, tenant_id: str) -> int:
-    uri = _gold(lake_uri, region, GOLD_CUSTOMERS)
+    uri = _gold(lake_uri, region, GOLD_CUSTOMERS, tenant_id)
     if not table_exists(uri):
         return 0
     return int(scan_polars(uri, tenant_id=tenant_id).select(pl.len()).collect().item())
@@ -219,8 +248,10 @@ def feature_freshness(lake_uri: str, region: str, tenant_id: str) -> Frame:
 @st.cache_data(ttl=TTL, show_spinner=False)
 @logged
 def usage(lake_uri: str, region: str, tenant_id: str | None) -> Frame:
-    """Metering per day (one tenant, or every tenant of the region for operators)."""
-    return _read(_gold(lake_uri, region, GOLD_USAGE), tenant_id=tenant_id)
+    """Metering per day (one tenant, or every tenant of the region for operators, dedicated ones included)."""
+    if tenant_id is None:
+        return _read_region(lake_uri, region, GOLD_USAGE)
+    return _read(_gold(lake_uri, region, GOLD_USAGE, tenant_id), tenant_id=tenant_id)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -257,20 +288,28 @@ def ingest_runs(lake_uri: str, limit: int = 200) -> Frame:
 @st.cache_data(ttl=TTL, show_spinner=False)
 @logged
 def region_kpis(lake_uri: str, region: str) -> Frame:
-    """Every tenant's daily KPIs in one region (operators only)."""
-    return _read(_gold(lake_uri, region, GOLD_KPIS), tenant_id=None)
+    """Every tenant's daily KPIs in one region, dedicated tenants included (operators only)."""
+    return _read_region(lake_uri, region, GOLD_KPIS)
 
 
 def dbt_run_results(home: Path, region: str) -> pl.DataFrame:
-    """The last `dbt build` of a region: one row per node from dbt's run_results.json."""
-    path = home / "dbt" / region / "target" / "run_results.json"
+    """The last `dbt build` of a region: one row per node from dbt's run_results.json; the builds of its dedicated
+    tenants follow, their `region` shown as `<region>/tenants/<tenant_id>`."""
+    work = home / "dbt" / region
+    builds = [(region, work), *((f"{region}/tenants/{d.name}", d) for d in sorted((work / "tenants").glob("*")))]
+    frames = [_run_results(scope, path / "target" / "run_results.json") for scope, path in builds]
+    frames = [f for f in frames if not f.is_empty()]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+
+def _run_results(scope: str, path: Path) -> pl.DataFrame:
     if not path.exists():
         return pl.DataFrame()
     document = json.loads(path.read_text())
     generated = document.get("metadata", {}).get("generated_at")
     rows = [
         {
-            "region": region,
+            "region": scope,
             "node": str(item.get("unique_id", "")).split(".", 2)[-1],
             "kind": str(item.get("unique_id", "")).split(".", 1)[0],
             "status": str(item.get("status")),

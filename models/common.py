@@ -71,7 +71,8 @@ def read_pinned(
 
 @dataclass
 class GoldInputs:
-    """One gold table's rows for the eligible tenants, read at pinned Delta versions (one table per region)."""
+    """One gold table's rows for the eligible tenants, read at pinned Delta versions (one pooled table per region,
+    plus each dedicated tenant's own)."""
 
     tenants: list[str]
     parts: list[pa.Table]
@@ -90,7 +91,7 @@ def read_gold_inputs(
     """The rows of gold `table` for the tenants with `module` on (optionally only `tenant_ids`); raises
     ModelTrainingError when no tenant qualifies or the table holds none of their rows."""
     from shironzi.errors import ModelTrainingError
-    from shironzi.lake import table_exists, table_uri
+    from shironzi.lake import table_exists
     from shironzi.tenancy import get_registry
 
     allowed = set(get_registry(settings).tenants_with_module(module))
@@ -98,11 +99,10 @@ def read_gold_inputs(
     if not tenants:
         raise ModelTrainingError(f"no tenant has {module} on: nothing to train on")
     found = GoldInputs(tenants, [], [])
-    for region in regions_of(tenants, settings):
-        uri = table_uri(settings.resolved_lake_uri, layer="gold", table=table, region=region)
+    for uri, owners in gold_table_uris(table, tenants, settings):
         if not table_exists(uri, storage_options=settings.storage_options or None):
             continue
-        part, version = read_pinned(uri, tenant_ids=tenants, columns=columns, versions=input_versions,
+        part, version = read_pinned(uri, tenant_ids=owners, columns=columns, versions=input_versions,
                                     settings=settings)
         found.inputs.append((uri, version))
         found.parts.append(part)
@@ -148,6 +148,32 @@ def read_feature_inputs(
                 f"feature view {view.name} has no offline rows: run `shironzi features materialize`")
         tables[view.name] = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
     return tables, inputs
+
+
+def gold_table_uris(table: str, tenant_ids: Iterable[str], settings: Settings) -> list[tuple[str, list[str]]]:
+    """(gold table URI, the tenants whose rows it holds): one pooled table per region of the pooled tenants,
+    and each dedicated tenant's own table (`{lake}/{region}/tenants/{tenant_id}/gold/{table}`)."""
+    from shironzi.lake import table_uri
+    from shironzi.tenancy import get_registry
+
+    directory = get_registry(settings).tenant_directory(fresh=True)
+    pooled: dict[str, list[str]] = {}
+    dedicated: list[tuple[str, list[str]]] = []
+    for tenant_id in sorted(set(tenant_ids)):
+        info = directory.get(tenant_id)
+        if info is None:
+            continue
+        if info.placement == "dedicated":
+            uri = table_uri(settings.resolved_lake_uri, layer="gold", table=table, region=info.region,
+                            placement="dedicated", tenant_id=tenant_id)
+            dedicated.append((uri, [tenant_id]))
+        else:
+            pooled.setdefault(info.region, []).append(tenant_id)
+    return [
+        *((table_uri(settings.resolved_lake_uri, layer="gold", table=table, region=region), ids)
+          for region, ids in sorted(pooled.items())),
+        *dedicated,
+    ]
 
 
 def regions_of(tenant_ids: Iterable[str], settings: Settings | None = None) -> list[str]:

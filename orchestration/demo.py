@@ -184,19 +184,23 @@ DemoStageFn = Callable[[DemoState], StageOutcome]
 
 
 def build_curated_layer(state: DemoState) -> StageOutcome:
-    """dbt build of silver and gold Delta tables for each region the demo tenants live in."""
-    from transformations.dbt_runner import run_dbt_build
+    """dbt build of silver and gold Delta tables for each region the demo tenants live in: the pooled tables and
+    each dedicated tenant's own."""
+    from transformations.dbt_runner import build_region
 
     regions = sorted({spec.region for spec in DEMO_TENANTS})
     outcome = StageOutcome()
-    built = passed = 0
+    built = passed = dedicated = 0
     for region in regions:
-        result = run_dbt_build(region=region, raise_on_failure=True)
-        built += len(result.models_built)
+        result = build_region(region=region, raise_on_failure=True)
+        built += result.models_built
         passed += result.tests_passed
+        dedicated += len(result.dedicated)
         outcome.versions.update({f"{region}/{name}": v for name, v in result.gold_versions.items()})
     outcome.rows = built
-    outcome.note = f"{built} models built, {passed} tests passed"
+    outcome.note = f"{built} models built, {passed} tests passed" + (
+        f" ({dedicated} dedicated tenant builds)" if dedicated else ""
+    )
     state.facts["dbt_models_built"] = built
     return outcome
 

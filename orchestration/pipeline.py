@@ -135,14 +135,40 @@ def write_dbt_model_graph(path: Path = DBT_MODEL_GRAPH) -> tuple[Path, dict[str,
 
 
 def plan_dbt_build(*, settings: Settings | None = None) -> dict[str, Any]:
-    """Which regions have bronze data, and whether each must rebuild its facts in full (decided once per run,
-    before the per-model tasks each record a new build state)."""
+    """Which regions have pooled bronze data, and whether each must rebuild its facts in full (decided once per
+    run, before the per-model tasks each record a new build state); and each region's dedicated tenants to
+    build (`dedicated_build_targets`)."""
     from shironzi.lake import table_exists
-    from transformations.dbt_runner import bronze_events_uri, needs_full_refresh
+    from transformations.dbt_runner import bronze_events_uri, dedicated_build_targets, needs_full_refresh
 
     settings = settings or get_settings()
     regions = [r for r in settings.regions if table_exists(bronze_events_uri(settings, r))]
-    return {"regions": regions, "full_refresh": {r: needs_full_refresh(region=r, settings=settings) for r in regions}}
+    dedicated = {r: dedicated_build_targets(region=r, settings=settings) for r in settings.regions}
+    return {
+        "regions": regions,
+        "full_refresh": {r: needs_full_refresh(region=r, settings=settings) for r in regions},
+        "dedicated": {r: ids for r, ids in dedicated.items() if ids},
+    }
+
+
+def build_dedicated_tenants(plan: Mapping[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    """One whole `dbt build` (models and tests) per planned dedicated tenant, into its own silver and gold; raises
+    on a failure after every tenant was built."""
+    from shironzi.errors import TransformationError
+    from transformations.dbt_runner import run_dbt_build
+
+    settings = settings or get_settings()
+    out: dict[str, Any] = {}
+    failures: list[str] = []
+    for region, tenant_ids in sorted(plan.get("dedicated", {}).items()):
+        for tenant_id in tenant_ids:
+            result = run_dbt_build(region=region, tenant_id=tenant_id, settings=settings)
+            out[f"{region}/tenants/{tenant_id}"] = {"built": result.models_built, "tests_passed": result.tests_passed}
+            failures += [f"{region}/tenants/{tenant_id}: {f}" for f in result.failures]
+    if failures:
+        more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise TransformationError(f"dbt build failed: {failures[0]}{more}", failures=failures)
+    return out
 
 
 DBT_SEEDS = "resource_type:seed"

@@ -3,6 +3,11 @@
 The dbt project (dbt_project/) holds no absolute path: this runner computes every location from the
 settings and hands it over as `SHIRONZI_DBT_*` environment variables and `--vars`. The DuckDB file,
 dbt's target/ and logs/ live under SHIRONZI_HOME/dbt/<region>/.
+
+A region has one pooled build (`{lake}/{region}/{layer}/...`, every pooled tenant) and one build per
+dedicated tenant (`{lake}/{region}/tenants/{tenant_id}/{layer}/...`, its own bronze, silver and gold,
+its own work dir SHIRONZI_HOME/dbt/<region>/tenants/<tenant_id>/ and its own registry snapshot).
+`build_region` runs them all.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,26 +62,91 @@ class DbtBuildResult:
     success: bool
     failures: list[str] = field(default_factory=list)
     full_refresh: bool = False
+    tenant_id: str | None = None  # the dedicated tenant built; None for the pooled build
+
+
+@dataclass
+class RegionBuildResult:
+    """A region built in full: the pooled build (None without pooled bronze) and one per dedicated tenant."""
+
+    region: str
+    pooled: DbtBuildResult | None
+    dedicated: dict[str, DbtBuildResult] = field(default_factory=dict)
+
+    @property
+    def builds(self) -> list[DbtBuildResult]:
+        return [*([self.pooled] if self.pooled else []), *(self.dedicated[t] for t in sorted(self.dedicated))]
+
+    @property
+    def success(self) -> bool:
+        return all(b.success for b in self.builds)
+
+    @property
+    def models_built(self) -> int:
+        return sum(len(b.models_built) for b in self.builds)
+
+    @property
+    def tests_passed(self) -> int:
+        return sum(b.tests_passed for b in self.builds)
+
+    @property
+    def tests_failed(self) -> int:
+        return sum(b.tests_failed for b in self.builds)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f if b.tenant_id is None else f"tenants/{b.tenant_id}: {f}" for b in self.builds for f in b.failures]
+
+    @property
+    def gold_versions(self) -> dict[str, int]:
+        """Gold table -> Delta version; a dedicated tenant's tables keyed `tenants/<tenant_id>/<table>`
+        (their path under the region), so they never collide with the pooled ones."""
+        versions = dict(self.pooled.gold_versions) if self.pooled else {}
+        for tenant_id, build in self.dedicated.items():
+            versions.update({f"tenants/{tenant_id}/{name}": v for name, v in build.gold_versions.items()})
+        return versions
 
 
 # -- locations ----------------------------------------------------------------------------------------
-def bronze_events_uri(settings: Settings, region: str) -> str:
-    return table_uri(settings.resolved_lake_uri, layer="bronze", table="events", region=region)
+def _placement(tenant_id: str | None) -> dict[str, Any]:
+    """`table_uri` keywords: pooled (None) or the dedicated tenant's own root."""
+    return {"placement": "dedicated", "tenant_id": tenant_id} if tenant_id else {}
 
 
-def registry_snapshot_uri(settings: Settings) -> str:
-    return platform_uri(settings.resolved_lake_uri, "registry", "tenants")
+def bronze_events_uri(settings: Settings, region: str, tenant_id: str | None = None) -> str:
+    """The region's pooled bronze events, or a dedicated tenant's own."""
+    return table_uri(
+        settings.resolved_lake_uri, layer="bronze", table="events", region=region, **_placement(tenant_id)
+    )
 
 
-def layer_root(settings: Settings, region: str, layer: str) -> str:
-    """`{lake}/{region}/{layer}`: where the dbt models of that layer write their Delta tables."""
-    return table_uri(settings.resolved_lake_uri, layer=layer, table="placeholder", region=region).rsplit(
-        "/", 1
-    )[0]  # type: ignore[arg-type]
+def registry_snapshot_uri(settings: Settings, region: str | None = None, tenant_id: str | None = None) -> str:
+    """The snapshot a pooled build reads, or (with `tenant_id`) the one of a dedicated tenant's build: each
+    dedicated build writes its own, so it never races with the pooled build or another tenant's."""
+    if tenant_id is None:
+        return platform_uri(settings.resolved_lake_uri, "registry", "tenants")
+    if region is None:
+        raise InvalidInputError("a dedicated registry snapshot needs a region", tenant=tenant_id)
+    return platform_uri(settings.resolved_lake_uri, "registry", "dedicated", region, tenant_id)
 
 
-def dbt_home(settings: Settings, region: str) -> Path:
-    return settings.home / "dbt" / region
+def layer_root(settings: Settings, region: str, layer: str, tenant_id: str | None = None) -> str:
+    """`{lake}/{region}/{layer}` (or `{lake}/{region}/tenants/{tenant_id}/{layer}`): where the dbt models of
+    that layer write their Delta tables."""
+    uri = table_uri(
+        settings.resolved_lake_uri,
+        layer=layer,  # type: ignore[arg-type]
+        table="placeholder",
+        region=region,
+        **_placement(tenant_id),
+    )
+    return uri.rsplit("/", 1)[0]
+
+
+def dbt_home(settings: Settings, region: str, tenant_id: str | None = None) -> Path:
+    """dbt's work dir (DuckDB file, target/, logs/, build state): per region, and per dedicated tenant."""
+    work = settings.home / "dbt" / region
+    return work / "tenants" / tenant_id if tenant_id else work
 
 
 def _check_region(settings: Settings, region: str) -> str:
@@ -100,50 +170,88 @@ def _registry_tenants(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def _snapshot_rows(tenants: Iterable[Mapping[str, Any]], region: str) -> dict[str, list[Any]]:
+def _snapshot_rows(
+    tenants: Iterable[Mapping[str, Any]], region: str, tenant_id: str | None = None
+) -> dict[str, list[Any]]:
+    """The snapshot's columns. `analytics_enabled` is the build's scope: the tenant's analytics toggle, and only
+    for the pooled tenants (pooled build) or only for `tenant_id` (its dedicated build), so a build never puts
+    another placement's rows into its tables."""
     columns: dict[str, list[Any]] = {name: [] for name in REGISTRY_COLUMNS}
     seen: set[str] = set()
     for number, tenant in enumerate(tenants, start=1):
-        tenant_id = str(tenant.get("tenant_id") or "").strip()
-        if not tenant_id:
+        tid = tenant_id_of(tenant)
+        if not tid:
             raise InvalidInputError(f"tenant #{number} has no tenant_id")
-        if tenant_id in seen:
-            raise InvalidInputError(f"tenant {tenant_id!r} appears twice", tenant=tenant_id)
-        seen.add(tenant_id)
+        if tid in seen:
+            raise InvalidInputError(f"tenant {tid!r} appears twice", tenant=tid)
+        seen.add(tid)
         industry = str(tenant.get("industry") or "").lower()
         if industry not in INDUSTRIES:
             raise InvalidInputError(
-                f"tenant {tenant_id!r} has unknown industry {industry!r}; "
+                f"tenant {tid!r} has unknown industry {industry!r}; "
                 f"expected one of {', '.join(INDUSTRIES)}",
-                tenant=tenant_id,
+                tenant=tid,
             )
-        modules = tenant.get("modules")
-        enabled = tenant.get("analytics_enabled", "analytics" in modules if modules is not None else True)
-        columns["tenant_id"].append(tenant_id)
-        columns["slug"].append(str(tenant.get("slug") or tenant_id))
+        enabled = _analytics_toggle(tenant)
+        placement = str(tenant.get("placement") or "pooled")
+        in_scope = placement != "dedicated" if tenant_id is None else tid == tenant_id
+        columns["tenant_id"].append(tid)
+        columns["slug"].append(str(tenant.get("slug") or tid))
         columns["industry"].append(industry)
         columns["region"].append(str(tenant.get("region") or region))
         columns["plan"].append(str(tenant.get("plan") or "standard"))
-        columns["placement"].append(str(tenant.get("placement") or "pooled"))
+        columns["placement"].append(placement)
         columns["status"].append(str(tenant.get("status") or "active"))
-        columns["analytics_enabled"].append(bool(enabled))
+        columns["analytics_enabled"].append(bool(enabled) and in_scope)
+    if tenant_id is not None:
+        _check_dedicated(columns, region, tenant_id)
     return columns
 
 
+def tenant_id_of(tenant: Mapping[str, Any]) -> str:
+    return str(tenant.get("tenant_id") or "").strip()
+
+
+def _analytics_toggle(tenant: Mapping[str, Any]) -> bool:
+    """The tenant's analytics module: its `analytics_enabled` flag, else whether `modules` lists it (default on)."""
+    modules = tenant.get("modules")
+    return bool(tenant.get("analytics_enabled", "analytics" in modules if modules is not None else True))
+
+
+def _check_dedicated(columns: Mapping[str, list[Any]], region: str, tenant_id: str) -> None:
+    """A dedicated build must name a dedicated tenant of the region it builds."""
+    if tenant_id not in columns["tenant_id"]:
+        from shironzi.errors import TenantNotFoundError
+
+        raise TenantNotFoundError(tenant_id)
+    at = columns["tenant_id"].index(tenant_id)
+    if columns["placement"][at] != "dedicated" or columns["region"][at] != region:
+        raise InvalidInputError(
+            f"tenant {tenant_id!r} is not a dedicated tenant of region {region!r} "
+            f"({columns['placement'][at]} in {columns['region'][at]}): its rows are built with the pooled tables",
+            tenant=tenant_id,
+        )
+
+
 def write_registry_snapshot(
-    *, tenants: Iterable[Mapping[str, Any]] | None = None, region: str, settings: Settings | None = None
+    *,
+    tenants: Iterable[Mapping[str, Any]] | None = None,
+    region: str,
+    settings: Settings | None = None,
+    tenant_id: str | None = None,
 ) -> tuple[str, set[str]]:
     """Write the tenants dbt sees (explicit dicts, else the registry) as a Delta table; returns its URI
-    and the ids of this region's tenants with analytics on."""
+    and the ids of this region's tenants with analytics on that the build covers (the pooled ones, or only
+    the dedicated `tenant_id`)."""
     import pyarrow as pa
     from deltalake import write_deltalake
 
     settings = settings or get_settings()
-    rows = _snapshot_rows(_registry_tenants(settings) if tenants is None else tenants, region)
+    rows = _snapshot_rows(_registry_tenants(settings) if tenants is None else tenants, region, tenant_id)
     schema = pa.schema(
         [(name, pa.bool_() if name == "analytics_enabled" else pa.string()) for name in REGISTRY_COLUMNS]
     )
-    uri = registry_snapshot_uri(settings)
+    uri = registry_snapshot_uri(settings, region, tenant_id)
     write_deltalake(
         uri,
         pa.table(rows, schema=schema),
@@ -161,17 +269,17 @@ def write_registry_snapshot(
 
 # -- running dbt --------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def dbt_environment(settings: Settings, region: str) -> Iterator[Path]:
+def dbt_environment(settings: Settings, region: str, tenant_id: str | None = None) -> Iterator[Path]:
     """Set the SHIRONZI_DBT_* variables the profile and sources read (restored afterwards); yields
-    the region's dbt working directory."""
-    work = dbt_home(settings, region)
+    the dbt working directory of the region (or of its dedicated tenant `tenant_id`)."""
+    work = dbt_home(settings, region, tenant_id)
     work.mkdir(parents=True, exist_ok=True)
     values = {
         "SHIRONZI_DBT_DUCKDB_PATH": str(work / "shironzi.duckdb"),
-        "SHIRONZI_DBT_BRONZE_EVENTS": bronze_events_uri(settings, region),
-        "SHIRONZI_DBT_REGISTRY_TENANTS": registry_snapshot_uri(settings),
-        "SHIRONZI_DBT_SILVER_ROOT": layer_root(settings, region, "silver"),
-        "SHIRONZI_DBT_GOLD_ROOT": layer_root(settings, region, "gold"),
+        "SHIRONZI_DBT_BRONZE_EVENTS": bronze_events_uri(settings, region, tenant_id),
+        "SHIRONZI_DBT_REGISTRY_TENANTS": registry_snapshot_uri(settings, region, tenant_id),
+        "SHIRONZI_DBT_SILVER_ROOT": layer_root(settings, region, "silver", tenant_id),
+        "SHIRONZI_DBT_GOLD_ROOT": layer_root(settings, region, "gold", tenant_id),
         "SHIRONZI_DBT_STORAGE_OPTIONS": json.dumps(settings.storage_options),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DBT_VERSION_CHECK": "false",
@@ -288,13 +396,15 @@ def _gold_models(work: Path) -> list[str]:
     )
 
 
-def _gold_versions(settings: Settings, region: str, names: Iterable[str]) -> dict[str, int]:
+def _gold_versions(
+    settings: Settings, region: str, names: Iterable[str], tenant_id: str | None = None
+) -> dict[str, int]:
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError as DeltaMissing
 
     versions = {}
     for name in names:
-        uri = table_uri(settings.resolved_lake_uri, layer="gold", table=name, region=region)
+        uri = table_uri(settings.resolved_lake_uri, layer="gold", table=name, region=region, **_placement(tenant_id))
         with contextlib.suppress(DeltaMissing):
             versions[name] = DeltaTable(uri, storage_options=settings.storage_options or None).version()
     return versions
@@ -334,10 +444,12 @@ def run_dbt_build(
     raise_on_failure: bool = False,
     project_dir: Path | None = None,
     full_tests: bool = False,
+    tenant_id: str | None = None,
 ) -> DbtBuildResult:
-    """Run `dbt build` for one region: snapshot the registry, build silver and gold Delta tables, run
-    every data and unit test. When the set of analytics-enabled tenants changed since the last build,
-    the facts are rebuilt in full (an incremental merge would keep a disabled tenant's rows).
+    """Run `dbt build` for one region's pooled tables, or (with `tenant_id`) for one dedicated tenant's own
+    tables: snapshot the registry, build silver and gold Delta tables, run every data and unit test. When the
+    set of analytics-enabled tenants changed since the last build, the facts are rebuilt in full (an
+    incremental merge would keep a disabled tenant's rows).
     On an incremental build, data tests on a merged model check the partitions that build rewrote
     (dbt_project/README.md, "Incremental tests"); `full_tests` (or a full refresh) checks every row.
     `project_dir` swaps in a copy of the dbt project (tests, extensions)."""
@@ -346,17 +458,22 @@ def run_dbt_build(
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError as DeltaMissing
 
-    bronze = bronze_events_uri(settings, region)
+    if tenant_id is not None:  # a dedicated build names a dedicated tenant of the region, or fails here
+        tenants = list(_registry_tenants(settings) if tenants is None else tenants)
+        _snapshot_rows(tenants, region, tenant_id)
+    bronze = bronze_events_uri(settings, region, tenant_id)
     try:
         DeltaTable(bronze, storage_options=settings.storage_options or None)
     except DeltaMissing as exc:
+        owner = f"region {region!r}" + (f" (dedicated tenant {tenant_id!r})" if tenant_id else "")
         raise TableNotFoundError(
-            f"no bronze events table for region {region!r} at {bronze}; ingest events first", uri=bronze
+            f"no bronze events table for {owner} at {bronze}; ingest events first", uri=bronze
         ) from exc
 
-    with stage("dbt_build", region=region) as summary:
-        _, enabled = write_registry_snapshot(tenants=tenants, region=region, settings=settings)
-        state_file = dbt_home(settings, region) / "state.json"
+    scope = {"tenant": tenant_id} if tenant_id else {}
+    with stage("dbt_build", region=region, **scope) as summary:
+        _, enabled = write_registry_snapshot(tenants=tenants, region=region, settings=settings, tenant_id=tenant_id)
+        state_file = dbt_home(settings, region, tenant_id) / "state.json"
         fingerprint = _tenants_fingerprint(enabled)
         previous = json.loads(state_file.read_text()) if state_file.exists() else None
         bronze_version = table_version(bronze, storage_options=settings.storage_options or None)
@@ -367,7 +484,7 @@ def run_dbt_build(
             full_refresh = True
         extra = [*(["--select", select] if select else []), *(["--full-refresh"] if full_refresh else [])]
         started = time.perf_counter()
-        with dbt_environment(settings, region) as work:
+        with dbt_environment(settings, region, tenant_id) as work:
             outcome = _invoke(
                 "build",
                 work,
@@ -387,11 +504,12 @@ def run_dbt_build(
             models_built=models,
             tests_passed=passed,
             tests_failed=failed,
-            gold_versions=_gold_versions(settings, region, _gold_models(work)),
+            gold_versions=_gold_versions(settings, region, _gold_models(work), tenant_id),
             seconds=seconds,
             success=success,
             failures=failures,
             full_refresh=full_refresh,
+            tenant_id=tenant_id,
         )
         summary.rows = len(models)
         summary.table_version = result.gold_versions
@@ -399,27 +517,100 @@ def run_dbt_build(
             tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh
         )
     if raise_on_failure and not success:
-        raise TransformationError(_failure_message(result), region=region, failures=failures)
+        raise TransformationError(_failure_message(result), region=region, failures=failures, **scope)
     return result
 
 
-def needs_full_refresh(*, region: str, settings: Settings | None = None) -> bool:
-    """Would `run_dbt_build` rebuild this region's facts in full (analytics tenants changed, or bronze lost
-    rows since the last successful build)? Orchestrators that build one model per task decide this once per
-    run and pass `full_refresh`, since each partial build records the new state."""
+def dedicated_build_targets(
+    *, region: str, tenants: Iterable[Mapping[str, Any]] | None = None, settings: Settings | None = None
+) -> list[str]:
+    """The dedicated tenants of `region` that get their own build: a bronze table of their own, and analytics
+    on, or off after an earlier build (that rebuild empties their marts, as a pooled build drops a disabled
+    tenant's rows)."""
+    from shironzi.lake import table_exists
+
     settings = settings or get_settings()
     _check_region(settings, region)
-    state_file = dbt_home(settings, region) / "state.json"
+    listed = list(_registry_tenants(settings) if tenants is None else tenants)
+    _snapshot_rows(listed, region)  # the same checks as a build's snapshot
+    opts = settings.storage_options or None
+    targets = []
+    for tenant in listed:
+        tenant_id = tenant_id_of(tenant)
+        if tenant.get("placement") != "dedicated" or str(tenant.get("region") or region) != region:
+            continue
+        built_before = (dbt_home(settings, region, tenant_id) / "state.json").exists()
+        if (_analytics_toggle(tenant) or built_before) and table_exists(
+            bronze_events_uri(settings, region, tenant_id), storage_options=opts
+        ):
+            targets.append(tenant_id)
+    return sorted(targets)
+
+
+def build_region(
+    *,
+    region: str,
+    tenants: Iterable[Mapping[str, Any]] | None = None,
+    select: str | None = None,
+    full_refresh: bool = False,
+    settings: Settings | None = None,
+    raise_on_failure: bool = False,
+    full_tests: bool = False,
+    dbt_vars: Mapping[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RegionBuildResult:
+    """Build a region in full: its pooled tables (when it has pooled bronze) and each dedicated tenant's own
+    (`dedicated_build_targets`), from one registry read. A region with no bronze at all raises
+    TableNotFoundError; `raise_on_failure` raises TransformationError after every build ran."""
+    settings = settings or get_settings()
+    _check_region(settings, region)
+    from shironzi.lake import table_exists
+
+    listed = list(_registry_tenants(settings) if tenants is None else tenants)
+    targets = dedicated_build_targets(region=region, tenants=listed, settings=settings)
+
+    def build(tenant_id: str | None) -> DbtBuildResult:
+        if progress:
+            progress(f"{region}: {'pooled' if tenant_id is None else f'tenants/{tenant_id}'}")
+        return run_dbt_build(
+            region=region,
+            tenants=listed,
+            select=select,
+            full_refresh=full_refresh,
+            settings=settings,
+            dbt_vars=dbt_vars,
+            full_tests=full_tests,
+            tenant_id=tenant_id,
+        )
+
+    opts = settings.storage_options or None
+    has_pooled_bronze = table_exists(bronze_events_uri(settings, region), storage_options=opts)
+    # no bronze at all: the pooled build raises the not-found error
+    result = RegionBuildResult(region, build(None) if has_pooled_bronze or not targets else None)
+    for tenant_id in targets:
+        result.dedicated[tenant_id] = build(tenant_id)
+    if raise_on_failure and not result.success:
+        raise TransformationError(_failure_message(result), region=region, failures=result.failures)
+    return result
+
+
+def needs_full_refresh(*, region: str, settings: Settings | None = None, tenant_id: str | None = None) -> bool:
+    """Would `run_dbt_build` rebuild this region's facts (or a dedicated tenant's) in full (analytics tenants
+    changed, or bronze lost rows since the last successful build)? Orchestrators that build one model per task
+    decide this once per run and pass `full_refresh`, since each partial build records the new state."""
+    settings = settings or get_settings()
+    _check_region(settings, region)
+    state_file = dbt_home(settings, region, tenant_id) / "state.json"
     if not state_file.exists():
         return False
     previous = json.loads(state_file.read_text())
-    _, enabled = write_registry_snapshot(region=region, settings=settings)
+    _, enabled = write_registry_snapshot(region=region, settings=settings, tenant_id=tenant_id)
     return previous.get("analytics_tenants") != _tenants_fingerprint(enabled) or _rows_removed_since(
-        bronze_events_uri(settings, region), previous.get("bronze_version"), settings
+        bronze_events_uri(settings, region, tenant_id), previous.get("bronze_version"), settings
     )
 
 
-def _failure_message(result: DbtBuildResult) -> str:
+def _failure_message(result: DbtBuildResult | RegionBuildResult) -> str:
     first = result.failures[0] if result.failures else "dbt reported a failure"
     more = f" (+{len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
     return f"dbt build failed: {first}{more}"
@@ -457,30 +648,40 @@ def transform(
         "--full-tests",
         help="Run every data test on whole tables (an incremental build tests only the rewritten partitions).",
     ),
+    tenant: str = typer.Option(
+        None, "--tenant", help="Build only this dedicated tenant's own tables (default: the whole region)."
+    ),
 ) -> None:
-    """Build the curated layer with dbt: bronze Delta -> silver and gold Delta, with every test."""
+    """Build the curated layer with dbt: bronze Delta -> silver and gold Delta, with every test. A region is
+    built in full: its pooled tables and every dedicated tenant's own (analytics on, bronze landed)."""
     from rich.console import Console
     from rich.table import Table
 
     settings = get_settings()
-    result = run_dbt_build(
-        region=region or settings.default_region,
-        select=select,
-        full_refresh=full_refresh,
-        settings=settings,
-        full_tests=full_tests,
-    )
-    console = Console(highlight=False)
-    console.print(
-        f"models built: {len(result.models_built)}  tests passed: {result.tests_passed}  "
-        f"tests failed: {result.tests_failed}  ({result.seconds:.1f}s"
-        f"{', full refresh' if result.full_refresh else ''})"
-    )
+    region = region or settings.default_region
+    options: dict[str, Any] = {
+        "region": region, "select": select, "full_refresh": full_refresh, "settings": settings, "full_tests": full_tests
+    }
+    console = Console(highlight=False, stderr=True)
+    with console.status(f"dbt build {region}") as status:
+        if tenant:
+            build = run_dbt_build(tenant_id=tenant, **options)
+            result = RegionBuildResult(region, None, {tenant: build})
+        else:
+            result = build_region(**options, progress=lambda text: status.update(f"dbt build {text}"))
+    out = Console(highlight=False)
+    for build in result.builds:
+        owner = "pooled" if build.tenant_id is None else f"tenants/{build.tenant_id}"
+        out.print(
+            f"{region} {owner}: models built: {len(build.models_built)}  tests passed: {build.tests_passed}  "
+            f"tests failed: {build.tests_failed}  ({build.seconds:.1f}s"
+            f"{', full refresh' if build.full_refresh else ''})"
+        )
     table = Table(title="gold Delta tables")
     table.add_column("table")
     table.add_column("version", justify="right")
     for name, version in sorted(result.gold_versions.items()):
         table.add_row(name, str(version))
-    console.print(table)
+    out.print(table)
     if not result.success:
         raise TransformationError(_failure_message(result), failures=result.failures)

@@ -1,6 +1,7 @@
 """dbt_build (on new bronze data): the seeds, then one task per dbt model, generated from the dbt manifest
 (dbt_models.json, refreshed by `shironzi airflow dbt-manifest`) and wired by the models' dependencies, so one
-failure is retried alone; the gold asset (which triggers features_materialize) is updated when all built."""
+failure is retried alone; each dedicated tenant's own tables are built whole by one more task (dedicated_tenants);
+the gold asset (which triggers features_materialize) is updated when all built."""
 
 from __future__ import annotations
 
@@ -24,11 +25,17 @@ def dbt_build() -> None:
     def build_model(model: str, plan: dict[str, Any]) -> dict[str, Any]:
         return pipeline.build_dbt_model(model, plan)
 
+    @task
+    @deterministic
+    def dedicated_tenants(plan: dict[str, Any]) -> dict[str, Any]:
+        return pipeline.build_dedicated_tenants(plan)
+
     @task(outlets=[GOLD])
     def publish_gold(plan: dict[str, Any]) -> dict[str, Any]:
         return plan
 
     planned = plan()
+    dedicated = dedicated_tenants(planned)
     seeds = build_model.override(task_id="seeds")(pipeline.DBT_SEEDS, planned)
     graph = pipeline.load_dbt_model_graph()
     tasks = {model: build_model.override(task_id=model)(model, planned) for model in sorted(graph)}
@@ -38,7 +45,7 @@ def dbt_build() -> None:
         if not parents:
             seeds >> tasks[model]
     leaves = [tasks[m] for m in graph if not any(m in parents for parents in graph.values())]
-    leaves >> publish_gold(planned)
+    [*leaves, dedicated] >> publish_gold(planned)
 
 
 dbt_build()
