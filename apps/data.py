@@ -22,7 +22,7 @@ import streamlit as st
 
 from shironzi.errors import TableNotFoundError
 from shironzi.lake import read_polars, scan_polars, table_exists, table_uri
-from shironzi.lake.paths import platform_uri
+from shironzi.lake.paths import Layer, platform_uri
 from shironzi.observability import stage
 from shironzi.settings import get_settings
 
@@ -82,11 +82,15 @@ def _placement_of(tenant_id: str) -> str:
     return info.placement if info is not None else "pooled"
 
 
-def _gold(lake_uri: str, region: str, table: str, tenant_id: str | None = None) -> str:
-    """A gold table of the region: the pooled one, or (for a dedicated tenant) the tenant's own."""
+def _tenant_table(lake_uri: str, region: str, layer: Layer, table: str, tenant_id: str | None = None) -> str:
+    """A table of the region: the pooled one, or (for a dedicated tenant) the tenant's own."""
     if tenant_id is not None and _placement_of(tenant_id) == "dedicated":
-        return table_uri(lake_uri, layer="gold", table=table, region=region, placement="dedicated", tenant_id=tenant_id)
-    return table_uri(lake_uri, layer="gold", table=table, region=region)
+        return table_uri(lake_uri, layer=layer, table=table, region=region, placement="dedicated", tenant_id=tenant_id)
+    return table_uri(lake_uri, layer=layer, table=table, region=region)
+
+
+def _gold(lake_uri: str, region: str, table: str, tenant_id: str | None = None) -> str:
+    return _tenant_table(lake_uri, region, "gold", table, tenant_id)
 
 
 def _region_gold(lake_uri: str, region: str, table: str) -> list[str]:
@@ -148,7 +152,7 @@ def daily_kpis(lake_uri: str, region: str, tenant_id: str) -> Frame:
 @logged
 def latest_forecasts(lake_uri: str, region: str, tenant_id: str) -> Frame:
     """The newest generated forecast of each KPI."""
-    uri = table_uri(lake_uri, layer="predictions", table=FORECASTS, region=region)
+    uri = _tenant_table(lake_uri, region, "predictions", FORECASTS, tenant_id)
     frame = _read(uri, tenant_id=tenant_id)
     if frame.empty:
         return frame
@@ -172,7 +176,7 @@ def cohort_retention(lake_uri: str, region: str, tenant_id: str) -> Frame:
 @logged
 def latest_churn_scores(lake_uri: str, region: str, tenant_id: str) -> Frame:
     """The tenant's scores of its newest score_date."""
-    uri = table_uri(lake_uri, layer="predictions", table=CHURN_SCORES, region=region)
+    uri = _tenant_table(lake_uri, region, "predictions", CHURN_SCORES, tenant_id)
     if not table_exists(uri):
         return Frame(pl.DataFrame(), None, _now())
     newest = scan_polars(uri, tenant_id=tenant_id).select(pl.col("score_date").max()).collect().item()

@@ -36,14 +36,14 @@ CADENCE_DAYS: dict[str, int] = {"daily": 1, "weekly": 7}
 
 @dataclass(frozen=True)
 class LakeGroup:
-    """Tenants whose bronze events share one table, and where their feature tables go."""
+    """Tenants whose bronze events share one table, and where their feature (and gold) tables go."""
 
     region: str
     placement: Literal["pooled", "dedicated"]
     tenant_id: str | None
     tenant_ids: tuple[str, ...]
 
-    def uri(self, settings: Settings, *, layer: Literal["bronze", "features"], table: str) -> str:
+    def uri(self, settings: Settings, *, layer: Literal["bronze", "gold", "features"], table: str) -> str:
         from shironzi.lake import table_uri
 
         return table_uri(settings.resolved_lake_uri, layer=layer, table=table, region=self.region,

@@ -153,27 +153,10 @@ def read_feature_inputs(
 def gold_table_uris(table: str, tenant_ids: Iterable[str], settings: Settings) -> list[tuple[str, list[str]]]:
     """(gold table URI, the tenants whose rows it holds): one pooled table per region of the pooled tenants,
     and each dedicated tenant's own table (`{lake}/{region}/tenants/{tenant_id}/gold/{table}`)."""
-    from shironzi.lake import table_uri
-    from shironzi.tenancy import get_registry
+    from feature_store.offline import lake_groups
 
-    directory = get_registry(settings).tenant_directory(fresh=True)
-    pooled: dict[str, list[str]] = {}
-    dedicated: list[tuple[str, list[str]]] = []
-    for tenant_id in sorted(set(tenant_ids)):
-        info = directory.get(tenant_id)
-        if info is None:
-            continue
-        if info.placement == "dedicated":
-            uri = table_uri(settings.resolved_lake_uri, layer="gold", table=table, region=info.region,
-                            placement="dedicated", tenant_id=tenant_id)
-            dedicated.append((uri, [tenant_id]))
-        else:
-            pooled.setdefault(info.region, []).append(tenant_id)
-    return [
-        *((table_uri(settings.resolved_lake_uri, layer="gold", table=table, region=region), ids)
-          for region, ids in sorted(pooled.items())),
-        *dedicated,
-    ]
+    return [(group.uri(settings, layer="gold", table=table), list(group.tenant_ids))
+            for group in lake_groups(tenant_ids, settings)]
 
 
 def regions_of(tenant_ids: Iterable[str], settings: Settings | None = None) -> list[str]:

@@ -163,6 +163,34 @@ def test_dashboard_reads_follow_the_tenant_placement(lake: Lake) -> None:
     assert {REGION, f"{REGION}/tenants/{lake.solo}"} == set(runs["region"])
 
 
+def test_dashboard_predictions_follow_the_tenant_placement(lake: Lake) -> None:
+    """Scores and forecasts of a dedicated tenant live under its own path; the dashboard reads them there."""
+    import datetime as dt
+
+    from deltalake import write_deltalake
+
+    from apps import data
+    from models.scoring import churn_scores_schema
+    from models.trend.forecast import forecasts_schema
+
+    day, now = dt.date(2024, 3, 1), dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+    scores = {"tenant_id": [lake.solo], "customer_id": ["c1"], "score_date": [day], "churn_probability": [0.7],
+              "risk_band": ["high"], "top_reasons": ["[]"], "model_name": ["shironzi-churn"], "model_version": ["1"],
+              "feature_timestamp": [now], "scored_at": [now]}
+    forecasts = {"tenant_id": [lake.solo], "kpi": ["revenue"], "forecast_date": [day], "horizon_day": [1],
+                 "yhat": [1.0], "yhat_lower": [0.5], "yhat_upper": [1.5], "model_name": ["shironzi-trend"],
+                 "model_version": ["1"], "generated_date": [day], "generated_at": [now]}
+    for table, rows, schema in (("churn_scores", scores, churn_scores_schema()),
+                                ("forecasts", forecasts, forecasts_schema())):
+        uri = table_uri(lake.settings.resolved_lake_uri, layer="predictions", table=table, region=REGION,
+                        placement="dedicated", tenant_id=lake.solo)
+        write_deltalake(uri, pa.table(rows, schema=schema), mode="overwrite")
+    lake_uri = lake.settings.resolved_lake_uri
+    assert data.latest_churn_scores(lake_uri, REGION, lake.solo).data["customer_id"].to_list() == ["c1"]
+    assert data.latest_forecasts(lake_uri, REGION, lake.solo).data["kpi"].to_list() == ["revenue"]
+    assert data.latest_churn_scores(lake_uri, REGION, lake.pooled).empty
+
+
 def test_transform_cli_reports_the_dedicated_build(lake: Lake, capsys: pytest.CaptureFixture[str]) -> None:
     run(["transform", "--region", REGION])
     out = capsys.readouterr().out
