@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -34,6 +35,28 @@ def _aligned_start(days: int) -> dt.date:
     return first - dt.timedelta(days=first.weekday())
 
 
+def build_lake(days: int, customers: int, seed: int, stages: list[str]) -> tuple[Any, Any, int]:
+    """In the current SHIRONZI_HOME: provision the demo tenants, simulate `days` of their activity, land it as
+    JSONL files and run the demo `stages` after it; returns (settings, the simulation, rows landed)."""
+    from ingestion.batch import ingest_files
+    from ingestion.synthetic import simulate, write_landing_files
+    from orchestration.demo import DEMO_TENANTS, run_demo
+    from shironzi.settings import get_settings
+    from shironzi.tenancy import get_registry
+
+    run_demo(seed=seed, only=["provision tenants"])
+    settings = get_settings()
+    registry = get_registry(settings)
+    tenants = [registry.get_tenant(spec.slug) for spec in DEMO_TENANTS]
+    simulation = simulate([(t.id, t.industry) for t in tenants], customers=customers, days=days, seed=seed,
+                          start=_aligned_start(days))
+    landing = settings.home / "landing"
+    write_landing_files(simulation, landing, fmt="jsonl", file_per="day")
+    landed = ingest_files(landing, check_quality=False).totals.landed
+    run_demo(seed=seed, only=stages)
+    return settings, simulation, landed
+
+
 def _quality(days: int, customers: int, seed: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="shironzi-model-quality-") as tmp:
         os.environ["SHIRONZI_HOME"] = str(Path(tmp) / "home")
@@ -41,27 +64,14 @@ def _quality(days: int, customers: int, seed: int) -> dict[str, float]:
         from shironzi.settings import get_settings
 
         get_settings.cache_clear()
-        from ingestion.batch import ingest_files
-        from ingestion.synthetic import simulate, write_landing_files
         from models.churn import train_churn
         from models.evaluation import compare_with_oracle
         from models.registry import promote_if_better
         from models.scoring import eligible_tenants
         from models.trend import train_trend
-        from orchestration.demo import DEMO_TENANTS, run_demo
-        from shironzi.tenancy import get_registry
 
         started = time.perf_counter()
-        run_demo(seed=seed, only=["provision tenants"])
-        settings = get_settings()
-        registry = get_registry(settings)
-        tenants = [registry.get_tenant(spec.slug) for spec in DEMO_TENANTS]
-        simulation = simulate([(t.id, t.industry) for t in tenants], customers=customers, days=days, seed=seed,
-                              start=_aligned_start(days))
-        landing = settings.home / "landing"
-        write_landing_files(simulation, landing, fmt="jsonl", file_per="day")
-        landed = ingest_files(landing, check_quality=False).totals.landed
-        run_demo(seed=seed, only=["dbt build", "features"])
+        settings, simulation, landed = build_lake(days, customers, seed, ["dbt build", "features"])
         pipeline_seconds = time.perf_counter() - started
 
         started = time.perf_counter()

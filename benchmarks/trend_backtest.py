@@ -34,22 +34,10 @@ def build_series(days: int, customers: int, seed: int) -> list[Any]:
         from shironzi.settings import get_settings
 
         get_settings.cache_clear()
-        from benchmarks.model_quality import _aligned_start
-        from ingestion.batch import ingest_files
-        from ingestion.synthetic import simulate, write_landing_files
+        from benchmarks.model_quality import build_lake
         from models.trend.train import load_series
-        from orchestration.demo import DEMO_TENANTS, run_demo
-        from shironzi.tenancy import get_registry
 
-        run_demo(seed=seed, only=["provision tenants"])
-        settings = get_settings()
-        registry = get_registry(settings)
-        tenants = [registry.get_tenant(spec.slug) for spec in DEMO_TENANTS]
-        simulation = simulate([(t.id, t.industry) for t in tenants], customers=customers, days=days, seed=seed,
-                              start=_aligned_start(days))
-        write_landing_files(simulation, settings.home / "landing", fmt="jsonl", file_per="day")
-        ingest_files(settings.home / "landing", check_quality=False)
-        run_demo(seed=seed, only=["dbt build"])
+        settings, _, _ = build_lake(days, customers, seed, ["dbt build"])
         return load_series(settings=settings)[0]
 
 
