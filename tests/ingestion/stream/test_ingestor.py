@@ -192,3 +192,13 @@ def test_group_mode_options_are_checked() -> None:
         StreamOptions(topic="t", subscribe=True)
     with pytest.raises(InvalidInputError, match="not both"):
         StreamOptions(topic="t", subscribe=True, group_id="g", workers=2)
+
+
+def test_stream_cli_rejects_a_malformed_api_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from shironzi.cli.main import run
+
+    with pytest.raises(SystemExit) as exit_info:
+        run(["ingest", "stream", "--topic", "t", "--group", "g", "--client", "kafka-python", "--api-version", "two"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--api-version must look like 2.5" in err[0]
