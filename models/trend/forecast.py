@@ -31,8 +31,9 @@ def write_trend_forecasts(
     tenant_ids: Sequence[str], *, settings: Settings | None = None, generated_date: date | None = None,
 ) -> ScoreResult:
     """Forecast each KPI of `tenant_ids` (already module-gated) from its last day; replace today's slice.
-    `yhat` is the champion's point forecast for the KPI (see its model card), `yhat_lower`/`yhat_upper` the
-    calibrated 80 % interval, sized by the series' local spread at its last day."""
+    `yhat` is the champion's point forecast for the KPI (its booster combined with the statistical forecast, see
+    its model card), `yhat_lower`/`yhat_upper` the calibrated 80 % interval, sized by the series' local spread at
+    its last day."""
     import numpy as np
     import pyarrow as pa
 
@@ -41,11 +42,13 @@ def write_trend_forecasts(
     from models.scoring import FORECASTS_TABLE, ScoreResult
     from models.trend.train import (
         HORIZON,
+        companions,
         load_series,
         load_trend_version,
         local_spread,
         origin_features,
         quantile_forecast,
+        statistical_forecast,
     )
     from shironzi.observability import stage
 
@@ -64,13 +67,15 @@ def write_trend_forecasts(
         schema = forecasts_schema()
         horizons = list(range(1, HORIZON + 1))
         by_tenant: dict[str, list[pa.Table]] = {}
-        for s in series:
-            made = origin_features(s, len(s.values) - 1, horizons)
+        for s, companion in zip(series, companions(series), strict=True):
+            origin = len(s.values) - 1
+            made = origin_features(s, origin, horizons)
             if made is None:
                 continue
             rows, scale = made
-            spread = np.full(len(horizons), local_spread(s, len(s.values) - 1))
-            forecast = quantile_forecast(booster, rows, np.full(len(horizons), scale), calibration, spread)
+            spread = np.full(len(horizons), local_spread(s, origin))
+            forecast = quantile_forecast(booster, rows, np.full(len(horizons), scale), calibration, spread,
+                                         statistical_forecast(s, origin, horizons, companion))
             by_tenant.setdefault(s.tenant_id, []).append(pa.table({
                 "tenant_id": [s.tenant_id] * HORIZON, "kpi": [s.kpi] * HORIZON,
                 "forecast_date": pa.array([s.end + timedelta(days=h) for h in horizons], pa.date32()),

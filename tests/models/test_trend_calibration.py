@@ -1,7 +1,7 @@
-"""The trend model's point forecast (mean of the 50 % and 60 % quantiles) and its locally adaptive interval (yhat
-plus or minus a split-conformal factor per KPI and horizon bucket times the series' local spread): chosen on
-calibration windows, it must hold on fresh data from the same distribution, follow each series' volatility, and
-never see the future."""
+"""The trend model's point forecast (the mean of the booster's 50 % and 60 % quantiles combined with the
+statistical level-times-weekday-profile forecast) and its locally adaptive interval (yhat plus or minus a
+split-conformal factor per KPI and horizon bucket times the series' local spread): chosen on calibration windows,
+it must hold on fresh data from the same distribution, follow each series' volatility, and never see the future."""
 
 from __future__ import annotations
 
@@ -11,28 +11,37 @@ import numpy as np
 import pytest
 
 from models.trend.train import (
+    BOOSTER_WEIGHT,
     CALIBRATION_BLOCK,
     CONFORMAL_LEVEL,
     FEATURE_NAMES,
     HORIZON,
     HORIZON_BUCKETS,
     KPIS,
+    LEVEL_DAYS,
+    PROFILE_WEEKS,
     QUANTILE_BAND,
     QUANTILES,
     Examples,
     Series,
     TrendCalibration,
     calibrate,
+    companions,
     conformal_factor,
     forecast_metrics,
     local_spread,
+    make_examples,
+    profile_forecast,
     split_examples,
+    statistical_forecast,
+    weekly_origins,
 )
 
 
 def _draw(rng: np.random.Generator, rows: int, *, noise: dict[str, float]) -> tuple[Examples, np.ndarray]:
     """Examples whose actuals are 100 plus normal noise with a KPI-, horizon- and row-dependent spread (the row's
-    'local spread' is its true standard deviation), and a 'raw' quantile forecast centred on 100."""
+    'local spread' is its true standard deviation), a 'raw' quantile forecast centred on 100 and a statistical
+    forecast of 100."""
     from statistics import NormalDist
 
     kpi = rng.integers(0, len(KPIS), rows)
@@ -47,7 +56,7 @@ def _draw(rng: np.random.Generator, rows: int, *, noise: dict[str, float]) -> tu
     x[:, FEATURE_NAMES.index("horizon")] = horizon
     examples = Examples(x, actual / 100, np.full(rows, 100.0), actual, actual, ["t"] * rows,
                         [KPIS[k] for k in kpi], ["small"] * rows, [date(2026, 1, 1)] * rows,
-                        [int(h) for h in horizon], spread)
+                        [int(h) for h in horizon], spread, np.full(rows, 100.0))
     return examples, raw
 
 
@@ -62,9 +71,10 @@ def test_interval_reaches_the_conformal_level_per_kpi_and_follows_the_local_spre
         assert calibration.widen[kpi][0] < calibration.widen[kpi][-1]
     assert calibration.widen["revenue"][0] > 2 * calibration.widen["active_customers"][0]
     fresh, fresh_raw = _draw(rng, 8000, noise=noise)
-    forecast = calibration.apply(fresh.x, fresh_raw, fresh.spread)
+    forecast = calibration.apply(fresh.x, fresh_raw, fresh.spread, fresh.statistical)
     metrics = forecast_metrics(fresh, forecast)
-    uncalibrated = forecast_metrics(fresh, TrendCalibration().apply(fresh.x, fresh_raw, fresh.spread))
+    uncalibrated = forecast_metrics(fresh, TrendCalibration().apply(fresh.x, fresh_raw, fresh.spread,
+                                                                    fresh.statistical))
     assert uncalibrated["interval_coverage_revenue"] < 0.6
     for kpi in KPIS:
         assert abs(metrics[f"interval_coverage_{kpi}"] - CONFORMAL_LEVEL) <= 0.04
@@ -79,30 +89,38 @@ def test_interval_reaches_the_conformal_level_per_kpi_and_follows_the_local_spre
     for mask in (calm, volatile):
         assert abs(inside[mask].mean() - CONFORMAL_LEVEL) <= 0.05
     with pytest.raises(ValueError, match="spread"):
-        calibration.apply(fresh.x, fresh_raw, None)
+        calibration.apply(fresh.x, fresh_raw, None, fresh.statistical)
 
 
-def test_point_forecast_is_the_mean_of_the_50_and_60_percent_quantiles() -> None:
+def test_point_forecast_combines_the_booster_quantiles_with_the_statistical_forecast() -> None:
     rng = np.random.default_rng(4)
     examples, raw = _draw(rng, 500, noise={"active_customers": 1.0, "revenue": 5.0})
-    point = calibrate(examples, raw).apply(examples.x, raw, examples.spread)[:, 1]
-    expected = (raw[:, QUANTILES.index(0.5)] + raw[:, QUANTILES.index(0.6)]) / 2
-    assert np.allclose(point, expected)
+    statistical = rng.uniform(50, 150, len(examples.actual))
+    point = calibrate(examples, raw).apply(examples.x, raw, examples.spread, statistical)[:, 1]
+    booster = (raw[:, QUANTILES.index(0.5)] + raw[:, QUANTILES.index(0.6)]) / 2
+    assert 0 < BOOSTER_WEIGHT < 1
+    assert np.allclose(point, BOOSTER_WEIGHT * booster + (1 - BOOSTER_WEIGHT) * statistical)
+    with pytest.raises(ValueError, match="statistical"):
+        TrendCalibration().point_forecast(examples.x, raw, None)
+    # versions logged before the combination used the booster alone, and need no statistical forecast
+    alone = TrendCalibration.from_dict({"quantiles": list(QUANTILES), "point_quantiles": {k: [0.5, 0.6] for k in KPIS},
+                                        "interval_scale": {k: [1.0] * len(HORIZON_BUCKETS) for k in KPIS}})
+    assert alone.booster_weight == 1.0 and np.allclose(alone.point_forecast(examples.x, raw, None), booster)
 
 
 def test_calibration_round_trips_and_reads_the_legacy_formats() -> None:
     calibration = TrendCalibration({KPIS[0]: (1, 2), KPIS[1]: (2,)}, {KPIS[0]: [1.1, 1.2, 1.3],
                                                                        KPIS[1]: [0.9, 1.0, 1.4]})
     again = TrendCalibration.from_dict({"quantiles": list(QUANTILES), **calibration.to_dict()})
-    assert (again.point, again.widen, again.normaliser) == (calibration.point, calibration.widen,
-                                                            calibration.normaliser)
+    assert (again.point, again.widen, again.normaliser, again.booster_weight) == (
+        calibration.point, calibration.widen, calibration.normaliser, BOOSTER_WEIGHT)
     per_kpi = TrendCalibration.from_dict({"quantiles": [0.1, 0.5, 0.6, 0.9], "point_quantile": {k: 0.6 for k in KPIS},
                                           "interval_scale": {k: [2.0, 2.0, 2.0] for k in KPIS}})
     assert per_kpi.normaliser == QUANTILE_BAND and set(per_kpi.point.values()) == {(2,)}
     x = np.zeros((1, len(FEATURE_NAMES)), np.float32)
     x[0, FEATURE_NAMES.index("horizon")] = 1
     # the legacy band: the 60 % quantile, its distance to the 10 % / 90 % quantiles stretched by the factor
-    assert per_kpi.apply(x, np.asarray([[80.0, 95.0, 100.0, 130.0]]), None).tolist() == [[60.0, 100.0, 160.0]]
+    assert per_kpi.apply(x, np.asarray([[80.0, 95.0, 100.0, 130.0]]), None, None).tolist() == [[60.0, 100.0, 160.0]]
     legacy = TrendCalibration.from_dict({"quantiles": [0.1, 0.6, 0.9], "interval_scale": 1.7})
     assert set(legacy.point.values()) == {(1,)} and all(v == [1.7] * len(HORIZON_BUCKETS)
                                                         for v in legacy.widen.values())
@@ -140,3 +158,52 @@ def test_split_never_trains_on_the_weeks_it_calibrates_or_the_holdout() -> None:
         assert max(block.calibration.target_date) < holdout_start
     newest = split.blocks[0]
     assert max(newest.calibration.target_date) == holdout_start - timedelta(days=1)
+
+
+def test_profile_forecast_is_the_recent_level_times_the_weekday_profile() -> None:
+    weekday = np.asarray([10.0, 12, 14, 16, 18, 20, 0])  # closed on the seventh day
+    weeks = PROFILE_WEEKS + 2
+    values = np.tile(weekday, weeks)
+    values[-LEVEL_DAYS:] *= 2  # the level doubled over the last LEVEL_DAYS days
+    origin = len(values) - 1
+    horizons = list(range(1, 15))
+    expected = 2 * np.asarray([weekday[(origin + h) % 7] for h in horizons])
+    assert np.allclose(profile_forecast(values, origin, horizons), expected)
+    # the last LEVEL_DAYS days alone set the level: anything older moves only the profile, which is unchanged here
+    older = values.copy()
+    older[: -LEVEL_DAYS] *= 3
+    assert np.allclose(profile_forecast(older, origin, horizons), expected)
+    # a stray sale on the closed day neither divides by zero nor blows up the level
+    stray = values.copy()
+    stray[max(i for i in range(origin - LEVEL_DAYS + 1, origin + 1) if i % 7 == 6)] = 5.0
+    forecast = profile_forecast(stray, origin, horizons)
+    assert np.isfinite(forecast).all() and forecast.max() < 2 * weekday.max() * 1.1
+    assert profile_forecast(np.zeros(90), 89, horizons).tolist() == [0.0] * len(horizons)
+
+
+def test_revenue_is_forecast_through_the_customers_forecast_and_the_spend_per_customer() -> None:
+    rng = np.random.default_rng(6)
+    days = 7 * (PROFILE_WEEKS + 4)
+    customers = np.tile([40.0, 42, 44, 46, 48, 30, 20], days // 7) + rng.integers(0, 5, days)
+    revenue = customers * rng.choice([5.0, 25.0], days)  # noisy spend per customer around 15
+    start = date(2026, 1, 5)
+    active = Series("t", "active_customers", start, customers)
+    money = Series("t", "revenue", start, revenue)
+    other = Series("u", "revenue", start, revenue * 3)  # another tenant: never anyone's companion
+    assert companions([active, money, other]) == [None, active, None]
+    origin, horizons = days - 1, list(range(1, HORIZON + 1))
+    spend = revenue[origin - 83: origin + 1].sum() / customers[origin - 83: origin + 1].sum()
+    through = statistical_forecast(money, origin, horizons, active)
+    assert np.allclose(through, profile_forecast(customers, origin, horizons) * spend)
+    # the daily revenue's own level is noisier: it is not what the companion route returns
+    assert not np.allclose(through, profile_forecast(revenue, origin, horizons))
+    assert np.allclose(statistical_forecast(money, origin, horizons), profile_forecast(revenue, origin, horizons))
+    idle = Series("t", "active_customers", start, np.zeros(days))  # no customers yet: fall back to its own level
+    assert np.allclose(statistical_forecast(money, origin, horizons, idle), profile_forecast(revenue, origin, horizons))
+    # the examples carry it, computed from the history up to each origin only
+    examples = make_examples([active, money, other], weekly_origins(HORIZON, 2))
+    future = Series("t", "active_customers", start, np.concatenate([customers[: origin - HORIZON + 1],
+                                                                     np.full(HORIZON, 1e6)]))
+    again = make_examples([future, money, other], weekly_origins(HORIZON, 2))
+    assert examples.statistical is not None and again.statistical is not None
+    assert np.allclose(examples.statistical, again.statistical)
