@@ -79,7 +79,8 @@ def main() -> None:
               f"(customers {row.get('smape_active_customers', float('nan')):.2f} / "
               f"{row.get('interval_coverage_active_customers', float('nan')):.1%}, revenue "
               f"{row.get('smape_revenue', float('nan')):.2f} / {row.get('interval_coverage_revenue', float('nan')):.1%}"
-              f")  {row['seconds']:.1f} s")
+              f"); booster alone {row.get('smape_booster', float('nan')):.2f}, statistical alone "
+              f"{row.get('smape_statistical', float('nan')):.2f}  {row['seconds']:.1f} s")
     if rows:
         n = len(rows)
         print(f"mean       improvement {sum(r['smape_improvement'] for r in rows) / n:.1%}  coverage "

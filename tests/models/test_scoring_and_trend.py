@@ -89,12 +89,19 @@ def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: Trai
     from models.registry import configure_mlflow
     from models.scoring import eligible_tenants, write_forecasts
     from models.trend.forecast import forecasts_schema
+    from models.trend.train import evaluate_version_on_holdout
 
     metrics = lake.trend.metrics
     assert metrics["smape"] < metrics["baseline_smape"]
     assert 0.5 <= metrics["interval_coverage"] <= 1.0
     run = configure_mlflow().get_run(lake.trend.run_id)
-    assert {"smape", "baseline_smape", "interval_coverage", "interval_scale"} <= set(run.data.metrics)
+    assert {"smape", "baseline_smape", "interval_coverage", "interval_scale", "smape_booster",
+            "smape_statistical"} <= set(run.data.metrics)
+    # the promotion gate rescores the registered version on its saved holdout: the same combined point forecast
+    # (booster and statistical halves) as training scored, not the booster alone
+    rescored = evaluate_version_on_holdout(lake.trend.model_version, lake.trend.run_id)
+    assert rescored.primary == pytest.approx(metrics["smape"])
+    assert rescored.primary != pytest.approx(metrics["smape_booster"])
 
     result = write_forecasts(tenant_ids=lake.tenant_ids)
     wanted = set(eligible_tenants("trend_forecast"))
