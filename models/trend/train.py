@@ -333,7 +333,7 @@ COVERAGE = 0.8  # the interval the forecasts promise
 # shifts (cuts every 14 days from 56 to 168): 0.82 realised 79.1 % on average but under 75 % in four of nine
 # windows (worst 72.7 %); 0.84 realises 81.3 %, worst window 74.8 %, best 93.7 %; 0.86 83.3 %. On two more
 # simulated lakes (seeds 11 and 3, cuts 56-168 every 28 days) 0.84 realised 82.0 % and 78.2 % on average, 0.82
-# 80.0 % and 76.3 %. Other normalisers (a 56-day spread, yhat itself, the geometric mean of the two, calibrating on
+# 80.2 % and 76.3 %. Other normalisers (a 56-day spread, yhat itself, the geometric mean of the two, calibrating on
 # the newest 8 weeks only) were no steadier across windows (standard deviation 5-7 points in all). The local spread
 # (rather than the booster's own 10-90 % band, the former normaliser) gave the steadiest coverage across the
 # backtest windows (standard deviation 5.0-5.4 points against 5.5-7.8 for the band, in every model variant).
