@@ -57,13 +57,14 @@ EXPERIMENT = "shironzi-trend"
 HORIZON = 28
 HISTORY = 28  # days of history an origin needs (the scale window)
 HOLDOUT_ORIGINS = 5  # weekly origins; the holdout covers the last HORIZON + 7 * (HOLDOUT_ORIGINS - 1) days
-# One booster fits all these quantiles (`reg:quantileerror`). The point forecast (`yhat`) is the mean of the two
-# inner ones: sMAPE punishes an under-forecast more than an over-forecast of the same size and daily revenue is
-# right-skewed, so the best point sits a little above the median. Chosen on backtests before the benchmark holdout
-# (cuts 56-168 days, see benchmarks/trend_backtest.py): mean sMAPE improvement over seasonal naive 19.9 % for the
-# 0.5/0.6 mean against 18.4 % (median), 19.2 % (60 % quantile), 18.5 % (65 %) and 19.1 % for the former choice
-# of one of them per KPI on the calibration weeks (that choice followed each window's growth regime and overfitted).
-# The outer two (10 %, 90 %) are kept for models logged before the local-spread interval (`QUANTILE_BAND`).
+# One booster fits all these quantiles (`reg:quantileerror`). Its point forecast (the booster's half of `yhat`, see
+# BOOSTER_WEIGHT) is the mean of the two inner ones: sMAPE punishes an under-forecast more than an over-forecast
+# of the same size and daily revenue is right-skewed, so the best point sits a little above the median. Chosen on
+# backtests before the benchmark holdout (cuts 56-168 days, see benchmarks/trend_backtest.py): mean sMAPE
+# improvement over seasonal naive 19.9 % for the 0.5/0.6 mean against 18.4 % (median), 19.2 % (60 % quantile),
+# 18.5 % (65 %) and 19.1 % for the former choice of one of them per KPI on the calibration weeks (that choice
+# followed each window's growth regime and overfitted). The outer two (10 %, 90 %) are kept for models logged
+# before the local-spread interval (`QUANTILE_BAND`).
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.6, 0.9)  # every extra quantile costs a tree per round
 LOWER, UPPER = 0, len(QUANTILES) - 1
 POINT_COLUMNS: tuple[int, ...] = (QUANTILES.index(0.5), QUANTILES.index(0.6))
