@@ -28,16 +28,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._machine import print_header  # noqa: E402
 
 
-def _aligned_start(days: int) -> dt.date:
-    """A Monday start such that the simulation ends by yesterday: the simulator's weekly ground-truth snapshots
-    (day 6, 13, ...) then fall on Sundays, the days the weekly feature snapshots are taken."""
-    first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
+def _aligned_start(days: int, end: dt.date | None = None) -> dt.date:
+    """A Monday start such that the simulation ends by `end` (default yesterday): the simulator's weekly
+    ground-truth snapshots (day 6, 13, ...) then fall on Sundays, the days the weekly feature snapshots are taken."""
+    end = end or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    first = end + dt.timedelta(days=1) - dt.timedelta(days=days)
     return first - dt.timedelta(days=first.weekday())
 
 
-def build_lake(days: int, customers: int, seed: int, stages: list[str]) -> tuple[Any, Any, int]:
-    """In the current SHIRONZI_HOME: provision the demo tenants, simulate `days` of their activity, land it as
-    JSONL files and run the demo `stages` after it; returns (settings, the simulation, rows landed)."""
+def end_date(text: str) -> dt.date:
+    """`--end`: the last simulated day. The simulator's yearly seasonality (an ecommerce peak around Black Friday,
+    an education summer break) follows the calendar, so the figures depend on it; pass the date a published run
+    used to reproduce its figures on another day."""
+    return dt.date.fromisoformat(text)
+
+
+def build_lake(days: int, customers: int, seed: int, stages: list[str],
+               end: dt.date | None = None) -> tuple[Any, Any, int]:
+    """In the current SHIRONZI_HOME: provision the demo tenants, simulate `days` of their activity up to `end`
+    (default yesterday), land it as JSONL files and run the demo `stages` after it; returns (settings, the
+    simulation, rows landed)."""
     from ingestion.batch import ingest_files
     from ingestion.synthetic import simulate, write_landing_files
     from orchestration.demo import DEMO_TENANTS, run_demo
@@ -49,7 +59,7 @@ def build_lake(days: int, customers: int, seed: int, stages: list[str]) -> tuple
     registry = get_registry(settings)
     tenants = [registry.get_tenant(spec.slug) for spec in DEMO_TENANTS]
     simulation = simulate([(t.id, t.industry) for t in tenants], customers=customers, days=days, seed=seed,
-                          start=_aligned_start(days))
+                          start=_aligned_start(days, end))
     landing = settings.home / "landing"
     write_landing_files(simulation, landing, fmt="jsonl", file_per="day")
     landed = ingest_files(landing, check_quality=False).totals.landed
@@ -57,7 +67,7 @@ def build_lake(days: int, customers: int, seed: int, stages: list[str]) -> tuple
     return settings, simulation, landed
 
 
-def _quality(days: int, customers: int, seed: int) -> dict[str, float]:
+def _quality(days: int, customers: int, seed: int, end: dt.date | None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="shironzi-model-quality-") as tmp:
         os.environ["SHIRONZI_HOME"] = str(Path(tmp) / "home")
         os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -71,7 +81,7 @@ def _quality(days: int, customers: int, seed: int) -> dict[str, float]:
         from models.trend import train_trend
 
         started = time.perf_counter()
-        settings, simulation, landed = build_lake(days, customers, seed, ["dbt build", "features"])
+        settings, simulation, landed = build_lake(days, customers, seed, ["dbt build", "features"], end)
         pipeline_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -132,13 +142,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=40)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--end", type=end_date, help="the last simulated day, YYYY-MM-DD (default: yesterday)")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()
     print_header("model quality: churn vs oracle, trend vs seasonal naive, churn training time")
     if not args.skip_quality:
-        q = _quality(args.days, args.customers, args.seed)
-        print(f"data       {args.customers:,} customers, {args.days} days, {int(q['events']):,} events, "
+        end = args.end or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        q = _quality(args.days, args.customers, args.seed, end)
+        print(f"data       {args.customers:,} customers, {args.days} days to {end} (seed {args.seed}), "
+              f"{int(q['events']):,} events, "
               f"{int(q['label_rows']):,} churn label rows (pipeline {q['pipeline_seconds']:.0f} s)")
         print(f"churn      holdout AUC {q['churn_holdout_auc']:.4f} (observed labels), calibration error "
               f"{q['churn_calibration_error']:.4f}, trained in {q['churn_train_seconds']:.1f} s")

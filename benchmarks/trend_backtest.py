@@ -12,6 +12,7 @@ figures (features, conformal level, point forecast) was chosen without looking a
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import pickle
 import sys
@@ -24,9 +25,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._machine import print_header  # noqa: E402
+from benchmarks.model_quality import end_date  # noqa: E402
 
 
-def build_series(days: int, customers: int, seed: int) -> list[Any]:
+def build_series(days: int, customers: int, seed: int, end: dt.date | None = None) -> list[Any]:
     """The trend series of the model_quality benchmark's lake (simulate, land, dbt), built in a temporary home."""
     with tempfile.TemporaryDirectory(prefix="shironzi-trend-backtest-") as tmp:
         os.environ["SHIRONZI_HOME"] = str(Path(tmp) / "home")
@@ -37,7 +39,7 @@ def build_series(days: int, customers: int, seed: int) -> list[Any]:
         from benchmarks.model_quality import build_lake
         from models.trend.train import load_series
 
-        settings, _, _ = build_lake(days, customers, seed, ["dbt build"])
+        settings, _, _ = build_lake(days, customers, seed, ["dbt build"], end)
         return load_series(settings=settings)[0]
 
 
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--customers", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--end", type=end_date, help="the last simulated day, YYYY-MM-DD (default: yesterday)")
     parser.add_argument("--cuts", type=int, nargs="+", default=[56, 84, 112, 140, 168],
                         help="days cut off the end of every series (>= 56 keeps the benchmark holdout unseen)")
     parser.add_argument("--series", type=Path, help="read the series from this pickle instead of building a lake")
@@ -68,7 +71,7 @@ def main() -> None:
     if args.series is not None:
         series = pickle.loads(args.series.read_bytes())
     else:
-        series = build_series(args.days, args.customers, args.seed)
+        series = build_series(args.days, args.customers, args.seed, args.end)
         if args.save is not None:
             args.save.write_bytes(pickle.dumps(series))
     rows = backtest(series, args.cuts, args.seed)
