@@ -10,6 +10,10 @@
    1,000,000 x 40 synthetic rows (target: <= 60 s).
 
     .venv/bin/python benchmarks/model_quality.py --days 365 --customers 6000 --rows 1000000
+
+The simulated year ends yesterday unless `--end YYYY-MM-DD` pins it; its seasonality follows the calendar, so
+figures from different days differ a little (the trend holdout of a late-November run sits on the ecommerce
+run-up to Black Friday). Pass a published run's end date to reproduce it.
 """
 
 from __future__ import annotations
