@@ -32,10 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._machine import print_header  # noqa: E402
 
 
+def yesterday() -> dt.date:
+    """The default last simulated day."""
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+
+
 def _aligned_start(days: int, end: dt.date | None = None) -> dt.date:
     """A Monday start such that the simulation ends by `end` (default yesterday): the simulator's weekly
     ground-truth snapshots (day 6, 13, ...) then fall on Sundays, the days the weekly feature snapshots are taken."""
-    end = end or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    end = end or yesterday()
     first = end + dt.timedelta(days=1) - dt.timedelta(days=days)
     return first - dt.timedelta(days=first.weekday())
 
@@ -152,7 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     print_header("model quality: churn vs oracle, trend vs seasonal naive, churn training time")
     if not args.skip_quality:
-        end = args.end or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        end = args.end or yesterday()
         q = _quality(args.days, args.customers, args.seed, end)
         print(f"data       {args.customers:,} customers, {args.days} days to {end} (seed {args.seed}), "
               f"{int(q['events']):,} events, "
