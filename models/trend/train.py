@@ -241,11 +241,11 @@ def statistical_forecast(series: Series, origin: int, horizons: Sequence[int],
     KPI, see COMPANION, over the same days) the companion's profile forecast times the ratio of the two series over
     the SPEND_DAYS days up to the origin (revenue = active customers x revenue per active customer); otherwise, or
     while the companion has had no activity, the series' own profile forecast."""
-    own_days = slice(max(0, origin - SPEND_DAYS + 1), origin + 1)
+    spend_window = slice(max(0, origin - SPEND_DAYS + 1), origin + 1)
     if companion is not None and companion.start == series.start and len(companion.values) == len(series.values):
-        volume = float(companion.values[own_days].sum())
+        volume = float(companion.values[spend_window].sum())
         if volume > 0:
-            rate = float(series.values[own_days].sum()) / volume
+            rate = float(series.values[spend_window].sum()) / volume
             return profile_forecast(companion.values, origin, horizons) * rate
     return profile_forecast(series.values, origin, horizons)
 
