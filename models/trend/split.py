@@ -26,8 +26,8 @@ from models.trend.features import (
 HOLDOUT_ORIGINS = 5  # weekly origins; the holdout covers the last HORIZON + 7 * (HOLDOUT_ORIGINS - 1) days
 HOLDOUT_DAYS = HORIZON + 7 * (HOLDOUT_ORIGINS - 1)
 ORIGIN_STRIDE = 2  # train on every second origin: neighbours share 27 of their 28 targets
-CALIBRATION_ORIGINS = 12
-CALIBRATION_BLOCK = 4
+CALIBRATION_ORIGINS = 12  # weekly calibration origins before the holdout
+CALIBRATION_BLOCK = 4  # weeks per calibrating model: as stale (0-3 weeks) as the deployed model on the holdout
 SHORT_HISTORY_CALIBRATION_ORIGINS: tuple[int, ...] = (8, 4)  # fallbacks while a tenant's history is short
 MIN_TRAIN_EXAMPLES = 100
 CALIBRATION_FROM_END = HOLDOUT_DAYS + 7  # the newest calibration origin; its 7 targets end where the holdout begins
