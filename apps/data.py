@@ -22,6 +22,7 @@ import streamlit as st
 
 from shironzi.errors import TableNotFoundError
 from shironzi.lake import read_polars, scan_polars, table_exists, table_uri
+from shironzi.lake.groups import LakeGroup, region_groups, tenant_group
 from shironzi.lake.paths import Layer, platform_uri
 from shironzi.observability import stage
 from shironzi.settings import get_settings
@@ -74,19 +75,10 @@ def lake() -> str:
     return get_settings().resolved_lake_uri
 
 
-def _placement_of(tenant_id: str) -> str:
-    """The tenant's placement from the registry directory (cached there); an unknown tenant reads pooled."""
-    from shironzi.tenancy import get_registry
-
-    info = get_registry().tenant_directory().get(tenant_id)
-    return info.placement if info is not None else "pooled"
-
-
 def _tenant_table(lake_uri: str, region: str, layer: Layer, table: str, tenant_id: str | None = None) -> str:
     """A table of the region: the pooled one, or (for a dedicated tenant) the tenant's own."""
-    if tenant_id is not None and _placement_of(tenant_id) == "dedicated":
-        return table_uri(lake_uri, layer=layer, table=table, region=region, placement="dedicated", tenant_id=tenant_id)
-    return table_uri(lake_uri, layer=layer, table=table, region=region)
+    group = LakeGroup.pooled(region) if tenant_id is None else tenant_group(tenant_id, region=region)
+    return group.table_uri(lake_uri, layer=layer, table=table)
 
 
 def _gold(lake_uri: str, region: str, table: str, tenant_id: str | None = None) -> str:
@@ -95,11 +87,7 @@ def _gold(lake_uri: str, region: str, table: str, tenant_id: str | None = None) 
 
 def _region_gold(lake_uri: str, region: str, table: str) -> list[str]:
     """Every copy of a gold table in a region: the pooled one, then each dedicated tenant's own."""
-    from shironzi.tenancy import get_registry
-
-    directory = get_registry().tenant_directory()
-    dedicated = sorted(t for t, info in directory.items() if info.placement == "dedicated" and info.region == region)
-    return [_gold(lake_uri, region, table), *(_gold(lake_uri, region, table, t) for t in dedicated)]
+    return [group.table_uri(lake_uri, layer="gold", table=table) for group in region_groups(region)]
 
 
 def _read_region(lake_uri: str, region: str, table: str) -> Frame:
@@ -196,10 +184,8 @@ def customer_count(lake_uri: str, region: str, tenant_id: str) -> int:
 
 
 def bronze_uri(lake_uri: str, region: str, placement: str, tenant_id: str) -> str:
-    return table_uri(
-        lake_uri, layer="bronze", table="events", region=region, placement=placement,  # type: ignore[arg-type]
-        tenant_id=tenant_id,
-    )
+    return LakeGroup.of_tenant(tenant_id, region=region, placement=placement).table_uri(lake_uri, layer="bronze",
+                                                                                       table="events")
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

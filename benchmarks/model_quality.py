@@ -84,7 +84,7 @@ def _quality(days: int, customers: int, seed: int, end: dt.date | None) -> dict[
 
         get_settings.cache_clear()
         from models.churn import train_churn
-        from models.evaluation import compare_with_oracle
+        from models.oracle_comparison import compare_with_oracle
         from models.registry import promote_if_better
         from models.scoring import eligible_tenants
         from models.trend import train_trend

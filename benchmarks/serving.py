@@ -112,7 +112,7 @@ def drive_main(spec_path: str) -> None:
 
 def _prepare_home(home: Path) -> None:
     """A small real lake (demo stages) and a promoted churn champion, unless one exists already."""
-    from models.registry import aliases
+    from models.tracking import aliases
 
     os.environ["SHIRONZI_HOME"] = str(home)
     from shironzi.settings import get_settings
@@ -252,7 +252,7 @@ def main() -> None:
     home = (args.home or tmp / "home").resolve()
     _prepare_home(home)
     work = _workload()
-    from models.registry import tracking_uri
+    from models.tracking import tracking_uri
     from shironzi.settings import get_settings
 
     uri = tracking_uri(get_settings())

@@ -37,7 +37,7 @@ def build_series(days: int, customers: int, seed: int, end: dt.date | None = Non
 
         get_settings.cache_clear()
         from benchmarks.model_quality import build_lake
-        from models.trend.train import load_series
+        from models.trend.features import load_series
 
         settings, _, _ = build_lake(days, customers, seed, ["dbt build"], end)
         return load_series(settings=settings)[0]

@@ -20,34 +20,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from feature_store.definitions import FEATURE_TIMESTAMP, SNAPSHOT_DATE, FeatureView
 from feature_store.registry import resolve_views
 from shironzi.errors import InvalidInputError
+from shironzi.lake.groups import LakeGroup, lake_groups
 from shironzi.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import SparkSession
 
-    from shironzi.tenancy import TenantInfo
-
 Cadence = Literal["daily", "weekly"]
 FEATURE_MODULES: tuple[str, ...] = ("churn_prediction", "trend_forecast")
 WEEKLY_ANCHOR = date(1970, 1, 4)  # a Sunday: weekly snapshots fall on Sundays
 CADENCE_DAYS: dict[str, int] = {"daily": 1, "weekly": 7}
-
-
-@dataclass(frozen=True)
-class LakeGroup:
-    """Tenants whose bronze events share one table, and where their feature (and gold) tables go."""
-
-    region: str
-    placement: Literal["pooled", "dedicated"]
-    tenant_id: str | None
-    tenant_ids: tuple[str, ...]
-
-    def uri(self, settings: Settings, *, layer: Literal["bronze", "gold", "features"], table: str) -> str:
-        from shironzi.lake import table_uri
-
-        return table_uri(settings.resolved_lake_uri, layer=layer, table=table, region=self.region,
-                         placement=self.placement, tenant_id=self.tenant_id)
 
 
 @dataclass
@@ -91,28 +74,6 @@ def gated_tenants(settings: Settings | None = None) -> list[str]:
 
     registry = get_registry(settings)
     return sorted({t for module in FEATURE_MODULES for t in registry.tenants_with_module(module)})
-
-
-def lake_groups(tenant_ids: Iterable[str], settings: Settings | None = None) -> list[LakeGroup]:
-    """Group tenants by their bronze table (pooled per region, or their own when dedicated)."""
-    from shironzi.tenancy import get_registry
-
-    settings = settings or get_settings()
-    directory: dict[str, TenantInfo] = get_registry(settings).tenant_directory(fresh=True)
-    pooled: dict[str, list[str]] = defaultdict(list)
-    groups: list[LakeGroup] = []
-    for tenant_id in sorted(set(tenant_ids)):
-        info = directory.get(tenant_id)
-        if info is None:
-            from shironzi.errors import TenantNotFoundError
-
-            raise TenantNotFoundError(tenant_id)
-        if info.placement == "dedicated":
-            groups.append(LakeGroup(info.region, "dedicated", tenant_id, (tenant_id,)))
-        else:
-            pooled[info.region].append(tenant_id)
-    groups += [LakeGroup(region, "pooled", None, tuple(ids)) for region, ids in sorted(pooled.items())]
-    return groups
 
 
 def last_snapshots(uri: str, tenant_ids: Sequence[str]) -> dict[str, date]:

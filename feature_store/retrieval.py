@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from feature_store.definitions import FEATURE_TIMESTAMP, FeatureView
-from feature_store.offline import lake_groups, read_feature_table
+from feature_store.offline import read_feature_table
 from feature_store.registry import get_feature_view, resolve_features
 from shironzi.errors import InvalidInputError
+from shironzi.lake.groups import lake_groups
 from shironzi.settings import Settings
 
 if TYPE_CHECKING:

@@ -1,4 +1,8 @@
-"""`shironzi models train|promote|rollback|list` and `shironzi score`."""
+"""`shironzi models train|promote|rollback|list` and `shironzi score`.
+
+Every `shironzi` start loads this plugin, so the model stack (about a second of imports) loads inside the
+commands that use it.
+"""
 
 from __future__ import annotations
 
@@ -99,7 +103,7 @@ def rollback_command(
     name: str = typer.Argument(..., help="shironzi-churn or shironzi-trend (or churn, trend)."),
 ) -> None:
     """Restore the champion that the last promotion replaced."""
-    from models.registry import rollback
+    from models.promotion import rollback
 
     decision = rollback(_model_name(name))
     console.print(f"{decision.name}: {decision.reason}")
@@ -108,7 +112,7 @@ def rollback_command(
 @models_app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Registered model versions with their aliases and holdout metrics."""
-    from models.registry import list_models
+    from models.tracking import list_models
 
     rows = list_models()
     if as_json:
@@ -141,8 +145,8 @@ def score(
 ) -> None:
     """Batch-score churn for tenants with churn_prediction on (and forecast KPIs for trend_forecast tenants)."""
     from models.common import CHAMPION, TREND_MODEL
-    from models.registry import aliases
     from models.scoring import score_churn, write_forecasts
+    from models.tracking import aliases
 
     day = _parse_date(score_date)
     tenants = tenant or None

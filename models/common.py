@@ -9,8 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shironzi.errors import InvalidInputError
+from feature_store.definitions import FEATURE_TIMESTAMP
+from feature_store.offline import empty_feature_table, feature_table_uris
+from feature_store.registry import get_feature_view
+from shironzi.errors import InvalidInputError, ModelTrainingError
+from shironzi.lake import read_arrow, table_exists, table_version
+from shironzi.lake.groups import lake_groups
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy import get_registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,8 +63,6 @@ def read_pinned(
     settings: Settings | None = None,
 ) -> tuple[pa.Table, int]:
     """Rows of `tenant_ids` from a Delta table at the pinned version (default: the current one)."""
-    from shironzi.lake import read_arrow, table_version
-
     settings = settings or get_settings()
     opts = settings.storage_options or None
     version = (versions or {}).get(uri)
@@ -90,10 +94,6 @@ def read_gold_inputs(
 ) -> GoldInputs:
     """The rows of gold `table` for the tenants with `module` on (optionally only `tenant_ids`); raises
     ModelTrainingError when no tenant qualifies or the table holds none of their rows."""
-    from shironzi.errors import ModelTrainingError
-    from shironzi.lake import table_exists
-    from shironzi.tenancy import get_registry
-
     allowed = set(get_registry(settings).tenants_with_module(module))
     tenants = sorted(allowed if tenant_ids is None else allowed & set(tenant_ids))
     if not tenants:
@@ -125,11 +125,6 @@ def read_feature_inputs(
     comes back empty with `allow_missing` (scoring a region whose features were never built scores nobody)."""
     import pyarrow as pa
 
-    from feature_store.definitions import FEATURE_TIMESTAMP
-    from feature_store.offline import empty_feature_table, feature_table_uris
-    from feature_store.registry import get_feature_view
-    from shironzi.errors import ModelTrainingError
-
     tables: dict[str, pa.Table] = {}
     inputs: list[tuple[str, int]] = []
     for name in dict.fromkeys(view_names):
@@ -153,16 +148,12 @@ def read_feature_inputs(
 def gold_table_uris(table: str, tenant_ids: Iterable[str], settings: Settings) -> list[tuple[str, list[str]]]:
     """(gold table URI, the tenants whose rows it holds): one pooled table per region of the pooled tenants,
     and each dedicated tenant's own table (`{lake}/{region}/tenants/{tenant_id}/gold/{table}`)."""
-    from feature_store.offline import lake_groups
-
     return [(group.uri(settings, layer="gold", table=table), list(group.tenant_ids))
             for group in lake_groups(tenant_ids, settings)]
 
 
 def regions_of(tenant_ids: Iterable[str], settings: Settings | None = None) -> list[str]:
     """The regions the tenants live in (gold tables are regional)."""
-    from shironzi.tenancy import get_registry
-
     directory = get_registry(settings).tenant_directory(fresh=True)
     return sorted({directory[t].region for t in tenant_ids if t in directory})
 

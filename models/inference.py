@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from models.bands import RiskBand, risk_band
+from models.churn.train import LoadedChurnModel, load_churn_version
 from models.common import CHAMPION, CHURN_MODEL, humanize_feature
+from models.tracking import TENANT_CHAMPION_PREFIX, aliases, champion_aliases
 from shironzi.errors import InvalidInputError, ModelUnavailableError
 from shironzi.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from models.churn.train import LoadedChurnModel
 
 TOP_REASONS = 3
 
@@ -225,8 +225,6 @@ class ChurnPredictor:
 
     # -- loading -------------------------------------------------------------------------------------
     def _champion_aliases(self) -> dict[str, str]:
-        from models.registry import aliases, champion_aliases
-
         try:
             found = champion_aliases(aliases(CHURN_MODEL, settings=self._settings))
         except Exception as exc:  # noqa: BLE001 - the registry is down or unreadable
@@ -238,9 +236,6 @@ class ChurnPredictor:
         return found
 
     def _load(self, found: Mapping[str, str], previous: _Loaded | None = None) -> _Loaded:
-        from models.churn.train import load_churn_version
-        from models.registry import TENANT_CHAMPION_PREFIX
-
         cache: dict[str, LoadedChurnModel] = {}
         if previous is not None:
             cache[previous.global_model.version] = previous.global_model

@@ -228,7 +228,7 @@ def train_promote_and_score(state: DemoState) -> StageOutcome:
     A model the data is too short for is skipped with its reason (the rest of the demo goes on)."""
     from models.churn import train_churn
     from models.common import CHURN_MODEL, TREND_MODEL
-    from models.evaluation import compare_with_oracle
+    from models.oracle_comparison import compare_with_oracle
     from models.registry import promote_if_better
     from models.scoring import eligible_tenants, score_churn, write_forecasts
     from models.trend import train_trend

@@ -15,6 +15,7 @@ from typing import Any
 
 from serving.services import ApiServices, TenantFacts
 from shironzi.errors import NotFoundError, ShironziError
+from shironzi.lake.groups import LakeGroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,38 +104,15 @@ def _reason(raw: Any) -> dict[str, Any]:
     }
 
 
-def _pooled_uri(services: ApiServices, tenant: TenantFacts, table: str) -> str:
-    from shironzi.lake.paths import table_uri
-
-    return table_uri(
-        services.settings.resolved_lake_uri,
-        layer="predictions",
-        table=table,
-        region=tenant.region,
-        placement="pooled",
-        tenant_id=tenant.id,
-    )
-
-
 def _prediction_tables(services: ApiServices, tenant: TenantFacts, table: str) -> list[str]:
-    """Where this tenant's predictions may live: the pooled table, and its dedicated root if it has one."""
+    """Where this tenant's predictions may live: its dedicated root if it has one, and the pooled table."""
     from shironzi.lake.delta import table_exists
-    from shironzi.lake.paths import table_uri
 
-    uris = [_pooled_uri(services, tenant, table)]
-    if tenant.placement == "dedicated":
-        uris.insert(
-            0,
-            table_uri(
-                services.settings.resolved_lake_uri,
-                layer="predictions",
-                table=table,
-                region=tenant.region,
-                placement="dedicated",
-                tenant_id=tenant.id,
-            ),
-        )
-    return [u for u in uris if table_exists(u, storage_options=services.settings.storage_options or None)]
+    settings = services.settings
+    groups = (LakeGroup.of_tenant(tenant.id, region=tenant.region, placement=tenant.placement),
+              LakeGroup.pooled(tenant.region))
+    uris = dict.fromkeys(g.uri(settings, layer="predictions", table=table) for g in groups)
+    return [u for u in uris if table_exists(u, storage_options=settings.storage_options or None)]
 
 
 def batch_scores(

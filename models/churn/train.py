@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from feature_store.registry import list_feature_views
+from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
 from models.common import (
     CHALLENGER,
     CHURN_MODEL,
+    SIZE_BUCKETS,
     Calibrator,
     TrainResult,
     as_float_matrix,
@@ -34,15 +37,24 @@ from models.common import (
     save_importance_plot,
     size_bucket,
 )
+from models.promotion import HoldoutScores
+from models.tracking import (
+    configure_mlflow,
+    ensure_experiment,
+    model_version_dir,
+    run_artifact,
+    tenant_challenger_alias,
+    version_run_id,
+)
+from shironzi.audit.log import record_training_run
 from shironzi.errors import ModelTrainingError
+from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
     import xgboost as xgb
-
-    from models.registry import HoldoutScores
 
 LABEL = "churned_within_horizon"
 LABELS_TABLE = "fct_churn_labels"
@@ -71,8 +83,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 def churn_feature_refs() -> list[str]:
     """Every feature of every view as `view:feature` (the customer views plus the tenant context)."""
-    from feature_store.registry import list_feature_views
-
     return [f"{view.name}:{feature.name}" for view in list_feature_views() for feature in view.features]
 
 
@@ -105,9 +115,6 @@ def build_churn_dataset(
     """Labels x point-in-time features for the tenants with churn_prediction on, at pinned Delta versions."""
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from feature_store.registry import list_feature_views
-    from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
 
     settings = settings or get_settings()
     gold = read_gold_inputs(LABELS_TABLE, MODULE, columns=["tenant_id", "customer_id", "snapshot_date", LABEL],
@@ -308,8 +315,6 @@ def _log_churn_model(
     if not register:
         return None
     version = str(info.registered_model_version)
-    from models.registry import configure_mlflow
-
     client = configure_mlflow(settings)
     for key, value in tags.items():
         client.set_model_version_tag(CHURN_MODEL, version, key, value)
@@ -375,8 +380,6 @@ def log_and_register(
     gets the `challenger` alias (and dedicated tenant models `challenger_<tenant>`)."""
     import mlflow
     import pyarrow.parquet as pq
-
-    from models.registry import configure_mlflow, ensure_experiment, tenant_challenger_alias
 
     client = configure_mlflow(settings)
     experiment = ensure_experiment(EXPERIMENT, settings)
@@ -450,9 +453,6 @@ def train_churn(
 ) -> TrainResult:
     """Train, calibrate, evaluate and log the global churn model (plus dedicated models for big tenants that
     beat it on their own holdout); registered versions get the `challenger` alias."""
-    from shironzi.audit.log import record_training_run
-    from shironzi.observability import stage
-
     settings = settings or get_settings()
     with stage("models:train_churn", seed=seed) as summary:
         dataset = build_churn_dataset(settings=settings, tenant_ids=tenant_ids, input_versions=input_versions)
@@ -498,8 +498,6 @@ def load_churn_version(version: str, *, settings: Settings | None = None) -> Loa
     """Booster (model.ubj) and calibrator of a registered version, without pyfunc."""
     import xgboost as xgb
 
-    from models.registry import configure_mlflow, model_version_dir, run_artifact, version_run_id
-
     settings = settings or get_settings()
     directory = model_version_dir(CHURN_MODEL, version, settings=settings)
     files = sorted(directory.glob("model.*"), key=lambda p: p.suffix != ".ubj")
@@ -521,9 +519,6 @@ def evaluate_version_on_holdout(
     """AUC overall and per tenant-size bucket of `version` on the holdout saved by `holdout_run_id`."""
     import numpy as np
     import pyarrow.parquet as pq
-
-    from models.common import SIZE_BUCKETS
-    from models.registry import HoldoutScores, run_artifact
 
     model = load_churn_version(version, settings=settings)
     holdout = pq.read_table(run_artifact(holdout_run_id, "holdout.parquet", settings=settings))

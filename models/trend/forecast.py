@@ -7,24 +7,19 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from models.common import CHAMPION, TREND_MODEL
+from models.predictions import FORECASTS_TABLE, ScoreResult, forecasts_schema
+from models.tracking import aliases
+from models.trend.baselines import companions, statistical_forecast
+from models.trend.calibration import quantile_forecast
+from models.trend.features import HORIZON, load_series, local_spread, origin_features
+from models.trend.train import load_trend_version
 from shironzi.errors import ModelUnavailableError
+from shironzi.lake.groups import lake_groups
+from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from models.scoring import ScoreResult
-
-
-def forecasts_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema([
-        ("tenant_id", pa.string()), ("kpi", pa.string()), ("forecast_date", pa.date32()), ("horizon_day", pa.int32()),
-        ("yhat", pa.float64()), ("yhat_lower", pa.float64()), ("yhat_upper", pa.float64()),
-        ("model_name", pa.string()), ("model_version", pa.string()), ("generated_date", pa.date32()),
-        ("generated_at", pa.timestamp("us", tz="UTC")),
-    ])
 
 
 def write_trend_forecasts(
@@ -36,21 +31,6 @@ def write_trend_forecasts(
     its last day."""
     import numpy as np
     import pyarrow as pa
-
-    from feature_store.offline import lake_groups
-    from models.registry import aliases
-    from models.scoring import FORECASTS_TABLE, ScoreResult
-    from models.trend.train import (
-        HORIZON,
-        companions,
-        load_series,
-        load_trend_version,
-        local_spread,
-        origin_features,
-        quantile_forecast,
-        statistical_forecast,
-    )
-    from shironzi.observability import stage
 
     settings = settings or get_settings()
     generated_date = generated_date or datetime.now(UTC).date()

@@ -170,8 +170,7 @@ def test_dashboard_predictions_follow_the_tenant_placement(lake: Lake) -> None:
     from deltalake import write_deltalake
 
     from apps import data
-    from models.scoring import churn_scores_schema
-    from models.trend.forecast import forecasts_schema
+    from models.predictions import churn_scores_schema, forecasts_schema
 
     day, now = dt.date(2024, 3, 1), dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
     scores = {"tenant_id": [lake.solo], "customer_id": ["c1"], "score_date": [day], "churn_probability": [0.7],

@@ -29,7 +29,7 @@ def test_calibration_holds_through_the_inference_path(lake: TrainedLake) -> None
     import pyarrow.parquet as pq
 
     from models.inference import load_churn_predictor
-    from models.registry import run_artifact
+    from models.tracking import run_artifact
 
     predictor = load_churn_predictor()
     assert predictor.version == lake.churn.model_version
@@ -81,7 +81,7 @@ def test_same_data_versions_and_seed_reproduce_the_metrics(lake: TrainedLake) ->
 def test_run_logs_params_metrics_artifacts_signature_and_inputs(lake: TrainedLake) -> None:
     import mlflow
 
-    from models.registry import configure_mlflow, tracking_uri
+    from models.tracking import configure_mlflow, tracking_uri
 
     assert tracking_uri() == f"sqlite:///{lake.home.resolve() / 'mlflow' / 'mlflow.db'}"
     client = configure_mlflow()
@@ -106,7 +106,7 @@ def test_run_logs_params_metrics_artifacts_signature_and_inputs(lake: TrainedLak
 
 def test_small_tenants_fall_back_to_the_global_model(lake: TrainedLake) -> None:
     from models.inference import load_churn_predictor
-    from models.registry import aliases, configure_mlflow, tenant_champion_alias
+    from models.tracking import aliases, configure_mlflow, tenant_champion_alias
 
     found = aliases("shironzi-churn")
     predictor = load_churn_predictor()

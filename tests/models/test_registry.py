@@ -21,7 +21,8 @@ def _events(action: str) -> list[dict]:
 
 
 def test_the_gate_refuses_a_crippled_challenger(lake: TrainedLake) -> None:
-    from models.registry import aliases, configure_mlflow, promote_if_better
+    from models.registry import promote_if_better
+    from models.tracking import aliases, configure_mlflow
     from shironzi.settings import get_settings
 
     before = aliases(CHURN)
@@ -41,7 +42,9 @@ def test_the_gate_refuses_a_crippled_challenger(lake: TrainedLake) -> None:
 
 
 def test_rollback_restores_the_previous_champion_and_is_audited(lake: TrainedLake) -> None:
-    from models.registry import aliases, promote_if_better, rollback
+    from models.promotion import rollback
+    from models.registry import promote_if_better
+    from models.tracking import aliases
 
     assert aliases(CHURN)["champion"] == lake.churn.model_version
     decision = rollback(CHURN)
@@ -56,7 +59,7 @@ def test_rollback_restores_the_previous_champion_and_is_audited(lake: TrainedLak
 
 
 def test_gate_checks_every_tenant_size_bucket() -> None:
-    from models.registry import HoldoutScores, _gate
+    from models.promotion import HoldoutScores, _gate
 
     champion = HoldoutScores(0.80, {"small": 0.80, "large": 0.80}, True, "auc")
     better_everywhere = HoldoutScores(0.85, {"small": 0.84, "large": 0.86}, True, "auc")

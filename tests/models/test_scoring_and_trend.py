@@ -24,7 +24,8 @@ def test_only_tenants_with_churn_prediction_get_scores_and_rescoring_replaces(la
     import json
 
     from models.bands import risk_band
-    from models.scoring import churn_scores_schema, score_churn
+    from models.predictions import churn_scores_schema
+    from models.scoring import score_churn
 
     assert lake.churn_off
     day = date.today() - timedelta(days=1)
@@ -86,9 +87,9 @@ def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: Trai
 
     import pyarrow.compute as pc
 
-    from models.registry import configure_mlflow
+    from models.predictions import forecasts_schema
     from models.scoring import eligible_tenants, write_forecasts
-    from models.trend.forecast import forecasts_schema
+    from models.tracking import configure_mlflow
     from models.trend.train import evaluate_version_on_holdout
 
     metrics = lake.trend.metrics

@@ -10,32 +10,20 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from models.trend.train import (
+from models.trend.baselines import LEVEL_DAYS, PROFILE_WEEKS, companions, profile_forecast, statistical_forecast
+from models.trend.calibration import (
     BOOSTER_WEIGHT,
-    CALIBRATION_BLOCK,
     CONFORMAL_LEVEL,
-    FEATURE_NAMES,
-    HORIZON,
     HORIZON_BUCKETS,
-    KPIS,
-    LEVEL_DAYS,
-    PROFILE_WEEKS,
-    QUANTILE_BAND,
     QUANTILES,
-    Examples,
-    Series,
     TrendCalibration,
     calibrate,
-    companions,
     conformal_factor,
-    forecast_metrics,
-    local_spread,
-    make_examples,
-    profile_forecast,
-    split_examples,
-    statistical_forecast,
-    weekly_origins,
 )
+from models.trend.features import FEATURE_NAMES, HORIZON, KPIS, Examples, Series, local_spread
+from models.trend.split import CALIBRATION_BLOCK, make_examples, split_examples, weekly_origins
+from models.trend.train import forecast_metrics
+from shironzi.errors import InvalidInputError
 
 
 def _draw(rng: np.random.Generator, rows: int, *, noise: dict[str, float]) -> tuple[Examples, np.ndarray]:
@@ -102,28 +90,24 @@ def test_point_forecast_combines_the_booster_quantiles_with_the_statistical_fore
     assert np.allclose(point, BOOSTER_WEIGHT * booster + (1 - BOOSTER_WEIGHT) * statistical)
     with pytest.raises(ValueError, match="statistical"):
         TrendCalibration().point_forecast(examples.x, raw, None)
-    # versions logged before the combination used the booster alone, and need no statistical forecast
-    alone = TrendCalibration.from_dict({"quantiles": list(QUANTILES), "point_quantiles": {k: [0.5, 0.6] for k in KPIS},
-                                        "interval_scale": {k: [1.0] * len(HORIZON_BUCKETS) for k in KPIS}})
-    assert alone.booster_weight == 1.0 and np.allclose(alone.point_forecast(examples.x, raw, None), booster)
+    # the booster alone (scored as `smape_booster` at training) needs no statistical forecast
+    alone = TrendCalibration(booster_weight=1.0)
+    assert np.allclose(alone.point_forecast(examples.x, raw, None), booster)
 
 
-def test_calibration_round_trips_and_reads_the_legacy_formats() -> None:
+def test_calibration_round_trips_and_refuses_other_formats() -> None:
     calibration = TrendCalibration({KPIS[0]: (1, 2), KPIS[1]: (2,)}, {KPIS[0]: [1.1, 1.2, 1.3],
                                                                        KPIS[1]: [0.9, 1.0, 1.4]})
     again = TrendCalibration.from_dict({"quantiles": list(QUANTILES), **calibration.to_dict()})
-    assert (again.point, again.widen, again.normaliser, again.booster_weight) == (
-        calibration.point, calibration.widen, calibration.normaliser, BOOSTER_WEIGHT)
-    per_kpi = TrendCalibration.from_dict({"quantiles": [0.1, 0.5, 0.6, 0.9], "point_quantile": {k: 0.6 for k in KPIS},
-                                          "interval_scale": {k: [2.0, 2.0, 2.0] for k in KPIS}})
-    assert per_kpi.normaliser == QUANTILE_BAND and set(per_kpi.point.values()) == {(2,)}
-    x = np.zeros((1, len(FEATURE_NAMES)), np.float32)
-    x[0, FEATURE_NAMES.index("horizon")] = 1
-    # the legacy band: the 60 % quantile, its distance to the 10 % / 90 % quantiles stretched by the factor
-    assert per_kpi.apply(x, np.asarray([[80.0, 95.0, 100.0, 130.0]]), None, None).tolist() == [[60.0, 100.0, 160.0]]
-    legacy = TrendCalibration.from_dict({"quantiles": [0.1, 0.6, 0.9], "interval_scale": 1.7})
-    assert set(legacy.point.values()) == {(1,)} and all(v == [1.7] * len(HORIZON_BUCKETS)
-                                                        for v in legacy.widen.values())
+    assert (again.point, again.widen, again.booster_weight) == (calibration.point, calibration.widen, BOOSTER_WEIGHT)
+    # no release shipped another format: a features.json without the combined point or with the 10-90 % band
+    # interval is refused rather than read as something it is not
+    per_kpi = {"quantiles": [0.1, 0.5, 0.6, 0.9], "point_quantile": {k: 0.6 for k in KPIS},
+               "interval_scale": {k: [2.0, 2.0, 2.0] for k in KPIS}}
+    band = {"quantiles": list(QUANTILES), **calibration.to_dict(), "interval_normaliser": "quantile_band"}
+    for meta in (per_kpi, band, {"quantiles": [0.1, 0.6, 0.9], "interval_scale": 1.7}):
+        with pytest.raises(InvalidInputError, match="not a trend calibration"):
+            TrendCalibration.from_dict(meta)
 
 
 @pytest.mark.parametrize(("needed", "expected"), [([], 1.0), ([0.5] * 10, 0.5), ([100.0] * 5, 20.0)])

@@ -81,7 +81,8 @@ def test_champion_moves_are_followed_without_restart_or_failures(
 ) -> None:
     import httpx
 
-    from models.registry import configure_mlflow, promote_if_better
+    from models.registry import promote_if_better
+    from models.tracking import configure_mlflow
     from shironzi.settings import Settings
 
     ready = httpx.get(f"{server}/readyz", timeout=30)

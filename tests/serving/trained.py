@@ -35,7 +35,8 @@ class TrainedModel:
 
 def train_small_champion(root: Path, *, days: int = 100, customers: int = 300) -> TrainedModel:
     from models.churn import train_churn
-    from models.registry import promote_if_better, tracking_uri
+    from models.registry import promote_if_better
+    from models.tracking import tracking_uri
     from orchestration.demo import (
         DemoState,
         build_and_materialize_features,

@@ -21,7 +21,7 @@ ModelName = Literal["shironzi-churn", "shironzi-trend"]
 
 def _aliases(name: str, settings: Settings) -> dict[str, str]:
     try:
-        from models.registry import aliases
+        from models.tracking import aliases
     except ImportError as exc:
         raise ServiceUnavailableError(f"the models package is unavailable: {exc}") from exc
     try:
@@ -47,7 +47,7 @@ async def rollback_model(name: ModelName, admin: AdminDep) -> RollbackPublic:
     settings = admin.services.settings
 
     def run() -> object:
-        from models.registry import rollback
+        from models.promotion import rollback
 
         try:
             return rollback(name, settings=settings)

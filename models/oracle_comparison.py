@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
+from models.common import as_float_matrix, auc_or_nan
+from models.inference import load_churn_predictor
+from models.tracking import configure_mlflow
 from shironzi.settings import Settings, get_settings
 
 
@@ -32,8 +36,6 @@ class OracleComparison:
 
 def holdout_window(run_id: str, *, settings: Settings | None = None) -> tuple[date, date]:
     """The (first, last) label snapshot dates of a churn run's holdout."""
-    from models.registry import configure_mlflow
-
     params = configure_mlflow(settings).get_run(run_id).data.params
     first, last = params["holdout_dates"].split("..")
     return date.fromisoformat(first), date.fromisoformat(last)
@@ -46,10 +48,6 @@ def compare_with_oracle(
     import numpy as np
     import polars as pl
     import pyarrow as pa
-
-    from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
-    from models.common import as_float_matrix, auc_or_nan
-    from models.inference import load_churn_predictor
 
     settings = settings or get_settings()
     first, last = holdout_window(run_id, settings=settings)
