@@ -41,6 +41,7 @@ from shironzi.audit.erasure_scan import (
     text_values,
 )
 from shironzi.audit.lease import normalise_uri, table_lease
+from shironzi.audit.table_identity import identity_matches
 from shironzi.errors import IntegrityCheckError, InvalidInputError, InvalidStateError, NotFoundError
 from shironzi.observability import stage
 from shironzi.tenancy.context import TenantContext
@@ -349,10 +350,10 @@ def _erase_table(
 
 
 def _training_runs(touched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Recorded training runs that read a touched table at a version that still held the subject."""
+    """Recorded training runs that read a touched table at a version that still held the subject (inputs
+    are lake-relative identities, or absolute paths in older events: see `table_identity`)."""
     from shironzi.audit.log import read_audit_events
 
-    before = {t["uri"]: t["before_version"] for t in touched}
     runs = []
     events = read_audit_events(filters=[("action", "=", "training_run")])
     for event in events.to_pylist():
@@ -360,7 +361,9 @@ def _training_runs(touched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         used = [
             i
             for i in details.get("inputs", [])
-            if i.get("table") in before and (i.get("version") is None or i["version"] <= before[i["table"]])
+            for t in touched
+            if identity_matches(i.get("table", ""), t["uri"])
+            and (i.get("version") is None or i["version"] <= t["before_version"])
         ]
         if used:
             runs.append(
