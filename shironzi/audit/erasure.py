@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shironzi.audit.discovery import LakeTable, discover_tables, list_parquet_files
+from shironzi.audit.erasure_artifacts import erase_artifacts, queue_retraining, scan_artifacts
 from shironzi.audit.erasure_scan import (
     RAW_PAYLOAD,
     ErasureKind,
@@ -100,10 +101,12 @@ class Verification:
     matching_rows: dict[str, int] = field(default_factory=dict)
     log_mentions: dict[str, list[str]] = field(default_factory=dict)
     target_matches: dict[str, int] = field(default_factory=dict)
+    artifact_matches: dict[str, int] = field(default_factory=dict)
 
 
 def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -> Verification:
-    """Scan every data file of every table (read directly), the log statistics and every target."""
+    """Scan every data file of every table (read directly), the log statistics, every target and every
+    MLflow artifact that holds rows."""
     load_plugin_targets()
     result = Verification(ok=True)
     for table in tables if tables is not None else discover_tables():
@@ -126,7 +129,8 @@ def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -
         )
         if found:
             result.target_matches[name] = found
-    result.ok = not (result.matching_rows or result.log_mentions or result.target_matches)
+    result.artifact_matches = scan_artifacts(matcher)
+    result.ok = not (result.matching_rows or result.log_mentions or result.target_matches or result.artifact_matches)
     return result
 
 
@@ -149,9 +153,13 @@ class Receipt:
     models_flagged: list[dict[str, Any]]
     verification: dict[str, Any]
     signature: str = ""
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # MLflow artifacts and what was done
+    retraining_queued: list[dict[str, Any]] = field(default_factory=list)
 
     def body(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "signature"}
+        # Fields added later are signed only when set, so receipts written before them still verify.
+        late = ("artifacts", "retraining_queued")
+        return {k: v for k, v in asdict(self).items() if k != "signature" and not (k in late and not v)}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -428,6 +436,10 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
                     details={**model, "reason": f"{kind} erasure"},
                     durable=True,
                 )
+        artifacts = erase_artifacts(
+            matcher, trained_on=[r["run_id"] for r in runs if r["run_id"]], request_id=request_id
+        )
+        queued = queue_retraining(flagged, request_id=request_id)
         verification = verify_erased(matcher)
         summary.rows = sum(t["rows_deleted"] for t in touched)
         summary.extra.update(tables=len(touched), verified=verification.ok)
@@ -443,6 +455,8 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
         training_runs=runs,
         models_flagged=flagged,
         verification=asdict(verification),
+        artifacts=artifacts,
+        retraining_queued=queued,
     )
     receipt.signature = sign_receipt(receipt)
     _store_receipt(receipt)
@@ -460,7 +474,7 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
         raise IntegrityCheckError(
             f"erasure {request_id} finished but verification still found the {kind}: "
             f"rows={verification.matching_rows} log={verification.log_mentions} "
-            f"targets={verification.target_matches}",
+            f"targets={verification.target_matches} artifacts={verification.artifact_matches}",
             request_id=request_id,
         )
     return receipt

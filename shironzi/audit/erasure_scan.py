@@ -10,9 +10,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from shironzi.audit.discovery import list_log_files, list_parquet_files
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ErasureKind = Literal["subject", "tenant"]
 RAW_PAYLOAD = "raw_payload"
@@ -80,28 +83,40 @@ def _partition_values(path: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in path.split("/") if "=" in part)
 
 
+def _row_matches(row: dict[str, Any], matcher: Matcher, cache: dict[str, bool]) -> bool:
+    """A row that belongs to the tenant (or, for quarantine, claims it) and mentions the subject."""
+    tenant = row.get("tenant_id")
+    claimed = tenant is None and _claims_tenant(row.get(RAW_PAYLOAD), matcher.tenant_id)
+    if tenant != matcher.tenant_id and not claimed:
+        return False
+    if matcher.kind == "tenant":
+        return True
+    for name, value in row.items():
+        if name == "tenant_id" or not isinstance(value, str):
+            continue
+        hit = cache.get(value)
+        if hit is None:
+            hit = cache[value] = any(matcher.value_matches(v) for v in text_values(value))
+        if hit:
+            return True
+    return False
+
+
 def _scan_rows(rows: list[dict[str, Any]], matcher: Matcher) -> int:
     """Rows that belong to the tenant (or, for quarantine, claim it) and mention the subject."""
-    hits = 0
     cache: dict[str, bool] = {}
-    for row in rows:
-        tenant = row.get("tenant_id")
-        claimed = tenant is None and _claims_tenant(row.get(RAW_PAYLOAD), matcher.tenant_id)
-        if tenant != matcher.tenant_id and not claimed:
-            continue
-        if matcher.kind == "tenant":
-            hits += 1
-            continue
-        for name, value in row.items():
-            if name == "tenant_id" or not isinstance(value, str):
-                continue
-            hit = cache.get(value)
-            if hit is None:
-                hit = cache[value] = any(matcher.value_matches(v) for v in text_values(value))
-            if hit:
-                hits += 1
-                break
-    return hits
+    return sum(_row_matches(row, matcher, cache) for row in rows)
+
+
+def subject_row_mask(table: pa.Table, matcher: Matcher) -> list[bool]:
+    """For each row of an in-memory table with a `tenant_id` column: does it hold the subject (all False
+    without that column: rows that name no tenant cannot be attributed)."""
+    if "tenant_id" not in table.column_names:
+        return [False] * table.num_rows
+    strings = [f.name for f in table.schema if str(f.type) in ("string", "large_string", "string_view")]
+    cache: dict[str, bool] = {}
+    columns = ["tenant_id", *(n for n in strings if n != "tenant_id")]
+    return [_row_matches(row, matcher, cache) for row in table.select(columns).to_pylist()]
 
 
 def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
