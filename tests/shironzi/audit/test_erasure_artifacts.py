@@ -26,7 +26,7 @@ from shironzi.audit.log import record_training_run
 from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.keystore import get_keystore, pseudonym
-from tests.shironzi.audit.lakedata import build_lake
+from tests.shironzi.audit.lakedata import build_lake, parquet_files_holding
 
 ADMIN = TenantContext.admin(actor="dpo@platform", purpose="gdpr_erasure")
 MODEL = "erasure-test-churn"
@@ -74,23 +74,6 @@ def _log_training_run(tmp: Path, subject_rows: list[tuple[str, str]]) -> Trainin
     return TrainingRun(run_id, model.model_id, str(version.version))
 
 
-def _subject_rows_under(root: Path, tenant_id: str, subjects: set[str]) -> list[str]:
-    """Every Parquet file under the directory (lake, MLflow artifacts, anything) read independently of the
-    code under test: the files that still hold a row of the subject for the tenant."""
-    found = []
-    for path in sorted(root.rglob("*.parquet")):
-        if "_delta_log" in path.parts:
-            continue
-        table = pq.read_table(path)
-        if "tenant_id" not in table.column_names:
-            continue
-        for row in table.to_pylist():
-            if row["tenant_id"] == tenant_id and subjects & {v for v in row.values() if isinstance(v, str)}:
-                found.append(str(path))
-                break
-    return found
-
-
 def _erase_and_check(home: Path, artifact_dir: Path, tmp: Path) -> None:
     from models.registry import configure_mlflow
 
@@ -99,12 +82,13 @@ def _erase_and_check(home: Path, artifact_dir: Path, tmp: Path) -> None:
     trained = _log_training_run(tmp / "run", [("t_a", "c_1"), ("t_a", token)])
     record_training_run("trainer", run_id=trained.run_id, model_name=MODEL, model_version=trained.version,
                         inputs=[(tables["features"], 0)])
-    assert _subject_rows_under(artifact_dir, "t_a", {"c_1", token})  # the run holds the subject
+    subject = {"c_1", token}.__contains__
+    assert parquet_files_holding(artifact_dir, "t_a", subject)  # the run holds the subject
 
     receipt = erase_subject(ADMIN, "t_a", "c_1")
 
-    assert _subject_rows_under(home, "t_a", {"c_1", token}) == []
-    assert _subject_rows_under(artifact_dir, "t_a", {"c_1", token}) == []
+    assert parquet_files_holding(home, "t_a", subject) == []
+    assert parquet_files_holding(artifact_dir, "t_a", subject) == []
     client = configure_mlflow()
     holdout = pq.read_table(client.download_artifacts(trained.run_id, "holdout.parquet", str(tmp / "after")))
     assert sorted(zip(holdout.column("tenant_id").to_pylist(), holdout.column("customer_id").to_pylist(),
