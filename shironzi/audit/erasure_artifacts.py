@@ -162,11 +162,11 @@ def _inspect_example(local: Path, matcher: Matcher) -> Inspection:
 
 def _walk(matcher: Matcher) -> Iterator[tuple[ArtifactRoot, ArtifactRepository, str, Path, Inspection]]:
     """Each row-holding artifact of every root, downloaded to a temporary file and inspected."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     uri = tracking_uri()
     if uri is None:
-        return
+        return  # MLflow was never used here: nothing to import or scan
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
     for root in artifact_roots(_client(uri)):
         repo = get_artifact_repository(root.uri, tracking_uri=uri)
         for path in _row_artifacts(repo):
@@ -211,11 +211,11 @@ def erase_artifacts(matcher: Matcher, *, trained_on: Sequence[str], request_id: 
 def queue_retraining(models: Sequence[dict[str, Any]], *, request_id: str) -> list[dict[str, Any]]:
     """Tag each registered model version trained on the subject so the next training run replaces it;
     returns the versions the registry knows (and tagged)."""
-    from mlflow.exceptions import MlflowException
-
     uri = tracking_uri()
     if uri is None or not models:
         return []
+    from mlflow.exceptions import MlflowException
+
     client = _client(uri)
     queued = []
     for model in models:
