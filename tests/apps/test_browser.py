@@ -76,3 +76,27 @@ def test_every_page_in_headless_chromium(seeded: SeededLake, dashboard: str) -> 
     shots = {p.name for p in SCREENSHOTS.glob("*.png")}
     assert {f"operator-{stem}.png" for _, stem, _ in PAGES} <= shots
     assert {f"tenant-{stem}.png" for _, stem, _ in TENANT_PAGES} <= shots
+
+
+def test_a_write_only_key_is_refused_in_the_browser(seeded: SeededLake, dashboard: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from shironzi.tenancy import TenantContext, get_registry
+
+    admin = TenantContext.admin(actor="dashboard-tests", purpose="scopes")
+    _, key = get_registry().issue_key(admin, seeded.alpha.id, scopes=["write"], label="ingestion only")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(dashboard)
+            page.wait_for_selector('input[type="password"]', timeout=60_000)
+            page.fill('input[type="password"]', key)
+            page.get_by_role("button", name="Sign in").click()
+            refusal = page.locator('[data-testid="stAlertContentError"]').first
+            refusal.wait_for(timeout=60_000)
+            assert "'read' scope" in refusal.inner_text()
+            assert page.locator('[data-testid="stSidebarNav"]').count() == 0  # still signed out
+            assert seeded.alpha.name not in page.inner_text("body")
+        finally:
+            browser.close()
