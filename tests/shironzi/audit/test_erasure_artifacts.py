@@ -74,7 +74,9 @@ def _log_training_run(tmp: Path, subject_rows: list[tuple[str, str]]) -> Trainin
     return TrainingRun(run_id, model.model_id, str(version.version))
 
 
-def _erase_and_check(home: Path, artifact_dir: Path, tmp: Path) -> None:
+def _erase_and_check(home: Path, artifact_dir: Path, tmp: Path) -> tuple[str, str]:
+    """Erase t_a/c_1 after a training run held it; returns (request id, run id) with the subject put back
+    into the run's holdout afterwards."""
     from models.registry import configure_mlflow
 
     token = pseudonym(get_keystore().get_or_create_key("t_a"), "c_1")
@@ -114,10 +116,20 @@ def _erase_and_check(home: Path, artifact_dir: Path, tmp: Path) -> None:
     again = verify_erased(matcher)
     assert not again.ok and again.artifact_matches == {f"runs/{trained.run_id}/holdout.parquet": 1}
     assert not verify_receipt(receipt.request_id).ok
+    return receipt.request_id, trained.run_id
 
 
-def test_erasure_rewrites_mlflow_artifacts_in_the_embedded_store(audit_home: Path, tmp_path: Path) -> None:
-    _erase_and_check(audit_home, audit_home / "mlflow", tmp_path / "work")
+def test_erasure_rewrites_mlflow_artifacts_in_the_embedded_store(
+    audit_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shironzi.cli import main
+
+    request_id, run_id = _erase_and_check(audit_home, audit_home / "mlflow", tmp_path / "work")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main.run(["gdpr", "verify", request_id])
+    error = capsys.readouterr().err
+    assert exited.value.code == 1 and f"runs/{run_id}/holdout.parquet" in error, error
 
 
 def test_tenant_erasure_removes_the_tenant_from_artifacts(audit_home: Path, tmp_path: Path) -> None:
