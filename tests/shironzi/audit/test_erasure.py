@@ -283,3 +283,15 @@ def test_erasure_finds_the_models_trained_on_the_subject_after_the_home_moves(
     assert {r["run_id"] for r in receipt.training_runs} == {"run-new", "run-old"}
     assert sorted((m["model"], m["model_version"]) for m in receipt.models_flagged) == [("churn", "4"), ("trend", "2")]
     assert all(str(audit_home) not in t["uri"] for t in receipt.tables)
+
+
+def test_a_receipt_from_before_the_artifact_fields_still_verifies(audit_home: Path) -> None:
+    build_lake()
+    receipt = erase_subject(ADMIN, "t_a", "c_1")
+    assert receipt.artifacts == [] and receipt.retraining_queued == []  # no MLflow store in this home
+    older = json.loads(receipt.to_json())
+    del older["artifacts"], older["retraining_queued"]  # as written before the fields existed
+    check = verify_receipt(Receipt.from_json(older))
+    assert check.signature_ok and check.ok
+    older["artifacts"] = [{"artifact": "runs/x/holdout.parquet", "action": "rewritten", "rows_removed": 1}]
+    assert not verify_receipt(Receipt.from_json(older)).signature_ok  # the new fields are signed when set
