@@ -14,8 +14,9 @@ from typing import Literal
 import streamlit as st
 
 from apps.theme import Vocabulary, vocabulary
-from shironzi.errors import ShironziError
+from shironzi.errors import ScopeDeniedError, ShironziError
 from shironzi.tenancy.context import TenantContext
+from shironzi.tenancy.keys import KeyPrincipal
 from shironzi.tenancy.records import Tenant
 from shironzi.tenancy.registry import Registry, get_registry
 
@@ -25,6 +26,7 @@ PURPOSE = "dashboard"
 _KEY = "shironzi_key"
 _TENANT = "shironzi_tenant"
 _LAST_VIEW = "shironzi_last_view"
+READ_SCOPE = "read"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,20 @@ def _record_failed_sign_in(prefix: str, error: ShironziError) -> None:
     get_audit_log().record(event)
 
 
+def dashboard_principal(raw: str) -> KeyPrincipal:
+    """Verify a key for the dashboards: a tenant key needs the `read` scope (as the API's read routes do),
+    an operator needs a platform admin key; raises ScopeDeniedError naming the missing scope."""
+    principal = registry().verify_key(raw.strip())
+    if not principal.is_admin and READ_SCOPE not in principal.scopes:
+        raise ScopeDeniedError(
+            f"the dashboards need the {READ_SCOPE!r} scope; this key has only "
+            f"{', '.join(principal.scopes) or 'no scopes'} (issue one with "
+            f"`shironzi keys issue TENANT --scope {READ_SCOPE}`)",
+            scope=READ_SCOPE,
+        )
+    return principal
+
+
 def _prefix_of(raw: str) -> str:
     parts = raw.strip().split("_")
     return parts[1] if len(parts) == 3 and parts[0] == "shz" else ""
@@ -92,7 +108,7 @@ def _prefix_of(raw: str) -> str:
 def sign_in(raw: str) -> Viewer | None:
     """Verify a key and start a session for it; shows the reason and returns None when it is refused."""
     try:
-        principal = registry().verify_key(raw.strip())
+        principal = dashboard_principal(raw)
     except ShironziError as exc:
         _record_failed_sign_in(_prefix_of(raw), exc)
         st.error(f"Sign-in refused: {exc.message}")
@@ -114,7 +130,7 @@ def current_viewer() -> Viewer | None:
     if not raw:
         return None
     try:
-        principal = registry().verify_key(raw)
+        principal = dashboard_principal(raw)
     except ShironziError as exc:
         sign_out()
         st.warning(f"You were signed out: {exc.message}")

@@ -234,6 +234,8 @@ class ReceiptPublic(BaseModel):
     tables: list[dict[str, Any]]
     targets: dict[str, int]
     verification: dict[str, Any]
+    artifacts: list[dict[str, Any]] = Field(default_factory=list, description="MLflow artifacts and what was done")
+    retraining_queued: list[dict[str, Any]] = Field(default_factory=list)
     signature: str
 
 

@@ -22,24 +22,30 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from shironzi.audit.discovery import LakeTable, discover_tables, list_log_files, list_parquet_files
+from shironzi.audit.discovery import LakeTable, discover_tables, list_parquet_files
+from shironzi.audit.erasure_artifacts import erase_artifacts, queue_retraining, scan_artifacts
+from shironzi.audit.erasure_scan import (
+    RAW_PAYLOAD,
+    ErasureKind,
+    Matcher,
+    platform_key,
+    scan_file,
+    scan_log,
+    subject_digest,
+    text_values,
+)
 from shironzi.audit.lease import normalise_uri, table_lease
+from shironzi.audit.table_identity import identity_matches
 from shironzi.errors import IntegrityCheckError, InvalidInputError, InvalidStateError, NotFoundError
 from shironzi.observability import stage
 from shironzi.tenancy.context import TenantContext
-
-ErasureKind = Literal["subject", "tenant"]
-RAW_PAYLOAD = "raw_payload"
-_TOKENS = re.compile(r"[A-Za-z0-9_.@:+\-]+")
-
 
 # --- erasure targets outside the lake ----------------------------------------------------------------
 
@@ -85,192 +91,6 @@ def load_plugin_targets() -> None:
         register_erasure_target(factory())
 
 
-# --- matching ------------------------------------------------------------------------------------------
-
-
-def _platform_key() -> bytes:
-    from shironzi.settings import get_settings
-
-    return get_settings().platform_key.get_secret_value().encode()
-
-
-def subject_digest(tenant_id: str, value: str) -> str:
-    """The keyed hash under which receipts name a subject (or its pseudonym) without revealing it."""
-    return hmac.new(_platform_key(), f"{tenant_id}\x00{value}".encode(), hashlib.sha256).hexdigest()
-
-
-@dataclass(frozen=True)
-class Matcher:
-    """What counts as 'the subject' in a value: one of the digests, or (tenant mode) any tenant row."""
-
-    tenant_id: str
-    kind: ErasureKind
-    digests: frozenset[str] = frozenset()
-
-    def value_matches(self, value: str) -> bool:
-        return self.kind == "subject" and subject_digest(self.tenant_id, value) in self.digests
-
-
-def _json_values(value: Any) -> Iterable[str]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _json_values(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _json_values(item)
-    elif value is not None and not isinstance(value, bool):
-        yield str(value)
-
-
-def _text_values(text: str) -> set[str]:
-    """The values a string holds: itself, its JSON values when it is JSON, else its word-like tokens."""
-    found = {text}
-    stripped = text.strip()
-    if stripped[:1] in ("{", "["):
-        try:
-            found.update(_json_values(json.loads(stripped)))
-            return found
-        except ValueError:
-            found.update(_TOKENS.findall(stripped))  # malformed JSON: whole tokens only, never substrings
-    return found
-
-
-def _claims_tenant(text: str | None, tenant_id: str) -> bool:
-    return text is not None and tenant_id in _text_values(text)
-
-
-# --- scanning data files directly --------------------------------------------------------------------
-
-
-def _partition_values(path: str) -> dict[str, str]:
-    return dict(part.split("=", 1) for part in path.split("/") if "=" in part)
-
-
-def _scan_rows(rows: list[dict[str, Any]], matcher: Matcher) -> int:
-    """Rows that belong to the tenant (or, for quarantine, claim it) and mention the subject."""
-    hits = 0
-    cache: dict[str, bool] = {}
-    for row in rows:
-        tenant = row.get("tenant_id")
-        claimed = tenant is None and _claims_tenant(row.get(RAW_PAYLOAD), matcher.tenant_id)
-        if tenant != matcher.tenant_id and not claimed:
-            continue
-        if matcher.kind == "tenant":
-            hits += 1
-            continue
-        for name, value in row.items():
-            if name == "tenant_id" or not isinstance(value, str):
-                continue
-            hit = cache.get(value)
-            if hit is None:
-                hit = cache[value] = any(matcher.value_matches(v) for v in _text_values(value))
-            if hit:
-                hits += 1
-                break
-    return hits
-
-
-def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
-    """(rows scanned, matching rows) of one Parquet file read directly."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    if any(pa.types.is_string_view(f.type) for f in table.schema):  # files rewritten by delta-rs
-        table = table.cast(
-            pa.schema(
-                [f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema]
-            )
-        )
-    partitions = _partition_values(path)
-    if "tenant_id" not in table.column_names:
-        if "tenant_id" in partitions:
-            if partitions["tenant_id"] != matcher.tenant_id:
-                return table.num_rows, 0
-            table = table.append_column("tenant_id", pa.array([matcher.tenant_id] * table.num_rows))
-        else:
-            return table.num_rows, 0
-    tenant = table.column("tenant_id")
-    keep = pc.equal(tenant, matcher.tenant_id)
-    if RAW_PAYLOAD in table.column_names:
-        keep = pc.or_kleene(keep, pc.is_null(tenant))
-    candidates = table.filter(pc.fill_null(keep, False))
-    string_columns = [
-        f.name for f in candidates.schema if str(f.type) in ("string", "large_string", "string_view")
-    ]
-    return table.num_rows, _scan_rows(candidates.select(string_columns).to_pylist(), matcher)
-
-
-def _stats_values(action: dict[str, Any] | None, tenant_id: str) -> Iterable[str]:
-    """The string values an action's statistics and partition values reveal (when its file could hold
-    the tenant's rows, judged from its tenant_id min/max)."""
-    if not action:
-        return
-    stats = action.get("stats")
-    parsed: dict[str, Any] = {}
-    if isinstance(stats, str) and stats:
-        try:
-            parsed = json.loads(stats)
-        except ValueError:
-            parsed = {}
-    low = (parsed.get("minValues") or {}).get("tenant_id")
-    high = (parsed.get("maxValues") or {}).get("tenant_id")
-    if (
-        isinstance(low, str)
-        and isinstance(high, str)
-        and not low <= tenant_id <= high[: len(tenant_id)] + "\uffff"
-    ):
-        return
-    for section in ("minValues", "maxValues"):
-        yield from _json_values(parsed.get(section) or {})
-    yield from _json_values(action.get("partitionValues") or {})
-
-
-def _log_actions(path: str) -> Iterable[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    if path.endswith(".json"):
-        with open(path) as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                for kind in ("add", "remove"):
-                    if entry.get(kind):
-                        yield entry[kind]
-    else:
-        checkpoint = pq.read_table(path)
-        for kind in ("add", "remove"):
-            if kind in checkpoint.column_names:
-                yield from (a for a in checkpoint.column(kind).to_pylist() if a)
-
-
-def scan_log(table_uri: str, matcher: Matcher) -> list[str]:
-    """The `_delta_log` files whose file statistics (min/max, partition values) name the subject.
-
-    Statistics of a file that still exists are derived from its data, which the direct file scan
-    checks; so only statistics of files that are gone (stale stats in old commits, tombstones) count.
-    """
-    from urllib.parse import unquote
-
-    if matcher.kind == "tenant":
-        # Tenant ids in statistics are not personal data; tenant erasure removes the data files.
-        return []
-    root = table_uri.rstrip("/")
-    existing = {p[len(root) + 1 :] for p in list_parquet_files(table_uri)}
-    found = []
-    for path in list_log_files(table_uri):
-        for action in _log_actions(path):
-            if unquote(str(action.get("path", ""))) in existing:
-                continue
-            if any(matcher.value_matches(v) for v in _stats_values(action, matcher.tenant_id)):
-                found.append(Path(path).name)
-                break
-    return found
-
-
 @dataclass
 class Verification:
     """The result of scanning every remaining file, log and target for the subject."""
@@ -281,10 +101,12 @@ class Verification:
     matching_rows: dict[str, int] = field(default_factory=dict)
     log_mentions: dict[str, list[str]] = field(default_factory=dict)
     target_matches: dict[str, int] = field(default_factory=dict)
+    artifact_matches: dict[str, int] = field(default_factory=dict)
 
 
 def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -> Verification:
-    """Scan every data file of every table (read directly), the log statistics and every target."""
+    """Scan every data file of every table (read directly), the log statistics, every target and every
+    MLflow artifact that holds rows."""
     load_plugin_targets()
     result = Verification(ok=True)
     for table in tables if tables is not None else discover_tables():
@@ -307,7 +129,8 @@ def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -
         )
         if found:
             result.target_matches[name] = found
-    result.ok = not (result.matching_rows or result.log_mentions or result.target_matches)
+    result.artifact_matches = scan_artifacts(matcher)
+    result.ok = not (result.matching_rows or result.log_mentions or result.target_matches or result.artifact_matches)
     return result
 
 
@@ -330,9 +153,13 @@ class Receipt:
     models_flagged: list[dict[str, Any]]
     verification: dict[str, Any]
     signature: str = ""
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # MLflow artifacts and what was done
+    retraining_queued: list[dict[str, Any]] = field(default_factory=list)
 
     def body(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "signature"}
+        # Fields added later are signed only when set, so receipts written before them still verify.
+        late = ("artifacts", "retraining_queued")
+        return {k: v for k, v in asdict(self).items() if k != "signature" and not (k in late and not v)}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -348,7 +175,7 @@ class Receipt:
 
 def sign_receipt(receipt: Receipt) -> str:
     body = json.dumps(receipt.body(), sort_keys=True, separators=(",", ":"), default=str)
-    return hmac.new(_platform_key(), body.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(platform_key(), body.encode(), hashlib.sha256).hexdigest()
 
 
 def receipts_table_uri() -> str:
@@ -452,7 +279,7 @@ def _quarantine_payloads(uri: str, tenant_id: str, matcher: Matcher, raw_ids: se
     payloads = []
     for row in rows.to_pylist():
         payload = row[RAW_PAYLOAD]
-        values = _text_values(payload) if payload is not None else set()
+        values = text_values(payload) if payload is not None else set()
         if row["tenant_id"] is None and tenant_id not in values:
             continue
         if matcher.kind == "tenant" or values & raw_ids:
@@ -531,10 +358,10 @@ def _erase_table(
 
 
 def _training_runs(touched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Recorded training runs that read a touched table at a version that still held the subject."""
+    """Recorded training runs that read a touched table at a version that still held the subject (inputs
+    are lake-relative identities, or absolute paths in older events: see `table_identity`)."""
     from shironzi.audit.log import read_audit_events
 
-    before = {t["uri"]: t["before_version"] for t in touched}
     runs = []
     events = read_audit_events(filters=[("action", "=", "training_run")])
     for event in events.to_pylist():
@@ -542,7 +369,9 @@ def _training_runs(touched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         used = [
             i
             for i in details.get("inputs", [])
-            if i.get("table") in before and (i.get("version") is None or i["version"] <= before[i["table"]])
+            for t in touched
+            if identity_matches(i.get("table", ""), t["uri"])
+            and (i.get("version") is None or i["version"] <= t["before_version"])
         ]
         if used:
             runs.append(
@@ -607,6 +436,10 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
                     details={**model, "reason": f"{kind} erasure"},
                     durable=True,
                 )
+        artifacts = erase_artifacts(
+            matcher, trained_on=[r["run_id"] for r in runs if r["run_id"]], request_id=request_id
+        )
+        queued = queue_retraining(flagged, request_id=request_id)
         verification = verify_erased(matcher)
         summary.rows = sum(t["rows_deleted"] for t in touched)
         summary.extra.update(tables=len(touched), verified=verification.ok)
@@ -622,6 +455,8 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
         training_runs=runs,
         models_flagged=flagged,
         verification=asdict(verification),
+        artifacts=artifacts,
+        retraining_queued=queued,
     )
     receipt.signature = sign_receipt(receipt)
     _store_receipt(receipt)
@@ -639,7 +474,7 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
         raise IntegrityCheckError(
             f"erasure {request_id} finished but verification still found the {kind}: "
             f"rows={verification.matching_rows} log={verification.log_mentions} "
-            f"targets={verification.target_matches}",
+            f"targets={verification.target_matches} artifacts={verification.artifact_matches}",
             request_id=request_id,
         )
     return receipt

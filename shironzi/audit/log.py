@@ -34,6 +34,7 @@ from shironzi.audit.events import (
     event_hash,
 )
 from shironzi.audit.lease import file_lock
+from shironzi.audit.table_identity import lake_identity
 from shironzi.errors import LakeError, ShironziError
 from shironzi.lake.paths import platform_uri
 from shironzi.tenancy.context import TenantContext
@@ -414,7 +415,10 @@ def record_training_run(
     model_version: str | int | None = None,
     tenant_id: str | None = None,
 ) -> AuditEvent:
-    """Record a training run: the feature/training tables (and versions) it read and the model it produced."""
+    """Record a training run: the feature/training tables (and versions) it read and the model it produced.
+
+    Input tables are recorded by their lake-relative identity (`region/layer/table`), so the event still
+    names them after the home moves; `shironzi.audit.table_identity` resolves them."""
     actor, purpose, is_admin, ctx_tenant = _actor_of(ctx_or_actor)
     event = AuditEvent(
         action="training_run",
@@ -429,7 +433,7 @@ def record_training_run(
             "run_id": run_id,
             "model": model_name,
             "model_version": None if model_version is None else str(model_version),
-            "inputs": _inputs(inputs),
+            "inputs": [{**i, "table": lake_identity(i["table"])} for i in _inputs(inputs)],
         },
     )
     get_audit_log().record(event)

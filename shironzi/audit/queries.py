@@ -10,6 +10,7 @@ from typing import Any
 from shironzi.audit.discovery import LakeTable, discover_tables
 from shironzi.audit.lease import normalise_uri
 from shironzi.audit.log import read_audit_events
+from shironzi.audit.table_identity import identity_matches
 from shironzi.errors import InvalidInputError
 
 READ_ACTIONS_EXCLUDED = frozenset({"table_write", "training_run"})
@@ -208,7 +209,7 @@ def lineage(tenant_id: str) -> dict[str, Any]:
         if row["action"] != "training_run":
             continue
         details = json.loads(row["details"])
-        inputs = [i for i in details.get("inputs", []) if i["table"] in frontier]
+        inputs = [i for i in details.get("inputs", []) if any(identity_matches(i["table"], t) for t in frontier)]
         if inputs:
             runs.append(
                 {

@@ -165,12 +165,12 @@ def verify_receipt_cmd(
         raise IntegrityCheckError(
             f"receipt {check.request_id}: the subject's data is present again: "
             f"rows={check.verification.matching_rows} log={check.verification.log_mentions} "
-            f"targets={check.verification.target_matches}"
+            f"targets={check.verification.target_matches} artifacts={check.verification.artifact_matches}"
         )
     if not as_json:
         typer.echo(
             f"receipt {check.request_id} verified: signature valid, "
-            f"{check.verification.files_scanned} files scanned, no trace of the subject"
+            f"{check.verification.files_scanned} files and the MLflow artifacts scanned, no trace of the subject"
         )
 
 

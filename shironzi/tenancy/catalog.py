@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Literal, get_args
 
@@ -56,6 +57,16 @@ STATUS_TRANSITIONS: dict[str, frozenset[str]] = {
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 MAX_NAME_LENGTH = 200
+# Slugs that name a route, a path segment or a role of the platform itself (compared case-insensitively).
+RESERVED_SLUGS: frozenset[str] = frozenset({
+    "_platform", "platform", "admin", "administrator", "api", "v1", "v2", "root", "system", "internal",
+    "shironzi", "tenants", "tenant", "healthz", "readyz", "metrics", "docs", "openapi", "redoc", "static",
+    "auth", "login", "logout", "sign-in", "dashboard", "dashboards", "www", "null", "none", "default",
+})
+# Line/paragraph separators and the bidirectional overrides, which reorder how a name is displayed.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f" + "".join(map(chr, range(0x202A, 0x202F))) +
+                           "".join(map(chr, range(0x2066, 0x206A))))
 
 
 def _one_of(kind: str, value: object, allowed: Iterable[str]) -> str:
@@ -66,7 +77,12 @@ def _one_of(kind: str, value: object, allowed: Iterable[str]) -> str:
 
 
 def check_slug(slug: object) -> str:
-    """A slug is 3-63 chars of lowercase letters, digits and '-', with no dash at either end."""
+    """A slug is 3-63 chars of lowercase letters, digits and '-', with no dash at either end, and not one
+    of the platform's reserved words."""
+    if isinstance(slug, str) and slug.strip().lower() in RESERVED_SLUGS:
+        raise InvalidInputError(
+            f"invalid slug {slug.strip()!r}: it is reserved for the platform; pick another", field="slug"
+        )
     if not isinstance(slug, str) or not _SLUG.match(slug):
         raise InvalidInputError(
             f"invalid slug {slug!r}: use 3-63 lowercase letters, digits or '-', no '-' at either end",
@@ -80,6 +96,12 @@ def check_name(name: object) -> str:
         raise InvalidInputError("invalid name: it must not be empty", field="name")
     if len(name.strip()) > MAX_NAME_LENGTH:
         raise InvalidInputError(f"invalid name: longer than {MAX_NAME_LENGTH} characters", field="name")
+    bad = next((c for c in name if unicodedata.category(c) in _INVISIBLE_CATEGORIES or c in _BIDI_CONTROLS), None)
+    if bad is not None:
+        raise InvalidInputError(
+            f"invalid name: it contains the control character U+{ord(bad):04X}; use printable text",
+            field="name",
+        )
     return name.strip()
 
 

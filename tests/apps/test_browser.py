@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,37 +44,59 @@ def dashboard(seeded: SeededLake, tmp_path_factory: pytest.TempPathFactory) -> I
         yield url
 
 
-def test_every_page_in_headless_chromium(seeded: SeededLake, dashboard: str) -> None:
+@contextmanager
+def sign_in_page(dashboard: str) -> Iterator[tuple[Any, Any]]:
+    """Headless Chromium with one page on the dashboards' sign-in form: (browser, page)."""
     from playwright.sync_api import sync_playwright
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.goto(dashboard)
-            page.wait_for_selector('input[type="password"]', timeout=30_000)
-            page.screenshot(path=str(SCREENSHOTS / "00-sign-in.png"), full_page=True)
-            first_session, timings = measure_pages(page, dashboard, seeded.admin_key, screenshots=SCREENSHOTS)
-            # The cold round switched the operator's tenant picker to the second tenant by slug.
-            open_page(page, "Overview", f"{seeded.bravo.name}: overview")
-
-            tenant = browser.new_page(viewport={"width": 1440, "height": 1000})
-            sign_in(tenant, dashboard, seeded.alpha.key)
-            wait_rendered(tenant, "overview")
-            nav = tenant.inner_text('[data-testid="stSidebarNav"]')
-            assert "Tenants" not in nav and "Pipelines" not in nav and "Compliance" in nav
-            for label, stem, title in TENANT_PAGES[1:] + TENANT_PAGES[:1]:
-                open_page(tenant, label, title)
-                assert exception_text(tenant) is None, f"tenant {stem}: {exception_text(tenant)}"
-                text = tenant.inner_text("body")
-                assert seeded.bravo.name not in text and seeded.bravo.customers[0] not in text
-                tenant.screenshot(path=str(SCREENSHOTS / f"tenant-{stem}.png"), full_page=True)
+            page.wait_for_selector('input[type="password"]', timeout=60_000)
+            yield browser, page
         finally:
             browser.close()
+
+
+def test_every_page_in_headless_chromium(seeded: SeededLake, dashboard: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sign_in_page(dashboard) as (browser, page):
+        page.screenshot(path=str(SCREENSHOTS / "00-sign-in.png"), full_page=True)
+        first_session, timings = measure_pages(page, dashboard, seeded.admin_key, screenshots=SCREENSHOTS)
+        # The cold round switched the operator's tenant picker to the second tenant by slug.
+        open_page(page, "Overview", f"{seeded.bravo.name}: overview")
+
+        tenant = browser.new_page(viewport={"width": 1440, "height": 1000})
+        sign_in(tenant, dashboard, seeded.alpha.key)
+        wait_rendered(tenant, "overview")
+        nav = tenant.inner_text('[data-testid="stSidebarNav"]')
+        assert "Tenants" not in nav and "Pipelines" not in nav and "Compliance" in nav
+        for label, stem, title in TENANT_PAGES[1:] + TENANT_PAGES[:1]:
+            open_page(tenant, label, title)
+            assert exception_text(tenant) is None, f"tenant {stem}: {exception_text(tenant)}"
+            text = tenant.inner_text("body")
+            assert seeded.bravo.name not in text and seeded.bravo.customers[0] not in text
+            tenant.screenshot(path=str(SCREENSHOTS / f"tenant-{stem}.png"), full_page=True)
 
     print("\npage render times in headless Chromium on the seeded test lake (cold = first visit, warm = cached)")
     print_timings(first_session, timings)
     shots = {p.name for p in SCREENSHOTS.glob("*.png")}
     assert {f"operator-{stem}.png" for _, stem, _ in PAGES} <= shots
     assert {f"tenant-{stem}.png" for _, stem, _ in TENANT_PAGES} <= shots
+
+
+def test_a_write_only_key_is_refused_in_the_browser(seeded: SeededLake, dashboard: str) -> None:
+    from shironzi.tenancy import TenantContext, get_registry
+
+    admin = TenantContext.admin(actor="dashboard-tests", purpose="scopes")
+    _, key = get_registry().issue_key(admin, seeded.alpha.id, scopes=["write"], label="ingestion only")
+    with sign_in_page(dashboard) as (_, page):
+        page.fill('input[type="password"]', key)
+        page.get_by_role("button", name="Sign in").click()
+        refusal = page.locator('[data-testid="stAlertContentError"]').first
+        refusal.wait_for(timeout=60_000)
+        assert "'read' scope" in refusal.inner_text()
+        assert page.locator('[data-testid="stSidebarNav"]').count() == 0  # still signed out
+        assert seeded.alpha.name not in page.inner_text("body")

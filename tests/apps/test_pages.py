@@ -4,6 +4,7 @@ never receiving another tenant's numbers (checked on the serialized page, chart 
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
 from collections.abc import Iterable
@@ -284,3 +285,20 @@ def test_a_revoked_key_is_signed_out_on_the_next_interaction(seeded: SeededLake)
     assert "signed out" in texts(at.warning) and "revoked" in texts(at.warning)
     at.switch_page("pages/overview.py").run()  # asking for the page again shows no data
     assert not at.exception and not at.metric and not at.dataframe
+
+
+@pytest.mark.parametrize("scopes", [["write"], ["admin"], ["write", "admin"]])
+def test_a_tenant_key_without_the_read_scope_is_refused(seeded: SeededLake, scopes: list[str]) -> None:
+    registry = get_registry()
+    admin = TenantContext.admin(actor="dashboard-tests", purpose="scopes")
+    record, key = registry.issue_key(admin, seeded.alpha.id, scopes=scopes, label="no read scope")
+    at = signed_in(key)
+    refused = texts(at.error)
+    assert "Sign-in refused" in refused and "'read' scope" in refused, refused
+    assert not at.metric and not at.dataframe  # still on the sign-in page
+    with pytest.raises(ValueError, match="Known pages: \\['Sign in'\\]"):
+        at.switch_page("pages/overview.py")  # no analytics page is even registered for this session
+    denied = read_audit_events(
+        filters=[("action", "=", "dashboard_sign_in"), ("actor", "=", f"key:{record.prefix}")]
+    ).to_pylist()
+    assert [json.loads(r["details"])["reason"] for r in denied] == ["scope_denied"]

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from orchestration.demo import DEMO_TENANTS, STAGES, run_demo
+from shironzi.audit.erasure_scan import subject_digest
 from shironzi.lake import read_polars, table_exists
 from shironzi.lake.paths import table_uri
+from tests.shironzi.audit.lakedata import parquet_files_holding
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
 
@@ -41,6 +43,13 @@ def test_demo_runs_every_stage_and_is_rerunnable(home: Path) -> None:
 
     receipts = list((home / "receipts").glob("*.json"))
     assert len(receipts) == 1 and json.loads(receipts[0].read_text())["verification"]["ok"] is True
+    receipt = json.loads(receipts[0].read_text())
+    tenant, digests = receipt["tenant_id"], set(receipt["subject_digests"])
+    # Every Parquet file under the home, MLflow artifacts included, holds none of the subject's rows.
+    assert parquet_files_holding(home, tenant, lambda v: subject_digest(tenant, v) in digests) == []
+    # The churn run's holdout holds the tenant's rows: the erasure read it (and rewrote it if it held the subject).
+    holdouts = [a for a in receipt["artifacts"] if a["artifact"].endswith("/holdout.parquet")]
+    assert holdouts and all(a["action"] in ("checked", "rewritten") for a in holdouts), receipt["artifacts"]
 
     # A second run reuses the tenants and lands nothing twice.
     again = {name: outcome for name, outcome, _ in run_demo(seed=3, days=60, customers=300)}

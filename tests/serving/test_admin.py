@@ -52,6 +52,22 @@ def test_tenant_lifecycle_through_the_api_is_audited(client: Any, world: ApiWorl
     assert _durable_events("tenant_suspended")  # the registry's own event is in the log too
 
 
+def test_reserved_slugs_and_control_characters_are_422_in_the_error_shape(client: Any, world: ApiWorld) -> None:
+    admin = world.auth("admin")
+    for body, said in (
+        ({"slug": "admin", "name": "Admin"}, "reserved"),
+        ({"slug": "api", "name": "Api"}, "reserved"),
+        ({"slug": "nul-co", "name": "Nul\x00Co"}, "control character U+0000"),
+        ({"slug": "bidi-co", "name": "Bidi\u202eoC"}, "control character U+202E"),
+    ):
+        answer = client.post("/v1/admin/tenants", headers=admin, json={**body, "industry": "ecommerce"})
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_input" and said in error["message"], error
+    listed = client.get("/v1/admin/tenants?limit=100", headers=admin).json()["items"]
+    assert not {"admin", "api", "nul-co", "bidi-co"} & {t["slug"] for t in listed}
+
+
 def test_module_gating_answers_403_module_disabled_with_the_module(client: Any, world: ApiWorld) -> None:
     admin = world.auth("admin")
     path = f"/v1/admin/tenants/{world.tenant_b}/modules/churn_prediction"

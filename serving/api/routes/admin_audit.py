@@ -87,7 +87,7 @@ async def erase_subject(body: ErasureCreate, admin: AdminDep) -> ReceiptPublic:
         "api_subject_erased", tenant_id=tid, receipt=receipt.request_id, ok=receipt.verification.get("ok")
     )
     data = receipt.body()
-    fields = {k: data[k] for k in ReceiptPublic.model_fields if k != "signature"}
+    fields = {k: data[k] for k in ReceiptPublic.model_fields if k != "signature" and k in data}
     return ReceiptPublic(**fields, signature=receipt.signature)
 
 

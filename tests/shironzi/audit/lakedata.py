@@ -146,3 +146,22 @@ def tenant_customers(table: str, tenant_id: str) -> list[str]:
 
     frame = read_polars(table, columns=["tenant_id", "customer_id"])
     return sorted(frame.filter(pl.col("tenant_id") == tenant_id)["customer_id"].to_list())
+
+
+def parquet_files_holding(root: Path, tenant_id: str, is_subject: Callable[[str], bool]) -> list[str]:
+    """Every Parquet file under `root` (lake, MLflow artifacts, anything) read directly, independently of the
+    code under test: those holding a row of the tenant with a string value that is the subject."""
+    import pyarrow.parquet as pq
+
+    found = []
+    for path in sorted(root.rglob("*.parquet")):
+        if "_delta_log" in path.parts:
+            continue
+        table = pq.read_table(path)
+        if "tenant_id" not in table.column_names:
+            continue
+        for row in table.to_pylist():
+            if row["tenant_id"] == tenant_id and any(is_subject(v) for v in row.values() if isinstance(v, str)):
+                found.append(str(path.relative_to(root)))
+                break
+    return found

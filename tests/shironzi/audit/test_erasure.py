@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from shironzi.audit.erasure import (
     unregister_erasure_target,
     verify_receipt,
 )
-from shironzi.audit.lease import table_lease
-from shironzi.audit.log import read_audit_events, record_training_run
+from shironzi.audit.events import AuditEvent
+from shironzi.audit.lease import normalise_uri, table_lease
+from shironzi.audit.log import get_audit_log, read_audit_events, record_training_run, reset_audit_logs
 from shironzi.errors import InvalidStateError, PermissionDeniedError
 from shironzi.lake.delta import append, read_arrow
 from shironzi.settings import get_settings
@@ -244,3 +246,52 @@ def test_exclusive_lease_waits_for_writers_and_blocks_new_ones(audit_home: Path)
             pass
     thread.join()
     assert order == ["writer done", "erasure in"]
+
+
+def test_erasure_finds_the_models_trained_on_the_subject_after_the_home_moves(
+    audit_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shironzi.tenancy.registry import reset_registries
+
+    tables = build_lake()
+    record_training_run("trainer", run_id="run-new", model_name="churn", model_version=4,
+                        inputs=[(tables["features"], 0)])
+    # An event written before identities were lake-relative: the absolute path of the old home.
+    get_audit_log().record(AuditEvent(
+        action="training_run", actor="trainer", resource="model:trend", request_id="run-old",
+        details={"run_id": "run-old", "model": "trend", "model_version": "2",
+                 "inputs": [{"table": normalise_uri(tables["gold"]), "version": 0}]}))
+    recorded = read_audit_events(filters=[("action", "=", "training_run"), ("request_id", "=", "run-new")])
+    assert json.loads(recorded.column("details")[0].as_py())["inputs"] == [
+        {"table": "eu-west/features/customer_features", "version": 0}
+    ]
+    reset_audit_logs()
+    reset_registries()
+
+    restored = tmp_path / "restored-elsewhere" / "home"
+    restored.parent.mkdir()
+    shutil.move(audit_home, restored)  # the old path no longer exists
+    monkeypatch.setenv("SHIRONZI_HOME", str(restored))
+    get_settings.cache_clear()
+    try:
+        receipt = erase_subject(ADMIN, "t_a", "c_1")
+    finally:
+        reset_audit_logs()
+        reset_registries()
+
+    assert receipt.verification["ok"]
+    assert {r["run_id"] for r in receipt.training_runs} == {"run-new", "run-old"}
+    assert sorted((m["model"], m["model_version"]) for m in receipt.models_flagged) == [("churn", "4"), ("trend", "2")]
+    assert all(str(audit_home) not in t["uri"] for t in receipt.tables)
+
+
+def test_a_receipt_from_before_the_artifact_fields_still_verifies(audit_home: Path) -> None:
+    build_lake()
+    receipt = erase_subject(ADMIN, "t_a", "c_1")
+    assert receipt.artifacts == [] and receipt.retraining_queued == []  # no MLflow store in this home
+    older = json.loads(receipt.to_json())
+    del older["artifacts"], older["retraining_queued"]  # as written before the fields existed
+    check = verify_receipt(Receipt.from_json(older))
+    assert check.signature_ok and check.ok
+    older["artifacts"] = [{"artifact": "runs/x/holdout.parquet", "action": "rewritten", "rows_removed": 1}]
+    assert not verify_receipt(Receipt.from_json(older)).signature_ok  # the new fields are signed when set

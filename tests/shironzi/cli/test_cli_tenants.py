@@ -231,3 +231,23 @@ def test_bad_arguments_give_one_error_line(cli: Callable[..., CliResult], args: 
     result = cli(*args)
     assert result.code != 0
     _one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("slug", "name", "said"),
+    [
+        ("admin", "Admin Co", "reserved"),
+        ("_platform", "Platform", "reserved"),
+        ("api", "Api Co", "reserved"),
+        ("nul-co", "Nul\x00Co", "control character U+0000"),
+        ("esc-co", "Esc\x1b[2JCo", "control character U+001B"),
+        ("line-co", "Line\nBreak", "control character U+000A"),
+    ],
+)
+def test_reserved_slugs_and_control_characters_give_one_error_line(
+    cli: Callable[..., CliResult], slug: str, name: str, said: str
+) -> None:
+    result = cli("tenants", "create", slug, "--name", name, "--industry", "ecommerce")
+    assert result.code != 0
+    assert said in _one_error_line(result.stderr)
+    assert slug not in [t.slug for t in get_registry().list_tenants()[0]]

@@ -72,6 +72,25 @@ def test_invalid_field(seeded: Registry, admin: TenantContext, field: str, value
     _unchanged(seeded, InvalidInputError, lambda: seeded.provision_tenant(admin, **fields), match=field)
 
 
+@pytest.mark.parametrize("slug", ["admin", "api", "v1", "_platform", "Platform", "healthz"])
+def test_reserved_slugs_are_refused(seeded: Registry, admin: TenantContext, slug: str) -> None:
+    fields = {**GOOD, "slug": slug}
+    _unchanged(seeded, InvalidInputError, lambda: seeded.provision_tenant(admin, **fields), match="reserved")
+
+
+@pytest.mark.parametrize("name", ["Acme\x00", "Ac\x1b[31mme", "Acme\nInc", "Acme\u202eInc", "Acme\u2028Inc", "\x7f"])
+def test_names_with_control_characters_are_refused(seeded: Registry, admin: TenantContext, name: str) -> None:
+    fields = {**GOOD, "slug": "new-co", "name": name}
+    _unchanged(
+        seeded, InvalidInputError, lambda: seeded.provision_tenant(admin, **fields), match="control character"
+    )
+
+
+def test_printable_unicode_names_are_kept(seeded: Registry, admin: TenantContext) -> None:
+    tenant, _ = seeded.provision_tenant(admin, **{**GOOD, "slug": "uni-co", "name": "Zürich Ärzte 診療所 🩺"})
+    assert tenant.name == "Zürich Ärzte 診療所 🩺"
+
+
 def test_malformed_key(seeded: Registry) -> None:
     _unchanged(seeded, MalformedKeyError, lambda: seeded.verify_key("shz_not-a-key"))
 

@@ -1,0 +1,220 @@
+"""Matching a data subject in values and scanning files for it: the lake's Parquet files read directly and
+the `_delta_log` statistics (used by erasure, its verification and the MLflow artifact scan)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from shironzi.audit.discovery import list_log_files, list_parquet_files
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+ErasureKind = Literal["subject", "tenant"]
+RAW_PAYLOAD = "raw_payload"
+_TOKENS = re.compile(r"[A-Za-z0-9_.@:+\-]+")
+
+
+# --- matching ------------------------------------------------------------------------------------------
+
+
+def platform_key() -> bytes:
+    from shironzi.settings import get_settings
+
+    return get_settings().platform_key.get_secret_value().encode()
+
+
+def subject_digest(tenant_id: str, value: str) -> str:
+    """The keyed hash under which receipts name a subject (or its pseudonym) without revealing it."""
+    return hmac.new(platform_key(), f"{tenant_id}\x00{value}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """What counts as 'the subject' in a value: one of the digests, or (tenant mode) any tenant row."""
+
+    tenant_id: str
+    kind: ErasureKind
+    digests: frozenset[str] = frozenset()
+
+    def value_matches(self, value: str) -> bool:
+        return self.kind == "subject" and subject_digest(self.tenant_id, value) in self.digests
+
+
+def _json_values(value: Any) -> Iterable[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _json_values(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _json_values(item)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+def text_values(text: str) -> set[str]:
+    """The values a string holds: itself, its JSON values when it is JSON, else its word-like tokens."""
+    found = {text}
+    stripped = text.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            found.update(_json_values(json.loads(stripped)))
+            return found
+        except ValueError:
+            found.update(_TOKENS.findall(stripped))  # malformed JSON: whole tokens only, never substrings
+    return found
+
+
+def _claims_tenant(text: str | None, tenant_id: str) -> bool:
+    return text is not None and tenant_id in text_values(text)
+
+
+# --- scanning data files directly --------------------------------------------------------------------
+
+
+def _partition_values(path: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in path.split("/") if "=" in part)
+
+
+def _row_matches(row: dict[str, Any], matcher: Matcher, cache: dict[str, bool]) -> bool:
+    """A row that belongs to the tenant (or, for quarantine, claims it) and mentions the subject."""
+    tenant = row.get("tenant_id")
+    claimed = tenant is None and _claims_tenant(row.get(RAW_PAYLOAD), matcher.tenant_id)
+    if tenant != matcher.tenant_id and not claimed:
+        return False
+    if matcher.kind == "tenant":
+        return True
+    for name, value in row.items():
+        if name == "tenant_id" or not isinstance(value, str):
+            continue
+        hit = cache.get(value)
+        if hit is None:
+            hit = cache[value] = any(matcher.value_matches(v) for v in text_values(value))
+        if hit:
+            return True
+    return False
+
+
+def _scan_rows(rows: list[dict[str, Any]], matcher: Matcher) -> int:
+    """Rows that belong to the tenant (or, for quarantine, claim it) and mention the subject."""
+    cache: dict[str, bool] = {}
+    return sum(_row_matches(row, matcher, cache) for row in rows)
+
+
+def subject_row_mask(table: pa.Table, matcher: Matcher) -> list[bool]:
+    """For each row of an in-memory table with a `tenant_id` column: does it hold the subject (all False
+    without that column: rows that name no tenant cannot be attributed)."""
+    if "tenant_id" not in table.column_names:
+        return [False] * table.num_rows
+    strings = [f.name for f in table.schema if str(f.type) in ("string", "large_string", "string_view")]
+    cache: dict[str, bool] = {}
+    columns = ["tenant_id", *(n for n in strings if n != "tenant_id")]
+    return [_row_matches(row, matcher, cache) for row in table.select(columns).to_pylist()]
+
+
+def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
+    """(rows scanned, matching rows) of one Parquet file read directly."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if any(pa.types.is_string_view(f.type) for f in table.schema):  # files rewritten by delta-rs
+        table = table.cast(
+            pa.schema(
+                [f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema]
+            )
+        )
+    partitions = _partition_values(path)
+    if "tenant_id" not in table.column_names:
+        if "tenant_id" in partitions:
+            if partitions["tenant_id"] != matcher.tenant_id:
+                return table.num_rows, 0
+            table = table.append_column("tenant_id", pa.array([matcher.tenant_id] * table.num_rows))
+        else:
+            return table.num_rows, 0
+    tenant = table.column("tenant_id")
+    keep = pc.equal(tenant, matcher.tenant_id)
+    if RAW_PAYLOAD in table.column_names:
+        keep = pc.or_kleene(keep, pc.is_null(tenant))
+    candidates = table.filter(pc.fill_null(keep, False))
+    string_columns = [
+        f.name for f in candidates.schema if str(f.type) in ("string", "large_string", "string_view")
+    ]
+    return table.num_rows, _scan_rows(candidates.select(string_columns).to_pylist(), matcher)
+
+
+def _stats_values(action: dict[str, Any] | None, tenant_id: str) -> Iterable[str]:
+    """The string values an action's statistics and partition values reveal (when its file could hold
+    the tenant's rows, judged from its tenant_id min/max)."""
+    if not action:
+        return
+    stats = action.get("stats")
+    parsed: dict[str, Any] = {}
+    if isinstance(stats, str) and stats:
+        try:
+            parsed = json.loads(stats)
+        except ValueError:
+            parsed = {}
+    low = (parsed.get("minValues") or {}).get("tenant_id")
+    high = (parsed.get("maxValues") or {}).get("tenant_id")
+    if (
+        isinstance(low, str)
+        and isinstance(high, str)
+        and not low <= tenant_id <= high[: len(tenant_id)] + "\uffff"
+    ):
+        return
+    for section in ("minValues", "maxValues"):
+        yield from _json_values(parsed.get(section) or {})
+    yield from _json_values(action.get("partitionValues") or {})
+
+
+def _log_actions(path: str) -> Iterable[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    if path.endswith(".json"):
+        with open(path) as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                for kind in ("add", "remove"):
+                    if entry.get(kind):
+                        yield entry[kind]
+    else:
+        checkpoint = pq.read_table(path)
+        for kind in ("add", "remove"):
+            if kind in checkpoint.column_names:
+                yield from (a for a in checkpoint.column(kind).to_pylist() if a)
+
+
+def scan_log(table_uri: str, matcher: Matcher) -> list[str]:
+    """The `_delta_log` files whose file statistics (min/max, partition values) name the subject.
+
+    Statistics of a file that still exists are derived from its data, which the direct file scan
+    checks; so only statistics of files that are gone (stale stats in old commits, tombstones) count.
+    """
+    from urllib.parse import unquote
+
+    if matcher.kind == "tenant":
+        # Tenant ids in statistics are not personal data; tenant erasure removes the data files.
+        return []
+    root = table_uri.rstrip("/")
+    existing = {p[len(root) + 1 :] for p in list_parquet_files(table_uri)}
+    found = []
+    for path in list_log_files(table_uri):
+        for action in _log_actions(path):
+            if unquote(str(action.get("path", ""))) in existing:
+                continue
+            if any(matcher.value_matches(v) for v in _stats_values(action, matcher.tenant_id)):
+                found.append(Path(path).name)
+                break
+    return found
