@@ -8,14 +8,17 @@ per tenant. Both backends also count each tenant's requests per UTC day (the ten
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from shironzi.errors import ConfigurationError, ServiceUnavailableError
+
+logger = logging.getLogger("shironzi.serving")
 
 BURST_SECONDS = 2.0
 _USAGE_TTL_SECONDS = 3 * 86_400
@@ -138,21 +141,26 @@ class RedisRateLimiter:
                 keys=self._keys(tenant_id), args=[repr(rate), repr(burst_for(rate)), _USAGE_TTL_SECONDS]
             )
         except self._errors as exc:
-            raise ServiceUnavailableError(f"rate-limit store at {self._safe_url()} is unreachable: {exc}") from exc
+            self._unreachable(exc)
         return Decision(bool(int(allowed)), float(retry))
 
     def usage_today(self, tenant_id: str) -> int:
         try:
             value = self._client.get(self._keys(tenant_id)[1])
         except self._errors as exc:
-            raise ServiceUnavailableError(f"rate-limit store at {self._safe_url()} is unreachable: {exc}") from exc
+            self._unreachable(exc)
         return int(value or 0)
 
     def ping(self) -> None:
         try:
             self._client.ping()
         except self._errors as exc:
-            raise ServiceUnavailableError(f"rate-limit store at {self._safe_url()} is unreachable: {exc}") from exc
+            self._unreachable(exc)
+
+    def _unreachable(self, exc: BaseException) -> NoReturn:
+        """The store is down: the log names it, the caller only learns that it is unavailable."""
+        logger.error("rate-limit store at %s is unreachable: %s", self._safe_url(), exc)
+        raise ServiceUnavailableError("the rate-limit store is unreachable; retry later") from exc
 
     def _safe_url(self) -> str:
         from urllib.parse import urlsplit

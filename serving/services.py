@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 from serving.model import ModelHolder
 from serving.ratelimit import RateLimiter, make_rate_limiter
 from serving.telemetry import ApiMetrics
+from shironzi.errors import ServiceUnavailableError
 from shironzi.settings import Settings
 from shironzi.tenancy.registry import Registry
 
@@ -29,6 +31,7 @@ class TenantFacts:
 
 
 EVENTS_TOPIC_PARTITIONS = 4
+logger = logging.getLogger("shironzi.serving")
 
 
 class ApiServices:
@@ -87,7 +90,11 @@ class ApiServices:
                 if not bootstrap:
                     from ingestion.stream.broker import resolve_bootstrap
 
-                    bootstrap = resolve_bootstrap(self.settings)
+                    try:
+                        bootstrap = resolve_bootstrap(self.settings)
+                    except ServiceUnavailableError as exc:  # its text names the server's home: log it only
+                        logger.error("event intake has no broker: %s %s", exc.message, exc.details)
+                        raise ServiceUnavailableError("event intake is unavailable: no broker is reachable") from None
                 self._ensure_topic(bootstrap)
                 self._sink = make_sink("confluent", bootstrap, linger_ms=1, delivery_timeout_s=10.0)
             return self._sink
