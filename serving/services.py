@@ -11,6 +11,7 @@ from typing import Any
 
 from serving.model import ModelHolder
 from serving.ratelimit import RateLimiter, make_rate_limiter
+from serving.signin import FailedSignInAudit, SignInThrottle
 from serving.telemetry import ApiMetrics
 from shironzi.errors import ServiceUnavailableError
 from shironzi.settings import Settings
@@ -43,6 +44,8 @@ class ApiServices:
         self.tracer = tracer
         self.registry = registry
         self.limiter: RateLimiter = make_rate_limiter(settings.redis_url)
+        self.signin_throttle = SignInThrottle(self.limiter)
+        self.signin_audit = FailedSignInAudit()
         self.model = ModelHolder(settings, on_version=metrics.set_model_version)
         self._online: Any = None
         self._sink: Any = None
@@ -109,6 +112,7 @@ class ApiServices:
 
     def close(self) -> None:
         self.model.stop()
+        self.signin_audit.close()
         if self._sink is not None:
             with contextlib.suppress(Exception):  # shutting down: nothing left to report to
                 self._sink.close(5.0)
