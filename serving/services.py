@@ -15,6 +15,7 @@ from serving.signin import FailedSignInAudit, SignInThrottle
 from serving.telemetry import ApiMetrics
 from shironzi.errors import ServiceUnavailableError
 from shironzi.settings import Settings
+from shironzi.tenancy.invalidation import Invalidation, RegistryWatcher
 from shironzi.tenancy.registry import Registry
 
 
@@ -51,6 +52,8 @@ class ApiServices:
         self._sink: Any = None
         self._sink_lock = threading.Lock()
         self._tenants: dict[str, tuple[float, TenantFacts]] = {}
+        # revocations, suspensions and module toggles made by other processes reach this worker within ~1 s
+        self.registry_watch = RegistryWatcher(registry, on_change=self._registry_changed)
         metrics.set_model_version("shironzi-churn", None)
 
     # tenants ---------------------------------------------------------------------------------------------
@@ -69,6 +72,12 @@ class ApiServices:
 
     def forget_tenant(self, tenant_id: str) -> None:
         self._tenants.pop(tenant_id, None)
+
+    def _registry_changed(self, change: Invalidation) -> None:
+        if change.everything:
+            self._tenants.clear()
+        for tenant_id in change.tenants:
+            self.forget_tenant(tenant_id)
 
     def rate_for(self, plan: str) -> float:
         return float(self.settings.api_rate_limits.get(plan, self.settings.api_rate_limits.get("free", 10.0)))
@@ -111,6 +120,7 @@ class ApiServices:
             ensure_topic(bootstrap, self.settings.api_events_topic, partitions=EVENTS_TOPIC_PARTITIONS)
 
     def close(self) -> None:
+        self.registry_watch.stop()
         self.model.stop()
         self.signin_audit.close()
         if self._sink is not None:
