@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from shironzi.tenancy import TenantContext, get_registry
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, running_api
 from tests.serving.api_world import ApiWorld, build_world, isolated_home
 
 pytestmark = pytest.mark.integration
@@ -37,26 +37,11 @@ def _status(port: int, path: str, key: str) -> int:
 
 
 @contextmanager
-def _workers(count: int) -> Iterator[list[int]]:
-    """`count` API worker processes (one uvicorn each) on the same home, each on its own port."""
-    ports = [free_port() for _ in range(count)]
-    processes = [
-        subprocess.Popen([str(CLI), "serve", "api", "--port", str(port)], env=dict(os.environ),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for port in ports
-    ]
-    try:
-        for port in ports:
-            wait_for_port(port, timeout=90)
-        yield ports
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+def _workers() -> Iterator[list[int]]:
+    """Two API worker processes (one uvicorn each) on the same home, each on its own port."""
+    with running_api(dict(os.environ), port=free_port()) as first, running_api(dict(os.environ),
+                                                                               port=free_port()) as second:
+        yield [first, second]
 
 
 def _cli(*args: str) -> None:
@@ -87,7 +72,7 @@ def test_cli_revocations_reach_two_running_workers_within_two_seconds(
         ctx = TenantContext.admin(actor="test", purpose="revocation propagation")
         doomed, doomed_key = get_registry(settings).issue_key(ctx, world.tenant_a, scopes=["read"], label="doomed")
         own, other = world.keys["own"], world.keys["other"]
-        with _workers(2) as ports:
+        with _workers() as ports:
             for port in ports:  # every worker caches each answer (valid keys, module on)
                 assert _status(port, "/v1/tenant", doomed_key) == 200
                 assert _status(port, "/v1/tenant", other) == 200

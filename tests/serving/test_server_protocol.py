@@ -7,14 +7,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, running_api
 
 pytestmark = pytest.mark.integration
 MAX_BODY = 1024
@@ -22,20 +19,10 @@ MAX_BODY = 1024
 
 @pytest.fixture(scope="module")
 def api_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = free_port()
     home = tmp_path_factory.mktemp("protocol") / "home"
     env = {**os.environ, "SHIRONZI_HOME": str(home), "SHIRONZI_API_MAX_BODY_BYTES": str(MAX_BODY)}
-    process = subprocess.Popen([str(Path(sys.executable).with_name("shironzi")), "serve", "api", "--port", str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, timeout=90)
+    with running_api(env, port=free_port()) as port:
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _exchange(port: int, raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
