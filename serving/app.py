@@ -45,9 +45,11 @@ def create_app(
             summary.extra["model_loaded"] = services.model.loaded
             summary.extra["model_version"] = services.model.version
             summary.extra["rate_limit_backend"] = services.limiter.backend
+            summary.extra["registry_watch"] = services.registry_watch.backend
             if freeze_gc:
                 _settle_heap()
         services.model.start()
+        services.registry_watch.start()
         try:
             yield
         finally:

@@ -4,7 +4,8 @@
     async def read_thing(caller: TenantReadDep) -> ThingPublic: ...
 
 Keys come only from `Authorization: Bearer shz_...`; a key in the query string is refused. Every failed
-authentication is a durable audit event; reads of tenant data are buffered audit events.
+authentication is audited (the first per client and key prefix in a window at once, the rest of the window
+as one aggregate, see `serving.signin`); reads of tenant data are buffered audit events.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import Depends, Request
 
 from serving.errors import request_id_of
 from serving.services import ApiServices, TenantFacts
+from serving.signin import GUESSES
 from shironzi.errors import (
     AuthenticationError,
     KeyInQueryError,
@@ -117,28 +119,46 @@ class AdminAccess:
               request_id=self.request_id, details=details)
 
 
+def _denied_event(
+    request: Request, exc: ShironziError, *, key_prefix: str | None, tenant_id: str | None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "action": "api_auth_failed" if isinstance(exc, AuthenticationError | RateLimitedError) else "api_access_denied",
+        "actor": f"key:{key_prefix}" if key_prefix else "anonymous",
+        "actor_kind": "key",
+        "tenant_id": tenant_id,
+        "resource": f"api:{request.method} {_route_template(request)}",
+        "purpose": "api",
+        "outcome": "denied",
+        "request_id": request_id_of(request),
+        "details": {"code": exc.code, "message": exc.message, **extra},
+    }
+
+
 def _audit_denied(request: Request, exc: ShironziError, *, key_prefix: str | None, tenant_id: str | None) -> None:
-    """A failed authentication or a refused access: durable, so a crash cannot lose it."""
+    """A refused access of an authenticated caller: durable, so a crash cannot lose it."""
     from shironzi.audit.events import AuditEvent
     from shironzi.audit.log import get_audit_log
 
-    event = AuditEvent(
-        action="api_auth_failed" if isinstance(exc, AuthenticationError) else "api_access_denied",
-        actor=f"key:{key_prefix}" if key_prefix else "anonymous",
-        actor_kind="key",
-        tenant_id=tenant_id,
-        resource=f"api:{request.method} {_route_template(request)}",
-        purpose="api",
-        outcome="denied",
-        request_id=request_id_of(request),
-        details={"code": exc.code, "message": exc.message},
-    )
+    event = AuditEvent(**_denied_event(request, exc, key_prefix=key_prefix, tenant_id=tenant_id))
     try:
         get_audit_log().record(event, durable=True)
     except ShironziError:  # the refusal stands even when the audit store is down; the writer retries
         import logging
 
         logging.getLogger("shironzi.serving").error("could not write the denied-access audit event")
+
+
+def _audit_sign_in_failure(request: Request, exc: ShironziError, raw: str | None, address: str) -> None:
+    """A failed authentication: the first of its window is durable at once, the rest one aggregate."""
+    services = services_of(request)
+    prefix = _prefix_of(raw)
+
+    def event() -> dict[str, Any]:
+        _, tenant_id = _prefix_and_tenant(services, raw)
+        return _denied_event(request, exc, key_prefix=prefix, tenant_id=tenant_id, client=address)
+
+    services.signin_audit.record(address=address, prefix=prefix, code=exc.code, event=event)
 
 
 def _presented_key(request: Request) -> str:
@@ -161,14 +181,18 @@ def _presented_key(request: Request) -> str:
     return raw.strip()
 
 
-def _prefix_and_tenant(services: ApiServices, raw: str | None) -> tuple[str | None, str | None]:
-    if not raw:
-        return None, None
+def _prefix_of(raw: str | None) -> str | None:
     from shironzi.tenancy.keys import parse_key
 
     try:
-        prefix, _ = parse_key(raw)
+        return parse_key(raw)[0] if raw else None
     except ShironziError:
+        return None
+
+
+def _prefix_and_tenant(services: ApiServices, raw: str | None) -> tuple[str | None, str | None]:
+    prefix = _prefix_of(raw)
+    if prefix is None:
         return None, None
     try:
         return prefix, services.registry.get_key(prefix).tenant_id
@@ -177,16 +201,32 @@ def _prefix_and_tenant(services: ApiServices, raw: str | None) -> tuple[str | No
 
 
 def authenticate(request: Request) -> KeyPrincipal:
-    """Verify the caller's key (cached by the registry for the key-cache TTL) or raise a 401/403."""
+    """Verify the caller's key (cached by the registry for the key-cache TTL) or raise a 401/403; a key not
+    cached as valid is refused with 429 while its prefix or the client address has too many failures."""
+    from shironzi.tenancy.keys import cache_key
+
     services = services_of(request)
     raw: str | None = None
+    address = request.client.host if request.client else "unknown"
     try:
         raw = _presented_key(request)
+        cached = services.registry.key_cache.get(cache_key(raw))
+        if cached is None or cached.outcome != "ok":
+            services.signin_throttle.check(_prefix_of(raw), address)
         return services.registry.verify_key(raw)
+    except RateLimitedError as exc:
+        services.metrics.auth_failures.labels(code="signin_throttled").inc()
+        _audit_sign_in_failure(request, exc, raw, address)
+        raise
     except (AuthenticationError, PermissionDeniedError) as exc:
         services.metrics.auth_failures.labels(code=exc.code).inc()
-        prefix, tenant_id = _prefix_and_tenant(services, raw)
-        _audit_denied(request, exc, key_prefix=prefix, tenant_id=tenant_id)
+        if isinstance(exc, GUESSES):
+            services.signin_throttle.failed(_prefix_of(raw), address)
+        if isinstance(exc, AuthenticationError):
+            _audit_sign_in_failure(request, exc, raw, address)
+        else:
+            prefix, tenant_id = _prefix_and_tenant(services, raw)
+            _audit_denied(request, exc, key_prefix=prefix, tenant_id=tenant_id)
         raise
 
 

@@ -1,13 +1,16 @@
 """One place that turns every failure into `{"error": {"code", "message", "request_id"}}`.
 
 `ShironziError` subclasses carry their status and code; validation errors, unknown routes and unexpected
-exceptions use the same shape, and a 500 never carries a traceback or an exception's text.
+exceptions use the same shape, and a 500 never carries a traceback or an exception's text. Messages and
+details shown to callers never carry the server's paths, hostnames or settings (`public_text`,
+`public_details`); the log keeps the full text.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import uuid
 from typing import Any
 
@@ -31,6 +34,48 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+
+
+_URI = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"`),;]+")
+_PATH = re.compile(r"(?<![\w.<>/~-])(?:~|\.{1,2})?/(?!v1(?:/|\b))[^\s'\"`),;]+")
+_HOST_PORT = re.compile(r"\b(?=[a-z0-9.-]*[a-z])[a-z0-9][a-z0-9.-]*:\d{2,5}\b")
+_IP = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b")
+_SETTING = re.compile(r"\b(?:SHIRONZI|MLFLOW|AIRFLOW|OTEL)_[A-Z0-9_]+\b")
+_PRIVATE_KEYS = re.compile(r"(^|_)(home|path|paths|uri|uris|url|urls|bootstrap|host|hosts|hostname|endpoint|dsn|"
+                           r"dir|directory|file|root|settings|lake)($|_)")
+
+
+def public_text(text: str) -> str:
+    """`text` without URIs, filesystem paths, host:port pairs, IP addresses or setting names (API routes such
+    as `/v1/tenant` and timestamps stay)."""
+    text = _URI.sub("<uri>", text)
+    text = _IP.sub("<host>", text)
+    text = _HOST_PORT.sub("<host>", text)
+    text = _PATH.sub("<path>", text)
+    return _SETTING.sub("<setting>", text)
+
+
+def _public_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if public_text(value) == value else None
+    if isinstance(value, list):
+        kept = [_public_value(v) for v in value]
+        return kept if None not in kept else None
+    if isinstance(value, dict):
+        return public_details(value)
+    return value if isinstance(value, int | float | bool | type(None)) else _public_value(str(value))
+
+
+def public_details(details: dict[str, Any]) -> dict[str, Any]:
+    """The details a caller may see: no key naming a path, URI, host or setting, and no value that holds one."""
+    out: dict[str, Any] = {}
+    for key, value in details.items():
+        if _PRIVATE_KEYS.search(str(key).lower()):
+            continue
+        shown = _public_value(value)
+        if shown is not None or value is None:
+            out[key] = shown
+    return out
 
 
 def request_id_of(request: Request) -> str:
@@ -69,13 +114,6 @@ def _audit_failure(request: Request, code: str, message: str) -> None:
         logger.error("request %s: could not audit the failure %s", request_id_of(request), code)
 
 
-def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in details.items():
-        out[key] = value if isinstance(value, str | int | float | bool | type(None) | list | dict) else str(value)
-    return out
-
-
 async def _shironzi_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ShironziError)
     headers: dict[str, str] = {}
@@ -86,7 +124,8 @@ async def _shironzi_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, RateLimitedError | AuthenticationError | PermissionDeniedError):  # refusals: deps
         _audit_failure(request, exc.code, exc.message)
     return error_response(
-        request, exc.status, exc.code, exc.message, details=_jsonable(exc.details) or None, headers=headers
+        request, exc.status, exc.code, public_text(exc.message), details=public_details(exc.details) or None,
+        headers=headers,
     )
 
 

@@ -1,7 +1,8 @@
 """Churn predictions for the API: live (online features -> champion model) or the latest batch score.
 
 Both paths read only the caller's tenant: online-store keys start with the tenant id, and lake reads filter
-on `tenant_id`, so a customer id that exists in another tenant is simply not found here.
+on `tenant_id`, so a customer id that exists in another tenant is simply not found here. A customer exists
+only through a customer-keyed row: the tenant-level context features alone never make one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from serving.services import ApiServices, TenantFacts
-from shironzi.errors import NotFoundError, ShironziError
+from shironzi.errors import CustomerNotFoundError, NotFoundError, ShironziError
 from shironzi.lake.groups import LakeGroup
 
 
@@ -54,6 +55,25 @@ def _feature_keys(refs: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(_feature_key(r) for r in refs)
 
 
+@lru_cache(maxsize=64)
+def customer_level_names(refs: tuple[str, ...]) -> frozenset[str]:
+    """The features among `refs` that are keyed by a customer (not by the tenant). Only these say that a
+    customer exists: tenant-level context features are there for every id, made-up ones included."""
+    from feature_store.registry import get_feature_view, resolve_features
+
+    return frozenset(
+        name
+        for view, names in resolve_features(list(refs)).items()
+        if get_feature_view(view).entity.name != "tenant"
+        for name in names
+    )
+
+
+def has_customer_row(record: dict[str, Any], customer_names: frozenset[str]) -> bool:
+    """Whether an online-feature record holds a value of any customer-keyed feature."""
+    return any(record.get(name) is not None for name in customer_names)
+
+
 def live_scores(
     services: ApiServices, tenant: TenantFacts, customer_ids: Sequence[str]
 ) -> tuple[list[ChurnScore], list[str]]:
@@ -63,6 +83,7 @@ def live_scores(
     predictor = services.model.get()
     refs = list(predictor.feature_names)
     names = _feature_keys(tuple(refs))
+    customer_names = customer_level_names(tuple(refs))
     tracer = services.tracer
     with tracer.start_as_current_span("feature_lookup") as span:
         span.set_attribute("shironzi.tenant_id", tenant.id)
@@ -70,11 +91,10 @@ def live_scores(
         records = get_online_features(tenant.id, list(customer_ids), refs, store=services.online_store)
     found, missing = [], []
     for record in records:
-        values = {name: record.get(name) for name in names}
-        if all(v is None for v in values.values()):
-            missing.append(record["customer_id"])
+        if has_customer_row(record, customer_names):
+            found.append((record["customer_id"], {name: record.get(name) for name in names}))
         else:
-            found.append((record["customer_id"], values))
+            missing.append(record["customer_id"])
     if not found:
         return [], missing
     with tracer.start_as_current_span("model_predict") as span:
@@ -207,7 +227,7 @@ def latest_forecast(services: ApiServices, tenant: TenantFacts, kpi: str) -> dic
 
 
 def customer_not_found(tenant: TenantFacts, customer_id: str, *, what: str) -> ShironziError:
-    return NotFoundError(
+    return CustomerNotFoundError(
         f"customer {customer_id!r} has no {what} in tenant {tenant.slug!r}",
         tenant=tenant.slug,
         customer_id=customer_id,

@@ -4,18 +4,24 @@ A bucket holds up to `burst` tokens (2 s of the plan's rate) and refills continu
 token or is refused with the seconds until one is available (the `Retry-After`). The Redis backend runs
 the whole check as one Lua script with the server's clock, so every worker and replica shares one bucket
 per tenant. Both backends also count each tenant's requests per UTC day (the tenant's `usage`).
+
+The same buckets throttle failed sign-ins (`serving.signin`): keyed by key prefix or client address, with
+their own burst, `cost=0` to ask whether a token is there without taking it, and no usage count.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from shironzi.errors import ConfigurationError, ServiceUnavailableError
+
+logger = logging.getLogger("shironzi.serving")
 
 BURST_SECONDS = 2.0
 _USAGE_TTL_SECONDS = 3 * 86_400
@@ -38,7 +44,9 @@ def _today() -> str:
 class RateLimiter(Protocol):
     backend: str
 
-    def hit(self, tenant_id: str, rate: float) -> Decision: ...
+    def hit(
+        self, tenant_id: str, rate: float, *, burst: float | None = None, cost: float = 1.0, count_usage: bool = True
+    ) -> Decision: ...
 
     def usage_today(self, tenant_id: str) -> int: ...
 
@@ -57,19 +65,22 @@ class LocalRateLimiter:
         self._usage: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
-    def hit(self, tenant_id: str, rate: float) -> Decision:
-        burst = burst_for(rate)
+    def hit(
+        self, tenant_id: str, rate: float, *, burst: float | None = None, cost: float = 1.0, count_usage: bool = True
+    ) -> Decision:
+        burst = burst if burst is not None else burst_for(rate)
         now = time.monotonic()
         day = _today()
         with self._lock:
-            self._usage[(tenant_id, day)] = self._usage.get((tenant_id, day), 0) + 1
+            if count_usage:
+                self._usage[(tenant_id, day)] = self._usage.get((tenant_id, day), 0) + 1
             bucket = self._buckets.get(tenant_id)
             if bucket is None:
                 bucket = self._buckets[tenant_id] = [burst, now]
             tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
             bucket[1] = now
             if tokens >= 1.0:
-                bucket[0] = tokens - 1.0
+                bucket[0] = tokens - cost
                 return Decision(True, 0.0)
             bucket[0] = tokens
             return Decision(False, (1.0 - tokens) / rate)
@@ -87,6 +98,7 @@ class LocalRateLimiter:
 _TOKEN_BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -100,15 +112,17 @@ tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 local allowed = 0
 local retry = 0
 if tokens >= 1 then
-  tokens = tokens - 1
+  tokens = tokens - cost
   allowed = 1
 else
   retry = (1 - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+if #KEYS > 1 then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+end
 return {allowed, tostring(retry)}
 """
 
@@ -132,27 +146,34 @@ class RedisRateLimiter:
     def _keys(self, tenant_id: str) -> list[str]:
         return [f"{self.prefix}:{{{tenant_id}}}:bucket", f"{self.prefix}:{{{tenant_id}}}:usage:{_today()}"]
 
-    def hit(self, tenant_id: str, rate: float) -> Decision:
+    def hit(
+        self, tenant_id: str, rate: float, *, burst: float | None = None, cost: float = 1.0, count_usage: bool = True
+    ) -> Decision:
+        keys = self._keys(tenant_id) if count_usage else self._keys(tenant_id)[:1]
+        burst = burst if burst is not None else burst_for(rate)
         try:
-            allowed, retry = self._script(
-                keys=self._keys(tenant_id), args=[repr(rate), repr(burst_for(rate)), _USAGE_TTL_SECONDS]
-            )
+            allowed, retry = self._script(keys=keys, args=[repr(rate), repr(burst), _USAGE_TTL_SECONDS, repr(cost)])
         except self._errors as exc:
-            raise ServiceUnavailableError(f"rate-limit store at {self._safe_url()} is unreachable: {exc}") from exc
+            self._unreachable(exc)
         return Decision(bool(int(allowed)), float(retry))
 
     def usage_today(self, tenant_id: str) -> int:
         try:
             value = self._client.get(self._keys(tenant_id)[1])
         except self._errors as exc:
-            raise ServiceUnavailableError(f"rate-limit store at {self._safe_url()} is unreachable: {exc}") from exc
+            self._unreachable(exc)
         return int(value or 0)
 
     def ping(self) -> None:
         try:
             self._client.ping()
         except self._errors as exc:
-            raise ServiceUnavailableError(f"rate-limit store at {self._safe_url()} is unreachable: {exc}") from exc
+            self._unreachable(exc)
+
+    def _unreachable(self, exc: BaseException) -> NoReturn:
+        """The store is down: the log names it, the caller only learns that it is unavailable."""
+        logger.error("rate-limit store at %s is unreachable: %s", self._safe_url(), exc)
+        raise ServiceUnavailableError("the rate-limit store is unreachable; retry later") from exc
 
     def _safe_url(self) -> str:
         from urllib.parse import urlsplit

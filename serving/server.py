@@ -6,10 +6,16 @@ connection: a client with a few keep-alive connections (a load balancer, a gatew
 one worker while the others idle. With one socket per worker the kernel spreads connections across them.
 The supervisor here restarts a worker that dies, forwards SIGINT/SIGTERM (uvicorn then shuts down
 gracefully: the lifespan flushes the audit buffer), and gives up when workers keep failing at start.
+
+Bytes that are not HTTP (e.g. what follows a body shorter than its Content-Length) never reach the app:
+uvicorn's protocol answers them itself. `JsonErrorHttpToolsProtocol` makes that answer the API's one JSON
+error shape; the connection is still closed, so a request in flight on it gets no answer (the stream can
+no longer be trusted).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,7 +23,10 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger("shironzi.serving.server")
 
@@ -26,8 +35,29 @@ _QUICK_EXIT_SECONDS = 15.0
 _MAX_QUICK_EXITS = 3
 
 
+class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol whose own 400 (a request it cannot parse) is the API's JSON error."""
+
+    def send_400_response(self, msg: str) -> None:
+        rid = uuid.uuid4().hex
+        body = json.dumps(
+            {"error": {"code": "bad_request", "message": f"malformed HTTP request: {msg}", "request_id": rid}}
+        ).encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+            b"x-request-id: " + rid.encode("ascii") + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
 def uvicorn_options(host: str, port: int, log_level: str) -> dict[str, Any]:
-    """The uvicorn settings every worker uses (httptools + uvloop, no access log)."""
+    """The uvicorn settings every worker uses (httptools + uvloop, no access log; uvicorn's own 400s in the
+    JSON error shape)."""
     return {
         "factory": True,
         "host": host,
@@ -35,7 +65,7 @@ def uvicorn_options(host: str, port: int, log_level: str) -> dict[str, Any]:
         "log_level": log_level,
         "access_log": False,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": JsonErrorHttpToolsProtocol,
     }
 
 

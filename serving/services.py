@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -10,8 +11,11 @@ from typing import Any
 
 from serving.model import ModelHolder
 from serving.ratelimit import RateLimiter, make_rate_limiter
+from serving.signin import FailedSignInAudit, SignInThrottle
 from serving.telemetry import ApiMetrics
+from shironzi.errors import ServiceUnavailableError
 from shironzi.settings import Settings
+from shironzi.tenancy.invalidation import Invalidation, RegistryWatcher
 from shironzi.tenancy.registry import Registry
 
 
@@ -29,6 +33,7 @@ class TenantFacts:
 
 
 EVENTS_TOPIC_PARTITIONS = 4
+logger = logging.getLogger("shironzi.serving")
 
 
 class ApiServices:
@@ -40,11 +45,15 @@ class ApiServices:
         self.tracer = tracer
         self.registry = registry
         self.limiter: RateLimiter = make_rate_limiter(settings.redis_url)
+        self.signin_throttle = SignInThrottle(self.limiter)
+        self.signin_audit = FailedSignInAudit()
         self.model = ModelHolder(settings, on_version=metrics.set_model_version)
         self._online: Any = None
         self._sink: Any = None
         self._sink_lock = threading.Lock()
         self._tenants: dict[str, tuple[float, TenantFacts]] = {}
+        # revocations, suspensions and module toggles made by other processes reach this worker within ~1 s
+        self.registry_watch = RegistryWatcher(registry, on_change=self._registry_changed)
         metrics.set_model_version("shironzi-churn", None)
 
     # tenants ---------------------------------------------------------------------------------------------
@@ -63,6 +72,12 @@ class ApiServices:
 
     def forget_tenant(self, tenant_id: str) -> None:
         self._tenants.pop(tenant_id, None)
+
+    def _registry_changed(self, change: Invalidation) -> None:
+        if change.everything:
+            self._tenants.clear()
+        for tenant_id in change.tenants:
+            self.forget_tenant(tenant_id)
 
     def rate_for(self, plan: str) -> float:
         return float(self.settings.api_rate_limits.get(plan, self.settings.api_rate_limits.get("free", 10.0)))
@@ -87,7 +102,11 @@ class ApiServices:
                 if not bootstrap:
                     from ingestion.stream.broker import resolve_bootstrap
 
-                    bootstrap = resolve_bootstrap(self.settings)
+                    try:
+                        bootstrap = resolve_bootstrap(self.settings)
+                    except ServiceUnavailableError as exc:  # its text names the server's home: log it only
+                        logger.error("event intake has no broker: %s %s", exc.message, exc.details)
+                        raise ServiceUnavailableError("event intake is unavailable: no broker is reachable") from None
                 self._ensure_topic(bootstrap)
                 self._sink = make_sink("confluent", bootstrap, linger_ms=1, delivery_timeout_s=10.0)
             return self._sink
@@ -101,7 +120,9 @@ class ApiServices:
             ensure_topic(bootstrap, self.settings.api_events_topic, partitions=EVENTS_TOPIC_PARTITIONS)
 
     def close(self) -> None:
+        self.registry_watch.stop()
         self.model.stop()
+        self.signin_audit.close()
         if self._sink is not None:
             with contextlib.suppress(Exception):  # shutting down: nothing left to report to
                 self._sink.close(5.0)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.exceptions import HTTPException
 
 from shironzi.errors import PayloadTooLargeError
 from shironzi.settings import Settings
@@ -21,6 +22,14 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+class BodyTooLargeError(HTTPException):
+    """A body that outgrew the cap while being read (chunked, or longer than announced). An HTTPException,
+    because FastAPI re-raises those from body parsing (any other error there becomes a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -148,9 +157,7 @@ class ServingMiddleware:
             if message.get("type") == "http.request":
                 received[0] += len(message.get("body", b""))
                 if received[0] > limit:
-                    raise PayloadTooLargeError(
-                        f"request body is larger than {limit} bytes", limit_bytes=limit
-                    )
+                    raise BodyTooLargeError(limit)
             return message
 
         async def send_with_id(message: Message) -> None:

@@ -57,6 +57,12 @@ class FeatureNotFoundError(NotFoundError):
     code = "feature_not_found"
 
 
+class CustomerNotFoundError(NotFoundError):
+    """No row for this customer in the caller's tenant (another tenant's customer is not found either)."""
+
+    code = "customer_not_found"
+
+
 class ConflictError(ShironziError):
     status = 409
     code = "conflict"

@@ -56,6 +56,25 @@ def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> 
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout}s")
 
 
+@contextmanager
+def running_api(env: dict[str, str], *, port: int, workers: int = 1, timeout: float = 90.0) -> Iterator[int]:
+    """`shironzi serve api` (real uvicorn) on `port` with `env` until the block ends; yields the port."""
+    import sys
+
+    cli = Path(sys.executable).with_name("shironzi")
+    process = subprocess.Popen([str(cli), "serve", "api", "--port", str(port), "--workers", str(workers)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, timeout=timeout)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def _as_postgres_user() -> list[str]:
     """PostgreSQL refuses to run as root: drop to the `postgres` (or `nobody`) user via runuser."""
     if os.geteuid() != 0:

@@ -397,6 +397,6 @@ def list_keys(
 def revoke_key(
     prefix: Annotated[str, typer.Argument(help="The key's prefix (the part after shz_).")],
 ) -> None:
-    """Revoke a key: refused here at once, and by every other process within the key-cache TTL."""
+    """Revoke a key: refused here at once, and by every running API worker within about a second."""
     record = _registry().revoke_key(_admin_ctx("cli: keys revoke"), prefix)
     console.print(f"revoked key {record.prefix} at {_when(record.revoked_at)}")

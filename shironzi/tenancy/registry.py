@@ -49,6 +49,8 @@ from shironzi.tenancy.events import (
     utcnow,
     write_diff,
 )
+from shironzi.tenancy.invalidation import Invalidation, invalidation_of
+from shironzi.tenancy.invalidation import publish as publish_invalidation
 from shironzi.tenancy.keys import (
     CachedCheck,
     KeyCheckCache,
@@ -363,18 +365,24 @@ class Registry:
         return str(tid)
 
     def _forget(self, state: ProjectionState, events: Iterable[TenantEvent]) -> None:
-        """Local cache invalidation after a committed change."""
+        """Cache invalidation after a committed change: here at once, elsewhere through `invalidation`."""
+        change = invalidation_of(events, lambda tid: state.tenants.get(tid, {}).get("slug"))
+        self.apply_invalidation(change)
+        publish_invalidation(self.settings, change)
+
+    def apply_invalidation(self, change: Invalidation) -> None:
+        """Drop what a change (made here or in another process) made stale."""
         self._directory_cache = None
-        for event in events:
-            if event.tenant_id is not None:
-                self._module_cache.pop(event.tenant_id, None)
-                slug = state.tenants.get(event.tenant_id, {}).get("slug")
-                if slug:
-                    self._module_cache.pop(slug, None)
-                if event.type in {"suspended", "resumed", "offboarding_started", "tenant_deleted"}:
-                    self.key_cache.forget_tenant(event.tenant_id)
-            if event.type in {"key_revoked", "key_issued"}:
-                self.key_cache.forget_prefix(event.payload["prefix"])
+        if change.everything:
+            self._module_cache.clear()
+            self.key_cache.clear()
+            return
+        for name in (*change.tenants, *change.slugs):
+            self._module_cache.pop(name, None)
+        for tenant_id in change.key_tenants:
+            self.key_cache.forget_tenant(tenant_id)
+        for prefix in change.prefixes:
+            self.key_cache.forget_prefix(prefix)
 
     def _event(self, ctx: TenantContext, type_: Any, tenant_id: str | None, **payload: Any) -> TenantEvent:
         return new_event(type_, tenant_id=tenant_id, actor=ctx.actor, purpose=ctx.purpose, payload=payload)
@@ -649,7 +657,7 @@ class Registry:
         return Tenant.from_row(next(iter(state.tenants.values())))
 
     def suspend(self, ctx: TenantContext, tenant_id: str, *, reason: str | None = None) -> Tenant:
-        """Suspend an active tenant: its keys stop authenticating (elsewhere within the key-cache TTL)."""
+        """Suspend an active tenant: its keys stop authenticating (in running API workers within ~1 s)."""
         ctx.require_admin("suspending a tenant")
         return self._transition(ctx, tenant_id, event_type="suspended", target="suspended", reason=reason)
 
@@ -762,7 +770,7 @@ class Registry:
         return _key_record(state.keys[generated[0]]), generated[1]
 
     def revoke_key(self, ctx: TenantContext, prefix: str) -> KeyRecord:
-        """Revoke a key at once here, and in other processes within the key-cache TTL."""
+        """Revoke a key at once here, and in running API workers within ~1 s (`invalidation`)."""
         with self.engine.connect() as conn:
             owner = conn.execute(sa.select(api_keys.c.tenant_id).where(api_keys.c.prefix == prefix)).first()
         if owner is None:
@@ -793,9 +801,8 @@ class Registry:
         log_stage_summary(
             StageSummary("tenants.rebuild", rows=int(events), seconds=time.perf_counter() - started)
         )
-        self._module_cache.clear()
-        self._directory_cache = None
-        self.key_cache.clear()
+        self.apply_invalidation(Invalidation(everything=True))
+        publish_invalidation(self.settings, Invalidation(everything=True))
         return RebuildResult(
             events=int(events),
             tenants=len(state.tenants),

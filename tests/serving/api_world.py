@@ -98,6 +98,21 @@ def seed_online(settings: Settings, tenant_id: str, customer_id: str, offset: fl
         store.close()
 
 
+def seed_tenant_context(settings: Settings, tenant_id: str, value: float) -> None:
+    """Tenant-level context features (keyed by the tenant, never by a customer), as a materialised demo has."""
+    from feature_store.online import TENANT_ENTITY_KEY, OnlineRow, open_online_store
+    from feature_store.registry import get_feature_view
+
+    view = get_feature_view("tenant_context")
+    values = {f.name: (int(value) if f.dtype == "int64" else value) for f in view.features}
+    store = open_online_store(settings=settings)
+    try:
+        store.write_rows([OnlineRow(tenant_id, view.name, TENANT_ENTITY_KEY, dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
+                                    values)])
+    finally:
+        store.close()
+
+
 def seed_predictions(settings: Settings, tenant_id: str, customers: dict[str, float], *, mark: float) -> None:
     """Batch churn scores and forecasts in the contract schema (predictions/* pooled tables)."""
     import pyarrow as pa
@@ -186,6 +201,8 @@ def build_world(settings: Settings, *, expired_key: bool = True, seed_tables: bo
     seed_online(settings, a.id, A_ONLY_CUSTOMER, A_MARK + 100)
     seed_online(settings, b.id, SHARED_CUSTOMER, B_MARK)
     seed_online(settings, b.id, B_ONLY_CUSTOMER, B_MARK + 100)
+    seed_tenant_context(settings, a.id, 41.0)
+    seed_tenant_context(settings, b.id, 42.0)
     if seed_tables:
         seed_predictions(settings, a.id, {SHARED_CUSTOMER: 0.81, A_ONLY_CUSTOMER: 0.42}, mark=A_MARK)
         seed_predictions(settings, b.id, {SHARED_CUSTOMER: 0.11, B_ONLY_CUSTOMER: 0.22}, mark=B_MARK)

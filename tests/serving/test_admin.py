@@ -144,3 +144,29 @@ def test_subject_erasure_through_the_api_returns_a_verified_receipt(client: Any,
     gone = client.get("/v1/features/cust-b-only", headers=world.auth("other"))
     assert gone.status_code == 404
     assert client.get("/v1/admin/audit/erasures/nope", headers=admin).status_code == 404
+
+
+def test_audit_changes_accepts_only_lake_tables(client: Any, world: ApiWorld) -> None:
+    """`?table=` names a lake table; another scheme, another bucket, or a real Delta table outside the lake is
+    422 with one line saying what is accepted, before anything is opened."""
+    import pyarrow as pa
+
+    from serving.api.routes.admin_audit import TABLE_ACCEPTED
+    from shironzi.lake import append
+
+    admin = world.auth("admin")
+    outside = world.home / "outside" / "table"
+    append(str(outside), pa.table({"tenant_id": ["t_x"], "v": [1]}))
+    lake = world.settings.resolved_lake_uri
+    for table in ("eu-west/predictions/churn_scores", f"{lake}/eu-west/predictions/churn_scores",
+                  f"file://{lake}/eu-west/predictions/churn_scores"):
+        ok = client.get("/v1/admin/audit/changes", params={"table": table}, headers=admin)
+        assert ok.status_code == 200 and ok.json() and ok.json()[0]["version"] >= 0, (table, ok.text)
+    for table in ("file:///etc/passwd", "s3://bucket/x", "/etc/passwd", str(outside), f"file://{outside}",
+                  f"{lake}/../outside/table", "eu-west/../../outside/table", "eu-west/gold", f"{lake}-evil/a/b/c",
+                  "gs://other-bucket/eu-west/gold/t"):
+        refused = client.get("/v1/admin/audit/changes", params={"table": table}, headers=admin)
+        assert refused.status_code == 422, (table, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "invalid_input" and error["message"] == TABLE_ACCEPTED and "\n" not in error["message"]
+        assert str(world.home) not in refused.text

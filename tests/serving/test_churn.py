@@ -39,6 +39,28 @@ def test_customers_of_another_tenant_are_not_found(client: Any, world: ApiWorld)
         assert world.tenant_a not in response.text and str(A_MARK) not in response.text
 
 
+def test_tenant_context_features_alone_never_make_a_customer(client: Any, world: ApiWorld) -> None:
+    """The world has tenant_context features for both tenants; a made-up id is still not found (live)."""
+    from feature_store.materialize import get_online_features
+    from models.inference import load_churn_predictor
+
+    names = load_churn_predictor(settings=world.settings).feature_names
+    assert any(n.startswith("tenant_context") for n in names), "the champion no longer reads tenant features"
+    (row,) = get_online_features(world.tenant_a, ["made-up-id"], names, settings=world.settings)
+    assert row["tenant_active_customers_30d"] == 41, "the world lost its tenant-level features"
+    for customer in ("made-up-id", f"{world.tenant_b}:{B_ONLY_CUSTOMER}", B_ONLY_CUSTOMER):
+        response = client.get(f"/v1/customers/{customer}/churn", headers=world.auth("own"))
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "customer_not_found"
+    body = client.post("/v1/churn:batch", json={"customer_ids": ["made-up-id", SHARED_CUSTOMER]},
+                       headers=world.auth("own")).json()
+    assert [r["customer_id"] for r in body["results"]] == [SHARED_CUSTOMER] and body["not_found"] == ["made-up-id"]
+    only_tenant_view = client.get("/v1/features/made-up-id?features=tenant_context", headers=world.auth("own"))
+    assert only_tenant_view.status_code == 404, only_tenant_view.text
+    own = client.get(f"/v1/features/{SHARED_CUSTOMER}?features=tenant_context", headers=world.auth("own"))
+    assert own.status_code == 200 and own.json()["features"]["tenant_active_customers_30d"] == 41
+
+
 def test_batch_source_serves_the_latest_batch_score(client: Any, world: ApiWorld) -> None:
     own = client.get(f"/v1/customers/{SHARED_CUSTOMER}/churn?source=batch", headers=world.auth("own")).json()
     other = client.get(f"/v1/customers/{SHARED_CUSTOMER}/churn?source=batch", headers=world.auth("other")).json()

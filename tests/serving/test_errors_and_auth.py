@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
-from tests.serving.api_world import A_MARK, SHARED_CUSTOMER, ApiWorld
+from serving.app import create_app
+from serving.errors import public_details, public_text
+from tests.services import free_port
+from tests.serving.api_world import A_MARK, SHARED_CUSTOMER, ApiWorld, build_world, isolated_home
 
 
 def _error(response: Any) -> dict[str, Any]:
@@ -65,8 +69,6 @@ def test_validation_errors_and_unknown_routes_share_the_shape(client: Any, world
 def test_an_unexpected_error_is_a_500_without_traceback(world: ApiWorld) -> None:
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-
     app = create_app(world.settings, load_model=False)
 
     def explode() -> None:
@@ -102,3 +104,44 @@ def test_features_need_read_scope_and_return_only_own_values(client: Any, world:
     assert write_only.status_code == 403 and _error(write_only)["code"] == "scope_denied"
     one = client.get(f"/v1/features/{SHARED_CUSTOMER}?features=customer_activity", headers=world.auth("own"))
     assert one.status_code == 200 and 0 < len(one.json()["features"]) < len(own.json()["features"])
+
+
+def _leaks(text: str, world: ApiWorld, *extra: str) -> list[str]:
+    """Paths, hosts and settings of the server that a response text carries."""
+    needles = [str(world.home), world.settings.resolved_lake_uri, "SHIRONZI_", *extra]
+    found = [n for n in needles if n and n in text]
+    found += re.findall(r'"(?:home|path|uri|url|bootstrap|host)"\s*:', text)
+    return found
+
+
+def test_error_responses_never_carry_paths_hosts_or_settings(client: Any, world: ApiWorld, tmp_path: Any) -> None:
+    """No broker: event intake is 503 without the home directory; a dead Redis rate-limit store is 503 without
+    its host and port; a public /readyz of a home without a champion shows no path."""
+    from fastapi.testclient import TestClient
+
+    event = {"event_id": "leak-1", "customer_id": SHARED_CUSTOMER, "event_type": "session_started",
+             "event_time": "2026-01-05T10:00:00Z", "properties": {"session_id": "s1", "device": "ios"}}
+    no_broker = client.post("/v1/events", json={"events": [event]}, headers=world.auth("own"))
+    assert no_broker.status_code == 503, no_broker.text
+    assert not _leaks(no_broker.text, world), no_broker.text
+
+    port = free_port()
+    with isolated_home(tmp_path / "dead-redis", SHIRONZI_REDIS_URL=f"redis://127.0.0.1:{port}/0") as settings:
+        dead = build_world(settings, expired_key=False, seed_tables=False)
+        with TestClient(create_app(settings, load_model=False), raise_server_exceptions=False) as dead_client:
+            limited = dead_client.get("/v1/tenant", headers=dead.auth("own"))
+            ready = dead_client.get("/readyz")
+    assert limited.status_code == 503, limited.text
+    assert not _leaks(limited.text, dead, "127.0.0.1", str(port)), limited.text
+    assert ready.status_code == 503 and not _leaks(ready.text, dead, "127.0.0.1", str(port)), ready.text
+
+
+def test_error_details_and_messages_are_scrubbed_in_the_one_handler() -> None:
+    assert public_details({"home": "/srv/shironzi", "lake_uri": "s3://b/l", "tenant": "acme", "limit_bytes": 10,
+                           "where": "/var/lib/x", "hosts": ["db.internal:5432"]}) == {"tenant": "acme",
+                                                                                      "limit_bytes": 10}
+    text = public_text("broker at kafka-1.internal:9092 down; see /srv/shironzi/broker.json (SHIRONZI_HOME), "
+                       "s3://bucket/lake, 10.0.0.7; send keys to /v1/tenant; expired at 2026-01-05T10:00:00+00:00")
+    for leak in ("kafka-1.internal", "9092", "/srv/", "SHIRONZI_HOME", "s3://", "10.0.0.7"):
+        assert leak not in text, text
+    assert "/v1/tenant" in text and "2026-01-05T10:00:00+00:00" in text

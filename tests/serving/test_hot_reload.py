@@ -5,15 +5,13 @@ an admin rollback through the API moves every worker back."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.services import free_port, running_api
 from tests.serving.api_world import SHARED_CUSTOMER, ApiWorld, build_world, isolated_home
 from tests.serving.trained import CHURN, TrainedModel
 
@@ -35,23 +33,10 @@ def reload_world(tmp_path_factory: pytest.TempPathFactory, own_registry: str) ->
 
 @pytest.fixture(scope="module")
 def server(reload_world: ApiWorld, own_registry: str) -> Iterator[str]:
-    from tests.services import free_port, wait_for_port
-
-    port = free_port()
     env = {**os.environ, "SHIRONZI_HOME": str(reload_world.home), "MLFLOW_TRACKING_URI": own_registry,
            "SHIRONZI_API_MODEL_REFRESH_SECONDS": str(REFRESH_SECONDS)}
-    cli = Path(sys.executable).with_name("shironzi")
-    process = subprocess.Popen([str(cli), "serve", "api", "--port", str(port), "--workers", "2"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for_port(port, timeout=60)
+    with running_api(env, port=free_port(), workers=2, timeout=60) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _versions_until(base: str, headers: dict[str, str], stop: threading.Event, seen: list[tuple[int, str]]) -> None:

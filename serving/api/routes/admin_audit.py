@@ -3,6 +3,8 @@ inventory, and GDPR erasure with its signed receipt."""
 
 from __future__ import annotations
 
+import posixpath
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -13,6 +15,8 @@ from serving.api.docs import admin_op
 from serving.deps import AdminDep
 from serving.errors import ERROR_RESPONSES
 from serving.schemas import ErasureCreate, ReceiptCheckPublic, ReceiptPublic
+from shironzi.errors import InvalidInputError
+from shironzi.settings import Settings
 
 router = APIRouter(prefix="/v1/admin/audit", tags=["admin: audit"], responses=ERROR_RESPONSES)
 
@@ -21,6 +25,34 @@ TenantQuery = Annotated[str, Query(min_length=1, max_length=100, description="Te
 
 def _tenant_id(admin: Any, tenant: str) -> str:
     return str(admin.services.registry.get_tenant(tenant).id)
+
+
+_LAKE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}$")
+TABLE_ACCEPTED = (
+    "table must name a lake table: region/layer/table (e.g. eu-west/gold/fct_tenant_daily_kpis), "
+    "region/tenants/<tenant_id>/layer/table, or a URI or path under the lake root"
+)
+
+
+def lake_table_uri(settings: Settings, table: str) -> str:
+    """The URI of the lake table that `table` names (relative to the lake, or a URI or path under it).
+    Anything else (another scheme or bucket, a path outside the lake, `..`) is refused before any I/O."""
+    root = settings.resolved_lake_uri
+    if "://" not in root:
+        root = posixpath.abspath(root)
+    given = table.strip()
+    if given.startswith("file://") and "://" not in root:
+        given = given.removeprefix("file://")
+    if "://" in given or given.startswith("/"):
+        scheme, sep, rest = given.rpartition("://")
+        normal = f"{scheme}{sep}{posixpath.normpath(rest)}"
+        if not normal.startswith(root + "/"):
+            raise InvalidInputError(TABLE_ACCEPTED)
+        given = normal[len(root) + 1:]
+    parts = given.strip("/").split("/")
+    if len(parts) < 3 or not all(_LAKE_PART.match(part) for part in parts):
+        raise InvalidInputError(TABLE_ACCEPTED)
+    return f"{root}/{'/'.join(parts)}"
 
 
 def _jsonable(value: Any) -> Any:
@@ -47,13 +79,17 @@ async def access_report(
 
 @router.get("/changes", response_model=list[dict[str, Any]], openapi_extra=admin_op(write=False))
 async def table_changes(
-    admin: AdminDep, table: Annotated[str, Query(min_length=1, max_length=500, description="Table URI or lake path")]
+    admin: AdminDep,
+    table: Annotated[
+        str, Query(min_length=1, max_length=500, description="A lake table: `region/layer/table` or a URI in the lake")
+    ],
 ) -> list[dict[str, Any]]:
     """Every commit of a lake table joined to the audit events that caused it."""
     from shironzi.audit.queries import changes
 
     admin.audit_read("api_audit_table_changes", tenant_id=None, table=table)
-    return _jsonable(await run_in_threadpool(changes, table))  # type: ignore[no-any-return]
+    uri = lake_table_uri(admin.services.settings, table)
+    return _jsonable(await run_in_threadpool(changes, uri))  # type: ignore[no-any-return]
 
 
 @router.get("/lineage", response_model=dict[str, Any], openapi_extra=admin_op(write=False))

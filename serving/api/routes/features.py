@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from serving.api.docs import tenant_op
 from serving.deps import TenantReadDep
 from serving.errors import ERROR_RESPONSES
-from serving.predictions import customer_not_found
+from serving.predictions import customer_level_names, customer_not_found, has_customer_row
 from serving.schemas import FeaturesPublic
 
 router = APIRouter(prefix="/v1/features", tags=["features"], responses=ERROR_RESPONSES)
@@ -32,13 +32,18 @@ async def get_customer_features(
 ) -> FeaturesPublic:
     """The latest online feature values of one of the caller's customers."""
     from feature_store.materialize import get_online_features
+    from feature_store.registry import resolve_features
 
     refs = features or _default_refs()
+    # only customer-keyed features prove the customer exists: add them when just tenant views were asked for
+    lookup = refs if customer_level_names(tuple(refs)) else [*refs, *_default_refs()]
     with caller.services.tracer.start_as_current_span("feature_lookup") as span:
         span.set_attribute("shironzi.tenant_id", caller.tenant_id)
-        (record,) = get_online_features(caller.tenant_id, [customer_id], refs, store=caller.services.online_store)
-    values = {k: v for k, v in record.items() if k not in ("tenant_id", "customer_id")}
-    caller.audit_read(customer_id=customer_id, features=len(values))
-    if all(v is None for v in values.values()):
+        (record,) = get_online_features(caller.tenant_id, [customer_id], lookup, store=caller.services.online_store)
+    found = has_customer_row(record, customer_level_names(tuple(lookup)))
+    asked = {name for names in resolve_features(refs).values() for name in names}
+    values = {k: v for k, v in record.items() if k in asked}
+    caller.audit_read(customer_id=customer_id, features=len(values), found=found)
+    if not found:
         raise customer_not_found(caller.tenant, customer_id, what="online features")
     return FeaturesPublic(customer_id=customer_id, features=values)

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serving.api.docs import PUBLIC_OP
 from serving.deps import ServicesDep
+from serving.errors import public_text
 from serving.schemas import HealthPublic, ReadinessPublic
 from serving.services import ApiServices
 from shironzi.errors import ShironziError
@@ -26,7 +27,7 @@ def readiness(services: ApiServices) -> dict[str, str]:
         services.model.get()
         checks["model"] = f"ok: {services.model.version}"
     except ShironziError as exc:
-        checks["model"] = f"failed: {exc.message}"
+        checks["model"] = f"failed: {public_text(exc.message)}"
     try:
         import sqlalchemy as sa
 
@@ -45,7 +46,7 @@ def readiness(services: ApiServices) -> dict[str, str]:
             services.limiter.ping()
             checks["rate_limit_store"] = "ok"
         except ShironziError as exc:
-            checks["rate_limit_store"] = f"failed: {exc.message}"
+            checks["rate_limit_store"] = f"failed: {public_text(exc.message)}"
     return checks
 
 
