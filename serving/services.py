@@ -11,6 +11,7 @@ from typing import Any
 from serving.model import ModelHolder
 from serving.ratelimit import RateLimiter, make_rate_limiter
 from serving.telemetry import ApiMetrics
+from shironzi.intake import IntakeSink, event_intake
 from shironzi.settings import Settings
 from shironzi.tenancy.registry import Registry
 
@@ -42,7 +43,7 @@ class ApiServices:
         self.limiter: RateLimiter = make_rate_limiter(settings.redis_url)
         self.model = ModelHolder(settings, on_version=metrics.set_model_version)
         self._online: Any = None
-        self._sink: Any = None
+        self._sink: IntakeSink | None = None
         self._sink_lock = threading.Lock()
         self._tenants: dict[str, tuple[float, TenantFacts]] = {}
         metrics.set_model_version("shironzi-churn", None)
@@ -77,28 +78,14 @@ class ApiServices:
             self._online = open_online_store(settings=self.settings)
         return self._online
 
-    def sink(self) -> Any:
-        """The Kafka producer for event intake (created on first use)."""
+    def sink(self) -> IntakeSink:
+        """The Kafka producer for event intake (created on first use, with the events topic if missing)."""
         with self._sink_lock:
             if self._sink is None:
-                from ingestion.stream.kafka import make_sink
-
-                bootstrap = self.settings.kafka_bootstrap
-                if not bootstrap:
-                    from ingestion.stream.broker import resolve_bootstrap
-
-                    bootstrap = resolve_bootstrap(self.settings)
-                self._ensure_topic(bootstrap)
-                self._sink = make_sink("confluent", bootstrap, linger_ms=1, delivery_timeout_s=10.0)
+                self._sink = event_intake().open_sink(
+                    self.settings, topic=self.settings.api_events_topic, partitions=EVENTS_TOPIC_PARTITIONS
+                )
             return self._sink
-
-    def _ensure_topic(self, bootstrap: str) -> None:
-        """Create the events topic when it is missing (an existing one is used as it is)."""
-        from ingestion.stream.broker import ensure_topic
-        from shironzi.errors import ConflictError
-
-        with contextlib.suppress(ConflictError):
-            ensure_topic(bootstrap, self.settings.api_events_topic, partitions=EVENTS_TOPIC_PARTITIONS)
 
     def close(self) -> None:
         self.model.stop()

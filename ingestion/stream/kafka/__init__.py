@@ -18,8 +18,8 @@ Known limits of the bundled broker (tansu), measured on this machine:
 
 `base` holds the interface and what both clients share, `confluent` and `kafka_python` one client each;
 the factories below pick one. The keyword signatures repeat on purpose in the interface, each client and
-the factories, so that each is typed and documented where it is called. Heavy client imports happen inside the implementations; importing this
-package stays cheap.
+the factories, so that each is typed and documented where it is called. Heavy client imports happen
+inside the implementations; importing this package stays cheap.
 """
 
 from __future__ import annotations
