@@ -29,6 +29,7 @@ from ingestion.contracts import (
 )
 from ingestion.synthetic.simulate import BAD_KINDS, Simulation
 from shironzi.errors import InvalidInputError
+from shironzi.settings import get_settings
 
 OutputFormat = Literal["csv", "jsonl", "parquet"]
 WireFormat = Literal["csv", "jsonl", "parquet", "payloads"]
@@ -347,8 +348,6 @@ def produce_to(
 
 def default_ground_truth_dir() -> Path:
     """`{SHIRONZI_HOME}/ground_truth`: beside the lake, never inside it."""
-    from shironzi.settings import get_settings
-
     return get_settings().home / "ground_truth"
 
 
