@@ -8,8 +8,9 @@ online store.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
+
+from shironzi.lazy import lazy_attribute
 
 _LAZY: dict[str, str] = {
     "Entity": "feature_store.definitions",
@@ -30,9 +31,4 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'feature_store' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _LAZY, name, globals())

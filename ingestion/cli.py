@@ -9,6 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ingestion.batch.files import ingest_files
+from ingestion.batch.sql import ingest_sql
+from ingestion.bronze import CrashPlan
+from ingestion.quality import check_bronze, check_or_raise
+from ingestion.stream.ingestor import StreamIngestor, StreamOptions
 from shironzi.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -41,8 +46,6 @@ def reconciliation_table(title: str, counts: Reconciliation) -> Table:
 
 
 def _crash_plan(point: str | None, after: int) -> CrashPlan | None:
-    from ingestion.bronze import CrashPlan
-
     return None if point is None else CrashPlan(point, after)  # type: ignore[arg-type]
 
 
@@ -74,8 +77,6 @@ def batch_command(
             raise InvalidInputError("give a landing path or --sql, not both")
         if watermark is None or source_name is None:
             raise InvalidInputError("--sql needs --watermark and --source-name (and --table or --query)")
-        from ingestion.batch.sql import ingest_sql
-
         result = ingest_sql(
             sql,
             table=table,
@@ -88,8 +89,6 @@ def batch_command(
     else:
         if source is None:
             raise InvalidInputError("give a landing directory/file, or --sql URL --table T --watermark COL")
-        from ingestion.batch.files import ingest_files
-
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -144,8 +143,6 @@ def stream_command(
     crash_after_flushes: Annotated[int, typer.Option(hidden=True)] = 1,
 ) -> None:
     """Consume a topic into bronze, exactly once (offsets live in the Delta log, not in Kafka)."""
-    from ingestion.stream.ingestor import StreamIngestor, StreamOptions
-
     version = None
     if api_version is not None:
         try:
@@ -188,8 +185,6 @@ def check_command(
     freshness_days: Annotated[int, typer.Option(min=1, help="Newest event may be this many days old.")] = 30,
 ) -> None:
     """Run the Great Expectations checkpoint on bronze partitions; exit 1 when it fails."""
-    from ingestion.quality import check_bronze, check_or_raise
-
     try:
         day = date.fromisoformat(on_date) if on_date else None
     except ValueError as exc:

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from ingestion.contracts import event_type_table
 from shironzi.errors import DataQualityError, InvalidInputError
+from shironzi.lake import read_polars, table_exists, table_uri
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy import get_registry
 
 log = logging.getLogger("shironzi.ingestion.quality")
 
@@ -54,8 +57,6 @@ def _expectations(gx: Any, *, event_types: list[str], freshness_days: int, now: 
 def _sample(uri: str, dates: Iterable[date], max_rows: int, settings: Settings) -> Any:
     import polars as pl
 
-    from shironzi.lake import read_polars
-
     frame = read_polars(
         uri,
         columns=list(KEY_COLUMNS),
@@ -80,8 +81,6 @@ def run_checkpoint(
     """Run the checkpoint on `{bronze table uri: event_date partitions}`; returns the report (never raises
     for failing data: callers decide; see `check_or_raise`)."""
     import great_expectations as gx
-
-    from ingestion.contracts import event_type_table
 
     settings = settings or get_settings()
     if freshness_days < 1:
@@ -127,9 +126,6 @@ def run_checkpoint(
 
 def bronze_tables(settings: Settings | None = None) -> list[str]:
     """Every bronze events table that exists: pooled per region and each dedicated tenant's."""
-    from shironzi.lake import table_exists, table_uri
-    from shironzi.tenancy import get_registry
-
     settings = settings or get_settings()
     lake = settings.resolved_lake_uri
     uris = [table_uri(lake, layer="bronze", table="events", region=r) for r in settings.regions]
@@ -155,8 +151,6 @@ def check_bronze(
     freshness_days: int = DEFAULT_FRESHNESS_DAYS,
 ) -> QualityReport:
     """`shironzi ingest check`: the checkpoint on one date's partitions (default: each table's newest)."""
-    from shironzi.lake import read_polars
-
     settings = settings or get_settings()
     partitions: dict[str, list[date]] = {}
     for uri in bronze_tables(settings):

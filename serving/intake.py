@@ -1,6 +1,7 @@
 """Event intake for apps: the same contract validation as the batch and stream paths, then Kafka.
 
-Each event is checked against the caller's industry contract (`ingestion.contracts.validate_payloads`);
+Each event is checked against the caller's industry contract by the kernel's intake seam
+(`shironzi.intake.event_intake()`, the same check the batch and stream paths run);
 accepted events are produced to the events topic keyed by tenant (so a tenant's events share a partition)
 with an `idempotency-key` header of `tenant_id:event_id`, and the call returns only after the broker
 acknowledged them. Rejected events are never produced.
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from serving.services import ApiServices, TenantFacts
+from shironzi.intake import event_intake
 from shironzi.observability import stage
 
 TENANT_MISMATCH = "tenant_mismatch"
@@ -41,8 +43,6 @@ def _event_id(event: Any) -> str | None:
 
 def check_events(tenant: TenantFacts, events: list[dict[str, Any]], *, topic: str) -> tuple[IntakeResult, list[bytes]]:
     """Validate events for `tenant`; returns per-event outcomes and the payloads to produce (accepted only)."""
-    from ingestion.contracts import tenants_frame, validate_payloads
-
     result = IntakeResult(topic=topic)
     outcomes: list[dict[str, Any] | None] = [None] * len(events)
     payloads: dict[int, bytes] = {}
@@ -55,16 +55,18 @@ def check_events(tenant: TenantFacts, events: list[dict[str, Any]], *, topic: st
             continue
         payloads[index] = json.dumps({**event, "tenant_id": tenant.id}, separators=(",", ":")).encode()
     if payloads:
-        checked = validate_payloads(
+        indices = list(payloads)
+        rejections = event_intake().rejections(
             list(payloads.values()),
-            [str(i) for i in payloads],
-            tenants=tenants_frame([(tenant.id, tenant.industry, tenant.status)]),
+            tenant_id=tenant.id,
+            industry=tenant.industry,
+            status=tenant.status,
             now=datetime.now(UTC),
             source=f"api:{tenant.id}",
         )
-        for row in checked.quarantined.select(["position", "reason_code", "reason"]).to_pylist():
-            index = int(row["position"])
-            outcomes[index] = _rejected(index, events[index], row["reason_code"], row["reason"])
+        for rejection in rejections:
+            index = indices[rejection.position]
+            outcomes[index] = _rejected(index, events[index], rejection.reason_code, rejection.reason)
     seen: set[str] = set()
     accepted_payloads: list[bytes] = []
     for index in payloads:

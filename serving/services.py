@@ -14,6 +14,7 @@ from serving.ratelimit import RateLimiter, make_rate_limiter
 from serving.signin import FailedSignInAudit, SignInThrottle
 from serving.telemetry import ApiMetrics
 from shironzi.errors import ServiceUnavailableError
+from shironzi.intake import IntakeSink, event_intake
 from shironzi.settings import Settings
 from shironzi.tenancy.invalidation import Invalidation, RegistryWatcher
 from shironzi.tenancy.registry import Registry
@@ -49,7 +50,7 @@ class ApiServices:
         self.signin_audit = FailedSignInAudit()
         self.model = ModelHolder(settings, on_version=metrics.set_model_version)
         self._online: Any = None
-        self._sink: Any = None
+        self._sink: IntakeSink | None = None
         self._sink_lock = threading.Lock()
         self._tenants: dict[str, tuple[float, TenantFacts]] = {}
         # revocations, suspensions and module toggles made by other processes reach this worker within ~1 s
@@ -92,32 +93,18 @@ class ApiServices:
             self._online = open_online_store(settings=self.settings)
         return self._online
 
-    def sink(self) -> Any:
-        """The Kafka producer for event intake (created on first use)."""
+    def sink(self) -> IntakeSink:
+        """The Kafka producer for event intake (created on first use, with the events topic if missing)."""
         with self._sink_lock:
             if self._sink is None:
-                from ingestion.stream.kafka import make_sink
-
-                bootstrap = self.settings.kafka_bootstrap
-                if not bootstrap:
-                    from ingestion.stream.broker import resolve_bootstrap
-
-                    try:
-                        bootstrap = resolve_bootstrap(self.settings)
-                    except ServiceUnavailableError as exc:  # its text names the server's home: log it only
-                        logger.error("event intake has no broker: %s %s", exc.message, exc.details)
-                        raise ServiceUnavailableError("event intake is unavailable: no broker is reachable") from None
-                self._ensure_topic(bootstrap)
-                self._sink = make_sink("confluent", bootstrap, linger_ms=1, delivery_timeout_s=10.0)
+                try:
+                    self._sink = event_intake().open_sink(
+                        self.settings, topic=self.settings.api_events_topic, partitions=EVENTS_TOPIC_PARTITIONS
+                    )
+                except ServiceUnavailableError as exc:  # its text may name the server's home: log it only
+                    logger.error("event intake has no broker: %s %s", exc.message, exc.details)
+                    raise ServiceUnavailableError("event intake is unavailable: no broker is reachable") from None
             return self._sink
-
-    def _ensure_topic(self, bootstrap: str) -> None:
-        """Create the events topic when it is missing (an existing one is used as it is)."""
-        from ingestion.stream.broker import ensure_topic
-        from shironzi.errors import ConflictError
-
-        with contextlib.suppress(ConflictError):
-            ensure_topic(bootstrap, self.settings.api_events_topic, partitions=EVENTS_TOPIC_PARTITIONS)
 
     def close(self) -> None:
         self.registry_watch.stop()

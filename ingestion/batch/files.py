@@ -36,7 +36,10 @@ from ingestion.bronze import (
     run_log_row,
     run_log_uri,
 )
+from ingestion.contracts import decode_json_records
+from ingestion.quality import run_checkpoint
 from shironzi.errors import DataQualityError, InvalidInputError, NotFoundError
+from shironzi.lake import append, read_polars, table_exists
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
@@ -126,8 +129,6 @@ def discover_files(source: str | Path) -> tuple[Path, list[LandingFile]]:
 
 def processed_files(settings: Settings | None = None) -> set[tuple[str, str]]:
     """(relative path, checksum) of every file version the manifest records."""
-    from shironzi.lake import read_polars, table_exists
-
     uri = manifest_uri(settings)
     if not table_exists(uri):
         return set()
@@ -180,8 +181,6 @@ def _origins(raws: list[RawFile]) -> pl.DataFrame:
 def validate_files(raws: list[RawFile], lander: BronzeLander) -> LandingBatch:
     """Validate several read files at once (one decode/validation per format and column layout, so many
     small files cost what one big file costs); positions are `relative:line` (1-based data lines)."""
-    from ingestion.contracts import decode_json_records
-
     batches: list[LandingBatch] = []
     jsonl = [r for r in raws if r.lines is not None]
     if jsonl:
@@ -238,13 +237,9 @@ def finish_run(
 ) -> None:
     """Run the quality checkpoint on what was landed, then record the run in the run log; raises
     DataQualityError when the checkpoint fails (after recording the run as failed)."""
-    from shironzi.lake import append
-
     quality_error: DataQualityError | None = None
     result.partitions = {uri: sorted(dates) for uri, dates in lander.touched.items()}
     if error is None and check_quality and lander.touched:
-        from ingestion.quality import run_checkpoint
-
         result.quality = run_checkpoint(lander.touched, settings=settings)
         if not result.quality.success:
             quality_error = DataQualityError(

@@ -31,6 +31,7 @@ from ingestion.bronze import (
     records_keys,
 )
 from shironzi.errors import InvalidInputError, ServiceUnavailableError, ShironziError
+from shironzi.lake import read_polars, txn_version
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
@@ -65,8 +66,6 @@ def sql_app_id(source_name: str) -> str:
 
 def current_watermark(source_name: str, *, settings: Settings | None = None) -> int | None:
     """The last committed watermark of a source (epoch microseconds for timestamps), None before any load."""
-    from shironzi.lake import txn_version
-
     return txn_version(watermarks_uri(settings), sql_app_id(source_name))
 
 
@@ -219,8 +218,6 @@ def ingest_sql(
 
 
 def _last_is_time(source_name: str, settings: Settings) -> bool:
-    from shironzi.lake import read_polars
-
     rows = read_polars(watermarks_uri(settings), filters=[("source_name", "=", source_name)])
     return rows.sort("watermark").get_column("kind").to_list()[-1] == "timestamp"
 

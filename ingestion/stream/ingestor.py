@@ -44,8 +44,11 @@ from ingestion.bronze import (
     run_log_row,
     run_log_uri,
 )
+from ingestion.contracts import decode_json_records
+from ingestion.stream.broker import resolve_bootstrap, topic_partitions
 from ingestion.stream.kafka import ClientName, RecordBatch, consumer_lag, make_source
 from shironzi.errors import InvalidInputError
+from shironzi.lake import txn_version
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 
@@ -131,8 +134,6 @@ class StreamIngestor:
 
     def resume_offsets(self, partitions: list[int]) -> dict[int, int]:
         """Per partition, the next offset to read: the run log's txn version + 1 (0 when never landed)."""
-        from shironzi.lake import txn_version
-
         uri = run_log_uri(self.settings)
         out = {}
         for partition in partitions:
@@ -142,8 +143,6 @@ class StreamIngestor:
 
     def run(self) -> StreamRunResult:
         """Consume and land until caught up / `max_flushes` / idle timeout (forever when none is set)."""
-        from ingestion.stream.broker import resolve_bootstrap, topic_partitions
-
         opts = self.options
         bootstrap = opts.bootstrap or resolve_bootstrap(self.settings)
         partitions = [] if opts.subscribe else self.my_partitions(topic_partitions(bootstrap, opts.topic))
@@ -214,8 +213,6 @@ class StreamIngestor:
 
     def flush(self, batch: RecordBatch) -> Reconciliation:
         """Validate and land one polled batch (one commit per table, then the run-log row)."""
-        from ingestion.contracts import decode_json_records
-
         opts = self.options
         started_at = datetime.now(UTC)
         frame = pl.DataFrame(

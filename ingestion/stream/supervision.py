@@ -24,7 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingestion.bronze import run_log_uri
+from ingestion.stream.broker import _CHILDREN, resolve_bootstrap, topic_partitions
+from ingestion.stream.broker import _pid_alive as alive
+from ingestion.stream.ingestor import partition_app_id
+from ingestion.stream.kafka import make_source
 from shironzi.errors import InvalidInputError
+from shironzi.lake import txn_version
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 
@@ -107,8 +113,6 @@ def _state_path(spec: IngestorSpec, settings: Settings) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
-    from ingestion.stream.broker import _pid_alive as alive
-
     return alive(pid)
 
 
@@ -131,8 +135,6 @@ def start_ingestor(spec: IngestorSpec, *, settings: Settings | None = None) -> I
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,
         )
-    from ingestion.stream.broker import _CHILDREN
-
     _CHILDREN[process.pid] = process  # reaped by _pid_alive when it exits (no zombie)
     started_at = datetime.now(UTC).isoformat()
     state = {"pid": process.pid, "started_at": started_at, "log_path": str(log_path), "command": command[3:]}
@@ -172,12 +174,6 @@ def supervised_ingestors(settings: Settings | None = None) -> list[IngestorSpec]
 
 def stream_lag(spec: IngestorSpec, *, settings: Settings | None = None) -> dict[int, int]:
     """Per owned partition: records in the topic that the lake does not hold yet."""
-    from ingestion.bronze import run_log_uri
-    from ingestion.stream.broker import resolve_bootstrap, topic_partitions
-    from ingestion.stream.ingestor import partition_app_id
-    from ingestion.stream.kafka import make_source
-    from shironzi.lake import txn_version
-
     settings = settings or get_settings()
     bootstrap = resolve_bootstrap(settings)
     partitions = [p for p in range(topic_partitions(bootstrap, spec.topic)) if p % spec.workers == spec.worker]

@@ -22,6 +22,8 @@ from ingestion.synthetic.emit import (
 from ingestion.synthetic.simulate import BAD_KINDS, SimTenant
 from ingestion.synthetic.simulate import simulate as run_simulation
 from shironzi.errors import ConfigurationError, InvalidInputError
+from shironzi.observability import stage
+from shironzi.settings import get_settings
 
 console = Console(highlight=False)
 
@@ -92,9 +94,6 @@ def simulate(
     ] = None,
 ) -> None:
     """Simulate multi-tenant customer activity (with latent churn) into landing files."""
-    from shironzi.observability import stage
-    from shironzi.settings import get_settings
-
     fmt = cast(OutputFormat, _one_of("format", format, ("csv", "jsonl", "parquet")))
     per = cast(FilePer, _one_of("file-per", file_per, ("tenant_batch", "day")))
     kinds = (

@@ -22,12 +22,14 @@ from ingestion.contracts import (
     FUTURE_TIMESTAMP,
     MALFORMED_JSON,
     MISSING_FIELD,
+    RECORD_FIELDS,
     UNKNOWN_EVENT_TYPE,
     UNKNOWN_TENANT,
     WRONG_TYPE,
 )
 from ingestion.synthetic.simulate import BAD_KINDS, Simulation
 from shironzi.errors import InvalidInputError
+from shironzi.settings import get_settings
 
 OutputFormat = Literal["csv", "jsonl", "parquet"]
 WireFormat = Literal["csv", "jsonl", "parquet", "payloads"]
@@ -50,16 +52,6 @@ APPLICABLE_KINDS: dict[str, tuple[str, ...]] = {
     "csv": _TABULAR_KINDS,
     "parquet": _TABULAR_KINDS,
 }
-WIRE_COLUMNS = (
-    "tenant_id",
-    "event_id",
-    "customer_id",
-    "event_type",
-    "event_time",
-    "amount",
-    "currency",
-    "properties",
-)
 _ISO_MS = "%Y-%m-%dT%H:%M:%S%.3fZ"
 _NUMBER_SENTINEL, _TRUE_SENTINEL = "__shironzi_number__", "__shironzi_true__"
 _FOREIGN_TYPE = {"ecommerce": "lesson_completed", "healthcare": "order_placed", "education": "portal_login"}
@@ -151,14 +143,7 @@ def _bad_rows(sim: Simulation, fmt: WireFormat) -> pl.DataFrame:
 
 def _valid_rows(sim: Simulation) -> pl.DataFrame:
     return sim.events.select(
-        "tenant_id",
-        "event_id",
-        "customer_id",
-        "event_type",
-        pl.col("event_time").dt.to_string(_ISO_MS).alias("event_time"),
-        "amount",
-        "currency",
-        "properties",
+        *(pl.col(c).dt.to_string(_ISO_MS).alias(c) if c == "event_time" else c for c in RECORD_FIELDS),
         pl.col("seq").alias("_seq"),
         pl.col("event_time").dt.date().alias("_day"),
         pl.col("tenant_id").alias("_key"),
@@ -168,7 +153,7 @@ def _valid_rows(sim: Simulation) -> pl.DataFrame:
 def wire_frame(sim: Simulation, *, fmt: WireFormat) -> pl.DataFrame:
     """Every record to emit for one format, valid and bad, in emission order.
 
-    Columns: WIRE_COLUMNS (event_time as ISO-8601 text, properties as JSON text) plus `_seq` (the source
+    Columns: RECORD_FIELDS (event_time as ISO-8601 text, properties as JSON text) plus `_seq` (the source
     event), `_day` (its event date), `_key` (its tenant, the Kafka key), `_bad_kind` (null for valid rows),
     `_line` (JSON formats only: the exact payload text).
     """
@@ -186,7 +171,7 @@ def wire_frame(sim: Simulation, *, fmt: WireFormat) -> pl.DataFrame:
 
 def _json_lines(frame: pl.DataFrame) -> pl.Expr:
     """One JSON object per row (properties embedded as an object), with bad-record sentinels resolved."""
-    head = pl.struct(*WIRE_COLUMNS[:-1]).struct.json_encode()
+    head = pl.struct(*RECORD_FIELDS[:-1]).struct.json_encode()
     line = head.str.head(-1) + pl.lit(',"properties":') + pl.col("properties").fill_null("null") + pl.lit("}")
     line = line.str.replace_many([f'"{_NUMBER_SENTINEL}"', f'"{_TRUE_SENTINEL}"'], ["12345", "true"])
     malformed = pl.col("_bad_kind") == "malformed_json"
@@ -282,14 +267,14 @@ def _write_part(part: pl.DataFrame, path: Path, *, fmt: OutputFormat) -> None:
     if fmt == "jsonl":
         path.write_text("\n".join(part.get_column("_line").to_list()) + "\n", encoding="utf-8")
     elif fmt == "csv":
-        part.select(WIRE_COLUMNS).write_csv(path)
+        part.select(RECORD_FIELDS).write_csv(path)
     else:
         part.select(
-            *WIRE_COLUMNS[:4],
+            *RECORD_FIELDS[:4],
             pl.col("event_time")
             .str.to_datetime(_ISO_MS, time_zone="UTC", strict=False)
             .dt.cast_time_unit("us"),
-            *WIRE_COLUMNS[5:],
+            *RECORD_FIELDS[5:],
         ).write_parquet(path)
 
 
@@ -363,8 +348,6 @@ def produce_to(
 
 def default_ground_truth_dir() -> Path:
     """`{SHIRONZI_HOME}/ground_truth`: beside the lake, never inside it."""
-    from shironzi.settings import get_settings
-
     return get_settings().home / "ground_truth"
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from ingestion.contracts import get_contract
+from shironzi.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,6 @@ PROFILES: dict[str, IndustryProfile] = {
 
 def profile_for(industry: str) -> IndustryProfile:
     """The behaviour profile of an industry; checks it against the industry's contract."""
-    from shironzi.errors import InvalidInputError
-
     if industry not in PROFILES:
         raise InvalidInputError(
             f"no synthetic profile for industry {industry!r}; known: {', '.join(PROFILES)}"

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ingestion.contracts import get_contract
+from ingestion.contracts import RECORD_FIELDS, get_contract
 from ingestion.synthetic.profiles import PROFILES, PropertyContext, profile_for, value_maker
 from shironzi.errors import InvalidInputError
 
@@ -586,17 +586,7 @@ def _build_events(
         if parts
         else pl.DataFrame(schema={"seq": pl.Int64, "properties": pl.String})
     )
-    return events.with_columns(properties.get_column("properties")).select(
-        "tenant_id",
-        "event_id",
-        "customer_id",
-        "event_type",
-        "event_time",
-        "amount",
-        "currency",
-        "properties",
-        "seq",
-    )
+    return events.with_columns(properties.get_column("properties")).select(*RECORD_FIELDS, "seq")
 
 
 def _build_snapshots(

@@ -8,8 +8,9 @@ receipts, retention enforcement and table leases.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
+
+from shironzi.lazy import lazy_attribute
 
 _LAZY: dict[str, str] = {
     "AuditEvent": "shironzi.audit.events",
@@ -41,12 +42,7 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shironzi.audit' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _LAZY, name, globals())
 
 
 def __dir__() -> list[str]:

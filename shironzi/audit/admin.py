@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from shironzi.audit.events import ActorKind, AuditEvent
+from shironzi.audit.log import get_audit_log
 from shironzi.errors import ShironziError
 
 if TYPE_CHECKING:
@@ -43,8 +44,6 @@ def audit_registry_events(ctx: TenantContext, events: Sequence[TenantEvent]) -> 
     A failed audit write does not undo the registry change (it is already committed); the events stay
     buffered, the failure is logged, and the writer's background thread retries them.
     """
-    from shironzi.audit.log import get_audit_log
-
     if not events:
         return
     log = get_audit_log()

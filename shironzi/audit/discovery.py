@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shironzi.lake.paths import LAYERS
+from shironzi.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,6 @@ def discover_tables(
 ) -> list[LakeTable]:
     """Every Delta table under the lake, pooled and dedicated (and, by default, platform tables
     except the audit trail itself)."""
-    from shironzi.settings import get_settings
-
     root = (lake_uri or get_settings().resolved_lake_uri).rstrip("/")
     if _is_local(root):
         local = Path(root.removeprefix("file://"))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from shironzi.errors import LeaseBusyError
+from shironzi.settings import get_settings
 
 LeaseMode = Literal["shared", "exclusive"]
 _POLL_SECONDS = 0.02
@@ -29,8 +30,6 @@ _POLL_SECONDS = 0.02
 
 def lease_path(uri: str, *, home: Path | None = None) -> Path:
     """The lock file that stands for one table URI."""
-    from shironzi.settings import get_settings
-
     root = (home or get_settings().home) / "locks" / "leases"
     root.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(normalise_uri(uri).encode()).hexdigest()[:32]
@@ -74,8 +73,6 @@ def file_lock(path: Path, *, mode: LeaseMode = "exclusive", timeout: float | Non
 @contextmanager
 def table_lease(uri: str, *, mode: LeaseMode = "shared", timeout: float | None = None) -> Iterator[None]:
     """Hold the lease of one table: writers use the default shared mode, erasure uses exclusive."""
-    from shironzi.settings import get_settings
-
     wait = get_settings().lease_timeout_seconds if timeout is None else timeout
     path = lease_path(uri)
     gate = path.with_suffix(".gate")

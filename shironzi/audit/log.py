@@ -33,10 +33,12 @@ from shironzi.audit.events import (
     Outcome,
     event_hash,
 )
-from shironzi.audit.lease import file_lock
+from shironzi.audit.lease import file_lock, normalise_uri
 from shironzi.audit.table_identity import lake_identity
 from shironzi.errors import LakeError, ShironziError
+from shironzi.lake.delta import _try_open, append, read_arrow, table_exists
 from shironzi.lake.paths import platform_uri
+from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
 
 logger = logging.getLogger("shironzi.audit")
@@ -46,8 +48,6 @@ AUDIT_PARTITION = "event_date"
 
 def audit_table_uri(lake_uri: str | None = None) -> str:
     """The one platform audit table."""
-    from shironzi.settings import get_settings
-
     return platform_uri(lake_uri or get_settings().resolved_lake_uri, "audit", "events")
 
 
@@ -167,8 +167,6 @@ class AuditLog:
         self.flush()
 
     def _write_chained(self, batch: Sequence[AuditEvent]) -> None:
-        from shironzi.lake.delta import append
-
         rows = [event.to_row() for event in batch]
         with file_lock(self._chain_lock_path, mode="exclusive", timeout=60):
             days = sorted({row["event_date"] for row in rows})
@@ -193,8 +191,6 @@ class AuditLog:
 
     def _read_tails(self, days: Iterable[dt.date]) -> dict[dt.date, tuple[int, str]]:
         """(last seq, last hash) per day: from our cache if nobody else committed since, else the table."""
-        from shironzi.lake.delta import _try_open, read_arrow
-
         wanted = list(days)
         handle = _try_open(self.uri, self.storage_options)
         if handle is None:
@@ -229,8 +225,6 @@ class AuditLog:
         seq >= the cached one (min/max stats prune the rest: with several API workers flushing every
         second, re-reading the whole day grew with every flush). If the cached tail row is gone or
         differs (the day was rewritten), leave the day to the full read."""
-        from shironzi.lake.delta import read_arrow
-
         seq, digest = known
         table = read_arrow(
             self.uri,
@@ -253,8 +247,6 @@ _logs_lock = threading.Lock()
 
 def get_audit_log() -> AuditLog:
     """The process's audit writer for the configured lake (created on first use, flushed at exit)."""
-    from shironzi.settings import get_settings
-
     settings = get_settings()
     key = f"{settings.resolved_lake_uri}|{settings.home}"
     log = _logs.get(key)
@@ -357,8 +349,6 @@ def _actor_of(ctx_or_actor: TenantContext | str) -> tuple[str, str, bool, str | 
 
 
 def _inputs(inputs: Iterable[tuple[str, int] | Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    from shironzi.audit.lease import normalise_uri
-
     found = []
     for item in inputs or ():
         uri, version = (item["table"], item.get("version")) if isinstance(item, Mapping) else item
@@ -380,8 +370,6 @@ def record_table_write(
 ) -> AuditEvent:
     """Record that a pipeline committed `version` of a table (with the input tables+versions it read and, for
     predictions, the (model name, version) pairs that produced the rows)."""
-    from shironzi.audit.lease import normalise_uri
-
     actor, purpose, is_admin, ctx_tenant = _actor_of(ctx_or_actor)
     event = AuditEvent(
         action="table_write",
@@ -447,8 +435,6 @@ def read_audit_events(
     flush: bool = True,
 ) -> pa.Table:
     """Audit rows (flushing this process's buffer first), ordered by time; empty when none yet."""
-    from shironzi.lake.delta import read_arrow, table_exists
-
     if flush:
         try:
             get_audit_log().flush()

@@ -11,7 +11,9 @@ from shironzi.audit.discovery import LakeTable, discover_tables
 from shironzi.audit.lease import normalise_uri
 from shironzi.audit.log import read_audit_events
 from shironzi.audit.table_identity import identity_matches
-from shironzi.errors import InvalidInputError
+from shironzi.errors import InvalidInputError, TableNotFoundError
+from shironzi.lake.delta import add_actions, files_touched, history, open_table, scan_polars, table_exists
+from shironzi.settings import get_settings
 
 READ_ACTIONS_EXCLUDED = frozenset({"table_write", "training_run"})
 
@@ -72,8 +74,6 @@ def access(
 def changes(table: str) -> list[dict[str, Any]]:
     """Every commit of a table (version, operation, metrics, engine) joined to the audit events that
     caused it (by table URI + version from `record_table_write`, or the commit's `run_id` metadata)."""
-    from shironzi.lake.delta import history
-
     uri = _resolve_table(table)
     commits = history(uri)
     writes = read_audit_events(
@@ -117,22 +117,15 @@ def changes(table: str) -> list[dict[str, Any]]:
 
 def _resolve_table(table: str) -> str:
     """A table URI, or a path relative to the lake root (`eu-west/gold/fct_orders`)."""
-    from shironzi.lake.delta import table_exists
-    from shironzi.settings import get_settings
-
     for candidate in (table, f"{get_settings().resolved_lake_uri}/{table.strip('/')}"):
         if table_exists(candidate):
             return candidate
-    from shironzi.errors import TableNotFoundError
-
     raise TableNotFoundError(f"no Delta table {table!r} (a URI or a path under the lake)", table=table)
 
 
 def _tenant_rows(table: LakeTable, tenant_id: str) -> dict[str, Any] | None:
     """T's row count, approximate bytes and oldest/newest rows in one table (None if no tenant_id column)."""
     import polars as pl
-
-    from shironzi.lake.delta import add_actions, open_table, scan_polars
 
     handle = open_table(table.uri)
     names = [f.name for f in handle.schema().fields]
@@ -231,8 +224,6 @@ def lineage(tenant_id: str) -> dict[str, Any]:
 
 
 def _has_rows(table: LakeTable, tenant_id: str) -> bool:
-    from shironzi.lake.delta import files_touched, open_table
-
     names = [f.name for f in open_table(table.uri).schema().fields]
     if "tenant_id" not in names:
         return False

@@ -25,10 +25,15 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from shironzi.audit.discovery import discover_tables
-from shironzi.audit.log import AUDIT_PARTITION, audit, audit_table_uri
+from shironzi.audit.lease import table_lease
+from shironzi.audit.log import AUDIT_PARTITION, audit, audit_table_uri, get_audit_log
 from shironzi.errors import InvalidInputError
+from shironzi.lake.delta import append, delete, read_arrow, sql_literal, table_exists
+from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
+from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
+from shironzi.tenancy.registry import get_registry
 
 RetentionTarget = Literal["bronze", "quarantine", "audit"]
 RETENTION_TARGETS: tuple[str, ...] = get_args(RetentionTarget)
@@ -53,17 +58,12 @@ class RetentionPolicy:
 
 
 def _overrides_uri() -> str:
-    from shironzi.lake.paths import platform_uri
-    from shironzi.settings import get_settings
-
     return platform_uri(get_settings().resolved_lake_uri, "audit", "retention_overrides")
 
 
 def set_retention_override(ctx: TenantContext, tenant_id: str, target: RetentionTarget, days: int) -> None:
     """Keep a tenant's data of one kind for `days` instead of its industry default (audited)."""
     import pyarrow as pa
-
-    from shironzi.lake.delta import append
 
     ctx.require_admin("changing a retention policy")
     if target not in RETENTION_TARGETS:
@@ -89,8 +89,6 @@ def set_retention_override(ctx: TenantContext, tenant_id: str, target: Retention
 
 
 def _overrides() -> dict[tuple[str, str], int]:
-    from shironzi.lake.delta import read_arrow, table_exists
-
     uri = _overrides_uri()
     if not table_exists(uri):
         return {}
@@ -102,8 +100,6 @@ def policies(tenants: Mapping[str, str] | None = None) -> dict[str, RetentionPol
     """Every tenant's effective policy: industry defaults, then overrides. `tenants` maps id -> industry
     (default: the registry's directory)."""
     if tenants is None:
-        from shironzi.tenancy.registry import get_registry
-
         tenants = {tid: info.industry for tid, info in get_registry().tenant_directory(fresh=True).items()}
     overrides = _overrides()
     out = {}
@@ -124,8 +120,6 @@ def enforce_retention(
 ) -> dict[str, Any]:
     """Delete expired bronze/quarantine rows per tenant and expired audit days; one audit event per
     tenant enforcement (and one for the audit log). Returns what was deleted."""
-    from shironzi.lake.delta import delete, sql_literal
-
     ctx = ctx or TenantContext.admin(actor="service:retention", purpose="retention")
     ctx.require_admin("enforcing retention")
     today = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
@@ -141,8 +135,6 @@ def enforce_retention(
                 cutoff = today - dt.timedelta(days=policy.days[table.layer or "bronze"])
                 where = f"tenant_id = {sql_literal(tid)} AND event_date < {sql_literal(cutoff)}"
                 try:
-                    from shironzi.audit.lease import table_lease
-
                     with table_lease(table.uri):
                         rows = delete(table.uri, where, metadata={"shironzi_purpose": "retention"})
                 except InvalidInputError:
@@ -166,9 +158,6 @@ def _expire_audit_days(
     today: dt.date, effective: Mapping[str, RetentionPolicy], ctx: TenantContext
 ) -> list[str]:
     """Drop whole audit day partitions older than the longest audit retention of the tenants on them."""
-    from shironzi.audit.log import get_audit_log
-    from shironzi.lake.delta import delete, read_arrow, sql_literal, table_exists
-
     uri = audit_table_uri()
     get_audit_log().flush()
     if not table_exists(uri):

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shironzi.audit.events import GENESIS_HASH, event_hash
-from shironzi.audit.log import AUDIT_PARTITION, audit_table_uri
+from shironzi.audit.log import AUDIT_PARTITION, audit_table_uri, get_audit_log
+from shironzi.lake.delta import history, read_arrow, table_exists
 from shironzi.observability import stage
 
 
@@ -99,9 +100,6 @@ def _check_day(day: dt.date, rows: list[dict[str, Any]]) -> BrokenLink | None:
 def verify_chains(*, days: Iterable[dt.date] | None = None, lake_uri: str | None = None) -> ChainReport:
     """Re-read the audit table's data files, recompute every day's chain in `seq` order and report
     the first broken link of each day. An empty or missing table verifies trivially."""
-    from shironzi.audit.log import get_audit_log
-    from shironzi.lake.delta import read_arrow, table_exists
-
     uri = audit_table_uri(lake_uri)
     if lake_uri is None:
         get_audit_log().flush()
@@ -120,8 +118,6 @@ def verify_chains(*, days: Iterable[dt.date] | None = None, lake_uri: str | None
             if broken is not None:
                 report.broken.append(broken)
         if days is None:
-            from shironzi.lake.delta import history
-
             report.log_violations = append_only_violations(history(uri))
         report.ok = not report.broken and not report.log_violations
         summary.rows = report.events

@@ -9,6 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
+from shironzi.audit.erasure import erase_subject, erase_tenant, verify_receipt
+from shironzi.audit.queries import access, as_jsonable, changes, inventory, lineage
+from shironzi.audit.retention import enforce_retention, policies
+from shironzi.audit.verify import verify_chains
+from shironzi.errors import IntegrityCheckError, InvalidInputError
+from shironzi.tenancy.context import TenantContext
+
 audit_app = typer.Typer(
     name="audit", help="Audit log: verify the hash chains and query the lake's history.", no_args_is_help=True
 )
@@ -25,8 +32,6 @@ ActorOpt = Annotated[str, typer.Option("--actor", help="Who is acting (recorded 
 
 
 def _print(payload: Any, as_json: bool) -> None:
-    from shironzi.audit.queries import as_jsonable
-
     if as_json:
         typer.echo(json.dumps(as_jsonable(payload), indent=2, sort_keys=True, default=str))
         return
@@ -38,8 +43,6 @@ def _print(payload: Any, as_json: bool) -> None:
 
 
 def _when(value: str | None) -> dt.datetime | None:
-    from shironzi.errors import InvalidInputError
-
     if value is None:
         return None
     try:
@@ -52,9 +55,6 @@ def _when(value: str | None) -> dt.datetime | None:
 @audit_app.command("verify")
 def verify_cmd(as_json: JsonOpt = False) -> None:
     """Recompute every day's hash chain; exit 1 and show the first broken link of each broken day."""
-    from shironzi.audit.verify import verify_chains
-    from shironzi.errors import IntegrityCheckError
-
     report = verify_chains()
     if as_json:
         _print(report.as_dict(), True)
@@ -80,8 +80,6 @@ def access_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Who accessed a tenant's data in a window, and what they accessed."""
-    from shironzi.audit.queries import access
-
     _print(access(tenant, start=_when(start), end=_when(end)), as_json)
 
 
@@ -91,24 +89,18 @@ def changes_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Every change to a table, with the audit events (runs) that caused it."""
-    from shironzi.audit.queries import changes
-
     _print(changes(table), as_json)
 
 
 @audit_app.command("lineage")
 def lineage_cmd(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     """Tables, training runs and models that contain or derive from a tenant's rows."""
-    from shironzi.audit.queries import lineage
-
     _print(lineage(tenant), as_json)
 
 
 @audit_app.command("inventory")
 def inventory_cmd(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     """Every table holding a tenant's rows: rows, approximate bytes, oldest and newest."""
-    from shironzi.audit.queries import inventory
-
     _print(inventory(tenant), as_json)
 
 
@@ -120,9 +112,6 @@ def erase_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="Also write the receipt to this file.")] = None,
 ) -> None:
     """Erase one subject of a tenant everywhere, verify it, and print the signed receipt."""
-    from shironzi.audit.erasure import erase_subject
-    from shironzi.tenancy.context import TenantContext
-
     receipt = erase_subject(TenantContext.admin(actor=actor, purpose="gdpr_erasure"), tenant, subject)
     if out is not None:
         out.write_text(receipt.to_json())
@@ -136,9 +125,6 @@ def erase_tenant_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="Also write the receipt to this file.")] = None,
 ) -> None:
     """Erase an offboarding tenant's data everywhere and destroy its key; print the signed receipt."""
-    from shironzi.audit.erasure import erase_tenant
-    from shironzi.tenancy.context import TenantContext
-
     receipt = erase_tenant(TenantContext.admin(actor=actor, purpose="tenant_offboarding"), tenant)
     if out is not None:
         out.write_text(receipt.to_json())
@@ -151,9 +137,6 @@ def verify_receipt_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-check a receipt's signature and re-run its verification scan; exit 1 if either fails."""
-    from shironzi.audit.erasure import verify_receipt
-    from shironzi.errors import IntegrityCheckError
-
     check = verify_receipt(receipt)
     if as_json:
         _print(check.as_dict(), True)
@@ -180,14 +163,10 @@ def enforce_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete expired raw data per tenant and expired audit days."""
-    from shironzi.audit.retention import enforce_retention
-
     _print(enforce_retention(now=_when(as_of)), as_json)
 
 
 @retention_app.command("show")
 def show_cmd(as_json: JsonOpt = False) -> None:
     """Every tenant's effective retention policy (days)."""
-    from shironzi.audit.retention import policies
-
     _print({tid: {"industry": p.industry, **p.days} for tid, p in policies().items()}, as_json)

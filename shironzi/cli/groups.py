@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from shironzi.cli import audit, lake, tenants
+
 
 def kernel_groups() -> list[tuple[str, typer.Typer]]:
-    from shironzi.cli import audit, lake, tenants
-
     return [
         ("tenants", tenants.tenants_app),
         ("modules", tenants.modules_app),

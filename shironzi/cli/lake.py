@@ -9,6 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shironzi.lake.delta import add_actions, history, open_table
+from shironzi.lake.maintenance import DEFAULT_ZORDER, checkpoint, optimize, vacuum
+
 app = typer.Typer(name="lake", help="Inspect and maintain Delta tables.", no_args_is_help=True)
 
 UriArg = Annotated[str, typer.Argument(help="Table URI: a local path or s3://, abfss://, gs:// URI.")]
@@ -35,8 +38,6 @@ def history_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """The table's commits, newest first."""
-    from shironzi.lake.delta import history
-
     entries = history(uri, limit)
     if as_json:
         _print_json(entries)
@@ -64,8 +65,6 @@ def history_cmd(
 @app.command("files")
 def files_cmd(uri: UriArg, as_json: JsonOpt = False) -> None:
     """How many live data files, rows and bytes the table holds (per partition too)."""
-    from shironzi.lake.delta import add_actions, open_table
-
     handle = open_table(uri)
     actions = add_actions(uri).to_pylist()
     partition_columns = list(handle.metadata().partition_columns)
@@ -107,8 +106,6 @@ def optimize_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Compact small files, z-ordered by tenant_id unless told otherwise."""
-    from shironzi.lake.maintenance import DEFAULT_ZORDER, optimize
-
     columns: tuple[str, ...] = () if compact_only else tuple(zorder_by or DEFAULT_ZORDER)
     result = optimize(uri, zorder_by=columns, target_size=target_size)
     if as_json:
@@ -136,8 +133,6 @@ def vacuum_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove data files that no version within the retention window references."""
-    from shironzi.lake.maintenance import vacuum
-
     removed = vacuum(
         uri, retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=not force
     )
@@ -153,8 +148,6 @@ def vacuum_cmd(
 @app.command("checkpoint")
 def checkpoint_cmd(uri: UriArg, as_json: JsonOpt = False) -> None:
     """Write a log checkpoint at the current version."""
-    from shironzi.lake.maintenance import checkpoint
-
     version = checkpoint(uri)
     if as_json:
         _print_json({"uri": uri, "checkpoint_version": version})

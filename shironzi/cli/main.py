@@ -14,7 +14,10 @@ from importlib.metadata import entry_points
 import typer
 from rich.console import Console
 
+from shironzi.cli import groups
 from shironzi.errors import ShironziError
+from shironzi.observability import configure_logging
+from shironzi.settings import get_settings
 
 try:  # typer >= 0.20 vendors its own click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -46,8 +49,6 @@ def register_commands() -> typer.Typer:
 
 
 def _register_kernel_groups() -> None:
-    from shironzi.cli import groups
-
     for name, sub in groups.kernel_groups():
         app.add_typer(sub, name=name)
 
@@ -84,9 +85,6 @@ def _one_line(message: str) -> str:
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry: one readable error line and a non-zero exit, never a traceback."""
-    from shironzi.observability import configure_logging
-    from shironzi.settings import get_settings
-
     try:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_format)

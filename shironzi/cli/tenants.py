@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shironzi.errors import InvalidInputError
+from shironzi.tenancy import MODULE_REQUIRES, MODULES, PLAN_DEFAULT_MODULES, TenantContext, get_registry
 
 if TYPE_CHECKING:
     from shironzi.tenancy import KeyRecord, Registry, Tenant, TenantContext
@@ -33,14 +34,10 @@ TenantArg = Annotated[str, typer.Argument(help="Tenant id (t_...) or slug.")]
 
 
 def _registry() -> Registry:
-    from shironzi.tenancy import get_registry
-
     return get_registry()
 
 
 def _admin_ctx(purpose: str) -> TenantContext:
-    from shironzi.tenancy import TenantContext
-
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -302,8 +299,6 @@ def list_modules(
     as_json: JsonOption = False,
 ) -> None:
     """The module catalogue with dependencies and plan defaults, or one tenant's toggles."""
-    from shironzi.tenancy import MODULE_REQUIRES, MODULES, PLAN_DEFAULT_MODULES
-
     enabled: set[str] | None = None
     if tenant is not None:
         enabled = set(_registry().modules(tenant))

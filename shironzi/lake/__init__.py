@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from shironzi.lake.paths import LAYERS, Layer, Placement, platform_uri, table_uri
+from shironzi.lazy import lazy_attribute
 
 if TYPE_CHECKING:
     from shironzi.lake.delta import (
@@ -65,12 +65,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shironzi.lake' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _LAZY, name, globals())
 
 
 def __dir__() -> list[str]:

@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Literal, get_args
 
-from shironzi.errors import InvalidInputError, ModuleDependencyError
+from shironzi.errors import InvalidInputError, InvalidStateError, ModuleDependencyError
 
 Industry = Literal["ecommerce", "healthcare", "education"]
 Plan = Literal["free", "standard", "enterprise"]
@@ -175,8 +175,6 @@ def check_can_disable(tenant_id: str, module: str, enabled: Iterable[str]) -> No
 
 
 def check_transition(tenant_id: str, current: str, target: str) -> None:
-    from shironzi.errors import InvalidStateError
-
     if target not in STATUS_TRANSITIONS[current]:
         raise InvalidStateError(
             f"tenant {tenant_id!r} is {current}: it cannot become {target}",

@@ -29,18 +29,18 @@ def _record(log: AuditLog, name: str, count: int) -> None:
 def test_interleaved_writers_extend_one_chain_reading_only_new_files(
     audit_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shironzi.lake.delta as lake
+    import shironzi.audit.log as audit_log
 
     writers = [_writer(), _writer()]
     reads: list[list[tuple[str, str, object]]] = []  # the filters of each tail read
-    real_read = lake.read_arrow
+    real_read = audit_log.read_arrow
 
     def counting_read(uri: str, **kwargs: object) -> object:
         if "hash" in (kwargs.get("columns") or []):  # type: ignore[operator]
             reads.append(list(kwargs.get("filters") or []))  # type: ignore[call-overload]
         return real_read(uri, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(lake, "read_arrow", counting_read)
+    monkeypatch.setattr(audit_log, "read_arrow", counting_read)  # the name the log reads through
     for round_ in range(4):
         for n, log in enumerate(writers):
             _record(log, f"w{n}r{round_}", 3)
