@@ -9,7 +9,6 @@ environment, never from a DAG file.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -185,23 +184,16 @@ def build_dbt_model(model: str, plan: Mapping[str, Any], *, settings: Settings |
 
     settings = settings or get_settings()
     out: dict[str, Any] = {}
-    previous = os.environ.get("DBT_INDIRECT_SELECTION")
-    os.environ["DBT_INDIRECT_SELECTION"] = "buildable"
-    try:
-        for region in plan.get("regions", []):
-            result = run_dbt_build(
-                region=region,
-                select=model if model == DBT_SEEDS else f"{model} +{model},config.materialized:view",
-                full_refresh=bool(plan.get("full_refresh", {}).get(region, False)),
-                settings=settings,
-                raise_on_failure=True,
-            )
-            out[region] = {"built": result.models_built, "tests_passed": result.tests_passed}
-    finally:
-        if previous is None:
-            os.environ.pop("DBT_INDIRECT_SELECTION", None)
-        else:
-            os.environ["DBT_INDIRECT_SELECTION"] = previous
+    for region in plan.get("regions", []):
+        result = run_dbt_build(
+            region=region,
+            select=model if model == DBT_SEEDS else f"{model} +{model},config.materialized:view",
+            indirect_selection="buildable",
+            full_refresh=bool(plan.get("full_refresh", {}).get(region, False)),
+            settings=settings,
+            raise_on_failure=True,
+        )
+        out[region] = {"built": result.models_built, "tests_passed": result.tests_passed}
     return out
 
 
