@@ -32,13 +32,19 @@ def transform(
     tenant: str = typer.Option(
         None, "--tenant", help="Build only this dedicated tenant's own tables (default: the whole region)."
     ),
+    target: str = typer.Option(
+        None,
+        "--target",
+        help="dbt target: duckdb (embedded) or spark (dbt-spark over Spark Connect). Default: SHIRONZI_DBT_TARGET.",
+    ),
 ) -> None:
     """Build the curated layer with dbt: bronze Delta -> silver and gold Delta, with every test. A region is
     built in full: its pooled tables and every dedicated tenant's own (analytics on, bronze landed)."""
     settings = get_settings()
     region = region or settings.default_region
     options: dict[str, Any] = {
-        "region": region, "select": select, "full_refresh": full_refresh, "settings": settings, "full_tests": full_tests
+        "region": region, "select": select, "full_refresh": full_refresh, "settings": settings,
+        "full_tests": full_tests, "target": target,
     }
     console = Console(highlight=False, stderr=True)
     with console.status(f"dbt build {region}") as status:

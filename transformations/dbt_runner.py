@@ -30,6 +30,7 @@ from shironzi.lake.paths import platform_uri, table_uri
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from transformations.dbt_results import DbtBuildResult, RegionBuildResult, failure_message
+from transformations.dbt_targets import DbtTarget, prepare_spark, resolve_target, spark_build, target_args
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 PLUGINS_DIR = PROJECT_DIR / "plugins"
@@ -265,12 +266,15 @@ def _invoke(
     extra: Iterable[str] = (),
     dbt_vars: Mapping[str, Any] | None = None,
     project_dir: Path = PROJECT_DIR,
+    target: DbtTarget = "duckdb",
+    spark_remote: str | None = None,
 ) -> Any:
     """Run one dbt command (e.g. "build", "docs generate") in-process against the region's (or dedicated
     tenant's) work dir. Locations go in as --vars, dbt's own switches as the runner's keyword flags: the
     process environment is left alone."""
     from dbt.cli.main import dbtRunner
 
+    target_switch, spark_vars = target_args(target, spark_remote)
     with dbt_workdir(settings, region, tenant_id) as work:
         args = [
             *command.split(),
@@ -283,9 +287,10 @@ def _invoke(
             "--log-path",
             str(work / "logs"),
             "--vars",
-            json.dumps({**project_vars(settings, region, tenant_id), **dict(dbt_vars or {})}),
+            json.dumps({**project_vars(settings, region, tenant_id), **spark_vars, **dict(dbt_vars or {})}),
             "--quiet",
             "--no-use-colors",
+            *target_switch,
             *extra,
         ]
         _release_duckdb()
@@ -334,7 +339,7 @@ def _gold_models(work: Path) -> list[str]:
         n["name"]
         for n in nodes
         if n["resource_type"] == "model"
-        and n["config"].get("materialized") == "delta"
+        and n["config"].get("materialized") in ("delta", "table", "incremental")
         and n["config"].get("layer") == "gold"
     )
 
@@ -389,6 +394,7 @@ def run_dbt_build(
     project_dir: Path | None = None,
     full_tests: bool = False,
     tenant_id: str | None = None,
+    target: str | None = None,
 ) -> DbtBuildResult:
     """Run `dbt build` for one region's pooled tables, or (with `tenant_id`) for one dedicated tenant's own
     tables: snapshot the registry, build silver and gold Delta tables, run every data and unit test. When the
@@ -397,9 +403,11 @@ def run_dbt_build(
     On an incremental build, data tests on a merged model check the partitions that build rewrote
     (dbt_project/README.md, "Incremental tests"); `full_tests` (or a full refresh) checks every row.
     `project_dir` swaps in a copy of the dbt project (tests, extensions); `indirect_selection` is dbt's
-    --indirect-selection (which tests a --select brings along)."""
+    --indirect-selection (which tests a --select brings along). `target` is the dbt target (duckdb, spark;
+    default SHIRONZI_DBT_TARGET); a spark build is checked and guarded by transformations/dbt_targets.py."""
     settings = settings or get_settings()
     _check_region(settings, region)
+    dbt_target = resolve_target(target, settings, project_dir or PROJECT_DIR)
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError as DeltaMissing
 
@@ -414,6 +422,18 @@ def run_dbt_build(
         raise TableNotFoundError(
             f"no bronze events table for {owner} at {bronze}; ingest events first", uri=bronze
         ) from exc
+    spark_remote = prepare_spark(settings) if dbt_target == "spark" else None
+    invocation: dict[str, Any] = {
+        "settings": settings, "region": region, "tenant_id": tenant_id, "project_dir": project_dir or PROJECT_DIR,
+        "target": dbt_target, "spark_remote": spark_remote,
+        "dbt_vars": {**dict(dbt_vars or {}), **({"full_tests": True} if full_tests else {})},
+    }
+
+    def parse() -> Path:
+        outcome = _invoke("parse", **invocation)
+        if not outcome.success:
+            raise TransformationError(f"dbt parse failed: {_first_line(str(outcome.exception))}", region=region)
+        return dbt_home(settings, region, tenant_id) / "target" / "manifest.json"
 
     scope = {"tenant": tenant_id} if tenant_id else {}
     with stage("dbt_build", region=region, **scope) as summary:
@@ -433,17 +453,16 @@ def run_dbt_build(
             *(["--full-refresh"] if full_refresh else []),
         ]
         started = time.perf_counter()
-        outcome = _invoke(
-            "build",
-            settings=settings,
-            region=region,
-            tenant_id=tenant_id,
-            extra=extra,
-            dbt_vars={**dict(dbt_vars or {}), **({"full_tests": True} if full_tests else {})},
-            project_dir=project_dir or PROJECT_DIR,
-        )
+        not_merged: list[str] = []
+        with (
+            spark_build(settings, parse=parse, full_refresh=full_refresh, failures=not_merged)
+            if dbt_target == "spark"
+            else contextlib.nullcontext()
+        ):
+            outcome = _invoke("build", extra=extra, **invocation)
         seconds = time.perf_counter() - started
         models, passed, failed, failures = _summarise(outcome.result)
+        failures += not_merged
         if outcome.exception is not None:
             failures.append(f"dbt: {_first_line(str(outcome.exception))}")
         success = bool(outcome.success) and not failures
@@ -465,7 +484,7 @@ def run_dbt_build(
         summary.rows = len(models)
         summary.table_version = result.gold_versions
         summary.extra.update(
-            tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh
+            tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh, target=dbt_target
         )
     if raise_on_failure and not success:
         raise TransformationError(failure_message(result), region=region, failures=failures, **scope)
@@ -509,6 +528,7 @@ def build_region(
     full_tests: bool = False,
     dbt_vars: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    target: str | None = None,
 ) -> RegionBuildResult:
     """Build a region in full: its pooled tables (when it has pooled bronze) and each dedicated tenant's own
     (`dedicated_build_targets`), from one registry read. A region with no bronze at all raises
@@ -532,6 +552,7 @@ def build_region(
             dbt_vars=dbt_vars,
             full_tests=full_tests,
             tenant_id=tenant_id,
+            target=target,
         )
 
     opts = settings.storage_options or None
