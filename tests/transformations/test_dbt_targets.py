@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from orchestration.pipeline import plan_dbt_build
 from shironzi.cli.main import run
 from shironzi.errors import ConfigurationError, InvalidInputError, ServiceUnavailableError
 from shironzi.lake import history, table_exists
@@ -64,6 +65,17 @@ def test_unknown_target_from_the_settings_is_one_error_line(
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown dbt target 'oracle'" in err[0], err
+
+
+def test_the_airflow_plan_carries_the_target_and_refuses_an_unknown_one(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dbt_build's plan task decides the target once per run, so every model task of the run uses the same."""
+    assert plan_dbt_build(settings=get_settings())["target"] == "duckdb"
+    monkeypatch.setenv("SHIRONZI_DBT_TARGET", "bogus")
+    get_settings.cache_clear()
+    with pytest.raises(InvalidInputError, match="unknown dbt target 'bogus'"):
+        plan_dbt_build(settings=get_settings())
 
 
 def test_spark_url_that_does_not_answer_is_refused_at_once(
