@@ -113,7 +113,7 @@ def prepare_spark(settings: Settings) -> str:
     check_pyspark_version(installed_pyspark_version())
     remote = spark_remote_url(settings)
     check_reachable(remote)
-    get_spark(settings)
+    get_spark(settings)  # the session dbt-spark's getOrCreate() picks up
     return remote
 
 

@@ -149,3 +149,42 @@ def test_spark_target_survives_a_sail_restart_and_an_unmerged_incremental_fails_
         )
     finally:
         stop_spark()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_spark_target_survives_a_restart_of_the_remote_server(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SHIRONZI_SPARK_REMOTE names a server that restarts on the same address between two builds (as a cluster
+    does) and forgets its catalog: the tables are registered again on the new server, so the second build merges."""
+    from pysail.spark import SparkConnectServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SHIRONZI_SPARK_REMOTE", f"sc://127.0.0.1:{port}")
+    get_settings.cache_clear()
+    settings = get_settings()
+    bronze = bronze_events_uri(settings, REGION)
+    rows = sample_events(days=8)
+    write_bronze(bronze, rows)
+    merged = table_uri(settings.resolved_lake_uri, layer="gold", table="events_merged", region=REGION)
+    build = {"region": REGION, "tenants": TENANTS, "settings": settings, "project_dir": _spark_project(tmp_path),
+             "target": "spark"}
+    server = SparkConnectServer(ip="127.0.0.1", port=port)
+    server.start(background=True)
+    try:
+        assert run_dbt_build(**build).success
+        server.stop()
+        server = SparkConnectServer(ip="127.0.0.1", port=port)
+        server.start(background=True)
+        write_bronze(bronze, [event("t-shop", "c1", "session_started", START + dt.timedelta(8), event_id="after",
+                                    ingested_at=INGESTED + dt.timedelta(days=1))])
+        second = run_dbt_build(**build)
+        assert second.success, second.failures
+        assert history(merged)[0]["operation"] == "MERGE"
+        assert DeltaTable(merged).to_pyarrow_table().num_rows == len(rows) + 1
+    finally:
+        stop_spark()
+        server.stop()
