@@ -9,7 +9,6 @@ environment, never from a DAG file.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -137,14 +136,17 @@ def write_dbt_model_graph(path: Path = DBT_MODEL_GRAPH) -> tuple[Path, dict[str,
 def plan_dbt_build(*, settings: Settings | None = None) -> dict[str, Any]:
     """Which regions have pooled bronze data, and whether each must rebuild its facts in full (decided once per
     run, before the per-model tasks each record a new build state); and each region's dedicated tenants to
-    build (`dedicated_build_targets`)."""
+    build (`dedicated_build_targets`); and the dbt target every task of the run uses."""
     from shironzi.lake import table_exists
-    from transformations.dbt_runner import bronze_events_uri, dedicated_build_targets, needs_full_refresh
+    from transformations.dbt_runner import PROJECT_DIR, bronze_events_uri, dedicated_build_targets, needs_full_refresh
+    from transformations.dbt_targets import resolve_target
 
     settings = settings or get_settings()
+    target = resolve_target(None, settings, PROJECT_DIR)  # SHIRONZI_DBT_TARGET, refused here when unknown
     regions = [r for r in settings.regions if table_exists(bronze_events_uri(settings, r))]
     dedicated = {r: dedicated_build_targets(region=r, settings=settings) for r in settings.regions}
     return {
+        "target": target,
         "regions": regions,
         "full_refresh": {r: needs_full_refresh(region=r, settings=settings) for r in regions},
         "dedicated": {r: ids for r, ids in dedicated.items() if ids},
@@ -162,7 +164,7 @@ def build_dedicated_tenants(plan: Mapping[str, Any], *, settings: Settings | Non
     failures: list[str] = []
     for region, tenant_ids in sorted(plan.get("dedicated", {}).items()):
         for tenant_id in tenant_ids:
-            result = run_dbt_build(region=region, tenant_id=tenant_id, settings=settings)
+            result = run_dbt_build(region=region, tenant_id=tenant_id, settings=settings, target=plan.get("target"))
             out[f"{region}/tenants/{tenant_id}"] = {"built": result.models_built, "tests_passed": result.tests_passed}
             failures += [f"{region}/tenants/{tenant_id}: {f}" for f in result.failures]
     if failures:
@@ -185,23 +187,17 @@ def build_dbt_model(model: str, plan: Mapping[str, Any], *, settings: Settings |
 
     settings = settings or get_settings()
     out: dict[str, Any] = {}
-    previous = os.environ.get("DBT_INDIRECT_SELECTION")
-    os.environ["DBT_INDIRECT_SELECTION"] = "buildable"
-    try:
-        for region in plan.get("regions", []):
-            result = run_dbt_build(
-                region=region,
-                select=model if model == DBT_SEEDS else f"{model} +{model},config.materialized:view",
-                full_refresh=bool(plan.get("full_refresh", {}).get(region, False)),
-                settings=settings,
-                raise_on_failure=True,
-            )
-            out[region] = {"built": result.models_built, "tests_passed": result.tests_passed}
-    finally:
-        if previous is None:
-            os.environ.pop("DBT_INDIRECT_SELECTION", None)
-        else:
-            os.environ["DBT_INDIRECT_SELECTION"] = previous
+    for region in plan.get("regions", []):
+        result = run_dbt_build(
+            region=region,
+            select=model if model == DBT_SEEDS else f"{model} +{model},config.materialized:view",
+            indirect_selection="buildable",
+            target=plan.get("target"),
+            full_refresh=bool(plan.get("full_refresh", {}).get(region, False)),
+            settings=settings,
+            raise_on_failure=True,
+        )
+        out[region] = {"built": result.models_built, "tests_passed": result.tests_passed}
     return out
 
 

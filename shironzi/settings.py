@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     spark_remote: str | None = Field(
         None, description="Spark Connect URL (sc://host:15002). Default: an embedded Sail server."
     )
+    dbt_target: str = Field(
+        "duckdb",
+        description="dbt target of the curated layer: duckdb (embedded) or spark (dbt-spark over Spark Connect).",
+    )
     online_store_url: str | None = Field(
         None,
         description="Online feature store: sqlite:///path or redis://host:port/db. Default: SQLite under home.",

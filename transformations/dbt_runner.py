@@ -1,8 +1,10 @@
-"""Run the curated layer (dbt on DuckDB: bronze Delta -> silver/gold Delta) from Python or the CLI.
+"""Run the curated layer (dbt on DuckDB: bronze Delta -> silver/gold Delta) from Python; the CLI command
+is transformations/cli.py.
 
 The dbt project (dbt_project/) holds no absolute path: this runner computes every location from the
-settings and hands it over as `SHIRONZI_DBT_*` environment variables and `--vars`. The DuckDB file,
-dbt's target/ and logs/ live under SHIRONZI_HOME/dbt/<region>/.
+settings and hands it over as dbt `--vars` (`project_vars`), in-process through dbtRunner, without
+touching the process environment. The DuckDB file, dbt's target/ and logs/ live under
+SHIRONZI_HOME/dbt/<region>/.
 
 A region has one pooled build (`{lake}/{region}/{layer}/...`, every pooled tenant) and one build per
 dedicated tenant (`{lake}/{region}/tenants/{tenant_id}/{layer}/...`, its own bronze, silver and gold,
@@ -15,22 +17,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import typer
+from typing import Any, Literal
 
 from shironzi.errors import InvalidInputError, TableNotFoundError, TransformationError
 from shironzi.lake import history, table_version
 from shironzi.lake.paths import platform_uri, table_uri
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
+from transformations.dbt_results import DbtBuildResult, RegionBuildResult, failure_message
+from transformations.dbt_targets import DbtTarget, prepare_spark, resolve_target, spark_build, target_args
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 PLUGINS_DIR = PROJECT_DIR / "plugins"
@@ -48,63 +48,6 @@ REGISTRY_COLUMNS = (
 
 # dbt keeps process-global state (flags, adapters) and we set environment variables: one build at a time.
 _DBT_LOCK = threading.RLock()
-
-
-@dataclass
-class DbtBuildResult:
-    """What one `dbt build` did."""
-
-    models_built: list[str]
-    tests_passed: int
-    tests_failed: int
-    gold_versions: dict[str, int]
-    seconds: float
-    success: bool
-    failures: list[str] = field(default_factory=list)
-    full_refresh: bool = False
-    tenant_id: str | None = None  # the dedicated tenant built; None for the pooled build
-
-
-@dataclass
-class RegionBuildResult:
-    """A region built in full: the pooled build (None without pooled bronze) and one per dedicated tenant."""
-
-    region: str
-    pooled: DbtBuildResult | None
-    dedicated: dict[str, DbtBuildResult] = field(default_factory=dict)
-
-    @property
-    def builds(self) -> list[DbtBuildResult]:
-        return [*([self.pooled] if self.pooled else []), *(self.dedicated[t] for t in sorted(self.dedicated))]
-
-    @property
-    def success(self) -> bool:
-        return all(b.success for b in self.builds)
-
-    @property
-    def models_built(self) -> int:
-        return sum(len(b.models_built) for b in self.builds)
-
-    @property
-    def tests_passed(self) -> int:
-        return sum(b.tests_passed for b in self.builds)
-
-    @property
-    def tests_failed(self) -> int:
-        return sum(b.tests_failed for b in self.builds)
-
-    @property
-    def failures(self) -> list[str]:
-        return [f if b.tenant_id is None else f"tenants/{b.tenant_id}: {f}" for b in self.builds for f in b.failures]
-
-    @property
-    def gold_versions(self) -> dict[str, int]:
-        """Gold table -> Delta version; a dedicated tenant's tables keyed `tenants/<tenant_id>/<table>`
-        (their path under the region), so they never collide with the pooled ones."""
-        versions = dict(self.pooled.gold_versions) if self.pooled else {}
-        for tenant_id, build in self.dedicated.items():
-            versions.update({f"tenants/{tenant_id}/{name}": v for name, v in build.gold_versions.items()})
-        return versions
 
 
 # -- locations ----------------------------------------------------------------------------------------
@@ -268,37 +211,33 @@ def write_registry_snapshot(
 
 
 # -- running dbt --------------------------------------------------------------------------------------
+def project_vars(settings: Settings, region: str, tenant_id: str | None = None) -> dict[str, Any]:
+    """Every location the dbt project reads, handed over as dbt vars: profiles.yml (the DuckDB file), the
+    sources (bronze events, the registry snapshot) and the delta materialization (the silver/gold roots)."""
+    return {
+        "region": region,
+        "duckdb_path": str(dbt_home(settings, region, tenant_id) / "shironzi.duckdb"),
+        "bronze_events": bronze_events_uri(settings, region, tenant_id),
+        "registry_tenants": registry_snapshot_uri(settings, region, tenant_id),
+        "silver_root": layer_root(settings, region, "silver", tenant_id),
+        "gold_root": layer_root(settings, region, "gold", tenant_id),
+        "storage_options": json.dumps(settings.storage_options),
+    }
+
+
 @contextlib.contextmanager
-def dbt_environment(settings: Settings, region: str, tenant_id: str | None = None) -> Iterator[Path]:
-    """Set the SHIRONZI_DBT_* variables the profile and sources read (restored afterwards); yields
-    the dbt working directory of the region (or of its dedicated tenant `tenant_id`)."""
+def dbt_workdir(settings: Settings, region: str, tenant_id: str | None = None) -> Iterator[Path]:
+    """Hold the process's dbt lock and yield the dbt working directory of the region (or of its dedicated
+    tenant `tenant_id`), with the project's plugins importable."""
     work = dbt_home(settings, region, tenant_id)
     work.mkdir(parents=True, exist_ok=True)
-    values = {
-        "SHIRONZI_DBT_DUCKDB_PATH": str(work / "shironzi.duckdb"),
-        "SHIRONZI_DBT_BRONZE_EVENTS": bronze_events_uri(settings, region, tenant_id),
-        "SHIRONZI_DBT_REGISTRY_TENANTS": registry_snapshot_uri(settings, region, tenant_id),
-        "SHIRONZI_DBT_SILVER_ROOT": layer_root(settings, region, "silver", tenant_id),
-        "SHIRONZI_DBT_GOLD_ROOT": layer_root(settings, region, "gold", tenant_id),
-        "SHIRONZI_DBT_STORAGE_OPTIONS": json.dumps(settings.storage_options),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "DBT_VERSION_CHECK": "false",
-        "DO_NOT_TRACK": "1",
-    }
     with _DBT_LOCK:
-        previous = {name: os.environ.get(name) for name in values}
-        os.environ.update(values)
         added_path = str(PLUGINS_DIR) not in sys.path
         if added_path:
             sys.path.insert(0, str(PLUGINS_DIR))
         try:
             yield work
         finally:
-            for name, value in previous.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
             if added_path:
                 with contextlib.suppress(ValueError):
                     sys.path.remove(str(PLUGINS_DIR))
@@ -309,47 +248,56 @@ def _release_duckdb() -> None:
     datasets, and keeps a later `dbt parse` from loading sources through a stale environment."""
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
-    with DuckDBConnectionManager._LOCK:
-        environment = DuckDBConnectionManager._ENV
-        DuckDBConnectionManager._ENV = None
-    if environment is not None:
-        with contextlib.suppress(Exception):
-            environment.close()
+    try:
+        environment = DuckDBConnectionManager.env()
+    except Exception:  # noqa: BLE001 - dbt-duckdb raises a bare Exception when there is none yet
+        return
+    DuckDBConnectionManager.close_all_connections()
+    with contextlib.suppress(Exception):
+        environment.close()
 
 
 def _invoke(
     command: str,
-    work: Path,
     *,
+    settings: Settings,
     region: str,
-    extra: list[str],
-    dbt_vars: Mapping[str, Any],
+    tenant_id: str | None = None,
+    extra: Iterable[str] = (),
+    dbt_vars: Mapping[str, Any] | None = None,
     project_dir: Path = PROJECT_DIR,
+    target: DbtTarget = "duckdb",
+    spark_remote: str | None = None,
 ) -> Any:
-    """Run one dbt command (e.g. "build", "docs generate") in-process against the region's work dir."""
+    """Run one dbt command (e.g. "build", "docs generate") in-process against the region's (or dedicated
+    tenant's) work dir. Locations go in as --vars, dbt's own switches as the runner's keyword flags: the
+    process environment is left alone."""
     from dbt.cli.main import dbtRunner
 
-    args = [
-        *command.split(),
-        "--project-dir",
-        str(project_dir),
-        "--profiles-dir",
-        str(project_dir),
-        "--target-path",
-        str(work / "target"),
-        "--log-path",
-        str(work / "logs"),
-        "--vars",
-        json.dumps({"region": region, **dbt_vars}),
-        "--quiet",
-        "--no-use-colors",
-        *extra,
-    ]
-    _release_duckdb()
-    try:
-        return dbtRunner().invoke(args)
-    finally:
+    target_switch, spark_vars = target_args(target, spark_remote)
+    with dbt_workdir(settings, region, tenant_id) as work:
+        args = [
+            *command.split(),
+            "--project-dir",
+            str(project_dir),
+            "--profiles-dir",
+            str(project_dir),
+            "--target-path",
+            str(work / "target"),
+            "--log-path",
+            str(work / "logs"),
+            "--vars",
+            json.dumps({**project_vars(settings, region, tenant_id), **spark_vars, **dict(dbt_vars or {})}),
+            "--quiet",
+            "--no-use-colors",
+            *target_switch,
+            *extra,
+        ]
         _release_duckdb()
+        try:
+            return dbtRunner().invoke(args, send_anonymous_usage_stats=False, version_check=False)
+        finally:
+            _release_duckdb()
 
 
 def _first_line(text: str | None) -> str:
@@ -391,7 +339,7 @@ def _gold_models(work: Path) -> list[str]:
         n["name"]
         for n in nodes
         if n["resource_type"] == "model"
-        and n["config"].get("materialized") == "delta"
+        and n["config"].get("materialized") in ("delta", "table", "incremental")
         and n["config"].get("layer") == "gold"
     )
 
@@ -438,6 +386,7 @@ def run_dbt_build(
     region: str,
     tenants: Iterable[Mapping[str, Any]] | None = None,
     select: str | None = None,
+    indirect_selection: Literal["eager", "cautious", "buildable", "empty"] | None = None,
     full_refresh: bool = False,
     settings: Settings | None = None,
     dbt_vars: Mapping[str, Any] | None = None,
@@ -445,6 +394,7 @@ def run_dbt_build(
     project_dir: Path | None = None,
     full_tests: bool = False,
     tenant_id: str | None = None,
+    target: str | None = None,
 ) -> DbtBuildResult:
     """Run `dbt build` for one region's pooled tables, or (with `tenant_id`) for one dedicated tenant's own
     tables: snapshot the registry, build silver and gold Delta tables, run every data and unit test. When the
@@ -452,9 +402,12 @@ def run_dbt_build(
     incremental merge would keep a disabled tenant's rows).
     On an incremental build, data tests on a merged model check the partitions that build rewrote
     (dbt_project/README.md, "Incremental tests"); `full_tests` (or a full refresh) checks every row.
-    `project_dir` swaps in a copy of the dbt project (tests, extensions)."""
+    `project_dir` swaps in a copy of the dbt project (tests, extensions); `indirect_selection` is dbt's
+    --indirect-selection (which tests a --select brings along). `target` is the dbt target (duckdb, spark;
+    default SHIRONZI_DBT_TARGET); a spark build is checked and guarded by transformations/dbt_targets.py."""
     settings = settings or get_settings()
     _check_region(settings, region)
+    dbt_target = resolve_target(target, settings, project_dir or PROJECT_DIR)
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError as DeltaMissing
 
@@ -469,6 +422,18 @@ def run_dbt_build(
         raise TableNotFoundError(
             f"no bronze events table for {owner} at {bronze}; ingest events first", uri=bronze
         ) from exc
+    spark_remote = prepare_spark(settings) if dbt_target == "spark" else None
+    invocation: dict[str, Any] = {
+        "settings": settings, "region": region, "tenant_id": tenant_id, "project_dir": project_dir or PROJECT_DIR,
+        "target": dbt_target, "spark_remote": spark_remote,
+        "dbt_vars": {**dict(dbt_vars or {}), **({"full_tests": True} if full_tests else {})},
+    }
+
+    def parse() -> Path:
+        outcome = _invoke("parse", **invocation)
+        if not outcome.success:
+            raise TransformationError(f"dbt parse failed: {_first_line(str(outcome.exception))}", region=region)
+        return dbt_home(settings, region, tenant_id) / "target" / "manifest.json"
 
     scope = {"tenant": tenant_id} if tenant_id else {}
     with stage("dbt_build", region=region, **scope) as summary:
@@ -482,19 +447,22 @@ def run_dbt_build(
             or _rows_removed_since(bronze, previous.get("bronze_version"), settings)
         ):
             full_refresh = True
-        extra = [*(["--select", select] if select else []), *(["--full-refresh"] if full_refresh else [])]
+        extra = [
+            *(["--select", select] if select else []),
+            *(["--indirect-selection", indirect_selection] if indirect_selection else []),
+            *(["--full-refresh"] if full_refresh else []),
+        ]
         started = time.perf_counter()
-        with dbt_environment(settings, region, tenant_id) as work:
-            outcome = _invoke(
-                "build",
-                work,
-                region=region,
-                extra=extra,
-                dbt_vars={**dict(dbt_vars or {}), **({"full_tests": True} if full_tests else {})},
-                project_dir=project_dir or PROJECT_DIR,
-            )
+        not_merged: list[str] = []
+        with (
+            spark_build(settings, parse=parse, full_refresh=full_refresh, failures=not_merged)
+            if dbt_target == "spark"
+            else contextlib.nullcontext()
+        ):
+            outcome = _invoke("build", extra=extra, **invocation)
         seconds = time.perf_counter() - started
         models, passed, failed, failures = _summarise(outcome.result)
+        failures += not_merged
         if outcome.exception is not None:
             failures.append(f"dbt: {_first_line(str(outcome.exception))}")
         success = bool(outcome.success) and not failures
@@ -504,7 +472,9 @@ def run_dbt_build(
             models_built=models,
             tests_passed=passed,
             tests_failed=failed,
-            gold_versions=_gold_versions(settings, region, _gold_models(work), tenant_id),
+            gold_versions=_gold_versions(
+                settings, region, _gold_models(dbt_home(settings, region, tenant_id)), tenant_id
+            ),
             seconds=seconds,
             success=success,
             failures=failures,
@@ -514,10 +484,10 @@ def run_dbt_build(
         summary.rows = len(models)
         summary.table_version = result.gold_versions
         summary.extra.update(
-            tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh
+            tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh, target=dbt_target
         )
     if raise_on_failure and not success:
-        raise TransformationError(_failure_message(result), region=region, failures=failures, **scope)
+        raise TransformationError(failure_message(result), region=region, failures=failures, **scope)
     return result
 
 
@@ -558,6 +528,7 @@ def build_region(
     full_tests: bool = False,
     dbt_vars: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    target: str | None = None,
 ) -> RegionBuildResult:
     """Build a region in full: its pooled tables (when it has pooled bronze) and each dedicated tenant's own
     (`dedicated_build_targets`), from one registry read. A region with no bronze at all raises
@@ -581,6 +552,7 @@ def build_region(
             dbt_vars=dbt_vars,
             full_tests=full_tests,
             tenant_id=tenant_id,
+            target=target,
         )
 
     opts = settings.storage_options or None
@@ -590,7 +562,7 @@ def build_region(
     for tenant_id in targets:
         result.dedicated[tenant_id] = build(tenant_id)
     if raise_on_failure and not result.success:
-        raise TransformationError(_failure_message(result), region=region, failures=result.failures)
+        raise TransformationError(failure_message(result), region=region, failures=result.failures)
     return result
 
 
@@ -610,18 +582,12 @@ def needs_full_refresh(*, region: str, settings: Settings | None = None, tenant_
     )
 
 
-def _failure_message(result: DbtBuildResult | RegionBuildResult) -> str:
-    first = result.failures[0] if result.failures else "dbt reported a failure"
-    more = f" (+{len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
-    return f"dbt build failed: {first}{more}"
-
-
 def dbt_manifest(*, region: str | None = None, settings: Settings | None = None) -> dict[str, list[str]]:
     """Every model of the project -> the models it depends on (for per-model Airflow tasks)."""
     settings = settings or get_settings()
     region = _check_region(settings, region or settings.default_region)
-    with dbt_environment(settings, region) as work:
-        outcome = _invoke("parse", work, region=region, extra=[], dbt_vars={})
+    with dbt_workdir(settings, region) as work:
+        outcome = _invoke("parse", settings=settings, region=region)
         if not outcome.success:
             raise TransformationError(f"dbt parse failed: {_first_line(str(outcome.exception))}")
         nodes = json.loads((work / "target" / "manifest.json").read_text())["nodes"]
@@ -630,58 +596,3 @@ def dbt_manifest(*, region: str | None = None, settings: Settings | None = None)
         node["name"]: sorted(models[dep]["name"] for dep in node["depends_on"]["nodes"] if dep in models)
         for node in models.values()
     }
-
-
-# -- the CLI command ----------------------------------------------------------------------------------
-def transform(
-    region: str = typer.Option(
-        None, "--region", help="Region to build (default: the settings' default region)."
-    ),
-    select: str = typer.Option(
-        None, "--select", "-s", help="dbt node selection, e.g. 'fct_tenant_daily_kpis+'."
-    ),
-    full_refresh: bool = typer.Option(
-        False, "--full-refresh", help="Rebuild incremental Delta tables in full."
-    ),
-    full_tests: bool = typer.Option(
-        False,
-        "--full-tests",
-        help="Run every data test on whole tables (an incremental build tests only the rewritten partitions).",
-    ),
-    tenant: str = typer.Option(
-        None, "--tenant", help="Build only this dedicated tenant's own tables (default: the whole region)."
-    ),
-) -> None:
-    """Build the curated layer with dbt: bronze Delta -> silver and gold Delta, with every test. A region is
-    built in full: its pooled tables and every dedicated tenant's own (analytics on, bronze landed)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    settings = get_settings()
-    region = region or settings.default_region
-    options: dict[str, Any] = {
-        "region": region, "select": select, "full_refresh": full_refresh, "settings": settings, "full_tests": full_tests
-    }
-    console = Console(highlight=False, stderr=True)
-    with console.status(f"dbt build {region}") as status:
-        if tenant:
-            build = run_dbt_build(tenant_id=tenant, **options)
-            result = RegionBuildResult(region, None, {tenant: build})
-        else:
-            result = build_region(**options, progress=lambda text: status.update(f"dbt build {text}"))
-    out = Console(highlight=False)
-    for build in result.builds:
-        owner = "pooled" if build.tenant_id is None else f"tenants/{build.tenant_id}"
-        out.print(
-            f"{region} {owner}: models built: {len(build.models_built)}  tests passed: {build.tests_passed}  "
-            f"tests failed: {build.tests_failed}  ({build.seconds:.1f}s"
-            f"{', full refresh' if build.full_refresh else ''})"
-        )
-    table = Table(title="gold Delta tables")
-    table.add_column("table")
-    table.add_column("version", justify="right")
-    for name, version in sorted(result.gold_versions.items()):
-        table.add_row(name, str(version))
-    out.print(table)
-    if not result.success:
-        raise TransformationError(_failure_message(result), failures=result.failures)

@@ -92,6 +92,13 @@ def _import_spark_connect() -> None:
             del os.environ["SPARK_HOME"]
 
 
+def spark_remote_url(settings: Settings | None = None) -> str:
+    """The Spark Connect URL jobs use: SHIRONZI_SPARK_REMOTE, else the embedded Sail server's (started if needed)."""
+    settings = settings or get_settings()
+    with _lock:
+        return _check_remote(settings.spark_remote) if settings.spark_remote else _start_embedded_sail()
+
+
 def get_spark(settings: Settings | None = None) -> SparkSession:
     """A Spark Connect session: the cluster at `settings.spark_remote`, else the embedded Sail server.
 

@@ -215,10 +215,10 @@ def test_second_build_changes_no_gold_row(build: DbtBuildResult, module_settings
 def test_docs_generate_and_every_model_and_column_is_described(
     build: DbtBuildResult, module_settings: Settings
 ) -> None:
-    from transformations.dbt_runner import _invoke, dbt_environment
+    from transformations.dbt_runner import _invoke, dbt_workdir
 
-    with dbt_environment(module_settings, REGION) as work:
-        outcome = _invoke("docs generate", work, region=REGION, extra=[], dbt_vars={})
+    with dbt_workdir(module_settings, REGION) as work:
+        outcome = _invoke("docs generate", settings=module_settings, region=REGION)
         assert outcome.success, outcome.exception
         catalog = json.loads((work / "target" / "catalog.json").read_text())
         manifest = json.loads((work / "target" / "manifest.json").read_text())

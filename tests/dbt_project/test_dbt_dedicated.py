@@ -203,7 +203,7 @@ def test_airflow_plan_lists_the_dedicated_tenant_and_its_task_builds_it(lake: La
     from orchestration.pipeline import build_dedicated_tenants, plan_dbt_build
 
     plan = plan_dbt_build(settings=lake.settings)
-    assert plan["regions"] == [REGION] and plan["dedicated"] == {REGION: [lake.solo]}
+    assert plan["regions"] == [REGION] and plan["dedicated"] == {REGION: [lake.solo]} and plan["target"] == "duckdb"
     built = build_dedicated_tenants(plan, settings=lake.settings)
     assert set(built) == {f"{REGION}/tenants/{lake.solo}"}
     assert KPIS in built[f"{REGION}/tenants/{lake.solo}"]["built"]

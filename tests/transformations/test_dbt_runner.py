@@ -4,6 +4,8 @@ the `shironzi transform` command (success output and the one-line failure), and 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from tests.dbt_project.bronze import START, TENANTS, event, sample_events, write
 from transformations.dbt_runner import (
     PROJECT_DIR,
     bronze_events_uri,
+    dbt_home,
     dbt_manifest,
     registry_snapshot_uri,
     run_dbt_build,
@@ -87,6 +90,34 @@ def test_manifest_lists_models_and_their_dependencies(settings: Settings) -> Non
         "stg_platform__tenants",
     }
     assert {"dim_customers", "fct_churn_labels", "fct_cohort_retention", "fct_tenant_usage"} <= set(manifest)
+
+
+@pytest.mark.integration
+def test_dbt_gets_locations_as_vars_and_the_environment_stays_untouched(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner hands every location to dbt through --vars: the environment dbt reads at the start of an
+    invocation is the process's own, unchanged, and no SHIRONZI_DBT_* variable is ever set."""
+    import dbt.cli.requires
+
+    seen: list[dict[str, str]] = []
+    real_get_env = dbt.cli.requires.get_env
+
+    def recording_get_env() -> dict[str, str]:
+        env = real_get_env()
+        seen.append(dict(env))
+        return env
+
+    monkeypatch.setattr(dbt.cli.requires, "get_env", recording_get_env)
+    before = dict(os.environ)
+    dbt_manifest(region=REGION, settings=settings)
+    assert seen, "dbt was not invoked"
+    assert all(env == before for env in seen)
+    assert dict(os.environ) == before
+    manifest = json.loads((dbt_home(settings, REGION) / "target" / "manifest.json").read_text())
+    assert manifest["sources"]["source.shironzi.bronze.events"]["meta"]["delta_table_path"] == bronze_events_uri(
+        settings, REGION
+    )
 
 
 @pytest.mark.integration

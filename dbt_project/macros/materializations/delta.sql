@@ -2,7 +2,7 @@
   The `delta` materialization: build the model into a staged DuckDB table, hand it to the
   shironzi_delta plugin, which writes the Delta table with deltalake and points a view named after
   the model at it. Configs:
-    layer            silver | gold (picks the lake root, SHIRONZI_DBT_<LAYER>_ROOT)
+    layer            silver | gold (picks the lake root, var <layer>_root)
     partition_by     list of partition columns
     unique_key       list of key columns (needed when incremental)
     incremental      true: after the first build, merge the staged rows on unique_key, scoped to
@@ -16,7 +16,7 @@
   {%- if layer not in ['silver', 'gold'] -%}
     {{ exceptions.raise_compiler_error("delta models need config layer='silver' or 'gold', got " ~ layer) }}
   {%- endif -%}
-  {{- env_var('SHIRONZI_DBT_' ~ (layer | upper) ~ '_ROOT') ~ '/' ~ identifier -}}
+  {{- var(layer ~ '_root') ~ '/' ~ identifier -}}
 {%- endmacro %}
 
 

@@ -1,0 +1,220 @@
+"""The dbt targets: `duckdb` (dbt-duckdb, embedded, the default) and `spark` (dbt-spark, `method: session`, over
+Spark Connect: the cluster at SHIRONZI_SPARK_REMOTE, else the embedded Sail server).
+
+A spark build is checked before any table is touched (a known target, the pinned Spark Connect client, a server
+that answers), and guarded while it runs:
+
+* Sail keeps its catalog in memory, per session: after a server restart (or in a new process) dbt-spark would not
+  see the tables an earlier build wrote, and an incremental model would silently rebuild from scratch. So every
+  Delta table the project's table/incremental models own is registered again at the start of the run
+  (`create table if not exists ... using delta location ...`), which holds after any restart.
+* An incremental model whose table existed before the run must come out merged: a commit that replaced the whole
+  table fails the build (`check_incremental_merges`), never passes silently.
+* Each model table's shared lease is held for the whole build, as the DuckDB plugin holds it for each write, so an
+  erasure's exclusive vacuum waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml  # type: ignore[import-untyped]  # dbt's own dependency
+
+from shironzi.audit.lease import table_lease
+from shironzi.errors import ConfigurationError, InvalidInputError, ServiceUnavailableError
+from shironzi.lake import history, table_exists, table_version
+from shironzi.settings import Settings
+from transformations.spark import get_spark, spark_remote_url
+
+DbtTarget = Literal["duckdb", "spark"]
+DBT_TARGETS: tuple[DbtTarget, ...] = ("duckdb", "spark")
+# pyproject.toml pins pyspark-client==4.2.0: pyspark 4.3 fails against Sail 0.7.2 ("session ... is not running").
+PYSPARK_SERIES = "4.2."
+# Delta operations that replace a whole table: an incremental model's table must never get one outside a full refresh.
+_FULL_REWRITES = {"CREATE OR REPLACE TABLE", "CREATE TABLE AS SELECT", "REPLACE TABLE AS SELECT", "CREATE TABLE"}
+
+
+def resolve_target(target: str | None, settings: Settings, project_dir: Path) -> DbtTarget:
+    """The target to build with: the explicit one, else SHIRONZI_DBT_TARGET. An unknown name is bad input, and so
+    is a target the project's SQL is not written for (its dbt_project.yml var `targets`, default duckdb only)."""
+    name = (target or settings.dbt_target or "duckdb").strip().lower()
+    if name not in DBT_TARGETS:
+        raise InvalidInputError(
+            f"unknown dbt target {name!r}; expected one of {', '.join(DBT_TARGETS)}", target=name
+        )
+    supported = project_targets(project_dir)
+    if name not in supported:
+        raise InvalidInputError(
+            f"the dbt project {project_dir.name!r} is written for the {', '.join(supported)} target only, "
+            f"not {name!r} (its models use that dialect's SQL)",
+            target=name,
+        )
+    return name  # type: ignore[return-value]
+
+
+def project_targets(project_dir: Path) -> list[str]:
+    """The targets a dbt project declares its models portable to (dbt_project.yml `vars: targets: [...]`)."""
+    project = yaml.safe_load((project_dir / "dbt_project.yml").read_text()) or {}
+    declared = (project.get("vars") or {}).get("targets") or ["duckdb"]
+    return [str(t).lower() for t in declared]
+
+
+def installed_pyspark_version() -> str | None:
+    """The installed Spark Connect client's version (pyspark-client, or a full pyspark), None without one."""
+    for distribution in ("pyspark-client", "pyspark"):
+        with contextlib.suppress(PackageNotFoundError):
+            return package_version(distribution)
+    return None
+
+
+def check_pyspark_version(version: str | None) -> str:
+    """Refuse a Spark Connect client outside the pinned series (see PYSPARK_SERIES)."""
+    if version is None:
+        raise ConfigurationError("the spark dbt target needs pyspark-client 4.2 (pip install 'pyspark-client==4.2.0')")
+    if not version.startswith(PYSPARK_SERIES):
+        raise ConfigurationError(
+            f"pyspark {version} is outside the pinned range {PYSPARK_SERIES}x for the spark dbt target "
+            "(pyspark 4.3 fails against Sail 0.7.2); install pyspark-client==4.2.0",
+            version=version,
+        )
+    return version
+
+
+def check_reachable(remote: str, *, timeout: float = 3.0) -> None:
+    """A Spark Connect URL (sc://host:port/...) whose server does not answer is refused at once: the gRPC client
+    would otherwise retry for minutes."""
+    parts = urlsplit(remote.replace("sc://", "http://", 1))
+    host, port = parts.hostname, parts.port or 15002
+    if not host:
+        raise ConfigurationError(f"the Spark Connect URL {remote!r} names no host")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ServiceUnavailableError(
+            f"the Spark Connect server at {remote} does not answer ({exc}); start it or fix SHIRONZI_SPARK_REMOTE",
+            remote=remote,
+        ) from exc
+
+
+def prepare_spark(settings: Settings) -> str:
+    """Everything a spark build needs before it touches a table: the pinned client, a server that answers
+    (embedded Sail started when SHIRONZI_SPARK_REMOTE is unset) and a session dbt-spark's getOrCreate() picks up.
+    Returns the Spark Connect URL."""
+    check_pyspark_version(installed_pyspark_version())
+    remote = spark_remote_url(settings)
+    check_reachable(remote)
+    get_spark(settings)  # the session dbt-spark's getOrCreate() picks up
+    return remote
+
+
+def _version(location: str, settings: Settings) -> int | None:
+    opts = settings.storage_options or None
+    return table_version(location, storage_options=opts) if table_exists(location, storage_options=opts) else None
+
+
+@dataclass(frozen=True)
+class ModelTable:
+    """A table or incremental model's Delta table on the spark target."""
+
+    name: str
+    schema: str
+    location: str
+    incremental: bool
+
+
+def model_tables(manifest: Path) -> list[ModelTable]:
+    """The Delta tables the project's table and incremental models own, from a parsed manifest."""
+    nodes = json.loads(manifest.read_text())["nodes"].values()
+    tables = []
+    for node in nodes:
+        config = node.get("config") or {}
+        materialized = config.get("materialized")
+        if node.get("resource_type") != "model" or materialized not in ("table", "incremental"):
+            continue
+        root = config.get("location_root")
+        if not root:
+            raise ConfigurationError(f"spark model {node['name']} has no location_root: its Delta table has no home")
+        identifier = node.get("alias") or node["name"]
+        tables.append(ModelTable(identifier, node["schema"], f"{root}/{identifier}", materialized == "incremental"))
+    return sorted(tables, key=lambda t: (t.schema, t.name))
+
+
+def register_delta_tables(tables: list[ModelTable], settings: Settings) -> list[str]:
+    """Point the session catalog at every model table that already has a Delta log, so dbt-spark sees it whatever
+    the server forgot; returns the names registered."""
+    spark = get_spark(settings)
+    registered = []
+    for schema in sorted({t.schema for t in tables}):
+        spark.sql(f"create schema if not exists `{schema}`")
+    for table in tables:
+        if _version(table.location, settings) is None:
+            continue
+        location = table.location.replace("'", "\\'")
+        spark.sql(f"create table if not exists `{table.schema}`.`{table.name}` using delta location '{location}'")
+        registered.append(f"{table.schema}.{table.name}")
+    return registered
+
+
+def check_incremental_merges(
+    before: Mapping[str, int | None], tables: list[ModelTable], settings: Settings
+) -> list[str]:
+    """Failures for incremental models whose existing table this run replaced whole instead of merging into."""
+    failures = []
+    for table in tables:
+        previous = before.get(table.location)
+        if not table.incremental or previous is None:
+            continue
+        commits = history(table.location, storage_options=settings.storage_options or None)
+        rewrites = [_describe(c) for c in commits if int(c.get("version", -1)) > previous and _replaces_table(c)]
+        if rewrites:
+            failures.append(
+                f"model {table.name}: the incremental model was rebuilt in full ({rewrites[0]}) instead of merged "
+                f"into its table of version {previous}: the catalog lost the table; rebuild with --full-refresh"
+            )
+    return failures
+
+
+def _replaces_table(commit: Mapping[str, Any]) -> bool:
+    """A commit that replaced the whole table: a create/replace, or an overwrite without a predicate (what Sail
+    writes for dbt-spark's `create or replace table ... using delta`)."""
+    operation = str(commit.get("operation", "")).upper()
+    parameters = commit.get("operationParameters") or {}
+    overwrite = operation == "WRITE" and str(parameters.get("mode", "")).lower() == "overwrite"
+    return operation in _FULL_REWRITES or (overwrite and not parameters.get("predicate"))
+
+
+def _describe(commit: Mapping[str, Any]) -> str:
+    mode = (commit.get("operationParameters") or {}).get("mode")
+    return f"{commit.get('operation')}{f' {mode}' if mode else ''} at version {commit.get('version')}"
+
+
+@contextlib.contextmanager
+def spark_build(
+    settings: Settings, *, parse: Callable[[], Path], full_refresh: bool, failures: list[str]
+) -> Iterator[list[ModelTable]]:
+    """Around one spark `dbt build`: re-register the model tables (from `parse()`, which returns a fresh manifest),
+    hold their shared leases, and afterwards append to `failures` every incremental model that was not merged."""
+    tables = model_tables(parse())
+    register_delta_tables(tables, settings)
+    before = {t.location: _version(t.location, settings) for t in tables}
+    with contextlib.ExitStack() as leases:
+        for table in tables:
+            leases.enter_context(table_lease(table.location))
+        yield tables
+    if not full_refresh:
+        failures.extend(check_incremental_merges(before, tables, settings))
+
+
+def target_args(target: DbtTarget, remote: str | None) -> tuple[list[str], dict[str, Any]]:
+    """dbt's --target switch and the vars the spark output of profiles.yml reads."""
+    return ["--target", target], ({"spark_remote": remote} if remote else {})
