@@ -640,12 +640,13 @@ class BronzeLander:
 
     def pseudonymise(self, valid: pa.Table) -> pa.Table:
         """Replace the contract's PII fields by per-tenant keyed hashes before bronze (raw values of
-        recoverable fields go encrypted to the vault): one scan for PII keys, then one vectorised pass per
+        recoverable fields go encrypted to the PII table): one scan for PII keys, then one vectorised pass per
         industry over its candidate rows, written back in place."""
         import pyarrow.compute as pc
 
         from ingestion.contracts import pii_fields, recoverable_pii_fields
-        from shironzi.tenancy.keystore import PendingVault, pseudonymise_batch
+        from shironzi.privacy.pii_table import PendingPiiRows
+        from shironzi.privacy.pseudonymise import pseudonymise_batch
 
         if valid.num_rows == 0:
             return valid
@@ -665,7 +666,7 @@ class BronzeLander:
         candidate_industries = pc.take(industries, candidates)
         positions, parts = [], []
         touched = {"properties"}
-        vault = PendingVault()
+        pii_rows = PendingPiiRows()
         for industry, fields in sorted(fields_of.items()):
             if not fields:
                 continue
@@ -674,11 +675,11 @@ class BronzeLander:
                 continue
             positions.append(hits.combine_chunks() if isinstance(hits, pa.ChunkedArray) else hits)
             touched.update(fields)
-            parts.append(pseudonymise_batch(valid.take(hits), pii_fields=fields, pending=vault,
+            parts.append(pseudonymise_batch(valid.take(hits), pii_fields=fields, pending=pii_rows,
                                             recoverable_fields=recoverable_pii_fields(industry)))
         if not parts:
             return valid
-        vault.store()  # one vault commit for the whole batch, before the batch's bronze commit
+        pii_rows.store()  # one PII table commit for the whole batch, before the batch's bronze commit
         # Write the changed rows back in place (rows keep their input order: landing traces valid rows to
         # their input positions by order). Only PII columns and `properties` can have changed.
         hit_rows = pa.concat_arrays(positions)

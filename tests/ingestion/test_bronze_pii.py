@@ -8,7 +8,7 @@ from pathlib import Path
 from ingestion.bronze import BronzeLander
 from ingestion.contracts import decode_json_records
 from shironzi.tenancy import TenantContext
-from shironzi.tenancy.keystore import reveal
+from shironzi.privacy.pii_table import reveal
 from tests.ingestion.ingest_helpers import provision
 
 

@@ -25,7 +25,8 @@ from shironzi.errors import InvalidStateError, PermissionDeniedError
 from shironzi.lake.delta import append, read_arrow
 from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
-from shironzi.tenancy.keystore import get_keystore, pseudonym
+from shironzi.privacy.tokens import pseudonym
+from shironzi.tenancy.keystore import get_keystore
 from tests.shironzi.audit.lakedata import SqliteOnlineStore, build_lake, events, tenant_customers
 
 ADMIN = TenantContext.admin(actor="dpo@platform", purpose="gdpr_erasure")
