@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.serving.api_world import A_MARK, SHARED_CUSTOMER, ApiWorld
+from tests.serving._fixtures import A_MARK, SHARED_CUSTOMER, ApiWorld
 
 
 def _error(response: Any) -> dict[str, Any]:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.api_world import SHARED_CUSTOMER, ApiWorld, build_world, isolated_home
-from tests.serving.trained import CHURN, TrainedModel
+from tests.serving._fixtures import CHURN, SHARED_CUSTOMER, ApiWorld, TrainedModel, build_world, isolated_home
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REFRESH_SECONDS = 1.0
@@ -35,7 +34,7 @@ def reload_world(tmp_path_factory: pytest.TempPathFactory, own_registry: str) ->
 
 @pytest.fixture(scope="module")
 def server(reload_world: ApiWorld, own_registry: str) -> Iterator[str]:
-    from tests.services import free_port, wait_for_port
+    from tests._services import free_port, wait_for_port
 
     port = free_port()
     env = {**os.environ, "SHIRONZI_HOME": str(reload_world.home), "MLFLOW_TRACKING_URI": own_registry,

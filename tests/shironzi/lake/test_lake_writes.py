@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 from shironzi import lake
 from shironzi.errors import InvalidInputError, InvalidStateError, TableNotFoundError
 from shironzi.lake import tables
-from tests.shironzi.lake.conftest import MakeEvents
+from tests.shironzi.lake._fixtures import MakeEvents
 
 DAY1, DAY2, DAY3 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)
 

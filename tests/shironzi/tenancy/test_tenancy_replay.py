@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from shironzi.errors import ShironziError
 from shironzi.tenancy import INDUSTRIES, MODULES, PLANS, Registry, TenantContext
-from tests.shironzi.tenancy.tenancy_helpers import PROJECTIONS, snapshot
+from tests.shironzi.tenancy._fixtures import PROJECTIONS, snapshot
 
 
 def _random_operations(registry: Registry, admin: TenantContext, *, steps: int, seed: int) -> dict[str, int]:
