@@ -31,7 +31,7 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -45,6 +45,15 @@ from ingestion.bronze_tables import (
     UNIT_COLUMN,
     DataTable,
 )
+from ingestion.contracts import (
+    CANONICAL_SCHEMA,
+    QUARANTINE_SCHEMA,
+    ValidationResult,
+    pii_fields,
+    recoverable_pii_fields,
+    tenants_frame,
+    validate_batch,
+)
 from ingestion.run_log import (
     RUN_LOG_SCHEMA,
     Reconciliation,
@@ -55,14 +64,13 @@ from ingestion.run_log import (
 )
 from shironzi.audit.lease import table_lease
 from shironzi.errors import InvalidInputError, InvalidStateError
+from shironzi.lake.delta import Txn, append
 from shironzi.lake.paths import table_uri
 from shironzi.privacy.pii_table import PendingPiiRows
 from shironzi.privacy.pseudonymise import pseudonymise_batch
 from shironzi.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from ingestion.contracts import ValidationResult
-    from shironzi.tenancy.records import TenantInfo
+from shironzi.tenancy.records import TenantInfo
+from shironzi.tenancy.registry import get_registry
 
 CrashPoint = Literal["before_write", "after_write", "between_commits", "after_commit"]
 CRASH_POINTS: tuple[str, ...] = get_args(CrashPoint)
@@ -120,8 +128,6 @@ class LandingBatch:
     @classmethod
     def merge(cls, batches: list[LandingBatch]) -> LandingBatch:
         """One batch out of several (e.g. several small files landed in one commit)."""
-        from ingestion.contracts import ValidationResult
-
         if len(batches) == 1:
             return batches[0]
         by_reason: dict[str, int] = {}
@@ -228,11 +234,7 @@ class BronzeLander:
 
     def refresh_tenants(self, tenants: Mapping[str, TenantInfo] | None = None) -> None:
         """Reload the tenant directory (the registry's, unless given) used for validation and routing."""
-        from ingestion.contracts import tenants_frame
-
         if tenants is None:
-            from shironzi.tenancy import get_registry
-
             tenants = get_registry(self.settings).tenant_directory(fresh=True)
         self.tenants = dict(tenants)
         self.tenants_frame = tenants_frame(self.tenants)
@@ -247,8 +249,6 @@ class BronzeLander:
 
     def validate(self, records: Any, *, source: str, now: datetime | None = None) -> ValidationResult:
         """Contract-validate a decoded batch or a records frame against the current tenant directory."""
-        from ingestion.contracts import validate_batch
-
         result = validate_batch(
             records, tenants=self.tenants_frame, now=now or datetime.now(UTC), source=source
         )
@@ -260,7 +260,6 @@ class BronzeLander:
         industry over its candidate rows, written back in place."""
         import pyarrow.compute as pc
 
-        from ingestion.contracts import pii_fields, recoverable_pii_fields
 
         if valid.num_rows == 0:
             return valid
@@ -313,8 +312,6 @@ class BronzeLander:
     # tables ----------------------------------------------------------------------------------------
 
     def table(self, uri: str, *, quarantine: bool) -> DataTable:
-        from ingestion.contracts import CANONICAL_SCHEMA, QUARANTINE_SCHEMA
-
         if uri not in self._tables:
             self._tables[uri] = DataTable(
                 uri,
@@ -378,8 +375,6 @@ class BronzeLander:
         self, batch: LandingBatch, *, ledger: Ledger, metadata: Mapping[str, str] | None = None
     ) -> Reconciliation:
         """Land one validated batch: data tables first (one commit each), then the ledger row(s)."""
-        from shironzi.lake import Txn, append
-
         self.flushes += 1
         result = batch.result
         counts = Reconciliation(received=result.input_rows, duplicates_in_batch=result.duplicates_in_batch)

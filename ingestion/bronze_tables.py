@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 
+from shironzi.errors import CommitConflictError
+from shironzi.lake.delta import CHECKPOINT_INTERVAL, Txn, append, read_polars
+
 if TYPE_CHECKING:
     from deltalake import DeltaTable
-
 
 PARTITION_COLUMN = "event_date"
 KEY_COLUMNS = ("tenant_id", "event_id")
@@ -109,8 +111,6 @@ class DataTable:
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
-        from shironzi.lake import CHECKPOINT_INTERVAL
-
         if self._handle is None:
             try:
                 self._handle = DeltaTable(self.uri, storage_options=self.storage_options)
@@ -149,8 +149,6 @@ class DataTable:
     def _load_keys(self, dates: list[date]) -> None:
         missing = [d for d in dates if d not in self._keys]
         if missing:
-            from shironzi.lake import read_polars
-
             if self.handle() is None:
                 loaded = pl.DataFrame(
                     schema={"tenant_id": pl.String, "event_id": pl.String, PARTITION_COLUMN: pl.Date}
@@ -239,8 +237,6 @@ class DataTable:
         from deltalake import CommitProperties, Transaction
         from deltalake.exceptions import CommitFailedError
 
-        from shironzi.errors import CommitConflictError
-
         properties = CommitProperties(
             custom_metadata=dict(metadata),
             app_transactions=[Transaction(app, int(v)) for app, v in versions.items()],
@@ -265,8 +261,6 @@ class DataTable:
 
     def append(self, data: pa.Table, versions: Mapping[str, int], metadata: Mapping[str, str]) -> int:
         """Write and commit in one step (object stores: delta-rs writes and commits together)."""
-        from shironzi.lake import Txn, append
-
         result = append(
             self.uri,
             data,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 import pyarrow as pa
 
+from shironzi.lake.delta import read_polars, table_exists
 from shironzi.lake.paths import platform_uri
 from shironzi.settings import Settings, get_settings
 
@@ -132,8 +133,6 @@ def run_log_row(
 
 def read_run_log(*, run_id: str | None = None, settings: Settings | None = None) -> pl.DataFrame:
     """The run log (optionally one run), oldest first; empty when nothing ran yet."""
-    from shironzi.lake import read_polars, table_exists
-
     uri = run_log_uri(settings)
     if not table_exists(uri):
         return pl.DataFrame(schema=pl.from_arrow(RUN_LOG_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]

@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from ingestion.contracts import _duck
-from ingestion.contracts.decode import DecodedBatch
+from ingestion.contracts.decode import DecodedBatch, decode_json_records
 from ingestion.contracts.registry import event_type_table, latest_contract_refs
 from ingestion.contracts.rules import (
     amount_is_bad,
@@ -445,7 +445,5 @@ def validate_payloads(
     max_future_skew: timedelta = timedelta(minutes=5),
 ) -> ValidationResult:
     """Decode and validate raw JSON payloads in one call (the stream path)."""
-    from ingestion.contracts.decode import decode_json_records
-
     decoded = decode_json_records(payloads, positions, source=source)
     return validate_batch(decoded, tenants=tenants, now=now, source=source, max_future_skew=max_future_skew)

@@ -25,6 +25,7 @@ from shironzi.errors import (
     ShironziError,
     TableNotFoundError,
 )
+from shironzi.settings import get_settings
 
 logger = logging.getLogger("shironzi.lake")
 
@@ -80,8 +81,6 @@ def _uri(uri: str | os.PathLike[str]) -> str:
 
 def _options(storage_options: Mapping[str, str] | None) -> dict[str, str] | None:
     if storage_options is None:
-        from shironzi.settings import get_settings
-
         storage_options = get_settings().storage_options
     return dict(storage_options) or None
 
