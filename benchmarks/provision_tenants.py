@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 server = nullcontext(args.postgres_url)
             else:
-                from tests.services import postgres_server
+                from tests._services import postgres_server
 
                 server = postgres_server()
             with server as server_url, fresh_postgres_database(server_url) as url:

@@ -25,185 +25,61 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import re
 import signal
-import time
-import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Literal, get_args
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from ingestion.bronze_tables import (
+    DEFAULT_CACHED_PARTITIONS,
+    KEY_COLUMNS,
+    PARTITION_COLUMN,
+    SEQ_COLUMN,
+    UNIT_COLUMN,
+    DataTable,
+)
+from ingestion.contracts import (
+    CANONICAL_SCHEMA,
+    QUARANTINE_SCHEMA,
+    ValidationResult,
+    pii_fields,
+    recoverable_pii_fields,
+    tenants_frame,
+    validate_batch,
+)
+from ingestion.run_log import (
+    RUN_LOG_SCHEMA,
+    Reconciliation,
+    read_run_log,
+    reconcile_run_log,
+    run_log_row,
+    run_log_uri,
+)
 from shironzi.audit.lease import table_lease
 from shironzi.errors import InvalidInputError, InvalidStateError
-from shironzi.lake.paths import platform_uri, table_uri
+from shironzi.lake.delta import Txn, append
+from shironzi.lake.paths import table_uri
+from shironzi.privacy.pii_table import PendingPiiRows
+from shironzi.privacy.pseudonymise import pseudonymise_batch
 from shironzi.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from deltalake import DeltaTable
-
-    from ingestion.contracts import ValidationResult
-    from shironzi.tenancy.records import TenantInfo
+from shironzi.tenancy.records import TenantInfo
+from shironzi.tenancy.registry import get_registry
 
 CrashPoint = Literal["before_write", "after_write", "between_commits", "after_commit"]
 CRASH_POINTS: tuple[str, ...] = get_args(CrashPoint)
-SourceKind = Literal["stream", "files", "sql"]
-RunStatus = Literal["succeeded", "failed"]
 
-PARTITION_COLUMN = "event_date"
-KEY_COLUMNS = ("tenant_id", "event_id")
-UNIT_COLUMN = "_unit"
-SEQ_COLUMN = "_seq"
-DEFAULT_CACHED_PARTITIONS = 64
-COMMIT_ATTEMPTS = 8
-
-log = logging.getLogger("shironzi.ingestion.bronze")
-
-RUN_LOG_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("flush", pa.int64(), nullable=False),
-        pa.field("source_kind", pa.string(), nullable=False),
-        pa.field("source_name", pa.string(), nullable=False),
-        pa.field("worker", pa.string(), nullable=False),
-        pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("received", pa.int64(), nullable=False),
-        pa.field("landed", pa.int64(), nullable=False),
-        pa.field("quarantined", pa.int64(), nullable=False),
-        pa.field("duplicates", pa.int64(), nullable=False),
-        pa.field("duplicates_in_batch", pa.int64(), nullable=False),
-        pa.field("duplicates_existing", pa.int64(), nullable=False),
-        pa.field("recovered", pa.int64(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("error", pa.string(), nullable=True),
-        pa.field("table_versions", pa.string(), nullable=False),  # JSON {table uri: version}
-        pa.field("positions", pa.string(), nullable=False),  # JSON: offsets per partition, or files
-        pa.field("quarantined_by_reason", pa.string(), nullable=False),  # JSON {reason_code: rows}
-    ]
-)
-
-
-def run_log_uri(settings: Settings | None = None) -> str:
-    """The platform-wide ingestion run log."""
-    return platform_uri((settings or get_settings()).resolved_lake_uri, "ingest", "runs")
-
-
-# ------------------------------------------------------------------------------------ reconciliation
-
-
-@dataclass
-class Reconciliation:
-    """Where every received row went. `recovered` rows are part of landed/quarantined: an earlier,
-    interrupted attempt committed them and this one found them by their txn."""
-
-    received: int = 0
-    landed: int = 0
-    quarantined: int = 0
-    duplicates_in_batch: int = 0
-    duplicates_existing: int = 0
-    recovered: int = 0
-    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
-    table_versions: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def duplicates(self) -> int:
-        return self.duplicates_in_batch + self.duplicates_existing
-
-    def balanced(self) -> bool:
-        """received = landed + quarantined + duplicates, exactly."""
-        return self.received == self.landed + self.quarantined + self.duplicates
-
-    def add(self, other: Reconciliation) -> None:
-        """Fold another flush into this total."""
-        self.received += other.received
-        self.landed += other.landed
-        self.quarantined += other.quarantined
-        self.duplicates_in_batch += other.duplicates_in_batch
-        self.duplicates_existing += other.duplicates_existing
-        self.recovered += other.recovered
-        for code, rows in other.quarantined_by_reason.items():
-            self.quarantined_by_reason[code] = self.quarantined_by_reason.get(code, 0) + rows
-        self.table_versions.update(other.table_versions)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "duplicates": self.duplicates, "balanced": self.balanced()}
-
-
-def run_log_row(
-    *,
-    run_id: str,
-    flush: int,
-    source_kind: SourceKind,
-    source_name: str,
-    worker: str,
-    started_at: datetime,
-    counts: Reconciliation,
-    status: RunStatus,
-    error: str | None = None,
-    positions: Mapping[str, Any] | list[Any] | None = None,
-) -> pa.Table:
-    """One run-log row (a stream flush, or a whole batch run)."""
-    row = {
-        "run_id": run_id,
-        "flush": flush,
-        "source_kind": source_kind,
-        "source_name": source_name,
-        "worker": worker,
-        "started_at": started_at,
-        "finished_at": datetime.now(UTC),
-        "received": counts.received,
-        "landed": counts.landed,
-        "quarantined": counts.quarantined,
-        "duplicates": counts.duplicates,
-        "duplicates_in_batch": counts.duplicates_in_batch,
-        "duplicates_existing": counts.duplicates_existing,
-        "recovered": counts.recovered,
-        "status": status,
-        "error": error,
-        "table_versions": json.dumps(counts.table_versions, sort_keys=True),
-        "positions": json.dumps(positions if positions is not None else {}, sort_keys=True, default=str),
-        "quarantined_by_reason": json.dumps(counts.quarantined_by_reason, sort_keys=True),
-    }
-    return pa.Table.from_pylist([row], schema=RUN_LOG_SCHEMA)
-
-
-def read_run_log(*, run_id: str | None = None, settings: Settings | None = None) -> pl.DataFrame:
-    """The run log (optionally one run), oldest first; empty when nothing ran yet."""
-    from shironzi.lake import read_polars, table_exists
-
-    uri = run_log_uri(settings)
-    if not table_exists(uri):
-        return pl.DataFrame(schema=pl.from_arrow(RUN_LOG_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]
-    frame = read_polars(uri, filters=[("run_id", "=", run_id)] if run_id else None)
-    return frame.sort("started_at", "flush")
-
-
-def reconcile_run_log(frame: pl.DataFrame) -> Reconciliation:
-    """The total reconciliation of some run-log rows."""
-    total = Reconciliation()
-    for row in frame.iter_rows(named=True):
-        total.add(
-            Reconciliation(
-                received=row["received"],
-                landed=row["landed"],
-                quarantined=row["quarantined"],
-                duplicates_in_batch=row["duplicates_in_batch"],
-                duplicates_existing=row["duplicates_existing"],
-                recovered=row["recovered"],
-                quarantined_by_reason=json.loads(row["quarantined_by_reason"]),
-                table_versions=json.loads(row["table_versions"]),
-            )
-        )
-    return total
+__all__ = [  # the run log and the table columns live in their own modules; callers import them from here
+    "CRASH_POINTS", "RUN_LOG_SCHEMA", "SEQ_COLUMN", "UNIT_COLUMN", "BronzeLander", "CrashPlan", "CrashPoint",
+    "DataTable", "LandingBatch", "Ledger", "Reconciliation", "read_run_log", "reconcile_run_log", "records_keys",
+    "run_log_row", "run_log_uri",
+]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ crash hook
@@ -252,8 +128,6 @@ class LandingBatch:
     @classmethod
     def merge(cls, batches: list[LandingBatch]) -> LandingBatch:
         """One batch out of several (e.g. several small files landed in one commit)."""
-        from ingestion.contracts import ValidationResult
-
         if len(batches) == 1:
             return batches[0]
         by_reason: dict[str, int] = {}
@@ -323,258 +197,6 @@ def _valid_origins(result: ValidationResult, records: pl.DataFrame, origins: pl.
     return located.select(UNIT_COLUMN, SEQ_COLUMN)
 
 
-# ------------------------------------------------------------------------------------ data tables
-
-
-def _ms_floor(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def _ms_ceil(value: datetime) -> str:
-    if value.microsecond % 1000:
-        value = value + timedelta(microseconds=1000 - value.microsecond % 1000)
-    return _ms_floor(value)
-
-
-def _file_stats(table: pa.Table) -> str:
-    """Delta add-action statistics (numRecords, min/max, null counts) for one file's rows."""
-    import pyarrow.compute as pc
-
-    mins: dict[str, Any] = {}
-    maxs: dict[str, Any] = {}
-    nulls: dict[str, int] = {}
-    for name in table.column_names:
-        column = table.column(name)
-        nulls[name] = column.null_count
-        kind = column.type
-        if not (
-            pa.types.is_string(kind)
-            or pa.types.is_floating(kind)
-            or pa.types.is_integer(kind)
-            or pa.types.is_timestamp(kind)
-            or pa.types.is_date(kind)
-        ):
-            continue
-        if column.null_count == len(column):
-            continue
-        bounds = pc.min_max(column).as_py()
-        lo, hi = bounds["min"], bounds["max"]
-        if pa.types.is_timestamp(kind):
-            mins[name], maxs[name] = _ms_floor(lo), _ms_ceil(hi)
-        elif pa.types.is_date(kind):
-            mins[name], maxs[name] = lo.isoformat(), hi.isoformat()
-        elif pa.types.is_floating(kind) and (lo != lo or hi != hi):  # NaN: no usable bounds
-            continue
-        elif pa.types.is_string(kind) and (len(lo) > 32 or len(hi) > 32):
-            continue  # long strings: no bounds rather than truncated ones
-        else:
-            mins[name], maxs[name] = lo, hi
-    return json.dumps(
-        {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
-    )
-
-
-class DataTable:
-    """One target Delta table (bronze or quarantine, partitioned by event_date): its txn versions and,
-    for bronze, a cache of the keys of recently touched partitions."""
-
-    def __init__(
-        self,
-        uri: str,
-        schema: pa.Schema,
-        *,
-        dedupe: bool,
-        storage_options: Mapping[str, str] | None,
-        cached_partitions: int = DEFAULT_CACHED_PARTITIONS,
-    ) -> None:
-        self.uri = uri
-        self.schema = schema
-        self.dedupe = dedupe
-        self.storage_options = dict(storage_options or {}) or None
-        self._handle: DeltaTable | None = None
-        self._txns: dict[str, int | None] = {}
-        self._keys: OrderedDict[date, pl.DataFrame] = OrderedDict()
-        self._cached_partitions = cached_partitions
-
-    @property
-    def is_local(self) -> bool:
-        return "://" not in self.uri or self.uri.startswith("file://")
-
-    def handle(self, *, create: bool = False) -> DeltaTable | None:
-        """The delta-rs table (created empty when asked), refreshed to the latest version."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
-
-        from shironzi.lake import CHECKPOINT_INTERVAL
-
-        if self._handle is None:
-            try:
-                self._handle = DeltaTable(self.uri, storage_options=self.storage_options)
-            except TableNotFoundError:
-                if not create:
-                    return None
-                self._handle = DeltaTable.create(
-                    self.uri,
-                    self.schema,
-                    partition_by=[PARTITION_COLUMN],
-                    mode="ignore",
-                    configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
-                    storage_options=self.storage_options,
-                )
-        else:
-            self._handle.update_incremental()
-        return self._handle
-
-    def txn_version(self, unit: str) -> int | None:
-        """The highest seq of `unit` already committed to this table (read from the Delta log once)."""
-        if unit not in self._txns:
-            table = self.handle()
-            self._txns[unit] = None if table is None else table.transaction_version(unit)
-        return self._txns[unit]
-
-    def drop_recovered(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-        """Rows whose seq is beyond this table's txn for their unit; and how many were already committed."""
-        units = rows.get_column(UNIT_COLUMN).unique().to_list()
-        done = {u: v for u in units if (v := self.txn_version(u)) is not None}
-        if not done:
-            return rows, 0
-        limit = pl.col(UNIT_COLUMN).replace_strict(done, default=-1, return_dtype=pl.Int64)
-        kept = rows.filter(pl.col(SEQ_COLUMN) > limit)
-        return kept, rows.height - kept.height
-
-    def _load_keys(self, dates: list[date]) -> None:
-        missing = [d for d in dates if d not in self._keys]
-        if missing:
-            from shironzi.lake import read_polars
-
-            if self.handle() is None:
-                loaded = pl.DataFrame(
-                    schema={"tenant_id": pl.String, "event_id": pl.String, PARTITION_COLUMN: pl.Date}
-                )
-            else:
-                loaded = read_polars(
-                    self.uri,
-                    columns=[*KEY_COLUMNS, PARTITION_COLUMN],
-                    filters=[(PARTITION_COLUMN, "in", missing)],
-                    storage_options=self.storage_options or {},
-                )
-            by_date = {
-                key[0]: part.drop(PARTITION_COLUMN)
-                for key, part in loaded.partition_by(PARTITION_COLUMN, as_dict=True).items()
-            }
-            for day in missing:
-                self._keys[day] = by_date.get(
-                    day, pl.DataFrame(schema={"tenant_id": pl.String, "event_id": pl.String})
-                )
-        for day in dates:
-            self._keys.move_to_end(day)
-
-    def drop_existing(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-        """Rows whose (tenant_id, event_id) is not yet in their event_date partition; and how many were."""
-        if not self.dedupe or rows.is_empty():
-            return rows, 0
-        dates = rows.get_column(PARTITION_COLUMN).unique().to_list()
-        self._load_keys(dates)
-        existing = [self._keys[d] for d in dates if self._keys[d].height]
-        if not existing:
-            return rows, 0
-        known = pl.concat(existing, rechunk=False)
-        fresh = rows.join(known, on=list(KEY_COLUMNS), how="anti", maintain_order="left")
-        return fresh, rows.height - fresh.height
-
-    def remember(self, rows: pl.DataFrame, versions: Mapping[str, int]) -> None:
-        """After a commit: the new keys join the cache, the committed txn versions replace the old ones."""
-        self._txns.update(versions)
-        if not self.dedupe:
-            return
-        for (day,), part in (
-            rows.select(*KEY_COLUMNS, PARTITION_COLUMN).partition_by(PARTITION_COLUMN, as_dict=True).items()
-        ):
-            if day in self._keys:
-                self._keys[day] = pl.concat([self._keys[day], part.drop(PARTITION_COLUMN)], rechunk=False)
-                self._keys.move_to_end(day)
-        while len(self._keys) > self._cached_partitions:
-            self._keys.popitem(last=False)
-
-    def write_files(self, data: pa.Table) -> list[Any]:
-        """Write the rows as parquet files under their partition directories; nothing is committed yet."""
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-        from deltalake.transaction import AddAction
-
-        self.handle(create=True)
-        root = Path(self.uri.removeprefix("file://"))
-        actions: list[Any] = []
-        data = data.sort_by([(PARTITION_COLUMN, "ascending"), ("tenant_id", "ascending")])
-        runs = pc.run_end_encode(data.column(PARTITION_COLUMN).combine_chunks())
-        ends = runs.run_ends.to_pylist()
-        days = runs.values.to_pylist()
-        body = data.drop_columns([PARTITION_COLUMN])
-        for start, end, day in zip([0, *ends[:-1]], ends, days, strict=True):
-            part = body.slice(start, end - start)
-            relative = f"{PARTITION_COLUMN}={day.isoformat()}/part-{uuid.uuid4()}-c000.snappy.parquet"
-            target = root / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(part, target, compression="snappy", row_group_size=1 << 20)
-            actions.append(
-                AddAction(
-                    path=relative,
-                    size=target.stat().st_size,
-                    partition_values={PARTITION_COLUMN: day.isoformat()},
-                    modification_time=int(time.time() * 1000),
-                    data_change=True,
-                    stats=_file_stats(part),
-                )
-            )
-        return actions
-
-    def commit_files(
-        self, actions: list[Any], versions: Mapping[str, int], metadata: Mapping[str, str]
-    ) -> int:
-        """Commit written files in one transaction carrying a txn per unit; returns the new version."""
-        from deltalake import CommitProperties, Transaction
-        from deltalake.exceptions import CommitFailedError
-
-        from shironzi.errors import CommitConflictError
-
-        properties = CommitProperties(
-            custom_metadata=dict(metadata),
-            app_transactions=[Transaction(app, int(v)) for app, v in versions.items()],
-        )
-        for attempt in range(COMMIT_ATTEMPTS):
-            table = self.handle(create=True)
-            assert table is not None
-            try:
-                table.create_write_transaction(
-                    actions,
-                    "append",
-                    self.schema,
-                    partition_by=[PARTITION_COLUMN],
-                    commit_properties=properties,
-                )
-                table.update_incremental()
-                return table.version()
-            except CommitFailedError as exc:  # a concurrent writer won the race: blind appends just retry
-                log.debug("commit conflict on %s (attempt %d): %s", self.uri, attempt + 1, exc)
-                time.sleep(0.01 * 2**attempt)
-        raise CommitConflictError(f"commit to {self.uri} kept conflicting", uri=self.uri)
-
-    def append(self, data: pa.Table, versions: Mapping[str, int], metadata: Mapping[str, str]) -> int:
-        """Write and commit in one step (object stores: delta-rs writes and commits together)."""
-        from shironzi.lake import Txn, append
-
-        result = append(
-            self.uri,
-            data,
-            partition_by=PARTITION_COLUMN,
-            txns=[Txn(app, int(v)) for app, v in versions.items()],
-            metadata=metadata,
-            storage_options=self.storage_options or {},
-        )
-        self._handle = None
-        return result.version
-
-
 # ------------------------------------------------------------------------------------ the lander
 
 
@@ -612,11 +234,7 @@ class BronzeLander:
 
     def refresh_tenants(self, tenants: Mapping[str, TenantInfo] | None = None) -> None:
         """Reload the tenant directory (the registry's, unless given) used for validation and routing."""
-        from ingestion.contracts import tenants_frame
-
         if tenants is None:
-            from shironzi.tenancy import get_registry
-
             tenants = get_registry(self.settings).tenant_directory(fresh=True)
         self.tenants = dict(tenants)
         self.tenants_frame = tenants_frame(self.tenants)
@@ -631,8 +249,6 @@ class BronzeLander:
 
     def validate(self, records: Any, *, source: str, now: datetime | None = None) -> ValidationResult:
         """Contract-validate a decoded batch or a records frame against the current tenant directory."""
-        from ingestion.contracts import validate_batch
-
         result = validate_batch(
             records, tenants=self.tenants_frame, now=now or datetime.now(UTC), source=source
         )
@@ -640,12 +256,10 @@ class BronzeLander:
 
     def pseudonymise(self, valid: pa.Table) -> pa.Table:
         """Replace the contract's PII fields by per-tenant keyed hashes before bronze (raw values of
-        recoverable fields go encrypted to the vault): one scan for PII keys, then one vectorised pass per
+        recoverable fields go encrypted to the PII table): one scan for PII keys, then one vectorised pass per
         industry over its candidate rows, written back in place."""
         import pyarrow.compute as pc
 
-        from ingestion.contracts import pii_fields, recoverable_pii_fields
-        from shironzi.tenancy.keystore import PendingVault, pseudonymise_batch
 
         if valid.num_rows == 0:
             return valid
@@ -665,7 +279,7 @@ class BronzeLander:
         candidate_industries = pc.take(industries, candidates)
         positions, parts = [], []
         touched = {"properties"}
-        vault = PendingVault()
+        pii_rows = PendingPiiRows()
         for industry, fields in sorted(fields_of.items()):
             if not fields:
                 continue
@@ -674,11 +288,11 @@ class BronzeLander:
                 continue
             positions.append(hits.combine_chunks() if isinstance(hits, pa.ChunkedArray) else hits)
             touched.update(fields)
-            parts.append(pseudonymise_batch(valid.take(hits), pii_fields=fields, pending=vault,
+            parts.append(pseudonymise_batch(valid.take(hits), pii_fields=fields, pending=pii_rows,
                                             recoverable_fields=recoverable_pii_fields(industry)))
         if not parts:
             return valid
-        vault.store()  # one vault commit for the whole batch, before the batch's bronze commit
+        pii_rows.store()  # one PII table commit for the whole batch, before the batch's bronze commit
         # Write the changed rows back in place (rows keep their input order: landing traces valid rows to
         # their input positions by order). Only PII columns and `properties` can have changed.
         hit_rows = pa.concat_arrays(positions)
@@ -698,8 +312,6 @@ class BronzeLander:
     # tables ----------------------------------------------------------------------------------------
 
     def table(self, uri: str, *, quarantine: bool) -> DataTable:
-        from ingestion.contracts import CANONICAL_SCHEMA, QUARANTINE_SCHEMA
-
         if uri not in self._tables:
             self._tables[uri] = DataTable(
                 uri,
@@ -763,8 +375,6 @@ class BronzeLander:
         self, batch: LandingBatch, *, ledger: Ledger, metadata: Mapping[str, str] | None = None
     ) -> Reconciliation:
         """Land one validated batch: data tables first (one commit each), then the ledger row(s)."""
-        from shironzi.lake import Txn, append
-
         self.flushes += 1
         result = batch.result
         counts = Reconciliation(received=result.input_rows, duplicates_in_batch=result.duplicates_in_batch)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shironzi.settings import Settings, get_settings
-from tests.services import postgres_server, redis_server
+from tests._services import postgres_server, redis_server
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ PROPERTY_TYPES: tuple[str, ...] = get_args(PropertyType)
 
 @dataclass(frozen=True)
 class PropertySpec:
-    """One property of an event type. `recoverable` PII is vaulted by the compliance feature; the rest is
-    only ever stored hashed or dropped."""
+    """One property of an event type. `recoverable` PII is kept encrypted in the PII table
+    (`shironzi.privacy`); the rest is only ever stored hashed or dropped."""
 
     name: str
     type: PropertyType

@@ -51,7 +51,7 @@ def pii_fields(industry: str, *, version: int | None = None) -> list[str]:
 
 
 def recoverable_pii_fields(industry: str, *, version: int | None = None) -> list[str]:
-    """The PII properties whose raw value the compliance feature vaults (the others are never recoverable)."""
+    """The PII properties whose raw value the PII table keeps, encrypted (the others are never recoverable)."""
     contract = get_contract(f"{industry}@v{version}" if version is not None else industry)
     return sorted({p.name for et in contract.event_types for p in et.properties if p.pii and p.recoverable})
 

@@ -43,6 +43,8 @@ import numpy as np
 import polars as pl
 
 from ingestion.contracts import RECORD_FIELDS, get_contract
+from ingestion.synthetic.bad_records import BAD_KINDS, plan_bad_records
+from ingestion.synthetic.laws import EventTypeIndex, churn_logit, pick_codes, sigmoid, tenant_sizes
 from ingestion.synthetic.profiles import PROFILES, PropertyContext, profile_for, value_maker
 from shironzi.errors import InvalidInputError
 
@@ -114,116 +116,6 @@ class Simulation:
         """kind -> number of bad records planned."""
         counts = self.bad_plan.group_by("kind").len()
         return dict(sorted(zip(counts["kind"].to_list(), counts["len"].to_list(), strict=True)))
-
-
-def tenant_sizes(
-    n_tenants: int, customers: int, *, zipf_exponent: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Customers per tenant from a Zipf-like law (a few huge tenants, many tiny); each gets at least one."""
-    if customers < n_tenants:
-        raise InvalidInputError(f"{customers} customers cannot be spread over {n_tenants} tenants")
-    ranks = rng.permutation(n_tenants) + 1
-    weights = ranks.astype(float) ** -zipf_exponent
-    floor = min(5, customers // n_tenants)
-    return rng.multinomial(customers - floor * n_tenants, weights / weights.sum()) + floor
-
-
-def churn_logit(
-    *,
-    recency_days: np.ndarray,
-    events_7d: np.ndarray,
-    events_30d: np.ndarray,
-    spend_90d: np.ndarray,
-    friction_30d: np.ndarray,
-    tenure_days: np.ndarray,
-    frailty: np.ndarray,
-    rate_scale: float,
-    amount_scale: np.ndarray,
-) -> np.ndarray:
-    """Log-odds of churning tomorrow from behaviour up to today (counts normalised by the rate scale)."""
-    return (
-        -6.4
-        + 0.07 * np.minimum(recency_days, 60)
-        - 0.6 * np.log1p(events_30d / rate_scale)
-        - 0.30 * np.log1p(events_7d / rate_scale)
-        - 0.35 * np.log1p(spend_90d / (rate_scale * amount_scale))
-        + 0.75 * np.minimum(friction_30d / rate_scale, 4.0)
-        + 0.5 * (tenure_days < 30)
-        + frailty
-    )
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-class _EventTypeIndex:
-    """Global integer codes for (industry, event type), with per-industry role tables."""
-
-    def __init__(self, industries: Sequence[str]) -> None:
-        self.names: list[str] = []
-        self.industry_of: list[str] = []
-        self.code: dict[tuple[str, str], int] = {}
-        for industry in industries:
-            for name in get_contract(industry).event_type_names:
-                self.code[(industry, name)] = len(self.names)
-                self.names.append(name)
-                self.industry_of.append(industry)
-
-    def role_table(self, industries: Sequence[str], role: str) -> tuple[np.ndarray, np.ndarray]:
-        """(codes, cumulative shares) matrices, one row per industry, padded, for vectorised choice."""
-        width = max(len(getattr(PROFILES[i], role)) for i in industries)
-        codes = np.zeros((len(industries), width), dtype=np.int16)
-        cum = np.ones((len(industries), width))
-        for row, industry in enumerate(industries):
-            shares = getattr(PROFILES[industry], role)
-            p = np.asarray(list(shares.values()), dtype=float)
-            codes[row, : len(p)] = [self.code[(industry, n)] for n in shares]
-            codes[row, len(p) :] = codes[row, len(p) - 1]
-            cum[row, : len(p)] = np.cumsum(p / p.sum())
-        return codes, cum
-
-
-def _pick(codes: np.ndarray, cum: np.ndarray, industry_rows: np.ndarray, u: np.ndarray) -> np.ndarray:
-    slot = (u[:, None] > cum[industry_rows]).sum(axis=1)
-    slot = np.minimum(slot, codes.shape[1] - 1)
-    return codes[industry_rows, slot]
-
-
-BAD_KINDS: tuple[str, ...] = (
-    "malformed_json",
-    "missing_field",
-    "wrong_type",
-    "unknown_tenant",
-    "unknown_event_type",
-    "future_timestamp",
-    "duplicate",
-)
-
-
-def plan_bad_records(
-    n_events: int, *, share: float, kinds: Sequence[str], rng: np.random.Generator
-) -> pl.DataFrame:
-    """Which events get a bad copy: `share * n_events` records split evenly over `kinds`."""
-    schema = {"seq": pl.Int64, "kind": pl.String, "variant": pl.Int64}
-    unknown = set(kinds) - set(BAD_KINDS)
-    if unknown:
-        raise InvalidInputError(
-            f"unknown bad record kind(s) {sorted(unknown)}; known: {', '.join(BAD_KINDS)}"
-        )
-    if not 0 <= share <= 0.5:
-        raise InvalidInputError(f"bad share must be between 0 and 0.5, got {share}")
-    total = round(share * n_events) if kinds else 0
-    if total == 0:
-        return pl.DataFrame(schema=schema)
-    per_kind = np.full(len(kinds), total // len(kinds))
-    per_kind[: total % len(kinds)] += 1
-    sources = np.sort(rng.choice(n_events, size=total, replace=False))
-    labels = np.repeat(np.asarray(list(kinds), dtype=object), per_kind)
-    rng.shuffle(labels)
-    return pl.DataFrame(
-        {"seq": sources, "kind": labels, "variant": rng.integers(0, 1 << 30, size=total)}, schema=schema
-    )
 
 
 def simulate(
@@ -301,7 +193,7 @@ def simulate(
         expected = float(np.sum(active_days * (act_rate + buy_rate + fric_rate))) * 1.25 * 0.8
         rate_scale = target_events / max(expected, 1.0)
 
-    types = _EventTypeIndex(industries)
+    types = EventTypeIndex(industries)
     act_codes, act_cum = types.role_table(industries, "activity")
     buy_codes, buy_cum = types.role_table(industries, "purchase")
     friction_code = np.asarray([types.code[(i, PROFILES[i].friction)] for i in industries], dtype=np.int16)
@@ -331,7 +223,7 @@ def simulate(
     snaps: list[tuple[np.ndarray, ...]] = []
 
     def hazard(day: int) -> np.ndarray:
-        return _sigmoid(
+        return sigmoid(
             churn_logit(
                 recency_days=(day - last_event_day).astype(float),
                 events_7d=events_7d,
@@ -404,12 +296,12 @@ def simulate(
         emit(
             day,
             who,
-            _pick(act_codes, act_cum, ind[who], rng.random(who.size)),
+            pick_codes(act_codes, act_cum, ind[who], rng.random(who.size)),
             np.full(who.size, np.nan),
             np.zeros(who.size, bool),
         )
         who = np.repeat(np.arange(n), n_buy)
-        codes = _pick(buy_codes, buy_cum, ind[who], rng.random(who.size))
+        codes = pick_codes(buy_codes, buy_cum, ind[who], rng.random(who.size))
         amounts = np.round(
             np.exp(amount_mu[who] + 0.35 * spend_propensity[who] + 0.6 * rng.standard_normal(who.size)), 2
         )
@@ -526,7 +418,7 @@ def _build_events(
     ind: np.ndarray,
     industries: list[str],
     customer_number: np.ndarray,
-    types: _EventTypeIndex,
+    types: EventTypeIndex,
     start: date,
     seed: int,
     rng_seed: int,

@@ -21,7 +21,7 @@ class LakeTable:
     layer: str | None
     name: str
     tenant_id: str | None  # set for a dedicated tenant's table
-    platform: bool  # under `_platform/` (audit, vault, manifests)
+    platform: bool  # under `_platform/` (audit, the PII table, manifests)
 
     @property
     def is_audit(self) -> bool:

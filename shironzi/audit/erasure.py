@@ -387,7 +387,7 @@ def _training_runs(touched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, request_id: str | None) -> Receipt:
     from shironzi.audit.log import audit
-    from shironzi.tenancy.keystore import subject_pseudonym
+    from shironzi.privacy.tokens import subject_pseudonym
 
     kind: ErasureKind = "tenant" if subject_id is None else "subject"
     request_id = request_id or f"era_{uuid.uuid4().hex}"

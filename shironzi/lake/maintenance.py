@@ -12,16 +12,8 @@ from typing import Any
 from deltalake.exceptions import DeltaError
 
 from shironzi.errors import InvalidInputError
-from shironzi.lake.delta import (
-    TENANT_COLUMN,
-    Filter,
-    _lake_error,
-    _open,
-    _options,
-    _retrying,
-    _table_column_names,
-    _uri,
-)
+from shironzi.lake.predicates import Filter, _table_column_names
+from shironzi.lake.tables import TENANT_COLUMN, _lake_error, _open, _options, _retrying, _uri
 from shironzi.observability import stage
 
 DEFAULT_ZORDER: tuple[str, ...] = (TENANT_COLUMN,)

@@ -13,15 +13,6 @@ from shironzi.tenancy.catalog import (
 from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.events import TenantEvent
 from shironzi.tenancy.keys import KeyPrincipal, KeyRecord
-from shironzi.tenancy.provisioning import (
-    import_tenants,
-    is_enabled,
-    provision_tenant,
-    rebuild,
-    tenant_directory,
-    tenants_with_module,
-    verify_key,
-)
 from shironzi.tenancy.records import ImportResult, ProvisionedTenant, ProvisionSpec, Tenant, TenantInfo
 from shironzi.tenancy.registry import RebuildResult, Registry, get_registry, init_registry, reset_registries
 
@@ -46,13 +37,6 @@ __all__ = [
     "TenantEvent",
     "TenantInfo",
     "get_registry",
-    "import_tenants",
     "init_registry",
-    "is_enabled",
-    "provision_tenant",
-    "rebuild",
     "reset_registries",
-    "tenant_directory",
-    "tenants_with_module",
-    "verify_key",
 ]

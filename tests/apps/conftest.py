@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from shironzi.settings import get_settings
-from tests.apps.seed import SeededLake, seed_lake
+from tests.apps._fixtures import SeededLake, seed_lake
 
 RESET_VARS = ("SHIRONZI_DATABASE_URL", "SHIRONZI_LAKE_URI", "SHIRONZI_KAFKA_BOOTSTRAP", "SHIRONZI_SPARK_REMOTE",
               "SHIRONZI_ONLINE_STORE_URL", "SHIRONZI_REDIS_URL", "SHIRONZI_SECRETS_URL", "MLFLOW_TRACKING_URI")

@@ -26,8 +26,8 @@ from benchmarks.dashboard_render import (
     sign_in,
     wait_rendered,
 )
-from tests.apps.seed import SeededLake
-from tests.services import free_port, missing_service
+from tests._services import free_port, missing_service
+from tests.apps._fixtures import SeededLake
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from apps.components import money
 from shironzi.audit.log import read_audit_events
 from shironzi.tenancy import TenantContext, get_registry
-from tests.apps.seed import SeededLake, SeededTenant
+from tests.apps._fixtures import SeededLake, SeededTenant
 
 APP = str(Path(__file__).resolve().parents[2] / "apps" / "app.py")
 ANALYST_PAGES = ("overview", "retention", "churn_risk", "data_health")

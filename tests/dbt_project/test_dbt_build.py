@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 
 from shironzi.lake.paths import table_uri
 from shironzi.settings import Settings
-from tests.dbt_project.bronze import START, TENANTS, event, sample_events, write_bronze
+from tests.dbt_project._fixtures import START, TENANTS, event, sample_events, write_bronze
 from transformations.dbt_runner import DbtBuildResult, bronze_events_uri, dbt_home, run_dbt_build
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

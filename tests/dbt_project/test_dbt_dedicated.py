@@ -19,7 +19,7 @@ from shironzi.lake import table_exists
 from shironzi.lake.paths import table_uri
 from shironzi.settings import Settings
 from shironzi.tenancy import TenantContext, get_registry
-from tests.dbt_project.bronze import sample_events, write_bronze
+from tests.dbt_project._fixtures import sample_events, write_bronze
 from transformations.dbt_runner import (
     RegionBuildResult,
     bronze_events_uri,

@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 
 from shironzi.lake.paths import table_uri
 from shironzi.settings import Settings
-from tests.dbt_project.bronze import BRONZE_SCHEMA, START, TENANTS, event, sample_events, write_bronze
+from tests.dbt_project._fixtures import BRONZE_SCHEMA, START, TENANTS, event, sample_events, write_bronze
 from transformations.dbt_runner import DbtBuildResult, bronze_events_uri, dbt_home, run_dbt_build
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

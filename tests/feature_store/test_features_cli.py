@@ -47,8 +47,7 @@ def test_get_reads_the_online_store_of_the_configured_home(settings: Settings) -
 
 
 def test_materialize_online_only_then_get(settings: Settings) -> None:
-    from tests.feature_store.fs_data import provision
-    from tests.feature_store.test_point_in_time import write_view_rows
+    from tests.feature_store._fixtures import provision, write_view_rows
 
     (shop,) = provision(settings, [("cli-shop", "ecommerce", "standard")])
     write_view_rows(settings, "customer_friction", [

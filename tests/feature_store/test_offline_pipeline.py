@@ -15,7 +15,7 @@ from feature_store.registry import get_feature_view, list_feature_views
 from shironzi.errors import InvalidInputError, TransformationError
 from shironzi.lake import table_exists, table_uri
 from shironzi.settings import Settings
-from tests.feature_store.fs_data import START, bronze_events, bronze_uri, provision, write_bronze
+from tests.feature_store._fixtures import START, bronze_events, bronze_uri, provision, write_bronze
 
 pytestmark = pytest.mark.integration
 

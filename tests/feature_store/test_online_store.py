@@ -14,8 +14,7 @@ from feature_store.online import OnlineRow, OnlineStore, open_online_store
 from feature_store.registry import get_feature_view
 from shironzi.errors import ConfigurationError, InvalidInputError
 from shironzi.settings import Settings
-from tests.feature_store.fs_data import provision
-from tests.feature_store.test_point_in_time import write_view_rows
+from tests.feature_store._fixtures import provision, write_view_rows
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 2, 4, 23, 59, 59, 999999, tzinfo=UTC)

@@ -12,24 +12,10 @@ from feature_store.offline import feature_timestamp_for
 from feature_store.registry import get_feature_view
 from feature_store.retrieval import get_training_set
 from shironzi.errors import FeatureNotFoundError, InvalidInputError
-from shironzi.lake import append, table_uri
 from shironzi.settings import Settings
-from tests.feature_store.fs_data import provision
+from tests.feature_store._fixtures import provision, write_view_rows
 
 UTC = dt.UTC
-
-
-def write_view_rows(settings: Settings, view_name: str, rows: list[dict]) -> None:
-    """Write offline rows of a view straight to its Delta table (features not given are null)."""
-    view = get_feature_view(view_name)
-    types = {"int64": pa.int64(), "float64": pa.float64()}
-    schema = pa.schema([*((k, pa.string()) for k in view.join_keys), ("snapshot_date", pa.date32()),
-                        ("feature_timestamp", pa.timestamp("us", tz="UTC")),
-                        *((f.name, types[f.dtype]) for f in view.features)])
-    full = [{**{c: None for c in schema.names}, **r,
-             "feature_timestamp": feature_timestamp_for(r["snapshot_date"])} for r in rows]
-    uri = table_uri(settings.resolved_lake_uri, layer="features", table=view.table, region=settings.default_region)
-    append(uri, pa.Table.from_pylist(full, schema=schema))
 
 
 @pytest.fixture

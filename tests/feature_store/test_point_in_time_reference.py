@@ -21,7 +21,7 @@ from feature_store.registry import get_feature_view
 from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
 from shironzi.lake import append, table_uri
 from shironzi.settings import Settings
-from tests.feature_store.fs_data import provision
+from tests.feature_store._fixtures import provision
 
 DAY_US = 86_400_000_000
 START_US = int(dt.datetime(2024, 1, 7, tzinfo=dt.UTC).timestamp() * 1_000_000)

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from ingestion.bronze import BronzeLander, LandingBatch, Ledger, read_run_log, run_log_row, run_log_uri
-from tests.ingestion.ingest_helpers import bronze_uri, provision, quarantine_uri, read_all
+from tests.ingestion._fixtures import bronze_uri, provision, quarantine_uri, read_all
 
 
 def _payload(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from ingestion.bronze import BronzeLander
 from ingestion.contracts import decode_json_records
+from shironzi.privacy.pii_table import reveal
 from shironzi.tenancy import TenantContext
-from shironzi.tenancy.keystore import reveal
-from tests.ingestion.ingest_helpers import provision
+from tests.ingestion._fixtures import provision
 
 
 def test_signup_pii_is_tokenised_per_tenant_and_revealable(home: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ingestion.ingest_helpers import bronze_uri, provision
+from tests.ingestion._fixtures import bronze_uri, provision
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ one that must replace it, and the trend model."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from shironzi.settings import Settings, get_settings
+from shironzi.settings import get_settings
+from tests.models._fixtures import TrainedLake, crippled_churn_version
 
 LAKE_DAYS = 180
 LAKE_CUSTOMERS = 2000
@@ -24,38 +24,6 @@ def _point_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
                 "SHIRONZI_ONLINE_STORE_URL", "SHIRONZI_REDIS_URL", "SHIRONZI_SECRETS_URL", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
-
-
-def crippled_churn_version(settings: Settings, *, seed: int = 0) -> str:
-    """Register a deliberately bad churn challenger: trained and calibrated on shuffled labels (the holdout it is
-    judged on keeps the true labels)."""
-    import numpy as np
-    import pyarrow as pa
-
-    from models.churn.train import LABEL, ChurnDataset, build_churn_dataset, fit_churn, log_and_register
-
-    dataset = build_churn_dataset(settings=settings)
-    labels = dataset.table.column(LABEL).to_numpy().copy()
-    _, _, holdout_dates = dataset.split_dates()
-    learning = ~np.isin(np.asarray(dataset.table.column("snapshot_date").to_pylist()), holdout_dates)
-    shuffled = labels.copy()
-    shuffled[learning] = np.random.default_rng(seed).permutation(labels[learning])
-    table = dataset.table.set_column(dataset.table.column_names.index(LABEL), LABEL, pa.array(shuffled, pa.int8()))
-    crippled = ChurnDataset(table, dataset.feature_names, dataset.feature_refs, dataset.inputs)
-    fitted = fit_churn(crippled, seed=seed)
-    result = log_and_register(crippled, fitted, settings=settings, register=True, seed=seed, run_name="crippled")
-    assert result.model_version is not None
-    return result.model_version
-
-
-@dataclass
-class TrainedLake:
-    home: Path
-    tenant_ids: list[str]
-    churn_off: list[str]  # demo tenants on the free plan: churn_prediction and trend_forecast off
-    crippled_version: str
-    churn: object  # TrainResult of the real churn model (the champion)
-    trend: object  # TrainResult of the trend model (the champion)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models.conftest import TrainedLake
+from tests.models._fixtures import TrainedLake
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.models.conftest import TrainedLake
+from tests.models._fixtures import TrainedLake
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models.conftest import TrainedLake
+from tests.models._fixtures import TrainedLake
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SHIRONZI = str(Path(sys.executable).with_name("shironzi"))

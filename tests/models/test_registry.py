@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.models.conftest import TrainedLake, crippled_churn_version
+from tests.models._fixtures import TrainedLake, crippled_churn_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHURN = "shironzi-churn"

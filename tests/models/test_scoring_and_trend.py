@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from tests.models.conftest import TrainedLake
+from tests.models._fixtures import TrainedLake
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from orchestration.demo import DEMO_TENANTS, STAGES, run_demo
 from shironzi.audit.erasure_scan import subject_digest
 from shironzi.lake import read_polars, table_exists
 from shironzi.lake.paths import table_uri
-from tests.shironzi.audit.lakedata import parquet_files_holding
+from tests.shironzi.audit._fixtures import parquet_files_holding
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
 

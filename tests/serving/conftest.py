@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.serving.api_world import ApiWorld, build_world, isolated_home
-from tests.serving.trained import TrainedModel, train_small_champion
+from tests.serving._fixtures import ApiWorld, TrainedModel, build_world, isolated_home, train_small_champion
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +38,7 @@ def client(world: ApiWorld) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def broker_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private bundled Kafka-protocol broker (real tansu) for this module."""
-    from tests.ingestion.stream.conftest import require_broker_binary
+    from tests.ingestion.stream._fixtures import require_broker_binary
 
     require_broker_binary()
     from ingestion.stream.broker import running_broker

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.serving.api_world import SHARED_CUSTOMER, ApiWorld
+from tests.serving._fixtures import SHARED_CUSTOMER, ApiWorld
 
 
 def _durable_events(action: str) -> list[dict[str, Any]]:

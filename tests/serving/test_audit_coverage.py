@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.serving.api_world import ApiWorld
-from tests.serving.test_bola import _operations, _request
+from tests.serving._fixtures import ApiWorld, openapi_operations, openapi_request
 
 # Destructive admin calls run last, so the calls before them still find their objects.
 _LAST = ("offboard", "erasure", "erase", "revoke", "suspend", "rollback", "delete")
@@ -27,7 +26,7 @@ def test_every_guarded_route_writes_an_audit_event(client: Any, world: ApiWorld)
     schema = client.get("/openapi.json").json()
     components = schema["components"]["schemas"]
     guarded = sorted(
-        ((m, p, op) for m, p, op in _operations(schema) if op.get("x-shironzi-auth") in ("tenant", "admin")),
+        ((m, p, op) for m, p, op in openapi_operations(schema) if op.get("x-shironzi-auth") in ("tenant", "admin")),
         key=_order,
     )
     assert len(guarded) >= 20, "the document lost operations"
@@ -35,9 +34,8 @@ def test_every_guarded_route_writes_an_audit_event(client: Any, world: ApiWorld)
     for method, path, op in guarded:
         who = "admin" if op["x-shironzi-auth"] == "admin" else "own"
         rid = uuid.uuid4().hex
-        response = client.request(
-            method.upper(), headers={**world.auth(who), "X-Request-ID": rid}, **_request(op, path, components, world)
-        )
+        headers = {**world.auth(who), "X-Request-ID": rid}
+        response = client.request(method.upper(), headers=headers, **openapi_request(op, path, components, world))
         assert response.status_code < 500, f"{method.upper()} {path}: {response.status_code} {response.text[:200]}"
         calls[rid] = f"{method.upper()} {path} -> {response.status_code}"
     flush_all()

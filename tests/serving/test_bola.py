@@ -9,66 +9,16 @@ from typing import Any
 
 import pytest
 
-from tests.serving.api_world import A_MARK, A_ONLY_CUSTOMER, B_ONLY_CUSTOMER, SHARED_CUSTOMER, ApiWorld
+from tests.serving._fixtures import (
+    A_MARK,
+    B_ONLY_CUSTOMER,
+    ApiWorld,
+    openapi_operations,
+    openapi_request,
+)
 
-METHODS = ("get", "post", "put", "patch", "delete")
 KINDS = ("own", "other", "revoked", "expired", "read_only", "none")
 MADE_UP_CUSTOMER = "cust-nobody-4711"
-
-
-def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    return [
-        (method, path, op)
-        for path, item in schema["paths"].items()
-        for method, op in item.items()
-        if method in METHODS
-    ]
-
-
-def _example(schema: dict[str, Any], components: dict[str, Any], name: str, world: ApiWorld) -> Any:
-    """A small valid value for a JSON schema, aimed at tenant A's objects where a name says what it is."""
-    if "$ref" in schema:
-        return _example(components[schema["$ref"].rsplit("/", 1)[-1]], components, name, world)
-    if "anyOf" in schema:
-        options = [s for s in schema["anyOf"] if s.get("type") != "null"]
-        return _example(options[0], components, name, world) if options else None
-    named = {
-        "customer_id": A_ONLY_CUSTOMER, "customer_ids": [A_ONLY_CUSTOMER, SHARED_CUSTOMER], "tenant_id": world.tenant_a,
-        "subject_id": A_ONLY_CUSTOMER, "kpi": "revenue", "name": "shironzi-churn", "module": "notifications",
-        "scopes": ["read"], "slug": "bola-new-tenant", "plan": "enterprise", "industry": "ecommerce",
-        "events": [{"tenant_id": world.tenant_a, "event_id": "bola-1", "customer_id": A_ONLY_CUSTOMER,
-                    "event_type": "session_started", "event_time": "2026-01-05T10:00:00Z"}],
-        "table": "eu-west/predictions/churn_scores", "request_id": "unknown-receipt", "prefix": "aaaaaaaaaa",
-    }
-    if name in named:
-        return named[name]
-    if "enum" in schema:
-        return schema["enum"][0]
-    kind = schema.get("type")
-    if kind == "object":
-        return {
-            key: _example(sub, components, key, world)
-            for key, sub in schema.get("properties", {}).items()
-            if key in schema.get("required", [])
-        }
-    if kind == "array":
-        return [_example(schema.get("items", {}), components, name, world)]
-    return {"integer": 1, "number": 1.0, "boolean": True}.get(kind or "", "x")
-
-
-def _request(op: dict[str, Any], path: str, components: dict[str, Any], world: ApiWorld) -> dict[str, Any]:
-    query: dict[str, Any] = {}
-    for param in op.get("parameters", []):
-        value = _example(param["schema"], components, param["name"], world)
-        if param["in"] == "path":
-            path = path.replace("{" + param["name"] + "}", str(value))
-        elif param["in"] == "query" and param.get("required"):
-            query[param["name"]] = value
-    body = None
-    content = op.get("requestBody", {}).get("content", {}).get("application/json")
-    if content:
-        body = _example(content["schema"], components, "", world)
-    return {"url": path, "params": query, "json": body}
 
 
 def _a_bytes(world: ApiWorld) -> list[str]:
@@ -80,7 +30,7 @@ def _a_bytes(world: ApiWorld) -> list[str]:
 def test_bola_matrix_over_every_operation(client: Any, world: ApiWorld) -> None:
     schema = client.get("/openapi.json").json()
     components = schema["components"]["schemas"]
-    operations = _operations(schema)
+    operations = openapi_operations(schema)
     guarded = [(m, p, op) for m, p, op in operations if op.get("x-shironzi-auth") in ("tenant", "admin")]
     assert len(guarded) >= 20, "the document lost operations"
     assert all(op.get("x-shironzi-auth") for _, _, op in operations), "an operation has no auth annotation"
@@ -88,7 +38,7 @@ def test_bola_matrix_over_every_operation(client: Any, world: ApiWorld) -> None:
     for method, path, op in guarded:
         is_admin = op["x-shironzi-auth"] == "admin"
         writes = op.get("x-shironzi-scope") == "write" or bool(op.get("x-shironzi-write"))
-        spec = _request(op, path, components, world)
+        spec = openapi_request(op, path, components, world)
         for kind in KINDS:
             if kind == "own" and is_admin and writes:
                 continue  # admin writes with the admin key change state: Schemathesis and test_admin cover them
@@ -124,7 +74,7 @@ def test_bola_matrix_over_every_operation(client: Any, world: ApiWorld) -> None:
 def _customer_operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """Tenant operations naming customers: a `customer_id` in the path or `customer_ids` in the body."""
     found = []
-    for method, path, op in _operations(schema):
+    for method, path, op in openapi_operations(schema):
         if op.get("x-shironzi-auth") != "tenant":
             continue
         in_path = any(p["in"] == "path" and p["name"] == "customer_id" for p in op.get("parameters", []))
@@ -150,7 +100,7 @@ def test_customer_routes_do_not_find_made_up_or_other_tenants_ids(client: Any, w
         body_sources = ["live", "batch"] if "churn:batch" in path else [None]
         for customer in (MADE_UP_CUSTOMER, B_ONLY_CUSTOMER):
             for source in (sources[0] if sources else body_sources):
-                spec = _request(op, path.replace("{customer_id}", customer), components, world)
+                spec = openapi_request(op, path.replace("{customer_id}", customer), components, world)
                 if source is not None and spec["json"] is None:
                     spec["params"] = {**spec["params"], "source": source}
                 if spec["json"] is not None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.serving.api_world import A_MARK, A_ONLY_CUSTOMER, B_ONLY_CUSTOMER, SHARED_CUSTOMER, ApiWorld
-from tests.serving.trained import TrainedModel
+from tests.serving._fixtures import A_MARK, A_ONLY_CUSTOMER, B_ONLY_CUSTOMER, SHARED_CUSTOMER, ApiWorld, TrainedModel
 
 
 def test_live_churn_uses_the_champion_on_own_features(
@@ -105,7 +104,7 @@ def test_readyz_is_503_without_a_champion(tmp_path: Any) -> None:
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
-    from tests.serving.api_world import isolated_home
+    from tests.serving._fixtures import isolated_home
 
     with isolated_home(tmp_path / "empty") as settings, TestClient(create_app(settings)) as empty:
         response = empty.get("/readyz")

@@ -9,8 +9,8 @@ import pytest
 
 from serving.app import create_app
 from serving.errors import public_details, public_text
-from tests.services import free_port
-from tests.serving.api_world import A_MARK, SHARED_CUSTOMER, ApiWorld, build_world, isolated_home
+from tests._services import free_port
+from tests.serving._fixtures import A_MARK, SHARED_CUSTOMER, ApiWorld, build_world, isolated_home
 
 
 def _error(response: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.serving.api_world import ApiWorld
+from tests.serving._fixtures import ApiWorld
 
 pytestmark = pytest.mark.integration
 _ids = itertools.count()

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.services import free_port, running_api
-from tests.serving.api_world import SHARED_CUSTOMER, ApiWorld, build_world, isolated_home
-from tests.serving.trained import CHURN, TrainedModel
+from tests._services import free_port, running_api
+from tests.serving._fixtures import CHURN, SHARED_CUSTOMER, ApiWorld, TrainedModel, build_world, isolated_home
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REFRESH_SECONDS = 1.0

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from tests.serving.api_world import build_world, isolated_home
+from tests.serving._fixtures import build_world, isolated_home
 
 
 def test_registry_dump_has_no_plaintext_keys(tmp_path: pytest.TempPathFactory) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.serving.api_world import ApiWorld, build_world, isolated_home
+from tests.serving._fixtures import ApiWorld, build_world, isolated_home
 
 LIMITS = {"free": 1.0, "standard": 2.0, "enterprise": 2.0}  # burst = 2 s of rate
 

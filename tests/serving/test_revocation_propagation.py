@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from shironzi.tenancy import TenantContext, get_registry
-from tests.services import free_port, running_api
-from tests.serving.api_world import ApiWorld, build_world, isolated_home
+from tests._services import free_port, running_api
+from tests.serving._fixtures import ApiWorld, build_world, isolated_home
 
 pytestmark = pytest.mark.integration
 CLI = Path(sys.executable).with_name("shironzi")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.services import free_port, running_api
+from tests._services import free_port, running_api
 
 pytestmark = pytest.mark.integration
 MAX_BODY = 1024

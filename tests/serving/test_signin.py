@@ -15,7 +15,7 @@ from serving.signin import FAILURES_PER_ADDRESS, FAILURES_PER_PREFIX
 from shironzi.audit.log import read_audit_events
 from shironzi.settings import Settings
 from shironzi.tenancy import TenantContext, get_registry
-from tests.serving.api_world import ApiWorld
+from tests.serving._fixtures import ApiWorld
 
 
 def _wrong(prefix: str) -> dict[str, str]:

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.serving.api_world import SHARED_CUSTOMER, ApiWorld
-from tests.serving.trained import TrainedModel
+from tests.serving._fixtures import SHARED_CUSTOMER, ApiWorld, TrainedModel
 
 
 @pytest.fixture(scope="module")

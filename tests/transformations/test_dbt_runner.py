@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 from shironzi.cli.main import run
 from shironzi.errors import InvalidInputError, TableNotFoundError, TransformationError
 from shironzi.settings import Settings
-from tests.dbt_project.bronze import START, TENANTS, event, sample_events, write_bronze
+from tests.dbt_project._fixtures import START, TENANTS, event, sample_events, write_bronze
 from transformations.dbt_runner import (
     PROJECT_DIR,
     bronze_events_uri,

@@ -19,7 +19,7 @@ from shironzi.errors import ConfigurationError, InvalidInputError, ServiceUnavai
 from shironzi.lake import history, table_exists
 from shironzi.lake.paths import table_uri
 from shironzi.settings import Settings, get_settings
-from tests.dbt_project.bronze import INGESTED, START, TENANTS, event, sample_events, write_bronze
+from tests.dbt_project._fixtures import INGESTED, START, TENANTS, event, sample_events, write_bronze
 from transformations import dbt_targets
 from transformations.dbt_runner import PROJECT_DIR, bronze_events_uri, registry_snapshot_uri, run_dbt_build
 from transformations.spark import stop_spark

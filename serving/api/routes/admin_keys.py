@@ -47,7 +47,7 @@ async def issue_key(tenant_id: TenantPath, body: KeyCreate, admin: AdminDep) -> 
 
 
 @router.get("/tenants/{tenant_id}/keys", response_model=list[KeyPublic], openapi_extra=admin_op(write=False))
-async def list_keys(tenant_id: TenantPath, admin: AdminDep) -> list[KeyPublic]:
+def list_keys(tenant_id: TenantPath, admin: AdminDep) -> list[KeyPublic]:
     """A tenant's keys, newest first (never secrets or hashes)."""
     registry = admin.services.registry
     tenant = registry.get_tenant(tenant_id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from starlette.concurrency import run_in_threadpool
 
 from serving.api.docs import admin_op
 from serving.deps import AdminAccess, AdminDep
@@ -33,18 +32,16 @@ def _public(admin: AdminAccess, tenant: Tenant) -> TenantPublic:
 
 
 @router.post("", status_code=201, response_model=TenantCreated, openapi_extra=admin_op(write=True))
-async def create_tenant(body: TenantCreate, admin: AdminDep) -> TenantCreated:
+def create_tenant(body: TenantCreate, admin: AdminDep) -> TenantCreated:
     """Provision a tenant with its plan's modules and a first API key (returned once)."""
     registry = admin.services.registry
-    tenant, key = await run_in_threadpool(
-        lambda: registry.provision_tenant(admin.ctx, **body.model_dump())
-    )
+    tenant, key = registry.provision_tenant(admin.ctx, **body.model_dump())
     admin.audit_write("api_tenant_created", tenant_id=tenant.id, slug=tenant.slug)
     return TenantCreated(tenant=_public(admin, tenant), api_key=key)
 
 
 @router.get("", response_model=TenantsPage, openapi_extra=admin_op(write=False))
-async def list_tenants(
+def list_tenants(
     admin: AdminDep,
     status: Status | None = None,
     industry: Industry | None = None,
@@ -64,74 +61,74 @@ async def list_tenants(
 
 
 @router.get("/{tenant_id}", response_model=TenantPublic, openapi_extra=admin_op(write=False))
-async def get_tenant(tenant_id: TenantPath, admin: AdminDep) -> TenantPublic:
+def get_tenant(tenant_id: TenantPath, admin: AdminDep) -> TenantPublic:
     tenant = admin.services.registry.get_tenant(tenant_id)
     admin.audit_read("api_tenant_read", tenant_id=tenant.id)
     return _public(admin, tenant)
 
 
 @router.patch("/{tenant_id}", response_model=TenantPublic, openapi_extra=admin_op(write=True))
-async def update_tenant_plan(tenant_id: TenantPath, body: TenantUpdate, admin: AdminDep) -> TenantPublic:
+def update_tenant_plan(tenant_id: TenantPath, body: TenantUpdate, admin: AdminDep) -> TenantPublic:
     """Move a tenant to another plan (its default modules are switched on)."""
     registry = admin.services.registry
-    tenant = await run_in_threadpool(registry.change_plan, admin.ctx, tenant_id, body.plan)
+    tenant = registry.change_plan(admin.ctx, tenant_id, body.plan)
     admin.services.forget_tenant(tenant.id)
     admin.audit_write("api_tenant_plan_changed", tenant_id=tenant.id, plan=body.plan)
     return _public(admin, tenant)
 
 
-async def _status_change(
+def _status_change(
     admin: AdminAccess, tenant_id: str, action: str, body: TenantStatusChange | None
 ) -> TenantPublic:
     registry = admin.services.registry
     reason = body.reason if body else None
     if action == "suspend":
-        tenant = await run_in_threadpool(lambda: registry.suspend(admin.ctx, tenant_id, reason=reason))
+        tenant = registry.suspend(admin.ctx, tenant_id, reason=reason)
     elif action == "resume":
-        tenant = await run_in_threadpool(registry.resume, admin.ctx, tenant_id)
+        tenant = registry.resume(admin.ctx, tenant_id)
     else:
-        tenant = await run_in_threadpool(lambda: registry.offboard(admin.ctx, tenant_id, reason=reason))
+        tenant = registry.offboard(admin.ctx, tenant_id, reason=reason)
     admin.services.forget_tenant(tenant.id)
     admin.audit_write(f"api_tenant_{action}", tenant_id=tenant.id, reason=reason)
     return _public(admin, tenant)
 
 
 @router.post("/{tenant_id}/suspend", response_model=TenantPublic, openapi_extra=admin_op(write=True))
-async def suspend_tenant(
+def suspend_tenant(
     tenant_id: TenantPath, admin: AdminDep, body: TenantStatusChange | None = None
 ) -> TenantPublic:
     """Suspend a tenant: its keys stop authenticating (in other workers within the key-cache TTL)."""
-    return await _status_change(admin, tenant_id, "suspend", body)
+    return _status_change(admin, tenant_id, "suspend", body)
 
 
 @router.post("/{tenant_id}/resume", response_model=TenantPublic, openapi_extra=admin_op(write=True))
-async def resume_tenant(tenant_id: TenantPath, admin: AdminDep) -> TenantPublic:
-    return await _status_change(admin, tenant_id, "resume", None)
+def resume_tenant(tenant_id: TenantPath, admin: AdminDep) -> TenantPublic:
+    return _status_change(admin, tenant_id, "resume", None)
 
 
 @router.post("/{tenant_id}/offboard", response_model=TenantPublic, openapi_extra=admin_op(write=True))
-async def offboard_tenant(
+def offboard_tenant(
     tenant_id: TenantPath, admin: AdminDep, body: TenantStatusChange | None = None
 ) -> TenantPublic:
     """Start offboarding: keys stop working; data stays until erased (POST /v1/admin/audit/erasures)."""
-    return await _status_change(admin, tenant_id, "offboard", body)
+    return _status_change(admin, tenant_id, "offboard", body)
 
 
 @router.put("/{tenant_id}/modules/{module}", response_model=ModulesPublic, openapi_extra=admin_op(write=True))
-async def enable_module(tenant_id: TenantPath, module: Module, admin: AdminDep) -> ModulesPublic:
+def enable_module(tenant_id: TenantPath, module: Module, admin: AdminDep) -> ModulesPublic:
     """Switch a module on (its dependencies must be on)."""
     registry = admin.services.registry
-    modules = await run_in_threadpool(registry.enable_module, admin.ctx, tenant_id, module)
+    modules = registry.enable_module(admin.ctx, tenant_id, module)
     tenant = registry.get_tenant(tenant_id)
     admin.audit_write("api_module_enabled", tenant_id=tenant.id, module=module)
     return ModulesPublic(tenant_id=tenant.id, modules=modules)
 
 
 @router.delete("/{tenant_id}/modules/{module}", response_model=ModulesPublic, openapi_extra=admin_op(write=True))
-async def disable_module(tenant_id: TenantPath, module: Module, admin: AdminDep) -> ModulesPublic:
+def disable_module(tenant_id: TenantPath, module: Module, admin: AdminDep) -> ModulesPublic:
     """Switch a module off (refused while enabled modules depend on it)."""
     registry = admin.services.registry
-    modules = await run_in_threadpool(registry.disable_module, admin.ctx, tenant_id, module)
+    modules = registry.disable_module(admin.ctx, tenant_id, module)
     tenant = registry.get_tenant(tenant_id)
     admin.audit_write("api_module_disabled", tenant_id=tenant.id, module=module)
     return ModulesPublic(tenant_id=tenant.id, modules=modules)

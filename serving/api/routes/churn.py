@@ -22,7 +22,7 @@ CustomerPath = Annotated[str, Path(min_length=1, max_length=128, description="Th
     response_model=ChurnPublic,
     openapi_extra=tenant_op("read", module="churn_prediction"),
 )
-async def get_customer_churn(
+def get_customer_churn(
     customer_id: CustomerPath,
     caller: ChurnDep,
     source: Annotated[Literal["live", "batch"], Query(description="live: online features + champion")] = "live",
@@ -41,7 +41,7 @@ async def get_customer_churn(
     response_model=ChurnBatchPublic,
     openapi_extra=tenant_op("read", module="churn_prediction"),
 )
-async def score_churn_batch(body: ChurnBatchCreate, caller: ChurnDep) -> ChurnBatchPublic:
+def score_churn_batch(body: ChurnBatchCreate, caller: ChurnDep) -> ChurnBatchPublic:
     """Churn for up to 1,000 of the caller's customers at once; unknown ids are listed in `not_found`."""
     ids = list(dict.fromkeys(body.customer_ids))
     score_fn = live_scores if body.source == "live" else batch_scores

@@ -22,7 +22,7 @@ def _default_refs() -> list[str]:
 
 
 @router.get("/{customer_id}", response_model=FeaturesPublic, openapi_extra=tenant_op("read"))
-async def get_customer_features(
+def get_customer_features(
     customer_id: Annotated[str, Path(min_length=1, max_length=128)],
     caller: TenantReadDep,
     features: Annotated[

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/forecasts", tags=["forecasts"], responses=ERROR_R
 
 
 @router.get("/{kpi}", response_model=ForecastPublic, openapi_extra=tenant_op("read", module="trend_forecast"))
-async def get_forecast(kpi: Literal["active_customers", "revenue"], caller: ForecastDep) -> ForecastPublic:
+def get_forecast(kpi: Literal["active_customers", "revenue"], caller: ForecastDep) -> ForecastPublic:
     """The caller's newest forecast of `kpi`, one point per day for 28 days."""
     forecast = latest_forecast(caller.services, caller.tenant, kpi)
     caller.audit_read(kpi=kpi, generated_date=str(forecast["generated_date"]))

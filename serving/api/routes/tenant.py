@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1/tenant", tags=["tenant"], responses=ERROR_RESPONS
 
 
 @router.get("", response_model=OwnTenantPublic, openapi_extra=tenant_op("read"))
-async def get_own_tenant(caller: TenantReadDep) -> OwnTenantPublic:
+def get_own_tenant(caller: TenantReadDep) -> OwnTenantPublic:
     """Who the key belongs to: profile, plan, modules, today's requests and the plan's rate limit."""
     services = caller.services
     registry = services.registry

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ingestion.batch import ingest_files, processed_files
-from tests.ingestion.ingest_helpers import bronze_uri, provision, quarantine_uri, read_all
+from tests.ingestion._fixtures import bronze_uri, provision, quarantine_uri, read_all
 
 
 @pytest.fixture

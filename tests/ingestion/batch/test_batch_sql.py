@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from ingestion.batch import current_watermark, ingest_sql
-from tests.ingestion.ingest_helpers import bronze_uri, provision, read_all
+from tests.ingestion._fixtures import bronze_uri, provision, read_all
 
 
 def _rows(tenant: str, start: int, n: int) -> list[dict[str, object]]:

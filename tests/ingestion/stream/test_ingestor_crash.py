@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from ingestion.bronze import CRASH_POINTS, read_run_log, reconcile_run_log
-from tests.ingestion.ingest_helpers import bronze_uri, provision, read_all
-from tests.ingestion.stream.test_ingestor import produce
+from tests.ingestion._fixtures import bronze_uri, provision, read_all
+from tests.ingestion.stream._fixtures import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

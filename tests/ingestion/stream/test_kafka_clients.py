@@ -23,8 +23,8 @@ from ingestion.stream.kafka import (
     partition_for_key,
 )
 from shironzi.errors import InvalidInputError, InvalidStateError, NotFoundError, ServiceUnavailableError
-from tests.ingestion.stream.conftest import require_broker_binary
-from tests.services import free_port
+from tests._services import free_port
+from tests.ingestion.stream._fixtures import require_broker_binary
 
 CLIENTS: tuple[ClientName, ...] = get_args(ClientName)
 PARTITIONS = 3

@@ -59,12 +59,12 @@ def test_simulate_writes_landing_files_ground_truth_and_a_summary(home: Path) ->
 
 @pytest.mark.slow
 def test_simulate_defaults_to_active_registry_tenants(home: Path) -> None:
-    from shironzi.tenancy import TenantContext, get_registry, provision_tenant, reset_registries
+    from shironzi.tenancy import TenantContext, get_registry, reset_registries
 
     reset_registries()
     ctx = TenantContext.admin(actor="test", purpose="simulate")
-    kept, _ = provision_tenant(ctx, slug="kept-shop", name="Kept", industry="education")
-    paused, _ = provision_tenant(ctx, slug="paused-shop", name="Paused", industry="ecommerce")
+    kept, _ = get_registry().provision_tenant(ctx, slug="kept-shop", name="Kept", industry="education")
+    paused, _ = get_registry().provision_tenant(ctx, slug="paused-shop", name="Paused", industry="ecommerce")
     get_registry().suspend(ctx, paused.id)
     try:
         result = invoke("--days", "5", "--customers", "50", "--out", str(home / "in"), "--file-per", "day")

@@ -15,7 +15,7 @@ from shironzi.audit.queries import access, changes, inventory, lineage
 from shironzi.cli import main
 from shironzi.lake.delta import append, overwrite, read_arrow
 from shironzi.settings import get_settings
-from tests.shironzi.audit.lakedata import build_lake, customers, events, uri
+from tests.shironzi.audit._fixtures import build_lake, customers, events, uri
 
 Run = Callable[..., tuple[int, str, str]]
 

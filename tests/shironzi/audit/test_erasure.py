@@ -25,10 +25,11 @@ from shironzi.audit.lease import normalise_uri, table_lease
 from shironzi.audit.log import get_audit_log, read_audit_events, record_training_run, reset_audit_logs
 from shironzi.errors import InvalidStateError, PermissionDeniedError
 from shironzi.lake.delta import append, read_arrow
+from shironzi.privacy.tokens import pseudonym
 from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
-from shironzi.tenancy.keystore import get_keystore, pseudonym
-from tests.shironzi.audit.lakedata import SqliteOnlineStore, build_lake, events, tenant_customers
+from shironzi.tenancy.keystore import get_keystore
+from tests.shironzi.audit._fixtures import SqliteOnlineStore, build_lake, events, tenant_customers
 
 ADMIN = TenantContext.admin(actor="dpo@platform", purpose="gdpr_erasure")
 
@@ -138,7 +139,7 @@ def test_forged_or_stale_receipt_fails_verification(audit_home: Path) -> None:
 
 
 def _gold_row():  # type: ignore[no-untyped-def]
-    from tests.shironzi.audit.lakedata import customers
+    from tests.shironzi.audit._fixtures import customers
 
     return customers([("t_a", "c_1")])
 
@@ -217,7 +218,7 @@ def test_erase_tenant_requires_offboarding_and_shreds_its_key(audit_home: Path) 
 
 
 def _tenant_rows(tid: str):  # type: ignore[no-untyped-def]
-    from tests.shironzi.audit.lakedata import customers
+    from tests.shironzi.audit._fixtures import customers
 
     return customers([(tid, "c_9"), (tid, "c_8")])
 

@@ -23,10 +23,11 @@ from shironzi.audit.erasure import erase_subject, verify_erased, verify_receipt
 from shironzi.audit.erasure_artifacts import RETRAIN_TAG, RUN_FLAG_TAG
 from shironzi.audit.erasure_scan import Matcher
 from shironzi.audit.log import record_training_run
+from shironzi.privacy.tokens import pseudonym
 from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
-from shironzi.tenancy.keystore import get_keystore, pseudonym
-from tests.shironzi.audit.lakedata import build_lake, parquet_files_holding
+from shironzi.tenancy.keystore import get_keystore
+from tests.shironzi.audit._fixtures import build_lake, parquet_files_holding
 
 ADMIN = TenantContext.admin(actor="dpo@platform", purpose="gdpr_erasure")
 MODEL = "erasure-test-churn"

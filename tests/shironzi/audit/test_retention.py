@@ -16,7 +16,7 @@ from shironzi.audit.verify import verify_chains
 from shironzi.errors import InvalidInputError, PermissionDeniedError
 from shironzi.lake.delta import append
 from shironzi.tenancy.context import TenantContext
-from tests.shironzi.audit.lakedata import events, tenant_customers, uri
+from tests.shironzi.audit._fixtures import events, tenant_customers, uri
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 TENANTS = {"t_a": "ecommerce", "t_h": "healthcare"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,7 @@ import pytest
 from shironzi.cli import main
 from shironzi.settings import get_settings
 from shironzi.tenancy import reset_registries
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
+from tests.shironzi.cli._fixtures import CliResult
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])

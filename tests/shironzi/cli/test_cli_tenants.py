@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shironzi.tenancy import MODULES, get_registry
-from tests.shironzi.cli.conftest import CliResult
+from tests.shironzi.cli._fixtures import CliResult
 
 SHIRONZI = str(Path(sys.executable).parent / "shironzi")
 

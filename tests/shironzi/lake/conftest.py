@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,8 +12,7 @@ import pytest
 
 from shironzi.lake.paths import table_uri
 from shironzi.settings import get_settings
-
-MakeEvents = Callable[..., pa.Table]
+from tests.shironzi.lake._fixtures import MakeEvents
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from shironzi import lake
 from shironzi.cli.lake import app as lake_app
-from tests.shironzi.lake.conftest import MakeEvents
+from tests.shironzi.lake._fixtures import MakeEvents
 
 runner = CliRunner()
 

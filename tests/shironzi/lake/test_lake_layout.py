@@ -12,7 +12,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from shironzi import lake
-from tests.shironzi.lake.conftest import MakeEvents
+from tests.shironzi.lake._fixtures import MakeEvents
 
 TENANTS = [f"tenant_{i:03d}" for i in range(20)]
 

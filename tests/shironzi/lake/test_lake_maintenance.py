@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 
 from shironzi import lake
 from shironzi.errors import InvalidInputError, TableNotFoundError
-from tests.shironzi.lake.conftest import MakeEvents
+from tests.shironzi.lake._fixtures import MakeEvents
 
 
 class _StageLines(logging.Handler):

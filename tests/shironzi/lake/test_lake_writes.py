@@ -14,8 +14,8 @@ from deltalake import DeltaTable
 
 from shironzi import lake
 from shironzi.errors import InvalidInputError, InvalidStateError, TableNotFoundError
-from shironzi.lake import delta
-from tests.shironzi.lake.conftest import MakeEvents
+from shironzi.lake import tables
+from tests.shironzi.lake._fixtures import MakeEvents
 
 DAY1, DAY2, DAY3 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)
 
@@ -93,7 +93,7 @@ def test_new_tables_checkpoint_at_least_every_100_commits(events_uri: str, make_
 def test_checkpoint_interval_drives_automatic_checkpoints(
     events_uri: str, make_events: MakeEvents, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(delta, "CHECKPOINT_INTERVAL", 4)
+    monkeypatch.setattr(tables, "CHECKPOINT_INTERVAL", 4)
     for seed in range(5):  # create + 5 appends = 6 commits: one checkpoint every 4 commits
         lake.append(events_uri, make_events(3, seed=seed))
     log = Path(events_uri) / "_delta_log"

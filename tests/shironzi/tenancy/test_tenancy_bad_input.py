@@ -19,7 +19,7 @@ from shironzi.errors import (
     ShironziError,
 )
 from shironzi.tenancy import Registry, TenantContext
-from tests.shironzi.tenancy.tenancy_helpers import snapshot
+from tests.shironzi.tenancy._fixtures import snapshot
 
 GOOD = {
     "slug": "fine-co",

@@ -11,7 +11,7 @@ import pytest
 from shironzi.errors import InvalidInputError
 from shironzi.tenancy import PLAN_DEFAULT_MODULES, Registry, TenantContext
 from shironzi.tenancy.bulk import ImportRejectedError
-from tests.shironzi.tenancy.tenancy_helpers import snapshot
+from tests.shironzi.tenancy._fixtures import snapshot
 
 INDUSTRIES = ("ecommerce", "healthcare", "education")
 PLANS = ("free", "standard", "enterprise")

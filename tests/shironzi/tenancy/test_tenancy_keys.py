@@ -21,7 +21,7 @@ from shironzi.errors import (
 )
 from shironzi.settings import Settings
 from shironzi.tenancy import Registry, TenantContext
-from tests.shironzi.tenancy.tenancy_helpers import snapshot
+from tests.shironzi.tenancy._fixtures import snapshot
 
 KEY_FORMAT = re.compile(r"^shz_[a-z2-7]{10}_[A-Za-z0-9-]{32}$")
 

@@ -7,7 +7,7 @@ import pytest
 from shironzi.errors import InvalidInputError, ModuleDependencyError, TenantNotFoundError
 from shironzi.settings import Settings
 from shironzi.tenancy import MODULES, Registry, TenantContext, TenantInfo
-from tests.shironzi.tenancy.tenancy_helpers import snapshot
+from tests.shironzi.tenancy._fixtures import snapshot
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from shironzi.errors import InvalidStateError, PermissionDeniedError, TenantNotFoundError
 from shironzi.lake.paths import table_uri
 from shironzi.settings import get_settings
-from shironzi.tenancy import PLAN_DEFAULT_MODULES, Registry, TenantContext, get_registry, provision_tenant
+from shironzi.tenancy import PLAN_DEFAULT_MODULES, Registry, TenantContext, get_registry
 
 LAKE_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,127}$")
 
@@ -179,8 +179,3 @@ def test_get_registry_is_cached_per_database_url(registry: Registry) -> None:
     other = Registry.from_settings()
     assert other is not registry and other.url == registry.url
     other.close()
-
-
-def test_module_level_provision_uses_the_process_registry(registry: Registry, admin: TenantContext) -> None:
-    tenant, key = provision_tenant(admin, slug="via-module", name="V", industry="healthcare", plan="free")
-    assert registry.get_tenant("via-module") == tenant and registry.verify_key(key).tenant_id == tenant.id

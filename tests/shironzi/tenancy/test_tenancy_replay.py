@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from shironzi.errors import ShironziError
-from shironzi.tenancy import INDUSTRIES, MODULES, PLANS, Registry, TenantContext, rebuild
-from tests.shironzi.tenancy.tenancy_helpers import PROJECTIONS, snapshot
+from shironzi.tenancy import INDUSTRIES, MODULES, PLANS, Registry, TenantContext
+from tests.shironzi.tenancy._fixtures import PROJECTIONS, snapshot
 
 
 def _random_operations(registry: Registry, admin: TenantContext, *, steps: int, seed: int) -> dict[str, int]:
@@ -113,5 +113,5 @@ def test_rebuild_restores_wiped_projections(registry: Registry, admin: TenantCon
         for table in reversed(PROJECTIONS):
             conn.execute(sa.delete(table))
     assert all(not rows for rows in snapshot(registry, PROJECTIONS).values())
-    rebuild(admin)
+    registry.rebuild(admin)
     assert snapshot(registry, PROJECTIONS) == live

@@ -1,4 +1,4 @@
-"""The vectorised pseudonymisation of `properties` gives the same documents, tokens and vault entries as the
+"""The vectorised pseudonymisation of `properties` gives the same documents, tokens and PII table rows as the
 reference row-by-row algorithm (parse, replace top-level PII keys, re-serialise), on every shape of text."""
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from shironzi.tenancy.keystore import (
-    TOKEN_PATTERN,
-    PendingVault,
-    get_keystore,
-    pseudonym,
-    pseudonymise_batch,
-)
+from shironzi.privacy.pii_table import PendingPiiRows
+from shironzi.privacy.pseudonymise import pseudonymise_batch
+from shironzi.privacy.tokens import TOKEN_PATTERN, pseudonym
+from shironzi.tenancy.keystore import get_keystore
 
 PII = ("date_of_birth", "email", "full_name", "phone", "shipping_postcode")
 RECOVERABLE = ("date_of_birth", "email", "full_name", "phone")
@@ -32,7 +29,7 @@ ROWS: list[tuple[str, str | None, str | None]] = [
     ("t_a", "c5", json.dumps({"full_name": "Zoë Ünïcode", "email": "z2@example.com"})),  # \\u escapes
     ("t_a", "c6", '{"full_name":"O\\"Brien \\\\ Sons","email":"ob@example.com"}'),  # escaped quote, backslash
     ("t_a", "c7", '{"email":null,"full_name":"Nully"}'),  # a null PII value stays null
-    ("t_a", "c8", f'{{"email":"{ALREADY}","full_name":"Tok"}}'),  # already tokenised: kept, not vaulted
+    ("t_a", "c8", f'{{"email":"{ALREADY}","full_name":"Tok"}}'),  # already tokenised: kept, not stored
     ("t_a", "c9", '{"meta":{"email":"nested@example.com"},"full_name":"Nest"}'),  # nested key: not top level
     ("t_a", "c10", '{"email":"first@example.com","email":"last@example.com"}'),  # duplicate key: last wins
     ("t_c", "c11", '{"full_name":"Pat","date_of_birth":631152000000,"phone":"+44 20 7946 0000"}'),  # int value
@@ -42,7 +39,7 @@ ROWS: list[tuple[str, str | None, str | None]] = [
     ("t_a", "c15", '["email","full_name"]'),  # JSON, not an object: left as it is
     ("t_a", "c16", None),  # no properties
     ("t_a", None, '{"full_name":"No Customer","price":1.10,"big":123456789012345678901234567890}'),
-    ("t_a", "c17", '{"full_name":"Ann"}'),  # same value again: same token, vault entry of the first row
+    ("t_a", "c17", '{"full_name":"Ann"}'),  # same value again: same token, PII row of the first row
     ("t_a", "c18", '{"full_name":"Brace {x} \\"q\\"","email":"ann@example.com"}'),  # braces and escapes
     ("t_a", "c19", '{"product_id":"p1","category":"shoes"}'),  # no PII at all
     ("t_a", "c20", '{"full_name":"Éva","note":"email me"}'),
@@ -63,7 +60,7 @@ def _reference(rows: list[tuple[str, str | None, str | None]]) -> tuple[list[str
     """The original per-row algorithm, written independently of the code under test."""
     store = get_keystore()
     texts: list[str | None] = []
-    vault: dict[tuple[str, str], Any] = {}
+    pii_rows: dict[tuple[str, str], Any] = {}
     for tenant, customer, text in rows:
         doc = None
         if text is not None:
@@ -81,12 +78,12 @@ def _reference(rows: list[tuple[str, str | None, str | None]]) -> tuple[list[str
                 continue
             plain = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
             token = pseudonym(store.get_or_create_key(tenant), plain)
-            if name in RECOVERABLE and (tenant, token) not in vault:
-                vault[(tenant, token)] = (name, customer, json.dumps(value))
+            if name in RECOVERABLE and (tenant, token) not in pii_rows:
+                pii_rows[(tenant, token)] = (name, customer, json.dumps(value))
             doc[name] = token
             changed = True
         texts.append(json.dumps(doc, separators=(",", ":")) if changed else text)
-    return texts, vault
+    return texts, pii_rows
 
 
 def _same_document(got: str | None, want: str | None) -> bool:
@@ -99,15 +96,15 @@ def _same_document(got: str | None, want: str | None) -> bool:
 
 
 def test_vectorised_properties_match_the_reference_row_by_row_algorithm(home: Path) -> None:
-    pending = PendingVault()
+    pending = PendingPiiRows()
     out = pseudonymise_batch(_table(ROWS), pii_fields=PII, recoverable_fields=RECOVERABLE, pending=pending)
-    want_texts, want_vault = _reference(ROWS)
+    want_texts, want_rows = _reference(ROWS)
     got_texts = out.column("properties").to_pylist()
     for n, (got, want) in enumerate(zip(got_texts, want_texts, strict=True)):
         assert _same_document(got, want), (n, ROWS[n][2], got, want)
-    got_vault = {(e["tenant_id"], e["token"]): (e["field"], e["customer_id"], e["raw"]) for e in pending.entries}
-    assert got_vault == want_vault
-    assert len(pending.entries) == len(got_vault)  # one entry per (tenant, token)
+    got_rows = {(e["tenant_id"], e["token"]): (e["field"], e["customer_id"], e["raw"]) for e in pending.entries}
+    assert got_rows == want_rows
+    assert len(pending.entries) == len(got_rows)  # one entry per (tenant, token)
     # No clear PII value survives at the top level of any document that is a JSON object.
     for text in got_texts:
         doc = json.loads(text) if text and text.startswith("{") and text.endswith("}") else None
@@ -141,11 +138,11 @@ def test_large_batches_agree_with_the_reference(home: Path, copies: int) -> None
         (f"t_{i % 4}", f"c{i}", text.replace("@example", f"+{i % 7}@example") if text else text)
         for i, (_, _, text) in enumerate(ROWS * 20 * copies)
     ]
-    pending = PendingVault()
+    pending = PendingPiiRows()
     out = pseudonymise_batch(_table(rows), pii_fields=PII, recoverable_fields=RECOVERABLE, pending=pending)
-    want_texts, want_vault = _reference(rows)
+    want_texts, want_rows = _reference(rows)
     for got, want in zip(out.column("properties").to_pylist(), want_texts, strict=True):
         assert _same_document(got, want), (got, want)
     assert {(e["tenant_id"], e["token"]): (e["field"], e["customer_id"], e["raw"]) for e in pending.entries} == (
-        want_vault
+        want_rows
     )

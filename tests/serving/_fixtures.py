@@ -1,15 +1,25 @@
-"""A small, real API world for the serving tests: tenants with colliding customer ids, keys of every kind,
-online features, and prediction tables in the contract schema."""
+"""Helpers of the serving tests.
+
+- A small, real API world: tenants with colliding customer ids, keys of every kind, online features, and
+  prediction tables in the contract schema.
+- One small real lake and a promoted churn champion for the whole test session: the lake is built by the
+  demo's own stage functions (provision, simulate + land, dbt, features) on a small simulation, then
+  `models.churn.train_churn` and `models.registry.promote_if_better` run for real. Modules point
+  `MLFLOW_TRACKING_URI` at this registry (or at a copy of it when they move aliases).
+- Requests generated from the OpenAPI document (one valid request per operation, aimed at tenant A).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +30,8 @@ A_ONLY_CUSTOMER = "cust-a-only"
 B_ONLY_CUSTOMER = "cust-b-only"
 A_MARK = 7731.25  # feature values of tenant A start here: they must never appear in B's responses
 B_MARK = 3.5
+CHURN = "shironzi-churn"
+METHODS = ("get", "post", "put", "patch", "delete")
 ENV_VARS = ("SHIRONZI_DATABASE_URL", "SHIRONZI_LAKE_URI", "SHIRONZI_KAFKA_BOOTSTRAP", "SHIRONZI_SPARK_REMOTE",
             "SHIRONZI_ONLINE_STORE_URL", "SHIRONZI_REDIS_URL", "SHIRONZI_SECRETS_URL", "MLFLOW_TRACKING_URI",
             "SHIRONZI_API_RATE_LIMITS", "SHIRONZI_API_MODEL_REFRESH_SECONDS", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -209,3 +221,105 @@ def build_world(settings: Settings, *, expired_key: bool = True, seed_tables: bo
     if expires is not None:
         time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds() + 0.1))
     return world
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    home: Path
+    tracking_uri: str
+    version: str
+    run_id: str
+    demo_tenants: dict[str, str]  # slug -> tenant id (their online features are real)
+
+    def copy_registry(self, target_dir: Path) -> str:
+        """A private copy of the MLflow database (artifacts stay shared, read-only): a tracking URI."""
+        source = Path(self.tracking_uri.removeprefix("sqlite:///"))
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / "mlflow.db"
+        shutil.copy2(source, target)
+        return f"sqlite:///{target}"
+
+
+def train_small_champion(root: Path, *, days: int = 100, customers: int = 300) -> TrainedModel:
+    from models.churn import train_churn
+    from models.registry import promote_if_better
+    from models.tracking import tracking_uri
+    from orchestration.demo import (
+        DemoState,
+        build_and_materialize_features,
+        build_curated_layer,
+        provision_demo_tenants,
+        simulate_and_land_files,
+    )
+    from shironzi.tenancy import get_registry
+
+    with isolated_home(root) as settings:
+        state = DemoState(settings=settings, seed=7, days=days, customers=customers)
+        for stage_fn in (provision_demo_tenants, simulate_and_land_files, build_curated_layer,
+                         build_and_materialize_features):
+            stage_fn(state)
+        result = train_churn(settings=settings, seed=0)
+        decision = promote_if_better(CHURN, settings=settings)
+        assert decision.promoted, decision.reason
+        registry = get_registry(settings)
+        tenants = {registry.get_tenant(tid).slug: tid for tid in state.tenant_ids}
+        assert result.model_version is not None
+        return TrainedModel(settings.home, tracking_uri(settings), str(result.model_version), result.run_id, tenants)
+
+
+# ---------------------------------------------------------------------------- requests from the OpenAPI document
+
+
+def openapi_operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, op)
+        for path, item in schema["paths"].items()
+        for method, op in item.items()
+        if method in METHODS
+    ]
+
+
+def _example(schema: dict[str, Any], components: dict[str, Any], name: str, world: ApiWorld) -> Any:
+    """A small valid value for a JSON schema, aimed at tenant A's objects where a name says what it is."""
+    if "$ref" in schema:
+        return _example(components[schema["$ref"].rsplit("/", 1)[-1]], components, name, world)
+    if "anyOf" in schema:
+        options = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        return _example(options[0], components, name, world) if options else None
+    named = {
+        "customer_id": A_ONLY_CUSTOMER, "customer_ids": [A_ONLY_CUSTOMER, SHARED_CUSTOMER], "tenant_id": world.tenant_a,
+        "subject_id": A_ONLY_CUSTOMER, "kpi": "revenue", "name": "shironzi-churn", "module": "notifications",
+        "scopes": ["read"], "slug": "bola-new-tenant", "plan": "enterprise", "industry": "ecommerce",
+        "events": [{"tenant_id": world.tenant_a, "event_id": "bola-1", "customer_id": A_ONLY_CUSTOMER,
+                    "event_type": "session_started", "event_time": "2026-01-05T10:00:00Z"}],
+        "table": "eu-west/predictions/churn_scores", "request_id": "unknown-receipt", "prefix": "aaaaaaaaaa",
+    }
+    if name in named:
+        return named[name]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {
+            key: _example(sub, components, key, world)
+            for key, sub in schema.get("properties", {}).items()
+            if key in schema.get("required", [])
+        }
+    if kind == "array":
+        return [_example(schema.get("items", {}), components, name, world)]
+    return {"integer": 1, "number": 1.0, "boolean": True}.get(kind or "", "x")
+
+
+def openapi_request(op: dict[str, Any], path: str, components: dict[str, Any], world: ApiWorld) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    for param in op.get("parameters", []):
+        value = _example(param["schema"], components, param["name"], world)
+        if param["in"] == "path":
+            path = path.replace("{" + param["name"] + "}", str(value))
+        elif param["in"] == "query" and param.get("required"):
+            query[param["name"]] = value
+    body = None
+    content = op.get("requestBody", {}).get("content", {}).get("application/json")
+    if content:
+        body = _example(content["schema"], components, "", world)
+    return {"url": path, "params": query, "json": body}
