@@ -65,6 +65,7 @@ from ingestion.run_log import (
 from shironzi.audit.lease import table_lease
 from shironzi.errors import InvalidInputError, InvalidStateError
 from shironzi.lake.delta import Txn, append
+from shironzi.lake.groups import LakeGroup
 from shironzi.lake.paths import table_uri
 from shironzi.privacy.pii_table import PendingPiiRows
 from shironzi.privacy.pseudonymise import pseudonymise_batch
@@ -323,16 +324,8 @@ class BronzeLander:
         return self._tables[uri]
 
     def bronze_uri(self, tenant: TenantInfo) -> str:
-        if tenant.placement == "dedicated":
-            return table_uri(
-                self.lake,
-                layer="bronze",
-                table="events",
-                region=tenant.region,
-                placement="dedicated",
-                tenant_id=tenant.tenant_id,
-            )
-        return table_uri(self.lake, layer="bronze", table="events", region=tenant.region)
+        group = LakeGroup.of_tenant(tenant.tenant_id, region=tenant.region, placement=tenant.placement)
+        return group.table_uri(self.lake, layer="bronze", table="events")
 
     def quarantine_uri(self, region: str) -> str:
         return table_uri(self.lake, layer="quarantine", table="events", region=region)
@@ -351,7 +344,7 @@ class BronzeLander:
                     uri = self.bronze_uri(self.tenants[tenant_id])
                     targets[uri] = rows.drop("_region", "_placement")
             else:
-                uri = table_uri(self.lake, layer="bronze", table="events", region=str(region))
+                uri = LakeGroup.pooled(str(region)).table_uri(self.lake, layer="bronze", table="events")
                 targets[uri] = part.drop("_region", "_placement")
         return targets
 

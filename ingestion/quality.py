@@ -16,9 +16,9 @@ from typing import Any
 
 from ingestion.contracts import event_type_table
 from shironzi.errors import DataQualityError, InvalidInputError
-from shironzi.lake import read_polars, table_exists, table_uri
+from shironzi.lake import read_polars, table_exists
+from shironzi.lake.groups import region_groups
 from shironzi.settings import Settings, get_settings
-from shironzi.tenancy import get_registry
 
 log = logging.getLogger("shironzi.ingestion.quality")
 
@@ -127,21 +127,8 @@ def run_checkpoint(
 def bronze_tables(settings: Settings | None = None) -> list[str]:
     """Every bronze events table that exists: pooled per region and each dedicated tenant's."""
     settings = settings or get_settings()
-    lake = settings.resolved_lake_uri
-    uris = [table_uri(lake, layer="bronze", table="events", region=r) for r in settings.regions]
-    for tenant in get_registry(settings).tenant_directory().values():
-        if tenant.placement == "dedicated":
-            uris.append(
-                table_uri(
-                    lake,
-                    layer="bronze",
-                    table="events",
-                    region=tenant.region,
-                    placement="dedicated",
-                    tenant_id=tenant.tenant_id,
-                )
-            )
-    return [u for u in uris if table_exists(u)]
+    groups = [g for region in settings.regions for g in region_groups(region, settings)]
+    return [uri for g in groups if table_exists(uri := g.uri(settings, layer="bronze", table="events"))]
 
 
 def check_bronze(
