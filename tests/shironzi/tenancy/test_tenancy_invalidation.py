@@ -83,3 +83,27 @@ def test_an_invalidation_survives_the_wire() -> None:
     change = Invalidation(tenants=("t_a",), slugs=("a",), key_tenants=("t_a",), prefixes=("p",))
     assert Invalidation.from_json(change.to_json()) == change
     assert Invalidation.from_json(Invalidation(everything=True).to_json()).everything
+
+
+def test_one_invalidation_reaches_the_caches_of_every_registry_part(
+    registry: Registry, admin: TenantContext
+) -> None:
+    """The store, module and key parts each hold a cache; one `apply_invalidation` must drop all three."""
+    settings = registry.settings.model_copy(update={"key_cache_ttl_seconds": 300.0, "module_cache_ttl_seconds": 300.0})
+    other = Registry.from_settings(settings, run_migrations=False)  # no watcher: it hears nothing by itself
+    try:
+        tenant, key = registry.provision_tenant(admin, slug="parts", name="P", industry="ecommerce")
+        assert other.verify_key(key).tenant_id == tenant.id and other.is_enabled(tenant.id, "notifications")
+        assert other.tenant_directory()[tenant.id].status == "active"
+        registry.disable_module(admin, tenant.id, "notifications")
+        registry.suspend(admin, tenant.id)
+        assert other.verify_key(key).tenant_id == tenant.id and other.is_enabled(tenant.id, "notifications")
+        assert other.tenant_directory()[tenant.id].status == "active"  # all three still cached
+
+        other.apply_invalidation(Invalidation(everything=True))
+        with pytest.raises(TenantSuspendedError):
+            other.verify_key(key)
+        assert not other.is_enabled(tenant.id, "notifications")
+        assert other.tenant_directory()[tenant.id].status == "suspended"
+    finally:
+        other.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shironzi.errors import InvalidInputError, ModuleDependencyError, TenantNotFoundError
+from shironzi.errors import InvalidInputError, InvalidStateError, ModuleDependencyError, TenantNotFoundError
 from shironzi.settings import Settings
 from shironzi.tenancy import MODULES, Registry, TenantContext, TenantInfo
 from tests.shironzi.tenancy._fixtures import snapshot
@@ -114,4 +114,23 @@ def test_change_plan_enables_new_defaults(registry: Registry, admin: TenantConte
     before = snapshot(registry)
     with pytest.raises(InvalidInputError):
         registry.change_plan(admin, tenant.id, "platinum")
+    assert snapshot(registry) == before
+
+
+def test_switching_a_module_to_the_state_it_has_is_refused_and_writes_nothing(
+    registry: Registry, admin: TenantContext
+) -> None:
+    tenant, _ = registry.provision_tenant(admin, slug="same-state", name="S", industry="ecommerce", plan="free")
+    before = snapshot(registry)
+    with pytest.raises(InvalidStateError, match="'analytics' is already enabled"):
+        registry.enable_module(admin, tenant.id, "analytics")
+    with pytest.raises(InvalidStateError, match="'notifications' is not enabled"):
+        registry.disable_module(admin, tenant.id, "notifications")
+    assert snapshot(registry) == before
+
+    registry.offboard(admin, tenant.id)
+    before = snapshot(registry)
+    for switch, module in ((registry.enable_module, "notifications"), (registry.disable_module, "analytics")):
+        with pytest.raises(InvalidStateError, match="is offboarding"):
+            switch(admin, tenant.id, module)
     assert snapshot(registry) == before
