@@ -52,7 +52,7 @@ def _holdout(pairs: list[tuple[str, str]]) -> pa.Table:
 def _log_training_run(tmp: Path, subject_rows: list[tuple[str, str]]) -> TrainingRun:
     """A run as models/ logs one (holdout.parquet, a nested Parquet, a logged model with an input example,
     a registered version), made with the real MLflow client against the configured tracking store."""
-    from models.registry import configure_mlflow, ensure_experiment
+    from models.tracking import configure_mlflow, ensure_experiment
 
     client = configure_mlflow()
     experiment = ensure_experiment("erasure-tests")
@@ -78,7 +78,7 @@ def _log_training_run(tmp: Path, subject_rows: list[tuple[str, str]]) -> Trainin
 def _erase_and_check(home: Path, artifact_dir: Path, tmp: Path) -> tuple[str, str]:
     """Erase t_a/c_1 after a training run held it; returns (request id, run id) with the subject put back
     into the run's holdout afterwards."""
-    from models.registry import configure_mlflow
+    from models.tracking import configure_mlflow
 
     token = pseudonym(get_keystore().get_or_create_key("t_a"), "c_1")
     tables = build_lake(token=token)
