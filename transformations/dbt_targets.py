@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -66,6 +67,16 @@ def project_targets(project_dir: Path) -> list[str]:
     project = yaml.safe_load((project_dir / "dbt_project.yml").read_text()) or {}
     declared = (project.get("vars") or {}).get("targets") or ["duckdb"]
     return [str(t).lower() for t in declared]
+
+
+def project_declaring(project_dir: Path, dest: Path, targets: list[str]) -> Path:
+    """A copy of a dbt project at `dest` that declares `targets`: how a port in progress is built on a target the
+    project does not declare yet (its ported models only, e.g. `--select tag:portable`)."""
+    shutil.copytree(project_dir, dest, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    config = yaml.safe_load((dest / "dbt_project.yml").read_text())
+    config.setdefault("vars", {})["targets"] = list(targets)
+    (dest / "dbt_project.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest
 
 
 def installed_pyspark_version() -> str | None:
@@ -124,7 +135,7 @@ def _version(location: str, settings: Settings) -> int | None:
 
 @dataclass(frozen=True)
 class ModelTable:
-    """A table or incremental model's Delta table on the spark target."""
+    """A model's Delta table on the spark target; `incremental`: the model merges into it after its first build."""
 
     name: str
     schema: str
@@ -133,20 +144,60 @@ class ModelTable:
 
 
 def model_tables(manifest: Path) -> list[ModelTable]:
-    """The Delta tables the project's table and incremental models own, from a parsed manifest."""
+    """The Delta tables the project's table, incremental and `delta` models own, from a parsed manifest. A `delta`
+    model merges when configured incremental=true, unless its incremental_write is overwrite."""
     nodes = json.loads(manifest.read_text())["nodes"].values()
     tables = []
     for node in nodes:
         config = node.get("config") or {}
         materialized = config.get("materialized")
-        if node.get("resource_type") != "model" or materialized not in ("table", "incremental"):
+        if node.get("resource_type") != "model" or materialized not in ("table", "incremental", "delta"):
             continue
+        merges = materialized == "incremental" or (
+            materialized == "delta" and bool(config.get("incremental"))
+            and config.get("incremental_write", "merge") == "merge"
+        )
         root = config.get("location_root")
         if not root:
             raise ConfigurationError(f"spark model {node['name']} has no location_root: its Delta table has no home")
         identifier = node.get("alias") or node["name"]
-        tables.append(ModelTable(identifier, node["schema"], f"{root}/{identifier}", materialized == "incremental"))
+        tables.append(ModelTable(identifier, node["schema"], f"{root}/{identifier}", merges))
     return sorted(tables, key=lambda t: (t.schema, t.name))
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """A dbt source that is a Delta table (its `meta.delta_table_path`), read on the spark target as a catalog
+    table `<source>.<table>` registered at that location."""
+
+    name: str
+    schema: str
+    location: str
+
+
+def source_tables(manifest: Path) -> list[SourceTable]:
+    """The project's Delta sources, from a parsed manifest (their paths come from the runner's vars)."""
+    sources = json.loads(manifest.read_text()).get("sources", {}).values()
+    found = [
+        SourceTable(node.get("identifier") or node["name"], node["schema"], str(node["meta"]["delta_table_path"]))
+        for node in sources
+        if (node.get("meta") or {}).get("delta_table_path")
+    ]
+    return sorted(found, key=lambda t: (t.schema, t.name))
+
+
+def register_sources(sources: list[SourceTable], settings: Settings) -> list[str]:
+    """Point the session catalog's source tables at this build's Delta paths. Dropped first: the same server may
+    have registered the name at another build's path (a dedicated tenant's bronze); dropping an external table
+    keeps its files."""
+    spark = get_spark(settings)
+    for schema in sorted({s.schema for s in sources}):
+        spark.sql(f"create schema if not exists `{schema}`")
+    for source in sources:
+        location = source.location.replace("'", "\\'")
+        spark.sql(f"drop table if exists `{source.schema}`.`{source.name}`")
+        spark.sql(f"create table `{source.schema}`.`{source.name}` using delta location '{location}'")
+    return [f"{s.schema}.{s.name}" for s in sources]
 
 
 def register_delta_tables(tables: list[ModelTable], settings: Settings) -> list[str]:
@@ -204,7 +255,9 @@ def spark_build(
 ) -> Iterator[list[ModelTable]]:
     """Around one spark `dbt build`: re-register the model tables (from `parse()`, which returns a fresh manifest),
     hold their shared leases, and afterwards append to `failures` every incremental model that was not merged."""
-    tables = model_tables(parse())
+    manifest = parse()
+    tables = model_tables(manifest)
+    register_sources(source_tables(manifest), settings)
     register_delta_tables(tables, settings)
     before = {t.location: _version(t.location, settings) for t in tables}
     with contextlib.ExitStack() as leases:

@@ -1,0 +1,82 @@
+{#- Types and functions whose spelling differs between the targets (dbt-duckdb, dbt-spark), dispatched on the
+    adapter so a model's SQL compiles on both. dbt's own cross-database macros (dbt.type_string(), ...) cover the rest. -#}
+
+{#- A UTC instant: DuckDB's timestamptz; Spark's timestamp is an instant already (session time zone UTC). -#}
+{% macro type_timestamp_tz() -%}
+  {{ return(adapter.dispatch('type_timestamp_tz')()) }}
+{%- endmacro %}
+
+{% macro default__type_timestamp_tz() -%}
+  timestamp
+{%- endmacro %}
+
+{% macro duckdb__type_timestamp_tz() -%}
+  timestamptz
+{%- endmacro %}
+
+{#- A UTC instant literal from its text. -#}
+{% macro timestamp_tz_literal(text) -%}
+  {{ return(adapter.dispatch('timestamp_tz_literal')(text)) }}
+{%- endmacro %}
+
+{% macro default__timestamp_tz_literal(text) -%}
+  timestamp '{{ text }}'
+{%- endmacro %}
+
+{% macro duckdb__timestamp_tz_literal(text) -%}
+  timestamptz '{{ text }}'
+{%- endmacro %}
+
+{#- A string's length in bytes (UTF-8). -#}
+{% macro byte_length(expression) -%}
+  {{ return(adapter.dispatch('byte_length')(expression)) }}
+{%- endmacro %}
+
+{% macro default__byte_length(expression) -%}
+  octet_length({{ expression }})
+{%- endmacro %}
+
+{% macro duckdb__byte_length(expression) -%}
+  strlen({{ expression }})
+{%- endmacro %}
+
+{#- `union all` of relations matched by column name, a column missing from a relation being NULL there (DuckDB's
+    `union all by name`). Elsewhere the select lists are spelled out from the relations' columns, in the order
+    DuckDB gives them (first appearance). -#}
+{% macro union_all_by_name(relations) -%}
+  {{ return(adapter.dispatch('union_all_by_name')(relations)) }}
+{%- endmacro %}
+
+{% macro duckdb__union_all_by_name(relations) -%}
+  {%- for relation in relations %}
+    select * from {{ relation }}
+    {% if not loop.last %}union all by name{% endif %}
+  {%- endfor %}
+{%- endmacro %}
+
+{% macro default__union_all_by_name(relations) -%}
+  {%- if not execute -%}
+    {{ return('select * from ' ~ relations[0]) }}
+  {%- endif -%}
+  {%- set names, types, present = [], {}, [] -%}
+  {%- for relation in relations -%}
+    {%- set columns = {} -%}
+    {%- for column in adapter.get_columns_in_relation(relation) -%}
+      {%- do columns.update({column.name | lower: column.name}) -%}
+      {%- if column.name | lower not in types -%}
+        {%- do names.append(column.name | lower) -%}
+        {%- do types.update({column.name | lower: column.data_type}) -%}
+      {%- endif -%}
+    {%- endfor -%}
+    {%- do present.append(columns) -%}
+  {%- endfor -%}
+  {%- for relation in relations %}
+    {%- set columns = present[loop.index0] %}
+    select
+    {%- for name in names %}
+      {% if name in columns %}{{ columns[name] }}{% else %}cast(null as {{ types[name] }}){% endif %} as {{ name }}{% if not loop.last %},{% endif %}
+    {%- endfor %}
+    from {{ relation }}
+    {% if not loop.last %}union all{% endif %}
+  {%- endfor %}
+{%- endmacro %}
