@@ -80,3 +80,28 @@
     {% if not loop.last %}union all{% endif %}
   {%- endfor %}
 {%- endmacro %}
+
+{#- Join keywords that keep the left rows with (semi) or without (anti) a match on the right. -#}
+{% macro semi_join() -%}
+  {{ return(adapter.dispatch('semi_join')()) }}
+{%- endmacro %}
+
+{% macro default__semi_join() -%}
+  left semi join
+{%- endmacro %}
+
+{% macro duckdb__semi_join() -%}
+  semi join
+{%- endmacro %}
+
+{% macro anti_join() -%}
+  {{ return(adapter.dispatch('anti_join')()) }}
+{%- endmacro %}
+
+{% macro default__anti_join() -%}
+  left anti join
+{%- endmacro %}
+
+{% macro duckdb__anti_join() -%}
+  anti join
+{%- endmacro %}

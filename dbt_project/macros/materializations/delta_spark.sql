@@ -2,7 +2,8 @@
   The `delta` materialization on the spark target (dbt-spark over Spark Connect): the model's Delta table at the
   same location as on DuckDB (delta_location), written by the engine itself.
     full build, full refresh, non-incremental, incremental_write=overwrite:
-        create or replace table ... using delta partitioned by ... location ... as <sql>  (one overwrite commit)
+        create or replace table ... using delta partitioned by ... location ... as <sql>  (one overwrite commit;
+        a model that reads {{ this }} reads the snapshot before it, as Delta guarantees)
     incremental merge: merge into the table on unique_key (the staged rows replace the rows with their key, the
         others are kept: what the DuckDB plugin's partition merge does, since models stage whole partitions).
   transformations/dbt_targets.py registers the table in the session catalog before the run (Sail forgets it), and
@@ -30,14 +31,6 @@
       when not matched then insert *
     {%- endcall %}
   {%- else -%}
-    {%- if config.get('incremental_write') == 'overwrite' and is_incremental() -%}
-      {#- the model reads {{ this }}: materialise its rows before the table they come from is replaced -#}
-      {%- set staged = this.incorporate(path={'identifier': this.identifier ~ '__delta_staged'}) -%}
-      {% call statement('stage') -%}
-        create or replace table {{ staged }} using delta location '{{ location }}__delta_staged' as {{ sql }}
-      {%- endcall %}
-      {%- set sql = 'select * from ' ~ staged -%}
-    {%- endif -%}
     {% call statement('main') -%}
       create or replace table {{ target_relation }}
       using delta
