@@ -105,3 +105,23 @@
 {% macro duckdb__anti_join() -%}
   anti join
 {%- endmacro %}
+
+{#- One row per `step_days` from `start` to `stop` (dates), as a select-list expression that fans the row out;
+    no rows when start > stop. -#}
+{% macro date_series(start, stop, step_days) -%}
+  {{ return(adapter.dispatch('date_series')(start, stop, step_days)) }}
+{%- endmacro %}
+
+{% macro duckdb__date_series(start, stop, step_days) -%}
+  cast(unnest(generate_series(
+            cast({{ start }} as timestamp),
+            cast({{ stop }} as timestamp),
+            interval {{ step_days }} day
+        )) as date)
+{%- endmacro %}
+
+{#- Spark's sequence() refuses start > stop: the empty case is a NULL array, which explode() drops. -#}
+{% macro default__date_series(start, stop, step_days) -%}
+  explode(case when cast({{ start }} as date) <= cast({{ stop }} as date)
+                then sequence(cast({{ start }} as date), cast({{ stop }} as date), interval {{ step_days }} day) end)
+{%- endmacro %}

@@ -1,8 +1,7 @@
 """The curated project's ported models give the same rows on both dbt targets (dbt-duckdb, and dbt-spark on Sail):
 the staging views over one bronze lake, and every ported silver/gold Delta table built into two lake roots, after a
 full build and after an incremental one (a new day and a late event), compared row for row after a canonical sort
-with floats to 1e-9 relative. Every dbt data test and unit test of those models passes on both targets.
-fct_cohort_retention and fct_churn_labels are not ported yet (DuckDB SQL), so they are not built."""
+with floats to 1e-9 relative. Every dbt data test and unit test of those models passes on both targets."""
 
 from __future__ import annotations
 
@@ -26,7 +25,10 @@ from transformations.spark import get_spark, stop_spark
 REGION = "eu-west"
 PORTED = ["stg_events__ecommerce", "stg_events__healthcare", "stg_events__education", "stg_platform__tenants"]
 PORTED_TABLES = {"silver": ["int_events__unified", "int_customer_daily_activity"],
-                 "gold": ["fct_tenant_daily_kpis", "fct_tenant_usage", "dim_customers"]}
+                 "gold": ["fct_tenant_daily_kpis", "fct_tenant_usage", "dim_customers", "fct_churn_labels",
+                          "fct_cohort_retention"]}
+# each engine hashes member ids with its own function: the checksum detects changes within one target only
+ENGINE_SPECIFIC = {"fct_cohort_retention": {"members_checksum"}}
 SELECT_PORTED = "event_types tag:portable"  # the seed and the models ported to both targets
 
 
@@ -92,17 +94,18 @@ def test_staging_models_give_the_same_rows_on_duckdb_and_spark(settings: Setting
         stop_spark()
 
 
-def _delta_rows(location: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def _delta_rows(location: str, skip: set[str]) -> tuple[list[str], list[tuple[Any, ...]]]:
     table = DeltaTable(location).to_pyarrow_table()
-    names = sorted(table.column_names)
+    names = sorted(set(table.column_names) - skip)
     return names, _canonical([tuple(row[n] for n in names) for row in table.to_pylist()])
 
 
 def _assert_same_tables(duck: Settings, spark: Settings) -> None:
     for layer, models in PORTED_TABLES.items():
         for model in models:
-            on_duckdb = _delta_rows(table_uri(duck.resolved_lake_uri, layer=layer, table=model, region=REGION))
-            on_spark = _delta_rows(table_uri(spark.resolved_lake_uri, layer=layer, table=model, region=REGION))
+            skip = ENGINE_SPECIFIC.get(model, set())
+            on_duckdb = _delta_rows(table_uri(duck.resolved_lake_uri, layer=layer, table=model, region=REGION), skip)
+            on_spark = _delta_rows(table_uri(spark.resolved_lake_uri, layer=layer, table=model, region=REGION), skip)
             assert on_duckdb[0] == on_spark[0], model
             assert on_duckdb[1], model
             assert _same(on_duckdb[1], on_spark[1]), (model, len(on_duckdb[1]), len(on_spark[1]))

@@ -5,7 +5,8 @@
         create or replace table ... using delta partitioned by ... location ... as <sql>  (one overwrite commit;
         a model that reads {{ this }} reads the snapshot before it, as Delta guarantees)
     incremental merge: merge into the table on unique_key (the staged rows replace the rows with their key, the
-        others are kept: what the DuckDB plugin's partition merge does, since models stage whole partitions).
+        others are kept: what the DuckDB plugin's partition merge does, since models stage whole partitions);
+        with delete_stale_in_scope, rows of the partitions the increment touches that it no longer yields go too.
   transformations/dbt_targets.py registers the table in the session catalog before the run (Sail forgets it), and
   fails the build when an incremental model was rebuilt in full instead of merged.
 -#}
@@ -23,12 +24,32 @@
 
   {{ run_hooks(pre_hooks) }}
   {%- if merge -%}
+    {#- the table's columns by name: Sail's `update set *` left a column NULL on matched rows -#}
+    {%- set columns = adapter.get_columns_in_relation(target_relation) | map(attribute='name') | list -%}
+    {%- set source = '(' ~ sql ~ ')' -%}
+    {%- set stale = [] -%}
+    {%- if config.get('delete_stale_in_scope', false) -%}
+      {#- rows of the partitions the increment rewrites that it no longer yields are deleted, as on DuckDB -#}
+      {%- if partition_by | length != 1 -%}
+        {{ exceptions.raise_compiler_error("delete_stale_in_scope needs exactly one partition_by column: " ~ this) }}
+      {%- endif -%}
+      {%- set touched = run_query('select distinct cast(' ~ partition_by[0] ~ ' as string) from ' ~ source ~ ' as increment') -%}
+      {%- for value in touched.columns[0].values() -%}
+        {%- do stale.append("'" ~ value ~ "'") -%}
+      {%- endfor -%}
+    {%- endif -%}
     {% call statement('main') -%}
       merge into {{ target_relation }} as existing
-      using ({{ sql }}) as staged
+      using {{ source }} as staged
       on {% for key in unique_key %}existing.{{ key }} = staged.{{ key }}{% if not loop.last %} and {% endif %}{% endfor %}
-      when matched then update set *
-      when not matched then insert *
+      when matched then update set
+        {%- for column in columns %} existing.{{ column }} = staged.{{ column }}{{ ',' if not loop.last }}{% endfor %}
+      when not matched then insert ({{ columns | join(', ') }})
+        values ({% for column in columns %}staged.{{ column }}{{ ', ' if not loop.last }}{% endfor %})
+      {%- if stale %}
+      when not matched by source and cast(existing.{{ partition_by[0] }} as string) in ({{ stale | join(', ') }})
+        then delete
+      {%- endif %}
     {%- endcall %}
   {%- else -%}
     {% call statement('main') -%}
