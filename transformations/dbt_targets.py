@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import yaml  # type: ignore[import-untyped]  # dbt's own dependency
+from deltalake import DeltaTable
 
 from shironzi.audit.lease import table_lease
 from shironzi.errors import ConfigurationError, InvalidInputError, ServiceUnavailableError
@@ -187,32 +189,70 @@ def source_tables(manifest: Path) -> list[SourceTable]:
 
 
 def register_sources(sources: list[SourceTable], settings: Settings) -> list[str]:
-    """Point the session catalog's source tables at this build's Delta paths. Dropped first: the same server may
-    have registered the name at another build's path (a dedicated tenant's bronze); dropping an external table
-    keeps its files."""
+    """Point the session catalog's source tables at this build's Delta paths (a dedicated tenant's bronze is
+    another path under the same name)."""
     spark = get_spark(settings)
     for schema in sorted({s.schema for s in sources}):
         spark.sql(f"create schema if not exists `{schema}`")
     for source in sources:
-        location = source.location.replace("'", "\\'")
-        spark.sql(f"drop table if exists `{source.schema}`.`{source.name}`")
-        spark.sql(f"create table `{source.schema}`.`{source.name}` using delta location '{location}'")
+        _point_catalog(spark, source.schema, source.name, source.location)
     return [f"{s.schema}.{s.name}" for s in sources]
 
 
+def _point_catalog(
+    spark: Any, schema: str, name: str, location: str | None, layout: tuple[str, str] = ("", "")
+) -> None:
+    """The catalog table `schema`.`name` at `location` (none: no such table). Dropped first, which keeps an external
+    table's files: the server may hold the name at another build's location. `layout` (delta_layout) gives the entry
+    its columns: Sail's `describe` shows none for a table registered without them, and dbt reads columns there."""
+    spark.sql(f"drop table if exists `{schema}`.`{name}`")
+    if location is not None:
+        quoted = location.replace("'", "\\'")
+        columns, partitioned = layout
+        spark.sql(f"create table `{schema}`.`{name}` {columns} using delta {partitioned} location '{quoted}'")
+
+
+_SPARK_TYPES = {"string": "string", "large_string": "string", "string_view": "string", "int64": "bigint",
+                "int32": "int", "int16": "smallint", "int8": "tinyint", "double": "double", "float": "float",
+                "bool": "boolean", "date32[day]": "date"}
+
+
+def delta_layout(location: str, settings: Settings) -> tuple[str, str]:
+    """A Delta table's columns and partitioning as Spark DDL, `("(a string, b bigint not null)", "partitioned by
+    (p)")`: Sail checks both against the log when a table is registered with them."""
+    table = DeltaTable(location, storage_options=settings.storage_options or None)
+    columns = []
+    for field in pa.schema(table.schema().to_arrow()):
+        kind = str(field.type)
+        if kind.startswith("timestamp"):
+            spark_type = "timestamp" if "tz=" in kind else "timestamp_ntz"
+        elif kind.startswith("decimal"):
+            spark_type = kind.replace("decimal128", "decimal")
+        else:
+            spark_type = _SPARK_TYPES.get(kind, kind)
+        columns.append(f"`{field.name}` {spark_type}{'' if field.nullable else ' not null'}")
+    partitions = ", ".join(f"`{c}`" for c in table.metadata().partition_columns)
+    return f"({', '.join(columns)})", (f"partitioned by ({partitions})" if partitions else "")
+
+
 def register_delta_tables(tables: list[ModelTable], settings: Settings) -> list[str]:
-    """Point the session catalog at every model table that already has a Delta log, so dbt-spark sees it whatever
-    the server forgot; returns the names registered."""
+    """Point the session catalog at this build's location of every model table that already has a Delta log, so
+    dbt-spark sees it whatever the server forgot, and at nothing for the others (a first build). The same server
+    may hold a name at another build's location (the pooled build's before a dedicated tenant's): merging there
+    would write into the wrong table. Returns the names registered."""
     spark = get_spark(settings)
+    spark.conf.set("spark.sql.session.timeZone", "UTC")  # as profiles.yml: a declared timestamp is UTC, like the logs'
     registered = []
     for schema in sorted({t.schema for t in tables}):
         spark.sql(f"create schema if not exists `{schema}`")
     for table in tables:
-        if _version(table.location, settings) is None:
-            continue
-        location = table.location.replace("'", "\\'")
-        spark.sql(f"create table if not exists `{table.schema}`.`{table.name}` using delta location '{location}'")
-        registered.append(f"{table.schema}.{table.name}")
+        exists = _version(table.location, settings) is not None
+        if exists:
+            _point_catalog(spark, table.schema, table.name, table.location, delta_layout(table.location, settings))
+        else:
+            _point_catalog(spark, table.schema, table.name, None)
+        if exists:
+            registered.append(f"{table.schema}.{table.name}")
     return registered
 
 

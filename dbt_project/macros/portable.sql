@@ -125,3 +125,30 @@
   explode(case when cast({{ start }} as date) <= cast({{ stop }} as date)
                 then sequence(cast({{ start }} as date), cast({{ stop }} as date), interval {{ step_days }} day) end)
 {%- endmacro %}
+
+{#- A 63-bit hash of a member id for the order-independent members_checksum (bit_xor of it). Each engine has its
+    own hash, so the checksum is comparable only within one target (it detects changes between builds). -#}
+{% macro member_hash(expression) -%}
+  {{ return(adapter.dispatch('member_hash')(expression)) }}
+{%- endmacro %}
+
+{% macro duckdb__member_hash(expression) -%}
+  cast(hash({{ expression }}) >> 1 as bigint)
+{%- endmacro %}
+
+{% macro default__member_hash(expression) -%}
+  shiftright(xxhash64({{ expression }}), 1)
+{%- endmacro %}
+
+{#- A date `months` months later. -#}
+{% macro add_months(expression, months) -%}
+  {{ return(adapter.dispatch('add_months')(expression, months)) }}
+{%- endmacro %}
+
+{% macro duckdb__add_months(expression, months) -%}
+  cast({{ expression }} + to_months(cast({{ months }} as integer)) as date)
+{%- endmacro %}
+
+{% macro default__add_months(expression, months) -%}
+  add_months({{ expression }}, cast({{ months }} as integer))
+{%- endmacro %}

@@ -1,7 +1,7 @@
-"""The curated project's ported models give the same rows on both dbt targets (dbt-duckdb, and dbt-spark on Sail):
-the staging views over one bronze lake, and every ported silver/gold Delta table built into two lake roots, after a
-full build and after an incremental one (a new day and a late event), compared row for row after a canonical sort
-with floats to 1e-9 relative. Every dbt data test and unit test of those models passes on both targets."""
+"""The curated project gives the same rows on both dbt targets (dbt-duckdb, and dbt-spark on Sail): the staging
+views over one bronze lake, and every silver/gold Delta table built into two lake roots, after a full build and after
+an incremental one (a new day and a late event), compared row for row after a canonical sort with floats to 1e-9
+relative. Every dbt data test and unit test passes on both targets."""
 
 from __future__ import annotations
 
@@ -18,23 +18,16 @@ from shironzi.lake import history
 from shironzi.lake.paths import table_uri
 from shironzi.settings import Settings
 from tests.dbt_project.bronze import INGESTED, START, TENANTS, event, sample_events, write_bronze
-from transformations.dbt_runner import PROJECT_DIR, bronze_events_uri, dbt_home, registry_snapshot_uri, run_dbt_build
-from transformations.dbt_targets import project_declaring
+from transformations.dbt_runner import bronze_events_uri, dbt_home, registry_snapshot_uri, run_dbt_build
 from transformations.spark import get_spark, stop_spark
 
 REGION = "eu-west"
-PORTED = ["stg_events__ecommerce", "stg_events__healthcare", "stg_events__education", "stg_platform__tenants"]
-PORTED_TABLES = {"silver": ["int_events__unified", "int_customer_daily_activity"],
+STAGING = ["stg_events__ecommerce", "stg_events__healthcare", "stg_events__education", "stg_platform__tenants"]
+TABLES = {"silver": ["int_events__unified", "int_customer_daily_activity"],
                  "gold": ["fct_tenant_daily_kpis", "fct_tenant_usage", "dim_customers", "fct_churn_labels",
                           "fct_cohort_retention"]}
 # each engine hashes member ids with its own function: the checksum detects changes within one target only
 ENGINE_SPECIFIC = {"fct_cohort_retention": {"members_checksum"}}
-SELECT_PORTED = "event_types tag:portable"  # the seed and the models ported to both targets
-
-
-def _project_for_both_targets(tmp_path: Path) -> Path:
-    """A copy of the curated project that declares both targets, so the spark build of its ported models runs."""
-    return project_declaring(PROJECT_DIR, tmp_path / "dbt_project", ["duckdb", "spark"])
 
 
 def _canonical(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -61,20 +54,19 @@ def _same(left: list[tuple[Any, ...]], right: list[tuple[Any, ...]]) -> bool:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_staging_models_give_the_same_rows_on_duckdb_and_spark(settings: Settings, tmp_path: Path) -> None:
+def test_staging_models_give_the_same_rows_on_duckdb_and_spark(settings: Settings) -> None:
     rows = sample_events(days=6)
     rows.append(event("t-shop", "c1", "order_placed", rows[0]["event_date"], event_id="bad-json", properties="{oops"))
     bronze = bronze_events_uri(settings, REGION)
     write_bronze(bronze, rows)
-    project = _project_for_both_targets(tmp_path)
-    build = {"region": REGION, "tenants": TENANTS, "settings": settings, "project_dir": project,
-             "select": "event_types staging", "indirect_selection": "cautious"}
+    build = {"region": REGION, "tenants": TENANTS, "settings": settings, "select": "event_types staging",
+             "indirect_selection": "cautious"}
     duck = run_dbt_build(**build, target="duckdb")
     assert duck.success, duck.failures
     try:
         spark_result = run_dbt_build(**build, target="spark")
         assert spark_result.success, spark_result.failures
-        assert sorted(spark_result.models_built) == sorted(PORTED)
+        assert sorted(spark_result.models_built) == sorted(STAGING)
         spark = get_spark(settings)
         with duckdb.connect(str(dbt_home(settings, REGION) / "shironzi.duckdb"), read_only=True) as con:
             con.execute("set TimeZone = 'UTC'")
@@ -82,7 +74,7 @@ def test_staging_models_give_the_same_rows_on_duckdb_and_spark(settings: Setting
             con.register("shironzi_bronze_events_df", DeltaTable(bronze).to_pyarrow_dataset())
             registry = DeltaTable(registry_snapshot_uri(settings))
             con.register("shironzi_platform_tenants_df", registry.to_pyarrow_dataset())
-            for model in PORTED:
+            for model in STAGING:
                 columns = [c[0] for c in con.execute(f"describe staging.{model}").fetchall()]
                 on_duckdb = _canonical(con.execute(f"select * from staging.{model}").fetchall())
                 spark_frame = spark.sql(f"select * from staging.{model}")
@@ -101,7 +93,7 @@ def _delta_rows(location: str, skip: set[str]) -> tuple[list[str], list[tuple[An
 
 
 def _assert_same_tables(duck: Settings, spark: Settings) -> None:
-    for layer, models in PORTED_TABLES.items():
+    for layer, models in TABLES.items():
         for model in models:
             skip = ENGINE_SPECIFIC.get(model, set())
             on_duckdb = _delta_rows(table_uri(duck.resolved_lake_uri, layer=layer, table=model, region=REGION), skip)
@@ -113,8 +105,7 @@ def _assert_same_tables(duck: Settings, spark: Settings) -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_ported_models_build_the_same_tables_on_duckdb_and_spark_full_and_incremental(tmp_path: Path) -> None:
-    project = _project_for_both_targets(tmp_path)
+def test_every_model_builds_the_same_tables_on_duckdb_and_spark_full_and_incremental(tmp_path: Path) -> None:
     homes = {"duckdb": Settings(home=tmp_path / "duckdb"), "spark": Settings(home=tmp_path / "spark")}
     rows = sample_events(days=21)
     later = INGESTED + dt.timedelta(days=1)
@@ -127,14 +118,13 @@ def test_ported_models_build_the_same_tables_on_duckdb_and_spark_full_and_increm
         for step, bronze_rows in (("full", rows), ("incremental", increment)):
             for target, settings in homes.items():
                 write_bronze(bronze_events_uri(settings, REGION), bronze_rows)
-                result = run_dbt_build(region=REGION, tenants=TENANTS, settings=settings, project_dir=project,
-                                       select=SELECT_PORTED, indirect_selection="cautious", target=target)
+                result = run_dbt_build(region=REGION, tenants=TENANTS, settings=settings, target=target)
                 assert result.success, (step, target, result.failures)
                 assert result.tests_failed == 0 and result.tests_passed > 0, (step, target)
             _assert_same_tables(homes["duckdb"], homes["spark"])
         merged = table_uri(homes["spark"].resolved_lake_uri, layer="silver", table="int_events__unified", region=REGION)
         assert history(merged)[0]["operation"] == "MERGE"  # the spark build merged the increment
-        built = {m for models in PORTED_TABLES.values() for m in models}
+        built = {m for models in TABLES.values() for m in models}
         assert built == {m for m in result.models_built if not m.startswith("stg_")}, result.models_built
     finally:
         stop_spark()

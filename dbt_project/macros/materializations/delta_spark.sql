@@ -24,8 +24,8 @@
 
   {{ run_hooks(pre_hooks) }}
   {%- if merge -%}
-    {#- the table's columns by name: Sail's `update set *` left a column NULL on matched rows -#}
-    {%- set columns = adapter.get_columns_in_relation(target_relation) | map(attribute='name') | list -%}
+    {#- the increment's columns by name, from its query (dbt-spark's relation cache may know no columns on Sail) -#}
+    {%- set columns = get_columns_in_query(sql) -%}
     {%- set source = '(' ~ sql ~ ')' -%}
     {%- set stale = [] -%}
     {%- if config.get('delete_stale_in_scope', false) -%}

@@ -1,4 +1,4 @@
-{{ config(incremental=true, unique_key=['tenant_id', 'customer_id', 'event_date'], partition_by=['event_date'], tags=['portable']) }}
+{{ config(incremental=true, unique_key=['tenant_id', 'customer_id', 'event_date'], partition_by=['event_date']) }}
 
 with events as (
     select * from {{ ref('int_events__unified') }}

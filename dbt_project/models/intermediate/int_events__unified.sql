@@ -1,4 +1,4 @@
-{{ config(incremental=true, unique_key=['tenant_id', 'event_id'], partition_by=['event_date'], tags=['portable']) }}
+{{ config(incremental=true, unique_key=['tenant_id', 'event_id'], partition_by=['event_date']) }}
 
 {#- Every analytics-enabled tenant's events of its own industry, one row per (tenant_id, event_id),
     classified by the event_types seed. Incremental runs rebuild only the event dates that received

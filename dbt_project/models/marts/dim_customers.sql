@@ -1,4 +1,4 @@
-{{ config(incremental=true, incremental_write='overwrite', unique_key=['tenant_id', 'customer_id'], tags=['portable']) }}
+{{ config(incremental=true, incremental_write='overwrite', unique_key=['tenant_id', 'customer_id']) }}
 
 {%- set inactivity_days = var('churn_inactivity_days') | int %}
 

@@ -1,4 +1,4 @@
-{{ config(incremental=true, delete_stale_in_scope=true, tags=['portable'],
+{{ config(incremental=true, delete_stale_in_scope=true,
           unique_key=['tenant_id', 'customer_id', 'snapshot_date'], partition_by=['snapshot_date']) }}
 
 {%- set inactivity_days = var('churn_inactivity_days') | int %}

@@ -1,4 +1,4 @@
-{{ config(incremental=true, unique_key=['tenant_id', 'event_date'], partition_by=['event_date'], tags=['portable']) }}
+{{ config(incremental=true, unique_key=['tenant_id', 'event_date'], partition_by=['event_date']) }}
 
 with activity as (
     select * from {{ ref('int_customer_daily_activity') }}

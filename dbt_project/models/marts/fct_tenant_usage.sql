@@ -1,4 +1,4 @@
-{{ config(incremental=true, unique_key=['tenant_id', 'usage_date'], partition_by=['usage_date'], tags=['portable']) }}
+{{ config(incremental=true, unique_key=['tenant_id', 'usage_date'], partition_by=['usage_date']) }}
 
 {#- Metering per tenant and event day: bronze rows ingested (duplicates included), their logical
     payload bytes, and the deduplicated events that reached silver. -#}
