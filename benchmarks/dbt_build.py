@@ -3,17 +3,26 @@ new day, and how many files a tenant-scoped read of a gold fact touches on a 100
 clustered by tenant_id versus unclustered.
 
     .venv/bin/python benchmarks/dbt_build.py --events 10000000 --tenants 2000 --days 365
+    .venv/bin/python benchmarks/dbt_build.py --target duckdb,spark    # both dbt targets, their ratio and peak memory
+
+With several targets each one builds every model in its own process (its peak RSS is that process's: dbt, DuckDB
+or the embedded Sail server) on a copy of the same bronze table, then one new day incrementally.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
+import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -202,6 +211,85 @@ def _slowest_nodes(settings: object, region: str, top: int = 8) -> str:
     return ", ".join(f"{r['unique_id'].split('.')[-1][:40]} {r['execution_time']:.1f}s" for r in ranked)
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_one_target(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """In this process: copy the prepared bronze into a fresh home, a full build, one new day, an incremental build."""
+    os.environ["SHIRONZI_HOME"] = str(scratch / args.target)
+    from shironzi.settings import get_settings
+    from transformations.dbt_runner import bronze_events_uri, run_dbt_build
+    from transformations.spark import stop_spark
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    region = settings.default_region
+    bronze = bronze_events_uri(settings, region)
+    shutil.copytree(args.bronze, bronze)
+    build = {"region": region, "tenants": tenant_table(args.tenants), "settings": settings, "target": args.target}
+    try:
+        full = run_dbt_build(**build)
+        write_new_day(bronze, args)
+        incremental = run_dbt_build(**build)
+    finally:
+        stop_spark()
+    return {"target": args.target, "full_s": full.seconds, "incremental_s": incremental.seconds,
+            "success": full.success and incremental.success, "models": len(full.models_built),
+            "tests": full.tests_passed, "peak_rss_mb": _peak_rss_mb(),
+            "failures": [*full.failures, *incremental.failures][:5]}
+
+
+def write_new_day(bronze: str, args: argparse.Namespace) -> int:
+    """One more day of events, ingested after the rest; returns how many."""
+    new_day = max(1, args.events // args.days)
+    write_deltalake(
+        bronze,
+        generate_events(
+            np.random.default_rng(99),
+            count=new_day,
+            tenants=args.tenants,
+            customers_per_tenant=args.customers_per_tenant,
+            first_day=args.days,
+            days=1,
+            ingested_at=EPOCH + dt.timedelta(days=args.days + 1),
+            id_offset=args.events,
+        ),
+        mode="append",
+        partition_by=["event_date"],
+    )
+    return new_day
+
+
+def compare_targets(args: argparse.Namespace, targets: list[str]) -> None:
+    """Each target in its own process on a copy of one bronze table; prints both, their ratio and peak memory."""
+    with tempfile.TemporaryDirectory(prefix="shironzi-bench-") as scratch:
+        bronze = str(Path(scratch) / "bronze")
+        started = time.perf_counter()
+        write_bronze(bronze, events=args.events, tenants=args.tenants, customers=args.customers_per_tenant,
+                     days=args.days)
+        print(f"bronze: {args.events:,} events, {args.tenants:,} tenants, {args.days} days "
+              f"written in {time.perf_counter() - started:.1f}s")
+        results = {}
+        for target in targets:
+            command = [sys.executable, __file__, "--target", target, "--bronze", bronze, "--scratch", scratch,
+                       "--events", str(args.events), "--tenants", str(args.tenants), "--days", str(args.days),
+                       "--customers-per-tenant", str(args.customers_per_tenant)]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            results[target] = json.loads(out.strip().splitlines()[-1])
+            r = results[target]
+            print(f"{target}: full build {r['full_s']:.1f}s, incremental (one new day) {r['incremental_s']:.1f}s, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MiB, models {r['models']}, tests {r['tests']}, "
+                  f"success {r['success']}{'' if r['success'] else ' ' + '; '.join(r['failures'])}")
+        base = results[targets[0]]
+        for target in targets[1:]:
+            r = results[target]
+            print(f"{target} / {targets[0]}: full {r['full_s'] / base['full_s']:.2f}x, "
+                  f"incremental {r['incremental_s'] / base['incremental_s']:.2f}x, "
+                  f"peak memory {r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,8 +302,19 @@ def main() -> None:
     parser.add_argument("--fact-days", type=int, default=90)
     parser.add_argument("--fact-files", type=int, default=200)
     parser.add_argument("--skip-build", action="store_true", help="only run the files-touched measurement")
+    parser.add_argument("--target", default="duckdb",
+                        help="dbt target(s), comma separated: duckdb (default) or duckdb,spark (both, their ratio)")
+    parser.add_argument("--bronze", help=argparse.SUPPRESS)  # internal: one target's run in its own process
+    parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bronze:
+        print(json.dumps(build_one_target(args, Path(args.scratch))))
+        return
     print_machine_info()
+    targets = [t.strip() for t in args.target.split(",") if t.strip()]
+    if targets != ["duckdb"]:
+        compare_targets(args, targets)
+        return
     with tempfile.TemporaryDirectory(prefix="shironzi-bench-") as scratch:
         os.environ["SHIRONZI_HOME"] = scratch
         from shironzi.settings import get_settings
@@ -244,23 +343,7 @@ def main() -> None:
                 f"full build: {full.seconds:.1f}s (target <= 180s), models {len(full.models_built)}, "
                 f"tests passed {full.tests_passed}, failed {full.tests_failed}, success {full.success}"
             )
-            new_day = max(1, args.events // args.days)
-            rng = np.random.default_rng(99)
-            write_deltalake(
-                bronze,
-                generate_events(
-                    rng,
-                    count=new_day,
-                    tenants=args.tenants,
-                    customers_per_tenant=args.customers_per_tenant,
-                    first_day=args.days,
-                    days=1,
-                    ingested_at=EPOCH + dt.timedelta(days=args.days + 1),
-                    id_offset=args.events,
-                ),
-                mode="append",
-                partition_by=["event_date"],
-            )
+            new_day = write_new_day(bronze, args)
             incremental = run_dbt_build(region=region, tenants=tenants, settings=settings)
             print("slowest nodes of the incremental build:", _slowest_nodes(settings, region))
             print(

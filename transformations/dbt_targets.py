@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import yaml  # type: ignore[import-untyped]  # dbt's own dependency
+from deltalake import DeltaTable
 
 from shironzi.audit.lease import table_lease
 from shironzi.errors import ConfigurationError, InvalidInputError, ServiceUnavailableError
@@ -66,6 +69,16 @@ def project_targets(project_dir: Path) -> list[str]:
     project = yaml.safe_load((project_dir / "dbt_project.yml").read_text()) or {}
     declared = (project.get("vars") or {}).get("targets") or ["duckdb"]
     return [str(t).lower() for t in declared]
+
+
+def project_declaring(project_dir: Path, dest: Path, targets: list[str]) -> Path:
+    """A copy of a dbt project at `dest` that declares `targets`: how a port in progress is built on a target the
+    project does not declare yet (its ported models only, e.g. `--select tag:portable`)."""
+    shutil.copytree(project_dir, dest, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    config = yaml.safe_load((dest / "dbt_project.yml").read_text())
+    config.setdefault("vars", {})["targets"] = list(targets)
+    (dest / "dbt_project.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest
 
 
 def installed_pyspark_version() -> str | None:
@@ -124,7 +137,7 @@ def _version(location: str, settings: Settings) -> int | None:
 
 @dataclass(frozen=True)
 class ModelTable:
-    """A table or incremental model's Delta table on the spark target."""
+    """A model's Delta table on the spark target; `incremental`: the model merges into it after its first build."""
 
     name: str
     schema: str
@@ -133,35 +146,113 @@ class ModelTable:
 
 
 def model_tables(manifest: Path) -> list[ModelTable]:
-    """The Delta tables the project's table and incremental models own, from a parsed manifest."""
+    """The Delta tables the project's table, incremental and `delta` models own, from a parsed manifest. A `delta`
+    model merges when configured incremental=true, unless its incremental_write is overwrite."""
     nodes = json.loads(manifest.read_text())["nodes"].values()
     tables = []
     for node in nodes:
         config = node.get("config") or {}
         materialized = config.get("materialized")
-        if node.get("resource_type") != "model" or materialized not in ("table", "incremental"):
+        if node.get("resource_type") != "model" or materialized not in ("table", "incremental", "delta"):
             continue
+        merges = materialized == "incremental" or (
+            materialized == "delta" and bool(config.get("incremental"))
+            and config.get("incremental_write", "merge") == "merge"
+        )
         root = config.get("location_root")
         if not root:
             raise ConfigurationError(f"spark model {node['name']} has no location_root: its Delta table has no home")
         identifier = node.get("alias") or node["name"]
-        tables.append(ModelTable(identifier, node["schema"], f"{root}/{identifier}", materialized == "incremental"))
+        tables.append(ModelTable(identifier, node["schema"], f"{root}/{identifier}", merges))
     return sorted(tables, key=lambda t: (t.schema, t.name))
 
 
-def register_delta_tables(tables: list[ModelTable], settings: Settings) -> list[str]:
-    """Point the session catalog at every model table that already has a Delta log, so dbt-spark sees it whatever
-    the server forgot; returns the names registered."""
+@dataclass(frozen=True)
+class SourceTable:
+    """A dbt source that is a Delta table (its `meta.delta_table_path`), read on the spark target as a catalog
+    table `<source>.<table>` registered at that location."""
+
+    name: str
+    schema: str
+    location: str
+
+
+def source_tables(manifest: Path) -> list[SourceTable]:
+    """The project's Delta sources, from a parsed manifest (their paths come from the runner's vars)."""
+    sources = json.loads(manifest.read_text()).get("sources", {}).values()
+    found = [
+        SourceTable(node.get("identifier") or node["name"], node["schema"], str(node["meta"]["delta_table_path"]))
+        for node in sources
+        if (node.get("meta") or {}).get("delta_table_path")
+    ]
+    return sorted(found, key=lambda t: (t.schema, t.name))
+
+
+def register_sources(sources: list[SourceTable], settings: Settings) -> list[str]:
+    """Point the session catalog's source tables at this build's Delta paths (a dedicated tenant's bronze is
+    another path under the same name)."""
     spark = get_spark(settings)
+    for schema in sorted({s.schema for s in sources}):
+        spark.sql(f"create schema if not exists `{schema}`")
+    for source in sources:
+        _point_catalog(spark, source.schema, source.name, source.location)
+    return [f"{s.schema}.{s.name}" for s in sources]
+
+
+def _point_catalog(
+    spark: Any, schema: str, name: str, location: str | None, layout: tuple[str, str] = ("", "")
+) -> None:
+    """The catalog table `schema`.`name` at `location` (none: no such table). Dropped first, which keeps an external
+    table's files: the server may hold the name at another build's location. `layout` (delta_layout) gives the entry
+    its columns: Sail's `describe` shows none for a table registered without them, and dbt reads columns there."""
+    spark.sql(f"drop table if exists `{schema}`.`{name}`")
+    if location is not None:
+        quoted = location.replace("'", "\\'")
+        columns, partitioned = layout
+        spark.sql(f"create table `{schema}`.`{name}` {columns} using delta {partitioned} location '{quoted}'")
+
+
+_SPARK_TYPES = {"string": "string", "large_string": "string", "string_view": "string", "int64": "bigint",
+                "int32": "int", "int16": "smallint", "int8": "tinyint", "double": "double", "float": "float",
+                "bool": "boolean", "date32[day]": "date"}
+
+
+def delta_layout(location: str, settings: Settings) -> tuple[str, str]:
+    """A Delta table's columns and partitioning as Spark DDL, `("(a string, b bigint not null)", "partitioned by
+    (p)")`: Sail checks both against the log when a table is registered with them."""
+    table = DeltaTable(location, storage_options=settings.storage_options or None)
+    columns = []
+    for field in pa.schema(table.schema().to_arrow()):
+        kind = str(field.type)
+        if kind.startswith("timestamp"):
+            spark_type = "timestamp" if "tz=" in kind else "timestamp_ntz"
+        elif kind.startswith("decimal"):
+            spark_type = kind.replace("decimal128", "decimal")
+        else:
+            spark_type = _SPARK_TYPES.get(kind, kind)
+        columns.append(f"`{field.name}` {spark_type}{'' if field.nullable else ' not null'}")
+    partitions = ", ".join(f"`{c}`" for c in table.metadata().partition_columns)
+    return f"({', '.join(columns)})", (f"partitioned by ({partitions})" if partitions else "")
+
+
+def register_delta_tables(tables: list[ModelTable], settings: Settings) -> list[str]:
+    """Point the session catalog at this build's location of every model table that already has a Delta log, so
+    dbt-spark sees it whatever the server forgot, and at nothing for the others (a first build). The same server
+    may hold a name at another build's location (the pooled build's before a dedicated tenant's): merging there
+    would write into the wrong table. Returns the names registered."""
+    spark = get_spark(settings)
+    spark.conf.set("spark.sql.session.timeZone", "UTC")  # as profiles.yml: a declared timestamp is UTC, like the logs'
     registered = []
     for schema in sorted({t.schema for t in tables}):
         spark.sql(f"create schema if not exists `{schema}`")
     for table in tables:
-        if _version(table.location, settings) is None:
-            continue
-        location = table.location.replace("'", "\\'")
-        spark.sql(f"create table if not exists `{table.schema}`.`{table.name}` using delta location '{location}'")
-        registered.append(f"{table.schema}.{table.name}")
+        exists = _version(table.location, settings) is not None
+        if exists:
+            _point_catalog(spark, table.schema, table.name, table.location, delta_layout(table.location, settings))
+        else:
+            _point_catalog(spark, table.schema, table.name, None)
+        if exists:
+            registered.append(f"{table.schema}.{table.name}")
     return registered
 
 
@@ -204,7 +295,9 @@ def spark_build(
 ) -> Iterator[list[ModelTable]]:
     """Around one spark `dbt build`: re-register the model tables (from `parse()`, which returns a fresh manifest),
     hold their shared leases, and afterwards append to `failures` every incremental model that was not merged."""
-    tables = model_tables(parse())
+    manifest = parse()
+    tables = model_tables(manifest)
+    register_sources(source_tables(manifest), settings)
     register_delta_tables(tables, settings)
     before = {t.location: _version(t.location, settings) for t in tables}
     with contextlib.ExitStack() as leases:

@@ -11,13 +11,14 @@
     {{ return('true') }}
   {%- endif -%}
   {%- set watermark_sql -%}
-    select cast(coalesce(max({{ watermark_column }}), timestamptz '1970-01-01 00:00:00+00') as varchar) from {{ this }}
+    select cast(coalesce(max({{ watermark_column }}), {{ timestamp_tz_literal('1970-01-01 00:00:00+00') }}) as {{ dbt.type_string() }})
+    from {{ this }}
   {%- endset -%}
   {%- set watermark = run_query(watermark_sql).columns[0].values()[0] -%}
   {%- set dates_sql -%}
-    select distinct cast({{ column }} as varchar) as changed
+    select distinct cast({{ column }} as {{ dbt.type_string() }}) as changed
     from ({{ upstream_sql }}) as upstream
-    where {{ ingested_column }} > timestamptz '{{ watermark }}'
+    where {{ ingested_column }} > {{ timestamp_tz_literal(watermark) }}
     order by 1
   {%- endset -%}
   {%- set dates = run_query(dates_sql).columns[0].values() -%}

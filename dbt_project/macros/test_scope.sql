@@ -4,11 +4,12 @@
     plugin records in main.shironzi_delta_scope (overwrite = the whole table; an empty increment
     commits nothing and keeps the previous scope, so a failed run's partitions are checked again).
     A full build or --full-refresh overwrites, so every test then checks the whole table; the var
-    `full_tests: true` forces whole-table tests on any build. See dbt_project/README.md. -#}
+    `full_tests: true` forces whole-table tests on any build. The scope table lives in the DuckDB file: on
+    another target every test checks whole tables. See dbt_project/README.md. -#}
 
 {#- (column, [literal values]) the model's latest commit rewrote, or none for "the whole table". -#}
 {% macro shironzi_test_scope(relation) %}
-  {%- if not execute or var('full_tests', false) in [true, 'true', 'True', 1, '1'] -%}
+  {%- if not execute or target.type != 'duckdb' or var('full_tests', false) in [true, 'true', 'True', 1, '1'] -%}
     {{ return(none) }}
   {%- endif -%}
   {%- set rendered = relation.render() if relation is not string else relation -%}
@@ -44,7 +45,7 @@
   {%- set where = config.get('where', '') -%}
   {%- set filters = [where] if where else [] -%}
   {%- set self_scoped = ['tenant_isolated', 'unique_combination_of_columns'] -%}
-  {%- if execute and var('full_tests', false) not in [true, 'true', 'True', 1, '1']
+  {%- if execute and target.type == 'duckdb' and var('full_tests', false) not in [true, 'true', 'True', 1, '1']
         and model.test_metadata is defined and model.test_metadata.name not in self_scoped -%}
     {%- set query -%}
       select scope_column, scope_values from main.shironzi_delta_scope

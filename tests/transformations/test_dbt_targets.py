@@ -10,8 +10,9 @@ import socket
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from orchestration.pipeline import plan_dbt_build
 from shironzi.cli.main import run
@@ -47,11 +48,13 @@ def test_unknown_target_is_refused_before_anything_is_written(settings: Settings
     assert _nothing_written(settings)
 
 
-def test_a_target_the_project_is_not_written_for_is_refused(settings: Settings) -> None:
-    """The curated project's models are DuckDB SQL (dbt_project.yml `targets`): spark is refused up front."""
+def test_a_target_the_project_is_not_written_for_is_refused(settings: Settings, tmp_path: Path) -> None:
+    """A project whose dbt_project.yml `targets` lists duckdb only is refused on spark up front."""
+    assert dbt_targets.project_targets(PROJECT_DIR) == ["duckdb", "spark"]  # the curated project is portable
+    project = dbt_targets.project_declaring(PROJECT_DIR, tmp_path / "dbt_project", ["duckdb"])
     write_bronze(bronze_events_uri(settings, REGION), sample_events(days=5))
     with pytest.raises(InvalidInputError, match="'dbt_project' is written for the duckdb target only, not 'spark'"):
-        run_dbt_build(region=REGION, tenants=TENANTS, settings=settings, target="spark")
+        run_dbt_build(region=REGION, tenants=TENANTS, settings=settings, target="spark", project_dir=project)
     assert _nothing_written(settings)
 
 
@@ -188,3 +191,27 @@ def test_spark_target_survives_a_restart_of_the_remote_server(
     finally:
         stop_spark()
         server.stop()
+
+
+@pytest.mark.integration
+def test_model_tables_are_pointed_at_this_builds_locations(settings: Settings, tmp_path: Path) -> None:
+    """One Sail server serves the pooled build and then a dedicated tenant's, under the same table names: each
+    build's registration points every name at its own location (and at nothing where it has no table yet), and
+    dropping the other build's registration keeps that build's files."""
+    from transformations.spark import get_spark
+
+    pooled, dedicated = str(tmp_path / "pooled" / "t"), str(tmp_path / "dedicated" / "t")
+    spark = get_spark(settings)
+    try:
+        spark.sql("create schema if not exists gold")
+        spark.sql(f"create or replace table gold.t using delta location '{pooled}' as select 1 as x")
+        write_deltalake(dedicated, pa.table({"x": [2]}))
+        tables = [dbt_targets.ModelTable("t", "gold", dedicated, True)]
+        assert dbt_targets.register_delta_tables(tables, settings) == ["gold.t"]
+        assert [r.x for r in spark.sql("select x from gold.t").collect()] == [2]
+        assert DeltaTable(pooled).to_pyarrow_table().column("x").to_pylist() == [1]  # the pooled table is intact
+        first_build = [dbt_targets.ModelTable("t", "gold", str(tmp_path / "new" / "t"), True)]
+        assert dbt_targets.register_delta_tables(first_build, settings) == []
+        assert "t" not in [r.tableName for r in spark.sql("show tables in gold").collect()]
+    finally:
+        stop_spark()

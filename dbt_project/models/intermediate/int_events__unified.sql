@@ -6,11 +6,7 @@
 {%- set eligible_events -%}
     select events.*
     from (
-        select * from {{ ref('stg_events__ecommerce') }}
-        union all by name
-        select * from {{ ref('stg_events__healthcare') }}
-        union all by name
-        select * from {{ ref('stg_events__education') }}
+        {{ union_all_by_name([ref('stg_events__ecommerce'), ref('stg_events__healthcare'), ref('stg_events__education')]) }}
     ) as events
     inner join {{ ref('stg_platform__tenants') }} as tenants
         on events.tenant_id = tenants.tenant_id
@@ -43,12 +39,16 @@ classified as (
         and events.industry = event_types.industry
 ),
 
-deduplicated as (
+ranked as (
     select
         *,
-        max(ingested_at) over (partition by tenant_id, event_id) as last_ingested_at
+        max(ingested_at) over (partition by tenant_id, event_id) as last_ingested_at,
+        row_number() over (partition by tenant_id, event_id order by ingested_at, event_time) as delivery
     from classified
-    qualify row_number() over (partition by tenant_id, event_id order by ingested_at, event_time) = 1
+),
+
+deduplicated as (
+    select * from ranked where delivery = 1
 )
 
 select

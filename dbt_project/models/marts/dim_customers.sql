@@ -12,8 +12,8 @@
 {%- set late_customers = 0 %}
 {%- if execute and incremental %}
   {%- set state_sql -%}
-    select cast(coalesce(max(last_ingested_at), timestamptz '1970-01-01 00:00:00+00') as varchar),
-           cast(coalesce(max(as_of_date), date '0001-01-01') as varchar)
+    select cast(coalesce(max(last_ingested_at), {{ timestamp_tz_literal('1970-01-01 00:00:00+00') }}) as {{ dbt.type_string() }}),
+           cast(coalesce(max(as_of_date), date '0001-01-01') as {{ dbt.type_string() }})
     from {{ this }}
   {%- endset %}
   {%- set state = run_query(state_sql).rows[0] %}
@@ -23,7 +23,7 @@
         ingested_column='last_ingested_at') %}
   {%- set late_sql -%}
     select count(*) from {{ ref('int_customer_daily_activity') }}
-    where {{ changed_days }} and last_ingested_at > timestamptz '{{ watermark }}'
+    where {{ changed_days }} and last_ingested_at > {{ timestamp_tz_literal(watermark) }}
         and event_date <= date '{{ previous_as_of }}'
   {%- endset %}
   {%- set late_customers = run_query(late_sql).columns[0].values()[0] %}
@@ -37,7 +37,7 @@ previous as (
 
 changed_activity as (
     select * from {{ ref('int_customer_daily_activity') }}
-    where {{ changed_days }} and last_ingested_at > timestamptz '{{ watermark }}'
+    where {{ changed_days }} and last_ingested_at > {{ timestamp_tz_literal(watermark) }}
 ),
 
 late_customers as (
@@ -49,10 +49,10 @@ late_customers as (
 activity as (
     select * from changed_activity
     {%- if late_customers > 0 %}
-    anti join late_customers using (tenant_id, customer_id)
-    union all by name
+    {{ anti_join() }} late_customers using (tenant_id, customer_id)
+    union all  -- both sides are int_customer_daily_activity's columns, in its order
     select * from {{ ref('int_customer_daily_activity') }}
-    semi join late_customers using (tenant_id, customer_id)
+    {{ semi_join() }} late_customers using (tenant_id, customer_id)
     {%- endif %}
 ),
 
@@ -101,7 +101,7 @@ aggregated as (
 previous_kept as (
     select * from previous
     {%- if late_customers > 0 %}
-    anti join late_customers using (tenant_id, customer_id)
+    {{ anti_join() }} late_customers using (tenant_id, customer_id)
     {%- endif %}
 ),
 
@@ -143,7 +143,7 @@ classified as (
         case
             when customers.closed_date is not null
                 and customers.closed_date >= coalesce(customers.last_active_date, date '0001-01-01') then 'closed'
-            when date_diff('day', customers.last_active_date, data_bounds.as_of_date) >= {{ inactivity_days }}
+            when {{ dbt.datediff('customers.last_active_date', 'data_bounds.as_of_date', 'day') }} >= {{ inactivity_days }}
                 then 'inactive'
             else 'active'
         end as status
@@ -159,7 +159,7 @@ select
     last_seen_at,
     first_event_date,
     signup_date,
-    cast(date_trunc('month', coalesce(signup_date, first_event_date)) as date) as cohort_month,
+    cast({{ dbt.date_trunc('month', 'coalesce(signup_date, first_event_date)') }} as date) as cohort_month,
     last_active_date,
     closed_date,
     last_engagement_date,
@@ -173,11 +173,10 @@ select
     lifetime_revenue,
     lifetime_refunds,
     lifetime_revenue - lifetime_refunds as lifetime_value,
-    cast(date_diff(
-        'day',
-        coalesce(signup_date, cast(first_seen_at as date)),
-        case when status = 'closed' then closed_date else as_of_date end
-    ) as bigint) as tenure_days,
+    cast({{ dbt.datediff(
+        'coalesce(signup_date, cast(first_seen_at as date))',
+        "case when status = 'closed' then closed_date else as_of_date end",
+        'day') }} as bigint) as tenure_days,
     status,
     as_of_date,
     last_ingested_at

@@ -14,7 +14,7 @@
 {%- if execute and is_incremental() %}
   {%- set floor_sql -%}
     with watermark as (
-        select coalesce(max(last_ingested_at), timestamptz '1970-01-01 00:00:00+00') as seen,
+        select coalesce(max(last_ingested_at), {{ timestamp_tz_literal('1970-01-01 00:00:00+00') }}) as seen,
                max(horizon_end_date) as last_horizon
         from {{ this }}
     )
@@ -22,7 +22,7 @@
         (select min(event_date) from {{ ref('int_customer_daily_activity') }}
          where last_ingested_at > (select seen from watermark)),
         (select last_horizon + 1 from watermark)
-    ), (select last_horizon + 1 from watermark)) - {{ horizon_days + 7 }} as varchar)
+    ), (select last_horizon + 1 from watermark)) - {{ horizon_days + 7 }} as {{ dbt.type_string() }})
   {%- endset %}
   {%- set snapshot_floor = run_query(floor_sql).columns[0].values()[0] %}
 {%- endif %}
@@ -103,12 +103,11 @@ candidates as (
     select
         customer_spans.tenant_id,
         customer_spans.customer_id,
-        cast(unnest(generate_series(
-            cast(date_trunc('week', customer_spans.first_active_date + 6) as timestamp),
-            cast(least(customer_spans.last_active_date + {{ inactivity_days - 1 }},
-                       data_bounds.max_date - {{ horizon_days }}) as timestamp),
-            interval 7 day
-        )) as date) as snapshot_date
+        {{ date_series(
+            dbt.date_trunc('week', 'customer_spans.first_active_date + 6'),
+            'least(customer_spans.last_active_date + ' ~ (inactivity_days - 1) ~ ', data_bounds.max_date - '
+                ~ horizon_days ~ ')',
+            7) }} as snapshot_date
     from customer_spans
     cross join data_bounds
 ),
@@ -117,7 +116,7 @@ candidates as (
 -- so a snapshot sees what happened up to and including its day and only churns strictly after it.
 timeline as (
     select tenant_id, customer_id, activity_date as day, 0 as day_order, activity_date as active_day,
-           cast(null as date) as closure_day, cast(null as date) as churn_day, cast(null as varchar) as churn_reason
+           cast(null as date) as closure_day, cast(null as date) as churn_day, cast(null as {{ dbt.type_string() }}) as churn_reason
     from active_days
     union all
     select tenant_id, customer_id, closure_date, 0, null, closure_date, null, null
@@ -138,8 +137,7 @@ scanned as (
         day_order,
         max(active_day) over up_to_now as last_active_date,
         max(closure_day) over up_to_now as last_closure_date,
-        min(churn_day) over after_now as next_churn_date,
-        arg_min(churn_reason, churn_day) over after_now as next_churn_reason
+        min(churn_day) over after_now as next_churn_date
     from timeline
     window
         up_to_now as (partition by tenant_id, customer_id order by day, day_order
@@ -148,27 +146,32 @@ scanned as (
                       rows between 1 following and unbounded following)
 ),
 
--- Customers active as of the snapshot: an event within the inactivity window and no closure since.
+-- Customers active as of the snapshot: an event within the inactivity window and no closure since. The next
+-- churn's reason is that of the customer's first churn on that day (first_churns has one row per day).
 labelled as (
-    select *
+    select scanned.*, first_churns.churn_reason as next_churn_reason
     from scanned
-    where day_order = 1
-        and date_diff('day', last_active_date, snapshot_date) < {{ inactivity_days }}
-        and (last_closure_date is null or last_closure_date < last_active_date)
+    left join first_churns
+        on scanned.tenant_id = first_churns.tenant_id
+        and scanned.customer_id = first_churns.customer_id
+        and scanned.next_churn_date = first_churns.churn_date
+    where scanned.day_order = 1
+        and {{ dbt.datediff('scanned.last_active_date', 'scanned.snapshot_date', 'day') }} < {{ inactivity_days }}
+        and (scanned.last_closure_date is null or scanned.last_closure_date < scanned.last_active_date)
 )
 
 select
     tenant_id,
     customer_id,
     snapshot_date,
-    cast(date_diff('day', last_active_date, snapshot_date) as bigint) as days_since_last_activity,
+    cast({{ dbt.datediff('last_active_date', 'snapshot_date', 'day') }} as bigint) as days_since_last_activity,
     coalesce(next_churn_date <= snapshot_date + {{ horizon_days }}, false) as churned_within_horizon,
     case when next_churn_date <= snapshot_date + {{ horizon_days }} then next_churn_date end as churn_date,
     case when next_churn_date <= snapshot_date + {{ horizon_days }} then next_churn_reason end as churn_reason,
     cast(snapshot_date + {{ horizon_days }} as date) as horizon_end_date,
-    data_bounds.last_ingested_at
+    -- a scalar subquery, not a cross join: Sail 0.7's merge left a cross-joined column NULL on matched rows
+    (select last_ingested_at from data_bounds) as last_ingested_at
 from labelled
-cross join data_bounds
 {%- if snapshot_floor %}
 where labelled.snapshot_date >= date '{{ snapshot_floor }}'
 {%- endif %}

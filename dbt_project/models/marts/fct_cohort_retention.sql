@@ -15,13 +15,14 @@
 {%- set months = [] %}
 {%- if execute and incremental %}
   {%- set watermark_sql -%}
-    select cast(coalesce(max(last_ingested_at), timestamptz '1970-01-01 00:00:00+00') as varchar) from {{ this }}
+    select cast(coalesce(max(last_ingested_at), {{ timestamp_tz_literal('1970-01-01 00:00:00+00') }}) as {{ dbt.type_string() }})
+    from {{ this }}
   {%- endset %}
   {%- set watermark = run_query(watermark_sql).columns[0].values()[0] %}
   {%- set months_sql -%}
-    select distinct cast(cast(date_trunc('month', event_date) as date) as varchar)
+    select distinct cast(cast({{ dbt.date_trunc('month', 'event_date') }} as date) as {{ dbt.type_string() }})
     from {{ ref('int_customer_daily_activity') }}
-    where last_ingested_at > timestamptz '{{ watermark }}'
+    where last_ingested_at > {{ timestamp_tz_literal(watermark) }}
     order by 1
   {%- endset %}
   {%- set months = run_query(months_sql).columns[0].values() %}
@@ -39,7 +40,7 @@ cohort_stats as (
         tenant_id,
         cohort_month,
         cast(count(*) as bigint) as cohort_size,
-        bit_xor(cast(hash(customer_id) >> 1 as bigint)) as members_checksum
+        bit_xor({{ member_hash('customer_id') }}) as members_checksum
     from customers
     group by tenant_id, cohort_month
 ),
@@ -48,7 +49,7 @@ activity_bounds as (
     select max(last_ingested_at) as last_ingested_at
     from {{ ref('int_customer_daily_activity') }}
     {%- if incremental %}
-    where last_ingested_at > timestamptz '{{ watermark }}'
+    where last_ingested_at > {{ timestamp_tz_literal(watermark) }}
     {%- endif %}
 ),
 
@@ -75,26 +76,27 @@ changed_cohorts as (
 active_months as (
     {%- if month_literals %}
     -- every customer active in a changed month (all cohorts' cells of that month)
-    select tenant_id, customer_id, cast(date_trunc('month', event_date) as date) as activity_month
+    select tenant_id, customer_id, cast({{ dbt.date_trunc('month', 'event_date') }} as date) as activity_month
     from {{ ref('int_customer_daily_activity') }}
-    where event_date >= {{ month_literals[0] }} and event_date < {{ month_literals[-1] }} + interval 1 month
-        and cast(date_trunc('month', event_date) as date) in ({{ month_literals | join(', ') }})
+    where event_date >= {{ month_literals[0] }} and event_date < {{ add_months(month_literals[-1], 1) }}
+        and cast({{ dbt.date_trunc('month', 'event_date') }} as date) in ({{ month_literals | join(', ') }})
     union
     {%- endif %}
     -- the whole history of the changed cohorts' members (every cell of those cohorts)
-    select distinct activity.tenant_id, activity.customer_id,
-        cast(date_trunc('month', activity.event_date) as date) as activity_month
+    -- the using() columns unqualified: Sail does not resolve them by the left table's name
+    select distinct tenant_id, customer_id,
+        cast({{ dbt.date_trunc('month', 'activity.event_date') }} as date) as activity_month
     from {{ ref('int_customer_daily_activity') }} as activity
-    semi join (
-        select customers.tenant_id, customers.customer_id
+    {{ semi_join() }} (
+        select tenant_id, customer_id
         from customers
-        semi join changed_cohorts using (tenant_id, cohort_month)
+        {{ semi_join() }} changed_cohorts using (tenant_id, cohort_month)
     ) as members using (tenant_id, customer_id)
 ),
 {%- else %}
 
 active_months as (
-    select distinct tenant_id, customer_id, cast(date_trunc('month', event_date) as date) as activity_month
+    select distinct tenant_id, customer_id, cast({{ dbt.date_trunc('month', 'event_date') }} as date) as activity_month
     from {{ ref('int_customer_daily_activity') }}
 ),
 {%- endif %}
@@ -103,7 +105,7 @@ recomputed as (
     select
         customers.tenant_id,
         customers.cohort_month,
-        cast(date_diff('month', customers.cohort_month, active_months.activity_month) as bigint)
+        cast({{ dbt.datediff('customers.cohort_month', 'active_months.activity_month', 'month') }} as bigint)
             as months_since_signup,
         cast(count(*) as bigint) as retained_customers
     from active_months
@@ -118,9 +120,9 @@ cells as (
     {%- if incremental %}
     select tenant_id, cohort_month, months_since_signup, retained_customers
     from previous
-    anti join changed_cohorts using (tenant_id, cohort_month)
+    {{ anti_join() }} changed_cohorts using (tenant_id, cohort_month)
     {%- if month_literals %}
-    where cast(cohort_month + to_months(cast(months_since_signup as integer)) as date)
+    where {{ add_months('cohort_month', 'months_since_signup') }}
         not in ({{ month_literals | join(', ') }})
     {%- endif %}
     union all

@@ -7,16 +7,12 @@
         events.tenant_id,
         events.event_date,
         events.ingested_at,
-        strlen(events.event_id) + strlen(events.customer_id) + strlen(events.event_type)
-            + coalesce(strlen(events.source_system), 0) + coalesce(strlen(events.currency), 0)
-            + coalesce(strlen(events.properties), 0) + strlen(events.tenant_id)
+        {{ byte_length('events.event_id') }} + {{ byte_length('events.customer_id') }} + {{ byte_length('events.event_type') }}
+            + coalesce({{ byte_length('events.source_system') }}, 0) + coalesce({{ byte_length('events.currency') }}, 0)
+            + coalesce({{ byte_length('events.properties') }}, 0) + {{ byte_length('events.tenant_id') }}
             + 8 * 4 as payload_bytes
     from (
-        select * from {{ ref('stg_events__ecommerce') }}
-        union all by name
-        select * from {{ ref('stg_events__healthcare') }}
-        union all by name
-        select * from {{ ref('stg_events__education') }}
+        {{ union_all_by_name([ref('stg_events__ecommerce'), ref('stg_events__healthcare'), ref('stg_events__education')]) }}
     ) as events
     inner join {{ ref('stg_platform__tenants') }} as tenants
         on events.tenant_id = tenants.tenant_id

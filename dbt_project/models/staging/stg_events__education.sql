@@ -6,21 +6,21 @@ with source as (
 
 renamed as (
     select
-        cast(tenant_id as varchar) as tenant_id,
-        cast(event_id as varchar) as event_id,
-        cast(customer_id as varchar) as customer_id,
-        cast(event_type as varchar) as event_type,
+        cast(tenant_id as {{ dbt.type_string() }}) as tenant_id,
+        cast(event_id as {{ dbt.type_string() }}) as event_id,
+        cast(customer_id as {{ dbt.type_string() }}) as customer_id,
+        cast(event_type as {{ dbt.type_string() }}) as event_type,
         'education' as industry,
-        cast(event_time as timestamptz) as event_time,
+        cast(event_time as {{ type_timestamp_tz() }}) as event_time,
         cast(event_date as date) as event_date,
-        cast(source as varchar) as source_system,
-        cast(ingested_at as timestamptz) as ingested_at,
+        cast(source as {{ dbt.type_string() }}) as source_system,
+        cast(ingested_at as {{ type_timestamp_tz() }}) as ingested_at,
         cast(amount as double) as amount,
-        upper(cast(currency as varchar)) as currency,
+        upper(cast(currency as {{ dbt.type_string() }})) as currency,
         {{ json_property('course_id') }} as course_id,
         {{ json_property('lesson_id') }} as lesson_id,
         try_cast({{ json_property('score') }} as double) as score,
-        cast(properties as varchar) as properties
+        cast(properties as {{ dbt.type_string() }}) as properties
     from source
 )
 

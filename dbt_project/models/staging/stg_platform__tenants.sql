@@ -4,13 +4,13 @@ with source as (
 
 renamed as (
     select
-        cast(tenant_id as varchar) as tenant_id,
-        cast(slug as varchar) as tenant_slug,
-        lower(cast(industry as varchar)) as industry,
-        cast(region as varchar) as region,
-        cast(plan as varchar) as plan,
-        cast(placement as varchar) as placement,
-        cast(status as varchar) as status,
+        cast(tenant_id as {{ dbt.type_string() }}) as tenant_id,
+        cast(slug as {{ dbt.type_string() }}) as tenant_slug,
+        lower(cast(industry as {{ dbt.type_string() }})) as industry,
+        cast(region as {{ dbt.type_string() }}) as region,
+        cast(plan as {{ dbt.type_string() }}) as plan,
+        cast(placement as {{ dbt.type_string() }}) as placement,
+        cast(status as {{ dbt.type_string() }}) as status,
         coalesce(cast(analytics_enabled as boolean), false) as analytics_enabled
     from source
 )
