@@ -17,7 +17,7 @@ from deltalake import DeltaTable
 from shironzi.lake import history
 from shironzi.lake.paths import table_uri
 from shironzi.settings import Settings
-from tests.dbt_project.bronze import INGESTED, START, TENANTS, event, sample_events, write_bronze
+from tests.dbt_project._fixtures import INGESTED, START, TENANTS, event, sample_events, write_bronze
 from transformations.dbt_runner import bronze_events_uri, dbt_home, registry_snapshot_uri, run_dbt_build
 from transformations.spark import get_spark, stop_spark
 
