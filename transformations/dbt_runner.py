@@ -26,7 +26,8 @@ from typing import Any, Literal
 
 from shironzi.errors import InvalidInputError, TableNotFoundError, TransformationError
 from shironzi.lake import history, table_version
-from shironzi.lake.paths import platform_uri, table_uri
+from shironzi.lake.groups import LakeGroup
+from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from transformations.dbt_results import DbtBuildResult, RegionBuildResult, failure_message
@@ -51,16 +52,16 @@ _DBT_LOCK = threading.RLock()
 
 
 # -- locations ----------------------------------------------------------------------------------------
-def _placement(tenant_id: str | None) -> dict[str, Any]:
-    """`table_uri` keywords: pooled (None) or the dedicated tenant's own root."""
-    return {"placement": "dedicated", "tenant_id": tenant_id} if tenant_id else {}
+def _group(region: str, tenant_id: str | None) -> LakeGroup:
+    """The tables a build reads and writes: the region's pooled ones (None) or the dedicated tenant's own."""
+    if tenant_id:
+        return LakeGroup.of_tenant(tenant_id, region=region, placement="dedicated")
+    return LakeGroup.pooled(region)
 
 
 def bronze_events_uri(settings: Settings, region: str, tenant_id: str | None = None) -> str:
     """The region's pooled bronze events, or a dedicated tenant's own."""
-    return table_uri(
-        settings.resolved_lake_uri, layer="bronze", table="events", region=region, **_placement(tenant_id)
-    )
+    return _group(region, tenant_id).uri(settings, layer="bronze", table="events")
 
 
 def registry_snapshot_uri(settings: Settings, region: str | None = None, tenant_id: str | None = None) -> str:
@@ -76,13 +77,7 @@ def registry_snapshot_uri(settings: Settings, region: str | None = None, tenant_
 def layer_root(settings: Settings, region: str, layer: str, tenant_id: str | None = None) -> str:
     """`{lake}/{region}/{layer}` (or `{lake}/{region}/tenants/{tenant_id}/{layer}`): where the dbt models of
     that layer write their Delta tables."""
-    uri = table_uri(
-        settings.resolved_lake_uri,
-        layer=layer,  # type: ignore[arg-type]
-        table="placeholder",
-        region=region,
-        **_placement(tenant_id),
-    )
+    uri = _group(region, tenant_id).uri(settings, layer=layer, table="placeholder")  # type: ignore[arg-type]
     return uri.rsplit("/", 1)[0]
 
 
@@ -352,7 +347,7 @@ def _gold_versions(
 
     versions = {}
     for name in names:
-        uri = table_uri(settings.resolved_lake_uri, layer="gold", table=name, region=region, **_placement(tenant_id))
+        uri = _group(region, tenant_id).uri(settings, layer="gold", table=name)
         with contextlib.suppress(DeltaMissing):
             versions[name] = DeltaTable(uri, storage_options=settings.storage_options or None).version()
     return versions
