@@ -29,7 +29,7 @@ import sys
 import feature_store, shironzi.audit, shironzi.lake
 heavy = ("shironzi.lake.delta", "shironzi.audit.log", "feature_store.offline")
 assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]
-assert shironzi.lake.append.__module__ == "shironzi.lake.delta" and "append" in vars(shironzi.lake)
+assert shironzi.lake.append is sys.modules["shironzi.lake.delta"].append and "append" in vars(shironzi.lake)
 assert shironzi.audit.audit.__module__ == "shironzi.audit.log" and "audit" in vars(shironzi.audit)
 assert feature_store.build_features.__module__ == "feature_store.offline"
 for package in (feature_store, shironzi.audit, shironzi.lake):
