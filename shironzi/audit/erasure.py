@@ -222,18 +222,22 @@ def _store_receipt(receipt: Receipt) -> None:
 
 def load_receipt(reference: str) -> Receipt:
     """A receipt from a JSON file path or by request id from the receipts table."""
-
     path = Path(reference)
     if path.suffix == ".json" or path.exists():
         if not path.exists():
             raise NotFoundError(f"receipt file {reference} not found")
         return Receipt.from_json(path.read_text())
+    return receipt_by_id(reference)
+
+
+def receipt_by_id(request_id: str) -> Receipt:
+    """A receipt by request id from the receipts table, never from a file (what the API offers)."""
     uri = receipts_table_uri()
     if table_exists(uri):
-        rows = read_arrow(uri, columns=["receipt"], filters=[("request_id", "=", reference)])
+        rows = read_arrow(uri, columns=["receipt"], filters=[("request_id", "=", request_id)])
         if rows.num_rows:
             return Receipt.from_json(rows.column("receipt")[0].as_py())
-    raise NotFoundError(f"no erasure receipt with request id {reference!r}")
+    raise NotFoundError(f"no erasure receipt with request id {request_id!r}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from serving.deps import AdminDep
 from serving.errors import ERROR_RESPONSES
 from serving.schemas import ErasureCreate, ReceiptCheckPublic, ReceiptPublic
 from shironzi.audit.erasure import erase_subject as erase
-from shironzi.audit.erasure import verify_receipt
+from shironzi.audit.erasure import receipt_by_id, verify_receipt
 from shironzi.audit.queries import access, as_jsonable, changes, inventory, lineage
 from shironzi.errors import InvalidInputError
 from shironzi.settings import Settings
@@ -129,6 +129,6 @@ async def verify_erasure(
 ) -> ReceiptCheckPublic:
     """Re-check a stored receipt: its HMAC signature, and a fresh scan of the lake for the subject."""
 
-    check = await run_in_threadpool(verify_receipt, request_id)
+    check = await run_in_threadpool(lambda: verify_receipt(receipt_by_id(request_id)))
     admin.audit_read("api_erasure_verified", tenant_id=None, receipt=request_id, ok=check.ok)
     return ReceiptCheckPublic.model_validate(_jsonable(check.as_dict()))
