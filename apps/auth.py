@@ -14,6 +14,8 @@ from typing import Literal
 import streamlit as st
 
 from apps.theme import Vocabulary, vocabulary
+from shironzi.audit.events import AuditEvent
+from shironzi.audit.log import audit, get_audit_log
 from shironzi.errors import ScopeDeniedError, ShironziError
 from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.keys import KeyPrincipal
@@ -71,9 +73,6 @@ def registry() -> Registry:
 
 
 def _record_failed_sign_in(prefix: str, error: ShironziError) -> None:
-    from shironzi.audit.events import AuditEvent
-    from shironzi.audit.log import get_audit_log
-
     event = AuditEvent(
         action="dashboard_sign_in",
         actor=f"key:{prefix}" if prefix else "anonymous",
@@ -143,7 +142,7 @@ def warm_up() -> None:
     form is on screen, so the imports overlap with typing the key (same thread: no import races)."""
     import altair  # noqa: F401
 
-    import apps.data  # noqa: F401
+    import apps.data  # noqa: F401 - lazy by design: the point is to load it while the form is on screen
 
     registry()
 
@@ -209,7 +208,6 @@ def tenant_picker(viewer: Viewer) -> None:
 
 def _record_view(ctx: PageContext, *, outcome: Literal["success", "denied"], reason: str | None = None) -> None:
     """One audit event per page visit (not per widget rerun): who, which tenant, which page."""
-    from shironzi.audit.log import audit
 
     marker = (ctx.page, ctx.tenant_id, outcome)
     if st.session_state.get(_LAST_VIEW) == marker:

@@ -20,8 +20,11 @@ from typing import Any, TypeVar
 import polars as pl
 import streamlit as st
 
+from shironzi.audit.discovery import discover_tables
+from shironzi.audit.erasure import receipts_table_uri
+from shironzi.audit.log import read_audit_events
 from shironzi.errors import TableNotFoundError
-from shironzi.lake import read_polars, scan_polars, table_exists, table_uri
+from shironzi.lake import history, read_polars, scan_polars, table_exists, table_uri, table_version
 from shironzi.lake.groups import LakeGroup, region_groups, tenant_group
 from shironzi.lake.paths import Layer, platform_uri
 from shironzi.observability import stage
@@ -100,8 +103,6 @@ def _read_region(lake_uri: str, region: str, table: str) -> Frame:
 
 
 def _version(uri: str) -> int | None:
-    from shironzi.lake import table_version
-
     try:
         return table_version(uri)
     except TableNotFoundError:
@@ -213,7 +214,6 @@ def source_freshness(lake_uri: str, region: str, placement: str, tenant_id: str)
 @logged
 def feature_freshness(lake_uri: str, region: str, tenant_id: str) -> Frame:
     """Per offline feature view of the tenant's region: the tenant's rows and its newest snapshot."""
-    from shironzi.audit.discovery import discover_tables
 
     rows = []
     for table in discover_tables():
@@ -315,8 +315,6 @@ def _run_results(scope: str, path: Path) -> pl.DataFrame:
 @st.cache_data(ttl=TTL, show_spinner=False)
 @logged
 def gold_history(lake_uri: str, region: str, table: str, limit: int = 50) -> Frame:
-    from shironzi.lake import history
-
     uri = _gold(lake_uri, region, table)
     if not table_exists(uri):
         return Frame(pl.DataFrame(), None, _now())
@@ -355,7 +353,6 @@ def _metric(commit: dict[str, Any], *names: str) -> int | None:
 def lake_tables(lake_uri: str, tenant_id: str | None) -> list[tuple[str, str]]:
     """(relative path, uri) of every Delta table a viewer may see the history of: all for admins; for a
     tenant, the pooled tables of its region layers plus its own dedicated root (never platform tables)."""
-    from shironzi.audit.discovery import discover_tables
 
     found = []
     for table in discover_tables():
@@ -368,8 +365,6 @@ def lake_tables(lake_uri: str, tenant_id: str | None) -> list[tuple[str, str]]:
 @st.cache_data(ttl=TTL, show_spinner=False)
 @logged
 def table_history(lake_uri: str, uri: str, limit: int = 100) -> Frame:
-    from shironzi.lake import history
-
     if not table_exists(uri):
         return Frame(pl.DataFrame(), None, _now())
     return Frame(_history_frame(history(uri, limit)), _version(uri), _now())
@@ -386,7 +381,6 @@ def audit_events(
     limit: int = 500,
 ) -> pl.DataFrame:
     """Audit rows newest first, filtered in the scan (tenant_id is forced for tenant viewers)."""
-    from shironzi.audit.log import read_audit_events
 
     filters: list[tuple[str, str, Any]] = []
     if tenant_id is not None:
@@ -412,7 +406,6 @@ def audit_events(
 @logged
 def erasure_requests(tenant_id: str | None) -> pl.DataFrame:
     """Erasure requests (from the audit log) joined to their signed receipts, newest first."""
-    from shironzi.audit.erasure import receipts_table_uri
 
     events = audit_events(tenant_id=tenant_id, limit=100_000)
     started = (
@@ -505,7 +498,6 @@ def model_versions(tracking_uri: str) -> pl.DataFrame:
 def model_events(lake_uri: str) -> pl.DataFrame:
     """Training runs, promotions and rollbacks from the audit log (resource `model:<name>`)."""
     del lake_uri
-    from shironzi.audit.log import read_audit_events
 
     frame = pl.from_arrow(read_audit_events(flush=False))
     assert isinstance(frame, pl.DataFrame)

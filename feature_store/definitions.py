@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
-from shironzi.errors import ConfigurationError
+from shironzi.errors import ConfigurationError, FeatureNotFoundError
 
 FeatureDtype = Literal["int64", "float64"]
 FEATURE_TIMESTAMP = "feature_timestamp"
@@ -111,6 +111,5 @@ class FeatureView:
         for item in self.features:
             if item.name == name:
                 return item
-        from shironzi.errors import FeatureNotFoundError
 
         raise FeatureNotFoundError(f"feature view {self.name!r} has no feature {name!r}", view=self.name)

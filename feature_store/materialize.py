@@ -17,6 +17,7 @@ from feature_store.offline import gated_tenants, read_feature_table
 from feature_store.online import TENANT_ENTITY_KEY, OnlineRow, OnlineStore, open_online_store
 from feature_store.registry import get_feature_view, resolve_features, resolve_views
 from shironzi.errors import InvalidInputError
+from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -79,7 +80,6 @@ def materialize(
     progress: Any = None,
 ) -> MaterializeResult:
     """Write the latest offline values of `views` for the gated tenants (default: all) to the online store."""
-    from shironzi.observability import stage
 
     settings = settings or get_settings()
     allowed = set(gated_tenants(settings))

@@ -19,9 +19,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from feature_store.definitions import FEATURE_TIMESTAMP, SNAPSHOT_DATE, FeatureView
 from feature_store.registry import resolve_views
+from feature_store.views import BASE_VIEWS
 from shironzi.errors import InvalidInputError
+from shironzi.lake import read_arrow, table_exists
 from shironzi.lake.groups import LakeGroup, lake_groups
+from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy import get_registry
+from transformations.jobs.snapshot_sql import SqlOutput, run_snapshot_sql, tenant_event_bounds
+from transformations.spark import get_spark
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -70,7 +76,6 @@ def snapshot_dates(first: date, last: date, *, cadence: Cadence, after: date | N
 
 def gated_tenants(settings: Settings | None = None) -> list[str]:
     """Tenants with a feature-consuming module on (the rest get no feature rows)."""
-    from shironzi.tenancy import get_registry
 
     registry = get_registry(settings)
     return sorted({t for module in FEATURE_MODULES for t in registry.tenants_with_module(module)})
@@ -78,7 +83,6 @@ def gated_tenants(settings: Settings | None = None) -> list[str]:
 
 def last_snapshots(uri: str, tenant_ids: Sequence[str]) -> dict[str, date]:
     """tenant_id -> the newest snapshot_date already in a feature table (missing table: none)."""
-    from shironzi.lake import read_arrow, table_exists
 
     if not table_exists(uri):
         return {}
@@ -120,18 +124,11 @@ def build_features(
     `tenant_ids` defaults to the tenants with churn_prediction or trend_forecast on; passing ids still
     drops the ones without such a module. `progress(message)` is called before each Spark job.
     """
-    from feature_store.views import BASE_VIEWS
-    from shironzi.lake import table_exists
-    from shironzi.observability import stage
-    from transformations.jobs.snapshot_sql import SqlOutput, run_snapshot_sql, tenant_event_bounds
-    from transformations.spark import get_spark
 
     settings = settings or get_settings()
     chosen = resolve_views(views)
     allowed = set(gated_tenants(settings))
     if tenant_ids is None:
-        from shironzi.tenancy import get_registry
-
         directory = get_registry(settings).tenant_directory(fresh=True)
         wanted = sorted(t for t, info in directory.items() if info.status == "active")
     else:
@@ -185,7 +182,6 @@ def feature_table_uris(view: FeatureView, tenant_ids: Iterable[str], settings: S
                        groups: Sequence[LakeGroup] | None = None) -> list[str]:
     """The existing offline tables that may hold `tenant_ids`' rows of `view` (`groups`: their lake groups,
     when the caller already has them)."""
-    from shironzi.lake import table_exists
 
     settings = settings or get_settings()
     groups = lake_groups(tenant_ids, settings) if groups is None else groups
@@ -208,8 +204,6 @@ def read_feature_table(
     already has them (one registry look-up for many views).
     """
     import pyarrow as pa
-
-    from shironzi.lake import read_arrow
 
     columns = [*view.join_keys, *([SNAPSHOT_DATE] if snapshot_date else []), FEATURE_TIMESTAMP,
                *(features or view.feature_names)]

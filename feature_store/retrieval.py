@@ -36,6 +36,7 @@ from feature_store.offline import read_feature_table
 from feature_store.registry import get_feature_view, resolve_features
 from shironzi.errors import InvalidInputError
 from shironzi.lake.groups import lake_groups
+from shironzi.observability import stage
 from shironzi.settings import Settings
 
 if TYPE_CHECKING:
@@ -227,7 +228,6 @@ def get_training_set(
     by feature (`view__feature` with `full_feature_names`), as a pyarrow Table or a polars DataFrame.
     `feature_tables` (view name -> rows) replaces the offline Delta reads, e.g. for benchmarks.
     """
-    from shironzi.observability import stage
 
     if output not in ("arrow", "polars"):
         raise InvalidInputError(f"output must be 'arrow' or 'polars', got {output!r}")

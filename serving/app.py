@@ -10,10 +10,26 @@ from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+import shironzi.lake.delta  # noqa: F401 - loaded before gc.freeze() (see _settle_heap), not mid-traffic
+from serving.api.routes import (
+    admin_audit,
+    admin_keys,
+    admin_models,
+    admin_tenants,
+    churn,
+    events,
+    features,
+    forecasts,
+    health,
+    tenant,
+)
 from serving.errors import install_error_handlers
 from serving.services import ApiServices
 from serving.telemetry import ApiMetrics, ServingMiddleware, make_tracer
+from shironzi.audit.log import flush_all
+from shironzi.observability import configure_logging, stage
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy.registry import get_registry
 
 API_TITLE = "Shironzi platform API"
 API_VERSION = "1.0.0"
@@ -25,7 +41,6 @@ def create_app(
     """A new API app. `span_exporter` (tests) receives every span; `load_model=False` defers the model
     to the first request that needs it (the background refresher still starts). `freeze_gc=True` (the
     served process, one app per worker) moves everything startup allocated out of the cyclic GC's reach."""
-    from shironzi.tenancy.registry import get_registry
 
     settings = settings or get_settings()
     metrics = ApiMetrics()
@@ -35,8 +50,6 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from starlette.concurrency import run_in_threadpool
-
-        from shironzi.observability import configure_logging, stage
 
         configure_logging(settings.log_level, settings.log_format)
         with stage("api_startup", model_loaded=False) as summary:
@@ -54,7 +67,6 @@ def create_app(
             yield
         finally:
             services.close()
-            from shironzi.audit.log import flush_all
 
             flush_all()
 
@@ -82,33 +94,18 @@ def create_app(
 
 
 def _settle_heap() -> None:
-    """Import what the audit writer's first flush needs, then freeze the startup heap.
+    """Freeze the startup heap (what the audit writer's first flush needs is imported at module top).
 
     A worker holds ~400k long-lived objects after loading mlflow, xgboost and the model; every full
     collection walked all of them (~200 ms with the GIL held, several times a minute under load: the p99
     and max latency). Frozen objects are never scanned, so collections only see request garbage."""
     import gc
 
-    import shironzi.lake.delta  # noqa: F401 - the first buffered audit flush would import it mid-traffic
-
     gc.collect()
     gc.freeze()
 
 
 def _include_routes(app: FastAPI) -> None:
-    from serving.api.routes import (
-        admin_audit,
-        admin_keys,
-        admin_models,
-        admin_tenants,
-        churn,
-        events,
-        features,
-        forecasts,
-        health,
-        tenant,
-    )
-
     for module in (health, tenant, churn, forecasts, features, events, admin_tenants, admin_keys, admin_models,
                    admin_audit):
         app.include_router(module.router)

@@ -19,6 +19,8 @@ from fastapi import Depends, Request
 from serving.errors import request_id_of
 from serving.services import ApiServices, TenantFacts
 from serving.signin import GUESSES
+from shironzi.audit.events import AuditEvent
+from shironzi.audit.log import audit, audit_admin_action, get_audit_log
 from shironzi.errors import (
     AuthenticationError,
     KeyInQueryError,
@@ -29,7 +31,7 @@ from shironzi.errors import (
     ShironziError,
 )
 from shironzi.tenancy.context import TenantContext
-from shironzi.tenancy.keys import KeyPrincipal
+from shironzi.tenancy.keys import KeyPrincipal, cache_key, parse_key
 
 KEY_QUERY_NAMES = frozenset({"api_key", "apikey", "api-key", "key", "token", "access_token", "auth"})
 
@@ -62,7 +64,6 @@ class TenantAccess:
 
     def audit_read(self, **details: Any) -> None:
         """A read of this tenant's data (buffered audit event)."""
-        from shironzi.audit.log import audit
 
         audit(self.ctx, "api_read", resource=self.route, request_id=self.request_id, details=details)
 
@@ -71,8 +72,6 @@ class TenantAccess:
         self.audit_write("api_request_failed", outcome="failure", code=code, message=message)
 
     def audit_write(self, action: str, *, outcome: str = "success", **details: Any) -> None:
-        from shironzi.audit.log import audit
-
         audit(
             self.ctx,
             action,
@@ -96,7 +95,6 @@ class AdminAccess:
 
     def audit_write(self, action: str, *, tenant_id: str | None, outcome: str = "success", **details: Any) -> None:
         """An admin write (durable audit event, in the table before the response is sent)."""
-        from shironzi.audit.log import audit_admin_action
 
         audit_admin_action(
             self.ctx,
@@ -113,8 +111,6 @@ class AdminAccess:
         self.audit_write("api_admin_failed", tenant_id=None, outcome="failure", code=code, message=message)
 
     def audit_read(self, action: str, *, tenant_id: str | None, **details: Any) -> None:
-        from shironzi.audit.log import audit
-
         audit(self.ctx, action, tenant_id=tenant_id, resource=f"api:{self.method} {self.route}",
               request_id=self.request_id, details=details)
 
@@ -137,8 +133,6 @@ def _denied_event(
 
 def _audit_denied(request: Request, exc: ShironziError, *, key_prefix: str | None, tenant_id: str | None) -> None:
     """A refused access of an authenticated caller: durable, so a crash cannot lose it."""
-    from shironzi.audit.events import AuditEvent
-    from shironzi.audit.log import get_audit_log
 
     event = AuditEvent(**_denied_event(request, exc, key_prefix=key_prefix, tenant_id=tenant_id))
     try:
@@ -182,8 +176,6 @@ def _presented_key(request: Request) -> str:
 
 
 def _prefix_of(raw: str | None) -> str | None:
-    from shironzi.tenancy.keys import parse_key
-
     try:
         return parse_key(raw)[0] if raw else None
     except ShironziError:
@@ -203,7 +195,6 @@ def _prefix_and_tenant(services: ApiServices, raw: str | None) -> tuple[str | No
 def authenticate(request: Request) -> KeyPrincipal:
     """Verify the caller's key (cached by the registry for the key-cache TTL) or raise a 401/403; a key not
     cached as valid is refused with 429 while its prefix or the client address has too many failures."""
-    from shironzi.tenancy.keys import cache_key
 
     services = services_of(request)
     raw: str | None = None

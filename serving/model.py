@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from models.inference import load_churn_predictor
 from shironzi.errors import ModelUnavailableError, ShironziError
 from shironzi.settings import Settings
 
@@ -54,8 +55,6 @@ class ModelHolder:
             if self._predictor is not None:
                 return self._predictor
             try:
-                from models.inference import load_churn_predictor
-
                 predictor = load_churn_predictor(settings=self.settings)
                 _warm_up(predictor)
             except ImportError as exc:

@@ -14,8 +14,11 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
+from feature_store.materialize import get_online_features
+from feature_store.registry import get_feature_view, resolve_features
 from serving.services import ApiServices, TenantFacts
 from shironzi.errors import CustomerNotFoundError, NotFoundError, ShironziError
+from shironzi.lake.delta import read_arrow, table_exists
 from shironzi.lake.groups import LakeGroup
 
 
@@ -59,7 +62,6 @@ def _feature_keys(refs: tuple[str, ...]) -> tuple[str, ...]:
 def customer_level_names(refs: tuple[str, ...]) -> frozenset[str]:
     """The features among `refs` that are keyed by a customer (not by the tenant). Only these say that a
     customer exists: tenant-level context features are there for every id, made-up ones included."""
-    from feature_store.registry import get_feature_view, resolve_features
 
     return frozenset(
         name
@@ -78,7 +80,6 @@ def live_scores(
     services: ApiServices, tenant: TenantFacts, customer_ids: Sequence[str]
 ) -> tuple[list[ChurnScore], list[str]]:
     """Score customers from their online features; returns (scores, ids with no features for this tenant)."""
-    from feature_store.materialize import get_online_features
 
     predictor = services.model.get()
     refs = list(predictor.feature_names)
@@ -126,7 +127,6 @@ def _reason(raw: Any) -> dict[str, Any]:
 
 def _prediction_tables(services: ApiServices, tenant: TenantFacts, table: str) -> list[str]:
     """Where this tenant's predictions may live: its dedicated root if it has one, and the pooled table."""
-    from shironzi.lake.delta import table_exists
 
     settings = services.settings
     groups = (LakeGroup.of_tenant(tenant.id, region=tenant.region, placement=tenant.placement),
@@ -144,7 +144,6 @@ def batch_scores(
     wanted = list(dict.fromkeys(customer_ids))
     tables = []
     for uri in _prediction_tables(services, tenant, "churn_scores"):
-        from shironzi.lake.delta import read_arrow
 
         tables.append(
             read_arrow(
@@ -187,8 +186,6 @@ def batch_scores(
 def latest_forecast(services: ApiServices, tenant: TenantFacts, kpi: str) -> dict[str, Any]:
     """The newest generated forecast of one KPI for this tenant (28 daily points with intervals)."""
     import pyarrow as pa
-
-    from shironzi.lake.delta import read_arrow
 
     tables = [
         read_arrow(

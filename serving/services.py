@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from feature_store.online import open_online_store
 from serving.model import ModelHolder
 from serving.ratelimit import RateLimiter, make_rate_limiter
 from serving.signin import FailedSignInAudit, SignInThrottle
@@ -88,8 +89,6 @@ class ApiServices:
     @property
     def online_store(self) -> Any:
         if self._online is None:
-            from feature_store.online import open_online_store
-
             self._online = open_online_store(settings=self.settings)
         return self._online
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.ratelimit import RateLimiter
+from shironzi.audit.events import AuditEvent
+from shironzi.audit.log import get_audit_log
 from shironzi.errors import InvalidKeyError, MalformedKeyError, RateLimitedError, ShironziError
 
 logger = logging.getLogger("shironzi.serving")
@@ -143,9 +145,6 @@ def _aggregate(window: _Window, window_seconds: float) -> dict[str, Any]:
 
 
 def _write(fields: dict[str, Any], *, durable: bool) -> None:
-    from shironzi.audit.events import AuditEvent
-    from shironzi.audit.log import get_audit_log
-
     try:
         get_audit_log().record(AuditEvent(**fields), durable=durable)
     except ShironziError:  # the refusal stands even when the audit store is down; the writer retries

@@ -9,8 +9,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from feature_store.online import open_online_store
+from serving.app import create_app
 from shironzi.errors import ServiceUnavailableError
 from shironzi.settings import Settings
+from shironzi.tenancy import TenantContext, get_registry
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,6 @@ def _free_port() -> int:
 
 def _customer_with_features(settings: Settings, exclude: set[str]) -> tuple[str, str]:
     """(tenant id, customer id): a churn-enabled tenant's customer that has online features."""
-    from feature_store.online import open_online_store
-    from shironzi.tenancy import get_registry
 
     eligible = [t for t in get_registry(settings).tenants_with_module("churn_prediction") if t not in exclude]
     store = open_online_store(settings=settings)
@@ -53,9 +54,6 @@ def check_api(settings: Settings, *, exclude_tenants: Iterable[str] = ()) -> Api
     """Serve the API on a free port for a moment, call one live churn prediction with a new tenant key."""
     import httpx
     import uvicorn
-
-    from serving.app import create_app
-    from shironzi.tenancy import TenantContext, get_registry
 
     registry = get_registry(settings)
     tenant_id, customer_id = _customer_with_features(settings, set(exclude_tenants))

@@ -42,10 +42,24 @@ from shironzi.audit.erasure_scan import (
     text_values,
 )
 from shironzi.audit.lease import normalise_uri, table_lease
+from shironzi.audit.log import audit, read_audit_events
 from shironzi.audit.table_identity import identity_matches
-from shironzi.errors import IntegrityCheckError, InvalidInputError, InvalidStateError, NotFoundError
+from shironzi.errors import (
+    IntegrityCheckError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    TenantNotFoundError,
+)
+from shironzi.lake.delta import append, delete, open_table, read_arrow, sql_literal, table_exists, table_version
+from shironzi.lake.maintenance import checkpoint, vacuum
+from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
+from shironzi.privacy.tokens import subject_pseudonym
+from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
+from shironzi.tenancy.keystore import get_keystore
+from shironzi.tenancy.registry import get_registry
 
 # --- erasure targets outside the lake ----------------------------------------------------------------
 
@@ -179,16 +193,11 @@ def sign_receipt(receipt: Receipt) -> str:
 
 
 def receipts_table_uri() -> str:
-    from shironzi.lake.paths import platform_uri
-    from shironzi.settings import get_settings
-
     return platform_uri(get_settings().resolved_lake_uri, "audit", "erasures")
 
 
 def _store_receipt(receipt: Receipt) -> None:
     import pyarrow as pa
-
-    from shironzi.lake.delta import append
 
     row = {
         "request_id": receipt.request_id,
@@ -213,19 +222,22 @@ def _store_receipt(receipt: Receipt) -> None:
 
 def load_receipt(reference: str) -> Receipt:
     """A receipt from a JSON file path or by request id from the receipts table."""
-    from shironzi.lake.delta import read_arrow, table_exists
-
     path = Path(reference)
     if path.suffix == ".json" or path.exists():
         if not path.exists():
             raise NotFoundError(f"receipt file {reference} not found")
         return Receipt.from_json(path.read_text())
+    return receipt_by_id(reference)
+
+
+def receipt_by_id(request_id: str) -> Receipt:
+    """A receipt by request id from the receipts table, never from a file (what the API offers)."""
     uri = receipts_table_uri()
     if table_exists(uri):
-        rows = read_arrow(uri, columns=["receipt"], filters=[("request_id", "=", reference)])
+        rows = read_arrow(uri, columns=["receipt"], filters=[("request_id", "=", request_id)])
         if rows.num_rows:
             return Receipt.from_json(rows.column("receipt")[0].as_py())
-    raise NotFoundError(f"no erasure receipt with request id {reference!r}")
+    raise NotFoundError(f"no erasure receipt with request id {request_id!r}")
 
 
 @dataclass(frozen=True)
@@ -262,16 +274,12 @@ def verify_receipt(receipt: Receipt | str) -> ReceiptCheck:
 
 
 def _columns(uri: str) -> list[str]:
-    from shironzi.lake.delta import open_table
-
     return [f.name for f in open_table(uri).schema().fields]
 
 
 def _quarantine_payloads(uri: str, tenant_id: str, matcher: Matcher, raw_ids: set[str]) -> list[str]:
     """Raw payloads of quarantined rows that belong to (or claim) the tenant and name the subject exactly."""
     import pyarrow.compute as pc
-
-    from shironzi.lake.delta import read_arrow
 
     rows = read_arrow(uri, columns=["tenant_id", RAW_PAYLOAD])
     tenant = rows.column("tenant_id")
@@ -288,8 +296,6 @@ def _quarantine_payloads(uri: str, tenant_id: str, matcher: Matcher, raw_ids: se
 
 
 def _predicate(columns: list[str], tenant_id: str, raw_ids: Sequence[str] | None) -> str | None:
-    from shironzi.lake.delta import sql_literal
-
     if raw_ids is None:
         return f"tenant_id = {sql_literal(tenant_id)}"
     if "customer_id" not in columns:
@@ -300,7 +306,6 @@ def _predicate(columns: list[str], tenant_id: str, raw_ids: Sequence[str] | None
 
 def _drop_history_holding(uri: str, matcher: Matcher) -> list[str]:
     """If old commits' statistics still name the subject: checkpoint now and drop the older log files."""
-    from shironzi.lake.maintenance import checkpoint
 
     if not scan_log(uri, matcher):
         return []
@@ -318,8 +323,6 @@ def _drop_history_holding(uri: str, matcher: Matcher) -> list[str]:
 def _erase_table(
     table: LakeTable, tenant_id: str, matcher: Matcher, raw_ids: Sequence[str] | None
 ) -> dict[str, Any] | None:
-    from shironzi.lake.delta import delete, sql_literal, table_version
-    from shironzi.lake.maintenance import vacuum
 
     columns = _columns(table.uri)
     if "tenant_id" not in columns:
@@ -360,7 +363,6 @@ def _erase_table(
 def _training_runs(touched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Recorded training runs that read a touched table at a version that still held the subject (inputs
     are lake-relative identities, or absolute paths in older events: see `table_identity`)."""
-    from shironzi.audit.log import read_audit_events
 
     runs = []
     events = read_audit_events(filters=[("action", "=", "training_run")])
@@ -386,9 +388,6 @@ def _training_runs(touched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, request_id: str | None) -> Receipt:
-    from shironzi.audit.log import audit
-    from shironzi.privacy.tokens import subject_pseudonym
-
     kind: ErasureKind = "tenant" if subject_id is None else "subject"
     request_id = request_id or f"era_{uuid.uuid4().hex}"
     raw_ids: list[str] | None = None
@@ -414,7 +413,6 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
         targets = {name: target.erase(tenant_id, raw_ids) for name, target in _targets.items()}
         if kind == "tenant":
             _remove_dedicated_roots(tables, tenant_id)
-            from shironzi.tenancy.keystore import get_keystore
 
             get_keystore().destroy_key(tenant_id)
         runs = _training_runs(touched)
@@ -519,9 +517,6 @@ def erase_tenant(
     """
     ctx.require_admin("erasing a tenant")
     if require_offboarding:
-        from shironzi.errors import TenantNotFoundError
-        from shironzi.tenancy.registry import get_registry
-
         try:
             status = get_registry().get_tenant(tenant_id).status
         except TenantNotFoundError:

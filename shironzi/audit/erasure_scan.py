@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from shironzi.audit.discovery import list_log_files, list_parquet_files
+from shironzi.settings import get_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -26,8 +27,6 @@ _TOKENS = re.compile(r"[A-Za-z0-9_.@:+\-]+")
 
 
 def platform_key() -> bytes:
-    from shironzi.settings import get_settings
-
     return get_settings().platform_key.get_secret_value().encode()
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from shironzi.audit.discovery import LakeTable
 from shironzi.audit.lease import normalise_uri
+from shironzi.settings import get_settings
 
 
 def _lake_root(lake_uri: str | None) -> str:
-    from shironzi.settings import get_settings
-
     return normalise_uri(lake_uri or get_settings().resolved_lake_uri)
 
 

@@ -300,7 +300,7 @@ class RegistryStore:
 
 def audit_registry_events(ctx: TenantContext, events: Sequence[TenantEvent]) -> None:
     """Every committed registry change also goes to the tamper-evident audit log, written synchronously."""
-    # Imported here: the audit log loads numpy and cloudpickle, and `import shironzi` must stay fast.
+    # Lazy by design: the audit log loads pyarrow, numpy and cloudpickle, which would double `import shironzi.tenancy`.
     from shironzi.audit.admin import audit_registry_events as write_audit_events
 
     write_audit_events(ctx, events)

@@ -146,6 +146,18 @@ def test_subject_erasure_through_the_api_returns_a_verified_receipt(client: Any,
     assert client.get("/v1/admin/audit/erasures/nope", headers=admin).status_code == 404
 
 
+def test_receipt_check_looks_up_request_ids_not_files(client: Any, world: ApiWorld, tmp_path: Any,
+                                                      monkeypatch: Any) -> None:
+    """A request id that names a file or folder of the server's working directory is still just an id: 404,
+    not a 500 from reading it (and never a receipt read from a file the caller chose)."""
+    (tmp_path / "shironzi").mkdir()
+    (tmp_path / "notes").write_text("not a receipt")
+    monkeypatch.chdir(tmp_path)
+    for name in ("shironzi", "notes"):
+        response = client.get(f"/v1/admin/audit/erasures/{name}", headers=world.auth("admin"))
+        assert response.status_code == 404, response.text
+
+
 def test_audit_changes_accepts_only_lake_tables(client: Any, world: ApiWorld) -> None:
     """`?table=` names a lake table; another scheme, another bucket, or a real Delta table outside the lake is
     422 with one line saying what is accepted, before anything is opened."""

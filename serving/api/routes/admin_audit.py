@@ -15,6 +15,9 @@ from serving.api.docs import admin_op
 from serving.deps import AdminDep
 from serving.errors import ERROR_RESPONSES
 from serving.schemas import ErasureCreate, ReceiptCheckPublic, ReceiptPublic
+from shironzi.audit.erasure import erase_subject as erase
+from shironzi.audit.erasure import receipt_by_id, verify_receipt
+from shironzi.audit.queries import access, as_jsonable, changes, inventory, lineage
 from shironzi.errors import InvalidInputError
 from shironzi.settings import Settings
 
@@ -56,8 +59,6 @@ def lake_table_uri(settings: Settings, table: str) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    from shironzi.audit.queries import as_jsonable
-
     return as_jsonable(value)
 
 
@@ -69,7 +70,6 @@ async def access_report(
     end: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> dict[str, Any]:
     """Who touched a tenant's data in a window, and what (every audit event for the tenant + per actor)."""
-    from shironzi.audit.queries import access
 
     tid = _tenant_id(admin, tenant_id)
     admin.audit_read("api_audit_access_report", tenant_id=tid)
@@ -85,7 +85,6 @@ async def table_changes(
     ],
 ) -> list[dict[str, Any]]:
     """Every commit of a lake table joined to the audit events that caused it."""
-    from shironzi.audit.queries import changes
 
     admin.audit_read("api_audit_table_changes", tenant_id=None, table=table)
     uri = lake_table_uri(admin.services.settings, table)
@@ -95,7 +94,6 @@ async def table_changes(
 @router.get("/lineage", response_model=dict[str, Any], openapi_extra=admin_op(write=False))
 async def tenant_lineage(admin: AdminDep, tenant_id: TenantQuery) -> dict[str, Any]:
     """Tables, training runs and model versions holding or derived from a tenant's rows."""
-    from shironzi.audit.queries import lineage
 
     tid = _tenant_id(admin, tenant_id)
     admin.audit_read("api_audit_lineage", tenant_id=tid)
@@ -105,7 +103,6 @@ async def tenant_lineage(admin: AdminDep, tenant_id: TenantQuery) -> dict[str, A
 @router.get("/inventory", response_model=list[dict[str, Any]], openapi_extra=admin_op(write=False))
 async def tenant_inventory(admin: AdminDep, tenant_id: TenantQuery) -> list[dict[str, Any]]:
     """Every table holding a tenant's rows, with counts, bytes and oldest/newest rows."""
-    from shironzi.audit.queries import inventory
 
     tid = _tenant_id(admin, tenant_id)
     admin.audit_read("api_audit_inventory", tenant_id=tid)
@@ -115,7 +112,6 @@ async def tenant_inventory(admin: AdminDep, tenant_id: TenantQuery) -> list[dict
 @router.post("/erasures", status_code=201, response_model=ReceiptPublic, openapi_extra=admin_op(write=True))
 async def erase_subject(body: ErasureCreate, admin: AdminDep) -> ReceiptPublic:
     """GDPR Art. 17: erase one data subject of a tenant everywhere; returns the signed, verified receipt."""
-    from shironzi.audit.erasure import erase_subject as erase
 
     tid = _tenant_id(admin, body.tenant_id)
     receipt = await run_in_threadpool(lambda: erase(admin.ctx, tid, body.subject_id, request_id=admin.request_id))
@@ -132,8 +128,7 @@ async def verify_erasure(
     request_id: Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")], admin: AdminDep
 ) -> ReceiptCheckPublic:
     """Re-check a stored receipt: its HMAC signature, and a fresh scan of the lake for the subject."""
-    from shironzi.audit.erasure import verify_receipt
 
-    check = await run_in_threadpool(verify_receipt, request_id)
+    check = await run_in_threadpool(lambda: verify_receipt(receipt_by_id(request_id)))
     admin.audit_read("api_erasure_verified", tenant_id=None, receipt=request_id, ok=check.ok)
     return ReceiptCheckPublic.model_validate(_jsonable(check.as_dict()))

@@ -7,6 +7,8 @@ from typing import Literal
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
+from models.promotion import rollback
+from models.tracking import aliases
 from serving.api.docs import admin_op
 from serving.deps import AdminDep
 from serving.errors import ERROR_RESPONSES
@@ -20,10 +22,6 @@ ModelName = Literal["shironzi-churn", "shironzi-trend"]
 
 
 def _aliases(name: str, settings: Settings) -> dict[str, str]:
-    try:
-        from models.tracking import aliases
-    except ImportError as exc:
-        raise ServiceUnavailableError(f"the models package is unavailable: {exc}") from exc
     try:
         return {str(k): str(v) for k, v in aliases(name, settings=settings).items()}
     except ShironziError:
@@ -47,8 +45,6 @@ async def rollback_model(name: ModelName, admin: AdminDep) -> RollbackPublic:
     settings = admin.services.settings
 
     def run() -> object:
-        from models.promotion import rollback
-
         try:
             return rollback(name, settings=settings)
         except ShironziError:

@@ -6,6 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from feature_store.materialize import get_online_features
+from feature_store.registry import list_feature_views, resolve_features
 from serving.api.docs import tenant_op
 from serving.deps import TenantReadDep
 from serving.errors import ERROR_RESPONSES
@@ -16,8 +18,6 @@ router = APIRouter(prefix="/v1/features", tags=["features"], responses=ERROR_RES
 
 
 def _default_refs() -> list[str]:
-    from feature_store.registry import list_feature_views
-
     return [view.name for view in list_feature_views() if view.entity.name != "tenant"]
 
 
@@ -31,8 +31,6 @@ def get_customer_features(
     ] = None,
 ) -> FeaturesPublic:
     """The latest online feature values of one of the caller's customers."""
-    from feature_store.materialize import get_online_features
-    from feature_store.registry import resolve_features
 
     refs = features or _default_refs()
     # only customer-keyed features prove the customer exists: add them when just tenant views were asked for

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from shironzi.settings import get_settings
 from shironzi.tenancy.models import metadata
 
 config = context.config
@@ -19,8 +20,6 @@ def run_migrations_online() -> None:
         return
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        from shironzi.settings import get_settings
-
         url = get_settings().resolved_database_url
     engine = create_engine(url)
     with engine.connect() as conn:
