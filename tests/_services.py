@@ -15,7 +15,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,3 +173,62 @@ def redis_server(base: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running S3-protocol server (moto's, an emulator) with its endpoint and credentials."""
+
+    endpoint: str
+    region: str = "us-east-1"
+    access_key: str = "shironzi-test"
+    secret_key: str = "shironzi-test-secret"
+
+    def storage_options(self) -> dict[str, str]:
+        """delta-rs/object_store options for this endpoint (SHIRONZI_STORAGE_OPTIONS)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def client(self) -> Any:
+        """A boto3 S3 client for assertions (listing objects, creating buckets)."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+
+    def create_bucket(self, name: str) -> str:
+        """Create `name` (idempotent); returns its s3:// URI."""
+        client = self.client()
+        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if name not in existing:
+            client.create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+
+@contextmanager
+def s3_server(base: Path) -> Iterator[S3Server]:
+    """moto's S3/DynamoDB-protocol server as its own process on a free loopback port (never an in-process mock)."""
+    import sys
+
+    binary = Path(sys.executable).with_name("moto_server")
+    if not binary.exists():
+        missing_service("moto_server not found; the dev extra installs moto[server]")
+    base.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = (base / "moto.log").open("wb")
+    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+        yield S3Server(endpoint=f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shironzi.settings import Settings, get_settings
-from tests._services import postgres_server, redis_server
+from tests._services import S3Server, postgres_server, redis_server, s3_server
 
 
 @pytest.fixture
@@ -61,3 +61,10 @@ def pg_database_url(postgres_url: str, request: pytest.FixtureRequest) -> Iterat
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One moto S3-protocol server process for the session; tests create their own buckets on it."""
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
