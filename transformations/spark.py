@@ -14,6 +14,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,6 +31,7 @@ SparkTarget = Literal["sail", "cluster"]
 _lock = threading.Lock()
 _server: Any = None  # pysail.spark.SparkConnectServer, started lazily
 _sessions: dict[str, SparkSession] = {}
+_exit_teardown_registered = False
 
 SESSION_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
@@ -50,6 +52,19 @@ def _check_remote(remote: str) -> str:
     return remote
 
 
+def _register_exit_teardown() -> None:
+    """Run `stop_spark` at interpreter exit, once, for embedded and remote sessions alike.
+
+    An open gRPC channel keeps a daemon polling thread inside C++ code; if that thread takes the GIL while
+    the interpreter finalizes, it is killed mid-unwind and the process aborts after its work is done.
+    Closing the sessions from an `atexit` hook (which runs before finalization) ends those threads cleanly.
+    """
+    global _exit_teardown_registered
+    if not _exit_teardown_registered:
+        atexit.register(stop_spark)
+        _exit_teardown_registered = True
+
+
 def _start_embedded_sail() -> str:
     """Start the in-process Sail Spark Connect server once; returns its sc:// URL."""
     global _server
@@ -64,7 +79,7 @@ def _start_embedded_sail() -> str:
         server = SparkConnectServer(ip="127.0.0.1", port=0)
         server.start(background=True)
         _server = server
-        atexit.register(stop_spark)
+        _register_exit_teardown()
         logger.info("embedded Sail Spark Connect server listening on %s", server.listening_address)
     host, port = _server.listening_address
     return f"sc://{host}:{port}"
@@ -122,6 +137,7 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
             session = builder.getOrCreate()
         except Exception as exc:  # grpc/Spark Connect errors have no common base worth importing here
             raise ServiceUnavailableError(f"cannot connect to Spark at {remote}: {exc}", remote=remote) from exc
+        _register_exit_teardown()
         _sessions[remote] = session
         return session
 
@@ -142,6 +158,16 @@ def stop_spark() -> None:
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 logger.debug("sail server stop failed", exc_info=True)
             _server = None
+    _join_grpc_threads()
+
+
+def _join_grpc_threads(timeout: float = 2.0) -> None:
+    """Wait (bounded) for gRPC's daemon polling threads to notice their closed channels and return."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        target = getattr(thread, "_target", None)  # threading.Thread keeps its target privately
+        if thread.daemon and getattr(target, "__module__", "").startswith("grpc"):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def spark_path(uri: str) -> str:
