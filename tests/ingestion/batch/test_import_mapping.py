@@ -162,3 +162,10 @@ def test_a_sql_query_imports_once(shop: object, tmp_path: Path) -> None:
                         source_url=f"sqlite:///{db}")
     assert run_import(again, check_quality=False).run.files_skipped == [plan.files[0].relative]
     assert read_all(bronze_uri()).height == 2
+
+
+def test_the_readme_shows_the_example_mapping() -> None:
+    readme = (ROOT / "README.md").read_text().split("### Importing a tenant's own history", 1)[1]
+    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    example = "".join(line + "\n" for line in MAPPING.read_text().splitlines() if not line.startswith("#"))
+    assert block == example
