@@ -169,3 +169,18 @@ def test_the_readme_shows_the_example_mapping() -> None:
     block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     example = "".join(line + "\n" for line in MAPPING.read_text().splitlines() if not line.startswith("#"))
     assert block == example
+
+
+def test_the_retention_warning_follows_the_tenants_policy(shop: object) -> None:
+    from datetime import timedelta
+
+    from ingestion.batch.imports import retention_warnings
+    from shironzi.audit.retention import set_retention_override
+    from shironzi.tenancy import TenantContext, get_registry
+
+    info = get_registry().tenant_directory(fresh=True)[shop.id]  # type: ignore[attr-defined]
+    today = datetime.now(UTC).date()
+    assert retention_warnings(info, today - timedelta(days=300)) == []  # within the ecommerce default (395)
+    set_retention_override(TenantContext.admin(actor="test", purpose="retention"), info.tenant_id, "bronze", 200)
+    (warning,) = retention_warnings(info, today - timedelta(days=300))
+    assert "bronze: 200 days" in warning and "counts from ingestion time" in warning
