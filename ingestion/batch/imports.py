@@ -38,6 +38,7 @@ from ingestion.contracts.schema import POSITION, RAW_PAYLOAD
 from ingestion.mapping import ColumnMapping, load_mapping
 from shironzi.audit.retention import policies
 from shironzi.errors import InvalidInputError, InvalidStateError
+from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy.records import TenantInfo
 from shironzi.tenancy.registry import get_registry
@@ -176,6 +177,14 @@ class ImportPreview:
 
 def preview_import(plan: ImportPlan, *, rows: int = DEFAULT_PREVIEW_ROWS) -> ImportPreview:
     """The dry run: map and validate every source against the contract, write nothing."""
+    with stage("ingest_import_dry_run", source=plan.source_name, tenant=plan.tenant.tenant_id) as summary:
+        out = _preview(plan, rows)
+        summary.rows = out.valid
+        summary.extra.update(received=out.rows, quarantined=out.quarantined, duplicates=out.duplicates_in_batch)
+    return out
+
+
+def _preview(plan: ImportPlan, rows: int) -> ImportPreview:
     done = processed_files(plan.settings)
     out = ImportPreview(plan.tenant, [f.relative for f in plan.files],
                         [f.relative for f in plan.files if (f.relative, f.checksum) in done])
