@@ -52,12 +52,15 @@ def tenant_predictions(tenant: str, table: str, *, day: date | None = None,
                             tenant=found.slug)
     rows = rows.filter(pl.col("tenant_id") == found.id)  # belt and braces: the read filtered already
     column = EXPORT_TABLES[table]
-    chosen = day or rows.get_column(column).max()
+    newest = rows.get_column(column).max()
+    chosen = day or (newest if isinstance(newest, date) else None)
+    if chosen is None:
+        raise NotFoundError(f"no dated {table} for tenant {found.slug!r}", tenant=found.slug)
     rows = rows.filter(pl.col(column) == chosen)
     if rows.is_empty():
         raise NotFoundError(f"no {table} of tenant {found.slug!r} for {chosen}", tenant=found.slug)
     keys = ["customer_id"] if table == CHURN_SCORES_TABLE else ["kpi", "horizon_day"]
-    return rows.sort(keys), chosen  # type: ignore[return-value]
+    return rows.sort(keys), chosen
 
 
 def export_predictions(tenant: str, table: str, *, fmt: ExportFormat, out: Path | None = None,
