@@ -220,8 +220,12 @@ class BronzeLander:
         tenants: Mapping[str, TenantInfo] | None = None,
         crash: CrashPlan | None = None,
         cached_partitions: int = DEFAULT_CACHED_PARTITIONS,
+        precommit: Callable[[dict[str, pl.DataFrame]], None] | None = None,
     ) -> None:
+        """`precommit({bronze uri: new rows})` runs after validation and before the first commit of every
+        flush; when it raises, the flush commits nothing (e.g. `ingestion.quality.PrecommitCheck`)."""
         self.settings = settings or get_settings()
+        self.precommit = precommit
         self.lake = self.settings.resolved_lake_uri
         self.storage_options = self.settings.storage_options
         self.crash = crash
@@ -405,6 +409,8 @@ class BronzeLander:
 
         if not counts.balanced():
             raise InvalidStateError(f"reconciliation does not balance: {counts.as_dict()}")
+        if self.precommit is not None:
+            self.precommit({t.uri: rows.drop(UNIT_COLUMN, SEQ_COLUMN) for t, rows, _ in plans if t.dedupe})
         commit_metadata = {"shironzi.stage": "ingest", **dict(metadata or {})}
         self._maybe_crash("before_write")
         first_commit = True

@@ -1,4 +1,5 @@
-"""`shironzi ingest batch|stream|check`: land files, SQL tables and Kafka topics in bronze."""
+"""`shironzi ingest batch|import|stream|check`: land files, SQL tables, mapped histories and Kafka topics in
+bronze."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ingestion.batch.files import ingest_files
+from ingestion.batch.files import BatchRunResult, ingest_files
+from ingestion.batch.imports import ImportPreview, plan_import, preview_import, run_import
 from ingestion.batch.sql import ingest_sql
 from ingestion.bronze import CrashPlan
 from ingestion.quality import check_bronze, check_or_raise
@@ -65,12 +68,14 @@ def batch_command(
     ] = None,
     flush_rows: Annotated[int, typer.Option(min=1, help="Rows per commit (files are grouped).")] = 250_000,
     skip_quality: Annotated[bool, typer.Option("--skip-quality", help="Skip the GE checkpoint.")] = False,
+    backfill: Annotated[
+        bool, typer.Option("--backfill", help="A history: judge freshness against its own newest event.")
+    ] = False,
     crash_at: Annotated[str | None, typer.Option(hidden=True)] = None,
     crash_after_flushes: Annotated[int, typer.Option(hidden=True)] = 1,
 ) -> None:
-    """Land new or changed landing files, or new rows of a SQL table, in bronze."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Land new or changed landing files, or new rows of a SQL table, in bronze (the quality checkpoint runs
+    before each commit: a failing batch commits nothing and stays unprocessed)."""
     crash = _crash_plan(crash_at, crash_after_flushes)
     if sql is not None:
         if source is not None:
@@ -84,24 +89,19 @@ def batch_command(
             watermark=watermark,
             source_name=source_name,
             check_quality=not skip_quality,
+            backfill=backfill,
             crash=crash,
         )
     else:
         if source is None:
             raise InvalidInputError("give a landing directory/file, or --sql URL --table T --watermark COL")
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
+        with _progress() as progress:
             task = progress.add_task("landing files", total=None)
             result = ingest_files(
                 source,
                 flush_rows=flush_rows,
                 check_quality=not skip_quality,
+                backfill=backfill,
                 crash=crash,
                 on_start=lambda n: progress.update(task, total=n),
                 on_file=lambda f, rows: progress.advance(task),
@@ -109,10 +109,89 @@ def batch_command(
         console.print(
             f"{len(result.files_landed)} file(s) landed, {len(result.files_skipped)} already processed"
         )
+    _print_run(result)
+
+
+def _print_run(result: BatchRunResult) -> None:
     console.print(reconciliation_table(f"run {result.run_id} ({result.status})", result.totals))
     console.print(
         f"{result.totals.received:,} rows in {result.seconds:.2f}s ({result.rows_per_second:,.0f} rows/s)"
     )
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+@ingest_app.command("import")
+def import_command(
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant's slug or id.")],
+    mapping: Annotated[str, typer.Option("--mapping", help="The column mapping (YAML).")],
+    sources: Annotated[
+        list[str] | None, typer.Argument(help="Files or directories to import (CSV, JSONL, Parquet).")
+    ] = None,
+    sql: Annotated[str | None, typer.Option("--sql", help="Import a query's rows instead of files.")] = None,
+    source_url: Annotated[
+        str | None, typer.Option("--source-url", help="SQLAlchemy URL of the source database (with --sql).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Preview the mapped records and the validation report; write nothing.")
+    ] = False,
+    preview_rows: Annotated[int, typer.Option(min=1, help="Mapped records shown by --dry-run.")] = 10,
+    skip_quality: Annotated[bool, typer.Option("--skip-quality", help="Skip the GE checkpoint.")] = False,
+) -> None:
+    """Import a tenant's own history with a column mapping: dry run first, then import (exactly once)."""
+    plan = plan_import(sources or [], tenant=tenant, mapping=mapping, sql=sql, source_url=source_url)
+    if dry_run:
+        _print_preview(preview_import(plan, rows=preview_rows))
+        return
+    with _progress() as progress:
+        task = progress.add_task(f"importing for {plan.tenant.slug}", total=None)
+        imported = run_import(plan, check_quality=not skip_quality,
+                              on_start=lambda n: progress.update(task, total=n),
+                              on_file=lambda f, rows: progress.advance(task))
+    result = imported.run
+    console.print(f"{len(result.files_landed)} source(s) imported for tenant {plan.tenant.slug}, "
+                  f"{len(result.files_skipped)} already imported")
+    _print_run(result)
+    for warning in imported.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _print_preview(preview: ImportPreview) -> None:
+    table = Table(title=f"dry run: first {preview.preview.height} mapped record(s) for tenant {preview.tenant.slug}")
+    shown = ("event_type", "event_id", "customer_id", "event_time", "amount", "currency", "properties")
+    for column in shown:
+        table.add_column(column, overflow="fold")
+    for row in preview.preview.select(shown).iter_rows():
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+    report = Table(title="validation report (nothing written)")
+    report.add_column("measure")
+    report.add_column("rows", justify="right")
+    for name, value in (("read", preview.rows), ("would land", preview.valid),
+                        ("would be quarantined", preview.quarantined),
+                        ("duplicates in the import", preview.duplicates_in_batch)):
+        report.add_row(name, f"{value:,}")
+    for code, rows in preview.counts_by_reason.items():
+        report.add_row(f"  quarantined: {code}", f"{rows:,}")
+    for event_type, rows in sorted(preview.event_types.items()):
+        report.add_row(f"  event type: {event_type}", f"{rows:,}")
+    if preview.first_event is not None and preview.last_event is not None:
+        report.caption = f"events from {preview.first_event:%Y-%m-%d} to {preview.last_event:%Y-%m-%d}"
+    console.print(report)
+    if preview.rejected.height:
+        rejected = Table(title="sample rejected rows")
+        for column in ("position", "reason_code", "reason", "raw_payload"):
+            rejected.add_column(column, overflow="fold")
+        for row in preview.rejected.iter_rows():
+            rejected.add_row(*(str(v) for v in row))
+        console.print(rejected)
+    if preview.already_imported:
+        console.print(f"already imported (would be skipped): {', '.join(preview.already_imported)}")
+    for warning in preview.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 @ingest_app.command("stream")

@@ -1,4 +1,4 @@
-"""`shironzi models train|promote|rollback|list` and `shironzi score`.
+"""`shironzi models train|promote|rollback|list`, `shironzi score` and `shironzi score export`.
 
 Every `shironzi` start loads this plugin, so the model stack (about a second of imports) loads inside the
 commands that use it.
@@ -138,12 +138,20 @@ def _parse_date(value: str | None) -> date | None:
         raise InvalidInputError(f"--date must be YYYY-MM-DD, got {value!r}") from exc
 
 
-def score(
+score = typer.Typer(help="Batch-score churn and forecast KPIs (`shironzi score`), or export scores "
+                    "(`shironzi score export`).")
+
+
+@score.callback(invoke_without_command=True)
+def score_command(
+    ctx: typer.Context,
     score_date: str = typer.Option(None, "--date", help="Score date (YYYY-MM-DD). Default: today (UTC)."),
     tenant: list[str] = typer.Option(None, "--tenant", help="Only these tenant ids (repeatable)."),
     forecasts: bool = typer.Option(True, "--forecasts/--no-forecasts", help="Also write the trend forecasts."),
 ) -> None:
     """Batch-score churn for tenants with churn_prediction on (and forecast KPIs for trend_forecast tenants)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from models.common import CHAMPION, TREND_MODEL
     from models.scoring import score_churn, write_forecasts
     from models.tracking import aliases
@@ -164,3 +172,22 @@ def score(
             written = write_forecasts(tenant_ids=tenants)
         console.print(f"forecasts: {written.rows:,} rows for {len(written.tenants)} tenants, "
                       f"versions {written.table_versions or '-'}")
+
+
+@score.command("export")
+def export_command(
+    table: str = typer.Option(..., "--table", help="churn_scores or forecasts."),
+    tenant: str = typer.Option(..., "--tenant", help="The tenant's slug or id."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    out: str = typer.Option(None, "--out", help="Output file (CSV: default standard output)."),
+    day: str = typer.Option(None, "--date", help="Score/generated date (YYYY-MM-DD). Default: the newest."),
+) -> None:
+    """Export one tenant's batch predictions (its newest slice by default) as CSV or Parquet."""
+    from pathlib import Path
+
+    from models.export import export_predictions
+
+    result = export_predictions(tenant, table, fmt=fmt, out=Path(out) if out else None,  # type: ignore[arg-type]
+                                day=_parse_date(day))
+    if result.path is not None:
+        console.print(f"{result.rows:,} {table} rows of {result.day} written to {result.path}")

@@ -37,8 +37,8 @@ from ingestion.bronze import (
     run_log_uri,
 )
 from ingestion.contracts import decode_json_records
-from ingestion.quality import run_checkpoint
-from shironzi.errors import DataQualityError, InvalidInputError, NotFoundError
+from ingestion.quality import PrecommitCheck
+from shironzi.errors import InvalidInputError, NotFoundError
 from shironzi.lake import append, read_polars, table_exists
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
@@ -47,7 +47,7 @@ from shironzi.settings import Settings, get_settings
 if TYPE_CHECKING:
     from shironzi.tenancy.records import TenantInfo
 
-FileFormat = Literal["csv", "jsonl", "parquet"]
+FileFormat = Literal["csv", "jsonl", "parquet", "sql"]  # "sql": a query result (`ingest import --sql`)
 EXTENSIONS: dict[str, FileFormat] = {
     ".csv": "csv",
     ".jsonl": "jsonl",
@@ -235,20 +235,12 @@ def finish_run(
     error: BaseException | None,
     settings: Settings,
 ) -> None:
-    """Run the quality checkpoint on what was landed, then record the run in the run log; raises
-    DataQualityError when the checkpoint fails (after recording the run as failed)."""
-    quality_error: DataQualityError | None = None
+    """Record the run in the run log (failed when `error`, e.g. a DataQualityError raised by the lander's
+    pre-commit checkpoint, `ingestion.quality.PrecommitCheck`); `result.quality` gets the checkpoint's report."""
     result.partitions = {uri: sorted(dates) for uri, dates in lander.touched.items()}
-    if error is None and check_quality and lander.touched:
-        result.quality = run_checkpoint(lander.touched, settings=settings)
-        if not result.quality.success:
-            quality_error = DataQualityError(
-                f"quality checkpoint failed for run {result.run_id}: {', '.join(result.quality.failed)}",
-                run_id=result.run_id,
-                failed=result.quality.failed,
-            )
-    failure = error or quality_error
-    result.status = "failed" if failure else "succeeded"
+    if check_quality and isinstance(lander.precommit, PrecommitCheck):
+        result.quality = lander.precommit.report
+    result.status = "failed" if error else "succeeded"
     row = run_log_row(
         run_id=result.run_id,
         flush=result.flushes,
@@ -258,7 +250,7 @@ def finish_run(
         started_at=started_at,
         counts=result.totals,
         status=result.status,  # type: ignore[arg-type]
-        error=None if failure is None else f"{type(failure).__name__}: {failure}",
+        error=None if error is None else f"{type(error).__name__}: {error}",
         positions=result.positions,
     )
     append(
@@ -267,8 +259,11 @@ def finish_run(
         metadata={"shironzi.run_id": result.run_id},
         storage_options=settings.storage_options,
     )
-    if quality_error is not None:
-        raise quality_error
+
+
+def quality_gate(check_quality: bool, *, settings: Settings, backfill: bool, run_id: str) -> PrecommitCheck | None:
+    """The lander's pre-commit checkpoint of a batch run (None with --skip-quality)."""
+    return PrecommitCheck(settings=settings, backfill=backfill, run_id=run_id) if check_quality else None
 
 
 def ingest_files(
@@ -278,36 +273,61 @@ def ingest_files(
     tenants: Mapping[str, TenantInfo] | None = None,
     flush_rows: int = DEFAULT_FLUSH_ROWS,
     check_quality: bool = True,
+    backfill: bool = False,
     crash: CrashPlan | None = None,
     on_file: Callable[[LandingFile, int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> BatchRunResult:
     """Land every new or changed landing file under `source` in bronze (exactly once per file version).
 
-    `on_start(files_to_land)` and `on_file(file, rows)` drive a progress bar."""
+    `backfill`: a history import, whose freshness is judged against its own newest event (see
+    `ingestion.quality`). `on_start(files_to_land)` and `on_file(file, rows)` drive a progress bar."""
+    base, files = discover_files(source)
+    return land_files(str(base), files, settings=settings, tenants=tenants, flush_rows=flush_rows,
+                      check_quality=check_quality, backfill=backfill, crash=crash, on_file=on_file,
+                      on_start=on_start)
+
+
+def land_files(
+    source_name: str,
+    files: list[LandingFile],
+    *,
+    reader: Callable[[LandingFile], RawFile] = read_raw,
+    settings: Settings | None = None,
+    tenants: Mapping[str, TenantInfo] | None = None,
+    flush_rows: int = DEFAULT_FLUSH_ROWS,
+    check_quality: bool = True,
+    backfill: bool = False,
+    crash: CrashPlan | None = None,
+    on_file: Callable[[LandingFile, int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    stage_name: str = "ingest_batch",
+) -> BatchRunResult:
+    """Land the files the manifest does not record yet, each read by `reader` (`read_raw`, or a column
+    mapping's reader for `ingest import`), through the processed-file manifest."""
     settings = settings or get_settings()
     if flush_rows < 1:
         raise InvalidInputError("flush_rows must be >= 1")
-    base, files = discover_files(source)
     done = processed_files(settings)
     todo = [f for f in files if (f.relative, f.checksum) not in done]
     result = BatchRunResult(
         run_id=uuid.uuid4().hex,
         source_kind="files",
-        source_name=str(base),
+        source_name=source_name,
         files_skipped=[f.relative for f in files if (f.relative, f.checksum) in done],
     )
     if on_start is not None:
         on_start(len(todo))
-    lander = BronzeLander(settings=settings, tenants=tenants, crash=crash)
+    gate = quality_gate(check_quality, settings=settings, backfill=backfill, run_id=result.run_id)
+    lander = BronzeLander(settings=settings, tenants=tenants, crash=crash, precommit=gate)
     started_at = datetime.now(UTC)
     error: BaseException | None = None
-    with stage("ingest_batch", source=str(base)) as summary:
+    with stage(stage_name, source=source_name) as summary:
         try:
             pending: list[RawFile] = []
             pending_rows = 0
             for file in todo:
-                raw = read_raw(file)
+                raw = reader(file)
                 pending.append(raw)
                 pending_rows += raw.rows
                 if on_file is not None:

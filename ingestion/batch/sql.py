@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 
-from ingestion.batch.files import BatchRunResult, finish_run
+from ingestion.batch.files import BatchRunResult, finish_run, quality_gate
 from ingestion.bronze import (
     SEQ_COLUMN,
     UNIT_COLUMN,
@@ -112,8 +112,6 @@ def _bind_value(watermark: int, is_time: bool) -> Any:
 def _read_new_rows(
     url: str, selectable: str, watermark: str, last: int | None, is_time: bool | None
 ) -> pl.DataFrame:
-    import sqlalchemy as sa
-
     column = '"' + watermark.replace('"', '""') + '"'
     sql = f"SELECT * FROM ({selectable}) AS src"
     params: dict[str, Any] = {}
@@ -121,13 +119,23 @@ def _read_new_rows(
         sql += f" WHERE {column} > :last"
         params["last"] = _bind_value(last, bool(is_time))
     sql += f" ORDER BY {column}"
+    frame = fetch_frame(url, sql, params)
+    if watermark not in frame.columns:
+        raise InvalidInputError(f"watermark column {watermark!r} is not in the source's columns {frame.columns}")
+    return frame
+
+
+def fetch_frame(url: str, sql: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+    """The rows of one query on a SQLAlchemy URL, as a frame (one readable error when it cannot run)."""
+    import sqlalchemy as sa
+
     try:
         engine = sa.create_engine(url)
     except Exception as exc:  # noqa: BLE001 - bad URL or missing driver
         raise InvalidInputError(f"invalid database URL for the SQL connector: {exc}") from exc
     try:
         with engine.connect() as conn:
-            result = conn.execute(sa.text(sql), params)
+            result = conn.execute(sa.text(sql), dict(params or {}))
             names = list(result.keys())
             rows = result.fetchall()
     except sa.exc.OperationalError as exc:
@@ -136,8 +144,6 @@ def _read_new_rows(
         raise InvalidInputError(f"the source query failed: {exc}") from exc
     finally:
         engine.dispose()
-    if watermark not in names:
-        raise InvalidInputError(f"watermark column {watermark!r} is not in the source's columns {names}")
     return pl.DataFrame([list(r) for r in rows], schema=names, orient="row", infer_schema_length=None)
 
 
@@ -152,9 +158,11 @@ def ingest_sql(
     tenants: Mapping[str, TenantInfo] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     check_quality: bool = True,
+    backfill: bool = False,
     crash: CrashPlan | None = None,
 ) -> BatchRunResult:
-    """Land the rows of `table` (or `query`) whose `watermark` is above the last committed one."""
+    """Land the rows of `table` (or `query`) whose `watermark` is above the last committed one (`backfill`:
+    freshness is judged against the load's own newest event, see `ingestion.quality`)."""
     settings = settings or get_settings()
     if (table is None) == (query is None):
         raise InvalidInputError("give exactly one of table or query")
@@ -169,7 +177,8 @@ def ingest_sql(
     last = current_watermark(source_name, settings=settings)
     is_time = _last_is_time(source_name, settings) if last is not None else None
     result = BatchRunResult(run_id=uuid.uuid4().hex, source_kind="sql", source_name=source_name)
-    lander = BronzeLander(settings=settings, tenants=tenants, crash=crash)
+    gate = quality_gate(check_quality, settings=settings, backfill=backfill, run_id=result.run_id)
+    lander = BronzeLander(settings=settings, tenants=tenants, crash=crash, precommit=gate)
     started_at = datetime.now(UTC)
     error: BaseException | None = None
     with stage("ingest_sql", source=source_name) as summary:

@@ -34,8 +34,10 @@ ECOMMERCE_V1: dict[str, Any] = {
             "properties": {
                 "order_id": "string",
                 "item_count": "int",
-                "payment_method": "string",
-                "shipping_postcode": {"type": "string", "pii": True, "recoverable": False},
+                # Optional (relaxed in place: every record v1 accepted before, it still accepts): real order
+                # histories rarely carry them and nothing downstream (dbt, features) reads them.
+                "payment_method": {"type": "string", "required": False},
+                "shipping_postcode": {"type": "string", "pii": True, "recoverable": False, "required": False},
             },
         },
         "order_refunded": {"amount": True, "properties": {"order_id": "string", "refund_reason": "string"}},

@@ -11,7 +11,7 @@ from models.predictions import FORECASTS_TABLE, ScoreResult, forecasts_schema
 from models.tracking import aliases
 from models.trend.baselines import companions, statistical_forecast
 from models.trend.calibration import quantile_forecast
-from models.trend.features import HORIZON, load_series, local_spread, origin_features
+from models.trend.features import HORIZON, Series, load_series, local_spread, origin_features
 from models.trend.train import load_trend_version
 from shironzi.errors import ModelUnavailableError
 from shironzi.lake.groups import lake_groups
@@ -22,10 +22,17 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+def data_date(series: Sequence[Series]) -> date:
+    """The date forecasts made from `series` are stamped with: the newest day of the input (today when empty)."""
+    return max((s.end for s in series), default=datetime.now(UTC).date())
+
+
 def write_trend_forecasts(
     tenant_ids: Sequence[str], *, settings: Settings | None = None, generated_date: date | None = None,
 ) -> ScoreResult:
-    """Forecast each KPI of `tenant_ids` (already module-gated) from its last day; replace today's slice.
+    """Forecast each KPI of `tenant_ids` (already module-gated) from its last day; replace the slice of
+    `generated_date`, which defaults to the date of the data the forecasts are made from (the newest event date
+    of the input series), not today: a history that ended years ago is stamped with its own last day.
     `yhat` is the champion's point forecast for the KPI (its booster combined with the statistical forecast, see
     its model card), `yhat_lower`/`yhat_upper` the calibrated 80 % interval, sized by the series' local spread at
     its last day."""
@@ -33,9 +40,8 @@ def write_trend_forecasts(
     import pyarrow as pa
 
     settings = settings or get_settings()
-    generated_date = generated_date or datetime.now(UTC).date()
     result = ScoreResult(score_date=generated_date)
-    with stage("models:write_forecasts", generated_date=str(generated_date)) as summary:
+    with stage("models:write_forecasts") as summary:
         if not tenant_ids:
             return result
         version = aliases(TREND_MODEL, settings=settings).get(CHAMPION)
@@ -43,6 +49,9 @@ def write_trend_forecasts(
             raise ModelUnavailableError(f"{TREND_MODEL} has no champion yet: train and promote one first")
         booster, calibration = load_trend_version(version, settings=settings)
         series, inputs = load_series(settings=settings, tenant_ids=tenant_ids)
+        generated_date = generated_date or data_date(series)
+        result.score_date = generated_date
+        summary.extra["generated_date"] = str(generated_date)
         generated_at = datetime.now(UTC)
         schema = forecasts_schema()
         horizons = list(range(1, HORIZON + 1))

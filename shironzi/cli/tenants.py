@@ -17,6 +17,7 @@ from rich.table import Table
 
 from shironzi.errors import InvalidInputError
 from shironzi.tenancy import MODULE_REQUIRES, MODULES, PLAN_DEFAULT_MODULES, TenantContext, get_registry
+from shironzi.tenancy.catalog import check_module
 
 if TYPE_CHECKING:
     from shironzi.tenancy import KeyRecord, Registry, Tenant, TenantContext
@@ -325,16 +326,27 @@ def list_modules(
 
 @modules_app.command("enable")
 def enable_module(tenant: TenantArg, module: Annotated[str, typer.Argument(help="Module name.")]) -> None:
-    """Switch a module on for a tenant (its dependencies must be on)."""
-    enabled = _registry().enable_module(_admin_ctx("cli: modules enable"), tenant, module)
-    console.print(f"enabled {module} for {tenant}; now on: {', '.join(enabled)}")
+    """Switch a module on for a tenant (its dependencies must be on); already on: a no-op that says so."""
+    _toggle_module(tenant, module, on=True)
 
 
 @modules_app.command("disable")
 def disable_module(tenant: TenantArg, module: Annotated[str, typer.Argument(help="Module name.")]) -> None:
-    """Switch a module off for a tenant (refused while enabled modules depend on it)."""
-    enabled = _registry().disable_module(_admin_ctx("cli: modules disable"), tenant, module)
-    console.print(f"disabled {module} for {tenant}; now on: {', '.join(enabled) or '-'}")
+    """Switch a module off for a tenant (refused while enabled modules depend on it); already off: a no-op."""
+    _toggle_module(tenant, module, on=False)
+
+
+def _toggle_module(tenant: str, module: str, *, on: bool) -> None:
+    registry = _registry()
+    name = check_module(module)
+    current = registry.modules(tenant)
+    if (name in current) == on:
+        state = "already enabled" if on else "not enabled"
+        console.print(f"{name} is {state} for {tenant}; nothing to do (on: {', '.join(current) or '-'})")
+        return
+    ctx = _admin_ctx(f"cli: modules {'enable' if on else 'disable'}")
+    enabled = registry.enable_module(ctx, tenant, name) if on else registry.disable_module(ctx, tenant, name)
+    console.print(f"{'enabled' if on else 'disabled'} {name} for {tenant}; now on: {', '.join(enabled) or '-'}")
 
 
 # --- keys ---------------------------------------------------------------------------------------------

@@ -64,3 +64,36 @@ def test_a_violating_partition_fails_the_checkpoint_and_the_run(landed: Path) ->
     with pytest.raises(DataQualityError):
         ingest_files(landed)  # lands late.parquet into the bad partition's table: the checkpoint fails
     assert read_run_log().get_column("status").to_list()[-1] == "failed"
+
+
+@pytest.fixture
+def old_history(home: Path, tmp_path: Path) -> Path:
+    """A landing file whose newest event is two years old (a history, not a live feed)."""
+    from ingestion.synthetic import simulate, write_landing_files
+
+    (tenant,) = provision([("shop-old", "ecommerce", "standard")])
+    start = (datetime.now(UTC) - timedelta(days=730)).date()
+    sim = simulate([(tenant.id, tenant.industry)], customers=30, days=5, seed=4, start=start)
+    write_landing_files(sim, tmp_path / "history", fmt="parquet")
+    return tmp_path / "history"
+
+
+def test_a_failing_checkpoint_commits_nothing_and_a_rerun_checks_again(old_history: Path) -> None:
+    from ingestion.batch import ingest_files, processed_files
+    from ingestion.bronze import read_run_log
+    from shironzi.errors import DataQualityError
+    from shironzi.lake import table_exists
+
+    for _attempt in range(2):  # the rerun is checked again: the file was never recorded as processed
+        with pytest.raises(DataQualityError, match="expect_column_max_to_be_between"):
+            ingest_files(old_history)
+        assert processed_files() == set() and not table_exists(bronze_uri())
+    assert read_run_log().get_column("status").to_list() == ["failed", "failed"]
+
+
+def test_an_imported_history_passes_freshness_against_its_own_time_range(old_history: Path) -> None:
+    from ingestion.batch import ingest_files, processed_files
+
+    result = ingest_files(old_history, backfill=True)  # no --skip-quality
+    assert result.status == "succeeded" and result.quality.success and result.totals.landed > 0
+    assert len(processed_files()) == len(list(old_history.rglob("*.parquet")))

@@ -116,6 +116,14 @@ def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: Trai
     assert pc.all(pc.less_equal(table.column("yhat_lower"), table.column("yhat"))).as_py()
     assert pc.all(pc.less_equal(table.column("yhat"), table.column("yhat_upper"))).as_py()
     assert sorted(set(table.column("horizon_day").to_pylist())) == list(range(1, 29))
+    # stamped with the date of the data they were made from (gold's newest day, days before today), not today
+    from datetime import UTC, datetime
+
+    from models.trend.features import load_series
+
+    newest = max(s.end for s in load_series(tenant_ids=result.tenants)[0])
+    assert newest < datetime.now(UTC).date() and result.score_date == newest
+    assert set(table.column("generated_date").to_pylist()) == {newest}
     assert write_forecasts().rows == table.num_rows
     assert _read_all(list(result.table_versions)).num_rows == table.num_rows
     from shironzi.audit.lease import normalise_uri

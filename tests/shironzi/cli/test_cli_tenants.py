@@ -134,6 +134,17 @@ def test_modules_commands(cli: Callable[..., CliResult]) -> None:
     assert cli("modules", "enable", "mod-co", "warp_drive").code == 1
 
 
+def test_toggling_a_module_into_the_state_it_has_is_a_no_op(cli: Callable[..., CliResult]) -> None:
+    cli("tenants", "create", "noop-co", "--name", "N", "--industry", "ecommerce", "--plan", "free")
+    assert cli("modules", "enable", "noop-co", "notifications").code == 0
+    events = len(get_registry().events(get_registry().get_tenant("noop-co").id))
+    again = cli("modules", "enable", "noop-co", "notifications")
+    assert again.code == 0 and "notifications is already enabled for noop-co; nothing to do" in again.stdout
+    off = cli("modules", "disable", "noop-co", "churn_prediction")
+    assert off.code == 0 and "churn_prediction is not enabled for noop-co; nothing to do" in off.stdout
+    assert len(get_registry().events(get_registry().get_tenant("noop-co").id)) == events  # nothing recorded
+
+
 def test_keys_commands(cli: Callable[..., CliResult]) -> None:
     cli("tenants", "create", "key-co", "--name", "K", "--industry", "ecommerce")
     issued = json.loads(
