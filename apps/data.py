@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import polars as pl
 import streamlit as st
 
-from shironzi.audit.discovery import discover_tables
+from shironzi.lake.discovery import discover_tables
 from shironzi.audit.erasure import receipts_table_uri
 from shironzi.audit.log import read_audit_events
 from shironzi.errors import TableNotFoundError

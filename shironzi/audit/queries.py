@@ -7,8 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from shironzi.audit.discovery import LakeTable, discover_tables
-from shironzi.audit.lease import normalise_uri
+from shironzi.lake.discovery import LakeTable, discover_tables
+from shironzi.lake.leases import normalise_uri
 from shironzi.audit.log import read_audit_events
 from shironzi.audit.table_identity import identity_matches
 from shironzi.errors import InvalidInputError, TableNotFoundError

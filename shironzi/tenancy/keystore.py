@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from shironzi.audit.lease import file_lock
+from shironzi.lake.leases import file_lock
 from shironzi.errors import (
     ConfigurationError,
     InvalidInputError,

@@ -58,7 +58,7 @@ def test_score_write_records_the_feature_versions_and_models_it_used(lake: Train
     import json
 
     from models.scoring import score_churn
-    from shironzi.audit.lease import normalise_uri
+    from shironzi.lake.leases import normalise_uri
     from shironzi.audit.log import read_audit_events
     from shironzi.lake import table_version
 
@@ -118,7 +118,7 @@ def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: Trai
     assert sorted(set(table.column("horizon_day").to_pylist())) == list(range(1, 29))
     assert write_forecasts().rows == table.num_rows
     assert _read_all(list(result.table_versions)).num_rows == table.num_rows
-    from shironzi.audit.lease import normalise_uri
+    from shironzi.lake.leases import normalise_uri
     from shironzi.audit.log import read_audit_events
 
     writes = [e for e in read_audit_events(filters=[("action", "=", "table_write")]).to_pylist()
