@@ -62,10 +62,10 @@ from ingestion.run_log import (
     run_log_row,
     run_log_uri,
 )
-from shironzi.lake.leases import table_lease
 from shironzi.errors import InvalidInputError, InvalidStateError
 from shironzi.lake.delta import Txn, append
 from shironzi.lake.groups import LakeGroup
+from shironzi.lake.leases import table_lease
 from shironzi.lake.paths import table_uri
 from shironzi.privacy.pii_table import PendingPiiRows
 from shironzi.privacy.pseudonymise import pseudonymise_batch

@@ -28,14 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from shironzi.lake.discovery import (
-    LakeTable,
-    delete_files,
-    delete_tree,
-    discover_tables,
-    list_log_files,
-    list_parquet_files,
-)
 from shironzi.audit.erasure_artifacts import erase_artifacts, queue_retraining, scan_artifacts
 from shironzi.audit.erasure_scan import (
     RAW_PAYLOAD,
@@ -47,7 +39,6 @@ from shironzi.audit.erasure_scan import (
     subject_digest,
     text_values,
 )
-from shironzi.lake.leases import normalise_uri, table_lease
 from shironzi.audit.log import audit, read_audit_events
 from shironzi.audit.table_identity import identity_matches
 from shironzi.errors import (
@@ -58,6 +49,15 @@ from shironzi.errors import (
     TenantNotFoundError,
 )
 from shironzi.lake.delta import append, delete, open_table, read_arrow, sql_literal, table_exists, table_version
+from shironzi.lake.discovery import (
+    LakeTable,
+    delete_files,
+    delete_tree,
+    discover_tables,
+    list_log_files,
+    list_parquet_files,
+)
+from shironzi.lake.leases import normalise_uri, table_lease
 from shironzi.lake.maintenance import checkpoint, vacuum
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage

@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from shironzi.lake.discovery import discover_tables
 from shironzi.audit.log import AUDIT_PARTITION, audit, audit_table_uri, get_audit_log
 from shironzi.errors import InvalidInputError
 from shironzi.lake.delta import append, delete, read_arrow, sql_literal, table_exists
+from shironzi.lake.discovery import discover_tables
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
 from shironzi.settings import get_settings

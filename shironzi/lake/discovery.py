@@ -8,6 +8,7 @@ with other schemes left to Arrow's own resolution from the URI and the environme
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -186,7 +187,5 @@ def delete_files(uris: list[str]) -> None:
 def delete_tree(uri: str) -> None:
     """Delete a directory of the lake and everything under it (a dedicated tenant's root)."""
     fs, path = lake_filesystem(uri)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         fs.delete_dir(path)
-    except FileNotFoundError:
-        pass

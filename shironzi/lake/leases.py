@@ -156,7 +156,8 @@ class AdvisoryLeases:
         suffix = "_shared" if mode == "shared" else ""
         with self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            conn.execute(text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": f"{max(1, int(timeout * 1000))}"})
+            wait_ms = f"{max(1, int(timeout * 1000))}"
+            conn.execute(text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": wait_ms})
             try:
                 conn.execute(text(f"SELECT pg_advisory_lock{suffix}(:key)"), {"key": key})
             except sa_exc.OperationalError as exc:

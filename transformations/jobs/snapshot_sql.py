@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Literal
 
-from shironzi.lake.leases import table_lease
 from shironzi.errors import InvalidInputError, TransformationError
+from shironzi.lake.leases import table_lease
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from shironzi.lake.discovery import discover_tables, list_parquet_files
 from shironzi.audit.erasure import (
     Receipt,
     erase_subject,
@@ -21,10 +20,11 @@ from shironzi.audit.erasure import (
     verify_receipt,
 )
 from shironzi.audit.events import AuditEvent
-from shironzi.lake.leases import normalise_uri, table_lease
 from shironzi.audit.log import get_audit_log, read_audit_events, record_training_run, reset_audit_logs
 from shironzi.errors import InvalidStateError, PermissionDeniedError
 from shironzi.lake.delta import append, read_arrow
+from shironzi.lake.discovery import discover_tables, list_parquet_files
+from shironzi.lake.leases import normalise_uri, table_lease
 from shironzi.privacy.tokens import pseudonym
 from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext

@@ -1,0 +1,113 @@
+"""Table leases across hosts: a writer's uncommitted files survive a vacuum run on another host.
+
+Two processes act as two hosts (each with its own SHIRONZI_HOME, one lake, one registry database): the
+child writes its Parquet file and pauses before committing it, holding the shared lease; the test process
+then runs a zero-retention vacuum (what erasure does), which must wait for the exclusive lease.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from shironzi.errors import InvalidStateError, LeaseBusyError
+from shironzi.lake.delta import append, open_table, read_arrow
+from shironzi.lake.discovery import list_parquet_files
+from shironzi.lake.leases import lease_key, table_lease
+from shironzi.lake.maintenance import vacuum
+from shironzi.settings import get_settings
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the writer exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+def _use(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_vacuum_never_removes_files_a_writer_on_another_process_has_not_committed(
+    backend: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    lake = tmp_path / "shared-lake"
+    if backend == "postgresql":  # two hosts: their own homes, one PostgreSQL registry
+        database_url = request.getfixturevalue("pg_database_url")
+        writer_home, eraser_home = tmp_path / "host-a", tmp_path / "host-b"
+    else:  # one host: one home, the embedded SQLite registry
+        database_url = f"sqlite:///{home / 'registry.db'}"
+        writer_home = eraser_home = home
+    _use(monkeypatch, SHIRONZI_HOME=str(eraser_home), SHIRONZI_LAKE_URI=str(lake),
+         SHIRONZI_DATABASE_URL=database_url, SHIRONZI_LEASE_TIMEOUT_SECONDS="0.5")
+    table = f"{lake}/eu-west/bronze/events"
+    append(table, pa.table({"tenant_id": ["tenant_a"] * 5, "event_id": [f"seed-{i}" for i in range(5)]}))
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    env = {**os.environ, "SHIRONZI_HOME": str(writer_home), "PYTHONPATH": str(REPO)}
+    code = (f"from tests.shironzi.lake._fixtures import run_paused_writer; "
+            f"run_paused_writer({table!r}, {str(flags)!r}, 3)")
+    writer = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.PIPE)
+    try:
+        _wait_for(flags / "written", writer)
+        committed = {u.removeprefix("file://") for u in open_table(table).file_uris()}
+        pending = set(list_parquet_files(table)) - committed
+        assert len(pending) == 1, pending  # the writer's file, on storage, in no commit yet
+
+        with pytest.raises(LeaseBusyError, match="exclusive lease of table eu-west/bronze/events"):
+            vacuum(table, retention_hours=0, enforce_retention_duration=False)
+        assert pending <= set(list_parquet_files(table))
+
+        _use(monkeypatch, SHIRONZI_LEASE_TIMEOUT_SECONDS="60")
+        removed: list[list[str]] = []
+        waiting = threading.Thread(
+            target=lambda: removed.append(vacuum(table, retention_hours=0, enforce_retention_duration=False))
+        )
+        waiting.start()
+        time.sleep(0.5)
+        assert waiting.is_alive() and not removed  # the vacuum waits for the writer's commit
+        (flags / "commit").touch()
+        waiting.join(60)
+        assert writer.wait(60) == 0, writer.stderr.read().decode() if writer.stderr else ""
+    finally:
+        (flags / "commit").touch()
+        if writer.poll() is None:
+            writer.kill()
+    assert (flags / "committed").exists() and removed == [[]]
+    rows = read_arrow(table)
+    assert rows.num_rows == 8
+    assert sorted(rows.column("event_id").to_pylist())[:3] == ["paused-0", "paused-1", "paused-2"]
+
+
+def test_lease_keys_are_lake_relative(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _use(monkeypatch, SHIRONZI_LAKE_URI=str(tmp_path / "mount-a"))
+    here = lease_key(f"{tmp_path}/mount-a/eu-west/bronze/events/")
+    _use(monkeypatch, SHIRONZI_LAKE_URI="s3://bucket/lake")
+    assert lease_key("s3://bucket/lake/eu-west/bronze/events") == here  # same table, another host's address
+    assert lease_key("s3://bucket/lake/eu-west/bronze/quarantine") != here
+
+
+def test_a_shared_lease_holder_cannot_upgrade_to_exclusive(home: Path) -> None:
+    with (
+        table_lease("/lake/t"),
+        pytest.raises(InvalidStateError, match="exclusive"),
+        table_lease("/lake/t", mode="exclusive", timeout=0.1),
+    ):
+        pass
