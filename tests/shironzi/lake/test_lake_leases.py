@@ -12,16 +12,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from shironzi.errors import InvalidStateError, LeaseBusyError
-from shironzi.lake.delta import append, open_table, read_arrow
+from shironzi.lake.delta import append, delete, merge, open_table, overwrite, read_arrow, table_version
 from shironzi.lake.discovery import list_parquet_files
 from shironzi.lake.leases import lease_key, table_lease
-from shironzi.lake.maintenance import vacuum
+from shironzi.lake.maintenance import optimize, vacuum
 from shironzi.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -111,3 +113,56 @@ def test_a_shared_lease_holder_cannot_upgrade_to_exclusive(home: Path) -> None:
         table_lease("/lake/t", mode="exclusive", timeout=0.1),
     ):
         pass
+
+
+ROWS = pa.table({"tenant_id": ["tenant_a", "tenant_b"], "event_id": ["w-1", "w-2"]})
+KERNEL_WRITES: dict[str, Callable[[str], object]] = {
+    "append": lambda uri: append(uri, ROWS),
+    "overwrite": lambda uri: overwrite(uri, ROWS),
+    "merge": lambda uri: merge(uri, ROWS, keys=["event_id"]),
+    "delete": lambda uri: delete(uri, "tenant_id = 'tenant_a'"),
+    "optimize": lambda uri: optimize(uri),
+}
+
+
+@contextmanager
+def _held_elsewhere(uri: str, mode: str) -> Iterator[None]:
+    """Another thread (as an erasure would) holds the table's lease for the block."""
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with table_lease(uri, mode=mode, timeout=5):  # type: ignore[arg-type]
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(10)
+
+
+@pytest.mark.parametrize("write", sorted(KERNEL_WRITES))
+def test_every_kernel_write_takes_the_shared_lease(write: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _use(monkeypatch, SHIRONZI_LEASE_TIMEOUT_SECONDS="0.3")
+    uri = f"{get_settings().resolved_lake_uri}/eu-west/bronze/events"
+    seeded = append(uri, pa.table({"tenant_id": ["tenant_a"], "event_id": ["seed"]})).version
+    with _held_elsewhere(uri, "exclusive"):
+        with pytest.raises(LeaseBusyError, match="shared lease of table eu-west/bronze/events"):
+            KERNEL_WRITES[write](uri)
+        assert table_version(uri) == seeded
+    KERNEL_WRITES[write](uri)  # once the exclusive holder is gone, the write goes through
+    with _held_elsewhere(uri, "shared"):
+        KERNEL_WRITES[write](uri)  # writers share the lease
+        append(uri, ROWS, lease=False)  # a caller that holds the lease itself opts out
+
+
+def test_vacuum_takes_the_exclusive_lease(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _use(monkeypatch, SHIRONZI_LEASE_TIMEOUT_SECONDS="0.3")
+    uri = f"{get_settings().resolved_lake_uri}/eu-west/bronze/events"
+    append(uri, ROWS)
+    with _held_elsewhere(uri, "shared"), pytest.raises(LeaseBusyError, match="exclusive lease"):
+        vacuum(uri, retention_hours=0, enforce_retention_duration=False)
