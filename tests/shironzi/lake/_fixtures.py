@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
+
+from shironzi.lake.leases import LeaseMode, table_lease
 
 MakeEvents = Callable[..., pa.Table]
 """`make_events(n, seed=..., ...)`: a batch of n canonical events."""
@@ -48,3 +52,23 @@ def run_paused_writer(table: str, flags: str, rows: int) -> None:
     batch = pa.table({"tenant_id": ["tenant_b"] * rows, "event_id": [f"paused-{i}" for i in range(rows)]})
     writes.append(table, batch)
     (flag_dir / "committed").touch()
+
+
+@contextmanager
+def lease_held_elsewhere(uri: str, mode: LeaseMode) -> Iterator[None]:
+    """Another thread (as an erasure or a writer would) holds the table's lease for the block."""
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with table_lease(uri, mode=mode, timeout=5):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(10)

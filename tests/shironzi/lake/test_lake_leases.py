@@ -12,8 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,6 +24,7 @@ from shironzi.lake.discovery import list_parquet_files
 from shironzi.lake.leases import lease_key, table_lease
 from shironzi.lake.maintenance import optimize, vacuum
 from shironzi.settings import get_settings
+from tests.shironzi.lake._fixtures import lease_held_elsewhere
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -125,37 +125,17 @@ KERNEL_WRITES: dict[str, Callable[[str], object]] = {
 }
 
 
-@contextmanager
-def _held_elsewhere(uri: str, mode: str) -> Iterator[None]:
-    """Another thread (as an erasure would) holds the table's lease for the block."""
-    held, release = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with table_lease(uri, mode=mode, timeout=5):  # type: ignore[arg-type]
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    assert held.wait(10)
-    try:
-        yield
-    finally:
-        release.set()
-        thread.join(10)
-
-
 @pytest.mark.parametrize("write", sorted(KERNEL_WRITES))
 def test_every_kernel_write_takes_the_shared_lease(write: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _use(monkeypatch, SHIRONZI_LEASE_TIMEOUT_SECONDS="0.3")
     uri = f"{get_settings().resolved_lake_uri}/eu-west/bronze/events"
     seeded = append(uri, pa.table({"tenant_id": ["tenant_a"], "event_id": ["seed"]})).version
-    with _held_elsewhere(uri, "exclusive"):
+    with lease_held_elsewhere(uri, "exclusive"):
         with pytest.raises(LeaseBusyError, match="shared lease of table eu-west/bronze/events"):
             KERNEL_WRITES[write](uri)
         assert table_version(uri) == seeded
     KERNEL_WRITES[write](uri)  # once the exclusive holder is gone, the write goes through
-    with _held_elsewhere(uri, "shared"):
+    with lease_held_elsewhere(uri, "shared"):
         KERNEL_WRITES[write](uri)  # writers share the lease
         append(uri, ROWS, lease=False)  # a caller that holds the lease itself opts out
 
@@ -164,5 +144,5 @@ def test_vacuum_takes_the_exclusive_lease(home: Path, monkeypatch: pytest.Monkey
     _use(monkeypatch, SHIRONZI_LEASE_TIMEOUT_SECONDS="0.3")
     uri = f"{get_settings().resolved_lake_uri}/eu-west/bronze/events"
     append(uri, ROWS)
-    with _held_elsewhere(uri, "shared"), pytest.raises(LeaseBusyError, match="exclusive lease"):
+    with lease_held_elsewhere(uri, "shared"), pytest.raises(LeaseBusyError, match="exclusive lease"):
         vacuum(uri, retention_hours=0, enforce_retention_duration=False)
