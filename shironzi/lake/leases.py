@@ -29,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -42,6 +43,8 @@ from shironzi.settings import get_settings
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
+
+logger = logging.getLogger("shironzi.lake")
 
 LeaseMode = Literal["shared", "exclusive"]
 _POLL_SECONDS = 0.02
@@ -169,9 +172,13 @@ class AdvisoryLeases:
             try:
                 yield
             finally:
-                released = conn.execute(text(f"SELECT pg_advisory_unlock{suffix}(:key)"), {"key": key}).scalar()
-                if not released:
-                    conn.invalidate()  # the session lost the lock: never hand this connection out again
+                try:
+                    released = conn.execute(text(f"SELECT pg_advisory_unlock{suffix}(:key)"), {"key": key}).scalar()
+                except sa_exc.DBAPIError:
+                    released = False
+                if not released:  # the session (and with it the lock) was lost while the lease was held
+                    logger.warning("the %s lease of %s was lost before its release", mode, lake_relative(uri))
+                    conn.invalidate()
 
 
 def _busy(uri: str, mode: LeaseMode, timeout: float) -> LeaseBusyError:

@@ -146,3 +146,27 @@ def test_vacuum_takes_the_exclusive_lease(home: Path, monkeypatch: pytest.Monkey
     append(uri, ROWS)
     with lease_held_elsewhere(uri, "shared"), pytest.raises(LeaseBusyError, match="exclusive lease"):
         vacuum(uri, retention_hours=0, enforce_retention_duration=False)
+
+
+@pytest.mark.integration
+def test_a_lease_dies_with_its_holders_session(
+    home: Path, pg_database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL releases a crashed holder's lease; the holder finds out when it releases, and says so."""
+    import sqlalchemy as sa
+
+    _use(monkeypatch, SHIRONZI_DATABASE_URL=pg_database_url, SHIRONZI_LEASE_TIMEOUT_SECONDS="2")
+    uri = f"{get_settings().resolved_lake_uri}/eu-west/bronze/events"
+    admin = sa.create_engine(pg_database_url)
+    try:
+        with table_lease(uri):
+            with admin.connect() as conn:  # the holder's session is killed (its host crashed, say)
+                pids = conn.execute(sa.text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock'")).scalars().all()
+                assert len(pids) == 1
+                conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pids[0]})
+            with lease_held_elsewhere(uri, "exclusive"):  # nobody holds it any more
+                pass
+    finally:
+        admin.dispose()
+    assert "shared lease of eu-west/bronze/events was lost" in caplog.text
