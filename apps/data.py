@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 import polars as pl
 import streamlit as st
 
-from shironzi.audit.discovery import discover_tables
 from shironzi.audit.erasure import receipts_table_uri
 from shironzi.audit.log import read_audit_events
 from shironzi.errors import TableNotFoundError
 from shironzi.lake import history, read_polars, scan_polars, table_exists, table_uri, table_version
+from shironzi.lake.discovery import discover_tables
 from shironzi.lake.groups import LakeGroup, region_groups, tenant_group
 from shironzi.lake.paths import Layer, platform_uri
 from shironzi.observability import stage

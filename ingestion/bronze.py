@@ -62,10 +62,10 @@ from ingestion.run_log import (
     run_log_row,
     run_log_uri,
 )
-from shironzi.audit.lease import table_lease
 from shironzi.errors import InvalidInputError, InvalidStateError
 from shironzi.lake.delta import Txn, append
 from shironzi.lake.groups import LakeGroup
+from shironzi.lake.leases import table_lease
 from shironzi.lake.paths import table_uri
 from shironzi.privacy.pii_table import PendingPiiRows
 from shironzi.privacy.pseudonymise import pseudonymise_batch
@@ -419,7 +419,7 @@ class BronzeLander:
                 continue
             data = rows.drop(UNIT_COLUMN, SEQ_COLUMN).to_arrow().cast(target.schema)
             # The shared table lease keeps an erasure's zero-retention vacuum from deleting files that
-            # are written but not yet committed (shironzi.audit.lease explains the protocol).
+            # are written but not yet committed (shironzi.lake.leases explains the protocol).
             with table_lease(target.uri):
                 if target.is_local:
                     actions = target.write_files(data)

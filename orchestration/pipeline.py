@@ -275,7 +275,7 @@ def write_trend_forecasts(generated_date: date, *, settings: Settings | None = N
 # --- lake_maintenance ------------------------------------------------------------------------------------
 def maintained_tables(*, settings: Settings | None = None) -> list[str]:
     """Every Delta table of the lake, data and platform (the audit trail included: it only grows)."""
-    from shironzi.audit.discovery import discover_tables
+    from shironzi.lake.discovery import discover_tables
 
     settings = settings or get_settings()
     return [t.uri for t in discover_tables(settings.resolved_lake_uri, include_platform=True, include_audit=True)]

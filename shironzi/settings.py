@@ -121,7 +121,10 @@ class Settings(BaseSettings):
         1.0, gt=0, le=300, description="Audit writer: flush buffered events at least this often (seconds)."
     )
     lease_timeout_seconds: float = Field(
-        300.0, gt=0, description="How long erasure and writers wait for a table lease before giving up."
+        300.0,
+        gt=0,
+        description="How long erasure, vacuum and writers wait for a table lease before giving up (lease_busy). "
+        "Leases live in the registry database: PostgreSQL advisory locks, or flock files with SQLite.",
     )
     landing_dir: Path | None = Field(
         None, description="Landing directory the hourly ingest_batch DAG lands files from. Default: home/landing."

@@ -32,9 +32,9 @@ import pyarrow as pa
 import yaml  # type: ignore[import-untyped]  # dbt's own dependency
 from deltalake import DeltaTable
 
-from shironzi.audit.lease import table_lease
 from shironzi.errors import ConfigurationError, InvalidInputError, ServiceUnavailableError
 from shironzi.lake import history, table_exists, table_version
+from shironzi.lake.leases import table_lease
 from shironzi.settings import Settings
 from transformations.spark import get_spark, spark_remote_url
 

@@ -36,7 +36,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 try:  # inside Shironzi every writer holds the table's shared lease, so an erasure's vacuum waits for it
-    from shironzi.audit.lease import table_lease as _table_lease
+    from shironzi.lake.leases import table_lease as _table_lease
 except ImportError:  # pragma: no cover - the project used on its own, without the platform
     _table_lease = None
 

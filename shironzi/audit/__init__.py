@@ -1,9 +1,9 @@
 """Compliance: the tamper-evident audit log, lake audit queries, subject/tenant erasure with signed
-receipts, retention enforcement and table leases.
+receipts and retention enforcement (table leases and discovery live in `shironzi.lake`).
 
 `import shironzi.audit` stays light; the Delta-backed pieces load on first use:
 
-    from shironzi.audit import audit, get_audit_log, verify_chains, erase_subject, table_lease
+    from shironzi.audit import audit, get_audit_log, verify_chains, erase_subject
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ _LAZY: dict[str, str] = {
     "verify_receipt": "shironzi.audit.erasure",
     "enforce_retention": "shironzi.audit.retention",
     "set_retention_override": "shironzi.audit.retention",
-    "table_lease": "shironzi.audit.lease",
-    "discover_tables": "shironzi.audit.discovery",
     "access": "shironzi.audit.queries",
     "changes": "shironzi.audit.queries",
     "inventory": "shironzi.audit.queries",

@@ -9,7 +9,7 @@ directly (not via the log) plus the `_delta_log` statistics and each target, and
 with an HMAC under `settings.platform_key` to `_platform/audit/erasures`.
 
 Why vacuum with zero retention is safe here: each table is modified and vacuumed while this process
-holds the table's EXCLUSIVE lease (`shironzi.audit.lease.table_lease`). Every writer takes the SHARED
+holds the table's EXCLUSIVE lease (`shironzi.lake.leases.table_lease`). Every writer takes the SHARED
 lease around "write Parquet files, then commit", so while we hold the lease no writer can have written
 files that a commit it has not yet made will reference; vacuum therefore deletes only files that no
 current or future version needs. Readers pinned to an older version lose those files, by design: those
@@ -22,14 +22,12 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import shutil
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from shironzi.audit.discovery import LakeTable, discover_tables, list_parquet_files
 from shironzi.audit.erasure_artifacts import erase_artifacts, queue_retraining, scan_artifacts
 from shironzi.audit.erasure_scan import (
     RAW_PAYLOAD,
@@ -41,7 +39,6 @@ from shironzi.audit.erasure_scan import (
     subject_digest,
     text_values,
 )
-from shironzi.audit.lease import normalise_uri, table_lease
 from shironzi.audit.log import audit, read_audit_events
 from shironzi.audit.table_identity import identity_matches
 from shironzi.errors import (
@@ -52,6 +49,15 @@ from shironzi.errors import (
     TenantNotFoundError,
 )
 from shironzi.lake.delta import append, delete, open_table, read_arrow, sql_literal, table_exists, table_version
+from shironzi.lake.discovery import (
+    LakeTable,
+    delete_files,
+    delete_tree,
+    discover_tables,
+    list_log_files,
+    list_parquet_files,
+)
+from shironzi.lake.leases import normalise_uri, table_lease
 from shironzi.lake.maintenance import checkpoint, vacuum
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
@@ -311,13 +317,13 @@ def _drop_history_holding(uri: str, matcher: Matcher) -> list[str]:
         return []
     version = checkpoint(uri)
     removed = []
-    log_dir = Path(uri.removeprefix("file://")) / "_delta_log"
-    for path in sorted(log_dir.iterdir()):
-        head = path.name.split(".", 1)[0]
-        if head.isdigit() and int(head) < version and path.suffix in (".json", ".parquet", ".crc"):
-            path.unlink()
-            removed.append(path.name)
-    return removed
+    for path in list_log_files(uri, suffixes=(".json", ".parquet", ".crc")):
+        name = path.rsplit("/", 1)[-1]
+        head = name.split(".", 1)[0]
+        if head.isdigit() and int(head) < version:
+            removed.append(path)
+    delete_files(removed)
+    return [p.rsplit("/", 1)[-1] for p in removed]
 
 
 def _erase_table(
@@ -486,13 +492,7 @@ def _remove_dedicated_roots(tables: Sequence[LakeTable], tenant_id: str) -> None
         if t.tenant_id == tenant_id
     }
     for root in roots:
-        if "://" in root and not root.startswith("file://"):
-            import pyarrow.fs as pafs
-
-            fs, path = pafs.FileSystem.from_uri(root)
-            fs.delete_dir(path)
-        else:
-            shutil.rmtree(root.removeprefix("file://"), ignore_errors=True)
+        delete_tree(root)
 
 
 def erase_subject(

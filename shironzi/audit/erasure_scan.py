@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from shironzi.audit.discovery import list_log_files, list_parquet_files
+from shironzi.lake.discovery import list_log_files, list_parquet_files, read_bytes, read_parquet
 from shironzi.settings import get_settings
 
 if TYPE_CHECKING:
@@ -122,9 +122,8 @@ def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
     """(rows scanned, matching rows) of one Parquet file read directly."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    table = read_parquet(path)
     if any(pa.types.is_string_view(f.type) for f in table.schema):  # files rewritten by delta-rs
         table = table.cast(
             pa.schema(
@@ -176,20 +175,17 @@ def _stats_values(action: dict[str, Any] | None, tenant_id: str) -> Iterable[str
 
 
 def _log_actions(path: str) -> Iterable[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
     if path.endswith(".json"):
-        with open(path) as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                for kind in ("add", "remove"):
-                    if entry.get(kind):
-                        yield entry[kind]
+        for line in read_bytes(path).decode().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            for kind in ("add", "remove"):
+                if entry.get(kind):
+                    yield entry[kind]
     else:
-        checkpoint = pq.read_table(path)
+        checkpoint = read_parquet(path)
         for kind in ("add", "remove"):
             if kind in checkpoint.column_names:
                 yield from (a for a in checkpoint.column(kind).to_pylist() if a)

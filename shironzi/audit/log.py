@@ -33,10 +33,10 @@ from shironzi.audit.events import (
     Outcome,
     event_hash,
 )
-from shironzi.audit.lease import file_lock, normalise_uri
 from shironzi.audit.table_identity import lake_identity
 from shironzi.errors import LakeError, ShironziError
 from shironzi.lake.delta import _try_open, append, read_arrow, table_exists
+from shironzi.lake.leases import file_lock, normalise_uri
 from shironzi.lake.paths import platform_uri
 from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext

@@ -7,12 +7,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from shironzi.audit.discovery import LakeTable, discover_tables
-from shironzi.audit.lease import normalise_uri
 from shironzi.audit.log import read_audit_events
 from shironzi.audit.table_identity import identity_matches
 from shironzi.errors import InvalidInputError, TableNotFoundError
 from shironzi.lake.delta import add_actions, files_touched, history, open_table, scan_polars, table_exists
+from shironzi.lake.discovery import LakeTable, discover_tables
+from shironzi.lake.leases import normalise_uri
 from shironzi.settings import get_settings
 
 READ_ACTIONS_EXCLUDED = frozenset({"table_write", "training_run"})

@@ -24,11 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from shironzi.audit.discovery import discover_tables
-from shironzi.audit.lease import table_lease
 from shironzi.audit.log import AUDIT_PARTITION, audit, audit_table_uri, get_audit_log
 from shironzi.errors import InvalidInputError
 from shironzi.lake.delta import append, delete, read_arrow, sql_literal, table_exists
+from shironzi.lake.discovery import discover_tables
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
 from shironzi.settings import get_settings
@@ -135,8 +134,7 @@ def enforce_retention(
                 cutoff = today - dt.timedelta(days=policy.days[table.layer or "bronze"])
                 where = f"tenant_id = {sql_literal(tid)} AND event_date < {sql_literal(cutoff)}"
                 try:
-                    with table_lease(table.uri):
-                        rows = delete(table.uri, where, metadata={"shironzi_purpose": "retention"})
+                    rows = delete(table.uri, where, metadata={"shironzi_purpose": "retention"})
                 except InvalidInputError:
                     continue  # a table without tenant_id/event_date is not governed by these policies
                 if rows:

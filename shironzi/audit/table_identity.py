@@ -8,8 +8,8 @@ matched best effort by the lake-relative tail of the old path.
 
 from __future__ import annotations
 
-from shironzi.audit.discovery import LakeTable
-from shironzi.audit.lease import normalise_uri
+from shironzi.lake.discovery import LakeTable
+from shironzi.lake.leases import lake_relative, normalise_uri
 from shironzi.settings import get_settings
 
 
@@ -23,8 +23,7 @@ def is_lake_relative(identity: str) -> bool:
 
 def lake_identity(uri: str, *, lake_uri: str | None = None) -> str:
     """`eu-west/gold/dim_customers` for a table URI under the lake root; the normalised URI otherwise."""
-    table, root = normalise_uri(uri), _lake_root(lake_uri)
-    return table[len(root) + 1 :] if table.startswith(root + "/") else table
+    return lake_relative(uri, lake_uri=lake_uri)
 
 
 def resolve_identity(identity: str, *, lake_uri: str | None = None) -> str:

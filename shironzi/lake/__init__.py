@@ -1,4 +1,4 @@
-"""The lake: Delta table paths, reads and writes, and maintenance.
+"""The lake: Delta table paths, reads and writes, maintenance, table leases and table discovery.
 
 `import shironzi.lake` stays light: the delta-rs/pyarrow backed functions load on first use.
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
         table_version,
         txn_version,
     )
+    from shironzi.lake.discovery import LakeTable, discover_tables, lake_filesystem
+    from shironzi.lake.leases import table_lease
     from shironzi.lake.maintenance import (
         checkpoint,
         cleanup_metadata,
@@ -51,16 +53,18 @@ _DELTA_NAMES = (
 )  # fmt: skip
 _MAINTENANCE_NAMES = ("checkpoint", "cleanup_metadata", "compact", "optimize", "run_maintenance", "vacuum")
 _LAZY: dict[str, str] = {
+    **dict.fromkeys(("LakeTable", "discover_tables", "lake_filesystem"), "shironzi.lake.discovery"),
+    "table_lease": "shironzi.lake.leases",
     **dict.fromkeys(_DELTA_NAMES, "shironzi.lake.delta"),
     **dict.fromkeys(_MAINTENANCE_NAMES, "shironzi.lake.maintenance"),
 }
 
 __all__ = [
-    "CHECKPOINT_INTERVAL", "LAYERS", "CommitResult", "Layer", "MergeResult", "Placement", "Txn",
+    "CHECKPOINT_INTERVAL", "LAYERS", "CommitResult", "LakeTable", "Layer", "MergeResult", "Placement", "Txn",
     "add_actions", "append", "checkpoint", "cleanup_metadata", "cluster_by_tenant", "compact", "delete",
-    "files_touched", "filters_to_sql", "history", "merge", "open_table", "optimize", "overwrite",
-    "platform_uri", "read_arrow", "read_polars", "run_maintenance", "scan_polars", "table_exists",
-    "table_uri", "table_version", "txn_version", "vacuum",
+    "discover_tables", "files_touched", "filters_to_sql", "history", "lake_filesystem", "merge", "open_table",
+    "optimize", "overwrite", "platform_uri", "read_arrow", "read_polars", "run_maintenance", "scan_polars",
+    "table_exists", "table_lease", "table_uri", "table_version", "txn_version", "vacuum",
 ]  # fmt: skip
 
 

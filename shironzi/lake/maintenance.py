@@ -12,6 +12,7 @@ from typing import Any
 from deltalake.exceptions import DeltaError
 
 from shironzi.errors import InvalidInputError
+from shironzi.lake.leases import optional_lease
 from shironzi.lake.predicates import Filter, _table_column_names
 from shironzi.lake.tables import TENANT_COLUMN, _lake_error, _open, _options, _retrying, _uri
 from shironzi.observability import stage
@@ -36,6 +37,7 @@ def optimize(
     partition_filters: Sequence[Filter] | None = None,
     target_size: int | None = None,
     storage_options: Mapping[str, str] | None = None,
+    lease: bool = True,
 ) -> dict[str, Any]:
     """Rewrite small files into larger ones z-ordered by `zorder_by` (default `tenant_id`), so tenant
     reads skip more files. The default falls back to plain compaction on tables without `tenant_id`;
@@ -63,7 +65,8 @@ def optimize(
                 return handle.optimize.z_order(columns, partition_filters=filters, target_size=target_size)
             return handle.optimize.compact(partition_filters=filters, target_size=target_size)
 
-        metrics = _retrying(location, "optimize", attempt)
+        with optional_lease(location, take=lease):  # a rewrite writes files before it commits them
+            metrics = _retrying(location, "optimize", attempt)
         result = {**_metrics_summary(metrics), "zorder_by": columns, "metrics": dict(metrics)}
         summary.table_version = _open(location, opts).version()
         summary.rows = result["files_removed"]
@@ -98,26 +101,29 @@ def vacuum(
     dry_run: bool = False,
     enforce_retention_duration: bool = True,
     storage_options: Mapping[str, str] | None = None,
+    lease: bool = True,
 ) -> list[str]:
     """Delete data files no longer referenced by versions younger than `retention_hours`; returns them.
 
     A retention below the table's `delta.deletedFileRetentionDuration` (7 days by default) is refused
     unless `enforce_retention_duration=False`, because readers of older versions still need those files.
+    Holds the table's exclusive lease (unless `lease=False`), so no writer's uncommitted files are deleted.
     """
     if retention_hours < 0:
         raise InvalidInputError("retention_hours must be >= 0")
     location = _uri(uri)
     opts = _options(storage_options)
     with stage("lake.vacuum", table=location, dry_run=dry_run) as summary:
-        target = _open(location, opts)
-        try:
-            removed = target.vacuum(
-                retention_hours=retention_hours,
-                dry_run=dry_run,
-                enforce_retention_duration=enforce_retention_duration,
-            )
-        except (DeltaError, ValueError) as exc:
-            raise _lake_error(exc, location, "vacuum") from exc
+        with optional_lease(location, take=lease, mode="exclusive"):
+            target = _open(location, opts)
+            try:
+                removed = target.vacuum(
+                    retention_hours=retention_hours,
+                    dry_run=dry_run,
+                    enforce_retention_duration=enforce_retention_duration,
+                )
+            except (DeltaError, ValueError) as exc:
+                raise _lake_error(exc, location, "vacuum") from exc
         summary.rows = len(removed)
         summary.table_version = (
             _open(location, opts).version() if removed and not dry_run else target.version()

@@ -1,5 +1,6 @@
 """Delta writes: idempotent appends, scoped overwrites, deletes and merges, each one commit clustered by
-`tenant_id`."""
+`tenant_id`, each holding the table's shared lease (`shironzi.lake.leases`) unless the caller passes
+`lease=False` because it already holds the lease."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from deltalake import write_deltalake
 from shironzi.errors import (
     InvalidInputError,
 )
+from shironzi.lake.leases import optional_lease
 from shironzi.lake.predicates import Predicate, _predicate_sql, _sql_ident, sql_literal
 from shironzi.lake.reads import read_arrow
 from shironzi.lake.tables import (
@@ -47,6 +49,7 @@ def append(
     metadata: Mapping[str, str] | None = None,
     target_file_size: int | None = None,
     storage_options: Mapping[str, str] | None = None,
+    lease: bool = True,
 ) -> CommitResult:
     """Append rows (clustered by tenant), creating the table if needed; exactly-once under `txn`/`txns`.
 
@@ -80,7 +83,8 @@ def append(
         )
         return CommitResult(version=target.version(), rows=table.num_rows)
 
-    return _retrying(location, "append", attempt)
+    with optional_lease(location, take=lease):
+        return _retrying(location, "append", attempt)
 
 
 def overwrite(
@@ -93,6 +97,7 @@ def overwrite(
     metadata: Mapping[str, str] | None = None,
     txn: Txn | None = None,
     storage_options: Mapping[str, str] | None = None,
+    lease: bool = True,
 ) -> CommitResult:
     """Replace the whole table, or only the rows matching `predicate` (every new row must match it)."""
     location = _uri(uri)
@@ -122,7 +127,8 @@ def overwrite(
         )
         return CommitResult(version=target.version(), rows=table.num_rows)
 
-    return _retrying(location, "overwrite", attempt)
+    with optional_lease(location, take=lease):
+        return _retrying(location, "overwrite", attempt)
 
 
 def delete(
@@ -131,6 +137,7 @@ def delete(
     *,
     metadata: Mapping[str, str] | None = None,
     storage_options: Mapping[str, str] | None = None,
+    lease: bool = True,
 ) -> int:
     """Delete the rows matching a SQL predicate or DNF filters; returns how many rows were deleted."""
     location = _uri(uri)
@@ -144,9 +151,10 @@ def delete(
         metrics = target.delete(where, commit_properties=props)
         return int(metrics.get("num_deleted_rows", 0) or 0), before
 
-    deleted, before = _retrying(location, "delete", attempt)
-    if deleted:
-        _rewrite_view_files(location, opts, since_version=before, metadata=metadata)
+    with optional_lease(location, take=lease):
+        deleted, before = _retrying(location, "delete", attempt)
+        if deleted:
+            _rewrite_view_files(location, opts, since_version=before, metadata=metadata)
     return deleted
 
 
@@ -173,7 +181,8 @@ def _rewrite_view_files(
         return
     partition_by = current.metadata().partition_columns
     if not partition_by:
-        overwrite(location, read_arrow(location, storage_options=opts), metadata=metadata, storage_options=opts)
+        overwrite(location, read_arrow(location, storage_options=opts), metadata=metadata, storage_options=opts,
+                  lease=False)
         return
     actions = pa.table(current.get_add_actions(flatten=True)).to_pylist()
     by_path = {a["path"]: a for a in actions}
@@ -186,7 +195,7 @@ def _rewrite_view_files(
         selector = [(col, "=", value) for col, value in zip(partition_by, values, strict=True)]
         rows = read_arrow(location, filters=selector, storage_options=opts)
         overwrite(location, rows, partition_by=partition_by, predicate=selector, metadata=metadata,
-                  storage_options=opts)
+                  storage_options=opts, lease=False)
 
 
 def _dedupe_source(table: pa.Table, keys: list[str], keep: Literal["first", "last"]) -> pa.Table:
@@ -233,6 +242,7 @@ def merge(
     txns: Iterable[Txn] | None = None,
     metadata: Mapping[str, str] | None = None,
     storage_options: Mapping[str, str] | None = None,
+    lease: bool = True,
 ) -> MergeResult:
     """Upsert on `keys` (or insert-only dedup with `when_matched="ignore"`), creating the table if missing.
 
@@ -298,4 +308,5 @@ def merge(
             metrics=dict(metrics),
         )
 
-    return _retrying(location, "merge", attempt)
+    with optional_lease(location, take=lease):
+        return _retrying(location, "merge", attempt)

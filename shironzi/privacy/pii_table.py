@@ -16,7 +16,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from shironzi.audit.lease import table_lease
 from shironzi.audit.log import audit
 from shironzi.errors import InvalidInputError, KeyDestroyedError, NotFoundError
 from shironzi.lake.delta import append, read_polars, table_exists, table_version
@@ -104,10 +103,9 @@ def store_pii_rows(
         }
         for e in entries
     ]
-    with table_lease(uri):  # erasure vacuums the PII table under the exclusive lease
-        committed = append(
-            uri, pa.Table.from_pylist(rows, schema=PII_TABLE_SCHEMA), metadata={"writer": "shironzi.pii_table"}
-        )
+    committed = append(  # takes the shared lease: erasure vacuums the PII table under the exclusive one
+        uri, pa.Table.from_pylist(rows, schema=PII_TABLE_SCHEMA), metadata={"writer": "shironzi.pii_table"}
+    )
     for e in entries:
         known.setdefault(e["tenant_id"], set()).add(e["token"])
     if sum(map(len, known.values())) <= _STORED_TOKENS_MAX:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from shironzi.audit.lease import file_lock
 from shironzi.errors import (
     ConfigurationError,
     InvalidInputError,
@@ -30,6 +29,7 @@ from shironzi.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from shironzi.lake.leases import file_lock
 from shironzi.settings import Settings, get_settings
 
 KEY_BYTES = 32

@@ -102,7 +102,7 @@ def test_gold_writes_wait_for_an_erasure_lease(first_build: DbtBuildResult, modu
     import threading
     import time
 
-    from shironzi.audit.lease import table_lease
+    from shironzi.lake.leases import table_lease
 
     kpi_uri = _uri(module_settings, "gold", "fct_tenant_daily_kpis")
     silver_uri = _uri(module_settings, "silver", "int_events__unified")

@@ -58,9 +58,9 @@ def test_score_write_records_the_feature_versions_and_models_it_used(lake: Train
     import json
 
     from models.scoring import score_churn
-    from shironzi.audit.lease import normalise_uri
     from shironzi.audit.log import read_audit_events
     from shironzi.lake import table_version
+    from shironzi.lake.leases import normalise_uri
 
     day = date.today() - timedelta(days=2)
     result = score_churn(score_date=day, tenant_ids=lake.tenant_ids)
@@ -126,8 +126,8 @@ def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: Trai
     assert set(table.column("generated_date").to_pylist()) == {newest}
     assert write_forecasts().rows == table.num_rows
     assert _read_all(list(result.table_versions)).num_rows == table.num_rows
-    from shironzi.audit.lease import normalise_uri
     from shironzi.audit.log import read_audit_events
+    from shironzi.lake.leases import normalise_uri
 
     writes = [e for e in read_audit_events(filters=[("action", "=", "table_write")]).to_pylist()
               if e["resource"] in {normalise_uri(u) for u in result.table_versions}]

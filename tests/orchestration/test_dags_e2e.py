@@ -66,7 +66,7 @@ def _row_counts(settings: Settings) -> dict[str, int]:
     append-only records of each run by design and are left out)."""
     from deltalake import DeltaTable
 
-    from shironzi.audit.discovery import discover_tables
+    from shironzi.lake.discovery import discover_tables
 
     return {
         t.uri: DeltaTable(t.uri).to_pyarrow_dataset().count_rows()

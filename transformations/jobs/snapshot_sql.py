@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Literal
 
-from shironzi.audit.lease import table_lease
 from shironzi.errors import InvalidInputError, TransformationError
+from shironzi.lake.leases import table_lease
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -143,7 +143,7 @@ def run_snapshot_sql(
     for output, frame in queries:
         before = table_version(output.target_uri) if table_exists(output.target_uri) else None
         try:
-            with table_lease(output.target_uri):  # an erasure's vacuum waits for this commit (shironzi.audit.lease)
+            with table_lease(output.target_uri):  # an erasure's vacuum waits for this commit (shironzi.lake.leases)
                 frame.write.format("delta").mode(mode).save(spark_path(output.target_uri))
         except Exception as exc:
             raise TransformationError(f"{output.name}: Spark write to {output.target_uri} failed: {exc}",
