@@ -28,7 +28,6 @@ from ingestion.bronze import (
     SEQ_COLUMN,
     UNIT_COLUMN,
     BronzeLander,
-    CrashPlan,
     LandingBatch,
     Ledger,
     Reconciliation,
@@ -278,7 +277,6 @@ def ingest_files(
     tenants: Mapping[str, TenantInfo] | None = None,
     flush_rows: int = DEFAULT_FLUSH_ROWS,
     check_quality: bool = True,
-    crash: CrashPlan | None = None,
     on_file: Callable[[LandingFile, int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> BatchRunResult:
@@ -299,7 +297,7 @@ def ingest_files(
     )
     if on_start is not None:
         on_start(len(todo))
-    lander = BronzeLander(settings=settings, tenants=tenants, crash=crash)
+    lander = BronzeLander(settings=settings, tenants=tenants)
     started_at = datetime.now(UTC)
     error: BaseException | None = None
     with stage("ingest_batch", source=str(base)) as summary:

@@ -24,7 +24,6 @@ from ingestion.bronze import (
     SEQ_COLUMN,
     UNIT_COLUMN,
     BronzeLander,
-    CrashPlan,
     LandingBatch,
     Ledger,
     Reconciliation,
@@ -152,7 +151,6 @@ def ingest_sql(
     tenants: Mapping[str, TenantInfo] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     check_quality: bool = True,
-    crash: CrashPlan | None = None,
 ) -> BatchRunResult:
     """Land the rows of `table` (or `query`) whose `watermark` is above the last committed one."""
     settings = settings or get_settings()
@@ -169,7 +167,7 @@ def ingest_sql(
     last = current_watermark(source_name, settings=settings)
     is_time = _last_is_time(source_name, settings) if last is not None else None
     result = BatchRunResult(run_id=uuid.uuid4().hex, source_kind="sql", source_name=source_name)
-    lander = BronzeLander(settings=settings, tenants=tenants, crash=crash)
+    lander = BronzeLander(settings=settings, tenants=tenants)
     started_at = datetime.now(UTC)
     error: BaseException | None = None
     with stage("ingest_sql", source=source_name) as summary:

@@ -17,10 +17,12 @@ if TYPE_CHECKING:
         CHECKPOINT_INTERVAL,
         CommitResult,
         MergeResult,
+        StagedFiles,
         Txn,
         add_actions,
         append,
         cluster_by_tenant,
+        commit_staged,
         delete,
         files_touched,
         filters_to_sql,
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
         read_arrow,
         read_polars,
         scan_polars,
+        stage_files,
         table_exists,
         table_version,
         txn_version,
@@ -45,9 +48,10 @@ if TYPE_CHECKING:
     )
 
 _DELTA_NAMES = (
-    "CHECKPOINT_INTERVAL", "CommitResult", "MergeResult", "Txn", "add_actions", "append", "cluster_by_tenant",
-    "delete", "files_touched", "filters_to_sql", "history", "merge", "open_table", "overwrite", "read_arrow",
-    "read_polars", "scan_polars", "table_exists", "table_version", "txn_version",
+    "CHECKPOINT_INTERVAL", "CommitResult", "MergeResult", "StagedFiles", "Txn", "add_actions", "append",
+    "cluster_by_tenant", "commit_staged", "delete", "files_touched", "filters_to_sql", "history", "merge",
+    "open_table", "overwrite", "read_arrow", "read_polars", "scan_polars", "stage_files",
+    "table_exists", "table_version", "txn_version",
 )  # fmt: skip
 _MAINTENANCE_NAMES = ("checkpoint", "cleanup_metadata", "compact", "optimize", "run_maintenance", "vacuum")
 _LAZY: dict[str, str] = {
@@ -56,10 +60,11 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
-    "CHECKPOINT_INTERVAL", "LAYERS", "CommitResult", "Layer", "MergeResult", "Placement", "Txn",
-    "add_actions", "append", "checkpoint", "cleanup_metadata", "cluster_by_tenant", "compact", "delete",
+    "CHECKPOINT_INTERVAL", "LAYERS", "CommitResult", "Layer", "MergeResult", "Placement", "StagedFiles", "Txn",
+    "add_actions", "append", "checkpoint", "cleanup_metadata", "cluster_by_tenant", "commit_staged", "compact",
+    "delete",
     "files_touched", "filters_to_sql", "history", "merge", "open_table", "optimize", "overwrite",
-    "platform_uri", "read_arrow", "read_polars", "run_maintenance", "scan_polars", "table_exists",
+    "platform_uri", "read_arrow", "read_polars", "run_maintenance", "scan_polars", "stage_files", "table_exists",
     "table_uri", "table_version", "txn_version", "vacuum",
 ]  # fmt: skip
 
