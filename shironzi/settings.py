@@ -54,7 +54,9 @@ class Settings(BaseSettings):
         None, description="Delta Lake root: a local path or s3://, abfss://, gs:// URI. Default: home/lake."
     )
     storage_options: dict[str, str] = Field(
-        default_factory=dict, description="delta-rs storage_options for object-store lakes (JSON)."
+        default_factory=dict,
+        description="delta-rs storage_options for object-store lakes (JSON). Concurrent S3 commits are safe "
+        "through delta-rs's conditional put (If-None-Match): no AWS_S3_ALLOW_UNSAFE_RENAME.",
     )
     kafka_bootstrap: str | None = Field(
         None,

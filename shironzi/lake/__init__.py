@@ -2,6 +2,14 @@
 
 `import shironzi.lake` stays light: the delta-rs/pyarrow backed functions load on first use.
 
+Object stores take the same code path as local tables (`SHIRONZI_STORAGE_OPTIONS` is passed to every call).
+Concurrent commits are safe there without a lock service: delta-rs writes each `_delta_log/<version>.json`
+with a conditional put (`If-None-Match: *` on S3), so of two writers racing for one version exactly one
+wins and the other re-reads the log and retries at the next version. AWS S3, MinIO, Cloudflare R2 and the
+moto server of the tests support conditional writes; never set `AWS_S3_ALLOW_UNSAFE_RENAME`, which turns
+the check off. A store without conditional writes needs delta-rs's DynamoDB log store instead
+(`AWS_S3_LOCKING_PROVIDER=dynamodb`, `DELTA_DYNAMO_TABLE_NAME` in the storage options; not exercised here).
+
     from shironzi.lake import Txn, append, read_arrow, table_uri
 """
 

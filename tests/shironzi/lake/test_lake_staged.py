@@ -108,3 +108,16 @@ def test_two_processes_committing_to_one_s3_table_lose_no_commit(s3: S3Server, m
         assert lake.txn_version(uri, f"writer-{writer}", storage_options=options) == commits - 1
         mine = table.filter(pc.equal(table.column("writer"), writer))
         assert sorted(set(mine.column("n").to_pylist())) == list(range(commits))
+
+
+def test_no_deployment_file_turns_off_safe_s3_commits() -> None:
+    """docker-compose.yml, deploy/ and the docs never set the unsafe-rename switch of delta-rs."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    switch = re.compile(r"ALLOW_UNSAFE_RENAME\W{0,3}\s*[:=]", re.IGNORECASE)
+    files = [root / "docker-compose.yml", *root.glob("deploy/**/*.y*ml"), *root.glob("docs/**/*.md"),
+             root / "README.md"]
+    offenders = [str(f.relative_to(root)) for f in files if f.is_file() and switch.search(f.read_text())]
+    assert offenders == []
