@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -53,6 +54,7 @@ from shironzi.lake.tables import (
 )
 
 ROW_GROUP_ROWS = 1 << 20
+HANDLE_CACHE_SIZE = 256
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
@@ -100,6 +102,66 @@ class _TableFiles:
             stream.write(payload.to_pybytes())
         finally:
             stream.close()  # type: ignore[attr-defined]  # present at runtime, missing from the stub
+
+
+class _Handles:
+    """Open tables and file writers kept per (table, storage options) across staged writes in a process.
+
+    A writer commits to the same few tables again and again: refreshing a kept handle reads only the log
+    entries that are new since the last commit (one LIST and a GET each on S3), where opening the table
+    again re-reads every entry since the last checkpoint."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tables: dict[tuple[str, str], DeltaTable] = {}
+        self._files: dict[tuple[str, str], _TableFiles] = {}
+
+    @staticmethod
+    def _key(location: str, opts: dict[str, str] | None) -> tuple[str, str]:
+        return location, json.dumps(opts or {}, sort_keys=True)
+
+    def files(self, location: str, opts: dict[str, str] | None) -> _TableFiles:
+        key = self._key(location, opts)
+        with self._lock:
+            found = self._files.get(key)
+        if found is None:
+            found = _TableFiles(location, opts)
+            with self._lock:
+                self._keep(self._files, key, found)
+        return found
+
+    def table(self, location: str, opts: dict[str, str] | None) -> DeltaTable | None:
+        """The table at its latest version (None while it does not exist)."""
+        key = self._key(location, opts)
+        with self._lock:
+            kept = self._tables.get(key)
+        if kept is not None:
+            try:
+                kept.update_incremental()
+                return kept
+            except Exception:  # noqa: BLE001 - replaced or removed underneath us: open it afresh
+                self.forget(location, opts)
+        opened = _try_open(location, opts)
+        if opened is not None:
+            self.remember(location, opts, opened)
+        return opened
+
+    def remember(self, location: str, opts: dict[str, str] | None, table: DeltaTable) -> None:
+        with self._lock:
+            self._keep(self._tables, self._key(location, opts), table)
+
+    def forget(self, location: str, opts: dict[str, str] | None) -> None:
+        with self._lock:
+            self._tables.pop(self._key(location, opts), None)
+
+    @staticmethod
+    def _keep(store: dict[tuple[str, str], Any], key: tuple[str, str], value: Any) -> None:
+        store[key] = value
+        while len(store) > HANDLE_CACHE_SIZE:
+            store.pop(next(iter(store)))
+
+
+_handles = _Handles()
 
 
 # ------------------------------------------------------------------------------------ statistics
@@ -216,7 +278,7 @@ def stage_files(
         order.append((TENANT_COLUMN, "ascending"))
     ordered = table.sort_by(order) if order and table.num_rows > 1 else table
     body = ordered.drop_columns(parts) if parts else ordered
-    files = _TableFiles(location, opts) if ordered.num_rows else None
+    files = _handles.files(location, opts) if ordered.num_rows else None
     actions: list[AddAction] = []
     for start, end in _segments(ordered, parts):
         values = {name: _partition_text(ordered.column(name)[start].as_py()) for name in parts}
@@ -276,11 +338,12 @@ def commit_staged(
     parts = list(staged.partition_by) or None
 
     def attempt() -> CommitResult:
-        target = _try_open(location, opts)
+        target = _handles.table(location, opts)
         if target is not None and _already_committed(target, txn_items, location):
             return CommitResult(version=target.version(), rows=0, skipped=True)
         if target is None:
             target = _create(location, staged.schema, parts, opts)
+            _handles.remember(location, opts, target)
             if _already_committed(target, txn_items, location):  # a concurrent creator got there first
                 return CommitResult(version=target.version(), rows=0, skipped=True)
         _check_layout(target, staged)
