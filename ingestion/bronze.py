@@ -17,7 +17,8 @@ sequence number inside it (the offset; 1 for a file; the load number for SQL). A
    lakes alike, so "files written, not committed" is a real, testable state (orphans are invisible and
    vacuumed);
 4. last, the *ledger* row (stream: the run-log row of the flush; batch: the processed-file manifest; SQL:
-   the watermark) is committed with the same txns. Readers resume from the ledger's txns.
+   the watermark) is committed with the same txns, through the same staged-write API. Readers resume from
+   the ledger's txns.
 
 Reconciliation is exact per flush: received = landed + quarantined + duplicates_in_batch +
 duplicates_existing (recovered rows count as landed/quarantined: they are, by the earlier attempt).
@@ -68,7 +69,7 @@ from ingestion.run_log import (
 )
 from shironzi.audit.lease import table_lease
 from shironzi.errors import InvalidStateError
-from shironzi.lake.delta import Txn, append
+from shironzi.lake.delta import Txn, commit_staged, stage_files
 from shironzi.lake.groups import LakeGroup
 from shironzi.lake.paths import table_uri
 from shironzi.privacy.pii_table import PendingPiiRows
@@ -416,10 +417,11 @@ class BronzeLander:
                 first_commit = False
         self._reached("after_commit")
         ledger_rows = ledger.rows(counts)
-        committed = append(
-            ledger.uri,
-            ledger_rows,
-            partition_by=ledger.partition_by,
+        staged = stage_files(
+            ledger.uri, ledger_rows, partition_by=ledger.partition_by, storage_options=self.storage_options
+        )
+        committed = commit_staged(
+            staged,
             txns=[Txn(app, int(v)) for app, v in unit_versions.items()],
             metadata=commit_metadata,
             storage_options=self.storage_options,

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
+from deltalake import Schema as DeltaSchema
 from deltalake.transaction import AddAction
 
 from shironzi.errors import InvalidInputError
@@ -303,6 +304,11 @@ def stage_files(
     return StagedFiles(location, table.schema, tuple(parts), tuple(actions), table.num_rows)
 
 
+def _type_name(kind: Any) -> str:
+    name = getattr(kind, "type", None)  # a primitive type's name, e.g. "string"; nested types print whole
+    return name if isinstance(name, str) else str(kind)
+
+
 def _check_layout(target: DeltaTable, staged: StagedFiles) -> None:
     table_parts = list(target.metadata().partition_columns)
     if table_parts != list(staged.partition_by):
@@ -310,10 +316,18 @@ def _check_layout(target: DeltaTable, staged: StagedFiles) -> None:
             f"table {staged.uri} is partitioned by {table_parts}, the staged files by {list(staged.partition_by)}",
             uri=staged.uri,
         )
-    columns = set(target.schema().to_arrow().names)
-    if columns != set(staged.schema.names):
+    table_types = {f.name: _type_name(f.type) for f in target.schema().fields}
+    staged_types = {f.name: _type_name(f.type) for f in DeltaSchema.from_arrow(staged.schema).fields}
+    if set(table_types) != set(staged_types):
         raise InvalidInputError(
-            f"staged columns {sorted(set(staged.schema.names) ^ columns)} differ from table {staged.uri}",
+            f"staged columns {sorted(set(staged_types) ^ set(table_types))} differ from table {staged.uri}",
+            uri=staged.uri,
+        )
+    changed = sorted(name for name, kind in staged_types.items() if table_types[name] != kind)
+    if changed:
+        raise InvalidInputError(
+            f"staged column types differ from table {staged.uri}: "
+            + ", ".join(f"{name} is {staged_types[name]}, not {table_types[name]}" for name in changed),
             uri=staged.uri,
         )
 

@@ -46,6 +46,10 @@ def test_commit_of_files_staged_for_another_layout_is_refused(events_uri: str, m
     staged = lake.stage_files(events_uri, make_events(5, seed=2))
     with pytest.raises(InvalidInputError, match="partitioned by"):
         lake.commit_staged(staged)
+    other_types = make_events(5, seed=3).set_column(4, "amount", pa.array(["1.5"] * 5))
+    staged = lake.stage_files(events_uri, other_types, partition_by="event_date")
+    with pytest.raises(InvalidInputError, match="amount is string, not double"):
+        lake.commit_staged(staged)
     assert lake.read_arrow(events_uri).num_rows == 5
 
 
