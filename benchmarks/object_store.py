@@ -287,13 +287,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-dbt", action="store_true")
     parser.add_argument("--skip-features", action="store_true")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="work in this directory and keep it (homes, lakes, the moto access log)")
     args = parser.parse_args(argv)
 
     print_header("object-store lake (moto S3 server on loopback) vs local lake")
     from ingestion.stream import running_broker
 
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if args.keep is None else args.keep
+        work.mkdir(parents=True, exist_ok=True)
         server = MotoServer(work)
         try:
             with running_broker(work / "broker") as broker:

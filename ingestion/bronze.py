@@ -433,8 +433,9 @@ class BronzeLander:
     def _txns_for(target: DataTable, rows: pl.DataFrame, unit_versions: Mapping[str, int]) -> dict[str, int]:
         """Txn versions for a table's commit: every unit of the batch this table has not yet recorded."""
         out = {}
+        recorded = target.txn_versions(unit_versions)
         for unit, version in unit_versions.items():
-            known = target.txn_version(unit)
+            known = recorded[unit]
             if known is None or version > known:
                 out[unit] = version
         return out

@@ -5,7 +5,7 @@ kernel's staged-write API (`shironzi.lake.staged`), for local and object-store t
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -60,17 +60,25 @@ class DataTable:
             self._handle.update_incremental()
         return self._handle
 
+    def txn_versions(self, units: Iterable[str]) -> dict[str, int | None]:
+        """The highest seq of each unit already committed to this table, read from the Delta log once per unit
+        (the units not yet known share one refresh of the log: on an object store, one LIST, not one per unit)."""
+        wanted = list(dict.fromkeys(units))
+        missing = [unit for unit in wanted if unit not in self._txns]
+        if missing:
+            table = self.handle()
+            for unit in missing:
+                self._txns[unit] = None if table is None else table.transaction_version(unit)
+        return {unit: self._txns[unit] for unit in wanted}
+
     def txn_version(self, unit: str) -> int | None:
         """The highest seq of `unit` already committed to this table (read from the Delta log once)."""
-        if unit not in self._txns:
-            table = self.handle()
-            self._txns[unit] = None if table is None else table.transaction_version(unit)
-        return self._txns[unit]
+        return self.txn_versions([unit])[unit]
 
     def drop_recovered(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         """Rows whose seq is beyond this table's txn for their unit; and how many were already committed."""
         units = rows.get_column(UNIT_COLUMN).unique().to_list()
-        done = {u: v for u in units if (v := self.txn_version(u)) is not None}
+        done = {u: v for u, v in self.txn_versions(units).items() if v is not None}
         if not done:
             return rows, 0
         limit = pl.col(UNIT_COLUMN).replace_strict(done, default=-1, return_dtype=pl.Int64)
