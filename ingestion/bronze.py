@@ -12,22 +12,27 @@ sequence number inside it (the offset; 1 for a file; the load number for SQL). A
    is already in the table are dropped ("duplicates_existing"; the key sets of recently touched
    `event_date` partitions are cached in memory and rebuilt from Delta on start);
 3. each data table gets ONE commit (all tenants of the batch) carrying a Delta txn per unit at the batch's
-   highest seq for it: parquet files are written first, then committed with `create_write_transaction`,
-   so "files written, not committed" is a real, testable state (orphans are invisible and vacuumed);
+   highest seq for it: parquet files are staged first, then committed in one transaction through the
+   kernel's staged-write API (`shironzi.lake.stage_files` / `commit_staged`), on local and object-store
+   lakes alike, so "files written, not committed" is a real, testable state (orphans are invisible and
+   vacuumed);
 4. last, the *ledger* row (stream: the run-log row of the flush; batch: the processed-file manifest; SQL:
-   the watermark) is committed with the same txns. Readers resume from the ledger's txns.
+   the watermark) is committed with the same txns, through the same staged-write API. Readers resume from
+   the ledger's txns.
 
 Reconciliation is exact per flush: received = landed + quarantined + duplicates_in_batch +
 duplicates_existing (recovered rows count as landed/quarantined: they are, by the earlier attempt).
+
+Crash tests stop a landing at each of `LANDING_POINTS` by setting the module-level `landing_hook` in the
+process under test (tests/ingestion/_fixtures.py starts the CLI in a child process with a hook that SIGKILLs
+it); nothing in the CLI or the settings can trigger it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -63,7 +68,7 @@ from ingestion.run_log import (
     run_log_uri,
 )
 from shironzi.errors import InvalidInputError, InvalidStateError
-from shironzi.lake.delta import Txn, append
+from shironzi.lake.delta import Txn, commit_staged, stage_files
 from shironzi.lake.groups import LakeGroup
 from shironzi.lake.leases import table_lease
 from shironzi.lake.paths import table_uri
@@ -73,33 +78,18 @@ from shironzi.settings import Settings, get_settings
 from shironzi.tenancy.records import TenantInfo
 from shironzi.tenancy.registry import get_registry
 
-CrashPoint = Literal["before_write", "after_write", "between_commits", "after_commit"]
-CRASH_POINTS: tuple[str, ...] = get_args(CrashPoint)
+LandingPoint = Literal["before_write", "after_write", "between_commits", "after_commit"]
+LANDING_POINTS: tuple[str, ...] = get_args(LandingPoint)
 
 __all__ = [  # the run log and the table columns live in their own modules; callers import them from here
-    "CRASH_POINTS", "RUN_LOG_SCHEMA", "SEQ_COLUMN", "UNIT_COLUMN", "BronzeLander", "CrashPlan", "CrashPoint",
-    "DataTable", "LandingBatch", "Ledger", "Reconciliation", "read_run_log", "reconcile_run_log", "records_keys",
-    "run_log_row", "run_log_uri",
+    "LANDING_POINTS", "RUN_LOG_SCHEMA", "SEQ_COLUMN", "UNIT_COLUMN", "BronzeLander", "DataTable", "LandingBatch",
+    "LandingPoint", "Ledger", "Reconciliation", "landing_hook", "read_run_log", "reconcile_run_log",
+    "records_keys", "run_log_row", "run_log_uri",
 ]  # fmt: skip
 
-
-# ------------------------------------------------------------------------------------ crash hook
-
-
-@dataclass(frozen=True)
-class CrashPlan:
-    """Test-only failure injection: SIGKILL this process at `point` of flush number `after_flushes`."""
-
-    point: CrashPoint
-    after_flushes: int = 1
-
-    def __post_init__(self) -> None:
-        if self.point not in CRASH_POINTS:
-            raise InvalidInputError(
-                f"unknown crash point {self.point!r}; use one of {', '.join(CRASH_POINTS)}"
-            )
-        if self.after_flushes < 1:
-            raise InvalidInputError("crash_after_flushes must be >= 1")
+landing_hook: Callable[[LandingPoint, int], None] | None = None
+"""Test-only: called with (point, flush number) at each point of a landing. A crash test sets it in the
+process under test (e.g. to SIGKILL itself at `after_write` of flush 2); production code never sets it."""
 
 
 # ------------------------------------------------------------------------------------ batches
@@ -218,7 +208,6 @@ class BronzeLander:
         *,
         settings: Settings | None = None,
         tenants: Mapping[str, TenantInfo] | None = None,
-        crash: CrashPlan | None = None,
         cached_partitions: int = DEFAULT_CACHED_PARTITIONS,
         precommit: Callable[[dict[str, pl.DataFrame]], None] | None = None,
     ) -> None:
@@ -228,7 +217,6 @@ class BronzeLander:
         self.precommit = precommit
         self.lake = self.settings.resolved_lake_uri
         self.storage_options = self.settings.storage_options
-        self.crash = crash
         self.flushes = 0
         self._cached_partitions = cached_partitions
         self._tables: dict[str, DataTable] = {}
@@ -364,9 +352,9 @@ class BronzeLander:
 
     # landing ---------------------------------------------------------------------------------------
 
-    def _maybe_crash(self, point: CrashPoint) -> None:
-        if self.crash is not None and self.crash.point == point and self.flushes == self.crash.after_flushes:
-            os.kill(os.getpid(), signal.SIGKILL)
+    def _reached(self, point: LandingPoint) -> None:
+        if landing_hook is not None:
+            landing_hook(point, self.flushes)
 
     def land(
         self, batch: LandingBatch, *, ledger: Ledger, metadata: Mapping[str, str] | None = None
@@ -412,7 +400,7 @@ class BronzeLander:
         if self.precommit is not None:
             self.precommit({t.uri: rows.drop(UNIT_COLUMN, SEQ_COLUMN) for t, rows, _ in plans if t.dedupe})
         commit_metadata = {"shironzi.stage": "ingest", **dict(metadata or {})}
-        self._maybe_crash("before_write")
+        self._reached("before_write")
         first_commit = True
         for target, rows, versions in plans:
             if rows.is_empty():
@@ -421,12 +409,9 @@ class BronzeLander:
             # The shared table lease keeps an erasure's zero-retention vacuum from deleting files that
             # are written but not yet committed (shironzi.lake.leases explains the protocol).
             with table_lease(target.uri):
-                if target.is_local:
-                    actions = target.write_files(data)
-                    self._maybe_crash("after_write")
-                    version = target.commit_files(actions, versions, commit_metadata)
-                else:
-                    version = target.append(data, versions, commit_metadata)
+                staged = target.stage(data)
+                self._reached("after_write")
+                version = target.commit(staged, versions, commit_metadata)
             target.remember(rows, versions)
             counts.table_versions[target.uri] = version
             if target.dedupe:
@@ -434,14 +419,15 @@ class BronzeLander:
                     rows.get_column(PARTITION_COLUMN).unique().to_list()
                 )
             if first_commit:
-                self._maybe_crash("between_commits")
+                self._reached("between_commits")
                 first_commit = False
-        self._maybe_crash("after_commit")
+        self._reached("after_commit")
         ledger_rows = ledger.rows(counts)
-        committed = append(
-            ledger.uri,
-            ledger_rows,
-            partition_by=ledger.partition_by,
+        staged = stage_files(
+            ledger.uri, ledger_rows, partition_by=ledger.partition_by, storage_options=self.storage_options
+        )
+        committed = commit_staged(
+            staged,
             txns=[Txn(app, int(v)) for app, v in unit_versions.items()],
             metadata=commit_metadata,
             storage_options=self.storage_options,
@@ -453,8 +439,9 @@ class BronzeLander:
     def _txns_for(target: DataTable, rows: pl.DataFrame, unit_versions: Mapping[str, int]) -> dict[str, int]:
         """Txn versions for a table's commit: every unit of the batch this table has not yet recorded."""
         out = {}
+        recorded = target.txn_versions(unit_versions)
         for unit, version in unit_versions.items():
-            known = target.txn_version(unit)
+            known = recorded[unit]
             if known is None or version > known:
                 out[unit] = version
         return out

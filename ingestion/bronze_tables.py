@@ -1,23 +1,18 @@
 """One bronze or quarantine Delta table as landing sees it: txn versions per unit, the cached keys of
-recent partitions for dedupe, and files written first then committed in one transaction."""
+recent partitions for dedupe, and files staged first then committed in one transaction through the
+kernel's staged-write API (`shironzi.lake.staged`), for local and object-store tables alike."""
 
 from __future__ import annotations
 
-import json
-import logging
-import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from datetime import date
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
 
-from shironzi.errors import CommitConflictError
-from shironzi.lake.delta import CHECKPOINT_INTERVAL, Txn, append, read_polars
+from shironzi.lake.delta import StagedFiles, Txn, commit_staged, read_polars, stage_files
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -27,57 +22,6 @@ KEY_COLUMNS = ("tenant_id", "event_id")
 UNIT_COLUMN = "_unit"
 SEQ_COLUMN = "_seq"
 DEFAULT_CACHED_PARTITIONS = 64
-COMMIT_ATTEMPTS = 8
-
-log = logging.getLogger("shironzi.ingestion.bronze")
-
-
-def _ms_floor(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def _ms_ceil(value: datetime) -> str:
-    if value.microsecond % 1000:
-        value = value + timedelta(microseconds=1000 - value.microsecond % 1000)
-    return _ms_floor(value)
-
-
-def _file_stats(table: pa.Table) -> str:
-    """Delta add-action statistics (numRecords, min/max, null counts) for one file's rows."""
-    import pyarrow.compute as pc
-
-    mins: dict[str, Any] = {}
-    maxs: dict[str, Any] = {}
-    nulls: dict[str, int] = {}
-    for name in table.column_names:
-        column = table.column(name)
-        nulls[name] = column.null_count
-        kind = column.type
-        if not (
-            pa.types.is_string(kind)
-            or pa.types.is_floating(kind)
-            or pa.types.is_integer(kind)
-            or pa.types.is_timestamp(kind)
-            or pa.types.is_date(kind)
-        ):
-            continue
-        if column.null_count == len(column):
-            continue
-        bounds = pc.min_max(column).as_py()
-        lo, hi = bounds["min"], bounds["max"]
-        if pa.types.is_timestamp(kind):
-            mins[name], maxs[name] = _ms_floor(lo), _ms_ceil(hi)
-        elif pa.types.is_date(kind):
-            mins[name], maxs[name] = lo.isoformat(), hi.isoformat()
-        elif pa.types.is_floating(kind) and (lo != lo or hi != hi):  # NaN: no usable bounds
-            continue
-        elif pa.types.is_string(kind) and (len(lo) > 32 or len(hi) > 32):
-            continue  # long strings: no bounds rather than truncated ones
-        else:
-            mins[name], maxs[name] = lo, hi
-    return json.dumps(
-        {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
-    )
 
 
 class DataTable:
@@ -102,12 +46,8 @@ class DataTable:
         self._keys: OrderedDict[date, pl.DataFrame] = OrderedDict()
         self._cached_partitions = cached_partitions
 
-    @property
-    def is_local(self) -> bool:
-        return "://" not in self.uri or self.uri.startswith("file://")
-
-    def handle(self, *, create: bool = False) -> DeltaTable | None:
-        """The delta-rs table (created empty when asked), refreshed to the latest version."""
+    def handle(self) -> DeltaTable | None:
+        """The delta-rs table refreshed to the latest version (None while the table does not exist)."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
@@ -115,31 +55,30 @@ class DataTable:
             try:
                 self._handle = DeltaTable(self.uri, storage_options=self.storage_options)
             except TableNotFoundError:
-                if not create:
-                    return None
-                self._handle = DeltaTable.create(
-                    self.uri,
-                    self.schema,
-                    partition_by=[PARTITION_COLUMN],
-                    mode="ignore",
-                    configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
-                    storage_options=self.storage_options,
-                )
+                return None
         else:
             self._handle.update_incremental()
         return self._handle
 
+    def txn_versions(self, units: Iterable[str]) -> dict[str, int | None]:
+        """The highest seq of each unit already committed to this table, read from the Delta log once per unit
+        (the units not yet known share one refresh of the log: on an object store, one LIST, not one per unit)."""
+        wanted = list(dict.fromkeys(units))
+        missing = [unit for unit in wanted if unit not in self._txns]
+        if missing:
+            table = self.handle()
+            for unit in missing:
+                self._txns[unit] = None if table is None else table.transaction_version(unit)
+        return {unit: self._txns[unit] for unit in wanted}
+
     def txn_version(self, unit: str) -> int | None:
         """The highest seq of `unit` already committed to this table (read from the Delta log once)."""
-        if unit not in self._txns:
-            table = self.handle()
-            self._txns[unit] = None if table is None else table.transaction_version(unit)
-        return self._txns[unit]
+        return self.txn_versions([unit])[unit]
 
     def drop_recovered(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         """Rows whose seq is beyond this table's txn for their unit; and how many were already committed."""
         units = rows.get_column(UNIT_COLUMN).unique().to_list()
-        done = {u: v for u in units if (v := self.txn_version(u)) is not None}
+        done = {u: v for u, v in self.txn_versions(units).items() if v is not None}
         if not done:
             return rows, 0
         limit = pl.col(UNIT_COLUMN).replace_strict(done, default=-1, return_dtype=pl.Int64)
@@ -198,76 +137,16 @@ class DataTable:
         while len(self._keys) > self._cached_partitions:
             self._keys.popitem(last=False)
 
-    def write_files(self, data: pa.Table) -> list[Any]:
-        """Write the rows as parquet files under their partition directories; nothing is committed yet."""
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-        from deltalake.transaction import AddAction
+    def stage(self, data: pa.Table) -> StagedFiles:
+        """Write the rows as Parquet files under their partition directories; nothing is committed yet."""
+        return stage_files(self.uri, data, partition_by=PARTITION_COLUMN, storage_options=self.storage_options or {})
 
-        self.handle(create=True)
-        root = Path(self.uri.removeprefix("file://"))
-        actions: list[Any] = []
-        data = data.sort_by([(PARTITION_COLUMN, "ascending"), ("tenant_id", "ascending")])
-        runs = pc.run_end_encode(data.column(PARTITION_COLUMN).combine_chunks())
-        ends = runs.run_ends.to_pylist()
-        days = runs.values.to_pylist()
-        body = data.drop_columns([PARTITION_COLUMN])
-        for start, end, day in zip([0, *ends[:-1]], ends, days, strict=True):
-            part = body.slice(start, end - start)
-            relative = f"{PARTITION_COLUMN}={day.isoformat()}/part-{uuid.uuid4()}-c000.snappy.parquet"
-            target = root / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(part, target, compression="snappy", row_group_size=1 << 20)
-            actions.append(
-                AddAction(
-                    path=relative,
-                    size=target.stat().st_size,
-                    partition_values={PARTITION_COLUMN: day.isoformat()},
-                    modification_time=int(time.time() * 1000),
-                    data_change=True,
-                    stats=_file_stats(part),
-                )
-            )
-        return actions
-
-    def commit_files(
-        self, actions: list[Any], versions: Mapping[str, int], metadata: Mapping[str, str]
-    ) -> int:
-        """Commit written files in one transaction carrying a txn per unit; returns the new version."""
-        from deltalake import CommitProperties, Transaction
-        from deltalake.exceptions import CommitFailedError
-
-        properties = CommitProperties(
-            custom_metadata=dict(metadata),
-            app_transactions=[Transaction(app, int(v)) for app, v in versions.items()],
-        )
-        for attempt in range(COMMIT_ATTEMPTS):
-            table = self.handle(create=True)
-            assert table is not None
-            try:
-                table.create_write_transaction(
-                    actions,
-                    "append",
-                    self.schema,
-                    partition_by=[PARTITION_COLUMN],
-                    commit_properties=properties,
-                )
-                table.update_incremental()
-                return table.version()
-            except CommitFailedError as exc:  # a concurrent writer won the race: blind appends just retry
-                log.debug("commit conflict on %s (attempt %d): %s", self.uri, attempt + 1, exc)
-                time.sleep(0.01 * 2**attempt)
-        raise CommitConflictError(f"commit to {self.uri} kept conflicting", uri=self.uri)
-
-    def append(self, data: pa.Table, versions: Mapping[str, int], metadata: Mapping[str, str]) -> int:
-        """Write and commit in one step (object stores: delta-rs writes and commits together)."""
-        result = append(
-            self.uri,
-            data,
-            partition_by=PARTITION_COLUMN,
+    def commit(self, staged: StagedFiles, versions: Mapping[str, int], metadata: Mapping[str, str]) -> int:
+        """Commit staged files in one transaction carrying a txn per unit; returns the new version."""
+        result = commit_staged(
+            staged,
             txns=[Txn(app, int(v)) for app, v in versions.items()],
             metadata=metadata,
             storage_options=self.storage_options or {},
         )
-        self._handle = None
         return result.version

@@ -14,13 +14,12 @@ from rich.table import Table
 from ingestion.batch.files import BatchRunResult, ingest_files
 from ingestion.batch.imports import ImportPreview, plan_import, preview_import, run_import
 from ingestion.batch.sql import ingest_sql
-from ingestion.bronze import CrashPlan
 from ingestion.quality import check_bronze, check_or_raise
 from ingestion.stream.ingestor import StreamIngestor, StreamOptions
 from shironzi.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from ingestion.bronze import CrashPlan, Reconciliation
+    from ingestion.bronze import Reconciliation
 
 console = Console(highlight=False)
 
@@ -48,10 +47,6 @@ def reconciliation_table(title: str, counts: Reconciliation) -> Table:
     return table
 
 
-def _crash_plan(point: str | None, after: int) -> CrashPlan | None:
-    return None if point is None else CrashPlan(point, after)  # type: ignore[arg-type]
-
-
 @ingest_app.command("batch")
 def batch_command(
     source: Annotated[
@@ -71,12 +66,9 @@ def batch_command(
     backfill: Annotated[
         bool, typer.Option("--backfill", help="A history: judge freshness against its own newest event.")
     ] = False,
-    crash_at: Annotated[str | None, typer.Option(hidden=True)] = None,
-    crash_after_flushes: Annotated[int, typer.Option(hidden=True)] = 1,
 ) -> None:
     """Land new or changed landing files, or new rows of a SQL table, in bronze (the quality checkpoint runs
     before each commit: a failing batch commits nothing and stays unprocessed)."""
-    crash = _crash_plan(crash_at, crash_after_flushes)
     if sql is not None:
         if source is not None:
             raise InvalidInputError("give a landing path or --sql, not both")
@@ -90,7 +82,6 @@ def batch_command(
             source_name=source_name,
             check_quality=not skip_quality,
             backfill=backfill,
-            crash=crash,
         )
     else:
         if source is None:
@@ -102,7 +93,6 @@ def batch_command(
                 flush_rows=flush_rows,
                 check_quality=not skip_quality,
                 backfill=backfill,
-                crash=crash,
                 on_start=lambda n: progress.update(task, total=n),
                 on_file=lambda f, rows: progress.advance(task),
             )
@@ -218,8 +208,6 @@ def stream_command(
     until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Stop when lag is 0.")] = False,
     max_flushes: Annotated[int | None, typer.Option(min=1, help="Stop after this many flushes.")] = None,
     namespace: Annotated[str, typer.Option(hidden=True)] = "shironzi-ingest",
-    crash_at: Annotated[str | None, typer.Option(hidden=True)] = None,
-    crash_after_flushes: Annotated[int, typer.Option(hidden=True)] = 1,
 ) -> None:
     """Consume a topic into bronze, exactly once (offsets live in the Delta log, not in Kafka)."""
     version = None
@@ -243,7 +231,6 @@ def stream_command(
         until_caught_up=until_caught_up,
         max_flushes=max_flushes,
         namespace=namespace,
-        crash=_crash_plan(crash_at, crash_after_flushes),
     )
     result = StreamIngestor(options).run()
     console.print(f"partitions {result.partitions}: offsets {result.start_offsets} -> {result.end_offsets}")

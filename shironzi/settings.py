@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,11 +54,19 @@ class Settings(BaseSettings):
         None, description="Delta Lake root: a local path or s3://, abfss://, gs:// URI. Default: home/lake."
     )
     storage_options: dict[str, str] = Field(
-        default_factory=dict, description="delta-rs storage_options for object-store lakes (JSON)."
+        default_factory=dict,
+        description="delta-rs storage_options for object-store lakes (JSON). Concurrent S3 commits are safe "
+        "through delta-rs's conditional put (If-None-Match): no AWS_S3_ALLOW_UNSAFE_RENAME.",
     )
     kafka_bootstrap: str | None = Field(
         None,
         description="Kafka bootstrap servers. Default: the bundled broker started by `shironzi broker start`.",
+    )
+    kafka_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Kafka client properties (JSON object of librdkafka names: security.protocol, sasl.mechanism, "
+        "sasl.username, sasl.password, ssl.ca.location, client.id, ...) for every producer, consumer and admin "
+        "client; confluent-kafka takes them as they are, kafka-python translated.",
     )
     spark_remote: str | None = Field(
         None, description="Spark Connect URL (sc://host:15002). Default: an embedded Sail server."
@@ -175,6 +183,16 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("kafka_config")
+    @classmethod
+    def _kafka_properties_are_flat(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, item in value.items():
+            if not isinstance(item, str | int | float | bool) or item is None:
+                raise ConfigurationError(
+                    f"SHIRONZI_KAFKA_CONFIG: {name} must be a string, number or boolean, got {type(item).__name__}"
+                )
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

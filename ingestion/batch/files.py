@@ -28,7 +28,6 @@ from ingestion.bronze import (
     SEQ_COLUMN,
     UNIT_COLUMN,
     BronzeLander,
-    CrashPlan,
     LandingBatch,
     Ledger,
     Reconciliation,
@@ -274,7 +273,6 @@ def ingest_files(
     flush_rows: int = DEFAULT_FLUSH_ROWS,
     check_quality: bool = True,
     backfill: bool = False,
-    crash: CrashPlan | None = None,
     on_file: Callable[[LandingFile, int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> BatchRunResult:
@@ -284,7 +282,7 @@ def ingest_files(
     `ingestion.quality`). `on_start(files_to_land)` and `on_file(file, rows)` drive a progress bar."""
     base, files = discover_files(source)
     return land_files(str(base), files, settings=settings, tenants=tenants, flush_rows=flush_rows,
-                      check_quality=check_quality, backfill=backfill, crash=crash, on_file=on_file,
+                      check_quality=check_quality, backfill=backfill, on_file=on_file,
                       on_start=on_start)
 
 
@@ -298,7 +296,6 @@ def land_files(
     flush_rows: int = DEFAULT_FLUSH_ROWS,
     check_quality: bool = True,
     backfill: bool = False,
-    crash: CrashPlan | None = None,
     on_file: Callable[[LandingFile, int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     stage_name: str = "ingest_batch",
@@ -319,7 +316,7 @@ def land_files(
     if on_start is not None:
         on_start(len(todo))
     gate = quality_gate(check_quality, settings=settings, backfill=backfill, run_id=result.run_id)
-    lander = BronzeLander(settings=settings, tenants=tenants, crash=crash, precommit=gate)
+    lander = BronzeLander(settings=settings, tenants=tenants, precommit=gate)
     started_at = datetime.now(UTC)
     error: BaseException | None = None
     with stage(stage_name, source=source_name) as summary:

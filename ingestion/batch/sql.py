@@ -24,7 +24,6 @@ from ingestion.bronze import (
     SEQ_COLUMN,
     UNIT_COLUMN,
     BronzeLander,
-    CrashPlan,
     LandingBatch,
     Ledger,
     Reconciliation,
@@ -159,7 +158,6 @@ def ingest_sql(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     check_quality: bool = True,
     backfill: bool = False,
-    crash: CrashPlan | None = None,
 ) -> BatchRunResult:
     """Land the rows of `table` (or `query`) whose `watermark` is above the last committed one (`backfill`:
     freshness is judged against the load's own newest event, see `ingestion.quality`)."""
@@ -178,7 +176,7 @@ def ingest_sql(
     is_time = _last_is_time(source_name, settings) if last is not None else None
     result = BatchRunResult(run_id=uuid.uuid4().hex, source_kind="sql", source_name=source_name)
     gate = quality_gate(check_quality, settings=settings, backfill=backfill, run_id=result.run_id)
-    lander = BronzeLander(settings=settings, tenants=tenants, crash=crash, precommit=gate)
+    lander = BronzeLander(settings=settings, tenants=tenants, precommit=gate)
     started_at = datetime.now(UTC)
     error: BaseException | None = None
     with stage("ingest_sql", source=source_name) as summary:

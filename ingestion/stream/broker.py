@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingestion.stream.client_config import build_confluent, client_properties
 from shironzi.errors import ConflictError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from shironzi.settings import Settings, get_settings
 
@@ -334,8 +335,10 @@ def wait_until_ready(
     from confluent_kafka.admin import AdminClient
 
     deadline = time.monotonic() + timeout_s
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _librdkafka_log, "log_level": 0}
-    admin = AdminClient(config)
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap, "logger": _librdkafka_log, "log_level": 0, **client_properties("confluent")
+    }
+    admin = build_confluent(AdminClient, config)
     last_error = "no answer"
     while time.monotonic() < deadline:
         if pid is not None and not _pid_alive(pid):
@@ -389,8 +392,9 @@ def running_broker(
 def _admin(bootstrap: str) -> Any:
     from confluent_kafka.admin import AdminClient
 
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _librdkafka_log}
-    return AdminClient(config)
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _librdkafka_log,
+                              **client_properties("confluent")}
+    return build_confluent(AdminClient, config)
 
 
 def _unreachable(bootstrap: str, exc: BaseException) -> ServiceUnavailableError:

@@ -37,7 +37,6 @@ from ingestion.bronze import (
     SEQ_COLUMN,
     UNIT_COLUMN,
     BronzeLander,
-    CrashPlan,
     LandingBatch,
     Ledger,
     Reconciliation,
@@ -82,7 +81,6 @@ class StreamOptions:
     group_id: str | None = None
     subscribe: bool = False
     api_version: tuple[int, int] | None = None
-    crash: CrashPlan | None = None
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -122,7 +120,7 @@ class StreamIngestor:
     ) -> None:
         self.options = options
         self.settings = settings or get_settings()
-        self.lander = lander or BronzeLander(settings=self.settings, crash=options.crash)
+        self.lander = lander or BronzeLander(settings=self.settings)
         self.run_id = uuid.uuid4().hex
         self.worker_name = f"{options.worker}/{options.workers}"
 

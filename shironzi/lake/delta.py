@@ -5,7 +5,8 @@ Writers cluster rows by `tenant_id` so per-file min/max statistics let readers s
 tenants' files, and new tables checkpoint their log at least every `CHECKPOINT_INTERVAL` commits.
 
 This module is the one import path for callers; the code lives in `tables` (opening and committing),
-`predicates` (filters), `writes`, `reads` and `table_log` (history, live files, file pruning).
+`predicates` (filters), `writes`, `staged` (data files written first, committed later in one transaction),
+`reads` and `table_log` (history, live files, file pruning).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from shironzi.lake.reads import (
     table_version,
     txn_version,
 )
+from shironzi.lake.staged import StagedFiles, commit_staged, stage_files
 from shironzi.lake.table_log import add_actions, files_touched, history
 from shironzi.lake.tables import (
     CHECKPOINT_INTERVAL,
@@ -44,8 +46,8 @@ from shironzi.lake.writes import append, delete, merge, overwrite
 
 __all__ = [
     "CHECKPOINT_INTERVAL", "MAX_COMMIT_ATTEMPTS", "TENANT_COLUMN", "CommitResult", "Filter", "FilterOp",
-    "Filters", "MergeResult", "Predicate", "TableData", "Txn", "_try_open", "add_actions", "append",
-    "cluster_by_tenant", "delete", "files_touched", "filters_to_sql", "history", "merge", "normalize_filters",
-    "open_table", "overwrite", "read_arrow", "read_polars", "scan_polars", "sql_literal", "table_exists",
-    "table_version", "txn_version",
+    "Filters", "MergeResult", "Predicate", "StagedFiles", "TableData", "Txn", "_try_open", "add_actions", "append",
+    "cluster_by_tenant", "commit_staged", "delete", "files_touched", "filters_to_sql", "history", "merge",
+    "normalize_filters", "open_table", "overwrite", "read_arrow", "read_polars", "scan_polars", "sql_literal",
+    "stage_files", "table_exists", "table_version", "txn_version",
 ]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import polars as pl
@@ -45,3 +46,23 @@ def read_all(uri: str) -> pl.DataFrame:
     from shironzi.lake import read_polars, table_exists
 
     return read_polars(uri) if table_exists(uri) else pl.DataFrame()
+
+
+def killed_cli(point: str, after_flushes: int) -> list[str]:
+    """argv of the `shironzi` CLI in a child process that SIGKILLs itself at `point` of flush `after_flushes`.
+
+    The hook is set in the child (`ingestion.bronze.landing_hook`); the CLI itself has no crash switch."""
+    from ingestion.bronze import LANDING_POINTS
+
+    assert point in LANDING_POINTS, point
+    code = (
+        "import os, signal\n"
+        "import ingestion.bronze as bronze\n"
+        "def hook(point, flush):\n"
+        f"    if point == {point!r} and flush == {int(after_flushes)}:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "bronze.landing_hook = hook\n"
+        "from shironzi.cli.main import run\n"
+        "run()\n"
+    )
+    return [sys.executable, "-c", code]

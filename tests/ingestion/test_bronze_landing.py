@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from ingestion.bronze import BronzeLander, LandingBatch, Ledger, read_run_log, run_log_row, run_log_uri
+from tests._services import S3Server
 from tests.ingestion._fixtures import bronze_uri, provision, quarantine_uri, read_all
 
 
@@ -175,3 +176,40 @@ def test_suspended_tenant_events_are_quarantined_never_landed(tenants: dict[str,
     assert counts.landed == 0 and counts.quarantined == 3
     assert set(read_all(quarantine_uri()).get_column("reason_code")) == {"tenant_inactive"}
     assert read_all(bronze_uri()).is_empty()
+
+
+@pytest.mark.integration
+def test_s3_landing_stages_files_then_commits_through_the_same_path(
+    tenants: dict[str, str], s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object-store lake takes the local lake's commit path: files are staged, then committed with the
+    txns; a landing stopped between the two commits nothing and the next one lands every row once."""
+    import uuid
+
+    import ingestion.bronze as bronze
+    from shironzi.lake import txn_version
+    from shironzi.settings import get_settings
+
+    monkeypatch.setenv("SHIRONZI_LAKE_URI", s3.create_bucket(f"bronze-{uuid.uuid4().hex[:8]}"))
+    monkeypatch.setenv("SHIRONZI_STORAGE_OPTIONS", json.dumps(s3.storage_options()))
+    get_settings.cache_clear()
+    reached: list[str] = []
+
+    def stop_after_write(point: str, flush: int) -> None:
+        reached.append(point)
+        if point == "after_write":
+            raise RuntimeError("stopped between staging and commit")
+
+    monkeypatch.setattr(bronze, "landing_hook", stop_after_write)
+    payloads = _valid_payloads(tenants["pooled"], 6)
+    lander = BronzeLander()
+    with pytest.raises(RuntimeError, match="stopped"):
+        lander.land(_batch(lander, payloads, unit="p0"), ledger=_ledger())
+    assert reached == ["before_write", "after_write"]
+    assert read_all(bronze_uri()).is_empty()  # staged files only: nothing visible
+    monkeypatch.setattr(bronze, "landing_hook", None)
+    again = BronzeLander()
+    counts = again.land(_batch(again, payloads, unit="p0"), ledger=_ledger())
+    assert counts.landed == 6 and counts.balanced()
+    assert read_all(bronze_uri()).height == 6 and txn_version(bronze_uri(), "p0") == 5
+    assert bronze_uri().startswith("s3://")

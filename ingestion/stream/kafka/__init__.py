@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any, get_args
 
 from ingestion.stream.broker import resolve_bootstrap
+from ingestion.stream.client_config import client_properties
 from ingestion.stream.kafka.base import (
     CLIENTS,
     DEFAULT_GROUP_ID,
@@ -57,6 +58,11 @@ def _check_client(client: str) -> None:
         raise InvalidInputError(f"unknown Kafka client {client!r}: use one of {', '.join(CLIENTS)}")
 
 
+def _client_config(client: ClientName, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """SHIRONZI_KAFKA_CONFIG in the client's names (security, client id, ...), then the caller's overrides."""
+    return {**client_properties(client), **dict(overrides or {})}
+
+
 def make_source(
     client: ClientName = "confluent",
     bootstrap: str | None = None,
@@ -71,14 +77,15 @@ def make_source(
 
     `group_id` is only needed for `commit_offsets` (lag monitoring) and `subscribe`; `offset_reset` says
     what happens when a start offset is out of range (real Kafka; the bundled broker returns nothing);
-    `api_version` applies to kafka-python only; `client_config` overrides the native client settings.
+    `api_version` applies to kafka-python only; `client_config` overrides the native client settings
+    (which start from SHIRONZI_KAFKA_CONFIG).
     """
     _check_client(client)
     options: dict[str, Any] = {
         "group_id": group_id,
         "offset_reset": offset_reset,
         "connect_timeout_s": connect_timeout_s,
-        "client_config": client_config,
+        "client_config": _client_config(client, client_config),
     }
     resolved = _resolve(bootstrap)
     if client == "confluent":
@@ -109,7 +116,7 @@ def make_sink(
         "linger_ms": linger_ms,
         "delivery_timeout_s": delivery_timeout_s,
         "connect_timeout_s": connect_timeout_s,
-        "client_config": client_config,
+        "client_config": _client_config(client, client_config),
     }
     resolved = _resolve(bootstrap)
     if client == "confluent":

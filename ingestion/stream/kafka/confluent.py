@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingestion.stream.broker import START_HINT
+from ingestion.stream.client_config import build_confluent
 from ingestion.stream.kafka.base import (
     DEFAULT_GROUP_ID,
     AssignCallback,
@@ -122,7 +123,7 @@ class ConfluentSource(SourceBase):
             "logger": librdkafka_log,
             **self._extra,
         }
-        return Consumer(config)
+        return build_confluent(Consumer, config)
 
     def _available_partitions(self, topic: str) -> list[int]:
         from confluent_kafka import KafkaException
@@ -269,7 +270,7 @@ class ConfluentSink(SinkBase):
             "logger": librdkafka_log,
             **dict(client_config or {}),
         }
-        self._producer = Producer(config)
+        self._producer = build_confluent(Producer, config)
 
     def _on_delivery(self, error: Any, message: Any) -> None:
         if error is not None:

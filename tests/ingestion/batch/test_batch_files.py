@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ingestion.batch import ingest_files, processed_files
-from tests.ingestion._fixtures import bronze_uri, provision, quarantine_uri, read_all
+from tests.ingestion._fixtures import bronze_uri, killed_cli, provision, quarantine_uri, read_all
 
 
 @pytest.fixture
@@ -79,19 +78,7 @@ def test_crash_between_bronze_commit_and_manifest_never_lands_a_file_twice(
 
     landing = tmp_path / "landing"
     write_landing_files(_simulate(sim_tenants, bad_share=0.02), landing, fmt="jsonl")
-    command = [
-        sys.executable,
-        "-c",
-        "from shironzi.cli.main import run; run()",
-        "ingest",
-        "batch",
-        str(landing),
-        "--skip-quality",
-        "--crash-at",
-        "after_commit",
-        "--crash-after-flushes",
-        "1",
-    ]
+    command = [*killed_cli("after_commit", 1), "ingest", "batch", str(landing), "--skip-quality"]
     crashed = subprocess.run(
         command, env={**os.environ, "SHIRONZI_HOME": str(home)}, capture_output=True, timeout=120
     )

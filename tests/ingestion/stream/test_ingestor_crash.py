@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.bronze import CRASH_POINTS, read_run_log, reconcile_run_log
-from tests.ingestion._fixtures import bronze_uri, provision, read_all
+from ingestion.bronze import LANDING_POINTS, read_run_log, reconcile_run_log
+from tests.ingestion._fixtures import bronze_uri, killed_cli, provision, read_all
 from tests.ingestion.stream._fixtures import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -21,11 +21,12 @@ EVENTS = 200_000
 KILLS = 12
 
 
-def _ingest(home: Path, bootstrap: str, topic: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
+def _ingest(
+    home: Path, bootstrap: str, topic: str, crash: tuple[str, int] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    cli = [sys.executable, "-c", "from shironzi.cli.main import run; run()"] if crash is None else killed_cli(*crash)
     command = [
-        sys.executable,
-        "-c",
-        "from shironzi.cli.main import run; run()",
+        *cli,
         "ingest",
         "stream",
         "--topic",
@@ -37,7 +38,6 @@ def _ingest(home: Path, bootstrap: str, topic: str, *extra: str) -> subprocess.C
         "--max-wait-ms",
         "300",
         "--until-caught-up",
-        *extra,
     ]
     return subprocess.run(
         command, env={**os.environ, "SHIRONZI_HOME": str(home)}, capture_output=True, timeout=300
@@ -61,20 +61,12 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
     assert abs(sim.events.height - EVENTS) < EVENTS * 0.25
     produce(broker_bootstrap, topic_name, sim, partitions=4)
     rng = random.Random(20250301)
-    points = [CRASH_POINTS[i % len(CRASH_POINTS)] for i in range(KILLS)]
+    points = [LANDING_POINTS[i % len(LANDING_POINTS)] for i in range(KILLS)]
     rng.shuffle(points)
     killed = 0
     outcomes: list[str] = []
     for point in points:
-        crashed = _ingest(
-            home,
-            broker_bootstrap,
-            topic_name,
-            "--crash-at",
-            point,
-            "--crash-after-flushes",
-            str(rng.randint(1, 3)),
-        )
+        crashed = _ingest(home, broker_bootstrap, topic_name, crash=(point, rng.randint(1, 3)))
         if crashed.returncode == -9:
             killed += 1
         else:  # caught up before reaching the crash flush
