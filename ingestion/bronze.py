@@ -67,7 +67,7 @@ from ingestion.run_log import (
     run_log_row,
     run_log_uri,
 )
-from shironzi.errors import InvalidInputError, InvalidStateError
+from shironzi.errors import InvalidStateError
 from shironzi.lake.delta import Txn, commit_staged, stage_files
 from shironzi.lake.groups import LakeGroup
 from shironzi.lake.leases import table_lease
