@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from shironzi.lake.filesystem import lake_filesystem
 from shironzi.lake.paths import LAYERS
 from shironzi.settings import get_settings
 
@@ -56,7 +57,7 @@ def _is_local(uri: str) -> bool:
 def _walk_remote(root: str) -> Iterator[str]:
     import pyarrow.fs as pafs
 
-    fs, base = pafs.FileSystem.from_uri(root)
+    fs, base = lake_filesystem(root)
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     seen: set[str] = set()
     for info in infos:
@@ -91,7 +92,7 @@ def list_parquet_files(table_uri: str) -> list[str]:
         )
     import pyarrow.fs as pafs
 
-    fs, base = pafs.FileSystem.from_uri(table_uri)
+    fs, base = lake_filesystem(table_uri)
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     scheme = table_uri.split("://", 1)[0]
     return sorted(
@@ -108,7 +109,7 @@ def list_log_files(table_uri: str) -> list[str]:
         )
     import pyarrow.fs as pafs
 
-    fs, base = pafs.FileSystem.from_uri(table_uri + "/_delta_log")
+    fs, base = lake_filesystem(table_uri + "/_delta_log")
     infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
     scheme = table_uri.split("://", 1)[0]
     return sorted(f"{scheme}://{i.path}" for i in infos if i.path.endswith((".json", ".parquet")))

@@ -52,6 +52,7 @@ from shironzi.errors import (
     TenantNotFoundError,
 )
 from shironzi.lake.delta import append, delete, open_table, read_arrow, sql_literal, table_exists, table_version
+from shironzi.lake.filesystem import lake_filesystem
 from shironzi.lake.maintenance import checkpoint, vacuum
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
@@ -309,14 +310,16 @@ def _drop_history_holding(uri: str, matcher: Matcher) -> list[str]:
 
     if not scan_log(uri, matcher):
         return []
+    import pyarrow.fs as pafs
+
     version = checkpoint(uri)
     removed = []
-    log_dir = Path(uri.removeprefix("file://")) / "_delta_log"
-    for path in sorted(log_dir.iterdir()):
-        head = path.name.split(".", 1)[0]
-        if head.isdigit() and int(head) < version and path.suffix in (".json", ".parquet", ".crc"):
-            path.unlink()
-            removed.append(path.name)
+    fs, log_dir = lake_filesystem(uri + "/_delta_log")
+    for info in sorted(fs.get_file_info(pafs.FileSelector(log_dir)), key=lambda i: i.path):
+        head = info.base_name.split(".", 1)[0]
+        if head.isdigit() and int(head) < version and info.extension in ("json", "parquet", "crc"):
+            fs.delete_file(info.path)
+            removed.append(info.base_name)
     return removed
 
 
@@ -487,9 +490,7 @@ def _remove_dedicated_roots(tables: Sequence[LakeTable], tenant_id: str) -> None
     }
     for root in roots:
         if "://" in root and not root.startswith("file://"):
-            import pyarrow.fs as pafs
-
-            fs, path = pafs.FileSystem.from_uri(root)
+            fs, path = lake_filesystem(root)
             fs.delete_dir(path)
         else:
             shutil.rmtree(root.removeprefix("file://"), ignore_errors=True)

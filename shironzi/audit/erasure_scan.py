@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from shironzi.audit.discovery import list_log_files, list_parquet_files
+from shironzi.lake.filesystem import lake_filesystem
 from shironzi.settings import get_settings
 
 if TYPE_CHECKING:
@@ -124,7 +125,8 @@ def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    fs, inner = lake_filesystem(path)
+    table = pq.read_table(inner, filesystem=fs)
     if any(pa.types.is_string_view(f.type) for f in table.schema):  # files rewritten by delta-rs
         table = table.cast(
             pa.schema(
@@ -178,9 +180,10 @@ def _stats_values(action: dict[str, Any] | None, tenant_id: str) -> Iterable[str
 def _log_actions(path: str) -> Iterable[dict[str, Any]]:
     import pyarrow.parquet as pq
 
+    fs, inner = lake_filesystem(path)
     if path.endswith(".json"):
-        with open(path) as handle:
-            for line in handle:
+        with fs.open_input_stream(inner) as handle:
+            for line in handle.read().decode().splitlines():
                 try:
                     entry = json.loads(line)
                 except ValueError:
@@ -189,7 +192,7 @@ def _log_actions(path: str) -> Iterable[dict[str, Any]]:
                     if entry.get(kind):
                         yield entry[kind]
     else:
-        checkpoint = pq.read_table(path)
+        checkpoint = pq.read_table(inner, filesystem=fs)
         for kind in ("add", "remove"):
             if kind in checkpoint.column_names:
                 yield from (a for a in checkpoint.column(kind).to_pylist() if a)
