@@ -71,3 +71,17 @@ def test_erasure_on_an_s3_lake_reads_the_objects_back(s3_lake: str, s3: S3Server
     # Read straight from the S3 server: no object holds the subject's rows any more; other tenants keep theirs.
     assert _subject_rows_in_bucket(s3, "t_a", {"c_1", token}) == []
     assert _subject_rows_in_bucket(s3, "t_b", {"c_1"})
+
+
+def test_the_file_scan_reads_files_with_string_and_binary_views(tmp_path: Path) -> None:
+    """Sail writes Parquet whose Arrow schema holds binary_view columns; the direct scan used to fail on them."""
+    import pyarrow as pa
+
+    from shironzi.audit.erasure_scan import Matcher, scan_file, subject_digest
+
+    path = tmp_path / "part-0.parquet"
+    pq.write_table(pa.table({"tenant_id": pa.array(["t_a", "t_a", "t_b"], pa.string_view()),
+                             "customer_id": pa.array(["c_1", "c_2", "c_1"], pa.string_view()),
+                             "blob": pa.array([b"x", b"y", b"z"], pa.binary_view())}), path)
+    matcher = Matcher("t_a", "subject", frozenset({subject_digest("t_a", "c_1")}))
+    assert scan_file(str(path), matcher) == (3, 1)
