@@ -67,8 +67,8 @@ def configure_mlflow(settings: Settings | None = None) -> MlflowClient:
 
 
 def check_tracking_server(uri: str) -> None:
-    """An http(s) tracking server must answer within seconds: else one ServiceUnavailableError (instead of
-    mlflow's minutes of retries ending in a traceback). Databases and local stores are not probed."""
+    """An http(s) tracking server must accept a connection within seconds: else one ServiceUnavailableError
+    (instead of mlflow's minutes of retries ending in a traceback). Databases and local stores are not probed."""
     if not uri.startswith(("http://", "https://")):
         return
     now = time.monotonic()
@@ -80,6 +80,8 @@ def check_tracking_server(uri: str) -> None:
     shown = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")  # no credentials
     try:
         httpx.get(uri.rstrip("/") + "/health", timeout=SERVER_PROBE_TIMEOUT_SECONDS)
+    except (httpx.ReadTimeout, httpx.RemoteProtocolError):
+        return  # it accepted the connection: up, only busy (a large artifact upload); mlflow's retries apply
     except httpx.HTTPError as exc:
         raise ServiceUnavailableError(
             f"the MLflow tracking server at {shown} is unreachable ({type(exc).__name__}): start it, or point "
