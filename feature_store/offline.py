@@ -27,7 +27,7 @@ from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy import get_registry
 from transformations.jobs.snapshot_sql import SqlOutput, run_snapshot_sql, tenant_event_bounds
-from transformations.spark import get_spark
+from transformations.spark import get_spark, lake_access
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -135,7 +135,7 @@ def build_features(
         wanted = sorted(set(tenant_ids))
     result = BuildResult(tenants=[t for t in wanted if t in allowed],
                          skipped_tenants=[t for t in wanted if t not in allowed])
-    with stage("features:offline", cadence=cadence, views=len(chosen)) as summary:
+    with stage("features:offline", cadence=cadence, views=len(chosen)) as summary, lake_access(settings):
         summary.extra["tenants"] = len(result.tenants)
         summary.extra["skipped_tenants"] = len(result.skipped_tenants)
         for group in lake_groups(result.tenants, settings):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from models.common import CHAMPION, CHURN_MODEL, MODEL_NAMES, TREND_MODEL
-from shironzi.errors import InvalidInputError, ModelNotFoundError
+from shironzi.errors import InvalidInputError, ModelNotFoundError, ServiceUnavailableError
 from shironzi.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
 
 TENANT_CHAMPION_PREFIX = "champion_"
 TENANT_CHALLENGER_PREFIX = "challenger_"
+SERVER_PROBE_TIMEOUT_SECONDS = 5.0
+SERVER_PROBE_VALID_SECONDS = 60.0  # a server that answered is not asked again within this time
+_answered: dict[str, float] = {}  # tracking server URL -> monotonic time it last answered
 
 
 def tracking_uri(settings: Settings | None = None) -> str:
@@ -54,9 +59,35 @@ def configure_mlflow(settings: Settings | None = None) -> MlflowClient:
     uri = tracking_uri(settings)
     if _embedded(settings):
         (settings.home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    else:
+        check_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def check_tracking_server(uri: str) -> None:
+    """An http(s) tracking server must accept a connection within seconds: else one ServiceUnavailableError
+    (instead of mlflow's minutes of retries ending in a traceback). Databases and local stores are not probed."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    now = time.monotonic()
+    if now - _answered.get(uri, float("-inf")) < SERVER_PROBE_VALID_SECONDS:
+        return
+    import httpx
+
+    parts = urlsplit(uri)
+    shown = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")  # no credentials
+    try:
+        httpx.get(uri.rstrip("/") + "/health", timeout=SERVER_PROBE_TIMEOUT_SECONDS)
+    except (httpx.ReadTimeout, httpx.RemoteProtocolError):
+        return  # it accepted the connection: up, only busy (a large artifact upload); mlflow's retries apply
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailableError(
+            f"the MLflow tracking server at {shown} is unreachable ({type(exc).__name__}): start it, or point "
+            "MLFLOW_TRACKING_URI at a running one", service="mlflow"
+        ) from exc
+    _answered[uri] = time.monotonic()
 
 
 def ensure_experiment(name: str, settings: Settings | None = None) -> str:

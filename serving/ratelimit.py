@@ -4,6 +4,8 @@ A bucket holds up to `burst` tokens (2 s of the plan's rate) and refills continu
 token or is refused with the seconds until one is available (the `Retry-After`). The Redis backend runs
 the whole check as one Lua script with the server's clock, so every worker and replica shares one bucket
 per tenant. Both backends also count each tenant's requests per UTC day (the tenant's `usage`).
+When Redis is unreachable the API keeps answering: the Redis limiter logs one warning and falls back to
+in-process buckets (limits then hold per worker) until Redis answers again (retried every few seconds).
 
 The same buckets throttle failed sign-ins (`serving.signin`): keyed by key prefix or client address, with
 their own burst, `cost=0` to ask whether a token is there without taking it, and no usage count.
@@ -35,6 +37,9 @@ class Decision:
 
 def burst_for(rate: float) -> float:
     return max(1.0, rate * BURST_SECONDS)
+
+
+REDIS_RETRY_SECONDS = 5.0  # on the in-process fallback, how often a request tries Redis again
 
 
 def _today() -> str:
@@ -142,6 +147,33 @@ class RedisRateLimiter:
         self._client: Any = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._script: Any = self._client.register_script(_TOKEN_BUCKET_LUA)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._fallback = LocalRateLimiter()
+        self._down_since: float | None = None  # monotonic time of the last failure while on the fallback
+        self._state_lock = threading.Lock()
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is unreachable and the in-process buckets decide."""
+        return self._down_since is not None
+
+    def _use_fallback(self) -> bool:
+        """On the fallback and not yet time to try Redis again."""
+        down = self._down_since
+        return down is not None and time.monotonic() - down < REDIS_RETRY_SECONDS
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._state_lock:
+            first = self._down_since is None
+            self._down_since = time.monotonic()
+        if first:
+            logger.warning("rate-limit store at %s is unreachable (%s): falling back to in-process rate limits "
+                           "(per worker) until it answers again", self._safe_url(), type(exc).__name__)
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            with self._state_lock:
+                self._down_since = None
+            logger.warning("rate-limit store at %s answers again: shared rate limits resumed", self._safe_url())
 
     def _keys(self, tenant_id: str) -> list[str]:
         return [f"{self.prefix}:{{{tenant_id}}}:bucket", f"{self.prefix}:{{{tenant_id}}}:usage:{_today()}"]
@@ -151,18 +183,27 @@ class RedisRateLimiter:
     ) -> Decision:
         keys = self._keys(tenant_id) if count_usage else self._keys(tenant_id)[:1]
         burst = burst if burst is not None else burst_for(rate)
-        try:
-            allowed, retry = self._script(keys=keys, args=[repr(rate), repr(burst), _USAGE_TTL_SECONDS, repr(cost)])
-        except self._errors as exc:
-            self._unreachable(exc)
-        return Decision(bool(int(allowed)), float(retry))
+        if not self._use_fallback():
+            try:
+                allowed, retry = self._script(keys=keys,
+                                              args=[repr(rate), repr(burst), _USAGE_TTL_SECONDS, repr(cost)])
+            except self._errors as exc:
+                self._failed(exc)
+            else:
+                self._recovered()
+                return Decision(bool(int(allowed)), float(retry))
+        return self._fallback.hit(tenant_id, rate, burst=burst, cost=cost, count_usage=count_usage)
 
     def usage_today(self, tenant_id: str) -> int:
-        try:
-            value = self._client.get(self._keys(tenant_id)[1])
-        except self._errors as exc:
-            self._unreachable(exc)
-        return int(value or 0)
+        if not self._use_fallback():
+            try:
+                value = self._client.get(self._keys(tenant_id)[1])
+            except self._errors as exc:
+                self._failed(exc)
+            else:
+                self._recovered()
+                return int(value or 0) + self._fallback.usage_today(tenant_id)
+        return self._fallback.usage_today(tenant_id)
 
     def ping(self) -> None:
         try:

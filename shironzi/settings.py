@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     stream_max_lag: int = Field(
         100_000, ge=0, description="stream_supervisor alerts when an ingestor is this many records behind."
     )
+    stream_tenant_refresh_seconds: float = Field(
+        30.0, gt=0, le=3600,
+        description="Stream ingestor: how often it re-reads the tenant directory (retrying an unreachable registry).",
+    )
     score_chunk_tenants: int = Field(
         500, ge=1, le=100_000, description="Tenants per mapped score_batch task (100,000 tenants -> 200 tasks)."
     )

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,13 +59,17 @@ def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> 
 
 
 @contextmanager
-def running_api(env: dict[str, str], *, port: int, workers: int = 1, timeout: float = 90.0) -> Iterator[int]:
-    """`shironzi serve api` (real uvicorn) on `port` with `env` until the block ends; yields the port."""
+def running_api(env: dict[str, str], *, port: int, workers: int = 1, timeout: float = 90.0,
+                log: Path | None = None) -> Iterator[int]:
+    """`shironzi serve api` (real uvicorn) on `port` with `env` until the block ends; yields the port.
+    Its output goes to `log` when given."""
     import sys
 
     cli = Path(sys.executable).with_name("shironzi")
+    out = log.open("ab") if log is not None else None
     process = subprocess.Popen([str(cli), "serve", "api", "--port", str(port), "--workers", str(workers)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               env=env, stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT if out
+                               else subprocess.DEVNULL)
     try:
         wait_for_port(port, timeout=timeout)
         yield port
@@ -75,6 +79,8 @@ def running_api(env: dict[str, str], *, port: int, workers: int = 1, timeout: fl
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+        if out is not None:
+            out.close()
 
 
 def _as_postgres_user() -> list[str]:
@@ -95,9 +101,33 @@ def _as_postgres_user() -> list[str]:
     return []
 
 
+@dataclass(frozen=True)
+class PostgresCluster:
+    """A running throwaway PostgreSQL cluster: its SQLAlchemy URL (psycopg 3) and how to restart it."""
+
+    url: str
+    pg_ctl: str
+    data: Path
+    opts: str
+    log: Path
+    prefix: tuple[str, ...] = ()
+
+    def restart(self, *, down_seconds: float = 0.0) -> None:
+        """Stop the server the hard way (every connection dies), wait `down_seconds`, start it again."""
+        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],
+                       check=True, capture_output=True)
+        time.sleep(down_seconds)
+        self.start()
+
+    def start(self) -> None:
+        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.data), "-o", self.opts, "-l", str(self.log),
+                        "-w", "start"], check=True, capture_output=True)
+        wait_for_port(int(self.url.rsplit(":", 1)[1].split("/")[0]))
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster in a temporary directory; yields a SQLAlchemy URL (psycopg 3)."""
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster in a temporary directory (see `PostgresCluster`)."""
     pg_globs = ("/usr/lib/postgresql/*/bin/pg_ctl",)
     pg_ctl = find_binary("pg_ctl", pg_globs)
     initdb = find_binary("initdb", ("/usr/lib/postgresql/*/bin/initdb",))
@@ -128,17 +158,21 @@ def postgres_server() -> Iterator[str]:
         f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
         " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     )
-    subprocess.run(
-        [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(base / "pg.log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
+    cluster = PostgresCluster(url=f"postgresql+psycopg://shironzi@127.0.0.1:{port}/postgres", pg_ctl=pg_ctl,
+                              data=data, opts=opts, log=base / "pg.log", prefix=tuple(prefix))
+    cluster.start()
     try:
-        wait_for_port(port)
-        yield f"postgresql+psycopg://shironzi@127.0.0.1:{port}/postgres"
+        yield cluster
     finally:
         subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster in a temporary directory; yields a SQLAlchemy URL (psycopg 3)."""
+    with postgres_cluster() as cluster:
+        yield cluster.url
 
 
 @contextmanager
@@ -232,3 +266,186 @@ def s3_server(base: Path) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+class _ProxyLoop:
+    """The proxy itself (runs in its own process: a delta-rs call in the test process holds the GIL while it
+    waits for the network, so a proxy thread there would never get to forward its request)."""
+
+    def __init__(self, upstream_port: int, count_file: Path, host: str = "127.0.0.1") -> None:
+        import threading
+
+        self.upstream = (host, upstream_port)
+        self.listener = socket.create_server((host, 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.count_file = count_file
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._cut = False
+        self.connections = 0
+
+    def serve_forever(self) -> None:
+        import threading
+
+        while True:
+            client, _ = self.listener.accept()
+            if self._cut:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, server))
+                self.connections += 1
+                self.count_file.write_text(str(self.connections))
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                self._drop(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(sock)
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    def cut(self) -> None:
+        self._cut = True
+        with self._lock:
+            open_now = list(self._open)
+        for sock in open_now:
+            self._drop(sock)
+
+    def restore(self) -> None:
+        self._cut = False
+
+
+def run_fault_proxy(upstream_port: int, state_dir: str) -> None:
+    """The fault proxy process: SIGUSR1 cuts, SIGUSR2 restores; its port and connection count go to files."""
+    import signal
+
+    base = Path(state_dir)
+    loop = _ProxyLoop(upstream_port, base / "connections")
+    signal.signal(signal.SIGUSR1, lambda *_: loop.cut())
+    signal.signal(signal.SIGUSR2, lambda *_: loop.restore())
+    (base / "port.tmp").write_text(str(loop.port))
+    (base / "port.tmp").rename(base / "port")
+    loop.serve_forever()
+
+
+class FaultProxy:
+    """A TCP proxy process on a free loopback port in front of `upstream_port`, for fault tests: `cut()` drops
+    every open connection and refuses new ones (the server looks dead mid-request), `restore()` lets traffic
+    through again. The server behind it keeps running (moto keeps its data in memory)."""
+
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1") -> None:
+        import sys
+
+        self._dir = Path(tempfile.mkdtemp(prefix="shironzi-proxy-"))
+        root = Path(__file__).resolve().parents[1]
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from tests._services import run_fault_proxy; "
+             "run_fault_proxy(int(sys.argv[1]), sys.argv[2])", str(upstream_port), str(self._dir)],
+            cwd=root, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not (self._dir / "port").exists():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the fault proxy did not start")
+            time.sleep(0.05)
+        self.port = int((self._dir / "port").read_text())
+        self.endpoint = f"http://{host}:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        """Connections proxied so far (tests cut once a run has started talking to the server)."""
+        try:
+            return int((self._dir / "connections").read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _signal(self, number: int) -> None:
+        os.kill(self._process.pid, number)
+        time.sleep(0.2)  # the handler runs between the proxy's accept calls
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones."""
+        import signal
+
+        self._signal(signal.SIGUSR1)
+
+    def restore(self) -> None:
+        import signal
+
+        self._signal(signal.SIGUSR2)
+
+    def close(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextmanager
+def fault_proxy(upstream_port: int) -> Iterator[FaultProxy]:
+    """A `FaultProxy` in front of a loopback server until the block ends."""
+    proxy = FaultProxy(upstream_port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@contextmanager
+def server_process(command: list[str], *, env: dict[str, str], port: int, log: Path,
+                   timeout: float = 90.0) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` as its own process (its output in `log`) until the block ends, once `port` listens."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{command[0]} exited with {process.returncode}: {log.read_text()[-2000:]}")
+                try:
+                    wait_for_port(port, timeout=1.0)
+                    break
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise
+            yield process
+        finally:
+            stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Terminate `process` and the workers it started (its own session), then kill what is left."""
+    import signal
+
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

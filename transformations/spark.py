@@ -6,6 +6,13 @@
 Spark jobs never use RDDs or JVM calls, so the same code runs on Sail and on a cluster with delta-spark.
 Delta support on Sail 0.7 (verified by tests/transformations/test_spark_session.py): read, append/overwrite
 writes with `partitionBy`, `MERGE INTO delta.\\`path\\``, and `DELETE FROM delta.\\`path\\``.
+
+Object-store lakes: Sail reads the store's endpoint and credentials from its process environment (the
+`AWS_*` variables of object_store and the AWS SDK), not from the session. The embedded server gets them
+from `SHIRONZI_STORAGE_OPTIONS` (`object_store_env`); a standalone Spark Connect server must be started
+with the same variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_ALLOW_HTTP=true` for an http endpoint). A Spark job that cannot reach the lake fails with one
+`ServiceUnavailableError` that says so (`lake_access`).
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
-from shironzi.errors import ConfigurationError, ServiceUnavailableError
+from shironzi.errors import ConfigurationError, ServiceUnavailableError, ShironziError
 from shironzi.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -65,9 +74,36 @@ def _register_exit_teardown() -> None:
         _exit_teardown_registered = True
 
 
+# Storage options without a cloud prefix that object_store also accepts; Sail only reads prefixed variables.
+_S3_SHORT_KEYS = frozenset({"endpoint", "endpoint_url", "region", "access_key_id", "secret_access_key",
+                            "session_token", "allow_http", "virtual_hosted_style_request", "skip_signature"})
+_ENV_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_")
+
+
+def object_store_env(storage_options: Mapping[str, str]) -> dict[str, str]:
+    """The environment a Sail server needs to reach the lake that `storage_options` (delta-rs options,
+    `SHIRONZI_STORAGE_OPTIONS`) describe: the `AWS_*`/`AZURE_*`/`GOOGLE_*` variables object_store reads."""
+    env: dict[str, str] = {}
+    for key, value in storage_options.items():
+        name = key.upper()
+        if not name.startswith(_ENV_PREFIXES):
+            if key.lower() not in _S3_SHORT_KEYS:
+                continue  # delta-rs-only options (locking, timeouts): not the server's business
+            name = f"AWS_{name}"
+        env[name] = str(value)
+    if "AWS_ENDPOINT_URL" in env:
+        env.setdefault("AWS_ENDPOINT", env["AWS_ENDPOINT_URL"])
+    return env
+
+
 def _start_embedded_sail() -> str:
-    """Start the in-process Sail Spark Connect server once; returns its sc:// URL."""
+    """Start the in-process Sail Spark Connect server once; returns its sc:// URL.
+
+    Sail reads the object store's endpoint and credentials from this process's environment, so the
+    settings' storage options are exported first (an object-store lake is otherwise looked up on the
+    public AWS endpoint: "failed to lookup address information")."""
     global _server
+    os.environ.update(object_store_env(get_settings().storage_options))  # read when Sail opens a bucket
     if _server is None:
         os.environ.setdefault("RUST_LOG", "error")  # Sail logs every session at INFO, and its shutdown at WARN
         try:
@@ -140,6 +176,40 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         _register_exit_teardown()
         _sessions[remote] = session
         return session
+
+
+# How a Spark server's failure to reach the object store reads (object_store / AWS SDK / Sail messages).
+_UNREACHABLE_STORE = ("failed to lookup address", "dns error", "error sending request", "connection refused",
+                      "invalidaccesskeyid", "signaturedoesnotmatch", "no credentials", "nosuchbucket",
+                      "generic s3 error", "s3 error", "credential")
+
+
+@contextmanager
+def lake_access(settings: Settings | None = None) -> Iterator[None]:
+    """Run Spark work on the lake; a Spark server that cannot reach an object-store lake becomes one
+    `ServiceUnavailableError` naming what the server needs (instead of a page of gRPC traceback)."""
+    settings = settings or get_settings()
+    lake = settings.resolved_lake_uri
+    try:
+        yield
+    except ShironziError:
+        raise
+    except Exception as exc:
+        text = str(exc)
+        if "://" not in lake or lake.startswith("file://") or not any(m in text.lower() for m in _UNREACHABLE_STORE):
+            raise
+        where = settings.spark_remote or "the embedded Sail server"
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)[:200]
+        raise ServiceUnavailableError(
+            f"Spark at {where} cannot reach the lake at {lake.split('://', 1)[0]}://{_bucket(lake)} ({reason}); "
+            "start the Spark server with the object store's AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY (and AWS_ALLOW_HTTP=true for an http endpoint)",
+            remote=where,
+        ) from exc
+
+
+def _bucket(uri: str) -> str:
+    return uri.split("://", 1)[1].split("/", 1)[0]
 
 
 def stop_spark() -> None:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
+from sqlalchemy.exc import SQLAlchemyError
 
 from ingestion.bronze import (
     SEQ_COLUMN,
@@ -54,7 +55,6 @@ from shironzi.settings import Settings, get_settings
 log = logging.getLogger("shironzi.ingestion.stream")
 
 DEFAULT_NAMESPACE = "shironzi-ingest"
-TENANT_REFRESH_SECONDS = 30.0
 
 
 def partition_app_id(topic: str, partition: int, *, namespace: str = DEFAULT_NAMESPACE) -> str:
@@ -191,9 +191,9 @@ class StreamIngestor:
                             break
                     if opts.idle_timeout_s is not None and time.monotonic() - idle_since > opts.idle_timeout_s:
                         break
-                    if time.monotonic() - last_refresh > TENANT_REFRESH_SECONDS:
+                    if time.monotonic() - last_refresh > self.settings.stream_tenant_refresh_seconds:
                         landing.settle()  # the lander is not shared with a flush in flight
-                        self.lander.refresh_tenants()
+                        self.refresh_tenants()
                         last_refresh = time.monotonic()
                 landing.settle()
             finally:
@@ -208,6 +208,17 @@ class StreamIngestor:
                 duplicates=result.totals.duplicates,
             )
         return result
+
+    def refresh_tenants(self) -> bool:
+        """Reload the tenant directory; while the registry is unreachable (a database restart) keep the last
+        one and say so once per attempt: the next refresh reconnects (the pool drops dead connections)."""
+        try:
+            self.lander.refresh_tenants()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("tenant directory refresh failed, registry unreachable (%s): keeping the last directory "
+                        "of %d tenants, retrying", type(exc).__name__, len(self.lander.tenants))
+            return False
+        return True
 
     def flush(self, batch: RecordBatch) -> Reconciliation:
         """Validate and land one polled batch (one commit per table, then the run-log row)."""

@@ -315,6 +315,7 @@ def _drop_history_holding(uri: str, matcher: Matcher) -> list[str]:
 
     if not scan_log(uri, matcher):
         return []
+
     version = checkpoint(uri)
     removed = []
     for path in list_log_files(uri, suffixes=(".json", ".parquet", ".crc")):

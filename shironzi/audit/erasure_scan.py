@@ -124,12 +124,9 @@ def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
     import pyarrow.compute as pc
 
     table = read_parquet(path)
-    if any(pa.types.is_string_view(f.type) for f in table.schema):  # files rewritten by delta-rs
-        table = table.cast(
-            pa.schema(
-                [f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema]
-            )
-        )
+    views = {"string_view": pa.string(), "binary_view": pa.binary()}  # files rewritten by delta-rs, or by Sail
+    if any(str(f.type) in views for f in table.schema):
+        table = table.cast(pa.schema([f.with_type(views.get(str(f.type), f.type)) for f in table.schema]))
     partitions = _partition_values(path)
     if "tenant_id" not in table.column_names:
         if "tenant_id" in partitions:

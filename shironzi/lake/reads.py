@@ -111,7 +111,7 @@ def read_arrow(
             if expression is not None:
                 table = table.filter(expression)
             return table.select(selected) if selected is not None else table
-    except (DeltaError, pa.ArrowException, ValueError, TypeError) as exc:
+    except (DeltaError, OSError, pa.ArrowException, ValueError, TypeError) as exc:
         raise _lake_error(exc, location, "read") from exc
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from shironzi.errors import (
     InvalidInputError,
     InvalidStateError,
     LakeError,
+    ServiceUnavailableError,
     ShironziError,
     TableNotFoundError,
 )
@@ -89,6 +91,12 @@ def _not_found(uri: str) -> TableNotFoundError:
     return TableNotFoundError(f"no Delta table at {uri}", uri=uri)
 
 
+# How object_store reports a store it cannot reach (after its own retries).
+_UNREACHABLE_STORE = ("error sending request", "connection refused", "connection reset", "operation timed out",
+                      "dns error", "failed to lookup address", "connection closed", "incomplete message",
+                      "error trying to connect")
+
+
 def _lake_error(exc: Exception, uri: str, action: str) -> ShironziError:
     """Translate a delta-rs failure into the platform's error hierarchy."""
     if isinstance(exc, ShironziError):
@@ -103,6 +111,11 @@ def _lake_error(exc: Exception, uri: str, action: str) -> ShironziError:
     if isinstance(exc, DeltaProtocolError):
         return InvalidStateError(f"{action} on {uri}: {message}", uri=uri)
     text = str(exc)
+    if any(s in text.lower() for s in _UNREACHABLE_STORE):
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", text.strip().splitlines()[-1]).strip(" \u21b3") or message
+        return ServiceUnavailableError(
+            f"{action} on {uri} failed: the object store is unreachable ({reason[:160]}); a rerun resumes", uri=uri
+        )
     if any(
         s in text
         for s in (
@@ -126,7 +139,7 @@ def _try_open(uri: str, opts: dict[str, str] | None, version: int | None = None)
         return DeltaTable(uri, version=version, storage_options=opts)
     except DeltaTableNotFoundError:
         return None
-    except DeltaError as exc:
+    except (DeltaError, OSError) as exc:  # delta-rs raises OSError for object-store I/O
         raise _lake_error(exc, uri, "open") from exc
 
 
@@ -255,7 +268,7 @@ def _retrying(uri: str, action: str, attempt_commit: Callable[[], _T]) -> _T:
             time.sleep(min(0.5, 0.01 * 2**attempt) * (0.5 + random.random()))
         except ShironziError:
             raise
-        except (DeltaError, ValueError, TypeError, pa.ArrowException) as exc:
+        except (DeltaError, OSError, ValueError, TypeError, pa.ArrowException) as exc:
             raise _lake_error(exc, uri, action) from exc
     assert last is not None
     raise CommitConflictError(

@@ -29,9 +29,10 @@ def create_registry_engine(url: str) -> Engine:
         _install_sqlite_hooks(engine)
         return engine
     if backend == "postgresql":
-        # No pre-ping: it would double the round trips of every key check; a dropped connection
-        # invalidates the pool on first use instead, and connections are recycled every 30 minutes.
-        return sa.create_engine(url, pool_recycle=1800)
+        # Pre-ping: after a database restart every pooled connection is dead, and without the ping the first
+        # request of each API worker failed with a 500 (tests/e2e/test_production_topology.py). The ping is
+        # one round trip per checkout; key checks are cached, so it is rarely paid per request.
+        return sa.create_engine(url, pool_recycle=1800, pool_pre_ping=True)
     raise ConfigurationError(
         f"unsupported registry database {backend!r}: use sqlite:/// or postgresql+psycopg://"
     )

@@ -115,8 +115,9 @@ def _leaks(text: str, world: ApiWorld, *extra: str) -> list[str]:
 
 
 def test_error_responses_never_carry_paths_hosts_or_settings(client: Any, world: ApiWorld, tmp_path: Any) -> None:
-    """No broker: event intake is 503 without the home directory; a dead Redis rate-limit store is 503 without
-    its host and port; a public /readyz of a home without a champion shows no path."""
+    """No broker: event intake is 503 without the home directory; a dead Redis rate-limit store falls back to
+    in-process limits, and neither the answer nor /readyz (503 in a home without a champion) shows its host,
+    port or a path."""
     from fastapi.testclient import TestClient
 
     event = {"event_id": "leak-1", "customer_id": SHARED_CUSTOMER, "event_type": "session_started",
@@ -131,7 +132,7 @@ def test_error_responses_never_carry_paths_hosts_or_settings(client: Any, world:
         with TestClient(create_app(settings, load_model=False), raise_server_exceptions=False) as dead_client:
             limited = dead_client.get("/v1/tenant", headers=dead.auth("own"))
             ready = dead_client.get("/readyz")
-    assert limited.status_code == 503, limited.text
+    assert limited.status_code == 200, limited.text  # rate limits fell back to in-process buckets
     assert not _leaks(limited.text, dead, "127.0.0.1", str(port)), limited.text
     assert ready.status_code == 503 and not _leaks(ready.text, dead, "127.0.0.1", str(port)), ready.text
 

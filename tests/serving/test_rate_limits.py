@@ -74,3 +74,28 @@ def test_redis_shares_one_bucket_across_two_instances(limited_world: ApiWorld, r
         assert profile.json()["usage"]["requests_today"] == 9  # counted in Redis across both instances
         ready = first.get("/readyz").json()
         assert ready["checks"]["rate_limit_store"] == "ok"
+
+
+@pytest.mark.integration
+def test_redis_stopping_falls_back_to_in_process_limits_with_a_warning(
+    limited_world: ApiWorld, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from contextlib import ExitStack
+
+    from tests._services import redis_server
+
+    with ExitStack() as redis_running:
+        url = redis_running.enter_context(redis_server(tmp_path / "redis"))
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        (client,) = _clients(limited_world, 1, redis_url=url)
+        with client, caplog.at_level("WARNING", logger="shironzi.serving"):
+            assert client.get("/v1/tenant", headers=limited_world.auth("own")).status_code == 200
+            redis_running.close()  # Redis stops; the app keeps running
+            codes = [client.get("/v1/tenant", headers=limited_world.auth("own")).status_code for _ in range(6)]
+            ready = client.get("/readyz").json()
+    # The in-process bucket decides now: its burst passes, then 429, never a 503.
+    assert codes[:3] == [200] * 3 and codes[-2:] == [429, 429], codes
+    warnings = [r.getMessage() for r in caplog.records if "falling back to in-process" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text  # one warning per outage, not one per request
+    assert f"127.0.0.1:{port}" in warnings[0]
+    assert ready["checks"]["rate_limit_store"].startswith("ok: degraded"), ready
