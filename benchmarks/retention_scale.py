@@ -52,7 +52,7 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def build_lake(tenants: int, events: int, *, seed: int = 7, chunk: int = 1_000_000) -> tuple[str, dict[str, str]]:
+def build_lake(tenants: int, events: int, *, seed: int = 7, chunk: int = 2_500_000) -> tuple[str, dict[str, str]]:
     """The bronze table and the tenant -> industry map (10 % of tenants with a bronze override)."""
     rng = np.random.default_rng(seed)
     ids = np.array([f"t_{i:06d}" for i in range(tenants)], dtype=object)

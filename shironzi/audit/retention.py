@@ -227,6 +227,7 @@ def _plan_table(
 ) -> _TablePlan | None:
     """Count, per tenant of `cutoffs` (tenant_id, cutoff), the table's rows past the cutoff and all its rows:
     one read of `tenant_id`, the time column and the partition columns."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     target = open_table(table.uri, storage_options=storage_options)
@@ -240,16 +241,16 @@ def _plan_table(
     expired = plan.expired_mask(data)
     if not pc.any(expired).as_py():
         return plan
+    at = pc.index_in(data.column("tenant_id"), value_set=cutoffs.column("tenant_id"))
     counts = (
-        data.select(["tenant_id"]).append_column("expired", pc.cast(expired, "int64"))
-        .group_by("tenant_id").aggregate([("expired", "sum"), ("expired", "count")])
+        pa.table({"tenant_id": data.column("tenant_id"), "expired": pc.cast(expired, "int64"),
+                  "cutoff": pc.take(cutoffs.column("cutoff"), at)})
+        .group_by("tenant_id").aggregate([("expired", "sum"), ("expired", "count"), ("cutoff", "min")])
+        .filter(pc.greater(pc.field("expired_sum"), 0)).sort_by("tenant_id")
     )
-    at = dict(zip(cutoffs.column("tenant_id").to_pylist(), cutoffs.column("cutoff").to_pylist(), strict=True))
-    for row in sorted(counts.to_pylist(), key=lambda r: str(r["tenant_id"])):
-        if row["expired_sum"]:
-            tid = row["tenant_id"]
-            plan.rows.append(ExpiringRows(tid, table.relative, table.uri, column, at[tid], int(row["expired_sum"]),
-                                          int(row["expired_count"])))
+    for tid, expired_rows, total, cutoff in zip(*(counts.column(c).to_pylist() for c in (
+            "tenant_id", "expired_sum", "expired_count", "cutoff_min")), strict=True):
+        plan.rows.append(ExpiringRows(tid, table.relative, table.uri, column, cutoff, int(expired_rows), int(total)))
     if plan.partition_by:
         held = data.filter(expired).select(plan.partition_by).group_by(plan.partition_by).aggregate([])
         plan.partitions = sorted(zip(*(held.column(c).to_pylist() for c in plan.partition_by), strict=True))
@@ -281,6 +282,7 @@ def plan_retention(
 
 
 def _plan(today: dt.date, effective: Mapping[str, RetentionPolicy]) -> list[_TablePlan]:
+    import numpy as np
     import pyarrow as pa
 
     settings = get_settings()
@@ -292,10 +294,11 @@ def _plan(today: dt.date, effective: Mapping[str, RetentionPolicy]) -> list[_Tab
         scope = [t for t in scope if t in effective]
         if not scope:
             continue
+        days = np.array([effective[t].days[table.layer] for t in scope], dtype="timedelta64[D]")
         cutoffs = pa.table({
             "tenant_id": pa.array(scope, pa.string()),
-            "cutoff": pa.array([_cutoff(today, effective[t].days[table.layer]) for t in scope],
-                               pa.timestamp("us", tz="UTC")),
+            "cutoff": pa.array(np.datetime64(today, "D") - days).cast(pa.timestamp("us")).cast(
+                pa.timestamp("us", tz="UTC")),
         })
         plan = _plan_table(table, cutoffs, settings.storage_options)
         if plan is not None and plan.rows:
