@@ -25,6 +25,8 @@ import os
 import resource
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,24 +103,32 @@ def _timed_run(bronze: str, industries: dict[str, str], *, now: dt.datetime, **k
     }
 
 
-def run(tenants: int, events: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="shironzi-retention-") as tmp:
+@contextmanager
+def scratch_lake(tenants: int, events: int) -> Iterator[tuple[str, dict[str, str], float]]:
+    """A fresh SHIRONZI_HOME holding the benchmark lake: (bronze uri, tenant -> industry, build seconds)."""
+    with tempfile.TemporaryDirectory(prefix="shironzi-scale-") as tmp:
         os.environ["SHIRONZI_HOME"] = str(Path(tmp) / "home")
         os.environ["SHIRONZI_LOG_LEVEL"] = "WARNING"
         get_settings.cache_clear()
         reset_audit_logs()
         started = time.perf_counter()
         bronze, industries = build_lake(tenants, events)
-        built = time.perf_counter() - started
+        try:
+            yield bronze, industries, time.perf_counter() - started
+        finally:
+            reset_audit_logs()
+
+
+def run(tenants: int, events: int) -> dict[str, Any]:
+    with scratch_lake(tenants, events) as (bronze, industries, built):
         figures = {
             "tenants": tenants, "events": events, "build_s": round(built, 1),
             "dry_run": _timed_run(bronze, industries, now=NOW, dry_run=True),
             "first_run": _timed_run(bronze, industries, now=NOW, confirm=True),
             "next_day": _timed_run(bronze, industries, now=NOW + dt.timedelta(days=1), confirm=True),
         }
-        reset_audit_logs()
-        figures["peak_rss_gib"] = round(_peak_rss_gib(), 2)
-        return figures
+    figures["peak_rss_gib"] = round(_peak_rss_gib(), 2)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
