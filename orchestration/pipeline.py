@@ -292,6 +292,23 @@ def maintain_tables(uris: Sequence[str], *, settings: Settings | None = None) ->
     ]
 
 
+def enforce_retention_policies(*, confirm: bool = False) -> dict[str, Any]:
+    """Retention enforcement: one delete commit per bronze/quarantine table and the expired audit days. A
+    run that would delete more than the threshold share of a tenant's rows raises (the task fails with that
+    message and nothing is deleted) unless triggered with `confirm`."""
+    from shironzi.audit.retention import enforce_retention
+    from shironzi.tenancy import TenantContext
+
+    ctx = TenantContext.admin(actor=f"{PIPELINE_ACTOR}:retention", purpose="retention")
+    result = enforce_retention(ctx=ctx, confirm=confirm)
+    return {
+        "tenants": len(result["tenants"]),
+        "rows_deleted": sum(result["commits"].values()),
+        "tables": sorted(result["commits"]),
+        "audit_days_deleted": result["audit_days_deleted"],
+    }
+
+
 # --- gdpr_erasure ----------------------------------------------------------------------------------------
 def erase_data_subject(tenant_id: str, subject_id: str, *, requested_by: str) -> dict[str, Any]:
     """GDPR Art. 17: erase one subject of one tenant everywhere; returns the signed receipt's summary."""

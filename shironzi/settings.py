@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     audit_flush_seconds: float = Field(
         1.0, gt=0, le=300, description="Audit writer: flush buffered events at least this often (seconds)."
     )
+    retention_confirm_share: float = Field(
+        0.2, gt=0, le=1,
+        description="Retention: an enforcement that would delete more than this share of any tenant's rows "
+        "in a table stops before deleting anything and needs --confirm.",
+    )
     lease_timeout_seconds: float = Field(
         300.0,
         gt=0,

@@ -4,20 +4,25 @@
 `tenant_id` + `customer_id` (bronze, silver, gold, features, predictions, the PII vault) and the
 quarantine rows whose raw payload names the subject as a JSON value; it matches the raw id and its
 pseudonym (HMAC under the tenant key) exactly. Registered erasure targets (the online store) are erased
-too. It then vacuums every touched table with zero retention, scans every remaining Parquet file
-directly (not via the log) plus the `_delta_log` statistics and each target, and writes a receipt signed
-with an HMAC under `settings.platform_key` to `_platform/audit/erasures`.
+too. The delete reads only the files whose statistics can hold the tenant and subject (delta-rs prunes
+by `tenant_id`/`customer_id` min/max). It then physically removes exactly the files that delete commit
+removed (its `remove` actions in the `_delta_log`): the files that held the subject's rows. Nothing else
+is vacuumed, so other tenants' older versions stay readable by time travel (their files are untouched).
+The verification scans every physical Parquet file that may hold the tenant, current or not (files whose
+log statistics exclude the tenant are skipped and counted), directly rather than via the log, plus the
+`_delta_log` statistics and each target, and the receipt signed with an HMAC under
+`settings.platform_key` goes to `_platform/audit/erasures`.
 
-Why vacuum with zero retention is safe here: each table is modified and vacuumed while this process
-holds the table's EXCLUSIVE lease (`shironzi.lake.leases.table_lease`). Every writer takes the SHARED
-lease around "write Parquet files, then commit", so while we hold the lease no writer can have written
-files that a commit it has not yet made will reference; vacuum therefore deletes only files that no
-current or future version needs. Readers pinned to an older version lose those files, by design: those
-versions still held the subject's data.
+Each table is modified while this process holds the table's EXCLUSIVE lease
+(`shironzi.lake.leases.table_lease`), so no writer commits in between: the delete commit is the version
+after `before_version`. Readers pinned to an older version lose the removed files, by design: those
+files held the subject's data. If an older commit's statistics still name the subject, the log before
+a fresh checkpoint is dropped (that table's time travel ends there).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -33,6 +38,7 @@ from shironzi.audit.erasure_scan import (
     RAW_PAYLOAD,
     ErasureKind,
     Matcher,
+    candidate_files,
     platform_key,
     scan_file,
     scan_log,
@@ -55,10 +61,10 @@ from shironzi.lake.discovery import (
     delete_tree,
     discover_tables,
     list_log_files,
-    list_parquet_files,
+    read_bytes,
 )
 from shironzi.lake.leases import normalise_uri, table_lease
-from shironzi.lake.maintenance import checkpoint, vacuum
+from shironzi.lake.maintenance import checkpoint
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
 from shironzi.privacy.tokens import subject_pseudonym
@@ -117,6 +123,7 @@ class Verification:
 
     ok: bool
     files_scanned: int = 0
+    files_skipped: int = 0  # files whose log statistics exclude the tenant
     rows_scanned: int = 0
     matching_rows: dict[str, int] = field(default_factory=dict)
     log_mentions: dict[str, list[str]] = field(default_factory=dict)
@@ -125,7 +132,8 @@ class Verification:
 
 
 def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -> Verification:
-    """Scan every data file of every table (read directly), the log statistics, every target and every
+    """Scan every data file that may hold the tenant's rows (every physical file, current or not, unless
+    its log statistics exclude the tenant; read directly), the log statistics, every target and every
     MLflow artifact that holds rows."""
     load_plugin_targets()
     result = Verification(ok=True)
@@ -133,7 +141,9 @@ def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -
         if table.tenant_id is not None and table.tenant_id != matcher.tenant_id:
             continue  # another dedicated tenant's root cannot hold this tenant's rows
         hits = 0
-        for path in list_parquet_files(table.uri):
+        candidates, total = candidate_files(table.uri, matcher.tenant_id)
+        result.files_skipped += total - len(candidates)
+        for path in candidates:
             rows, matched = scan_file(path, matcher)
             result.files_scanned += 1
             result.rows_scanned += rows
@@ -349,9 +359,8 @@ def _erase_table(
     with table_lease(table.uri, mode="exclusive"):
         before = table_version(table.uri)
         deleted = delete(table.uri, where, metadata={"shironzi_purpose": "erasure"})
-        removed_files: list[str] = []
-        if deleted:
-            removed_files = vacuum(table.uri, retention_hours=0, enforce_retention_duration=False)
+        removed_files = _remove_files_removed_by(table.uri, before + 1) if deleted else []
+        removed_files += _remove_stale_files_holding(table.uri, matcher)
         dropped_log = _drop_history_holding(table.uri, matcher) if deleted else []
         after = table_version(table.uri)
     if not deleted:
@@ -365,6 +374,35 @@ def _erase_table(
         "files_removed": len(removed_files),
         "log_files_dropped": len(dropped_log),
     }
+
+
+def _remove_files_removed_by(uri: str, version: int) -> list[str]:
+    """Physically delete the data files one commit removed (the erasure's delete: the files that held the
+    subject's rows), and nothing else, so other tenants' older versions stay readable."""
+    from urllib.parse import unquote
+
+    root = uri.rstrip("/")
+    entry = read_bytes(f"{root}/_delta_log/{version:020d}.json").decode()
+    entries = [json.loads(line) for line in entry.splitlines() if line.strip()]
+    removed = [unquote(e["remove"]["path"]) for e in entries if e.get("remove")]
+    _delete_if_present([f"{root}/{path}" for path in removed])
+    return removed
+
+
+def _remove_stale_files_holding(uri: str, matcher: Matcher) -> list[str]:
+    """Physically delete files no longer in the current version (left by earlier rewrites, awaiting the
+    regular vacuum) that still hold the subject; only the tenant's candidate files are read."""
+    current = {f.removeprefix("file://") for f in open_table(uri).file_uris()}
+    candidates, _ = candidate_files(uri, matcher.tenant_id)
+    stale = [f for f in candidates if f.removeprefix("file://") not in current and scan_file(f, matcher)[1]]
+    _delete_if_present(stale)
+    return stale
+
+
+def _delete_if_present(uris: list[str]) -> None:
+    for uri in uris:
+        with contextlib.suppress(FileNotFoundError):
+            delete_files([uri])
 
 
 def _training_runs(touched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

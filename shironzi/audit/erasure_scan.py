@@ -146,25 +146,70 @@ def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
     return table.num_rows, _scan_rows(candidates.select(string_columns).to_pylist(), matcher)
 
 
+def _parsed_stats(action: dict[str, Any]) -> dict[str, Any]:
+    stats = action.get("stats")
+    if isinstance(stats, str) and stats:
+        try:
+            parsed: dict[str, Any] = json.loads(stats)
+            return parsed
+        except ValueError:
+            return {}
+    return {}
+
+
+def _outside(tenant_id: str, low: Any, high: Any) -> bool:
+    """Do a file's tenant_id bounds exclude the tenant? (Long string maxima may be truncated.)"""
+    return (
+        isinstance(low, str)
+        and isinstance(high, str)
+        and not low <= tenant_id <= high[: len(tenant_id)] + "\uffff"
+    )
+
+
+def may_hold_tenant(action: dict[str, Any] | None, tenant_id: str) -> bool:
+    """Could the file an add action describes hold rows of the tenant (or, with null tenant_id, rows that
+    claim it)? Judged from its tenant_id partition value and min/max/null-count statistics; a file the
+    log does not describe could hold anything."""
+    if not action:
+        return True
+    values = action.get("partitionValues") or {}
+    partition = dict(values).get("tenant_id")  # a checkpoint holds the map as key/value pairs
+    if partition is not None:
+        return bool(partition == tenant_id)
+    parsed = _parsed_stats(action)
+    if (parsed.get("nullCount") or {}).get("tenant_id"):
+        return True
+    return not _outside(
+        tenant_id, (parsed.get("minValues") or {}).get("tenant_id"), (parsed.get("maxValues") or {}).get("tenant_id")
+    )
+
+
+def candidate_files(table_uri: str, tenant_id: str) -> tuple[list[str], int]:
+    """(the Parquet files under the table that may hold the tenant's rows, all Parquet files there): every
+    physical file, referenced by the current version or not, kept unless the statistics its add action
+    recorded in the log exclude the tenant."""
+    from urllib.parse import unquote
+
+    described: dict[str, dict[str, Any]] = {}
+    for path in list_log_files(table_uri):
+        for action in _log_actions(path):
+            name = unquote(str(action.get("path", "")))
+            if action.get("stats") or name not in described:  # a remove action may lack the add's stats
+                described[name] = action
+    root = table_uri.rstrip("/")
+    files = list_parquet_files(table_uri)
+    return [f for f in files if may_hold_tenant(described.get(f[len(root) + 1 :]), tenant_id)], len(files)
+
+
 def _stats_values(action: dict[str, Any] | None, tenant_id: str) -> Iterable[str]:
     """The string values an action's statistics and partition values reveal (when its file could hold
     the tenant's rows, judged from its tenant_id min/max)."""
     if not action:
         return
-    stats = action.get("stats")
-    parsed: dict[str, Any] = {}
-    if isinstance(stats, str) and stats:
-        try:
-            parsed = json.loads(stats)
-        except ValueError:
-            parsed = {}
+    parsed = _parsed_stats(action)
     low = (parsed.get("minValues") or {}).get("tenant_id")
     high = (parsed.get("maxValues") or {}).get("tenant_id")
-    if (
-        isinstance(low, str)
-        and isinstance(high, str)
-        and not low <= tenant_id <= high[: len(tenant_id)] + "\uffff"
-    ):
+    if _outside(tenant_id, low, high):
         return
     for section in ("minValues", "maxValues"):
         yield from _json_values(parsed.get(section) or {})

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from shironzi.audit.erasure import erase_subject, erase_tenant, verify_receipt
 from shironzi.audit.queries import access, as_jsonable, changes, inventory, lineage
@@ -160,10 +162,32 @@ def verify_receipt_cmd(
 @retention_app.command("enforce")
 def enforce_cmd(
     as_of: Annotated[str | None, typer.Option("--as-of", help="Pretend today is this date (ISO).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be deleted per tenant and table; change nothing.")
+    ] = False,
+    confirm: Annotated[
+        bool,
+        typer.Option("--confirm", help="Proceed even when a tenant would lose more than the threshold share."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete expired raw data per tenant and expired audit days."""
-    _print(enforce_retention(now=_when(as_of)), as_json)
+    """Delete expired raw data (counted from ingestion time), one commit per table, and expired audit days."""
+    result = enforce_retention(now=_when(as_of), dry_run=dry_run, confirm=confirm)
+    if as_json:
+        _print(result, True)
+        return
+    table = Table(title="retention dry run: nothing changed" if dry_run else "retention enforced")
+    for name in ("tenant", "table", "counted from", "cutoff", "rows expiring", "of rows", "share"):
+        numeric = name in ("rows expiring", "of rows", "share")
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=name in ("tenant", "table"))
+    for row in result["plan"]:
+        table.add_row(row["tenant_id"], row["table"], row["column"], row["cutoff"].date().isoformat(),
+                      str(row["expired"]), str(row["total"]), f"{row['share']:.1%}")
+    console = Console()
+    console.print(table)
+    days = result["audit_days_deleted"]
+    verb = "would expire" if dry_run else "expired"
+    console.print(f"audit log days {verb}: {', '.join(days) if days else 'none'}", markup=False)
 
 
 @retention_app.command("show")

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -156,22 +157,27 @@ class CachedCheck:
 
 
 class KeyCheckCache:
-    """In-process TTL cache of key checks keyed by each key's SHA-256; dropped locally on change."""
+    """In-process TTL cache of key checks keyed by each key's SHA-256; dropped locally on change.
+
+    Bounded by `max_entries` with least-recently-used eviction: a full cache drops only its coldest
+    entries, one per new entry, never the hot keys of busy tenants."""
 
     def __init__(self, ttl_seconds: float, *, max_entries: int = 100_000) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
-        self._entries: dict[bytes, CachedCheck] = {}
+        self._entries: OrderedDict[bytes, CachedCheck] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: bytes) -> CachedCheck | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry.valid_until < time.monotonic():
-            self._entries.pop(key, None)
-            return None
-        return entry
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry.valid_until < time.monotonic():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry
 
     def put(
         self,
@@ -182,13 +188,14 @@ class KeyCheckCache:
         principal: KeyPrincipal | None,
         tenant_status: str | None,
     ) -> None:
-        if self.ttl_seconds <= 0:
+        if self.ttl_seconds <= 0 or self.max_entries <= 0:
             return
         entry = CachedCheck(time.monotonic() + self.ttl_seconds, outcome, prefix, principal, tenant_status)
         with self._lock:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
             self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
 
     def forget_prefix(self, prefix: str) -> None:
         with self._lock:

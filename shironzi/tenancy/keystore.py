@@ -2,8 +2,8 @@
 
 Keys come from the secrets backend chosen by `settings.resolved_secrets_url`:
 
-- `file://DIR`: a local keystore (`DIR/tenant_keys.json`) whose entries are Fernet-encrypted under a key
-  derived (scrypt) from `settings.master_key`;
+- `file://DIR`: a local keystore (`DIR/tenant_keys.db`, one SQLite row per tenant) whose entries are
+  Fernet-encrypted under a key derived (scrypt) from `settings.master_key`;
 - `vault+https://host[:port]/MOUNT`: HashiCorp Vault KV v2 through hvac (token from `VAULT_TOKEN`).
 
 The keys tokenise PII and encrypt the PII table (`shironzi.privacy`). Destroying a tenant's key
@@ -13,11 +13,12 @@ The keys tokenise PII and encrypt the PII table (`shironzi.privacy`). Destroying
 from __future__ import annotations
 
 import base64
-import copy
 import datetime as dt
 import json
 import os
+import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -29,7 +30,6 @@ from shironzi.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from shironzi.lake.leases import file_lock
 from shironzi.settings import Settings, get_settings
 
 KEY_BYTES = 32
@@ -65,9 +65,20 @@ def fernet_for(key: bytes) -> Any:
 
 
 class LocalKeystore:
-    """A JSON keystore under SHIRONZI_HOME; each tenant key is Fernet-encrypted under the master key."""
+    """Tenant keys under SHIRONZI_HOME, one SQLite row per tenant (`tenant_keys.db`), each key
+    Fernet-encrypted under a wrapping key derived (scrypt) from the master key.
 
-    FILE_NAME = "tenant_keys.json"
+    Issuing a key inserts one row: the 100,000th key costs what the first did (the JSON keystore it replaces
+    was rewritten whole on every new key, and is migrated on first use). Destroying a key overwrites its row
+    with a tombstone; `secure_delete` zeroes the freed bytes in the database file, and the write-ahead log
+    that held the old page is checkpointed and truncated to zero bytes at once. What may remain: filesystem
+    blocks of that truncated log (and of the migrated JSON file, which is zeroed before it is removed) until
+    the disk reuses them, and backups taken before the destroy. Without the master key the wrapped bytes
+    are useless; rotate it for full assurance against those copies.
+    """
+
+    FILE_NAME = "tenant_keys.db"
+    LEGACY_FILE_NAME = "tenant_keys.json"
 
     def __init__(self, directory: Path, *, master_key: str) -> None:
         if not master_key:
@@ -80,7 +91,9 @@ class LocalKeystore:
         # and the salt, so it is derived once per salt. Tenant keys are never cached: a destroyed key must
         # stop working at once, in this process too.
         self._wrapping: dict[bytes, Any] = {}
-        self._snapshot: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+        self._salt: bytes | None = None
+        self._ready = False
+        self._local = threading.local()
 
     def _wrapping_key(self, salt: bytes) -> Any:
         from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -90,50 +103,87 @@ class LocalKeystore:
             self._wrapping[salt] = fernet_for(derived)
         return self._wrapping[salt]
 
-    def _load(self) -> dict[str, Any]:
-        """The keystore document, read-only; re-read whenever the file changed (every write replaces the
-        file, so its inode changes). Writers edit `_load_for_update()`, a private copy."""
+    def _connect(self) -> sqlite3.Connection:
+        """This thread's connection, kept open: closing the last one checkpoints the log (an fsync)."""
+        if not self._ready:
+            self._prepare()
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._open()
+        return connection
+
+    def _open(self) -> sqlite3.Connection:
         try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return {"salt": base64.b64encode(os.urandom(16)).decode(), "keys": {}}
-        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if self._snapshot is not None and self._snapshot[0] == stamp:
-            return self._snapshot[1]
-        try:
-            data: dict[str, Any] = json.loads(self.path.read_text())
-        except (OSError, ValueError) as exc:
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            connection.execute("PRAGMA secure_delete = ON")
+            connection.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable at checkpoints, never corrupt
+        except sqlite3.Error as exc:
             raise ConfigurationError(f"the keystore {self.path} is unreadable: {exc}") from exc
-        self._snapshot = (stamp, data)
-        return data
+        return connection
 
-    def _load_for_update(self) -> dict[str, Any]:
-        return copy.deepcopy(self._load())
+    def _prepare(self) -> None:
+        """Create the database (owner-only) and migrate a JSON keystore left by an older version, once."""
+        with self._lock:
+            if self._ready:
+                return
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            with closing(self._open()) as db:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS tenant_keys (tenant_id TEXT PRIMARY KEY, wrapped TEXT, "
+                    "created_at TEXT, destroyed_at TEXT)"
+                )
+                legacy = self.directory / self.LEGACY_FILE_NAME
+                salt = db.execute("SELECT value FROM meta WHERE name = 'salt'").fetchone()
+                if salt is None:
+                    document = self._legacy_document(legacy)
+                    salt_text = document.get("salt") or base64.b64encode(os.urandom(16)).decode()
+                    db.execute("INSERT INTO meta VALUES ('salt', ?)", (salt_text,))
+                    db.executemany(
+                        "INSERT INTO tenant_keys VALUES (?, ?, ?, ?)",
+                        [(tid, e.get("wrapped"), e.get("created_at"), e.get("destroyed_at"))
+                         for tid, e in sorted(document.get("keys", {}).items())],
+                    )
+                db.execute("COMMIT")
+            if legacy.exists():
+                _shred_file(legacy)  # its keys now live in the database (destroyed ones must not linger)
+            self._ready = True
 
-    def _save(self, data: dict[str, Any]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+    def _legacy_document(self, legacy: Path) -> dict[str, Any]:
+        if not legacy.exists():
+            return {}
+        try:
+            document: dict[str, Any] = json.loads(legacy.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"the keystore {legacy} is unreadable: {exc}") from exc
+        return document
 
-    def _locked(self) -> Any:
-        return file_lock(self.directory / ".keystore.lock", mode="exclusive", timeout=30)
+    def _salt_bytes(self, db: sqlite3.Connection) -> bytes:
+        if self._salt is None:
+            self._salt = base64.b64decode(db.execute("SELECT value FROM meta WHERE name = 'salt'").fetchone()[0])
+        return self._salt
 
-    def _unwrap(self, data: dict[str, Any], tenant_id: str) -> bytes | None:
-        entry = data["keys"].get(tenant_id)
-        if entry is None:
+    def _unwrap(self, db: sqlite3.Connection, tenant_id: str) -> bytes | None:
+        row = db.execute(
+            "SELECT wrapped, destroyed_at FROM tenant_keys WHERE tenant_id = ?", (tenant_id,)
+        ).fetchone()
+        if row is None:
             return None
-        if entry.get("destroyed_at"):
+        wrapped, destroyed_at = row
+        if destroyed_at:
             raise KeyDestroyedError(
-                f"the key of tenant {tenant_id!r} was destroyed at {entry['destroyed_at']}: "
+                f"the key of tenant {tenant_id!r} was destroyed at {destroyed_at}: "
                 "data encrypted under it is unrecoverable",
                 tenant=tenant_id,
             )
         from cryptography.fernet import InvalidToken
 
         try:
-            return self._wrapping_key(base64.b64decode(data["salt"])).decrypt(entry["wrapped"].encode())
+            return bytes(self._wrapping_key(self._salt_bytes(db)).decrypt(wrapped.encode()))
         except InvalidToken as exc:
             raise ConfigurationError(
                 f"cannot decrypt tenant {tenant_id!r}'s key: wrong SHIRONZI_MASTER_KEY?", tenant=tenant_id
@@ -141,40 +191,47 @@ class LocalKeystore:
 
     def get_key(self, tenant_id: str) -> bytes:
         _check_tenant(tenant_id)
-        key = self._unwrap(self._load(), tenant_id)
+        key = self._unwrap(self._connect(), tenant_id)
         if key is None:
             raise NotFoundError(f"tenant {tenant_id!r} has no encryption key", tenant=tenant_id)
         return key
 
     def get_or_create_key(self, tenant_id: str) -> bytes:
         _check_tenant(tenant_id)
-        existing = self._unwrap(self._load(), tenant_id)
+        db = self._connect()
+        existing = self._unwrap(db, tenant_id)
         if existing is not None:
             return existing
-        with self._lock, self._locked():
-            data = self._load_for_update()
-            existing = self._unwrap(data, tenant_id)
-            if existing is not None:
-                return existing
-            key = os.urandom(KEY_BYTES)
-            wrapped = self._wrapping_key(base64.b64decode(data["salt"])).encrypt(key).decode()
-            data["keys"][tenant_id] = {"wrapped": wrapped, "created_at": _now_text(), "destroyed_at": None}
-            self._save(data)
-            return key
+        key = os.urandom(KEY_BYTES)
+        wrapped = self._wrapping_key(self._salt_bytes(db)).encrypt(key).decode()
+        # One row; a concurrent creator's row wins and both hand out the winner's key.
+        db.execute("INSERT OR IGNORE INTO tenant_keys VALUES (?, ?, ?, NULL)", (tenant_id, wrapped, _now_text()))
+        winner = self._unwrap(db, tenant_id)
+        if winner is None:  # pragma: no cover - the row was just written
+            raise ConfigurationError(f"the keystore {self.path} lost tenant {tenant_id!r}'s new key")
+        return winner
 
     def destroy_key(self, tenant_id: str) -> None:
         _check_tenant(tenant_id)
-        with self._lock, self._locked():
-            data = self._load_for_update()
-            entry = data["keys"].get(tenant_id)
-            if entry is not None and entry.get("destroyed_at"):
-                return
-            data["keys"][tenant_id] = {
-                "wrapped": None,
-                "created_at": (entry or {}).get("created_at"),
-                "destroyed_at": _now_text(),
-            }
-            self._save(data)
+        db = self._connect()
+        db.execute(
+            "INSERT INTO tenant_keys VALUES (?, NULL, NULL, ?) ON CONFLICT(tenant_id) DO UPDATE SET "
+            "wrapped = NULL, destroyed_at = COALESCE(tenant_keys.destroyed_at, excluded.destroyed_at)",
+            (tenant_id, _now_text()),
+        )
+        # Copy the tombstone into the database file and empty the write-ahead log, which held the page with
+        # the wrapped key.
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _shred_file(path: Path) -> None:
+    """Overwrite a file with zeros, flush it to disk, then remove it."""
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.write(b"\0" * size)
+        handle.flush()
+        os.fsync(handle.fileno())
+    path.unlink()
 
 
 class VaultKeystore:

@@ -26,10 +26,12 @@ def uri(layer: str, table: str, *, tenant_id: str | None = None) -> str:
     return table_uri(lake, layer=layer, table=table, region="eu-west")  # type: ignore[arg-type]
 
 
-def events(rows: Sequence[tuple[str, str]], *, day: dt.date = DAY, start: int = 0) -> pa.Table:
-    """Canonical bronze rows for (tenant, customer) pairs."""
+def events(
+    rows: Sequence[tuple[str, str]], *, day: dt.date = DAY, start: int = 0, ingested_at: dt.datetime | None = None
+) -> pa.Table:
+    """Canonical bronze rows for (tenant, customer) pairs (with `ingested_at` when given)."""
     when = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
-    return pa.table(
+    table = pa.table(
         {
             "tenant_id": [t for t, _ in rows],
             "event_id": [f"e{start + i}" for i in range(len(rows))],
@@ -44,6 +46,9 @@ def events(rows: Sequence[tuple[str, str]], *, day: dt.date = DAY, start: int = 
             ],
         }
     )
+    if ingested_at is None:
+        return table
+    return table.append_column("ingested_at", pa.array([ingested_at] * len(rows), pa.timestamp("us", tz="UTC")))
 
 
 def customers(rows: Sequence[tuple[str, str]]) -> pa.Table:

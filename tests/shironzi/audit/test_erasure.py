@@ -22,14 +22,14 @@ from shironzi.audit.erasure import (
 from shironzi.audit.events import AuditEvent
 from shironzi.audit.log import get_audit_log, read_audit_events, record_training_run, reset_audit_logs
 from shironzi.errors import InvalidStateError, PermissionDeniedError
-from shironzi.lake.delta import append, read_arrow
+from shironzi.lake.delta import append, delete, history, read_arrow, table_version
 from shironzi.lake.discovery import discover_tables, list_parquet_files
 from shironzi.lake.leases import normalise_uri, table_lease
 from shironzi.privacy.tokens import pseudonym
 from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.keystore import get_keystore
-from tests.shironzi.audit._fixtures import SqliteOnlineStore, build_lake, events, tenant_customers
+from tests.shironzi.audit._fixtures import SqliteOnlineStore, build_lake, events, tenant_customers, uri
 
 ADMIN = TenantContext.admin(actor="dpo@platform", purpose="gdpr_erasure")
 
@@ -309,3 +309,41 @@ def test_a_receipt_from_before_the_artifact_fields_still_verifies(audit_home: Pa
     assert check.signature_ok and check.ok
     older["artifacts"] = [{"artifact": "runs/x/holdout.parquet", "action": "rewritten", "rows_removed": 1}]
     assert not verify_receipt(Receipt.from_json(older)).signature_ok  # the new fields are signed when set
+
+
+def test_erasure_reads_only_the_files_that_can_hold_the_tenant(audit_home: Path) -> None:
+    bronze = uri("bronze", "events")
+    for i in range(24):  # one file per tenant, as clustering by tenant_id lays them out
+        tenant = f"t_{i:02d}"
+        append(bronze, events([(tenant, "c_0"), (tenant, "c_1"), (tenant, "c_2")], start=i * 10))
+    before = table_version(bronze)
+
+    receipt = erase_subject(ADMIN, "t_07", "c_1")
+
+    assert receipt.verification["ok"]
+    assert receipt.verification["files_scanned"] <= 2  # t_07's rewritten file (+ nothing else of 25)
+    assert receipt.verification["files_skipped"] >= 23
+    delete_commit = next(h for h in history(bronze) if h["version"] == before + 1)
+    assert int(delete_commit["operationMetrics"]["num_removed_files"]) == 1  # only t_07's file was rewritten
+    assert tenant_customers(bronze, "t_07") == ["c_0", "c_2"] and tenant_customers(bronze, "t_08") == [
+        "c_0", "c_1", "c_2"
+    ]
+
+
+def test_erasure_keeps_other_tenants_time_travel_and_removes_the_subjects_files(audit_home: Path) -> None:
+    bronze = uri("bronze", "events")
+    append(bronze, events([("t_b", "c_x"), ("t_b", "c_y")]))
+    t_b_version = table_version(bronze)
+    delete(bronze, "tenant_id = 't_b' AND customer_id = 'c_y'")  # t_b's first file is now history
+    append(bronze, events([("t_a", "c_0"), ("t_a", "c_1"), ("t_a", "c_2")], start=10))
+    subject_files = set(list_parquet_files(bronze)) - {
+        p for p in list_parquet_files(bronze) if pq.read_table(p).column("tenant_id")[0].as_py() == "t_b"
+    }
+
+    receipt = erase_subject(ADMIN, "t_a", "c_1")
+
+    assert receipt.verification["ok"] and receipt.tables[0]["files_removed"] == 1
+    old = read_arrow(bronze, version=t_b_version, filters=[("tenant_id", "=", "t_b")])
+    assert sorted(old.column("customer_id").to_pylist()) == ["c_x", "c_y"]  # time travel still works for t_b
+    assert not any(Path(p).exists() for p in subject_files)  # the file that held the subject is gone
+    assert tenant_customers(bronze, "t_a") == ["c_0", "c_2"]

@@ -3,7 +3,10 @@ HashiCorp Vault backend is chosen by URL."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,8 @@ def test_local_keystore_encrypts_keys_at_rest_and_is_stable(home: Path) -> None:
     key = store.get_or_create_key("t_a")
     assert len(key) == 32 and store.get_or_create_key("t_a") == key
     assert store.get_or_create_key("t_b") != key
-    text = store.path.read_text()
-    assert key.hex() not in text and "wrapped" in text
+    stored = b"".join(p.read_bytes() for p in store.directory.glob("tenant_keys.db*"))  # with the write-ahead log
+    assert key not in stored and key.hex().encode() not in stored and b"gAAAAA" in stored  # Fernet tokens
     wrong = LocalKeystore(store.directory, master_key="another-master-key")
     with pytest.raises(Exception, match="SHIRONZI_MASTER_KEY"):
         wrong.get_key("t_a")
@@ -40,7 +43,69 @@ def test_a_key_destroyed_by_another_keystore_stops_working_here_at_once(home: Pa
     with pytest.raises(KeyDestroyedError):
         store.get_or_create_key("t_a")
     assert store.get_or_create_key("t_b") != key  # writes after a foreign write keep the other entries
-    assert json.loads(store.path.read_text())["keys"]["t_a"]["destroyed_at"]
+    with sqlite3.connect(store.path) as db:
+        row = db.execute("SELECT wrapped, destroyed_at IS NOT NULL FROM tenant_keys WHERE tenant_id = 't_a'")
+        assert row.fetchone() == (None, 1)
+
+
+def _written_bytes() -> int:
+    """Bytes this process has handed to write() so far (Linux /proc/self/io `wchar`)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/self/io")
+
+
+def test_issuing_a_key_costs_the_same_at_300_keys_as_at_10(home: Path) -> None:
+    store = get_keystore()
+
+    def cost_of_ten(start: int) -> int:
+        before = _written_bytes()
+        for i in range(start, start + 10):
+            store.get_or_create_key(f"t_{i:05d}")
+        return _written_bytes() - before
+
+    early = cost_of_ten(0)
+    for i in range(10, 300):
+        store.get_or_create_key(f"t_{i:05d}")
+    late = cost_of_ten(300)
+    # The JSON keystore rewrote every entry per new key: ~30x more bytes at 300 keys than at 10.
+    assert late <= early * 1.5 + 16_384, (early, late)
+
+
+def test_destroyed_key_bytes_are_gone_from_the_database_file(home: Path) -> None:
+    store = get_keystore()
+    store.get_or_create_key("t_a")
+    with sqlite3.connect(store.path) as db:
+        wrapped = db.execute("SELECT wrapped FROM tenant_keys WHERE tenant_id = 't_a'").fetchone()[0]
+    assert wrapped.encode() in b"".join(p.read_bytes() for p in store.directory.glob("tenant_keys.db*"))
+    store.destroy_key("t_a")
+    assert wrapped.encode() not in store.path.read_bytes()  # secure_delete zeroed the old row
+    for log in store.directory.glob("tenant_keys.db-*"):  # the write-ahead log was emptied
+        assert wrapped.encode() not in log.read_bytes()
+    with pytest.raises(KeyDestroyedError):
+        store.get_key("t_a")
+
+
+def test_a_json_keystore_is_migrated_on_first_use(home: Path) -> None:
+    directory = home / "legacy-keys"
+    directory.mkdir()
+    master = "dev-master-key-change-me"
+    salt = os.urandom(16)
+    wrapper = LocalKeystore(directory, master_key=master)._wrapping_key(salt)
+    key = os.urandom(32)
+    legacy = directory / "tenant_keys.json"
+    legacy.write_text(json.dumps({"salt": base64.b64encode(salt).decode(), "keys": {
+        "t_live": {"wrapped": wrapper.encrypt(key).decode(), "created_at": "2026-01-01T00:00:00+00:00",
+                   "destroyed_at": None},
+        "t_gone": {"wrapped": None, "created_at": None, "destroyed_at": "2026-02-01T00:00:00+00:00"},
+    }}))
+    store = LocalKeystore(directory, master_key=master)
+    assert store.get_key("t_live") == key and store.get_or_create_key("t_live") == key
+    with pytest.raises(KeyDestroyedError):
+        store.get_or_create_key("t_gone")
+    assert not legacy.exists()  # zeroed and removed: its copies of keys must not outlive a destroy
+    assert LocalKeystore(directory, master_key=master).get_key("t_live") == key  # a second instance agrees
 
 
 def test_vault_url_selects_vault_and_an_unreachable_vault_is_one_clear_error() -> None:

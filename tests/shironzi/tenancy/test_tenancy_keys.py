@@ -21,6 +21,7 @@ from shironzi.errors import (
 )
 from shironzi.settings import Settings
 from shironzi.tenancy import Registry, TenantContext
+from shironzi.tenancy.keys import KeyCheckCache
 from tests.shironzi.tenancy._fixtures import snapshot
 
 KEY_FORMAT = re.compile(r"^shz_[a-z2-7]{10}_[A-Za-z0-9-]{32}$")
@@ -181,3 +182,16 @@ def test_bad_scopes_are_refused(registry: Registry, admin: TenantContext) -> Non
         with pytest.raises(InvalidInputError):
             registry.issue_key(admin, tid, scopes=scopes)
     assert snapshot(registry) == before
+
+
+def test_full_key_cache_evicts_only_the_coldest_entries() -> None:
+    cache = KeyCheckCache(60.0, max_entries=4)
+    keys = [bytes([i]) * 32 for i in range(6)]
+    for key in keys[:4]:
+        cache.put(key, outcome="ok", prefix=key.hex()[:10], principal=None, tenant_status="active")
+    assert cache.get(keys[0]) is not None  # a hot key: used again, so now the most recent
+    cache.put(keys[4], outcome="ok", prefix="p4", principal=None, tenant_status="active")
+    cache.put(keys[5], outcome="ok", prefix="p5", principal=None, tenant_status="active")
+    assert len(cache) == 4  # bounded, and never cleared whole
+    assert cache.get(keys[1]) is None and cache.get(keys[2]) is None  # the two coldest went
+    assert all(cache.get(k) is not None for k in (keys[0], keys[3], keys[4], keys[5]))
