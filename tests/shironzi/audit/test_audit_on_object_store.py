@@ -97,6 +97,7 @@ def test_erasure_lineage_inventory_changes_maintenance_and_retention_on_an_s3_la
     assert stored == live  # the compacted-away files are gone from the bucket
     assert read_arrow(tables["silver"]).num_rows == 4  # 5 rows, less the erased subject
 
-    result = enforce_retention(now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), tenants={"t_a": "saas", "t_b": "saas"})
+    result = enforce_retention(now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), tenants={"t_a": "saas", "t_b": "saas"},
+                               confirm=True)  # every row has expired: more than the threshold
     assert result["tenants"]["t_b"]["eu-west/bronze/events"] == 1
     assert read_arrow(tables["bronze"], filters=[("tenant_id", "in", ["t_a", "t_b"])]).num_rows == 0
