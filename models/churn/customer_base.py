@@ -87,11 +87,14 @@ def _weeks(x: np.ndarray, t_x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, n
 
 def log_likelihood(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Per-customer BG/NBD log-likelihood for (r, alpha, a, b); x, t_x, T in the fit's time unit."""
-    from scipy.special import betaln, gammaln
+    from scipy.special import gammaln
 
     r, alpha, a, b = params
-    a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    a2 = betaln(a, b + x) - betaln(a, b)
+    # x takes few distinct values (purchase counts): the gamma functions run on those only
+    values, which = np.unique(x, return_inverse=True)
+    a1 = (gammaln(r + values) - gammaln(r))[which] + r * np.log(alpha)
+    # betaln(a, b + x) - betaln(a, b), in gammaln terms
+    a2 = (gammaln(b + values) + gammaln(a + b) - gammaln(a + b + values) - gammaln(b))[which]
     a3 = -(r + x) * np.log(alpha + t)
     repeat = x > 0
     a4 = np.where(repeat, np.log(a) - np.log(np.where(repeat, b + x - 1, 1.0)) - (r + x) * np.log(alpha + t_x),
