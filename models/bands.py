@@ -39,7 +39,9 @@ def band_thresholds(probabilities: np.ndarray) -> tuple[float, float]:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return MEDIUM_FROM, HIGH_FROM
-    medium_from, high_from = (float(values[min(int(share * values.size), values.size - 1)]) for share in BAND_SHARES)
+    # rounded as the served probabilities are (6 decimals), so a customer on a threshold's plateau stays above it
+    medium_from, high_from = (round(float(values[min(int(share * values.size), values.size - 1)]), 6)
+                              for share in BAND_SHARES)
     return medium_from, high_from
 
 

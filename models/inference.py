@@ -337,8 +337,9 @@ class ChurnPredictor:
             contribs = scorer.contributions(x)
             reasons = [scorer.reasons(np.asarray(row[:-1])) for row in contribs]
         thresholds = model.bands.get(tenant_id)
-        return [ChurnPrediction(round(float(p), 6), risk_band(float(p), thresholds), r, CHURN_MODEL, model.version)
-                for p, r in zip(probabilities, reasons, strict=True)]
+        rounded = [round(float(p), 6) for p in probabilities]
+        return [ChurnPrediction(p, risk_band(p, thresholds), r, CHURN_MODEL, model.version)
+                for p, r in zip(rounded, reasons, strict=True)]
 
     def predict(self, tenant_id: str, rows: Sequence[Mapping[str, float | None]]) -> list[ChurnPrediction]:
         """Calibrated churn probability, risk band and top reasons for each feature row of one tenant."""

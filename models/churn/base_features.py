@@ -121,11 +121,14 @@ def add_customer_base_features(
 
 def fill_customer_base_columns(x: np.ndarray, names: Sequence[str], base: CustomerBase | None,
                                tenant_id: str) -> None:
-    """Fill the DERIVED_FEATURES columns of a feature matrix in place from its INPUTS columns (online rows)."""
+    """Fill the missing DERIVED_FEATURES values of a feature matrix in place from its INPUTS columns (online rows:
+    the online store holds the inputs, not the derived values)."""
     if base is None or not all(n in names for n in (*INPUTS, *DERIVED_FEATURES)):
         return
     index = {n: names.index(n) for n in (*INPUTS, *DERIVED_FEATURES)}
     raw = [x[:, index[n]].astype(np.float64) for n in INPUTS]
     p_alive, expected = customer_base_outputs(base.models.get(tenant_id), base.horizon(tenant_id), *raw)
-    x[:, index["cb_p_alive"]] = p_alive
-    x[:, index["cb_expected_purchases"]] = expected
+    for name, values in (("cb_p_alive", p_alive), ("cb_expected_purchases", expected)):
+        column = x[:, index[name]]
+        missing = np.isnan(column)  # values the caller gave are kept
+        column[missing] = values[missing]

@@ -186,12 +186,23 @@ class FittedChurn:
     bands: dict[str, tuple[float, float]] = field(default_factory=dict)  # tenant -> risk-band thresholds
 
 
-def _rows(table: pa.Table, dates: Sequence[Any]) -> pa.Table:
+def _parts(table: pa.Table, holdout: int, valid: int) -> dict[str, pa.Table]:
+    """Train/valid/holdout rows, split per tenant: each tenant's newest `holdout` snapshot dates are its holdout,
+    the `valid` before them its validation window. Tenants with a long horizon have their newest labels earlier
+    than the others, and still get a holdout; for the tenants whose labels reach the newest date it is the global
+    split of `ChurnDataset.split_dates`."""
+    import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    return table.filter(pc.is_in(table.column("snapshot_date"), value_set=pa.array(dates, table.schema.field(
-        "snapshot_date").type)))
+    tenants = np.asarray(table.column("tenant_id").to_pylist())
+    days = np.asarray(table.column("snapshot_date").cast(pa.int32()).to_numpy(zero_copy_only=False))
+    rank = np.zeros(table.num_rows, dtype=np.int64)
+    for tenant_id in np.unique(tenants):
+        index = np.flatnonzero(tenants == tenant_id)
+        distinct = np.unique(days[index])
+        rank[index] = distinct.size - 1 - np.searchsorted(distinct, days[index])
+    names = np.where(rank < holdout, "holdout", np.where(rank < holdout + valid, "valid", "train"))
+    return {name: table.filter(pa.array(names == name)) for name in ("train", "valid", "holdout")}
 
 
 def fit_booster(
@@ -226,8 +237,7 @@ def fit_churn(dataset: ChurnDataset, *, seed: int = 0, params: Mapping[str, Any]
     import numpy as np
 
     train_dates, valid_dates, holdout_dates = dataset.split_dates()
-    parts = {name: _rows(dataset.table, dates) for name, dates in
-             (("train", train_dates), ("valid", valid_dates), ("holdout", holdout_dates))}
+    parts = _parts(dataset.table, len(holdout_dates), len(valid_dates))
     x = {k: as_float_matrix(v, dataset.feature_names) for k, v in parts.items()}
     y = {k: v.column(LABEL).to_numpy().astype(np.float32) for k, v in parts.items()}
     booster = fit_booster(x["train"], y["train"], x["valid"], y["valid"], feature_names=dataset.feature_names,
@@ -324,7 +334,7 @@ def _dedicated_models(
     import pyarrow.compute as pc
 
     out: dict[str, dict[str, Any]] = {}
-    train = _rows(dataset.table, fitted.train_dates)
+    train = _parts(dataset.table, len(fitted.holdout_dates), len(fitted.valid_dates))["train"]
     counts = train.group_by("tenant_id").aggregate([("tenant_id", "count")])
     big = [t for t, n in zip(counts.column("tenant_id").to_pylist(), counts.column("tenant_id_count").to_pylist(),
                              strict=True) if n >= min_rows]
@@ -352,8 +362,7 @@ def fit_churn_on_dates(dataset: ChurnDataset, like: FittedChurn, *, seed: int) -
     """Fit on the same date split as `like` (a tenant's rows on the global split)."""
     import numpy as np
 
-    parts = {name: _rows(dataset.table, dates) for name, dates in
-             (("train", like.train_dates), ("valid", like.valid_dates), ("holdout", like.holdout_dates))}
+    parts = _parts(dataset.table, len(like.holdout_dates), len(like.valid_dates))
     if any(p.num_rows == 0 for p in parts.values()):
         raise ModelTrainingError("a window of the split has no rows for this tenant")
     x = {k: as_float_matrix(v, dataset.feature_names) for k, v in parts.items()}

@@ -47,6 +47,10 @@ def test_features_are_point_in_time_and_online_fill_matches_offline() -> None:
     fill_customer_base_columns(x, names, newest, "t1")
     assert x[:, 3] == pytest.approx(np.asarray(t1_later.column("cb_p_alive").to_pylist()), rel=1e-5)
     assert x[:, 4] == pytest.approx(np.asarray(t1_later.column("cb_expected_purchases").to_pylist()), rel=1e-4)
+    given = x[:, 3].copy()
+    fill_customer_base_columns(x, names, newest, "unknown-tenant")
+    assert np.array_equal(x[:, 3], given)  # values the caller gave are kept
+    x[:, 3:] = np.nan
     fill_customer_base_columns(x, names, newest, "unknown-tenant")
     assert np.isnan(x[:, 3]).all()  # no fit for the tenant: missing values, which the booster handles
 
