@@ -1,19 +1,26 @@
-"""Benchmark model quality against the simulator's ground truth, and churn training time at scale.
+"""Benchmark churn insight per tenant type against one-line baselines, and churn training time at scale.
 
-1. Runs the real pipeline (provision, simulate + land, dbt, Spark features) in a temporary SHIRONZI_HOME,
-   trains both models exactly as `shironzi models train` does, and prints:
-   - churn AUC on the time-split holdout next to the oracle AUC (customers ranked by the generator's true
-     churn probability) on the same ground-truth rows; target: AUC >= oracle - 0.03;
-   - trend sMAPE next to seasonal naive on the same holdout (target: >= 20 % lower), the sMAPE of each half of
-     the combined point forecast alone, and the 80 % interval coverage (target: 75-85 %).
+1. Runs the real pipeline (provision, simulate + land, dbt, Spark features, training) in a temporary
+   SHIRONZI_HOME for two kinds of tenants: the demo's DENSE tenants (engaged, subscription-like customers)
+   and SPARSE-buyer tenants (Pareto/NBD customers, mostly one-time buyers; `ingestion/synthetic/sparse.py`).
+   Both are simulated apart, so the dense tenants' data is exactly what earlier versions of this benchmark
+   simulated for the same arguments. On the same customers and cut date (the churn run's last holdout date,
+   every customer of the tenant type, active and lapsed), it prints per type:
+   - the churn AUC of the platform, of recency (days since the last event) and of the BG/NBD customer-base
+     model (fewer expected purchases over the horizon = more churn; and 1 - P(alive)); target on sparse
+     tenants: platform >= the better baseline + 0.02;
+   - the churn rate by platform score decile (it must rise, within noise) and the risk-band shares (no band
+     over 60 % unless the data ties customers);
+   - for dense tenants, the model against the simulator's ground truth (oracle AUC) on the holdout window,
+     the figure earlier versions printed (target: no worse than before).
 2. Times the churn booster (`models.churn.train.fit_booster`, the same parameters and early stopping) on
    1,000,000 x 40 synthetic rows (target: <= 60 s).
 
-    .venv/bin/python benchmarks/model_quality.py --days 365 --customers 6000 --rows 1000000
+    .venv/bin/python benchmarks/model_quality.py --days 365 --customers 2000 --sparse-customers 3000 \
+        --end 2026-11-29 --skip-timing
 
 The simulated year ends yesterday unless `--end YYYY-MM-DD` pins it; its seasonality follows the calendar, so
-figures from different days differ a little (the trend holdout of a late-November run sits on the ecommerce
-run-up to Black Friday). Pass a published run's end date to reproduce it.
+figures from different days differ a little. Pass a published run's end date to reproduce it.
 """
 
 from __future__ import annotations
@@ -52,31 +59,120 @@ def end_date(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
 
-def build_lake(days: int, customers: int, seed: int, stages: list[str],
-               end: dt.date | None = None) -> tuple[Any, Any, int]:
-    """In the current SHIRONZI_HOME: provision the demo tenants, simulate `days` of their activity up to `end`
-    (default yesterday), land it as JSONL files and run the demo `stages` after it; returns (settings, the
-    simulation, rows landed)."""
+SPARSE_TENANTS = (("sparse-shop", "Sparse Shop"), ("sparse-market", "Sparse Market"))
+
+
+def build_lake(days: int, customers: int, sparse_customers: int, seed: int, stages: list[str],
+               end: dt.date | None = None) -> tuple[Any, Any, dict[str, str], int]:
+    """In the current SHIRONZI_HOME: provision the demo tenants and the sparse-buyer tenants, simulate `days` of
+    their activity up to `end` (default yesterday) - the two kinds apart - land it as JSONL files and run the
+    demo `stages` after it; returns (settings, the dense simulation, tenant id -> kind, rows landed)."""
     from ingestion.batch import ingest_files
     from ingestion.synthetic import simulate, write_landing_files
     from orchestration.demo import DEMO_TENANTS, run_demo
     from shironzi.settings import get_settings
-    from shironzi.tenancy import get_registry
+    from shironzi.tenancy import TenantContext, get_registry
 
     run_demo(seed=seed, only=["provision tenants"])
     settings = get_settings()
     registry = get_registry(settings)
-    tenants = [registry.get_tenant(spec.slug) for spec in DEMO_TENANTS]
-    simulation = simulate([(t.id, t.industry) for t in tenants], customers=customers, days=days, seed=seed,
-                          start=_aligned_start(days, end))
+    ctx = TenantContext.admin(actor="benchmark", purpose="model quality benchmark")
+    dense = [registry.get_tenant(spec.slug) for spec in DEMO_TENANTS]
+    sparse = [registry.provision_tenant(ctx, slug=slug, name=name, industry="ecommerce", region="eu-west",
+                                        plan="standard")[0] for slug, name in SPARSE_TENANTS]
+    start = _aligned_start(days, end)
+    dense_sim = simulate([(t.id, t.industry) for t in dense], customers=customers, days=days, seed=seed,
+                         start=start)
     landing = settings.home / "landing"
-    write_landing_files(simulation, landing, fmt="jsonl", file_per="day")
+    write_landing_files(dense_sim, landing / "dense", fmt="jsonl", file_per="day")
+    if sparse_customers:
+        sparse_sim = simulate([(t.id, t.industry, "sparse") for t in sparse], customers=sparse_customers,
+                              days=days, seed=seed + 1, start=start)
+        write_landing_files(sparse_sim, landing / "sparse", fmt="jsonl", file_per="day")
     landed = ingest_files(landing, check_quality=False).totals.landed
     run_demo(seed=seed, only=stages)
-    return settings, simulation, landed
+    kinds = {**{t.id: "dense" for t in dense}, **{t.id: "sparse" for t in sparse}}
+    return settings, dense_sim, kinds, landed
 
 
-def _quality(days: int, customers: int, seed: int, end: dt.date | None) -> dict[str, float]:
+def _auc_of(labels: Any, scores: Any) -> float:
+    from models.common import auc_or_nan
+
+    return auc_or_nan(labels, scores)
+
+
+def _monotone_breaks(rates: list[float], counts: list[int]) -> int:
+    """Decile-to-decile drops larger than two standard errors (noise allowed)."""
+    import math
+
+    breaks = 0
+    for (r0, n0), (r1, n1) in zip(zip(rates, counts, strict=True), zip(rates[1:], counts[1:], strict=True),
+                                  strict=False):
+        se = math.sqrt(max(r0 * (1 - r0), 1e-9) / max(n0, 1) + max(r1 * (1 - r1), 1e-9) / max(n1, 1))
+        breaks += int(r1 < r0 - 2 * se)
+    return breaks
+
+
+def evaluate_types(run_id: str, kinds: dict[str, str], settings: Any) -> dict[str, dict[str, Any]]:
+    """Per tenant kind, on the churn run's last holdout date: AUCs, deciles and band shares (see the docstring)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.bands import band_shares
+    from models.churn.train import LABEL
+    from models.common import as_float_matrix
+    from models.inference import load_churn_predictor
+    from models.tracking import run_artifact
+
+    holdout = pq.read_table(run_artifact(run_id, "holdout.parquet", settings=settings))
+    # each tenant's newest holdout date: a tenant with a long horizon has its newest labels earlier
+    newest = holdout.group_by("tenant_id").aggregate([("snapshot_date", "max")])
+    cut_of = dict(zip(newest.column("tenant_id").to_pylist(), newest.column("snapshot_date_max").to_pylist(),
+                      strict=True))
+    keep = [cut_of[t] == d for t, d in zip(holdout.column("tenant_id").to_pylist(),
+                                           holdout.column("snapshot_date").to_pylist(), strict=True)]
+    rows = holdout.filter(pa.array(keep))
+    predictor = load_churn_predictor(settings=settings)
+    tenants = np.asarray(rows.column("tenant_id").to_pylist())
+    platform = np.full(rows.num_rows, np.nan)
+    bands: dict[str, list[str]] = {}
+    for tenant_id in np.unique(tenants):
+        index = np.flatnonzero(tenants == tenant_id)
+        model = predictor.model_for(str(tenant_id))
+        platform[index] = model.probabilities(as_float_matrix(rows.take(index), model.feature_names))
+        shares = band_shares(platform[index], model.bands.get(str(tenant_id)))
+        bands[str(tenant_id)] = [f"{shares[b]:.0%}" for b in ("low", "medium", "high")]
+    labels = rows.column(LABEL).to_numpy(zero_copy_only=False).astype(int)
+    recency = np.nan_to_num(as_float_matrix(rows, ["days_since_last_event"])[:, 0], nan=1e6)
+    expected = np.nan_to_num(as_float_matrix(rows, ["cb_expected_purchases"])[:, 0], nan=0.0)
+    p_alive = np.nan_to_num(as_float_matrix(rows, ["cb_p_alive"])[:, 0], nan=1.0)
+    out: dict[str, dict[str, Any]] = {}
+    for kind in ("dense", "sparse"):
+        mask = np.asarray([kinds.get(str(t)) == kind for t in tenants])
+        if not mask.any():
+            continue
+        y, score = labels[mask], platform[mask]
+        order = np.argsort(score, kind="stable")
+        deciles = np.array_split(order, 10)
+        rates = [float(y[d].mean()) if d.size else float("nan") for d in deciles]
+        counts = [int(d.size) for d in deciles]
+        all_shares = band_shares(score, None)
+        kind_tenants = sorted({str(t) for t in tenants[mask]})
+        per_tenant_shares = {t: bands[t] for t in kind_tenants}
+        cuts = sorted({cut_of[t] for t in kind_tenants})
+        out[kind] = {
+            "cut": f"{cuts[0]}" if len(cuts) == 1 else f"{cuts[0]}..{cuts[-1]}", "rows": int(mask.sum()),
+            "tenants": len(kind_tenants), "churn_rate": float(y.mean()),
+            "platform": _auc_of(y, score), "recency": _auc_of(y, recency[mask]),
+            "bgnbd_expected": _auc_of(y, -expected[mask]), "bgnbd_p_alive": _auc_of(y, 1 - p_alive[mask]),
+            "deciles": rates, "breaks": _monotone_breaks(rates, counts), "band_shares": per_tenant_shares,
+            "fixed_band_high": all_shares["high"],
+        }
+    return out
+
+
+def _quality(days: int, customers: int, sparse_customers: int, seed: int, end: dt.date | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="shironzi-model-quality-") as tmp:
         os.environ["SHIRONZI_HOME"] = str(Path(tmp) / "home")
         os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -87,36 +183,23 @@ def _quality(days: int, customers: int, seed: int, end: dt.date | None) -> dict[
         from models.oracle_comparison import compare_with_oracle
         from models.registry import promote_if_better
         from models.scoring import eligible_tenants
-        from models.trend import train_trend
 
         started = time.perf_counter()
-        settings, simulation, landed = build_lake(days, customers, seed, ["dbt build", "features"], end)
+        settings, dense_sim, kinds, landed = build_lake(days, customers, sparse_customers, seed,
+                                                        ["dbt build", "features"], end)
         pipeline_seconds = time.perf_counter() - started
-
         started = time.perf_counter()
         churn = train_churn(settings=settings, seed=seed)
         churn_seconds = time.perf_counter() - started
         promote_if_better("shironzi-churn", settings=settings)
-        started = time.perf_counter()
-        trend = train_trend(settings=settings, seed=seed)
-        trend_seconds = time.perf_counter() - started
-        oracle = compare_with_oracle(simulation.snapshots, run_id=churn.run_id, settings=settings,
-                                     tenant_ids=eligible_tenants(settings=settings))
+        dense_ids = [t for t in eligible_tenants(settings=settings) if kinds.get(t) == "dense"]
+        oracle = compare_with_oracle(dense_sim.snapshots, run_id=churn.run_id, settings=settings,
+                                     tenant_ids=dense_ids)
         return {
-            "events": float(landed), "pipeline_seconds": pipeline_seconds,
+            "events": landed, "pipeline_seconds": pipeline_seconds, "train_seconds": churn_seconds,
             "label_rows": churn.metrics["train_rows"] + churn.metrics["valid_rows"] + churn.metrics["holdout_rows"],
-            "churn_holdout_auc": churn.metrics["auc"], "churn_calibration_error": churn.metrics["calibration_error"],
-            "oracle_rows": float(oracle.rows), "oracle_positives": float(oracle.positives),
-            "model_auc_vs_truth": oracle.model_auc, "oracle_auc": oracle.oracle_auc,
-            "churn_train_seconds": churn_seconds,
-            "smape": trend.metrics["smape"], "baseline_smape": trend.metrics["baseline_smape"],
-            "smape_active_customers": trend.metrics.get("smape_active_customers", float("nan")),
-            "baseline_smape_active_customers": trend.metrics.get("baseline_smape_active_customers", float("nan")),
-            "smape_revenue": trend.metrics.get("smape_revenue", float("nan")),
-            "baseline_smape_revenue": trend.metrics.get("baseline_smape_revenue", float("nan")),
-            "smape_booster": trend.metrics.get("smape_booster", float("nan")),
-            "smape_statistical": trend.metrics.get("smape_statistical", float("nan")),
-            "interval_coverage": trend.metrics["interval_coverage"], "trend_train_seconds": trend_seconds,
+            "holdout_auc": churn.metrics["auc"], "oracle": oracle,
+            "types": evaluate_types(churn.run_id, kinds, settings),
         }
 
 
@@ -144,10 +227,37 @@ def _training_time(rows: int, features: int, seed: int) -> dict[str, float]:
             "valid_auc": auc_or_nan(y[cut:], raw_scores(booster, x[cut:]))}
 
 
+def _print_quality(args: argparse.Namespace) -> None:
+    end = args.end or yesterday()
+    q = _quality(args.days, args.customers, args.sparse_customers, args.seed, end)
+    print(f"data       {args.customers:,} dense + {args.sparse_customers:,} sparse-buyer customers, {args.days} days "
+          f"to {end} (seed {args.seed}), {q['events']:,} events, {int(q['label_rows']):,} churn label rows "
+          f"(pipeline {q['pipeline_seconds']:.0f} s, churn training {q['train_seconds']:.0f} s)")
+    print(f"churn      holdout AUC {q['holdout_auc']:.4f} (observed labels, every tenant)")
+    o = q["oracle"]
+    print(f"dense      vs ground truth on {o.rows:,} rows ({o.positives:,} churners): model AUC {o.model_auc:.4f}  "
+          f"oracle AUC {o.oracle_auc:.4f}  gap {o.gap:.4f}")
+    for kind, r in q["types"].items():
+        best = max(r["recency"], r["bgnbd_expected"])
+        target = (f"target >= best baseline + 0.02: {'PASS' if r['platform'] >= best + 0.02 else 'FAIL'}"
+                  if kind == "sparse" else f"lift over best baseline {r['platform'] - best:+.4f}")
+        print(f"{kind:<10} cut {r['cut']}: {r['rows']:,} customers of {r['tenants']} tenants, churn rate "
+              f"{r['churn_rate']:.1%}; AUC platform {r['platform']:.4f}  recency {r['recency']:.4f}  "
+              f"BG/NBD expected purchases {r['bgnbd_expected']:.4f}  (1 - P(alive) {r['bgnbd_p_alive']:.4f})  "
+              f"{target}")
+        print(f"{kind:<10} churn rate by platform score decile (low -> high): "
+              + " ".join(f"{v:.2f}" for v in r["deciles"])
+              + f"  drops beyond noise: {r['breaks']} ({'monotone' if r['breaks'] == 0 else 'NOT monotone'})")
+        print(f"{kind:<10} bands low/medium/high per tenant: "
+              + "; ".join(f"{t[:8]} {'/'.join(v)}" for t, v in r["band_shares"].items())
+              + f"  (the fixed 0.3/0.6 bands would put {r['fixed_band_high']:.0%} in high)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--customers", type=int, default=6000)
+    parser.add_argument("--customers", type=int, default=2000, help="customers of the dense demo tenants")
+    parser.add_argument("--sparse-customers", type=int, default=3000, help="customers of the sparse-buyer tenants")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=40)
     parser.add_argument("--seed", type=int, default=7)
@@ -155,31 +265,9 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()
-    print_header("model quality: churn vs oracle, trend vs seasonal naive, churn training time")
+    print_header("model quality: churn per tenant type vs recency and BG/NBD, churn training time")
     if not args.skip_quality:
-        end = args.end or yesterday()
-        q = _quality(args.days, args.customers, args.seed, end)
-        print(f"data       {args.customers:,} customers, {args.days} days to {end} (seed {args.seed}), "
-              f"{int(q['events']):,} events, "
-              f"{int(q['label_rows']):,} churn label rows (pipeline {q['pipeline_seconds']:.0f} s)")
-        print(f"churn      holdout AUC {q['churn_holdout_auc']:.4f} (observed labels), calibration error "
-              f"{q['churn_calibration_error']:.4f}, trained in {q['churn_train_seconds']:.1f} s")
-        gap = q["oracle_auc"] - q["model_auc_vs_truth"]
-        print(f"churn      vs ground truth on {int(q['oracle_rows']):,} rows "
-              f"({int(q['oracle_positives']):,} churners): "
-              f"model AUC {q['model_auc_vs_truth']:.4f}  oracle AUC {q['oracle_auc']:.4f}  gap {gap:.4f}  "
-              f"target gap <= 0.03: {'PASS' if gap <= 0.03 else 'FAIL'}")
-        improvement = 1 - q["smape"] / q["baseline_smape"]
-        print(f"trend      sMAPE {q['smape']:.2f}  seasonal naive {q['baseline_smape']:.2f}  "
-              f"improvement {improvement:.1%}  target >= 20%: {'PASS' if improvement >= 0.2 else 'FAIL'}")
-        print(f"trend      active_customers sMAPE {q['smape_active_customers']:.2f} vs naive "
-              f"{q['baseline_smape_active_customers']:.2f}; revenue {q['smape_revenue']:.2f} vs naive "
-              f"{q['baseline_smape_revenue']:.2f}")
-        print(f"trend      yhat halves alone: booster sMAPE {q['smape_booster']:.2f}, statistical (level x weekday "
-              f"profile, revenue via customers) {q['smape_statistical']:.2f}")
-        coverage = q["interval_coverage"]
-        print(f"trend      80% interval coverage {coverage:.1%}  target 75-85%: "
-              f"{'PASS' if 0.75 <= coverage <= 0.85 else 'FAIL'}  (trained in {q['trend_train_seconds']:.1f} s)")
+        _print_quality(args)
     if not args.skip_timing:
         t = _training_time(args.rows, args.features, args.seed)
         print(f"training   churn booster on {int(t['rows']):,} x {int(t['features'])}: {t['seconds']:.1f} s "

@@ -1,4 +1,4 @@
-"""The platform's feature views (44 features) and the Spark SQL base views they select from.
+"""The platform's feature views (47 features) and the Spark SQL base views they select from.
 
 The offline pipeline registers, per run, these Spark temp views:
 
@@ -104,6 +104,8 @@ def _customer_windows_sql() -> str:
         f"{_window('MAX(CASE WHEN is_spine = 0 THEN day_number END)')} AS last_event_day",
         f"{_window('MAX(CASE WHEN visits > 0 THEN day_number END)')} AS last_visit_day",
         f"{_window('MAX(CASE WHEN purchases > 0 THEN day_number END)')} AS last_purchase_day",
+        f"{_window('MIN(CASE WHEN purchases > 0 THEN day_number END)')} AS first_purchase_day",
+        f"{_window('SUM(CASE WHEN purchases > 0 THEN 1 ELSE 0 END)')} AS lifetime_purchase_days",
         f"{_window('SUM(events)')} AS lifetime_events",
         f"{_window('SUM(spend)')} AS lifetime_spend",
     ]
@@ -271,6 +273,26 @@ customer_industry_signals = FeatureView(
     tags=("churn",),
 )
 
+customer_repeat_purchases = FeatureView(
+    name="customer_repeat_purchases",
+    entity=CUSTOMER,
+    features=(
+        _int("repeat_purchase_days", "Days with a purchase after the first one (BG/NBD x; null: never bought)."),
+        _int("purchase_span_days", "Days from the first to the last purchase (BG/NBD t_x)."),
+        _int("days_since_first_purchase", "Days from the first purchase to the snapshot (BG/NBD T)."),
+    ),
+    transformation=_customer_select([
+        ("repeat_purchase_days",
+         "CAST(CASE WHEN lifetime_purchase_days > 0 THEN lifetime_purchase_days - 1 END AS BIGINT)"),
+        ("purchase_span_days", "CAST(last_purchase_day - first_purchase_day AS BIGINT)"),
+        ("days_since_first_purchase", "CAST(day_number - first_purchase_day AS BIGINT)"),
+    ]),
+    ttl=timedelta(days=14),
+    owner=OWNER,
+    description="Repeat-purchase summary (frequency, recency span, age) that the BG/NBD customer-base model reads.",
+    tags=("churn",),
+)
+
 tenant_context = FeatureView(
     name="tenant_context",
     entity=TENANT,
@@ -306,5 +328,6 @@ FEATURE_VIEWS: tuple[FeatureView, ...] = (
     customer_trends,
     customer_friction,
     customer_industry_signals,
+    customer_repeat_purchases,
     tenant_context,
 )

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from models.bands import RiskBand, risk_band
+from models.churn.base_features import DERIVED_VIEW, fill_customer_base_columns
 from models.churn.train import LoadedChurnModel, load_churn_version
 from models.common import CHAMPION, CHURN_MODEL, humanize_feature
 from models.tracking import TENANT_CHAMPION_PREFIX, aliases, champion_aliases
@@ -279,8 +280,9 @@ class ChurnPredictor:
 
     @property
     def feature_names(self) -> list[str]:
-        """Feature-store refs (`view:feature`) the model reads, for `get_online_features`."""
-        return list(self._loaded.global_model.feature_refs)
+        """Feature-store refs (`view:feature`) the model reads, for `get_online_features` (the customer-base
+        model's outputs are derived from them, not stored)."""
+        return [ref for ref in self._loaded.global_model.feature_refs if not ref.startswith(f"{DERIVED_VIEW}:")]
 
     @property
     def aliases(self) -> dict[str, str]:
@@ -317,10 +319,10 @@ class ChurnPredictor:
     def predict_matrix(self, tenant_id: str, x: np.ndarray, *, explain: bool = True) -> list[ChurnPrediction]:
         """Score a feature matrix (columns in `model_for(tenant_id).feature_names` order)."""
         loaded = self._loaded
-        return self._predict(loaded, loaded.model_for(tenant_id), x, explain=explain)
+        return self._predict(loaded, loaded.model_for(tenant_id), x, explain=explain, tenant_id=tenant_id)
 
     def _predict(
-        self, loaded: _Loaded, model: LoadedChurnModel, x: np.ndarray, *, explain: bool = True
+        self, loaded: _Loaded, model: LoadedChurnModel, x: np.ndarray, *, explain: bool = True, tenant_id: str = "",
     ) -> list[ChurnPrediction]:
         import numpy as np
 
@@ -334,8 +336,10 @@ class ChurnPredictor:
         if explain:
             contribs = scorer.contributions(x)
             reasons = [scorer.reasons(np.asarray(row[:-1])) for row in contribs]
-        return [ChurnPrediction(round(float(p), 6), risk_band(float(p)), r, CHURN_MODEL, model.version)
-                for p, r in zip(probabilities, reasons, strict=True)]
+        thresholds = model.bands.get(tenant_id)
+        rounded = [round(float(p), 6) for p in probabilities]
+        return [ChurnPrediction(p, risk_band(p, thresholds), r, CHURN_MODEL, model.version)
+                for p, r in zip(rounded, reasons, strict=True)]
 
     def predict(self, tenant_id: str, rows: Sequence[Mapping[str, float | None]]) -> list[ChurnPrediction]:
         """Calibrated churn probability, risk band and top reasons for each feature row of one tenant."""
@@ -343,7 +347,9 @@ class ChurnPredictor:
             raise InvalidInputError("tenant_id must be a non-empty string")
         loaded = self._loaded  # one snapshot: the matrix's column order is the scoring model's
         model = loaded.model_for(tenant_id)
-        return self._predict(loaded, model, self.matrix(rows, model))
+        x = self.matrix(rows, model)
+        fill_customer_base_columns(x, model.feature_names, model.customer_base, tenant_id)
+        return self._predict(loaded, model, x, tenant_id=tenant_id)
 
 
 def reasons_json(reasons: Sequence[Mapping[str, Any]]) -> str:

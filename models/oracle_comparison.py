@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
+from models.churn.base_features import add_customer_base_features
 from models.common import as_float_matrix, auc_or_nan
 from models.inference import load_churn_predictor
 from models.tracking import configure_mlflow
@@ -61,6 +62,9 @@ def compare_with_oracle(
     entities = pa.table({"tenant_id": rows["tenant_id"].to_arrow(), "customer_id": rows["customer_id"].to_arrow(),
                          ENTITY_TIMESTAMP: rows["snapshot_date"].to_arrow()})
     features = get_training_set(entities, predictor.feature_names, settings=settings)
+    base = predictor.model_for(str(rows["tenant_id"][0])).customer_base
+    features, _ = add_customer_base_features(features, date_column=ENTITY_TIMESTAMP,
+                                             horizons=base.horizons if base else None)
     tenants = np.asarray(rows["tenant_id"].to_list())
     scores = np.zeros(rows.height)
     for tenant_id in np.unique(tenants):

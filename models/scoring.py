@@ -14,6 +14,7 @@ from feature_store.definitions import FEATURE_TIMESTAMP
 from feature_store.offline import feature_timestamp_for
 from feature_store.registry import get_feature_view, resolve_features
 from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
+from models.churn.base_features import add_customer_base_features
 from models.common import as_float_matrix, read_feature_inputs
 from models.inference import load_churn_predictor, reasons_json
 from models.predictions import CHURN_SCORES_TABLE, ScoreResult, churn_scores_schema
@@ -111,6 +112,10 @@ def score_churn(
                                      "feature_timestamp": spine.column("feature_timestamp")})
                 features = get_training_set(entities, predictor.feature_names, settings=settings,
                                             feature_tables=feature_tables)
+                # the customer-base model, fitted per tenant on the customer base as of the score date
+                base = predictor.model_for(group.tenant_ids[0]).customer_base
+                features, _ = add_customer_base_features(features, date_column="feature_timestamp",
+                                                         horizons=base.horizons if base else None)
                 tenant_column = np.asarray(features.column("tenant_id").to_pylist())
                 for tenant_id in group.tenant_ids:
                     index = np.flatnonzero(tenant_column == tenant_id)

@@ -206,6 +206,20 @@ def write_registry_snapshot(
 
 
 # -- running dbt --------------------------------------------------------------------------------------
+def churn_windows_var(settings: Settings) -> dict[str, dict[str, int]]:
+    """The dbt var `churn_windows`: the tenants that set their churn_prediction windows (`shironzi modules set
+    T churn_prediction inactivity_days=N horizon_days=M`), one registry query; one setting alone sets both."""
+    from shironzi.tenancy.registry import get_registry
+
+    out: dict[str, dict[str, int]] = {}
+    for tenant_id, values in get_registry(settings).module_settings_of("churn_prediction").items():
+        inactivity = values.get("inactivity_days", values.get("horizon_days"))
+        horizon = values.get("horizon_days", inactivity)
+        if inactivity is not None and horizon is not None:
+            out[tenant_id] = {"inactivity_days": int(inactivity), "horizon_days": int(horizon)}
+    return out
+
+
 def project_vars(settings: Settings, region: str, tenant_id: str | None = None) -> dict[str, Any]:
     """Every location the dbt project reads, handed over as dbt vars: profiles.yml (the DuckDB file), the
     sources (bronze events, the registry snapshot) and the delta materialization (the silver/gold roots)."""
@@ -282,7 +296,8 @@ def _invoke(
             "--log-path",
             str(work / "logs"),
             "--vars",
-            json.dumps({**project_vars(settings, region, tenant_id), **spark_vars, **dict(dbt_vars or {})}),
+            json.dumps({**project_vars(settings, region, tenant_id), "churn_windows": churn_windows_var(settings),
+                        **spark_vars, **dict(dbt_vars or {})}),
             "--quiet",
             "--no-use-colors",
             *target_switch,

@@ -152,3 +152,16 @@
 {% macro default__add_months(expression, months) -%}
   add_months({{ expression }}, cast({{ months }} as integer))
 {%- endmacro %}
+
+{#- The continuous `fraction` percentile of `expression` as an aggregate. -#}
+{% macro percentile_cont(expression, fraction) -%}
+  {{ return(adapter.dispatch('percentile_cont')(expression, fraction)) }}
+{%- endmacro %}
+
+{% macro duckdb__percentile_cont(expression, fraction) -%}
+  quantile_cont({{ expression }}, {{ fraction }})
+{%- endmacro %}
+
+{% macro default__percentile_cont(expression, fraction) -%}
+  percentile({{ expression }}, {{ fraction }})
+{%- endmacro %}

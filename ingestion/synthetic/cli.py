@@ -29,10 +29,11 @@ console = Console(highlight=False)
 
 
 def resolve_tenants(spec: str | None) -> list[SimTenant]:
-    """Tenants to simulate: `id:industry` items are taken as given; other items are tenant ids or slugs
-    looked up in the registry; no spec means every active tenant of the registry."""
+    """Tenants to simulate: `id:industry` (or `id:industry:sparse`, a tenant of sparse buyers) items are taken
+    as given; other items are tenant ids or slugs looked up in the registry; no spec means every active tenant
+    of the registry."""
     items = [item.strip() for item in (spec or "").split(",") if item.strip()]
-    literal = [SimTenant(*item.split(":", 1)) for item in items if ":" in item]
+    literal = [SimTenant(*item.split(":", 2)) for item in items if ":" in item]
     lookups = [item for item in items if ":" not in item]
     if items and not lookups:
         return literal
@@ -67,7 +68,8 @@ def simulate(
     tenants: Annotated[
         str | None,
         typer.Option(
-            help="Comma list of tenant ids/slugs or id:industry pairs. Default: every active registry tenant."
+            help="Comma list of tenant ids/slugs or id:industry pairs (id:industry:sparse: a tenant of sparse, "
+            "Pareto/NBD buyers). Default: every active registry tenant."
         ),
     ] = None,
     days: Annotated[int, typer.Option(help="Days to simulate.", min=1)] = 365,

@@ -46,12 +46,14 @@ from ingestion.contracts import RECORD_FIELDS, get_contract
 from ingestion.synthetic.bad_records import BAD_KINDS, plan_bad_records
 from ingestion.synthetic.laws import EventTypeIndex, churn_logit, pick_codes, sigmoid, tenant_sizes
 from ingestion.synthetic.profiles import PROFILES, PropertyContext, profile_for, value_maker
+from ingestion.synthetic.sparse import simulate_sparse_buyers, snapshot_rows
 from shironzi.errors import InvalidInputError
 
 BURN_IN_DAYS = 90  # simulated before `start` so that behaviour history exists on day 0; nothing is emitted
 PRE_EXISTING_SHARE = 0.35
 TERMINAL_EVENT_PROBABILITY = 0.75
 HORIZON_DAYS = 30
+BUYER_KINDS = ("dense", "sparse")
 _CUSTOMER_PREFIX = {"ecommerce": "cus_", "healthcare": "pat_", "education": "stu_"}
 _MS_PER_DAY = 86_400_000
 
@@ -62,6 +64,7 @@ class SimTenant:
 
     tenant_id: str
     industry: str
+    buyers: str = "dense"  # "dense": the engagement/hazard model; "sparse": Pareto/NBD buyers (see `sparse`)
 
 
 def as_sim_tenants(tenants: Iterable[Any]) -> list[SimTenant]:
@@ -70,10 +73,11 @@ def as_sim_tenants(tenants: Iterable[Any]) -> list[SimTenant]:
     for item in tenants:
         if isinstance(item, SimTenant):
             out.append(item)
-        elif isinstance(item, tuple | list) and len(item) == 2:
-            out.append(SimTenant(str(item[0]), str(item[1])))
+        elif isinstance(item, tuple | list) and len(item) in (2, 3):
+            out.append(SimTenant(*(str(v) for v in item)))
         elif isinstance(item, dict):
-            out.append(SimTenant(str(item.get("tenant_id") or item.get("id")), str(item["industry"])))
+            out.append(SimTenant(str(item.get("tenant_id") or item.get("id")), str(item["industry"]),
+                                 str(item.get("buyers", "dense"))))
         else:
             tenant_id = getattr(item, "tenant_id", None) or getattr(item, "id", None)
             out.append(SimTenant(str(tenant_id), str(item.industry)))
@@ -84,6 +88,9 @@ def as_sim_tenants(tenants: Iterable[Any]) -> list[SimTenant]:
         raise InvalidInputError("simulate got the same tenant_id twice")
     for t in out:
         profile_for(t.industry)
+        if t.buyers not in BUYER_KINDS:
+            raise InvalidInputError(f"tenant {t.tenant_id}: buyers must be one of {', '.join(BUYER_KINDS)}, "
+                                    f"not {t.buyers!r}")
     return out
 
 
@@ -164,6 +171,8 @@ def simulate(
     signup_day = np.where(pre, -BURN_IN_DAYS - rng.integers(0, 365, size=n), np.floor(in_window)).astype(
         np.int32
     )
+    sparse = np.asarray([t.buyers == "sparse" for t in sim_tenants])[tenant_of]
+    signup_day = np.where(sparse, np.floor(in_window), signup_day).astype(np.int32)  # sparse: first buy in window
     signup_day = np.minimum(signup_day, days - 1)
 
     # latent traits
@@ -255,7 +264,7 @@ def simulate(
 
     for day in range(-BURN_IN_DAYS, days):
         today = start + timedelta(days=day)
-        alive = (signup_day <= day) & ~churned
+        alive = (signup_day <= day) & ~churned & ~sparse
         tenure_years = np.maximum(day - signup_day, 0) / 365.0
 
         # churn decided from behaviour up to yesterday
@@ -283,7 +292,7 @@ def simulate(
         n_act = rng.poisson(lam_act * alive)
         n_buy = rng.poisson(lam_buy * alive)
         n_fric = rng.poisson(lam_fric * alive)
-        joining = np.flatnonzero(signup_day == day)
+        joining = np.flatnonzero((signup_day == day) & ~sparse)
 
         emit(
             day,
@@ -328,6 +337,12 @@ def simulate(
             who = np.flatnonzero(alive)
             h = hazard(day + 1)[who]
             snaps.append((who.astype(np.int32), np.full(who.size, day, dtype=np.int32), h))
+
+    if sparse.any():
+        _add_sparse_buyers(np.flatnonzero(sparse), signup_day, days=days, every=snapshot_every_days,
+                           rng=np.random.default_rng([seed, 0x5BA55E]), codes=(signup_code, act_codes, buy_codes),
+                           ind=ind, amount_mu=amount_mu, hourly_cum=hourly_cum, chunks=chunks, snaps=snaps,
+                           churn_day=churn_day, churned=churned, silent=silent)
 
     events = _build_events(
         chunks,
@@ -401,6 +416,37 @@ def simulate(
             "horizon_days": HORIZON_DAYS,
         },
     )
+
+
+def _add_sparse_buyers(
+    customers: np.ndarray, signup_day: np.ndarray, *, days: int, every: int, rng: np.random.Generator,
+    codes: tuple[np.ndarray, np.ndarray, np.ndarray], ind: np.ndarray, amount_mu: np.ndarray,
+    hourly_cum: np.ndarray, chunks: list[tuple[np.ndarray, ...]], snaps: list[tuple[np.ndarray, ...]],
+    churn_day: np.ndarray, churned: np.ndarray, silent: np.ndarray,
+) -> None:
+    """The sparse tenants' customers (Pareto/NBD buyers): their events, dropout and ground-truth snapshots."""
+    buyers = simulate_sparse_buyers(customers, signup_day[customers].astype(np.int64), days=days, rng=rng)
+    dies = buyers.churn_day < days
+    churn_day[customers[dies]] = buyers.churn_day[dies]
+    churned[customers[dies]] = True
+    silent[customers[dies]] = True
+    keep = buyers.day < days
+    who, day = buyers.who[keep], buyers.day[keep]
+    signup_code, act_codes, buy_codes = codes
+    first = day == signup_day[who]
+    first &= np.r_[True, (who[1:] != who[:-1]) | (day[1:] != day[:-1])]  # one signup per customer
+    parts = [(who[first], signup_code[ind[who[first]]], np.full(int(first.sum()), np.nan)),
+             (who, act_codes[ind[who], 0], np.full(who.size, np.nan)),
+             (who, buy_codes[ind[who], 0],
+              np.round(np.exp(amount_mu[who] + 0.6 * rng.standard_normal(who.size)), 2))]
+    hour = np.minimum((rng.random(who.size)[:, None] > hourly_cum[ind[who]]).sum(axis=1), 22)
+    for offset, (people, code, amounts) in enumerate(parts):
+        days_of = day[first] if offset == 0 else day
+        hours = hour[first] if offset == 0 else hour
+        ms = hours * 3_600_000 + offset * 600_000 + rng.integers(0, 600_000, size=people.size)
+        chunks.append((people.astype(np.int32), days_of.astype(np.int32), code.astype(np.int16), ms.astype(np.int64),
+                       amounts, np.zeros(people.size, bool)))
+    snaps.extend(snapshot_rows(buyers, customers, signup_day[customers], days=days, every=every))
 
 
 def _customer_ids(

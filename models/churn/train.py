@@ -21,6 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from feature_store.registry import list_feature_views
 from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
+from models.bands import band_thresholds
+from models.churn.base_features import (
+    DERIVED_FEATURES,
+    DERIVED_VIEW,
+    CustomerBase,
+    add_customer_base_features,
+)
+from models.churn.card import model_card, window_params
 from models.common import (
     CHALLENGER,
     CHURN_MODEL,
@@ -94,6 +102,8 @@ class ChurnDataset:
     feature_names: list[str]
     feature_refs: list[str]
     inputs: list[tuple[str, int]]
+    windows: dict[str, tuple[int, int]] = field(default_factory=dict)  # tenant -> (inactivity, horizon) days
+    customer_base: CustomerBase = field(default_factory=CustomerBase)  # each tenant's newest BG/NBD fit
 
     def split_dates(self) -> tuple[list[Any], list[Any], list[Any]]:
         """(train, validation, holdout) snapshot dates, oldest first."""
@@ -117,11 +127,14 @@ def build_churn_dataset(
     import pyarrow.compute as pc
 
     settings = settings or get_settings()
-    gold = read_gold_inputs(LABELS_TABLE, MODULE, columns=["tenant_id", "customer_id", "snapshot_date", LABEL],
+    gold = read_gold_inputs(LABELS_TABLE, MODULE, columns=["tenant_id", "customer_id", "snapshot_date", LABEL,
+                                                           "inactivity_days", "horizon_days"],
                             settings=settings, tenant_ids=tenant_ids, input_versions=input_versions)
     tenants, inputs = gold.tenants, gold.inputs
     labels = pa.concat_tables(gold.parts).sort_by([("snapshot_date", "ascending"), ("tenant_id", "ascending"),
                                                     ("customer_id", "ascending")])
+    windows = label_windows(labels)
+    labels = labels.select(["tenant_id", "customer_id", "snapshot_date", LABEL])
     feature_tables, read = read_feature_inputs([v.name for v in list_feature_views()], tenants,
                                                settings=settings, input_versions=input_versions)
     inputs.extend(read)
@@ -137,8 +150,26 @@ def build_churn_dataset(
     buckets = pa.array([bucket_of[t] for t in joined.column("tenant_id").to_pylist()], pa.string())
     joined = joined.append_column("size_bucket", buckets)
     joined = joined.set_column(joined.column_names.index(LABEL), LABEL, pc.cast(joined.column(LABEL), pa.int8()))
+    joined, base = add_customer_base_features(joined, date_column="snapshot_date",
+                                              horizons={t: h for t, (_, h) in windows.items()})
+    refs = [*refs, *(f"{DERIVED_VIEW}:{name}" for name in DERIVED_FEATURES)]
     names = [ref.split(":", 1)[1] for ref in refs]
-    return ChurnDataset(joined, names, refs, inputs)
+    return ChurnDataset(joined, names, refs, inputs, windows, base)
+
+
+def label_windows(labels: pa.Table) -> dict[str, tuple[int, int]]:
+    """Each tenant's (inactivity, horizon) days as its labels were built with (the newest per tenant)."""
+    newest = labels.group_by("tenant_id").aggregate([("inactivity_days", "max"), ("horizon_days", "max")])
+    return {t: (int(i), int(h)) for t, i, h in zip(*(newest.column(c).to_pylist() for c in (
+        "tenant_id", "inactivity_days_max", "horizon_days_max")), strict=True)}
+
+
+def tenant_bands(table: pa.Table, probabilities: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Each tenant's risk-band thresholds from its calibrated probabilities on `table`'s rows (see models.bands)."""
+    import numpy as np
+
+    tenants = np.asarray(table.column("tenant_id").to_pylist())
+    return {str(t): band_thresholds(probabilities[tenants == t]) for t in np.unique(tenants)}
 
 
 @dataclass
@@ -152,14 +183,26 @@ class FittedChurn:
     valid_dates: list[Any] = field(default_factory=list)
     holdout_dates: list[Any] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    bands: dict[str, tuple[float, float]] = field(default_factory=dict)  # tenant -> risk-band thresholds
 
 
-def _rows(table: pa.Table, dates: Sequence[Any]) -> pa.Table:
+def _parts(table: pa.Table, holdout: int, valid: int) -> dict[str, pa.Table]:
+    """Train/valid/holdout rows, split per tenant: each tenant's newest `holdout` snapshot dates are its holdout,
+    the `valid` before them its validation window. Tenants with a long horizon have their newest labels earlier
+    than the others, and still get a holdout; for the tenants whose labels reach the newest date it is the global
+    split of `ChurnDataset.split_dates`."""
+    import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    return table.filter(pc.is_in(table.column("snapshot_date"), value_set=pa.array(dates, table.schema.field(
-        "snapshot_date").type)))
+    tenants = np.asarray(table.column("tenant_id").to_pylist())
+    days = np.asarray(table.column("snapshot_date").cast(pa.int32()).to_numpy(zero_copy_only=False))
+    rank = np.zeros(table.num_rows, dtype=np.int64)
+    for tenant_id in np.unique(tenants):
+        index = np.flatnonzero(tenants == tenant_id)
+        distinct = np.unique(days[index])
+        rank[index] = distinct.size - 1 - np.searchsorted(distinct, days[index])
+    names = np.where(rank < holdout, "holdout", np.where(rank < holdout + valid, "valid", "train"))
+    return {name: table.filter(pa.array(names == name)) for name in ("train", "valid", "holdout")}
 
 
 def fit_booster(
@@ -194,14 +237,14 @@ def fit_churn(dataset: ChurnDataset, *, seed: int = 0, params: Mapping[str, Any]
     import numpy as np
 
     train_dates, valid_dates, holdout_dates = dataset.split_dates()
-    parts = {name: _rows(dataset.table, dates) for name, dates in
-             (("train", train_dates), ("valid", valid_dates), ("holdout", holdout_dates))}
+    parts = _parts(dataset.table, len(holdout_dates), len(valid_dates))
     x = {k: as_float_matrix(v, dataset.feature_names) for k, v in parts.items()}
     y = {k: v.column(LABEL).to_numpy().astype(np.float32) for k, v in parts.items()}
     booster = fit_booster(x["train"], y["train"], x["valid"], y["valid"], feature_names=dataset.feature_names,
                           seed=seed, params=params)
     calibrator = Calibrator.fit(raw_scores(booster, x["valid"]), y["valid"])
     probabilities = calibrator.apply(raw_scores(booster, x["holdout"]))
+    bands = tenant_bands(parts["valid"], calibrator.apply(raw_scores(booster, x["valid"])))
     buckets = np.asarray(parts["holdout"].column("size_bucket").to_pylist())
     metrics = classification_metrics(y["holdout"], probabilities, buckets)
     metrics.update({
@@ -210,7 +253,7 @@ def fit_churn(dataset: ChurnDataset, *, seed: int = 0, params: Mapping[str, Any]
         "valid_auc_raw": auc_or_nan(y["valid"], raw_scores(booster, x["valid"])),
     })
     return FittedChurn(booster, calibrator, metrics, parts["holdout"], probabilities, train_dates, valid_dates,
-                       holdout_dates, {**DEFAULT_PARAMS, **(params or {}), "seed": seed})
+                       holdout_dates, {**DEFAULT_PARAMS, **(params or {}), "seed": seed}, bands)
 
 
 # -- artifacts -------------------------------------------------------------------------------------------
@@ -247,50 +290,10 @@ def _plots(directory: Path, labels: np.ndarray, probabilities: np.ndarray, impor
     save_importance_plot(directory, importance)
 
 
-def model_card(*, fitted: FittedChurn, dataset: ChurnDataset, run_id: str, tenants: int,
-               dedicated: Mapping[str, Mapping[str, float]]) -> str:
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(finite(fitted.metrics).items()))
-    inputs = "\n".join(f"- `{uri}` @ Delta version {version}" for uri, version in dataset.inputs)
-    tenant_lines = "\n".join(
-        f"- `{t}`: dedicated AUC {m.get('dedicated_auc', float('nan')):.4f} vs global "
-        f"{m.get('global_auc', float('nan')):.4f} -> {'dedicated' if m.get('chosen') else 'global'}"
-        for t, m in sorted(dedicated.items())) or "- none above the threshold"
-    return f"""# Model card: {CHURN_MODEL}
-
-- **Task**: probability that an active customer churns (closes the account or goes 30 days without an event)
-  within 30 days of a weekly snapshot. Used by tenants with the `churn_prediction` module, shown as a
-  percentage with a risk band (low < 30 % <= medium < 60 % <= high) and the top three reasons.
-- **Model**: XGBoost binary classifier (`hist`), best iteration {int(fitted.metrics.get('best_iteration', 0))},
-  isotonic calibration fitted on the validation window. Run `{run_id}`.
-- **Training data**: {dataset.table.num_rows:,} labelled snapshots of {tenants} tenants; time split, no random split:
-  - train: {fitted.train_dates[0]} .. {fitted.train_dates[-1]} ({int(fitted.metrics['train_rows']):,} rows)
-  - validation (early stopping, calibration): {fitted.valid_dates[0]} .. {fitted.valid_dates[-1]}
-  - holdout (the metrics below): {fitted.holdout_dates[0]} .. {fitted.holdout_dates[-1]}
-- **Features**: {len(dataset.feature_names)} point-in-time features from the feature store (activity, lifecycle,
-  trends, friction, industry signals, tenant context).
-- **Exact inputs** (retraining from these versions with the same seed reproduces the metrics):
-{inputs}
-
-## Holdout metrics
-
-| metric | value |
-|---|---|
-{rows}
-
-## Dedicated tenant models
-
-{tenant_lines}
-
-## Caveats
-
-Labels are observed churn (closure or 30 days of silence); silent churners are only labelled once their silence is
-complete. Tenant-size buckets: small < 100 customers <= medium < 1,000 <= large.
-"""
-
-
 def _log_churn_model(
     *, booster: xgb.Booster, calibrator: Calibrator, feature_names: Sequence[str], feature_refs: Sequence[str],
     example: np.ndarray, register: bool, tags: Mapping[str, str], settings: Settings,
+    customer_base: CustomerBase | None = None, bands: Mapping[str, tuple[float, float]] | None = None,
 ) -> str | None:
     """Log the booster (servable by `mlflow models serve`) and its calibrator; returns the registered version."""
     import mlflow
@@ -310,8 +313,10 @@ def _log_churn_model(
         (Path(tmp) / "features.json").write_text(json.dumps({"names": list(feature_names), "refs": list(feature_refs),
                                                              "best_iteration": getattr(booster, "best_iteration",
                                                                                        None)}))
-        mlflow.log_artifact(str(Path(tmp) / "calibrator.json"))
-        mlflow.log_artifact(str(Path(tmp) / "features.json"))
+        (Path(tmp) / "customer_base.json").write_text(json.dumps((customer_base or CustomerBase()).to_dict()))
+        (Path(tmp) / "bands.json").write_text(json.dumps({t: list(b) for t, b in (bands or {}).items()}))
+        for name in ("calibrator.json", "features.json", "customer_base.json", "bands.json"):
+            mlflow.log_artifact(str(Path(tmp) / name))
     if not register:
         return None
     version = str(info.registered_model_version)
@@ -329,7 +334,7 @@ def _dedicated_models(
     import pyarrow.compute as pc
 
     out: dict[str, dict[str, Any]] = {}
-    train = _rows(dataset.table, fitted.train_dates)
+    train = _parts(dataset.table, len(fitted.holdout_dates), len(fitted.valid_dates))["train"]
     counts = train.group_by("tenant_id").aggregate([("tenant_id", "count")])
     big = [t for t, n in zip(counts.column("tenant_id").to_pylist(), counts.column("tenant_id_count").to_pylist(),
                              strict=True) if n >= min_rows]
@@ -337,7 +342,8 @@ def _dedicated_models(
     holdout_labels = fitted.holdout.column(LABEL).to_numpy()
     for tenant_id in sorted(big):
         mine = dataset.table.filter(pc.equal(dataset.table.column("tenant_id"), tenant_id))
-        sub = ChurnDataset(mine, dataset.feature_names, dataset.feature_refs, dataset.inputs)
+        sub = ChurnDataset(mine, dataset.feature_names, dataset.feature_refs, dataset.inputs, dataset.windows,
+                           dataset.customer_base)
         mask = holdout_tenants == tenant_id
         global_auc = auc_or_nan(holdout_labels[mask], fitted.holdout_probabilities[mask])
         try:
@@ -356,8 +362,7 @@ def fit_churn_on_dates(dataset: ChurnDataset, like: FittedChurn, *, seed: int) -
     """Fit on the same date split as `like` (a tenant's rows on the global split)."""
     import numpy as np
 
-    parts = {name: _rows(dataset.table, dates) for name, dates in
-             (("train", like.train_dates), ("valid", like.valid_dates), ("holdout", like.holdout_dates))}
+    parts = _parts(dataset.table, len(like.holdout_dates), len(like.valid_dates))
     if any(p.num_rows == 0 for p in parts.values()):
         raise ModelTrainingError("a window of the split has no rows for this tenant")
     x = {k: as_float_matrix(v, dataset.feature_names) for k, v in parts.items()}
@@ -369,7 +374,8 @@ def fit_churn_on_dates(dataset: ChurnDataset, like: FittedChurn, *, seed: int) -
     buckets = np.asarray(parts["holdout"].column("size_bucket").to_pylist())
     metrics = classification_metrics(y["holdout"], probabilities, buckets)
     return FittedChurn(booster, calibrator, metrics, parts["holdout"], probabilities, like.train_dates,
-                       like.valid_dates, like.holdout_dates)
+                       like.valid_dates, like.holdout_dates,
+                       bands=tenant_bands(parts["valid"], calibrator.apply(raw_scores(booster, x["valid"]))))
 
 
 def log_and_register(
@@ -393,7 +399,7 @@ def log_and_register(
                            "train_dates": f"{fitted.train_dates[0]}..{fitted.train_dates[-1]}",
                            "valid_dates": f"{fitted.valid_dates[0]}..{fitted.valid_dates[-1]}",
                            "holdout_dates": f"{fitted.holdout_dates[0]}..{fitted.holdout_dates[-1]}",
-                           "calibration": "isotonic"})
+                           "calibration": "isotonic", **window_params(dataset.windows)})
         metrics = {**fitted.metrics, "train_seconds": seconds}
         for tenant_id, outcome in dedicated.items():
             metrics[f"tenant_{tenant_id}_dedicated_auc"] = float(outcome.get("dedicated_auc", float("nan")))
@@ -420,7 +426,8 @@ def log_and_register(
         version = _log_churn_model(booster=fitted.booster, calibrator=fitted.calibrator,
                                    feature_names=dataset.feature_names, feature_refs=dataset.feature_refs,
                                    example=example, register=register,
-                                   tags={"scope": "global", "seed": str(seed)}, settings=settings)
+                                   tags={"scope": "global", "seed": str(seed)}, settings=settings,
+                                   customer_base=dataset.customer_base, bands=fitted.bands)
     dedicated_versions: dict[str, str] = {}
     if register and version is not None:
         client.set_registered_model_alias(CHURN_MODEL, CHALLENGER, version)
@@ -435,7 +442,8 @@ def log_and_register(
                 tenant_version = _log_churn_model(
                     booster=own.booster, calibrator=own.calibrator, feature_names=dataset.feature_names,
                     feature_refs=dataset.feature_refs, example=example, register=True,
-                    tags={"scope": "tenant", "tenant_id": tenant_id, "parent_run_id": run_id}, settings=settings)
+                    tags={"scope": "tenant", "tenant_id": tenant_id, "parent_run_id": run_id}, settings=settings,
+                    customer_base=dataset.customer_base, bands=own.bands)
             if tenant_version is not None:
                 client.set_registered_model_alias(CHURN_MODEL, tenant_challenger_alias(tenant_id), tenant_version)
                 dedicated_versions[tenant_id] = tenant_version
@@ -485,6 +493,8 @@ class LoadedChurnModel:
     feature_refs: list[str]
     best_iteration: int | None
     tenant_id: str | None = None
+    customer_base: CustomerBase | None = None  # per-tenant BG/NBD fits that fill the derived features online
+    bands: dict[str, tuple[float, float]] = field(default_factory=dict)  # tenant -> risk-band thresholds
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         import numpy as np
@@ -509,8 +519,17 @@ def load_churn_version(version: str, *, settings: Settings | None = None) -> Loa
     meta = json.loads(run_artifact(run_id, "features.json", settings=settings).read_text())
     tags = configure_mlflow(settings).get_model_version(CHURN_MODEL, version).tags
     best = meta.get("best_iteration")
+    extras = {}
+    for name in ("customer_base.json", "bands.json"):  # absent from versions trained before they existed
+        try:
+            extras[name] = json.loads(run_artifact(run_id, name, settings=settings).read_text())
+        except Exception:  # noqa: BLE001 - an older version: no derived features, fixed bands
+            extras[name] = None
+    base = extras["customer_base.json"]
     return LoadedChurnModel(str(version), booster, calibrator, list(meta["names"]), list(meta["refs"]),
-                            None if best is None else int(best), tags.get("tenant_id"))
+                            None if best is None else int(best), tags.get("tenant_id"),
+                            None if base is None else CustomerBase.from_dict(base),
+                            {t: (float(b[0]), float(b[1])) for t, b in (extras["bands.json"] or {}).items()})
 
 
 def evaluate_version_on_holdout(

@@ -28,6 +28,7 @@ EventType = Literal[
     "plan_changed",
     "module_enabled",
     "module_disabled",
+    "module_settings_changed",
     "key_issued",
     "key_revoked",
     "suspended",
@@ -162,6 +163,9 @@ def apply_event(state: ProjectionState, event: TenantEvent) -> None:
     elif kind == "module_disabled":
         assert tid is not None
         state.modules.pop((tid, p["module"]), None)
+        state.tenants[tid]["updated_at"] = at
+    elif kind == "module_settings_changed":  # settings live in the event log (tenancy/module_settings.py)
+        assert tid is not None
         state.tenants[tid]["updated_at"] = at
     elif kind in STATUS_AFTER:
         assert tid is not None

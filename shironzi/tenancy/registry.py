@@ -16,6 +16,7 @@ import threading
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy.api_keys import ApiKeys
 from shironzi.tenancy.lifecycle import TenantLifecycle
+from shironzi.tenancy.module_settings import ModuleSettings
 from shironzi.tenancy.module_toggles import ModuleToggles
 from shironzi.tenancy.onboarding import INITIAL_KEY_SCOPES, TenantOnboarding, new_tenant_id
 from shironzi.tenancy.store import MAX_PAGE_SIZE, RebuildResult
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 
-class Registry(TenantOnboarding, TenantLifecycle, ModuleToggles, ApiKeys):
+class Registry(TenantOnboarding, TenantLifecycle, ModuleToggles, ModuleSettings, ApiKeys):
     """Engine + session factory for one registry database, with the tenancy operations on top."""
 
 

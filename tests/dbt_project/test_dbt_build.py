@@ -81,7 +81,7 @@ def test_build_succeeds_with_every_data_and_unit_test_passing(
     results = json.loads((dbt_home(module_settings, REGION) / "target" / "run_results.json").read_text())
     statuses = {r["unique_id"]: r["status"] for r in results["results"]}
     unit = {uid: status for uid, status in statuses.items() if uid.startswith("unit_test.")}
-    assert len(unit) == 2 and set(unit.values()) == {"pass"}
+    assert len(unit) == 4 and set(unit.values()) == {"pass"}
     isolation = [uid for uid in statuses if ".tenant_isolated" in uid]
     assert len(isolation) >= 7 and all(statuses[uid] == "pass" for uid in isolation)
     assert build.tests_passed == sum(1 for s in statuses.values() if s == "pass")

@@ -47,7 +47,12 @@ SELECT tenant_id, customer_id, snapshot_date,
   count(*) FILTER (WHERE age < 90 AND event_type IN ({purchases})) AS purchases_90d,
   date_diff('day', max(event_date), snapshot_date) AS days_since_last_event,
   date_diff('day', min(event_date), snapshot_date) AS tenure_days,
-  count(*) AS lifetime_events
+  count(*) AS lifetime_events,
+  count(DISTINCT event_date) FILTER (WHERE event_type IN ({purchases})) - 1 AS repeat_purchase_days,
+  date_diff('day', min(event_date) FILTER (WHERE event_type IN ({purchases})),
+            max(event_date) FILTER (WHERE event_type IN ({purchases}))) AS purchase_span_days,
+  date_diff('day', min(event_date) FILTER (WHERE event_type IN ({purchases})), snapshot_date)
+    AS days_since_first_purchase
 FROM joined GROUP BY tenant_id, customer_id, snapshot_date ORDER BY 1, 2, 3
 """
 VISITS = "'session_started', 'portal_login', 'appointment_attended', 'lesson_completed'"
@@ -86,6 +91,8 @@ def test_pipeline_gates_modules_runs_incrementally_and_matches_a_duckdb_referenc
 
     # parity: Spark on Sail == an independent DuckDB computation over the same bronze rows
     lifecycle = read_feature_table(get_feature_view("customer_lifecycle"), [shop.tenant_id, school.tenant_id])
+    repeats = read_feature_table(get_feature_view("customer_repeat_purchases"), [shop.tenant_id, school.tenant_id])
+    repeat_by_key = {(r["tenant_id"], r["customer_id"], r["snapshot_date"]): r for r in repeats.to_pylist()}
     reference = _reference(events, offline.select(["tenant_id", "customer_id", "snapshot_date"]))
     by_key = {(r["tenant_id"], r["customer_id"], r["snapshot_date"]): r for r in offline.to_pylist()}
     life_by_key = {(r["tenant_id"], r["customer_id"], r["snapshot_date"]): r for r in lifecycle.to_pylist()}
@@ -104,6 +111,9 @@ def test_pipeline_gates_modules_runs_incrementally_and_matches_a_duckdb_referenc
                 assert spark_row[name] == ref[name], (key, name)
         for name in ("days_since_last_event", "tenure_days", "lifetime_events"):
             assert life_row[name] == ref[name], (key, name)
+        for name in ("repeat_purchase_days", "purchase_span_days", "days_since_first_purchase"):
+            expected = None if ref["repeat_purchase_days"] < 0 else ref[name]  # never bought: no BG/NBD summary
+            assert repeat_by_key[key][name] == expected, (key, name)
 
     # incremental: a rerun writes nothing; new days of bronze add only the new snapshots
     again = build_features(cadence="weekly")

@@ -98,10 +98,32 @@ def test_run_logs_params_metrics_artifacts_signature_and_inputs(lake: TrainedLak
     assert {(i["table"], i["version"]) for i in inputs} == set(lake.churn.inputs)
     card = Path(client.download_artifacts(lake.churn.run_id, "model_card.md")).read_text()
     assert "Holdout metrics" in card and "fct_churn_labels" in card
+    # each tenant's churn windows (here the cadence floor of the dense demo tenants) in the params and the card
+    windows = {k: v for k, v in run.data.params.items() if k.startswith("window_")}
+    assert windows and all(v.startswith("inactivity=") and v.endswith("d") for v in windows.values())
+    assert "Churn definition per tenant" in card and "BG/NBD r=" in card
+    assert {"customer_base.json", "bands.json"} <= names
     info = mlflow.models.get_model_info(f"models:/shironzi-churn/{lake.churn.model_version}")
     assert info.signature is not None and len(info.signature.inputs.input_names()) >= 40
     assert info.saved_input_example_info is not None
     assert (lake.home / "mlflow" / "artifacts").is_dir()
+
+
+def test_training_rows_hold_lapsed_customers_and_customer_base_features(lake: TrainedLake) -> None:
+    """Scoring meets lapsed customers, so training holds them, labelled by whether they came back."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from models.tracking import configure_mlflow
+
+    client = configure_mlflow()
+    holdout = pq.read_table(client.download_artifacts(lake.churn.run_id, "holdout.parquet"))
+    silent = pc.greater_equal(holdout.column("days_since_last_event"), 30)
+    assert pc.sum(silent).as_py() > 50  # lapsed customers are in the population
+    labels = holdout.filter(silent).column("churned_within_horizon").to_pylist()
+    assert 0 < sum(labels) < len(labels)  # some of them come back
+    p_alive = holdout.column("cb_p_alive").drop_null().to_pylist()
+    assert p_alive and all(0 < p <= 1 for p in p_alive)
 
 
 def test_small_tenants_fall_back_to_the_global_model(lake: TrainedLake) -> None:
@@ -150,9 +172,12 @@ def test_predict_returns_bands_and_three_readable_reasons(lake: TrainedLake) -> 
     rows = get_online_features(tenant_id, ids, predictor.feature_names)
     predictions = predictor.predict(tenant_id, rows)
     assert len(predictions) == len(ids)
+    thresholds = predictor.model_for(tenant_id).bands.get(tenant_id)
+    assert thresholds is not None and 0 < thresholds[0] <= thresholds[1] < 1  # the tenant's own bands
+    assert all(not ref.startswith("customer_base:") for ref in predictor.feature_names)  # derived, not stored
     for prediction in predictions:
         assert 0.0 <= prediction.probability <= 1.0
-        assert prediction.risk_band == risk_band(prediction.probability)
+        assert prediction.risk_band == risk_band(prediction.probability, thresholds)
         assert 1 <= len(prediction.reasons) <= 3
         assert all(set(r) == {"feature", "label", "contribution"} and r["label"][0].isupper()
                    for r in prediction.reasons)

@@ -36,8 +36,12 @@ def test_only_tenants_with_churn_prediction_get_scores_and_rescoring_replaces(la
     assert table.schema.equals(churn_scores_schema()) and table.num_rows == first.rows
     assert not set(table.column("tenant_id").to_pylist()) & set(lake.churn_off)
     rows = table.to_pylist()
+    from models.inference import load_churn_predictor
+
+    predictor = load_churn_predictor()
     for row in rows[:200]:
-        assert row["risk_band"] == risk_band(row["churn_probability"])
+        thresholds = predictor.model_for(row["tenant_id"]).bands.get(row["tenant_id"])
+        assert row["risk_band"] == risk_band(row["churn_probability"], thresholds)
         reasons = json.loads(row["top_reasons"])
         assert 1 <= len(reasons) <= 3 and {"feature", "label", "contribution"} == set(reasons[0])
         assert row["model_version"] == lake.churn.model_version and row["score_date"] == day

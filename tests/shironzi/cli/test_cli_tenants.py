@@ -145,6 +145,16 @@ def test_toggling_a_module_into_the_state_it_has_is_a_no_op(cli: Callable[..., C
     assert len(get_registry().events(get_registry().get_tenant("noop-co").id)) == events  # nothing recorded
 
 
+def test_modules_set_records_churn_windows(cli: Callable[..., CliResult]) -> None:
+    cli("tenants", "create", "win-co", "--name", "W", "--industry", "ecommerce", "--plan", "standard")
+    done = cli("modules", "set", "win-co", "churn_prediction", "inactivity_days=60", "horizon_days=45")
+    assert done.code == 0 and "horizon_days=45, inactivity_days=60" in done.stdout
+    assert get_registry().module_settings("win-co", "churn_prediction") == {"inactivity_days": 60, "horizon_days": 45}
+    refused = cli("modules", "set", "win-co", "churn_prediction", "inactivity_days=2")
+    assert refused.code == 1 and "between 7 and 365" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert cli("modules", "set", "win-co", "churn_prediction", "oops").code == 1
+
+
 def test_keys_commands(cli: Callable[..., CliResult]) -> None:
     cli("tenants", "create", "key-co", "--name", "K", "--industry", "ecommerce")
     issued = json.loads(
