@@ -31,6 +31,7 @@ from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from transformations.dbt_results import DbtBuildResult, RegionBuildResult, failure_message
+from transformations.dbt_state import merged_table_versions, record_build, written_elsewhere
 from transformations.dbt_targets import DbtTarget, prepare_spark, resolve_target, spark_build, target_args
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
@@ -455,6 +456,7 @@ def run_dbt_build(
         if previous is not None and (
             previous.get("analytics_tenants") != fingerprint
             or _rows_removed_since(bronze, previous.get("bronze_version"), settings)
+            or written_elsewhere(previous.get("merged_versions"), settings)  # the state is local, the lake shared
         ):
             full_refresh = True
         extra = [
@@ -476,8 +478,10 @@ def run_dbt_build(
         if outcome.exception is not None:
             failures.append(f"dbt: {_first_line(str(outcome.exception))}")
         success = bool(outcome.success) and not failures
-        if success:
-            state_file.write_text(json.dumps({"analytics_tenants": fingerprint, "bronze_version": bronze_version}))
+        # a failed build's decisions repeat next time: a failed full refresh records nothing
+        state = {"analytics_tenants": fingerprint, "bronze_version": bronze_version} if success else (
+            None if full_refresh else previous)
+        record_build(state_file, state, merged_table_versions(dbt_home(settings, region, tenant_id), settings))
         result = DbtBuildResult(
             models_built=models,
             tests_passed=passed,
@@ -519,8 +523,9 @@ def dedicated_build_targets(
         tenant_id = tenant_id_of(tenant)
         if tenant.get("placement") != "dedicated" or str(tenant.get("region") or region) != region:
             continue
-        built_before = (dbt_home(settings, region, tenant_id) / "state.json").exists()
-        if (_analytics_toggle(tenant) or built_before) and table_exists(
+        wanted = _analytics_toggle(tenant) or (dbt_home(settings, region, tenant_id) / "state.json").exists() or (
+            table_exists(registry_snapshot_uri(settings, region, tenant_id), storage_options=opts))  # another host's
+        if wanted and table_exists(
             bronze_events_uri(settings, region, tenant_id), storage_options=opts
         ):
             targets.append(tenant_id)
@@ -587,8 +592,10 @@ def needs_full_refresh(*, region: str, settings: Settings | None = None, tenant_
         return False
     previous = json.loads(state_file.read_text())
     _, enabled = write_registry_snapshot(region=region, settings=settings, tenant_id=tenant_id)
-    return previous.get("analytics_tenants") != _tenants_fingerprint(enabled) or _rows_removed_since(
-        bronze_events_uri(settings, region, tenant_id), previous.get("bronze_version"), settings
+    return (
+        previous.get("analytics_tenants") != _tenants_fingerprint(enabled)
+        or _rows_removed_since(bronze_events_uri(settings, region, tenant_id), previous.get("bronze_version"), settings)
+        or written_elsewhere(previous.get("merged_versions"), settings)
     )
 
 

@@ -21,8 +21,10 @@ from transformations.dbt_runner import (
     bronze_events_uri,
     dbt_home,
     dbt_manifest,
+    dedicated_build_targets,
     registry_snapshot_uri,
     run_dbt_build,
+    write_registry_snapshot,
 )
 
 REGION = "eu-west"
@@ -178,3 +180,47 @@ def test_tenant_isolated_catches_a_join_that_forgets_tenant_id(settings: Setting
             select="bad_customer_days",
             raise_on_failure=True,
         )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_host_whose_dbt_state_another_host_outdated_rebuilds_in_full(settings: Settings) -> None:
+    """dbt's work dir (DuckDB file, target/, state.json) is local to a host; the lake is shared. Host A builds,
+    host B (its own SHIRONZI_HOME, the same lake) builds without t-clinic's analytics, then A builds with them on
+    again: A's local state still matches the tenant set, but B rewrote the tables since, so A must rebuild in full
+    (a merge would only add new partitions and leave t-clinic's history out of the marts)."""
+    write_bronze(bronze_events_uri(settings, REGION), sample_events(days=10))
+    lake = settings.resolved_lake_uri
+    host_a = settings.model_copy(update={"lake_uri": lake})
+    host_b = settings.model_copy(update={"home": settings.home.parent / "host-b", "lake_uri": lake})
+    without_clinic = [
+        {**t, "analytics_enabled": t["analytics_enabled"] and t["tenant_id"] != "t-clinic"} for t in TENANTS
+    ]
+    unified = f"{lake}/{REGION}/silver/int_events__unified"  # merged incrementally; analytics tenants only
+    small = {"select": "+int_events__unified", "indirect_selection": "empty"}  # no marts, no tests: a quick build
+
+    def tenants_in_silver() -> set[str]:
+        return set(DeltaTable(unified).to_pyarrow_table(columns=["tenant_id"])["tenant_id"].to_pylist())
+
+    assert run_dbt_build(region=REGION, tenants=TENANTS, settings=host_a, **small).success  # type: ignore[arg-type]
+    assert run_dbt_build(region=REGION, tenants=without_clinic, settings=host_b, **small).success  # type: ignore[arg-type]
+    assert "t-clinic" not in tenants_in_silver()
+    again = run_dbt_build(region=REGION, tenants=TENANTS, settings=host_a, **small)  # type: ignore[arg-type]
+    assert again.success, again.failures
+    assert again.full_refresh
+    assert "t-clinic" in tenants_in_silver()
+
+
+def test_a_dedicated_tenant_built_on_another_host_is_rebuilt_when_its_analytics_go_off(settings: Settings) -> None:
+    """Without a local build state, the dedicated tenant's registry snapshot in the lake says it was built before:
+    its build still runs (and empties its marts) after its analytics were switched off."""
+    solo = {"tenant_id": "t-solo", "industry": "ecommerce", "placement": "dedicated", "region": REGION}
+    rows = [event("t-solo", "c1", "order_placed", START, event_id="e1")]
+    write_bronze(bronze_events_uri(settings, REGION, "t-solo"), rows)
+    off = [{**solo, "analytics_enabled": False}]
+    assert dedicated_build_targets(region=REGION, tenants=off, settings=settings) == []  # never built: nothing to empty
+    # another host built it (each dedicated build writes its own registry snapshot to the lake)
+    on = [{**solo, "analytics_enabled": True}]
+    write_registry_snapshot(tenants=on, region=REGION, settings=settings, tenant_id="t-solo")
+    assert not (dbt_home(settings, REGION, "t-solo") / "state.json").exists()
+    assert dedicated_build_targets(region=REGION, tenants=off, settings=settings) == ["t-solo"]
