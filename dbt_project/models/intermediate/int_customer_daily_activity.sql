@@ -5,6 +5,7 @@ with events as (
     where {{ changed_partitions_filter(
         'select event_date, last_ingested_at from ' ~ ref('int_events__unified'),
         ingested_column='last_ingested_at') }}
+        or {{ added_tenants_filter() }}
 )
 
 select

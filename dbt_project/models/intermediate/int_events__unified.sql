@@ -2,7 +2,7 @@
 
 {#- Every analytics-enabled tenant's events of its own industry, one row per (tenant_id, event_id),
     classified by the event_types seed. Incremental runs rebuild only the event dates that received
-    newly ingested rows. -#}
+    newly ingested rows, and every row of the tenants added since the last build. -#}
 {%- set eligible_events -%}
     select events.*
     from (
@@ -21,7 +21,7 @@
 
 with events as (
     select * from ({{ eligible_events }}) as eligible
-    where {{ changed_partitions_filter(changed_bronze_rows) }}
+    where ({{ changed_partitions_filter(changed_bronze_rows) }}) or {{ added_tenants_filter() }}
 ),
 
 event_types as (

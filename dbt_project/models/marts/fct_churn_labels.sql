@@ -9,7 +9,8 @@
     known) when the data's last day moves past it, so the earliest snapshot to rebuild is the earlier
     of the first changed event day and the day after the newest horizon already labelled, minus the
     horizon and one week of snapshot spacing. The activity read starts `inactivity_days` earlier, which
-    covers every look-back a snapshot makes (last activity, closures, inactivity churns). -#}
+    covers every look-back a snapshot makes (last activity, closures, inactivity churns). Tenants added since
+    the last build get every snapshot. -#}
 {%- set snapshot_floor = none %}
 {%- if execute and is_incremental() %}
   {%- set floor_sql -%}
@@ -37,7 +38,7 @@ with activity as (
         last_ingested_at
     from {{ ref('int_customer_daily_activity') }}
     {%- if snapshot_floor %}
-    where event_date >= date '{{ snapshot_floor }}' - {{ inactivity_days }}
+    where event_date >= date '{{ snapshot_floor }}' - {{ inactivity_days }} or {{ added_tenants_filter() }}
     {%- endif %}
 ),
 
@@ -173,5 +174,5 @@ select
     (select last_ingested_at from data_bounds) as last_ingested_at
 from labelled
 {%- if snapshot_floor %}
-where labelled.snapshot_date >= date '{{ snapshot_floor }}'
+where labelled.snapshot_date >= date '{{ snapshot_floor }}' or {{ added_tenants_filter('labelled.tenant_id') }}
 {%- endif %}

@@ -5,6 +5,7 @@ with activity as (
     where {{ changed_partitions_filter(
         'select event_date, last_ingested_at from ' ~ ref('int_customer_daily_activity'),
         ingested_column='last_ingested_at') }}
+        or {{ added_tenants_filter() }}
 ),
 
 core_actions as (
