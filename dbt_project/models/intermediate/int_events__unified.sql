@@ -17,7 +17,8 @@
 
 {#- The days to rebuild come straight from bronze (the filter on ingested_at reaches the Delta scan):
     a superset of the eligible events' days, and rebuilding a day that did not change rewrites it as it was. -#}
-{%- set changed_bronze_rows = 'select event_date, ingested_at from ' ~ source('bronze', 'events') %}
+{%- set changed_bronze_rows = 'select event_date, ingested_at from ' ~ source('bronze', 'events')
+    ~ ' where not (' ~ added_tenants_filter() ~ ')' %}
 
 with events as (
     select * from ({{ eligible_events }}) as eligible

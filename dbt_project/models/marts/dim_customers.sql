@@ -20,7 +20,8 @@
   {%- set state = run_query(state_sql).rows[0] %}
   {%- set watermark, previous_as_of = state[0], state[1] %}
   {%- set changed_days = changed_partitions_filter(
-        'select event_date, last_ingested_at from ' ~ ref('int_customer_daily_activity'),
+        'select event_date, last_ingested_at from ' ~ ref('int_customer_daily_activity')
+        ~ ' where not (' ~ added_tenants_filter() ~ ')',
         ingested_column='last_ingested_at') %}
   {%- set late_sql -%}
     select count(*) from {{ ref('int_customer_daily_activity') }}

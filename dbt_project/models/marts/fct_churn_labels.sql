@@ -21,7 +21,7 @@
     )
     select cast(coalesce(least(
         (select min(event_date) from {{ ref('int_customer_daily_activity') }}
-         where last_ingested_at > (select seen from watermark)),
+         where last_ingested_at > (select seen from watermark) and not ({{ added_tenants_filter() }})),
         (select last_horizon + 1 from watermark)
     ), (select last_horizon + 1 from watermark)) - {{ horizon_days + 7 }} as {{ dbt.type_string() }})
   {%- endset %}

@@ -22,7 +22,8 @@
 {%- endset %}
 
 {%- set scope = '(' ~ changed_partitions_filter(
-    'select event_date, ingested_at from ' ~ source('bronze', 'events')) ~ ') or ' ~ added_tenants_filter() %}
+    'select event_date, ingested_at from ' ~ source('bronze', 'events') ~ ' where not (' ~ added_tenants_filter() ~ ')')
+    ~ ') or ' ~ added_tenants_filter() %}
 
 with ingested as (
     select
