@@ -7,6 +7,7 @@ cache), so a revoked key or a suspended tenant loses the dashboards within the k
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -16,11 +17,12 @@ import streamlit as st
 from apps.theme import Vocabulary, vocabulary
 from shironzi.audit.events import AuditEvent
 from shironzi.audit.log import audit, get_audit_log
-from shironzi.errors import ScopeDeniedError, ShironziError
+from shironzi.errors import ScopeDeniedError, ShironziError, TenantNotFoundError
 from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.keys import KeyPrincipal
 from shironzi.tenancy.records import Tenant
 from shironzi.tenancy.registry import Registry, get_registry
+from shironzi.tenancy.store import TENANT_SEARCH_LIMIT
 
 Audience = Literal["analyst", "operator", "compliance"]
 PAGE_VIEW_ACTION = "dashboard_page_view"
@@ -165,11 +167,32 @@ def sign_in_page() -> None:
     warm_up()
 
 
-def tenant_choices() -> list[tuple[str, str]]:
-    """(tenant id, label) of every live tenant, by slug (for the operator's picker)."""
-    directory = registry().tenant_directory()
-    live = [t for t in directory.values() if t.status in ("active", "suspended")]
-    return [(t.tenant_id, f"{t.slug} · {t.industry} · {t.region}") for t in sorted(live, key=lambda t: t.slug)]
+def tenant_choices(
+    query: str = "", *, limit: int = TENANT_SEARCH_LIMIT, keep: str | None = None
+) -> list[tuple[str, str]]:
+    """(tenant id, label) of at most `limit` live tenants matching `query` (id, slug prefix, slug or name
+    substring: a registry query, never a list of every tenant), plus `keep` (the tenant already picked)."""
+    found = registry().search_tenants(query, limit=limit)
+    if keep and all(t.id != keep for t in found):
+        with contextlib.suppress(TenantNotFoundError):
+            found = [registry().get_tenant(keep), *found]
+    return [(t.id, f"{t.slug} · {t.industry} · {t.region}") for t in found]
+
+
+def tenant_search(label: str, *, key: str, keep: str | None = None, extra: Sequence[str] = ()) -> str | None:
+    """A search box and a selectbox of its matches (at most TENANT_SEARCH_LIMIT); returns the picked id, or one
+    of `extra` (e.g. "(all tenants)"), or None when nothing matches."""
+    query = st.text_input(f"Find {label.lower()}", key=f"{key}_query", placeholder="slug, name or id")
+    choices = dict(tenant_choices(query, keep=keep))
+    options = [*extra, *choices]
+    if not options:
+        st.caption(f"No live tenant matches {query!r}.")
+        return None
+    index = options.index(keep) if keep in options else 0
+    picked = st.selectbox(label, options, index=index, format_func=lambda i: choices.get(i, i), key=key)
+    if len(choices) >= TENANT_SEARCH_LIMIT:
+        st.caption(f"The first {TENANT_SEARCH_LIMIT} matches: type more of the slug or name to narrow them.")
+    return picked
 
 
 def active_tenant(viewer: Viewer) -> Tenant | None:
@@ -185,17 +208,11 @@ def tenant_picker(viewer: Viewer) -> None:
     """Sidebar: who is signed in, the operator's tenant picker and sign-out."""
     with st.sidebar:
         if viewer.is_admin:
-            choices = tenant_choices()
-            if choices:
-                ids = [c[0] for c in choices]
-                labels = dict(choices)
-                current = st.session_state.get(_TENANT)
-                index = ids.index(current) if current in ids else 0
-                st.session_state[_TENANT] = st.selectbox(
-                    "Tenant", ids, index=index, format_func=lambda i: labels.get(i, i), key="tenant_picker"
-                )
-            else:
-                st.session_state.pop(_TENANT, None)
+            current = st.session_state.get(_TENANT)
+            picked = tenant_search("Tenant", key="tenant_picker", keep=current)
+            if picked is not None:
+                st.session_state[_TENANT] = picked
+            elif current is None:
                 st.caption("No tenants yet: `shironzi tenants create ...` or `shironzi demo`.")
             st.caption(f"Operator · key `{viewer.key_prefix}`")
         else:

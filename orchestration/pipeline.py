@@ -134,42 +134,90 @@ def write_dbt_model_graph(path: Path = DBT_MODEL_GRAPH) -> tuple[Path, dict[str,
 
 
 def plan_dbt_build(*, settings: Settings | None = None) -> dict[str, Any]:
-    """Which regions have pooled bronze data, and whether each must rebuild its facts in full (decided once per
-    run, before the per-model tasks each record a new build state); and each region's dedicated tenants to
-    build (`dedicated_build_targets`); and the dbt target every task of the run uses."""
+    """Which regions have pooled bronze data, and for each what the run does (decided once, before the per-model
+    tasks): a full rebuild, or which tenants it adds and removes (the removed tenants' rows are deleted here,
+    `transformations.dbt_plan.plan_build`); each region's dedicated tenants to build (`dedicated_build_targets`);
+    and the dbt target every task of the run uses. `finish_dbt_build` records the new build state at the end."""
     from shironzi.lake import table_exists
-    from transformations.dbt_runner import PROJECT_DIR, bronze_events_uri, dedicated_build_targets, needs_full_refresh
+    from transformations.dbt_plan import plan_build
+    from transformations.dbt_runner import PROJECT_DIR, bronze_events_uri, dedicated_build_targets
     from transformations.dbt_targets import resolve_target
 
     settings = settings or get_settings()
     target = resolve_target(None, settings, PROJECT_DIR)  # SHIRONZI_DBT_TARGET, refused here when unknown
     regions = [r for r in settings.regions if table_exists(bronze_events_uri(settings, r))]
     dedicated = {r: dedicated_build_targets(region=r, settings=settings) for r in settings.regions}
+    builds = {r: plan_build(region=r, settings=settings) for r in regions}
     return {
         "target": target,
         "regions": regions,
-        "full_refresh": {r: needs_full_refresh(region=r, settings=settings) for r in regions},
+        "full_refresh": {r: b["full_refresh"] for r, b in builds.items()},
+        "changes": {r: b["changes"] for r, b in builds.items()},
+        "bronze_versions": {r: b["bronze_version"] for r, b in builds.items()},
         "dedicated": {r: ids for r, ids in dedicated.items() if ids},
     }
 
 
-def build_dedicated_tenants(plan: Mapping[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
-    """One whole `dbt build` (models and tests) per planned dedicated tenant, into its own silver and gold; raises
-    on a failure after every tenant was built."""
+def finish_dbt_build(plan: Mapping[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    """Record each planned region's new build state, once every model task succeeded."""
+    from transformations.dbt_plan import finish_build
+
+    settings = settings or get_settings()
+    for region in plan.get("regions", []):
+        finish_build(
+            {
+                "full_refresh": plan.get("full_refresh", {}).get(region, False),
+                "changes": plan.get("changes", {}).get(region, {"recorded": False}),
+                "bronze_version": plan.get("bronze_versions", {}).get(region),
+            },
+            region=region,
+            settings=settings,
+        )
+    return {"regions": list(plan.get("regions", []))}
+
+
+def dedicated_batches(
+    plan: Mapping[str, Any], *, batch_size: int | None = None, settings: Settings | None = None
+) -> list[list[list[str]]]:
+    """The planned dedicated tenants as [region, tenant_id] pairs, in batches of `SHIRONZI_DBT_DEDICATED_BATCH_TENANTS`:
+    one mapped task each, so 1,000 dedicated tenants build in 40 parallel tasks, not one long sequential one."""
+    settings = settings or get_settings()
+    size = batch_size or settings.dbt_dedicated_batch_tenants
+    if size < 1:
+        raise InvalidInputError("batch_size must be >= 1")
+    pairs = [[region, tenant_id] for region, ids in sorted(plan.get("dedicated", {}).items()) for tenant_id in ids]
+    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
+
+
+def build_dedicated_batch(
+    batch: Sequence[Sequence[str]], target: str | None = None, *, settings: Settings | None = None
+) -> dict[str, Any]:
+    """One whole `dbt build` (models and tests) per dedicated tenant of the batch, into its own silver and gold
+    (one after the other: dbt runs one build per process); raises on a failure after every tenant was built."""
     from shironzi.errors import TransformationError
     from transformations.dbt_runner import run_dbt_build
 
     settings = settings or get_settings()
     out: dict[str, Any] = {}
     failures: list[str] = []
-    for region, tenant_ids in sorted(plan.get("dedicated", {}).items()):
-        for tenant_id in tenant_ids:
-            result = run_dbt_build(region=region, tenant_id=tenant_id, settings=settings, target=plan.get("target"))
+    with stage("dbt_dedicated_batch", tenants=len(batch)) as summary:
+        for region, tenant_id in batch:
+            result = run_dbt_build(region=region, tenant_id=tenant_id, settings=settings, target=target)
             out[f"{region}/tenants/{tenant_id}"] = {"built": result.models_built, "tests_passed": result.tests_passed}
             failures += [f"{region}/tenants/{tenant_id}: {f}" for f in result.failures]
+        summary.rows = len(out)
+        summary.extra.update(failed=len(failures))
     if failures:
         more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
         raise TransformationError(f"dbt build failed: {failures[0]}{more}", failures=failures)
+    return out
+
+
+def build_dedicated_tenants(plan: Mapping[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    """Every planned dedicated tenant's build, batch after batch (the CLI and tests; the DAG maps the batches)."""
+    out: dict[str, Any] = {}
+    for batch in dedicated_batches(plan, settings=settings):
+        out.update(build_dedicated_batch(batch, plan.get("target"), settings=settings))
     return out
 
 
@@ -184,6 +232,7 @@ def build_dbt_model(model: str, plan: Mapping[str, Any], *, settings: Settings |
     they read bronze through a source the dbt-duckdb plugin registers per invocation only. `model` may be
     `DBT_SEEDS` for the seeds."""
     from transformations.dbt_runner import run_dbt_build
+    from transformations.dbt_state import TenantChanges
 
     settings = settings or get_settings()
     out: dict[str, Any] = {}
@@ -194,6 +243,7 @@ def build_dbt_model(model: str, plan: Mapping[str, Any], *, settings: Settings |
             indirect_selection="buildable",
             target=plan.get("target"),
             full_refresh=bool(plan.get("full_refresh", {}).get(region, False)),
+            changes=TenantChanges.from_dict(plan["changes"][region]) if region in plan.get("changes", {}) else None,
             settings=settings,
             raise_on_failure=True,
         )

@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     score_chunk_tenants: int = Field(
         500, ge=1, le=100_000, description="Tenants per mapped score_batch task (100,000 tenants -> 200 tasks)."
     )
+    dbt_dedicated_batch_tenants: int = Field(
+        25, ge=1, le=10_000,
+        description="dbt_build: dedicated tenants per mapped build task (1,000 dedicated tenants -> 40 tasks).",
+    )
     dashboard_cache_ttl_seconds: float = Field(
         60.0, ge=0, le=3600, description="Dashboards: how long a lake read stays cached (seconds)."
     )
@@ -181,6 +185,11 @@ class Settings(BaseSettings):
     model_dedicated_min_rows: int = Field(
         20_000, ge=100,
         description="Models: training rows a tenant needs before it gets a dedicated churn model candidate.",
+    )
+    model_max_training_rows: int = Field(
+        2_000_000, ge=1_000,
+        description="Models: most churn training rows held in memory; more are sampled, stratified by tenant size "
+        "bucket and label.",
     )
     otel_exporter_otlp_endpoint: str | None = Field(
         None,

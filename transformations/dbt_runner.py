@@ -15,7 +15,6 @@ its own work dir SHIRONZI_HOME/dbt/<region>/tenants/<tenant_id>/ and its own reg
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import sys
 import threading
@@ -25,13 +24,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shironzi.errors import InvalidInputError, TableNotFoundError, TransformationError
-from shironzi.lake import history, table_version
+from shironzi.lake import table_version
 from shironzi.lake.groups import LakeGroup
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from transformations.dbt_results import DbtBuildResult, RegionBuildResult, failure_message
-from transformations.dbt_state import merged_table_versions, record_build, written_elsewhere
+from transformations.dbt_state import (
+    TenantChanges,
+    delete_removed_tenants,
+    has_build_state,
+    model_tables,
+    record_build_state,
+    rows_removed_since,
+    tenant_changes,
+)
 from transformations.dbt_targets import DbtTarget, prepare_spark, resolve_target, spark_build, target_args
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
@@ -369,29 +376,6 @@ def _gold_versions(
     return versions
 
 
-def _tenants_fingerprint(enabled: set[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(enabled)).encode()).hexdigest()
-
-
-def _rows_removed_since(bronze: str, version: int | None, settings: Settings) -> bool:
-    """Did bronze lose rows (an erasure, a retention run) since the last build? Incremental models only see
-    new ingestion, so deletions must flow through a full refresh or aggregates would keep erased rows."""
-    if version is None:
-        return True
-    commits = history(bronze, storage_options=settings.storage_options or None)
-    newer = [c for c in commits if int(c.get("version", -1)) > int(version)]
-    if newer and min(int(c["version"]) for c in newer) > int(version) + 1:
-        return True  # the log was truncated (an erasure drops old commits): assume rows were removed
-    for commit in newer:
-        if str(commit.get("operation", "")).upper() in {"DELETE", "MERGE", "UPDATE", "CREATE OR REPLACE TABLE"}:
-            return True
-        if str(commit.get("operation", "")).upper() == "WRITE" and "predicate" in (
-            commit.get("operationParameters") or {}
-        ):
-            return True
-    return False
-
-
 def run_dbt_build(
     *,
     region: str,
@@ -406,11 +390,14 @@ def run_dbt_build(
     full_tests: bool = False,
     tenant_id: str | None = None,
     target: str | None = None,
+    changes: TenantChanges | None = None,
 ) -> DbtBuildResult:
     """Run `dbt build` for one region's pooled tables, or (with `tenant_id`) for one dedicated tenant's own
-    tables: snapshot the registry, build silver and gold Delta tables, run every data and unit test. When the
-    set of analytics-enabled tenants changed since the last build, the facts are rebuilt in full (an
-    incremental merge would keep a disabled tenant's rows).
+    tables: snapshot the registry, build silver and gold Delta tables, run every data and unit test. Tenants whose
+    analytics came on since the last build (recorded in the lake, transformations/dbt_state.py) are built for
+    themselves only; those whose analytics went off have their rows deleted (one predicate per table): neither is
+    a full refresh. `changes` is set by an orchestrator that decided them (and applied the removals) once per
+    run (`plan_build`); such a build, like a `select`ed one, records no build state.
     On an incremental build, data tests on a merged model check the partitions that build rewrote
     (dbt_project/README.md, "Incremental tests"); `full_tests` (or a full refresh) checks every row.
     `project_dir` swaps in a copy of the dbt project (tests, extensions); `indirect_selection` is dbt's
@@ -449,16 +436,16 @@ def run_dbt_build(
     scope = {"tenant": tenant_id} if tenant_id else {}
     with stage("dbt_build", region=region, **scope) as summary:
         _, enabled = write_registry_snapshot(tenants=tenants, region=region, settings=settings, tenant_id=tenant_id)
-        state_file = dbt_home(settings, region, tenant_id) / "state.json"
-        fingerprint = _tenants_fingerprint(enabled)
-        previous = json.loads(state_file.read_text()) if state_file.exists() else None
         bronze_version = table_version(bronze, storage_options=settings.storage_options or None)
-        if previous is not None and (
-            previous.get("analytics_tenants") != fingerprint
-            or _rows_removed_since(bronze, previous.get("bronze_version"), settings)
-            or written_elsewhere(previous.get("merged_versions"), settings)  # the state is local, the lake shared
-        ):
+        orchestrated = changes is not None
+        if changes is None:
+            changes = tenant_changes(settings, region, enabled, tenant_id)
+            if not _full_refresh_needed(changes, bronze, settings) and changes.removed:
+                delete_removed_tenants(settings, build_tables(settings, region, tenant_id, parse), changes.removed)
+        if _full_refresh_needed(changes, bronze, settings):
             full_refresh = True
+        if changes.added and not full_refresh:
+            invocation["dbt_vars"] = {**invocation["dbt_vars"], "added_tenants": list(changes.added)}
         extra = [
             *(["--select", select] if select else []),
             *(["--indirect-selection", indirect_selection] if indirect_selection else []),
@@ -478,10 +465,8 @@ def run_dbt_build(
         if outcome.exception is not None:
             failures.append(f"dbt: {_first_line(str(outcome.exception))}")
         success = bool(outcome.success) and not failures
-        # a failed build's decisions repeat next time: a failed full refresh records nothing
-        state = {"analytics_tenants": fingerprint, "bronze_version": bronze_version} if success else (
-            None if full_refresh else previous)
-        record_build(state_file, state, merged_table_versions(dbt_home(settings, region, tenant_id), settings))
+        if success and not orchestrated and select is None:
+            record_build_state(settings, region, tenants=enabled, bronze_version=bronze_version, tenant_id=tenant_id)
         result = DbtBuildResult(
             models_built=models,
             tests_passed=passed,
@@ -498,7 +483,8 @@ def run_dbt_build(
         summary.rows = len(models)
         summary.table_version = result.gold_versions
         summary.extra.update(
-            tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh, target=dbt_target
+            tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh, target=dbt_target,
+            tenants_added=len(changes.added), tenants_removed=len(changes.removed),
         )
     if raise_on_failure and not success:
         raise TransformationError(failure_message(result), region=region, failures=failures, **scope)
@@ -523,9 +509,8 @@ def dedicated_build_targets(
         tenant_id = tenant_id_of(tenant)
         if tenant.get("placement") != "dedicated" or str(tenant.get("region") or region) != region:
             continue
-        wanted = _analytics_toggle(tenant) or (dbt_home(settings, region, tenant_id) / "state.json").exists() or (
-            table_exists(registry_snapshot_uri(settings, region, tenant_id), storage_options=opts))  # another host's
-        if wanted and table_exists(
+        built_before = has_build_state(settings, region, tenant_id)
+        if (_analytics_toggle(tenant) or built_before) and table_exists(
             bronze_events_uri(settings, region, tenant_id), storage_options=opts
         ):
             targets.append(tenant_id)
@@ -581,22 +566,21 @@ def build_region(
     return result
 
 
-def needs_full_refresh(*, region: str, settings: Settings | None = None, tenant_id: str | None = None) -> bool:
-    """Would `run_dbt_build` rebuild this region's facts (or a dedicated tenant's) in full (analytics tenants
-    changed, or bronze lost rows since the last successful build)? Orchestrators that build one model per task
-    decide this once per run and pass `full_refresh`, since each partial build records the new state."""
-    settings = settings or get_settings()
-    _check_region(settings, region)
-    state_file = dbt_home(settings, region, tenant_id) / "state.json"
-    if not state_file.exists():
-        return False
-    previous = json.loads(state_file.read_text())
-    _, enabled = write_registry_snapshot(region=region, settings=settings, tenant_id=tenant_id)
-    return (
-        previous.get("analytics_tenants") != _tenants_fingerprint(enabled)
-        or _rows_removed_since(bronze_events_uri(settings, region, tenant_id), previous.get("bronze_version"), settings)
-        or written_elsewhere(previous.get("merged_versions"), settings)
-    )
+def _full_refresh_needed(changes: TenantChanges, bronze: str, settings: Settings) -> bool:
+    """No recorded build (a first build, or one recorded before the state moved to the lake), or bronze lost rows
+    since the last build (incremental models only see new ingestion)."""
+    return not changes.recorded or rows_removed_since(bronze, changes.bronze_version, settings)
+
+
+def build_tables(
+    settings: Settings, region: str, tenant_id: str | None, parse: Callable[[], Path] | None = None
+) -> list[str]:
+    """The silver and gold Delta tables of a build, from its manifest (parsed first when there is none yet)."""
+    manifest = dbt_home(settings, region, tenant_id) / "target" / "manifest.json"
+    if not manifest.exists() and parse is not None:
+        manifest = parse()
+    roots = {layer: layer_root(settings, region, layer, tenant_id) for layer in ("silver", "gold")}
+    return model_tables(manifest, roots)
 
 
 def dbt_manifest(*, region: str | None = None, settings: Settings | None = None) -> dict[str, list[str]]:

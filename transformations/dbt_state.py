@@ -1,65 +1,206 @@
-"""dbt's build state is local to a host (SHIRONZI_HOME/dbt/<region>/: the DuckDB file, target/, state.json) while
-the lake it builds is shared, so the state is trusted only while the lake agrees with it.
+"""What a dbt build already covers, recorded in the lake: the tenants with analytics it built and the bronze
+version it read. From it the runner derives what changed since (`TenantChanges`): tenants added since the last
+build are built for themselves only (the models' `added_tenants` scope), tenants removed (analytics off,
+offboarded) have their rows deleted from the build's tables by one predicate per table. Neither turns the
+next build into a full refresh.
 
-A build records the version of every table its merged (incremental) models own. Before the next build on that
-host, a commit other than maintenance past a recorded version means someone else wrote the table (a build on
-another host, an erasure): the local state is stale and the facts are rebuilt in full. A host with no state at
-all has an empty DuckDB file too, so dbt builds every model in full there anyway.
+The state is a small Delta table per build: `{lake}/_platform/dbt/builds/<region>` for the pooled build and
+`{lake}/_platform/dbt/builds/<region>/tenants/<tenant_id>` for a dedicated tenant's, one row per built tenant,
+the bronze version in the commit's metadata; so any worker (Airflow, the CLI, another host) sees the same.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from shironzi.errors import TableNotFoundError
-from shironzi.lake import history, table_version
+from shironzi.lake import history, open_table, table_exists
+from shironzi.lake.leases import table_lease
+from shironzi.lake.paths import platform_uri
+from shironzi.lake.predicates import sql_literal
 from shironzi.settings import Settings
-from transformations.dbt_targets import model_tables
 
-# Commits that change no rows: compaction and z-ordering, vacuum.
-MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
+BRONZE_VERSION_KEY = "shironzi.bronze_version"
 
 
-def merged_table_versions(work: Path, settings: Settings) -> dict[str, int]:
-    """The current version of each table a merged model owns, from the build's manifest in `work`."""
-    manifest = work / "target" / "manifest.json"
+@dataclass(frozen=True)
+class TenantChanges:
+    """The tenants a build adds to or removes from its tables, compared with the last recorded build."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    recorded: bool = True  # False: no build state yet (a first build, or one from before the state moved here)
+    bronze_version: int | None = None  # the bronze version the last build read
+    built: frozenset[str] = field(default_factory=frozenset)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-friendly (Airflow XCom); `from_dict` reads it back."""
+        return {"added": list(self.added), "removed": list(self.removed), "recorded": self.recorded,
+                "bronze_version": self.bronze_version}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> TenantChanges:
+        version = data.get("bronze_version")
+        return cls(
+            added=tuple(str(t) for t in data.get("added") or ()),  # type: ignore[attr-defined]
+            removed=tuple(str(t) for t in data.get("removed") or ()),  # type: ignore[attr-defined]
+            recorded=bool(data.get("recorded", True)),
+            bronze_version=int(version) if version is not None else None,  # type: ignore[call-overload]
+        )
+
+
+def build_state_uri(settings: Settings, region: str, tenant_id: str | None = None) -> str:
+    """The Delta table recording the pooled build of `region`, or a dedicated tenant's build."""
+    parts = ("dbt", "builds", region, *(("tenants", tenant_id) if tenant_id else ()))
+    return platform_uri(settings.resolved_lake_uri, *parts)
+
+
+def has_build_state(settings: Settings, region: str, tenant_id: str | None = None) -> bool:
+    return table_exists(build_state_uri(settings, region, tenant_id), storage_options=settings.storage_options or None)
+
+
+def read_build_state(
+    settings: Settings, region: str, tenant_id: str | None = None
+) -> tuple[set[str], int | None] | None:
+    """The tenants the last successful build covered and the bronze version it read; None before any."""
+    uri = build_state_uri(settings, region, tenant_id)
+    opts = settings.storage_options or None
+    if not table_exists(uri, storage_options=opts):
+        return None
+    table = open_table(uri, storage_options=opts)
+    built = set(table.to_pyarrow_table(columns=["tenant_id"]).column("tenant_id").to_pylist())
+    last = table.history(1)[0]
+    version = last.get(BRONZE_VERSION_KEY)
+    return built, int(version) if version is not None else None
+
+
+def record_build_state(
+    settings: Settings, region: str, *, tenants: Iterable[str], bronze_version: int | None, tenant_id: str | None = None
+) -> None:
+    """Record a successful build: the tenants it covered (one overwrite commit) and the bronze version it read."""
+    import pyarrow as pa
+    from deltalake import CommitProperties, write_deltalake
+
+    rows = pa.table({"tenant_id": pa.array(sorted(set(tenants)), type=pa.string())})
+    write_deltalake(
+        build_state_uri(settings, region, tenant_id),
+        rows,
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=settings.storage_options or None,
+        commit_properties=CommitProperties(
+            custom_metadata={BRONZE_VERSION_KEY: json.dumps(bronze_version)} if bronze_version is not None else {}
+        ),
+    )
+
+
+def tenant_changes(settings: Settings, region: str, enabled: set[str], tenant_id: str | None = None) -> TenantChanges:
+    """The analytics tenants of this build (`enabled`) against the last recorded build."""
+    state = read_build_state(settings, region, tenant_id)
+    if state is None:
+        return TenantChanges(recorded=False)
+    built, bronze_version = state
+    return TenantChanges(
+        added=tuple(sorted(enabled - built)),
+        removed=tuple(sorted(built - enabled)),
+        bronze_version=bronze_version,
+        built=frozenset(built),
+    )
+
+
+def model_tables(manifest: Path, root_of: dict[str, str]) -> list[str]:
+    """The Delta tables the project's `delta` models write (their layer root from `root_of` + the model name),
+    read from a parsed manifest."""
     if not manifest.exists():
+        return []
+    nodes = json.loads(manifest.read_text())["nodes"].values()
+    return sorted(
+        f"{root_of[n['config']['layer']]}/{n['name']}"
+        for n in nodes
+        if n["resource_type"] == "model"
+        and n["config"].get("materialized") == "delta"
+        and n["config"].get("layer") in root_of
+    )
+
+
+def delete_removed_tenants(settings: Settings, tables: Iterable[str], removed: Iterable[str]) -> dict[str, int]:
+    """Delete the removed tenants' rows from every table that exists: one commit per table holding any of them
+    (never one per tenant), none where no table holds them. Returns the rows deleted per table."""
+    ids = sorted(set(removed))
+    if not ids:
         return {}
-    options = settings.storage_options or None
-    versions = {}
-    for table in model_tables(manifest):
-        if table.incremental:
-            try:
-                versions[table.location] = table_version(table.location, storage_options=options)
-            except TableNotFoundError:
-                continue
-    return versions
+    opts = settings.storage_options or None
+    deleted = {}
+    for uri in tables:
+        if table_exists(uri, storage_options=opts):
+            with table_lease(uri):
+                deleted[uri] = _drop_tenants(uri, ids, opts)
+    return deleted
 
 
-def record_build(state_file: Path, state: Mapping[str, Any] | None, merged_versions: Mapping[str, int]) -> None:
-    """Write the build state with the merged tables' versions the build left behind. A failed incremental build
-    passes its predecessor's state (its own merges are no one else's writes); a failed full refresh passes None
-    and records nothing, so the next build sees its rewrites as foreign and rebuilds in full again."""
-    if state is not None:
-        state_file.write_text(json.dumps({**state, "merged_versions": dict(merged_versions)}))
+def _drop_tenants(uri: str, ids: list[str], opts: dict[str, str] | None) -> int:
+    """One commit that rewrites the partitions holding `ids`' rows without them (the whole table when it is not
+    partitioned), with plain string columns: a delta-rs DELETE would rewrite them as `string_view`, which the
+    pyarrow scans of later builds cannot filter (delta-rs #4579)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pds
+    from deltalake import CommitProperties, write_deltalake
+
+    table = open_table(uri, storage_options=opts)
+    arrow_schema = pa.schema(table.schema().to_arrow())  # type: ignore[arg-type]
+    plain = pa.schema(
+        [pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) or pa.types.is_large_string(f.type) else f
+         for f in arrow_schema]
+    )
+    dataset = table.to_pyarrow_dataset(schema=plain)
+    is_removed = pds.field("tenant_id").isin(pa.array(ids, pa.string()))
+    parts = list(table.metadata().partition_columns)
+    if len(parts) > 1:  # the dbt models have one partition column at most; anything else: a plain DELETE
+        return int(table.delete(f"tenant_id IN ({', '.join(sql_literal(t) for t in ids)})")["num_deleted_rows"])
+    if parts:
+        hits = dataset.to_table(filter=is_removed, columns=parts)
+        if hits.num_rows == 0:
+            return 0
+        values = pc.unique(hits.column(parts[0]))
+        kept = dataset.to_table(filter=pds.field(parts[0]).isin(values) & ~is_removed)
+        predicate: str | None = f"{parts[0]} IN ({', '.join(sql_literal(v) for v in values.to_pylist())})"
+    else:
+        hits = dataset.to_table(filter=is_removed, columns=["tenant_id"])
+        if hits.num_rows == 0:
+            return 0
+        kept = dataset.to_table(filter=~is_removed)
+        predicate = None
+    write_deltalake(
+        table,
+        kept,
+        mode="overwrite",
+        predicate=predicate,
+        partition_by=parts or None,
+        commit_properties=CommitProperties(
+            custom_metadata={"shironzi.operation": "tenants_removed", "shironzi.tenants": str(len(ids)),
+                             "shironzi.deleted_rows": str(hits.num_rows)}
+        ),
+    )
+    return hits.num_rows
 
 
-def written_elsewhere(recorded: Mapping[str, int] | None, settings: Settings) -> bool:
-    """Did anything but maintenance commit to a merged model's table after this host's last build recorded it?"""
-    options = settings.storage_options or None
-    for location, version in (recorded or {}).items():
-        try:
-            current = table_version(location, storage_options=options)
-        except TableNotFoundError:
+def rows_removed_since(bronze: str, version: int | None, settings: Settings) -> bool:
+    """Did bronze lose rows (an erasure, a retention run) since the last build? Incremental models only see
+    new ingestion, so deletions must flow through a full refresh or aggregates would keep erased rows."""
+    if version is None:
+        return True
+    commits = history(bronze, storage_options=settings.storage_options or None)
+    newer = [c for c in commits if int(c.get("version", -1)) > int(version)]
+    if newer and min(int(c["version"]) for c in newer) > int(version) + 1:
+        return True  # the log was truncated (an erasure drops old commits): assume rows were removed
+    for commit in newer:
+        if str(commit.get("operation", "")).upper() in {"DELETE", "MERGE", "UPDATE", "CREATE OR REPLACE TABLE"}:
             return True
-        if current == version:
-            continue
-        newer = [c for c in history(location, current - version, storage_options=options) if c["version"] > version]
-        if len(newer) < current - version:  # the log was truncated past the recorded version
-            return True
-        if any(str(c.get("operation", "")).upper() not in MAINTENANCE_OPERATIONS for c in newer):
+        if str(commit.get("operation", "")).upper() == "WRITE" and "predicate" in (
+            commit.get("operationParameters") or {}
+        ):
             return True
     return False

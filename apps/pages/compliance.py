@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from apps import data
-from apps.auth import require_page, tenant_choices
+from apps.auth import require_page, tenant_search
 from apps.components import empty_state
 
 ctx = require_page("compliance", audience="compliance")
@@ -43,10 +43,9 @@ with audit_tab:
     left, middle, right = st.columns(3)
     tenant_filter = scope
     if viewer.is_admin:
-        choices = dict(tenant_choices())
-        picked = left.selectbox("Tenant", ["(all tenants)", *choices], format_func=lambda i: choices.get(i, i),
-                                key="audit_tenant")
-        tenant_filter = None if picked == "(all tenants)" else picked
+        with left:
+            picked = tenant_search("Tenant", key="audit_tenant", extra=["(all tenants)"])
+        tenant_filter = None if picked in (None, "(all tenants)") else picked
     actor = middle.text_input("Actor (exact)", key="audit_actor", placeholder="key:abcdefghij")
     action = right.text_input("Action (exact)", key="audit_action", placeholder="dashboard_page_view")
     today = dt.datetime.now(dt.UTC).date()

@@ -48,3 +48,20 @@
   {%- endfor -%}
   {{ return(literals | join(', ') if literals else "''") }}
 {% endmacro %}
+
+
+{#- The tenants whose analytics came on since the last build (the runner's var `added_tenants`, derived from the
+    build state it keeps in the lake): an incremental build computes all of their rows, whatever their ingestion
+    time, as if it were their first build. Returns `<column> in (...)`, or 'false' (none, or a full build, which
+    computes everyone). Incremental models read `(<changed scope>) or <this filter>`. -#}
+{% macro added_tenants_filter(column='tenant_id') %}
+  {%- set added = var('added_tenants', []) -%}
+  {%- if not execute or not is_incremental() or not added -%}
+    {{ return('false') }}
+  {%- endif -%}
+  {%- set literals = [] -%}
+  {%- for tenant in added -%}
+    {%- do literals.append("'" ~ (tenant | string | replace("'", "''")) ~ "'") -%}
+  {%- endfor -%}
+  {{ return(column ~ " in (" ~ literals | join(', ') ~ ")") }}
+{% endmacro %}

@@ -216,6 +216,7 @@ class Plugin(BasePlugin):
                 unique_key=unique_key,
                 partition_by=partition_by,
                 delete_stale=bool(options.get("delete_stale_in_scope", False)),
+                added_tenants=[str(t) for t in options.get("added_tenants") or []],
             )
         raise DeltaWriteError(f"unknown delta write mode {mode!r}")
 
@@ -227,12 +228,17 @@ class Plugin(BasePlugin):
         unique_key: list[str],
         partition_by: list[str],
         delete_stale: bool,
+        added_tenants: list[str] | None = None,
     ) -> tuple[str | None, list[str]] | None:
         """Upsert `rows` on `unique_key` into the partitions they touch, in one commit that rewrites only
         those partitions: the partitions' current rows whose key is not in `rows` are kept (dropped when
         `delete_stale`), the rest come from `rows`. Written with write_deltalake's replace-where rather
         than DeltaTable.merge, whose rewritten files carry `string_view` columns that pyarrow cannot
-        filter (delta-rs #4579), which breaks DuckDB's filter pushdown on the next read."""
+        filter (delta-rs #4579), which breaks DuckDB's filter pushdown on the next read.
+
+        The rows of `added_tenants` (analytics on since the last build: the model staged all of their rows) go in
+        with a second commit that replaces exactly those tenants' rows (`tenant_id IN (...)`): files without
+        them are left alone, where a partition merge would rewrite every partition a new tenant touches."""
         if not unique_key:
             raise DeltaWriteError("an incremental delta model needs a unique_key")
         if not partition_by:
@@ -241,6 +247,16 @@ class Plugin(BasePlugin):
             )
         if rows.num_rows == 0:
             return None  # nothing changed upstream: no commit, the table version stays
+        scope = self._scope_of(rows, partition_by)
+        if added_tenants and "tenant_id" in rows.schema.names:
+            is_added = pc.is_in(rows.column("tenant_id"), value_set=pa.array(sorted(set(added_tenants)), pa.string()))
+            added_rows = rows.filter(is_added)
+            rows = rows.filter(pc.invert(is_added))
+            if rows.num_rows:
+                self._merge(location, rows, unique_key=unique_key, partition_by=partition_by, delete_stale=delete_stale)
+            if added_rows.num_rows:
+                self._replace_tenants(location, added_rows, sorted(set(added_tenants)), partition_by=partition_by)
+            return scope
         table = self._open(location)
         if table is None:  # the table vanished since the view was made: create it
             write_deltalake(
@@ -275,6 +291,11 @@ class Plugin(BasePlugin):
                 }
             ),
         )
+        return scope
+
+    @staticmethod
+    def _scope_of(rows: pa.Table, partition_by: list[str]) -> tuple[str | None, list[str]]:
+        """What a merge of `rows` rewrites, for the test scope: the partitions they touch."""
         if len(partition_by) != 1:
             return None, []
         column = partition_by[0]
@@ -282,6 +303,29 @@ class Plugin(BasePlugin):
         if any(value is None for value in values):
             return None, []
         return column, [sql_literal(value) for value in sorted(values)]
+
+    def _replace_tenants(self, location: str, rows: pa.Table, tenants: list[str], *, partition_by: list[str]) -> None:
+        """One commit replacing every row of `tenants` with `rows` (all of theirs)."""
+        table = self._open(location)
+        predicate = None
+        if table is not None:
+            self._check_schema(table, rows.schema, location)
+            predicate = "tenant_id IN (" + ", ".join(sql_literal(t) for t in tenants) + ")"
+        write_deltalake(
+            location,
+            rows,
+            mode="overwrite" if table is not None else "append",
+            predicate=predicate,
+            partition_by=partition_by,
+            storage_options=self._storage_options or None,
+            commit_properties=CommitProperties(
+                custom_metadata={
+                    "shironzi.operation": "tenants_added",
+                    "shironzi.tenants": str(len(tenants)),
+                    "shironzi.source_rows": str(rows.num_rows),
+                }
+            ),
+        )
 
     @staticmethod
     def _record_scope(cursor: Any, *, view_name: str, scope: tuple[str | None, list[str]]) -> None:

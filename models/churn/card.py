@@ -37,6 +37,9 @@ def model_card(*, fitted: FittedChurn, dataset: ChurnDataset, run_id: str, tenan
                dedicated: Mapping[str, Mapping[str, float]]) -> str:
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(finite(fitted.metrics).items()))
     inputs = "\n".join(f"- `{uri}` @ Delta version {version}" for uri, version in dataset.inputs)
+    available = dataset.rows_available or dataset.table.num_rows
+    sampled = (f" (a sample of {available:,}, stratified by tenant-size bucket and label, under the cap "
+               "SHIRONZI_MODEL_MAX_TRAINING_ROWS)") if available > dataset.table.num_rows else ""
     tenant_lines = "\n".join(
         f"- `{t}`: dedicated AUC {m.get('dedicated_auc', float('nan')):.4f} vs global "
         f"{m.get('global_auc', float('nan')):.4f} -> {'dedicated' if m.get('chosen') else 'global'}"
@@ -51,7 +54,8 @@ def model_card(*, fitted: FittedChurn, dataset: ChurnDataset, run_id: str, tenan
   with a risk band per tenant (thresholds below) and the top three reasons. Long form: docs/models/churn.md.
 - **Model**: XGBoost binary classifier (`hist`), best iteration {int(fitted.metrics.get('best_iteration', 0))},
   isotonic calibration fitted on the validation window. Run `{run_id}`.
-- **Training data**: {dataset.table.num_rows:,} labelled snapshots of {tenants} tenants; time split, no random split:
+- **Training data**: {dataset.table.num_rows:,} labelled snapshots of {tenants} tenants{sampled}; time split, no random
+  split:
   - train: {fitted.train_dates[0]} .. {fitted.train_dates[-1]} ({int(fitted.metrics['train_rows']):,} rows)
   - validation (early stopping, calibration, band thresholds): {fitted.valid_dates[0]} .. {fitted.valid_dates[-1]}
   - holdout (the metrics below): {fitted.holdout_dates[0]} .. {fitted.holdout_dates[-1]}

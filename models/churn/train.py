@@ -104,6 +104,7 @@ class ChurnDataset:
     inputs: list[tuple[str, int]]
     windows: dict[str, tuple[int, int]] = field(default_factory=dict)  # tenant -> (inactivity, horizon) days
     customer_base: CustomerBase = field(default_factory=CustomerBase)  # each tenant's newest BG/NBD fit
+    rows_available: int = 0  # labelled snapshots before sampling (== table.num_rows when nothing was sampled)
 
     def split_dates(self) -> tuple[list[Any], list[Any], list[Any]]:
         """(train, validation, holdout) snapshot dates, oldest first."""
@@ -116,17 +117,44 @@ class ChurnDataset:
         return dates[: len(dates) - holdout - valid], dates[len(dates) - holdout - valid: -holdout], dates[-holdout:]
 
 
+def sample_labels(labels: pa.Table, bucket_of: Mapping[str, str], max_rows: int, *, seed: int = 0) -> pa.Table:
+    """At most `max_rows` label rows, stratified by tenant-size bucket and label: each (bucket, label) stratum keeps
+    its share of the rows (so the churn rate and the bucket mix, and with them the calibration, are those of the
+    whole set), the rows of a stratum drawn with `seed` from the sorted labels: the same data gives the same sample."""
+    import numpy as np
+    import pyarrow as pa
+
+    if labels.num_rows <= max_rows:
+        return labels
+    order = np.random.default_rng(seed).random(labels.num_rows)  # the labels come sorted: the same draw each time
+    buckets = np.asarray([bucket_of[t] for t in labels.column("tenant_id").to_pylist()])
+    label = labels.column(LABEL).to_numpy(zero_copy_only=False)
+    share = max_rows / labels.num_rows
+    keep: list[np.ndarray] = []
+    for bucket in np.unique(buckets):
+        for value in np.unique(label):
+            rows = np.flatnonzero((buckets == bucket) & (label == value))
+            take = int(np.floor(len(rows) * share))
+            keep.append(rows[np.argsort(order[rows], kind="stable")[:take]])
+    return labels.take(pa.array(np.sort(np.concatenate(keep)))) if keep else labels.slice(0, 0)
+
+
 def build_churn_dataset(
     *,
     settings: Settings | None = None,
     tenant_ids: Sequence[str] | None = None,
     input_versions: Mapping[str, int] | None = None,
+    max_rows: int | None = None,
+    seed: int = 0,
 ) -> ChurnDataset:
-    """Labels x point-in-time features for the tenants with churn_prediction on, at pinned Delta versions."""
+    """Labels x point-in-time features for the tenants with churn_prediction on, at pinned Delta versions. More
+    than `max_rows` labelled snapshots (default SHIRONZI_MODEL_MAX_TRAINING_ROWS) are sampled (`sample_labels`)
+    before the feature join, and the feature rows of customers left out are dropped: memory follows the cap."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     settings = settings or get_settings()
+    cap = settings.model_max_training_rows if max_rows is None else max_rows
     gold = read_gold_inputs(LABELS_TABLE, MODULE, columns=["tenant_id", "customer_id", "snapshot_date", LABEL,
                                                            "inactivity_days", "horizon_days"],
                             settings=settings, tenant_ids=tenant_ids, input_versions=input_versions)
@@ -135,8 +163,17 @@ def build_churn_dataset(
                                                     ("customer_id", "ascending")])
     windows = label_windows(labels)
     labels = labels.select(["tenant_id", "customer_id", "snapshot_date", LABEL])
+    available = labels.num_rows
+    sizes = labels.group_by("tenant_id").aggregate([("customer_id", "count_distinct")])
+    bucket_of = {t: size_bucket(n) for t, n in zip(sizes.column("tenant_id").to_pylist(),
+                                                   sizes.column("customer_id_count_distinct").to_pylist(), strict=True)}
+    labels = sample_labels(labels, bucket_of, cap, seed=seed)
     feature_tables, read = read_feature_inputs([v.name for v in list_feature_views()], tenants,
                                                settings=settings, input_versions=input_versions)
+    if labels.num_rows < available:  # keep only the sampled customers' feature rows for the join
+        sampled = labels.select(["tenant_id", "customer_id"]).group_by(["tenant_id", "customer_id"]).aggregate([])
+        feature_tables = {name: table.join(sampled, ["tenant_id", "customer_id"], join_type="left semi")
+                          if "customer_id" in table.column_names else table for name, table in feature_tables.items()}
     inputs.extend(read)
     refs = churn_feature_refs()
     entities = labels.rename_columns(["tenant_id", "customer_id", ENTITY_TIMESTAMP, LABEL])
@@ -144,9 +181,6 @@ def build_churn_dataset(
     joined = joined.rename_columns(["tenant_id", "customer_id", "snapshot_date", *joined.column_names[3:]])
     # get_training_set turned each date into the end of that day (UTC); keep the label date.
     joined = joined.set_column(2, "snapshot_date", pc.cast(joined.column("snapshot_date"), pa.date32()))
-    sizes = labels.group_by("tenant_id").aggregate([("customer_id", "count_distinct")])
-    bucket_of = {t: size_bucket(n) for t, n in zip(sizes.column("tenant_id").to_pylist(),
-                                                   sizes.column("customer_id_count_distinct").to_pylist(), strict=True)}
     buckets = pa.array([bucket_of[t] for t in joined.column("tenant_id").to_pylist()], pa.string())
     joined = joined.append_column("size_bucket", buckets)
     joined = joined.set_column(joined.column_names.index(LABEL), LABEL, pc.cast(joined.column(LABEL), pa.int8()))
@@ -154,7 +188,7 @@ def build_churn_dataset(
                                               horizons={t: h for t, (_, h) in windows.items()})
     refs = [*refs, *(f"{DERIVED_VIEW}:{name}" for name in DERIVED_FEATURES)]
     names = [ref.split(":", 1)[1] for ref in refs]
-    return ChurnDataset(joined, names, refs, inputs, windows, base)
+    return ChurnDataset(joined, names, refs, inputs, windows, base, available)
 
 
 def label_windows(labels: pa.Table) -> dict[str, tuple[int, int]]:
@@ -396,6 +430,8 @@ def log_and_register(
         mlflow.log_params({**{k: v for k, v in fitted.params.items()}, "max_rounds": MAX_ROUNDS,
                            "early_stopping_rounds": EARLY_STOPPING, "features": len(dataset.feature_names),
                            "tenants": tenants, "rows": dataset.table.num_rows,
+                           "rows_available": dataset.rows_available or dataset.table.num_rows,
+                           "max_training_rows": settings.model_max_training_rows,
                            "train_dates": f"{fitted.train_dates[0]}..{fitted.train_dates[-1]}",
                            "valid_dates": f"{fitted.valid_dates[0]}..{fitted.valid_dates[-1]}",
                            "holdout_dates": f"{fitted.holdout_dates[0]}..{fitted.holdout_dates[-1]}",
@@ -463,7 +499,8 @@ def train_churn(
     beat it on their own holdout); registered versions get the `challenger` alias."""
     settings = settings or get_settings()
     with stage("models:train_churn", seed=seed) as summary:
-        dataset = build_churn_dataset(settings=settings, tenant_ids=tenant_ids, input_versions=input_versions)
+        dataset = build_churn_dataset(settings=settings, tenant_ids=tenant_ids, input_versions=input_versions,
+                                      seed=seed)
         started = time.perf_counter()
         fitted = fit_churn(dataset, seed=seed)
         dedicated = _dedicated_models(dataset, fitted, seed=seed, min_rows=settings.model_dedicated_min_rows,
@@ -474,6 +511,7 @@ def train_churn(
         record_training_run("models:train", run_id=result.run_id, inputs=result.inputs, model_name=CHURN_MODEL,
                             model_version=result.model_version)
         summary.rows = dataset.table.num_rows
+        summary.extra.update(rows_available=dataset.rows_available)
         summary.table_version = {uri.rsplit("/lake/", 1)[-1]: v for uri, v in result.inputs}
         summary.extra.update(run_id=result.run_id, version=result.model_version,
                              auc=round(result.metrics.get("auc", float("nan")), 4),

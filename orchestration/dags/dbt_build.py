@@ -1,7 +1,8 @@
 """dbt_build (on new bronze data): the seeds, then one task per dbt model, generated from the dbt manifest
 (dbt_models.json, refreshed by `shironzi airflow dbt-manifest`) and wired by the models' dependencies, so one
-failure is retried alone; each dedicated tenant's own tables are built whole by one more task (dedicated_tenants);
-the gold asset (which triggers features_materialize) is updated when all built."""
+failure is retried alone; the dedicated tenants' own tables are built whole, in batches of
+SHIRONZI_DBT_DEDICATED_BATCH_TENANTS, one dynamically mapped task per batch (dedicated_batch), several at a time;
+the build state is recorded and the gold asset (which triggers features_materialize) updated when all built."""
 
 from __future__ import annotations
 
@@ -26,16 +27,20 @@ def dbt_build() -> None:
         return pipeline.build_dbt_model(model, plan)
 
     @task
+    def dedicated_batches(plan: dict[str, Any]) -> list[list[list[str]]]:
+        return pipeline.dedicated_batches(plan)
+
+    @task(max_active_tis_per_dagrun=4)
     @deterministic
-    def dedicated_tenants(plan: dict[str, Any]) -> dict[str, Any]:
-        return pipeline.build_dedicated_tenants(plan)
+    def dedicated_batch(batch: list[list[str]], plan: dict[str, Any]) -> dict[str, Any]:
+        return pipeline.build_dedicated_batch(batch, plan.get("target"))
 
     @task(outlets=[GOLD])
     def publish_gold(plan: dict[str, Any]) -> dict[str, Any]:
-        return plan
+        return pipeline.finish_dbt_build(plan)
 
     planned = plan()
-    dedicated = dedicated_tenants(planned)
+    dedicated = dedicated_batch.partial(plan=planned).expand(batch=dedicated_batches(planned))
     seeds = build_model.override(task_id="seeds")(pipeline.DBT_SEEDS, planned)
     graph = pipeline.load_dbt_model_graph()
     tasks = {model: build_model.override(task_id=model)(model, planned) for model in sorted(graph)}

@@ -38,6 +38,8 @@ from shironzi.tenancy.models import PROJECTION_TABLES, api_keys, tenant_events, 
 from shironzi.tenancy.records import Tenant, TenantInfo
 
 MAX_PAGE_SIZE = 10_000
+TENANT_SEARCH_LIMIT = 20  # tenants a picker shows per search
+MAX_SEARCH_LIMIT = 200
 WRITE_ATTEMPTS = 3
 
 
@@ -151,6 +153,45 @@ class RegistryStore:
                 sa.select(tenants).where(*conditions).order_by(tenants.c.slug).limit(limit).offset(offset)
             ).mappings()
             return [Tenant.from_row(r) for r in rows], int(total)
+
+    def search_tenants(
+        self,
+        query: str = "",
+        *,
+        limit: int = TENANT_SEARCH_LIMIT,
+        statuses: Sequence[str] | None = ("active", "suspended"),
+    ) -> list[Tenant]:
+        """At most `limit` tenants for a picker, without reading every tenant: an exact id (`t_...`), then slugs
+        starting with `query` (a range on the slug's unique index), then slugs or names containing it
+        (case-insensitive; the scan stops at the limit). An empty query gives the first slugs. `statuses` limits
+        the lifecycle states (default: the live ones; None: all)."""
+        if not 1 <= limit <= MAX_SEARCH_LIMIT:
+            raise InvalidInputError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}, got {limit}", field="limit")
+        text = " ".join(str(query or "").split()).lower()[:200]
+        live = [tenants.c.status.in_(list(statuses))] if statuses is not None else []
+        found: dict[str, Any] = {}
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self.engine.connect() as conn:
+            if text.startswith("t_"):
+                for row in conn.execute(sa.select(tenants).where(tenants.c.id == text, *live)).mappings():
+                    found[row["id"]] = row
+            prefix = sa.select(tenants).where(
+                tenants.c.slug >= text, tenants.c.slug < text + "\x7f",
+                tenants.c.slug.like(escaped + "%", escape="\\"), *live,
+            )
+            for row in conn.execute(prefix.order_by(tenants.c.slug).limit(limit)).mappings():
+                found.setdefault(row["id"], row)
+            if text and len(found) < limit:
+                pattern = f"%{escaped}%"
+                contains = sa.select(tenants).where(
+                    sa.or_(sa.func.lower(tenants.c.slug).like(pattern, escape="\\"),
+                           sa.func.lower(tenants.c.name).like(pattern, escape="\\")),
+                    *live,
+                ).limit(limit + len(found))
+                for row in conn.execute(contains).mappings():
+                    found.setdefault(row["id"], row)
+        rows = list(found.values())[:limit]
+        return [Tenant.from_row(r) for r in rows]
 
     def tenant_directory(self, *, fresh: bool = False) -> dict[str, TenantInfo]:
         """Every tenant's id -> TenantInfo, for vectorised validation (cached like module toggles)."""

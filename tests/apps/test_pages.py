@@ -302,3 +302,30 @@ def test_a_tenant_key_without_the_read_scope_is_refused(seeded: SeededLake, scop
         filters=[("action", "=", "dashboard_sign_in"), ("actor", "=", f"key:{record.prefix}")]
     ).to_pylist()
     assert [json.loads(r["details"])["reason"] for r in denied] == ["scope_denied"]
+
+
+def test_operator_tenant_picker_searches_a_crowded_registry(home: Path) -> None:
+    """With 5,000 tenants the picker lists at most the search limit, finds a tenant by slug prefix, and the
+    analyst pages render for the one picked."""
+    from shironzi.tenancy.store import TENANT_SEARCH_LIMIT
+
+    registry = get_registry()
+    admin = TenantContext.admin(actor="dashboard-tests", purpose="crowded registry")
+    registry.provision_many(admin, [
+        registry.validate_spec(slug=f"{('acme', 'zenith')[n % 2]}-{n:05d}", name=f"Crowd {n}", industry="ecommerce")
+        for n in range(5_000)
+    ])
+    _, admin_key = registry.issue_key(admin, None, scopes=["admin"])
+    at = signed_in(admin_key)
+    picker = next(s for s in at.get("selectbox") if s.key == "tenant_picker")
+    assert len(picker.options) == TENANT_SEARCH_LIMIT
+    at.text_input(key="tenant_picker_query").input("zenith-0424").run()
+    assert not at.exception, at.exception
+    picker = next(s for s in at.get("selectbox") if s.key == "tenant_picker")
+    wanted = registry.get_tenant("zenith-04241")
+    slugs = [label.split(" · ")[0] for label in picker.options]
+    # the matches, and the tenant picked before (acme-00000, the first slug) so the page keeps its scope
+    assert slugs == ["acme-00000", *(f"zenith-0424{d}" for d in (1, 3, 5, 7, 9))]
+    picker.set_value(wanted.id).run()
+    visit(at, "overview")
+    assert wanted.name in texts(at.title)

@@ -28,6 +28,7 @@ from transformations.dbt_runner import (
     registry_snapshot_uri,
     run_dbt_build,
 )
+from transformations.dbt_state import has_build_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -94,7 +95,7 @@ def test_region_build_covers_pooled_and_the_dedicated_tenant_with_analytics_on(l
     # versions keyed by path under the region: pooled and dedicated never collide
     assert set(result.gold_versions) == set(GOLD) | {f"tenants/{lake.solo}/{name}" for name in GOLD}
     # own work dir, state file and registry snapshot
-    assert (dbt_home(lake.settings, REGION, lake.solo) / "state.json").exists()
+    assert has_build_state(lake.settings, REGION, lake.solo) and not has_build_state(lake.settings, REGION, "nobody")
     assert dbt_home(lake.settings, REGION, lake.solo) != dbt_home(lake.settings, REGION)
     assert registry_snapshot_uri(lake.settings, REGION, lake.solo) != registry_snapshot_uri(lake.settings)
     assert table_exists(registry_snapshot_uri(lake.settings, REGION, lake.solo))
@@ -210,8 +211,8 @@ def test_airflow_plan_lists_the_dedicated_tenant_and_its_task_builds_it(lake: La
 
 
 def test_turning_analytics_off_empties_the_dedicated_marts(lake: Lake) -> None:
-    """Like a pooled build drops a disabled tenant's rows, the next region build rebuilds a dedicated tenant that
-    was built before, in full, without its rows (runs last: it changes the module's lake)."""
+    """Like a pooled build drops a disabled tenant's rows, the next region build builds a dedicated tenant that
+    was built before once more, deleting its rows without a full refresh (runs last: it changes the module's lake)."""
     ctx = TenantContext.admin(actor="dbt-tests", purpose="dedicated dbt builds")
     registry = get_registry(lake.settings)
     for module in ("churn_prediction", "trend_forecast"):
@@ -220,6 +221,6 @@ def test_turning_analytics_off_empties_the_dedicated_marts(lake: Lake) -> None:
     registry.disable_module(ctx, lake.solo, "analytics")
     result = build_region(region=REGION, settings=lake.settings)
     assert result.success, result.failures
-    assert set(result.dedicated) == {lake.solo} and result.dedicated[lake.solo].full_refresh
+    assert set(result.dedicated) == {lake.solo} and not result.dedicated[lake.solo].full_refresh
     assert pl.read_delta(_gold(lake.settings, KPIS, lake.solo)).is_empty()
     assert not pl.read_delta(_gold(lake.settings, KPIS)).is_empty()  # the pooled tenant keeps its rows

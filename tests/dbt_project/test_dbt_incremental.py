@@ -1,5 +1,5 @@
 """Incremental builds: a late event re-merges only its day, bronze schema evolution flows through
-ignored, and switching a tenant's analytics off rebuilds the facts without it."""
+ignored. Switching a tenant's analytics on or off: test_dbt_tenant_changes.py."""
 
 from __future__ import annotations
 
@@ -301,20 +301,3 @@ def test_incremental_tests_see_rewritten_partitions_but_keys_across_the_whole_ta
     assert not full.success
     assert [f for f in full.failures if "unique_combination_of_columns_int_events__unified" in f], full.failures
     assert "event_date in (" not in _compiled_test(module_settings, "not_null_int_events__unified_event_date")
-
-
-def test_switching_analytics_off_rebuilds_the_facts_without_the_tenant(
-    first_build: DbtBuildResult, module_settings: Settings
-) -> None:
-    tenants = [{**t, "analytics_enabled": False} if t["tenant_id"] == "t-clinic" else t for t in TENANTS]
-    result = run_dbt_build(region=REGION, tenants=tenants, settings=module_settings)
-    assert result.success, result.failures
-    assert result.full_refresh
-    for layer, table in (
-        ("silver", "int_events__unified"),
-        ("gold", "fct_tenant_daily_kpis"),
-        ("gold", "fct_tenant_usage"),
-        ("gold", "dim_customers"),
-    ):
-        assert set(pl.read_delta(_uri(module_settings, layer, table))["tenant_id"]) == {"t-shop", "t-school"}
-

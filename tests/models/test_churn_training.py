@@ -192,3 +192,45 @@ def _prediction_tables(lake: TrainedLake) -> list[str]:
     from models.scoring import score_churn
 
     return list(score_churn().table_versions)
+
+
+def test_a_training_cap_samples_by_bucket_and_label_and_stays_calibrated(
+    lake: TrainedLake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SHIRONZI_MODEL_MAX_TRAINING_ROWS below the labelled rows, the trainer gets at most the cap, the churn
+    rate and tenant-size mix of the sample are those of the whole set, the model is still calibrated, and the run
+    records the sample size and what was available."""
+    import numpy as np
+
+    import models.churn.train as churn_train
+    from models.churn import build_churn_dataset, train_churn
+    from models.tracking import configure_mlflow
+    from shironzi.settings import get_settings
+
+    whole = build_churn_dataset().table
+    cap = whole.num_rows // 2
+    monkeypatch.setenv("SHIRONZI_MODEL_MAX_TRAINING_ROWS", str(cap))
+    get_settings.cache_clear()
+    sampled = build_churn_dataset()
+    assert sampled.rows_available == whole.num_rows and 0 < sampled.table.num_rows <= cap
+    for column in ("churned_within_horizon", "size_bucket"):
+        shares = [np.unique(np.asarray(t.column(column).to_pylist()), return_counts=True)
+                  for t in (whole, sampled.table)]
+        assert list(shares[0][0]) == list(shares[1][0])
+        np.testing.assert_allclose(shares[0][1] / whole.num_rows, shares[1][1] / sampled.table.num_rows, atol=0.01)
+
+    rows_seen: list[int] = []
+    real_fit = churn_train.fit_booster
+
+    def counting_fit(x_train, y_train, x_valid, y_valid, **kwargs):  # type: ignore[no-untyped-def]
+        rows_seen.append(len(y_train) + len(y_valid))
+        return real_fit(x_train, y_train, x_valid, y_valid, **kwargs)
+
+    monkeypatch.setattr(churn_train, "fit_booster", counting_fit)
+    result = train_churn(seed=0, register=False)
+    assert rows_seen and max(rows_seen) <= cap
+    assert result.metrics["train_rows"] + result.metrics["valid_rows"] + result.metrics["holdout_rows"] <= cap
+    assert result.metrics["calibration_error"] <= 0.06 and result.metrics["auc"] >= 0.7
+    params = configure_mlflow().get_run(result.run_id).data.params
+    assert int(params["rows"]) == sampled.table.num_rows and int(params["rows_available"]) == whole.num_rows
+    assert int(params["max_training_rows"]) == cap

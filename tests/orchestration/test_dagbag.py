@@ -41,6 +41,8 @@ for path in sorted(p for p in __import__("pathlib").Path(sys.argv[1]).glob("*.py
             "deadline": len(dag.deadline or []), "tasks": sorted(t.task_id for t in dag.tasks),
             "task_retries": {t.task_id: t.retries for t in dag.tasks},
             "timetable": type(dag.timetable).__name__,
+            "mapped": {t.task_id: t.max_active_tis_per_dagrun for t in dag.tasks
+                       if any(c.__name__ == "MappedOperator" for c in type(t).__mro__)},
         }
 print("RESULT" + json.dumps(out))
 """
@@ -96,6 +98,10 @@ def test_chain_is_data_aware_and_dbt_tasks_follow_the_manifest(dagbag: dict[str,
     graph = load_dbt_model_graph()
     assert "fct_churn_labels" in graph and len(graph) >= 5
     assert set(graph) <= set(dags["dbt_build"]["tasks"])
+    # dedicated tenants build in dynamically mapped batches, several at a time, not in one sequential task
+    assert "dedicated_tenants" not in dags["dbt_build"]["tasks"]
+    assert dags["dbt_build"]["mapped"] == {"dedicated_batch": 4}
+    assert "score_chunk" in dags["score_batch"]["mapped"]
     # A failed data-quality checkpoint must not be retried: it fails at once and stops the chain.
     assert dags["ingest_batch"]["task_retries"]["quality_checkpoint"] == 0
 

@@ -24,8 +24,8 @@ from transformations.dbt_runner import (
     dedicated_build_targets,
     registry_snapshot_uri,
     run_dbt_build,
-    write_registry_snapshot,
 )
+from transformations.dbt_state import record_build_state
 
 REGION = "eu-west"
 
@@ -212,15 +212,14 @@ def test_a_host_whose_dbt_state_another_host_outdated_rebuilds_in_full(settings:
 
 
 def test_a_dedicated_tenant_built_on_another_host_is_rebuilt_when_its_analytics_go_off(settings: Settings) -> None:
-    """Without a local build state, the dedicated tenant's registry snapshot in the lake says it was built before:
+    """Without a local build state, the build state in the lake says another host built the dedicated tenant:
     its build still runs (and empties its marts) after its analytics were switched off."""
     solo = {"tenant_id": "t-solo", "industry": "ecommerce", "placement": "dedicated", "region": REGION}
     rows = [event("t-solo", "c1", "order_placed", START, event_id="e1")]
     write_bronze(bronze_events_uri(settings, REGION, "t-solo"), rows)
     off = [{**solo, "analytics_enabled": False}]
     assert dedicated_build_targets(region=REGION, tenants=off, settings=settings) == []  # never built: nothing to empty
-    # another host built it (each dedicated build writes its own registry snapshot to the lake)
-    on = [{**solo, "analytics_enabled": True}]
-    write_registry_snapshot(tenants=on, region=REGION, settings=settings, tenant_id="t-solo")
+    # another host built it (each dedicated build records its state in the lake)
+    record_build_state(settings, REGION, tenants=["t-solo"], bronze_version=None, tenant_id="t-solo")
     assert not (dbt_home(settings, REGION, "t-solo") / "state.json").exists()
     assert dedicated_build_targets(region=REGION, tenants=off, settings=settings) == ["t-solo"]

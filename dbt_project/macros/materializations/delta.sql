@@ -8,6 +8,8 @@
     incremental      true: after the first build, merge the staged rows on unique_key, scoped to
                      the partitions they touch (models select only the partitions that changed)
     delete_stale_in_scope  true: rows of a touched partition that the rebuild no longer yields are deleted
+    added_tenants    (var) tenants added since the last build: a merge writes their rows with one tenant-scoped
+                     replace (tenant_id in (...)) instead of rewriting every partition they touch
     incremental_write  merge (default) | overwrite: an incremental model whose every row can change
                      (e.g. dim_customers, classified against the data's last day) computes its rows
                      from {{ this }} plus what changed, and overwrites the table in one commit
@@ -52,6 +54,7 @@
        'unique_key': unique_key,
        'view': target_relation.render(),
        'delete_stale_in_scope': config.get('delete_stale_in_scope', false),
+       'added_tenants': var('added_tenants', []) if mode == 'merge' else [],
      }) %}
 
   {% call statement('drop_staged') -%}

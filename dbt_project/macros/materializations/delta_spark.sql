@@ -6,7 +6,8 @@
         a model that reads {{ this }} reads the snapshot before it, as Delta guarantees)
     incremental merge: merge into the table on unique_key (the staged rows replace the rows with their key, the
         others are kept: what the DuckDB plugin's partition merge does, since models stage whole partitions);
-        with delete_stale_in_scope, rows of the partitions the increment touches that it no longer yields go too.
+        with delete_stale_in_scope, rows of the partitions the increment touches that it no longer yields go too
+        (and of the tenants added since the last build, whose rows the increment holds all of).
   transformations/dbt_targets.py registers the table in the session catalog before the run (Sail forgets it), and
   fails the build when an incremental model was rebuilt in full instead of merged.
 -#}
@@ -33,7 +34,9 @@
       {%- if partition_by | length != 1 -%}
         {{ exceptions.raise_compiler_error("delete_stale_in_scope needs exactly one partition_by column: " ~ this) }}
       {%- endif -%}
-      {%- set touched = run_query('select distinct cast(' ~ partition_by[0] ~ ' as string) from ' ~ source ~ ' as increment') -%}
+      {#- the rows of tenants added since the last build are all of theirs: they widen no other tenant's scope -#}
+      {%- set touched = run_query('select distinct cast(' ~ partition_by[0] ~ ' as string) from ' ~ source
+                                  ~ ' as increment where not (' ~ added_tenants_filter('increment.tenant_id') ~ ')') -%}
       {%- for value in touched.columns[0].values() -%}
         {%- do stale.append("'" ~ value ~ "'") -%}
       {%- endfor -%}
@@ -46,8 +49,11 @@
         {%- for column in columns %} existing.{{ column }} = staged.{{ column }}{{ ',' if not loop.last }}{% endfor %}
       when not matched then insert ({{ columns | join(', ') }})
         values ({% for column in columns %}staged.{{ column }}{{ ', ' if not loop.last }}{% endfor %})
-      {%- if stale %}
-      when not matched by source and cast(existing.{{ partition_by[0] }} as string) in ({{ stale | join(', ') }})
+      {%- set added = added_tenants_filter('existing.tenant_id') if config.get('delete_stale_in_scope', false) else 'false' -%}
+      {%- if stale or added != 'false' %}
+      when not matched by source
+        and ({% if stale %}cast(existing.{{ partition_by[0] }} as string) in ({{ stale | join(', ') }}){% else %}false{% endif %}
+             or {{ added }})
         then delete
       {%- endif %}
     {%- endcall %}

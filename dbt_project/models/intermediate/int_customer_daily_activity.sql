@@ -3,8 +3,9 @@
 with events as (
     select * from {{ ref('int_events__unified') }}
     where {{ changed_partitions_filter(
-        'select event_date, last_ingested_at from ' ~ ref('int_events__unified'),
+        'select event_date, last_ingested_at from ' ~ ref('int_events__unified') ~ ' where not (' ~ added_tenants_filter() ~ ')',
         ingested_column='last_ingested_at') }}
+        or {{ added_tenants_filter() }}
 )
 
 select

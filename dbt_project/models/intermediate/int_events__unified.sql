@@ -2,7 +2,7 @@
 
 {#- Every analytics-enabled tenant's events of its own industry, one row per (tenant_id, event_id),
     classified by the event_types seed. Incremental runs rebuild only the event dates that received
-    newly ingested rows. -#}
+    newly ingested rows, and every row of the tenants added since the last build. -#}
 {%- set eligible_events -%}
     select events.*
     from (
@@ -17,11 +17,12 @@
 
 {#- The days to rebuild come straight from bronze (the filter on ingested_at reaches the Delta scan):
     a superset of the eligible events' days, and rebuilding a day that did not change rewrites it as it was. -#}
-{%- set changed_bronze_rows = 'select event_date, ingested_at from ' ~ source('bronze', 'events') %}
+{%- set changed_bronze_rows = 'select event_date, ingested_at from ' ~ source('bronze', 'events')
+    ~ ' where not (' ~ added_tenants_filter() ~ ')' %}
 
 with events as (
     select * from ({{ eligible_events }}) as eligible
-    where {{ changed_partitions_filter(changed_bronze_rows) }}
+    where ({{ changed_partitions_filter(changed_bronze_rows) }}) or {{ added_tenants_filter() }}
 ),
 
 event_types as (

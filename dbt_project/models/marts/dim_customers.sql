@@ -7,7 +7,8 @@
     re-aggregated. Activity on days after the previous as_of_date is folded into the previous row
     (min/max/sum/count combine); a customer with a changed day at or before it (a late event) is
     re-aggregated from its whole history. Untouched customers keep their row, re-classified against the
-    new as_of_date. A full refresh aggregates everything and yields the same rows. -#}
+    new as_of_date. Tenants added since the last build are aggregated from their whole history. A full refresh
+    aggregates everything and yields the same rows. -#}
 {%- set incremental = is_incremental() and incremental_columns_present(['last_ingested_at', 'first_event_date', 'cohort_month']) %}
 {%- set late_customers = 0 %}
 {%- if execute and incremental %}
@@ -19,11 +20,12 @@
   {%- set state = run_query(state_sql).rows[0] %}
   {%- set watermark, previous_as_of = state[0], state[1] %}
   {%- set changed_days = changed_partitions_filter(
-        'select event_date, last_ingested_at from ' ~ ref('int_customer_daily_activity'),
+        'select event_date, last_ingested_at from ' ~ ref('int_customer_daily_activity')
+        ~ ' where not (' ~ added_tenants_filter() ~ ')',
         ingested_column='last_ingested_at') %}
   {%- set late_sql -%}
     select count(*) from {{ ref('int_customer_daily_activity') }}
-    where {{ changed_days }} and last_ingested_at > {{ timestamp_tz_literal(watermark) }}
+    where (({{ changed_days }} and last_ingested_at > {{ timestamp_tz_literal(watermark) }}) or {{ added_tenants_filter() }})
         and event_date <= date '{{ previous_as_of }}'
   {%- endset %}
   {%- set late_customers = run_query(late_sql).columns[0].values()[0] %}
@@ -37,7 +39,8 @@ previous as (
 
 changed_activity as (
     select * from {{ ref('int_customer_daily_activity') }}
-    where {{ changed_days }} and last_ingested_at > {{ timestamp_tz_literal(watermark) }}
+    where ({{ changed_days }} and last_ingested_at > {{ timestamp_tz_literal(watermark) }})
+        or {{ added_tenants_filter() }}
 ),
 
 late_customers as (
@@ -97,12 +100,14 @@ aggregated as (
 
 {%- if incremental %}
 
--- previous rows of customers re-aggregated from their whole history are replaced, not combined
+-- previous rows of customers re-aggregated from their whole history (late events, added tenants) are
+-- replaced, not combined
 previous_kept as (
     select * from previous
     {%- if late_customers > 0 %}
     {{ anti_join() }} late_customers using (tenant_id, customer_id)
     {%- endif %}
+    where not ({{ added_tenants_filter() }})
 ),
 
 customers as (

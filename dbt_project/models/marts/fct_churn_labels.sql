@@ -29,7 +29,7 @@
     of the first changed event day and the day after the newest horizon already labelled, minus the
     horizon and one week of snapshot spacing. The activity read starts the lapsed look-back (or the
     longest inactivity window) earlier, which covers every look-back a snapshot makes (last activity,
-    closures, inactivity churns). -#}
+    closures, inactivity churns). Tenants added since the last build get every snapshot. -#}
 {%- set snapshot_floor = none %}
 {%- if execute and is_incremental() %}
   {%- set floor_sql -%}
@@ -40,7 +40,7 @@
     )
     select cast(coalesce(least(
         (select min(event_date) from {{ ref('int_customer_daily_activity') }}
-         where last_ingested_at > (select seen from watermark)),
+         where last_ingested_at > (select seen from watermark) and not ({{ added_tenants_filter() }})),
         (select last_horizon + 1 from watermark)
     ), (select last_horizon + 1 from watermark)) - {{ max_horizon + 7 }} as {{ dbt.type_string() }})
   {%- endset %}
@@ -58,6 +58,7 @@ with activity as (
     from {{ ref('int_customer_daily_activity') }}
     {%- if snapshot_floor %}
     where event_date >= date '{{ snapshot_floor }}' - {{ [lookback_days, max_inactivity] | max }}
+          or {{ added_tenants_filter() }}
     {%- endif %}
 ),
 
@@ -246,5 +247,5 @@ select
     (select last_ingested_at from data_bounds) as last_ingested_at
 from outcomes
 {%- if snapshot_floor %}
-where outcomes.snapshot_date >= date '{{ snapshot_floor }}'
+where outcomes.snapshot_date >= date '{{ snapshot_floor }}' or {{ added_tenants_filter('outcomes.tenant_id') }}
 {%- endif %}

@@ -22,7 +22,7 @@
   {%- set months_sql -%}
     select distinct cast(cast({{ dbt.date_trunc('month', 'event_date') }} as date) as {{ dbt.type_string() }})
     from {{ ref('int_customer_daily_activity') }}
-    where last_ingested_at > {{ timestamp_tz_literal(watermark) }}
+    where last_ingested_at > {{ timestamp_tz_literal(watermark) }} and not ({{ added_tenants_filter() }})
     order by 1
   {%- endset %}
   {%- set months = run_query(months_sql).columns[0].values() %}

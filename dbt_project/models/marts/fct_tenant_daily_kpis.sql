@@ -3,8 +3,9 @@
 with activity as (
     select * from {{ ref('int_customer_daily_activity') }}
     where {{ changed_partitions_filter(
-        'select event_date, last_ingested_at from ' ~ ref('int_customer_daily_activity'),
+        'select event_date, last_ingested_at from ' ~ ref('int_customer_daily_activity') ~ ' where not (' ~ added_tenants_filter() ~ ')',
         ingested_column='last_ingested_at') }}
+        or {{ added_tenants_filter() }}
 ),
 
 core_actions as (

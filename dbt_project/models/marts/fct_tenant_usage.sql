@@ -21,8 +21,9 @@
         and tenants.region = '{{ var("region") }}'
 {%- endset %}
 
-{%- set scope = changed_partitions_filter(
-    'select event_date, ingested_at from ' ~ source('bronze', 'events')) %}
+{%- set scope = '(' ~ changed_partitions_filter(
+    'select event_date, ingested_at from ' ~ source('bronze', 'events') ~ ' where not (' ~ added_tenants_filter() ~ ')')
+    ~ ') or ' ~ added_tenants_filter() %}
 
 with ingested as (
     select

@@ -1,0 +1,123 @@
+"""A change of the analytics tenants never turns the next dbt build into a full refresh: an onboarded tenant is
+built for itself only (exactly the rows a full build gives it), a tenant switched off loses only its rows."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+from polars.testing import assert_frame_equal
+
+from shironzi.lake.paths import table_uri
+from shironzi.settings import Settings
+from tests.dbt_project._fixtures import TENANTS, sample_events, write_bronze
+from transformations.dbt_runner import DbtBuildResult, bronze_events_uri, run_dbt_build
+from transformations.dbt_state import build_state_uri, read_build_state
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REGION = "eu-west"
+NEW = {"tenant_id": "t-new", "industry": "education", "analytics_enabled": True}
+TABLES = {
+    ("silver", "int_events__unified"): ["tenant_id", "event_id"],
+    ("silver", "int_customer_daily_activity"): ["tenant_id", "customer_id", "event_date"],
+    ("gold", "fct_tenant_daily_kpis"): ["tenant_id", "event_date"],
+    ("gold", "fct_tenant_usage"): ["tenant_id", "usage_date"],
+    ("gold", "fct_churn_labels"): ["tenant_id", "customer_id", "snapshot_date"],
+    ("gold", "dim_customers"): ["tenant_id", "customer_id"],
+    ("gold", "fct_cohort_retention"): ["tenant_id", "cohort_month", "months_since_signup"],
+}
+MERGED = [t for t in TABLES if t[1] not in ("dim_customers", "fct_cohort_retention")]
+
+
+def _uri(settings: Settings, layer: str, table: str) -> str:
+    return table_uri(settings.resolved_lake_uri, layer=layer, table=table, region=REGION)  # type: ignore[arg-type]
+
+
+def _frames(settings: Settings) -> dict[tuple[str, str], pl.DataFrame]:
+    """Every model table, sorted by its key; the ingestion watermark column aside (it records when a row was
+    computed, which differs between an increment and a rebuild)."""
+    return {
+        (layer, table): pl.read_delta(_uri(settings, layer, table))
+        .drop("last_ingested_at", strict=False)
+        .sort(keys)
+        for (layer, table), keys in TABLES.items()
+    }
+
+
+def _commits_since(uri: str, version: int) -> list[dict]:
+    return [c for c in DeltaTable(uri).history() if c["version"] > version]
+
+
+@pytest.fixture(scope="module")
+def first_build(module_settings: Settings) -> DbtBuildResult:
+    """Bronze holds t-new's history already (an import before onboarding); the registry does not list it yet."""
+    events = sample_events()
+    new_rows = [{**e, "tenant_id": NEW["tenant_id"], "event_id": e["event_id"].replace("t-school", "t-new")}
+                for e in events if e["tenant_id"] == "t-school"]
+    write_bronze(bronze_events_uri(module_settings, REGION), events + new_rows)
+    result = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
+    assert result.success, result.failures
+    return result
+
+
+def _twin(frame: pl.DataFrame, tenant: str) -> pl.DataFrame:
+    """A tenant's rows without what names the tenant (ids, byte counts of ids), comparable across tenants."""
+    rows = frame.filter(pl.col("tenant_id") == tenant).drop("tenant_id", "payload_bytes", strict=False)
+    if "event_id" in rows.columns:
+        rows = rows.with_columns(pl.col("event_id").str.replace(f"^{tenant}-", ""))
+    return rows.sort(rows.columns)
+
+
+def test_onboarded_tenant_is_built_alone_and_exactly(first_build: DbtBuildResult, module_settings: Settings) -> None:
+    """t-new's bronze history is t-school's, under another id: the increment must give it exactly t-school's rows
+    (which the first, full build computed), and leave every other tenant's rows as they were."""
+    state = read_build_state(module_settings, REGION)
+    assert state is not None and NEW["tenant_id"] not in state[0]
+    assert build_state_uri(module_settings, REGION).startswith(module_settings.resolved_lake_uri)
+    before = _frames(module_settings)
+    versions = {t: DeltaTable(_uri(module_settings, *t)).version() for t in TABLES}
+
+    result = run_dbt_build(region=REGION, tenants=[*TENANTS, NEW], settings=module_settings)
+    assert result.success, result.failures
+    assert not result.full_refresh
+    for table in MERGED:  # no overwrite of a merged table: an increment for t-new, nobody else's files rewritten
+        since = _commits_since(_uri(module_settings, *table), versions[table])
+        commits = {c.get("shironzi.operation"): c for c in since}
+        # churn labels re-label their recent snapshots on every build (a partition merge), never the whole table
+        assert set(commits) <= {"tenants_added", "partition_merge"} and "tenants_added" in commits, (table, commits)
+        assert commits["tenants_added"]["operationMetrics"]["num_removed_files"] == 0, table
+    state = read_build_state(module_settings, REGION)
+    assert state is not None and NEW["tenant_id"] in state[0]
+
+    after = _frames(module_settings)
+    for table in TABLES:
+        new_rows = _twin(after[table], NEW["tenant_id"])
+        assert new_rows.height > 0, table
+        assert_frame_equal(new_rows, _twin(before[table], "t-school"), check_exact=False, rel_tol=1e-9)
+        assert_frame_equal(after[table].filter(pl.col("tenant_id") != NEW["tenant_id"]), before[table],
+                           check_exact=False, rel_tol=1e-9)
+
+
+def test_module_off_deletes_only_that_tenants_rows(first_build: DbtBuildResult, module_settings: Settings) -> None:
+    state = read_build_state(module_settings, REGION)
+    assert state is not None
+    tenants = [*TENANTS, NEW] if NEW["tenant_id"] in state[0] else TENANTS  # whether the onboarding test ran
+    before = _frames(module_settings)
+    versions = {t: DeltaTable(_uri(module_settings, *t)).version() for t in TABLES}
+
+    off = [{**t, "analytics_enabled": False} if t["tenant_id"] == "t-clinic" else t for t in tenants]
+    result = run_dbt_build(region=REGION, tenants=off, settings=module_settings)
+    assert result.success, result.failures
+    assert not result.full_refresh
+    after = _frames(module_settings)
+    for table in TABLES:
+        assert "t-clinic" not in set(after[table]["tenant_id"]), table
+        assert_frame_equal(after[table], before[table].filter(pl.col("tenant_id") != "t-clinic"),
+                           check_exact=False, rel_tol=1e-9)
+    for table in TABLES:  # one commit per table removes the tenant (never one per tenant or per partition)
+        commits = _commits_since(_uri(module_settings, *table), versions[table])
+        removals = [c for c in commits if c.get("shironzi.operation") == "tenants_removed"]
+        assert len(removals) == 1 and removals[0]["shironzi.deleted_rows"] != "0", (table, commits)
+        if table in MERGED:  # and only the partitions that held its rows were rewritten
+            assert {c.get("shironzi.operation") for c in commits} <= {"tenants_removed", "partition_merge"}

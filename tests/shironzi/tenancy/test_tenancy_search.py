@@ -1,0 +1,53 @@
+"""The operator's tenant search: a registry query with a limit (never a list of every tenant), by id, slug prefix
+and slug or name substring, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from shironzi.errors import InvalidInputError
+from shironzi.tenancy import Registry, TenantContext
+
+TENANTS = 5_000
+
+
+@pytest.fixture
+def crowded(registry: Registry, admin: TenantContext) -> Registry:
+    specs = [
+        registry.validate_spec(slug=f"{word}-{n:05d}", name=f"{word.title()} Shop {n}", industry="ecommerce")
+        for n in range(TENANTS)
+        for word in (("acme", "zenith", "orbit", "delta")[n % 4],)
+    ]
+    registry.provision_many(admin, specs)
+    return registry
+
+
+def test_search_returns_at_most_the_limit_and_finds_by_prefix_id_and_name(
+    crowded: Registry, admin: TenantContext
+) -> None:
+    started = time.perf_counter()
+    found = crowded.search_tenants("acme-", limit=20)
+    seconds = time.perf_counter() - started
+    assert len(found) == 20 and all(t.slug.startswith("acme-") for t in found)
+    assert [t.slug for t in found] == sorted(t.slug for t in found)  # prefix hits in slug order
+    assert seconds < 1.0, seconds
+    assert [t.slug for t in crowded.search_tenants("ZENITH-0000", limit=5)] == [f"zenith-0000{n}" for n in (1, 5, 9)]
+    assert [t.slug for t in crowded.search_tenants("  Orbit   SHOP 4242 ")] == ["orbit-04242"]  # spaces squeezed
+    named = crowded.search_tenants("Shop 4243")  # substring of the name, case-insensitive
+    assert [t.slug for t in named] == ["delta-04243"]
+    one = crowded.get_tenant("orbit-00002")
+    assert [t.id for t in crowded.search_tenants(one.id)] == [one.id]
+    assert len(crowded.search_tenants("", limit=50)) == 50
+    assert crowded.search_tenants("no-such-tenant") == []
+    assert crowded.search_tenants("%") == [] and crowded.search_tenants("_") == []  # wildcards are literal
+    crowded.offboard(admin, "orbit-00002")
+    assert crowded.search_tenants("orbit-00002") == []  # offboarded: not live
+    assert [t.slug for t in crowded.search_tenants("orbit-00002", statuses=None)] == ["orbit-00002"]
+
+
+def test_search_limit_is_bounded(registry: Registry) -> None:
+    for bad in (0, 201):
+        with pytest.raises(InvalidInputError):
+            registry.search_tenants("a", limit=bad)
