@@ -74,11 +74,7 @@ def running_api(env: dict[str, str], *, port: int, workers: int = 1, timeout: fl
         wait_for_port(port, timeout=timeout)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, timeout=20)
         if out is not None:
             out.close()
 
@@ -260,11 +256,7 @@ def s3_server(base: Path) -> Iterator[S3Server]:
         wait_for_port(port)
         yield S3Server(endpoint=f"http://127.0.0.1:{port}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
 
 
@@ -394,11 +386,7 @@ class FaultProxy:
         self._signal(signal.SIGUSR2)
 
     def close(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
+        stop_process(self._process)
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -433,6 +421,15 @@ def server_process(command: list[str], *, env: dict[str, str], port: int, log: P
             yield process
         finally:
             stop_process_group(process)
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """Terminate `process`, then kill it if it has not exited within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
