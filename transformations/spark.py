@@ -160,6 +160,7 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         remote = _check_remote(settings.spark_remote) if settings.spark_remote else _start_embedded_sail()
         session = _sessions.get(remote)
         if session is not None:
+            _make_active(session)  # what a later `getOrCreate()` (dbt-spark's) picks up
             return session
         try:
             _import_spark_connect()
@@ -170,12 +171,21 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         for key, value in SESSION_CONF.items():
             builder = builder.config(key, value)
         try:
-            session = builder.getOrCreate()
+            # Not getOrCreate(): it hands back whatever session is already active, whichever server that
+            # session talks to (a job on the embedded server would then run against a cluster used before).
+            session = builder.create()
         except Exception as exc:  # grpc/Spark Connect errors have no common base worth importing here
             raise ServiceUnavailableError(f"cannot connect to Spark at {remote}: {exc}", remote=remote) from exc
         _register_exit_teardown()
         _sessions[remote] = session
         return session
+
+
+def _make_active(session: SparkSession) -> None:
+    """Make `session` the default and active one of its thread, as `create()` does for a new session."""
+    setter = getattr(type(session), "_set_default_and_active_session", None)
+    if setter is not None:
+        setter(session)
 
 
 # How a Spark server's failure to reach the object store reads (object_store / AWS SDK / Sail messages).
@@ -218,6 +228,8 @@ def stop_spark() -> None:
     with _lock:
         for session in _sessions.values():
             try:
+                if not _listening(session):  # releasing it would retry against a dead server for minutes
+                    session.release_session_on_close = False  # type: ignore[attr-defined]
                 session.stop()
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 logger.debug("spark session stop failed", exc_info=True)
@@ -229,6 +241,18 @@ def stop_spark() -> None:
                 logger.debug("sail server stop failed", exc_info=True)
             _server = None
     _join_grpc_threads()
+
+
+def _listening(session: SparkSession) -> bool:
+    """Does anything accept connections at the session's server (checked with a 1 s TCP connect)?"""
+    import socket
+
+    host, _, port = session.client._builder.endpoint.rpartition(":")  # type: ignore[attr-defined]  # host:port
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _join_grpc_threads(timeout: float = 2.0) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -73,3 +75,28 @@ def test_a_bad_remote_is_a_configuration_error(home, monkeypatch: pytest.MonkeyP
     assert spark_target() == "cluster"
     with pytest.raises(ConfigurationError, match="sc://"):
         get_spark()
+
+
+def test_a_session_per_server_even_after_another_server_was_used(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A job on the embedded server gets a session on the embedded server, not the session of a standalone
+    server used earlier in the process (pyspark's getOrCreate hands back whatever session is active)."""
+    import sys
+
+    from tests._services import free_port, server_process
+
+    port = free_port()
+    sail = str(Path(sys.executable).with_name("sail"))
+    with server_process([sail, "spark", "server", "--ip", "127.0.0.1", "--port", str(port)],
+                        env={"PATH": "/usr/bin:/bin", "RUST_LOG": "error"}, port=port, log=tmp_path / "sail.log"):
+        monkeypatch.setenv("SHIRONZI_SPARK_REMOTE", f"sc://127.0.0.1:{port}")
+        get_settings.cache_clear()
+        standalone = get_spark()
+        assert standalone.client._builder.endpoint == f"127.0.0.1:{port}"  # the channel's target
+        assert standalone.sql("select 1 as one").collect()[0].one == 1
+    monkeypatch.delenv("SHIRONZI_SPARK_REMOTE")
+    get_settings.cache_clear()
+    embedded = get_spark()
+    assert embedded is not standalone and embedded.client._builder.endpoint != f"127.0.0.1:{port}"
+    assert embedded.sql("select 2 as two").collect()[0].two == 2  # the standalone server is gone
