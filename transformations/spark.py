@@ -40,7 +40,15 @@ SparkTarget = Literal["sail", "cluster"]
 _lock = threading.Lock()
 _server: Any = None  # pysail.spark.SparkConnectServer, started lazily
 _sessions: dict[str, SparkSession] = {}
+_handed_out: dict[str, float] = {}  # remote URL -> time.monotonic() when get_spark last returned its session
 _exit_teardown_registered = False
+
+# A server drops a session that sent no request for a while (Sail: spark.session_timeout_secs, 900 s by default;
+# Spark: spark.connect.session.manager.defaultSessionTimeout). A cached session idle longer than this is checked
+# with one cheap request before it is handed out again, and replaced if the server no longer knows it.
+PROBE_AFTER_IDLE_SECONDS = 60.0
+# The embedded server serves only this process, so its sessions may idle as long as the process lives.
+EMBEDDED_SESSION_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 SESSION_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
@@ -106,6 +114,7 @@ def _start_embedded_sail() -> str:
     os.environ.update(object_store_env(get_settings().storage_options))  # read when Sail opens a bucket
     if _server is None:
         os.environ.setdefault("RUST_LOG", "error")  # Sail logs every session at INFO, and its shutdown at WARN
+        os.environ.setdefault("SAIL_SPARK__SESSION_TIMEOUT_SECS", str(EMBEDDED_SESSION_TIMEOUT_SECONDS))
         try:
             from pysail.spark import SparkConnectServer
         except ImportError as exc:  # pragma: no cover - pysail is in the lock
@@ -153,39 +162,71 @@ def spark_remote_url(settings: Settings | None = None) -> str:
 def get_spark(settings: Settings | None = None) -> SparkSession:
     """A Spark Connect session: the cluster at `settings.spark_remote`, else the embedded Sail server.
 
-    Sessions are cached per remote URL, so every job in a process shares one server and one session.
+    Sessions are cached per remote URL, so every job in a process shares one server and one session. A cached
+    session the server has dropped (idle timeout, server restart) is replaced by a new one; a server that does
+    not accept connections is one `ServiceUnavailableError`, not minutes of client retries.
     """
     settings = settings or get_settings()
     with _lock:
         remote = _check_remote(settings.spark_remote) if settings.spark_remote else _start_embedded_sail()
-        session = _sessions.get(remote)
-        if session is not None:
-            _make_active(session)  # what a later `getOrCreate()` (dbt-spark's) picks up
-            return session
-        try:
-            _import_spark_connect()
-            from pyspark.sql import SparkSession
-        except ImportError as exc:  # pragma: no cover - pyspark-client is in the lock
-            raise ConfigurationError("Spark jobs need pyspark-client (pip install pyspark-client)") from exc
-        builder = SparkSession.builder.remote(remote)
-        for key, value in SESSION_CONF.items():
-            builder = builder.config(key, value)
-        try:
-            # Not getOrCreate(): it hands back whatever session is already active, whichever server that
-            # session talks to (a job on the embedded server would then run against a cluster used before).
-            session = builder.create()
-        except Exception as exc:  # grpc/Spark Connect errors have no common base worth importing here
-            raise ServiceUnavailableError(f"cannot connect to Spark at {remote}: {exc}", remote=remote) from exc
-        _register_exit_teardown()
-        _sessions[remote] = session
+        session = _cached_session(remote)
+        if session is None:
+            session = _new_session(remote)
+            _sessions[remote] = session
+        _make_active(session)  # what a later `getOrCreate()` (dbt-spark's, MLflow's context probe) picks up
+        _handed_out[remote] = time.monotonic()
         return session
 
 
+def _cached_session(remote: str) -> SparkSession | None:
+    session = _sessions.get(remote)
+    if session is None or time.monotonic() - _handed_out.get(remote, 0.0) < PROBE_AFTER_IDLE_SECONDS:
+        return session
+    if _listening(session):
+        try:
+            session.conf.get("spark.sql.session.timeZone")  # a Config request: answered at once, or refused
+            return session
+        except Exception as exc:  # noqa: BLE001 - "session … is not running", SESSION_NOT_FOUND, …
+            logger.info("spark session at %s was dropped by the server (%s); opening a new one", remote,
+                        str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__)
+    _close(session)
+    del _sessions[remote]
+    return None
+
+
+def _new_session(remote: str) -> SparkSession:
+    try:
+        _import_spark_connect()
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # pragma: no cover - pyspark-client is in the lock
+        raise ConfigurationError("Spark jobs need pyspark-client (pip install pyspark-client)") from exc
+    if not _listening_at(_endpoint(remote)):
+        raise ServiceUnavailableError(f"cannot connect to Spark at {remote}: nothing accepts connections there",
+                                      remote=remote)
+    builder = SparkSession.builder.remote(remote)
+    for key, value in SESSION_CONF.items():
+        builder = builder.config(key, value)
+    try:
+        # Not getOrCreate(): it hands back whatever session is already active, whichever server that
+        # session talks to (a job on the embedded server would then run against a cluster used before).
+        session = builder.create()
+    except Exception as exc:  # grpc/Spark Connect errors have no common base worth importing here
+        raise ServiceUnavailableError(f"cannot connect to Spark at {remote}: {exc}", remote=remote) from exc
+    _register_exit_teardown()
+    return session
+
+
 def _make_active(session: SparkSession) -> None:
-    """Make `session` the default and active one of its thread, as `create()` does for a new session."""
-    setter = getattr(type(session), "_set_default_and_active_session", None)
-    if setter is not None:
-        setter(session)
+    """Make `session` the default and this thread's active one, replacing any other.
+
+    pyspark only fills these when they are empty, so a session of a server used before (perhaps gone by now)
+    would stay active, and `getOrCreate()` callers (dbt-spark, MLflow's Databricks probe at every run start)
+    would talk to it and retry for minutes."""
+    cls = type(session)
+    if hasattr(cls, "_active_session") and hasattr(cls, "_default_session"):
+        with cls._lock:  # type: ignore[attr-defined]
+            cls._default_session = session  # type: ignore[attr-defined]
+        cls._active_session.session = session  # type: ignore[attr-defined]
 
 
 # How a Spark server's failure to reach the object store reads (object_store / AWS SDK / Sail messages).
@@ -227,13 +268,9 @@ def stop_spark() -> None:
     global _server
     with _lock:
         for session in _sessions.values():
-            try:
-                if not _listening(session):  # releasing it would retry against a dead server for minutes
-                    session.release_session_on_close = False  # type: ignore[attr-defined]
-                session.stop()
-            except Exception:  # noqa: BLE001 - best effort at shutdown
-                logger.debug("spark session stop failed", exc_info=True)
+            _close(session)
         _sessions.clear()
+        _handed_out.clear()
         if _server is not None:
             try:
                 _server.stop()
@@ -243,13 +280,33 @@ def stop_spark() -> None:
     _join_grpc_threads()
 
 
+def _close(session: SparkSession) -> None:
+    try:
+        if not _listening(session):  # releasing it would retry against a dead server for minutes
+            session.release_session_on_close = False  # type: ignore[attr-defined]
+        session.stop()
+    except Exception:  # noqa: BLE001 - best effort
+        logger.debug("spark session stop failed", exc_info=True)
+
+
 def _listening(session: SparkSession) -> bool:
-    """Does anything accept connections at the session's server (checked with a 1 s TCP connect)?"""
+    """Does anything accept connections at the session's server?"""
+    return _listening_at(session.client._builder.endpoint)  # type: ignore[attr-defined]  # host:port
+
+
+def _endpoint(remote: str) -> str:
+    """`host:port` of a Spark Connect URL (`sc://host[:port][/;param=value…]`; Spark's default port is 15002)."""
+    hostport = remote.removeprefix("sc://").split("/", 1)[0].split(";", 1)[0]
+    return hostport if hostport.rpartition(":")[2].isdigit() and not hostport.endswith("]") else f"{hostport}:15002"
+
+
+def _listening_at(endpoint: str) -> bool:
+    """Does anything accept connections at `host:port` (checked with a 1 s TCP connect)?"""
     import socket
 
-    host, _, port = session.client._builder.endpoint.rpartition(":")  # type: ignore[attr-defined]  # host:port
+    host, _, port = endpoint.rpartition(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=1.0):
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
             return True
     except (OSError, ValueError):
         return False

@@ -13,7 +13,8 @@ from shironzi.lake import read_arrow, table_uri
 from shironzi.settings import Settings, get_settings
 from tests.feature_store._fixtures import FsTenant, bronze_events, write_bronze
 from transformations.jobs.snapshot_sql import load_events, tenant_event_bounds
-from transformations.spark import get_spark, spark_path, spark_target
+from transformations import spark as spark_module
+from transformations.spark import _endpoint, get_spark, spark_path, spark_target, stop_spark
 
 pytestmark = pytest.mark.integration
 
@@ -82,14 +83,11 @@ def test_a_session_per_server_even_after_another_server_was_used(
 ) -> None:
     """A job on the embedded server gets a session on the embedded server, not the session of a standalone
     server used earlier in the process (pyspark's getOrCreate hands back whatever session is active)."""
-    import sys
+    from tests._services import free_port
 
-    from tests._services import free_port, server_process
-
+    stop_spark()  # no session is active: the standalone one becomes the active one, as in a fresh process
     port = free_port()
-    sail = str(Path(sys.executable).with_name("sail"))
-    with server_process([sail, "spark", "server", "--ip", "127.0.0.1", "--port", str(port)],
-                        env={"PATH": "/usr/bin:/bin", "RUST_LOG": "error"}, port=port, log=tmp_path / "sail.log"):
+    with _standalone_sail(port, tmp_path / "sail.log"):
         monkeypatch.setenv("SHIRONZI_SPARK_REMOTE", f"sc://127.0.0.1:{port}")
         get_settings.cache_clear()
         standalone = get_spark()
@@ -100,3 +98,68 @@ def test_a_session_per_server_even_after_another_server_was_used(
     embedded = get_spark()
     assert embedded is not standalone and embedded.client._builder.endpoint != f"127.0.0.1:{port}"
     assert embedded.sql("select 2 as two").collect()[0].two == 2  # the standalone server is gone
+    # dbt-spark's getOrCreate() and MLflow's run-start probe use the active session: never the dead server's
+    from pyspark.sql import SparkSession
+
+    assert SparkSession.getActiveSession() is embedded  # what MLflow probes
+    assert type(embedded).builder.getOrCreate() is embedded  # what dbt-spark uses
+
+
+def _standalone_sail(port: int, log: Path, **env: str):  # type: ignore[no-untyped-def]
+    import sys
+
+    from tests._services import server_process
+
+    sail = str(Path(sys.executable).with_name("sail"))
+    return server_process([sail, "spark", "server", "--ip", "127.0.0.1", "--port", str(port)],
+                          env={"PATH": "/usr/bin:/bin", "RUST_LOG": "error", **env}, port=port, log=log)
+
+
+def test_a_session_the_server_dropped_while_idle_is_replaced(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A server drops a session idle past its timeout (Sail: 900 s); the cached session is then replaced,
+    not handed out to fail with "session … is not running" (a long test run or a long-lived API process)."""
+    import time
+
+    from tests._services import free_port
+
+    port = free_port()
+    monkeypatch.setattr(spark_module, "PROBE_AFTER_IDLE_SECONDS", 0.5)
+    with _standalone_sail(port, tmp_path / "sail.log", SAIL_SPARK__SESSION_TIMEOUT_SECS="2"):
+        monkeypatch.setenv("SHIRONZI_SPARK_REMOTE", f"sc://127.0.0.1:{port}")
+        get_settings.cache_clear()
+        try:
+            first = get_spark()
+            assert first.sql("select 1 as one").collect()[0].one == 1
+            time.sleep(4)  # past the server's idle timeout
+            with pytest.raises(Exception, match="not running"):
+                first.sql("select 1 as one").collect()  # what the cached session would have done
+            second = get_spark()
+            assert second is not first and second.sql("select 2 as two").collect()[0].two == 2
+            assert get_spark() is second  # a live session is kept
+        finally:
+            stop_spark()
+
+
+def test_a_server_that_accepts_no_connections_fails_at_once(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No minutes of client retries: one ServiceUnavailableError that names the server."""
+    import time
+
+    from shironzi.errors import ServiceUnavailableError
+    from tests._services import free_port
+
+    remote = f"sc://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("SHIRONZI_SPARK_REMOTE", remote)
+    get_settings.cache_clear()
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailableError, match=remote):
+        get_spark()
+    assert time.monotonic() - started < 10
+
+
+def test_the_endpoint_of_a_spark_connect_url() -> None:
+    assert _endpoint("sc://spark:15003") == "spark:15003"
+    assert _endpoint("sc://spark") == "spark:15002"
+    assert _endpoint("sc://127.0.0.1:15002/;session_id=abc;use_ssl=true") == "127.0.0.1:15002"
+    assert _endpoint("sc://[::1]") == "[::1]:15002"
