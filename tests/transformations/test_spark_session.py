@@ -12,8 +12,8 @@ from shironzi.errors import ConfigurationError
 from shironzi.lake import read_arrow, table_uri
 from shironzi.settings import Settings, get_settings
 from tests.feature_store._fixtures import FsTenant, bronze_events, write_bronze
-from transformations.jobs.snapshot_sql import load_events, tenant_event_bounds
 from transformations import spark as spark_module
+from transformations.jobs.snapshot_sql import load_events, tenant_event_bounds
 from transformations.spark import _endpoint, get_spark, spark_path, spark_target, stop_spark
 
 pytestmark = pytest.mark.integration
