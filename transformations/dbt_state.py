@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shironzi.lake import history, open_table, table_exists
+from shironzi.lake import history, open_table, overwrite, table_exists
 from shironzi.lake.leases import table_lease
 from shironzi.lake.paths import platform_uri
 from shironzi.lake.predicates import sql_literal
@@ -79,20 +79,17 @@ def read_build_state(
 def record_build_state(
     settings: Settings, region: str, *, tenants: Iterable[str], bronze_version: int | None, tenant_id: str | None = None
 ) -> None:
-    """Record a successful build: the tenants it covered (one overwrite commit) and the bronze version it read."""
+    """Record a successful build: the tenants it covered (one overwrite commit, under the table's lease) and
+    the bronze version it read."""
     import pyarrow as pa
-    from deltalake import CommitProperties, write_deltalake
 
     rows = pa.table({"tenant_id": pa.array(sorted(set(tenants)), type=pa.string())})
-    write_deltalake(
+    overwrite(
         build_state_uri(settings, region, tenant_id),
         rows,
-        mode="overwrite",
         schema_mode="overwrite",
         storage_options=settings.storage_options or None,
-        commit_properties=CommitProperties(
-            custom_metadata={BRONZE_VERSION_KEY: json.dumps(bronze_version)} if bronze_version is not None else {}
-        ),
+        metadata={BRONZE_VERSION_KEY: json.dumps(bronze_version)} if bronze_version is not None else None,
     )
 
 

@@ -41,10 +41,9 @@ from shironzi.lake.tables import (
     CommitResult,
     TableData,
     Txn,
-    _already_committed,
     _check_columns,
     _commit_properties,
-    _create,
+    _open_for_write,
     _options,
     _partition_list,
     _retrying,
@@ -352,14 +351,10 @@ def commit_staged(
     parts = list(staged.partition_by) or None
 
     def attempt() -> CommitResult:
-        target = _handles.table(location, opts)
-        if target is not None and _already_committed(target, txn_items, location):
+        target, done = _open_for_write(location, _handles.table(location, opts), staged.schema, parts, opts, txn_items)
+        _handles.remember(location, opts, target)
+        if done:
             return CommitResult(version=target.version(), rows=0, skipped=True)
-        if target is None:
-            target = _create(location, staged.schema, parts, opts)
-            _handles.remember(location, opts, target)
-            if _already_committed(target, txn_items, location):  # a concurrent creator got there first
-                return CommitResult(version=target.version(), rows=0, skipped=True)
         _check_layout(target, staged)
         if not staged.actions and not txn_items:
             return CommitResult(version=target.version(), rows=0)

@@ -236,6 +236,18 @@ def _check_columns(table: pa.Table, columns: Iterable[str], what: str) -> None:
         raise InvalidInputError(f"{what} {missing} not in the data's columns {table.column_names}")
 
 
+def _open_for_write(
+    location: str, target: DeltaTable | None, schema: pa.Schema, parts: list[str] | None,
+    opts: dict[str, str] | None, txns: list[Txn],
+) -> tuple[DeltaTable, bool]:
+    """The table a write commits to (`target`, the table opened at its latest version, or a new one) and
+    whether every txn is already recorded there, so that nothing is to be written. Checked again after a
+    create: a concurrent creator may have committed the same txn first."""
+    if target is None:
+        target = _create(location, schema, parts, opts)
+    return target, _already_committed(target, txns, location)
+
+
 def _create(
     uri: str, schema: pa.Schema, partition_by: list[str] | None, opts: dict[str, str] | None
 ) -> DeltaTable:

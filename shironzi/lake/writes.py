@@ -22,11 +22,10 @@ from shironzi.lake.tables import (
     MergeResult,
     TableData,
     Txn,
-    _already_committed,
     _check_columns,
     _commit_properties,
-    _create,
     _open,
+    _open_for_write,
     _options,
     _partition_list,
     _retrying,
@@ -65,13 +64,9 @@ def append(
     props = _commit_properties(metadata, txn_items)
 
     def attempt() -> CommitResult:
-        target = _try_open(location, opts)
-        if target is not None and _already_committed(target, txn_items, location):
+        target, done = _open_for_write(location, _try_open(location, opts), table.schema, parts, opts, txn_items)
+        if done:
             return CommitResult(version=target.version(), rows=0, skipped=True)
-        if target is None:
-            target = _create(location, table.schema, parts, opts)
-            if _already_committed(target, txn_items, location):  # a concurrent creator got there first
-                return CommitResult(version=target.version(), rows=0, skipped=True)
         write_deltalake(
             target,
             table,
@@ -111,11 +106,9 @@ def overwrite(
     props = _commit_properties(metadata, txn_items)
 
     def attempt() -> CommitResult:
-        target = _try_open(location, opts)
-        if target is not None and _already_committed(target, txn_items, location):
+        target, done = _open_for_write(location, _try_open(location, opts), table.schema, parts, opts, txn_items)
+        if done:
             return CommitResult(version=target.version(), rows=0, skipped=True)
-        if target is None:
-            target = _create(location, table.schema, parts, opts)
         write_deltalake(
             target,
             table,
@@ -273,11 +266,9 @@ def merge(
     props = _commit_properties(metadata, txn_items)
 
     def attempt() -> MergeResult:
-        target = _try_open(location, opts)
-        if target is not None and _already_committed(target, txn_items, location):
+        target, done = _open_for_write(location, _try_open(location, opts), source.schema, parts, opts, txn_items)
+        if done:
             return MergeResult(version=target.version(), inserted=0, updated=0, skipped=True)
-        if target is None:
-            target = _create(location, source.schema, parts, opts)
         table_parts = list(target.metadata().partition_columns)
         if parts and parts != table_parts:
             raise InvalidInputError(
