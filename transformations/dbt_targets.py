@@ -19,24 +19,22 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import yaml  # type: ignore[import-untyped]  # dbt's own dependency
 from deltalake import DeltaTable
 
-from shironzi.errors import ConfigurationError, InvalidInputError, ServiceUnavailableError
+from shironzi.errors import ConfigurationError, InvalidInputError
 from shironzi.lake import history, table_exists, table_version
 from shironzi.lake.leases import table_lease
 from shironzi.settings import Settings
-from transformations.spark import get_spark, spark_remote_url
+from transformations.spark import check_reachable, get_spark, spark_remote_url
 
 DbtTarget = Literal["duckdb", "spark"]
 DBT_TARGETS: tuple[DbtTarget, ...] = ("duckdb", "spark")
@@ -100,23 +98,6 @@ def check_pyspark_version(version: str | None) -> str:
             version=version,
         )
     return version
-
-
-def check_reachable(remote: str, *, timeout: float = 3.0) -> None:
-    """A Spark Connect URL (sc://host:port/...) whose server does not answer is refused at once: the gRPC client
-    would otherwise retry for minutes."""
-    parts = urlsplit(remote.replace("sc://", "http://", 1))
-    host, port = parts.hostname, parts.port or 15002
-    if not host:
-        raise ConfigurationError(f"the Spark Connect URL {remote!r} names no host")
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise ServiceUnavailableError(
-            f"the Spark Connect server at {remote} does not answer ({exc}); start it or fix SHIRONZI_SPARK_REMOTE",
-            remote=remote,
-        ) from exc
 
 
 def prepare_spark(settings: Settings) -> str:

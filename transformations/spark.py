@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from shironzi.errors import ConfigurationError, ServiceUnavailableError, ShironziError
 from shironzi.settings import Settings, get_settings
@@ -200,9 +201,7 @@ def _new_session(remote: str) -> SparkSession:
         from pyspark.sql import SparkSession
     except ImportError as exc:  # pragma: no cover - pyspark-client is in the lock
         raise ConfigurationError("Spark jobs need pyspark-client (pip install pyspark-client)") from exc
-    if not _listening_at(_endpoint(remote)):
-        raise ServiceUnavailableError(f"cannot connect to Spark at {remote}: nothing accepts connections there",
-                                      remote=remote)
+    check_reachable(remote)
     builder = SparkSession.builder.remote(remote)
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
@@ -291,25 +290,39 @@ def _close(session: SparkSession) -> None:
 
 def _listening(session: SparkSession) -> bool:
     """Does anything accept connections at the session's server?"""
-    return _listening_at(session.client._builder.endpoint)  # type: ignore[attr-defined]  # host:port
+    host, _, port = session.client._builder.endpoint.rpartition(":")  # type: ignore[attr-defined]  # host:port
+    return _listening_at(host.strip("[]"), int(port)) is None
 
 
-def _endpoint(remote: str) -> str:
-    """`host:port` of a Spark Connect URL (`sc://host[:port][/;param=value…]`; Spark's default port is 15002)."""
-    hostport = remote.removeprefix("sc://").split("/", 1)[0].split(";", 1)[0]
-    return hostport if hostport.rpartition(":")[2].isdigit() and not hostport.endswith("]") else f"{hostport}:15002"
+def server_address(remote: str) -> tuple[str, int]:
+    """Host and port of a Spark Connect URL (`sc://host[:port][/;param=value…]`; Spark's default port is 15002)."""
+    parts = urlsplit(remote.replace("sc://", "http://", 1).split(";", 1)[0])
+    if not parts.hostname:
+        raise ConfigurationError(f"the Spark Connect URL {remote!r} names no host")
+    return parts.hostname, parts.port or 15002
 
 
-def _listening_at(endpoint: str) -> bool:
-    """Does anything accept connections at `host:port` (checked with a 1 s TCP connect)?"""
+def check_reachable(remote: str, *, timeout: float = 3.0) -> None:
+    """A Spark Connect server that does not accept connections is refused at once: the gRPC client would
+    otherwise retry for minutes."""
+    host, port = server_address(remote)
+    problem = _listening_at(host, port, timeout=timeout)
+    if problem is not None:
+        raise ServiceUnavailableError(
+            f"the Spark Connect server at {remote} does not answer ({problem}); start it or fix SHIRONZI_SPARK_REMOTE",
+            remote=remote,
+        )
+
+
+def _listening_at(host: str, port: int, *, timeout: float = 1.0) -> OSError | None:
+    """None when something accepts TCP connections at host:port, else the connect error."""
     import socket
 
-    host, _, port = endpoint.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
-            return True
-    except (OSError, ValueError):
-        return False
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc
 
 
 def _join_grpc_threads(timeout: float = 2.0) -> None:

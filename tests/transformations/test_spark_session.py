@@ -14,7 +14,7 @@ from shironzi.settings import Settings, get_settings
 from tests.feature_store._fixtures import FsTenant, bronze_events, write_bronze
 from transformations import spark as spark_module
 from transformations.jobs.snapshot_sql import load_events, tenant_event_bounds
-from transformations.spark import _endpoint, get_spark, spark_path, spark_target, stop_spark
+from transformations.spark import get_spark, server_address, spark_path, spark_target, stop_spark
 
 pytestmark = pytest.mark.integration
 
@@ -153,13 +153,15 @@ def test_a_server_that_accepts_no_connections_fails_at_once(home: Path, monkeypa
     monkeypatch.setenv("SHIRONZI_SPARK_REMOTE", remote)
     get_settings.cache_clear()
     started = time.monotonic()
-    with pytest.raises(ServiceUnavailableError, match=remote):
+    with pytest.raises(ServiceUnavailableError, match="does not answer"):
         get_spark()
     assert time.monotonic() - started < 10
 
 
 def test_the_endpoint_of_a_spark_connect_url() -> None:
-    assert _endpoint("sc://spark:15003") == "spark:15003"
-    assert _endpoint("sc://spark") == "spark:15002"
-    assert _endpoint("sc://127.0.0.1:15002/;session_id=abc;use_ssl=true") == "127.0.0.1:15002"
-    assert _endpoint("sc://[::1]") == "[::1]:15002"
+    assert server_address("sc://spark:15003") == ("spark", 15003)
+    assert server_address("sc://spark") == ("spark", 15002)
+    assert server_address("sc://127.0.0.1:15002/;session_id=abc;use_ssl=true") == ("127.0.0.1", 15002)
+    assert server_address("sc://[::1]") == ("::1", 15002)
+    with pytest.raises(ConfigurationError, match="names no host"):
+        server_address("sc://")
