@@ -1,16 +1,21 @@
-"""Recompute the audit hash chains from the stored Parquet data and report the first broken link per day."""
+"""Recompute the audit hash chains from the stored Parquet data and report the first broken link per day; with
+the signed digests (`shironzi.audit.digest_verify`), also catch a forger who recomputed the chains."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from shironzi.audit.digest_verify import DigestReport, verify_digests
 from shironzi.audit.events import GENESIS_HASH, event_hash
 from shironzi.audit.log import AUDIT_PARTITION, audit_table_uri, get_audit_log
 from shironzi.lake.delta import history, read_arrow, table_exists
 from shironzi.observability import stage
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class ChainReport:
     events: int = 0
     broken: list[BrokenLink] = field(default_factory=list)
     log_violations: list[str] = field(default_factory=list)
+    digests: DigestReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +47,7 @@ class ChainReport:
             "events": self.events,
             "broken": [{**asdict(b), "day": b.day.isoformat()} for b in self.broken],
             "log_violations": list(self.log_violations),
+            "digests": self.digests.as_dict() if self.digests is not None else None,
         }
 
 
@@ -97,15 +104,28 @@ def _check_day(day: dt.date, rows: list[dict[str, Any]]) -> BrokenLink | None:
     return None
 
 
-def verify_chains(*, days: Iterable[dt.date] | None = None, lake_uri: str | None = None) -> ChainReport:
+def verify_chains(
+    *,
+    days: Iterable[dt.date] | None = None,
+    lake_uri: str | None = None,
+    digests: bool = True,
+    public_key: Ed25519PublicKey | None = None,
+) -> ChainReport:
     """Re-read the audit table's data files, recompute every day's chain in `seq` order and report
-    the first broken link of each day. An empty or missing table verifies trivially."""
+    the first broken link of each day; for a whole-log check of the configured lake (no `days`, no `lake_uri`),
+    also check the signed digests (with `public_key`, default: the keystore's signing key). An empty or missing
+    table verifies trivially, unless digests vouch for events it no longer holds."""
     uri = audit_table_uri(lake_uri)
     if lake_uri is None:
         get_audit_log().flush()
     with stage("audit.verify", table=uri) as summary:
+        check_digests = digests and days is None and lake_uri is None
         if not table_exists(uri):
-            return ChainReport(ok=True)
+            report = ChainReport(ok=True)
+            if check_digests:
+                report.digests = verify_digests({}, public_key=public_key)
+                report.ok = not report.digests.failures
+            return report
         wanted = sorted(set(days)) if days is not None else None
         table = read_arrow(uri, filters=[(AUDIT_PARTITION, "in", wanted)] if wanted else None)
         by_day: dict[dt.date, list[dict[str, Any]]] = {}
@@ -113,13 +133,15 @@ def verify_chains(*, days: Iterable[dt.date] | None = None, lake_uri: str | None
             by_day.setdefault(row[AUDIT_PARTITION], []).append(row)
         report = ChainReport(ok=True, days=len(by_day), events=table.num_rows)
         for day in sorted(by_day):
-            rows = sorted(by_day[day], key=lambda r: (r["seq"], r["hash"]))
+            rows = by_day[day] = sorted(by_day[day], key=lambda r: (r["seq"], r["hash"]))
             broken = _check_day(day, rows)
             if broken is not None:
                 report.broken.append(broken)
         if days is None:
             report.log_violations = append_only_violations(history(uri))
-        report.ok = not report.broken and not report.log_violations
+        if check_digests:
+            report.digests = verify_digests(by_day, public_key=public_key)
+        report.ok = not report.broken and not report.log_violations and not (report.digests and report.digests.failures)
         summary.rows = report.events
         summary.extra.update(days=report.days, broken=len(report.broken))
         return report
