@@ -1,7 +1,7 @@
 """audit_digest (hourly, a quarter past): sign a digest for every closed audit hour and day not digested yet
-(`shironzi audit digest`). It refuses to sign a day whose hash chain does not verify. Idempotent and
-resumable: a missed run is caught up by the next one, and a re-run writes nothing. The signing key stays in the keystore or Vault; the
-digests go to SHIRONZI_AUDIT_DIGEST_URI, apart from the lake."""
+(`shironzi audit digest`). It refuses to sign a day whose hash chain does not verify. Idempotent and resumable:
+a missed run is caught up by the next one, and a re-run writes nothing. The signing key stays in the keystore or
+Vault; the digests go to SHIRONZI_AUDIT_DIGEST_URI, apart from the lake."""
 
 from __future__ import annotations
 

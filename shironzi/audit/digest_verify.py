@@ -101,7 +101,9 @@ def _signature_ok(key: Ed25519PublicKey, digest: Digest) -> bool:
     return True
 
 
-def _content_failure(digest: Digest, rows: Sequence[Mapping[str, Any]], heads: Mapping[int, str]) -> DigestFailure | None:
+def _content_failure(
+    digest: Digest, rows: Sequence[Mapping[str, Any]], heads: Mapping[int, str]
+) -> DigestFailure | None:
     covered = [r for r in rows if digest.first_seq <= r["seq"] <= digest.last_seq]
     if len(covered) != digest.event_count:
         return DigestFailure(digest.span, digest.path, "events missing or added: the count differs from the signed "
@@ -122,7 +124,8 @@ def _check_digest(
     expected = (file_hash(previous[1]), previous[0].path) if previous else (None, None)
     if (digest.previous_digest, digest.previous_path) != expected:
         return DigestFailure(digest.span, digest.path, "digest chain broken: the previous digest is missing or "
-                             "altered", f"{expected[1]} {expected[0]}", f"{digest.previous_path} {digest.previous_digest}")
+                             "altered", f"{expected[1]} {expected[0]}",
+                             f"{digest.previous_path} {digest.previous_digest}")
     return None
 
 

@@ -125,7 +125,9 @@ def digest_cmd(as_json: JsonOpt = False) -> None:
 
 @audit_app.command("digest-key")
 def digest_key_cmd(
-    public: Annotated[bool, typer.Option("--public", help="Print the public key (PEM) that verifies the digests.")] = False,
+    public: Annotated[
+        bool, typer.Option("--public", help="Print the public key (PEM) that verifies the digests.")
+    ] = False,
 ) -> None:
     """Export the digest signing key's public half for offline verification (the private key never leaves the
     keystore)."""

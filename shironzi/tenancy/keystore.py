@@ -13,6 +13,7 @@ The keys tokenise PII and encrypt the PII table (`shironzi.privacy`). Destroying
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -370,11 +371,10 @@ def _vault_platform_key(store: VaultKeystore, name: str, *, create: bool) -> byt
         if not create:
             raise NotFoundError(f"Vault holds no platform key {name!r} at {path}") from None
     secret = {"key": base64.b64encode(os.urandom(KEY_BYTES)).decode(), "created_at": _now_text()}
-    try:
+    # A refused check-and-set means another creator won (an unreachable Vault already failed the read above).
+    with contextlib.suppress(ServiceUnavailableError):
         store._call("create a platform key", kv.create_or_update_secret, path=path, secret=secret, cas=0,
                     mount_point=store.mount_point)
-    except ServiceUnavailableError:
-        pass  # lost the check-and-set to another creator (an unreachable Vault failed the read above)
     return _vault_platform_key(store, name, create=False)  # whoever won the check-and-set
 
 
