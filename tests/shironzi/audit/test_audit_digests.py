@@ -24,6 +24,7 @@ from shironzi.cli import main
 from shironzi.errors import IntegrityCheckError
 from shironzi.lake.delta import append, read_arrow
 from shironzi.settings import get_settings
+from tests._services import S3Server
 
 DAY = dt.date(2026, 3, 2)
 NEXT_DAY = DAY + dt.timedelta(days=1)
@@ -216,3 +217,33 @@ def test_events_appended_to_a_sealed_day_are_reported(digested: Path) -> None:
     (failure,) = report.digests.failures  # type: ignore[union-attr]
     assert (failure.span, failure.reason, failure.found) == (
         "2026-03-02 (day)", "events appended after the day was sealed", "1")
+
+
+@pytest.mark.integration
+def test_digests_in_their_own_s3_bucket_apart_from_an_s3_lake(
+    audit_home: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake, digests = s3.create_bucket("shironzi-lake-digests"), s3.create_bucket("shironzi-audit-digests")
+    monkeypatch.setenv("SHIRONZI_LAKE_URI", f"{lake}/lake")
+    monkeypatch.setenv("SHIRONZI_AUDIT_DIGEST_URI", f"{digests}/prod/audit")
+    monkeypatch.setenv("SHIRONZI_STORAGE_OPTIONS", json.dumps(s3.storage_options()))
+    get_settings.cache_clear()
+    reset_audit_logs()
+    _write_events()
+    assert len(write_digests().written) == 50 and write_digests().written == []
+    client = s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="shironzi-audit-digests")["Contents"]]
+    assert "prod/audit/2026/03/02/hour-09.json" in keys and any(k.startswith("prod/audit/public-keys/") for k in keys)
+    lake_keys = [o["Key"] for o in client.list_objects_v2(Bucket="shironzi-lake-digests")["Contents"]]
+    assert not any("hour-" in k or k.endswith(".pem") for k in lake_keys)
+    assert verify_chains().ok
+    # Tampering with the stored object is caught like on a local disk.
+    key = "prod/audit/2026/03/02/hour-09.json"
+    document = json.loads(client.get_object(Bucket="shironzi-audit-digests", Key=key)["Body"].read())
+    document["event_count"] = 1
+    client.put_object(Bucket="shironzi-audit-digests", Key=key, Body=json.dumps(document).encode())
+    failures = verify_chains().digests.failures  # type: ignore[union-attr]
+    assert [(f.span, f.reason.split(":")[0]) for f in failures] == [
+        ("2026-03-02 09:00-10:00 UTC", "the signature does not match the digest (altered or forged)"),
+        ("2026-03-02 10:00-11:00 UTC", "digest chain broken"),  # it chained to the bytes before the edit
+    ]
