@@ -247,3 +247,18 @@ def test_digests_in_their_own_s3_bucket_apart_from_an_s3_lake(
         ("2026-03-02 09:00-10:00 UTC", "the signature does not match the digest (altered or forged)"),
         ("2026-03-02 10:00-11:00 UTC", "digest chain broken"),  # it chained to the bytes before the edit
     ]
+
+
+def test_a_broken_chain_is_never_signed(audit_home: Path) -> None:
+    _write_events()
+    uri = audit_table_uri()
+    rows = read_arrow(uri).to_pylist()
+    next(r for r in rows if r["event_time"] == _at(NEXT_DAY, 1, 0))["outcome"] = "denied"  # hash left as it was
+    reset_audit_logs()
+    shutil.rmtree(uri)
+    append(uri, pa.Table.from_pylist(rows, schema=AUDIT_SCHEMA), partition_by=AUDIT_PARTITION)
+    with pytest.raises(IntegrityCheckError, match="refusing to sign the audit chain of 2026-03-03: seq 0"):
+        write_digests()
+    # The intact day before it was signed; nothing of the broken day was.
+    paths = digest_store().digest_paths()
+    assert "2026/03/02/day.json" in paths and not any(p.startswith("2026/03/03") for p in paths)
