@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shironzi.errors import InvalidInputError
+from shironzi.tenancy.keystore import platform_key
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -23,8 +24,6 @@ DIGEST_KEY_NAME = "audit-digest-signing"
 def signing_key(*, create: bool = True) -> Ed25519PrivateKey:
     """The platform's digest signing key (created on first use unless `create=False`)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from shironzi.tenancy.keystore import platform_key
 
     return Ed25519PrivateKey.from_private_bytes(platform_key(DIGEST_KEY_NAME, create=create))
 

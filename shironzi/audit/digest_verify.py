@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shironzi.audit.digest_signing import fingerprint as fingerprint_of
+from shironzi.audit.digest_signing import signing_key
 from shironzi.audit.digests import Digest, DigestStore, digest_store, file_hash
 from shironzi.audit.events import GENESIS_HASH, event_hash
 from shironzi.errors import ConfigurationError, IntegrityCheckError, NotFoundError
@@ -59,8 +61,6 @@ class DigestReport:
 
 
 def _verification_key(public_key: Ed25519PublicKey | None) -> Ed25519PublicKey:
-    from shironzi.audit.digest_signing import signing_key
-
     if public_key is not None:
         return public_key
     try:
@@ -158,8 +158,6 @@ def verify_digests(
 ) -> DigestReport:
     """Check every digest against the audit rows (per day, in seq order). Raises IntegrityCheckError at once when
     the key matches none of the digests (a wrong public key, or digests signed by someone else); changes nothing."""
-    from shironzi.audit.digest_signing import fingerprint as fingerprint_of
-
     store = store or digest_store()
     stored = list(store.digests())
     report = DigestReport(digests=len(stored))

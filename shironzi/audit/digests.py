@@ -31,8 +31,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from shironzi.audit.chain import check_day
+from shironzi.audit.digest_signing import fingerprint, public_key_pem, signing_key
 from shironzi.audit.events import GENESIS_HASH, canonical_json, utcnow
+from shironzi.audit.log import AUDIT_PARTITION, audit_table_uri, get_audit_log
 from shironzi.errors import ConfigurationError, IntegrityCheckError
+from shironzi.lake.delta import read_arrow, table_exists
+from shironzi.lake.discovery import is_local, lake_filesystem
+from shironzi.lake.leases import file_lock
+from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -127,8 +134,6 @@ class DigestStore:
     PUBLIC_KEYS = "public-keys"
 
     def __init__(self, root: str) -> None:
-        from shironzi.lake.discovery import is_local, lake_filesystem
-
         self.root = root.rstrip("/")
         self.local = is_local(self.root)
         fs, base = lake_filesystem(self.root)
@@ -204,8 +209,6 @@ class DigestStore:
 
 def digest_store(settings: Settings | None = None) -> DigestStore:
     """The configured digest store; refuses a location inside the audit table it vouches for."""
-    from shironzi.audit.log import audit_table_uri
-
     settings = settings or get_settings()
     root = settings.resolved_audit_digest_uri
     audit_table = audit_table_uri(settings.resolved_lake_uri)
@@ -248,9 +251,6 @@ def _midnight(day: dt.date) -> dt.datetime:
 
 def _day_rows(days: list[dt.date]) -> dict[dt.date, list[dict[str, Any]]]:
     """The chain columns of the given days, per day in seq order (after this process's buffer is flushed)."""
-    from shironzi.audit.log import AUDIT_PARTITION, audit_table_uri, get_audit_log
-    from shironzi.lake.delta import read_arrow, table_exists
-
     uri = audit_table_uri()
     get_audit_log().flush()
     if not days or not table_exists(uri):
@@ -264,9 +264,6 @@ def _day_rows(days: list[dt.date]) -> dict[dt.date, list[dict[str, Any]]]:
 
 def _days_to_digest(after: dt.date | None, through: dt.date) -> list[dt.date]:
     """Days with events from `after` (inclusive) through `through`, reading only the partition column."""
-    from shironzi.audit.log import AUDIT_PARTITION, audit_table_uri
-    from shironzi.lake.delta import read_arrow, table_exists
-
     uri = audit_table_uri()
     if not table_exists(uri):
         return []
@@ -279,8 +276,6 @@ class _Writer:
     """Signs and stores the digests of one run, chaining each to the one before."""
 
     def __init__(self, store: DigestStore, previous: tuple[Digest, bytes] | None) -> None:
-        from shironzi.audit.digest_signing import fingerprint, public_key_pem, signing_key
-
         self.store = store
         self.key = signing_key(create=True)
         self.fingerprint = fingerprint(self.key.public_key())
@@ -311,9 +306,7 @@ class _Writer:
 def _seal_day(writer: _Writer, day: dt.date, rows: list[dict[str, Any]], cutoff: dt.datetime) -> int:
     """Write the closed hours of one day not yet digested and, once the day is closed, its day digest; returns
     the events newly covered. Refuses to sign a chain that does not verify."""
-    from shironzi.audit.verify import _check_day
-
-    broken = _check_day(day, rows)
+    broken = check_day(day, rows)
     if broken is not None:
         raise IntegrityCheckError(
             f"refusing to sign the audit chain of {day}: seq {broken.seq}: {broken.reason}; run `shironzi audit "
@@ -349,9 +342,6 @@ def write_digests(
     """Digest every closed hour and day not digested yet, resuming after the newest digest (idempotent: a second
     run with nothing newly closed writes nothing). Holds a lock under SHIRONZI_HOME so runs on one host take
     turns; the DAG runs one at a time."""
-    from shironzi.lake.leases import file_lock
-    from shironzi.observability import stage
-
     settings = settings or get_settings()
     cutoff = (now or utcnow()) - dt.timedelta(seconds=settings.audit_digest_grace_seconds)
     store = digest_store(settings)

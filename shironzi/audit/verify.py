@@ -8,25 +8,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shironzi.audit.chain import BrokenLink, check_day
 from shironzi.audit.digest_verify import DigestReport, verify_digests
-from shironzi.audit.events import GENESIS_HASH, event_hash
 from shironzi.audit.log import AUDIT_PARTITION, audit_table_uri, get_audit_log
 from shironzi.lake.delta import history, read_arrow, table_exists
 from shironzi.observability import stage
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-
-@dataclass(frozen=True)
-class BrokenLink:
-    """Where a day's chain stops being trustworthy, and why."""
-
-    day: dt.date
-    seq: int
-    reason: str
-    expected: str
-    found: str
 
 
 @dataclass
@@ -72,38 +61,6 @@ def append_only_violations(history: Iterable[dict[str, Any]]) -> list[str]:
     return sorted(violations)
 
 
-def _check_day(day: dt.date, rows: list[dict[str, Any]]) -> BrokenLink | None:
-    expected_seq, prev = 0, GENESIS_HASH
-    for row in rows:
-        if row["seq"] != expected_seq:
-            return BrokenLink(
-                day,
-                expected_seq,
-                "event missing, inserted or reordered",
-                f"seq {expected_seq}",
-                f"seq {row['seq']}",
-            )
-        if row["prev_hash"] != prev:
-            return BrokenLink(
-                day, row["seq"], "prev_hash does not link to the previous event", prev, row["prev_hash"]
-            )
-        recomputed = event_hash(row)
-        if recomputed != row["hash"]:
-            return BrokenLink(
-                day, row["seq"], "event content does not match its hash", recomputed, row["hash"]
-            )
-        if row["event_time"].date() != day:
-            return BrokenLink(
-                day,
-                row["seq"],
-                "event stored under another day's chain",
-                day.isoformat(),
-                row["event_time"].date().isoformat(),
-            )
-        expected_seq, prev = expected_seq + 1, row["hash"]
-    return None
-
-
 def verify_chains(
     *,
     days: Iterable[dt.date] | None = None,
@@ -134,7 +91,7 @@ def verify_chains(
         report = ChainReport(ok=True, days=len(by_day), events=table.num_rows)
         for day in sorted(by_day):
             rows = by_day[day] = sorted(by_day[day], key=lambda r: (r["seq"], r["hash"]))
-            broken = _check_day(day, rows)
+            broken = check_day(day, rows)
             if broken is not None:
                 report.broken.append(broken)
         if days is None:

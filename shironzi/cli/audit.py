@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shironzi.audit.digest_signing import load_public_key, public_key_pem, signing_key
+from shironzi.audit.digests import write_digests
 from shironzi.audit.erasure import erase_subject, erase_tenant, verify_receipt
 from shironzi.audit.queries import access, as_jsonable, changes, inventory, lineage
 from shironzi.audit.retention import enforce_retention, policies
@@ -64,8 +66,6 @@ def verify_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute every day's hash chain and check the signed digests; exit 1 naming the first failing day or hour."""
-    from shironzi.audit.digest_signing import load_public_key
-
     report = verify_chains(public_key=load_public_key(public_key) if public_key is not None else None)
     if as_json:
         _print(report.as_dict(), True)
@@ -107,8 +107,6 @@ def digest_cmd(as_json: JsonOpt = False) -> None:
     """Sign a digest for every closed hour and day not digested yet (idempotent; resumes after the newest)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from shironzi.audit.digests import write_digests
-
     with Progress(TextColumn("audit days"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("digest", total=None)
@@ -131,8 +129,6 @@ def digest_key_cmd(
 ) -> None:
     """Export the digest signing key's public half for offline verification (the private key never leaves the
     keystore)."""
-    from shironzi.audit.digest_signing import public_key_pem, signing_key
-
     if not public:
         raise InvalidInputError("only the public key can be exported: use `shironzi audit digest-key --public`")
     typer.echo(public_key_pem(signing_key(create=True).public_key()).decode(), nl=False)

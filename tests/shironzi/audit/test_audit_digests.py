@@ -20,11 +20,11 @@ from shironzi.audit.digests import digest_store, write_digests
 from shironzi.audit.events import AUDIT_SCHEMA, GENESIS_HASH, AuditEvent, event_hash
 from shironzi.audit.log import AUDIT_PARTITION, audit_table_uri, get_audit_log, reset_audit_logs
 from shironzi.audit.verify import verify_chains
-from shironzi.cli import main
 from shironzi.errors import IntegrityCheckError
 from shironzi.lake.delta import append, read_arrow
 from shironzi.settings import get_settings
 from tests._services import S3Server
+from tests.shironzi.audit._fixtures import run_cli
 
 DAY = dt.date(2026, 3, 2)
 NEXT_DAY = DAY + dt.timedelta(days=1)
@@ -86,17 +86,6 @@ def _failing_spans() -> list[str]:
     return [f.span for f in report.digests.failures]
 
 
-def _invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main.run(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_a_forger_who_recomputes_the_chain_is_caught_by_the_digest(
     digested: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -113,7 +102,7 @@ def test_a_forger_who_recomputes_the_chain_is_caught_by_the_digest(
     assert spans == ["2026-03-02 09:00-10:00 UTC", "2026-03-02 10:00-11:00 UTC", "2026-03-02 (day)"]
     first = verify_chains().digests.failures[0]  # type: ignore[union-attr]
     assert "rewritten" in first.reason and first.digest == "2026/03/02/hour-09.json"
-    code, _, err = _invoke(capsys, "audit", "verify")
+    code, _, err = run_cli(capsys, "audit", "verify")
     assert code == 1
     assert "2026-03-02 09:00-10:00 UTC" in err and "recomputed chain head differs" in err
     assert len(err.strip().splitlines()) == 1
@@ -143,16 +132,16 @@ def test_a_public_key_that_does_not_match_is_a_clear_error_and_changes_nothing(
         verify_chains(public_key=other)
     wrong = tmp_path / "wrong.pem"
     wrong.write_bytes(public_key_pem(other))
-    code, out, err = _invoke(capsys, "audit", "verify", "--public-key", str(wrong))
+    code, out, err = run_cli(capsys, "audit", "verify", "--public-key", str(wrong))
     assert code == 1 and "digest public key does not match" in err and fingerprint(other)[:16] in err
     # The exported public key verifies offline.
-    code, pem, _ = _invoke(capsys, "audit", "digest-key", "--public")
+    code, pem, _ = run_cli(capsys, "audit", "digest-key", "--public")
     assert code == 0 and pem.startswith("-----BEGIN PUBLIC KEY-----")
     exported = tmp_path / "digest.pem"
     exported.write_text(pem)
-    code, out, _ = _invoke(capsys, "audit", "verify", "--public-key", str(exported))
+    code, out, _ = run_cli(capsys, "audit", "verify", "--public-key", str(exported))
     assert code == 0 and "50 signed digests verified" in out
-    code, _, err = _invoke(capsys, "audit", "digest-key")
+    code, _, err = run_cli(capsys, "audit", "digest-key")
     assert code == 1 and "only the public key" in err
     assert {p: store.read(p) for p in store.digest_paths()} == before
     assert len(list((Path(audit_table_uri()) / "_delta_log").glob("*.json"))) == table_version
@@ -199,9 +188,9 @@ def test_digest_is_idempotent_resumable_and_seals_closed_hours_only(
     report = verify_chains()
     assert report.ok and report.digests is not None and report.digests.pending_events == 0, report.as_dict()
     # The CLI: the rest of the days close, then a second run writes nothing.
-    code, out, _ = _invoke(capsys, "audit", "digest")
+    code, out, _ = run_cli(capsys, "audit", "digest")
     assert code == 0 and "21 digest(s) written" in out
-    code, out, _ = _invoke(capsys, "audit", "digest")
+    code, out, _ = run_cli(capsys, "audit", "digest")
     assert code == 0 and out.startswith("0 digest(s) written")
     assert len(store.digest_paths()) == 50
     # The signing key lives in the keystore, not beside the digests: only the public key is published there.
