@@ -250,9 +250,8 @@ def _midnight(day: dt.date) -> dt.datetime:
 
 
 def _day_rows(days: list[dt.date]) -> dict[dt.date, list[dict[str, Any]]]:
-    """The chain columns of the given days, per day in seq order (after this process's buffer is flushed)."""
+    """The chain columns of the given days, per day in seq order."""
     uri = audit_table_uri()
-    get_audit_log().flush()
     if not days or not table_exists(uri):
         return {}
     table = read_arrow(uri, filters=[(AUDIT_PARTITION, "in", days)])
@@ -346,6 +345,7 @@ def write_digests(
     cutoff = (now or utcnow()) - dt.timedelta(seconds=settings.audit_digest_grace_seconds)
     store = digest_store(settings)
     run = DigestRun(root=store.root)
+    get_audit_log().flush()  # this process's buffered events count too
     with stage("audit.digest", root=store.root) as summary, \
             file_lock(settings.home / "locks" / "audit-digest.lock", mode="exclusive", timeout=600):
         previous = store.latest()

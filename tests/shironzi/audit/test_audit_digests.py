@@ -251,3 +251,15 @@ def test_a_broken_chain_is_never_signed(audit_home: Path) -> None:
     # The intact day before it was signed; nothing of the broken day was.
     paths = digest_store().digest_paths()
     assert "2026/03/02/day.json" in paths and not any(p.startswith("2026/03/03") for p in paths)
+
+
+def test_days_expired_by_retention_are_skipped_not_failed(digested: Path) -> None:
+    from shironzi.lake.delta import delete
+
+    delete(audit_table_uri(), f"{AUDIT_PARTITION} = '{DAY.isoformat()}'", metadata={"shironzi_purpose": "retention"})
+    assert not verify_chains().ok  # the digests of the day find its events gone ...
+    get_audit_log().record(AuditEvent(action="audit_days_expired", actor="svc:retention", is_admin=True,
+                                      details={"days": [DAY.isoformat()]}))  # ... until the log says retention did it
+    report = verify_chains()
+    assert report.ok and report.digests is not None, report.as_dict()
+    assert report.digests.expired_days == [DAY.isoformat()] and report.digests.pending_events == 1
