@@ -315,6 +315,14 @@ def _seal_day(writer: _Writer, day: dt.date, rows: list[dict[str, Any]], cutoff:
     last = writer.previous[0] if writer.previous and writer.previous[0].day == day else None
     if last is not None and last.kind == "day":
         return 0
+    if last is not None and last.last_seq >= 0 and (
+        len(rows) <= last.last_seq or rows[last.last_seq]["hash"] != last.chain_head
+    ):
+        raise IntegrityCheckError(
+            f"refusing to sign the audit chain of {day}: it no longer matches its digest {last.path} (events "
+            "deleted or rewritten after they were digested); run `shironzi audit verify`",
+            day=day.isoformat(),
+        )
     last_seq = last.last_seq if last else -1
     head = last.chain_head if last else GENESIS_HASH
     covered = 0

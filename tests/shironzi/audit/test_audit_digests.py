@@ -263,3 +263,12 @@ def test_days_expired_by_retention_are_skipped_not_failed(digested: Path) -> Non
     report = verify_chains()
     assert report.ok and report.digests is not None, report.as_dict()
     assert report.digests.expired_days == [DAY.isoformat()] and report.digests.pending_events == 1
+
+
+def test_a_day_changed_after_its_first_hours_were_digested_is_not_signed_further(audit_home: Path) -> None:
+    _write_events()
+    write_digests(now=_at(DAY, 10, 10))  # DAY 00:00-10:00 sealed: seq 0-3
+    _forge(lambda rows: [r for r in rows if r["event_time"] != _at(DAY, 9, 50)])
+    with pytest.raises(IntegrityCheckError, match="no longer matches its digest 2026/03/02/hour-09.json"):
+        write_digests()
+    assert digest_store().digest_paths()[-1] == "2026/03/02/hour-09.json"
