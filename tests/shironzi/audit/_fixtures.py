@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 from shironzi.lake.delta import append
 from shironzi.lake.paths import table_uri
@@ -172,16 +171,3 @@ def parquet_files_holding(root: Path, tenant_id: str, is_subject: Callable[[str]
                 break
     return found
 
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `shironzi ARGS` in-process the way the console script does: (exit code, stdout, stderr)."""
-    from shironzi.cli import main
-
-    capsys.readouterr()
-    try:
-        main.run(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err

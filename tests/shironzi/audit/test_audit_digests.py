@@ -24,7 +24,7 @@ from shironzi.errors import IntegrityCheckError
 from shironzi.lake.delta import append, read_arrow
 from shironzi.settings import get_settings
 from tests._services import S3Server
-from tests.shironzi.audit._fixtures import run_cli
+from tests.shironzi.cli._fixtures import run_cli
 
 DAY = dt.date(2026, 3, 2)
 NEXT_DAY = DAY + dt.timedelta(days=1)

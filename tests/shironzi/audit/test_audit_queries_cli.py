@@ -14,9 +14,10 @@ from shironzi.audit.log import audit_table_uri, get_audit_log, record_table_writ
 from shironzi.audit.queries import access, changes, inventory, lineage
 from shironzi.lake.delta import append, overwrite, read_arrow
 from shironzi.settings import get_settings
-from tests.shironzi.audit._fixtures import build_lake, customers, events, run_cli, uri
+from tests.shironzi.audit._fixtures import build_lake, customers, events, uri
+from tests.shironzi.cli._fixtures import CliResult, run_cli
 
-Run = Callable[..., tuple[int, str, str]]
+Run = Callable[..., CliResult]
 
 
 @pytest.fixture
