@@ -326,13 +326,13 @@ def _seal_day(writer: _Writer, day: dt.date, rows: list[dict[str, Any]], cutoff:
     last_seq = last.last_seq if last else -1
     head = last.chain_head if last else GENESIS_HASH
     covered = 0
-    times = [r["event_time"] for r in rows]
+    # highest seq of an event of each hour (rows are in seq order, so the last one of the hour)
+    top_of_hour: dict[int, int] = {r["event_time"].hour: r["seq"] for r in rows}
     for hour in range(last.start.hour + 1 if last else 0, 24):
         start = _midnight(day) + hour * HOUR
         if start + HOUR > cutoff:
             return covered
-        before_end = [i for i, t in enumerate(times) if t < start + HOUR]
-        new_last = max([last_seq, *(rows[i]["seq"] for i in before_end)])
+        new_last = max([last_seq, *(seq for h, seq in top_of_hour.items() if h <= hour)])
         new_head = rows[new_last]["hash"] if new_last > last_seq else head
         writer.seal("hour", day, start, start + HOUR, last_seq + 1, new_last, new_head)
         covered += new_last - last_seq

@@ -97,7 +97,8 @@ def verify_chains(
         if days is None:
             report.log_violations = append_only_violations(history(uri))
         if check_digests:
-            report.digests = verify_digests(by_day, public_key=public_key)
+            intact = set(by_day) - {b.day for b in report.broken}
+            report.digests = verify_digests(by_day, public_key=public_key, intact_days=intact)
         report.ok = not report.broken and not report.log_violations and not (report.digests and report.digests.failures)
         summary.rows = report.events
         summary.extra.update(days=report.days, broken=len(report.broken))
