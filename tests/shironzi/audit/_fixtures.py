@@ -170,4 +170,3 @@ def parquet_files_holding(root: Path, tenant_id: str, is_subject: Callable[[str]
                 found.append(str(path.relative_to(root)))
                 break
     return found
-
