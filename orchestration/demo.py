@@ -337,6 +337,26 @@ def check_platform_api(state: DemoState) -> StageOutcome:
     )
 
 
+def seal_audit_log(state: DemoState) -> StageOutcome:
+    """What the hourly audit_digest DAG does, once: sign a digest for every closed audit hour (the current hour is
+    sealed after it closes), then verify the chains against the digests."""
+    from shironzi.audit.digests import write_digests
+    from shironzi.audit.verify import verify_chains
+
+    run = write_digests(settings=state.settings)
+    report = verify_chains()
+    digests = report.digests
+    state.facts["audit_digests"] = run.root
+    through = run.sealed_through.strftime("%Y-%m-%d %H:%M UTC") if run.sealed_through else "nothing closed yet"
+    pending = digests.pending_events if digests is not None else report.events
+    verdict = "verified" if report.ok else "VERIFICATION FAILED"
+    return StageOutcome(
+        rows=run.events,
+        note=f"{len(run.written)} signed digests, sealed through {through}, {pending} newer events pending; "
+        f"chains + digests {verdict}",
+    )
+
+
 # Each later capability appends its stage here, in pipeline order.
 STAGES: list[tuple[str, DemoStageFn]] = [
     ("provision tenants", provision_demo_tenants),
@@ -347,6 +367,7 @@ STAGES: list[tuple[str, DemoStageFn]] = [
     ("models", train_promote_and_score),
     ("api", check_platform_api),
     ("gdpr erasure example", erase_example_subject),
+    ("audit digests", seal_audit_log),
 ]
 
 
@@ -391,6 +412,12 @@ def run_demo(
         console.print(
             f"erasure receipt: {state.facts['erasure_receipt']} "
             f"(re-check: shironzi gdpr verify {state.facts['erasure_receipt']})"
+        )
+    if "audit_digests" in state.facts:
+        console.print(
+            f"audit digests: {state.facts['audit_digests']} (verify: shironzi audit verify; public key for "
+            "auditors: shironzi audit digest-key --public)",
+            markup=False,
         )
     if "api_smoke" in state.facts:
         smoke = state.facts["api_smoke"]

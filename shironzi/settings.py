@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     audit_flush_seconds: float = Field(
         1.0, gt=0, le=300, description="Audit writer: flush buffered events at least this often (seconds)."
     )
+    audit_digest_uri: str | None = Field(
+        None,
+        description="Where the signed audit digests go, apart from the lake: a local path or s3:// URI (production: "
+        "a separate bucket or prefix under object lock). Default: home/audit-digests.",
+    )
+    audit_digest_grace_seconds: float = Field(
+        300.0, ge=0, le=86_400,
+        description="Audit digests: an hour is digested only this long after it ends, so late flushes land first.",
+    )
     retention_confirm_share: float = Field(
         0.2, gt=0, le=1,
         description="Retention: an enforcement that would delete more than this share of any tenant's rows "
@@ -234,6 +243,10 @@ class Settings(BaseSettings):
     @property
     def resolved_lake_uri(self) -> str:
         return (self.lake_uri or str(self.home / "lake")).rstrip("/")
+
+    @property
+    def resolved_audit_digest_uri(self) -> str:
+        return (self.audit_digest_uri or str(self.home / "audit-digests")).rstrip("/")
 
     @property
     def resolved_online_store_url(self) -> str:

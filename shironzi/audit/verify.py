@@ -1,27 +1,21 @@
-"""Recompute the audit hash chains from the stored Parquet data and report the first broken link per day."""
+"""Recompute the audit hash chains from the stored Parquet data and report the first broken link per day; with
+the signed digests (`shironzi.audit.digest_verify`), also catch a forger who recomputed the chains."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shironzi.audit.events import GENESIS_HASH, event_hash
+from shironzi.audit.chain import BrokenLink, check_day
+from shironzi.audit.digest_verify import DigestReport, verify_digests
 from shironzi.audit.log import AUDIT_PARTITION, audit_table_uri, get_audit_log
 from shironzi.lake.delta import history, read_arrow, table_exists
 from shironzi.observability import stage
 
-
-@dataclass(frozen=True)
-class BrokenLink:
-    """Where a day's chain stops being trustworthy, and why."""
-
-    day: dt.date
-    seq: int
-    reason: str
-    expected: str
-    found: str
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 @dataclass
@@ -33,6 +27,7 @@ class ChainReport:
     events: int = 0
     broken: list[BrokenLink] = field(default_factory=list)
     log_violations: list[str] = field(default_factory=list)
+    digests: DigestReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +36,7 @@ class ChainReport:
             "events": self.events,
             "broken": [{**asdict(b), "day": b.day.isoformat()} for b in self.broken],
             "log_violations": list(self.log_violations),
+            "digests": self.digests.as_dict() if self.digests is not None else None,
         }
 
 
@@ -65,47 +61,28 @@ def append_only_violations(history: Iterable[dict[str, Any]]) -> list[str]:
     return sorted(violations)
 
 
-def _check_day(day: dt.date, rows: list[dict[str, Any]]) -> BrokenLink | None:
-    expected_seq, prev = 0, GENESIS_HASH
-    for row in rows:
-        if row["seq"] != expected_seq:
-            return BrokenLink(
-                day,
-                expected_seq,
-                "event missing, inserted or reordered",
-                f"seq {expected_seq}",
-                f"seq {row['seq']}",
-            )
-        if row["prev_hash"] != prev:
-            return BrokenLink(
-                day, row["seq"], "prev_hash does not link to the previous event", prev, row["prev_hash"]
-            )
-        recomputed = event_hash(row)
-        if recomputed != row["hash"]:
-            return BrokenLink(
-                day, row["seq"], "event content does not match its hash", recomputed, row["hash"]
-            )
-        if row["event_time"].date() != day:
-            return BrokenLink(
-                day,
-                row["seq"],
-                "event stored under another day's chain",
-                day.isoformat(),
-                row["event_time"].date().isoformat(),
-            )
-        expected_seq, prev = expected_seq + 1, row["hash"]
-    return None
-
-
-def verify_chains(*, days: Iterable[dt.date] | None = None, lake_uri: str | None = None) -> ChainReport:
+def verify_chains(
+    *,
+    days: Iterable[dt.date] | None = None,
+    lake_uri: str | None = None,
+    digests: bool = True,
+    public_key: Ed25519PublicKey | None = None,
+) -> ChainReport:
     """Re-read the audit table's data files, recompute every day's chain in `seq` order and report
-    the first broken link of each day. An empty or missing table verifies trivially."""
+    the first broken link of each day; for a whole-log check of the configured lake (no `days`, no `lake_uri`),
+    also check the signed digests (with `public_key`, default: the keystore's signing key). An empty or missing
+    table verifies trivially, unless digests vouch for events it no longer holds."""
     uri = audit_table_uri(lake_uri)
     if lake_uri is None:
         get_audit_log().flush()
     with stage("audit.verify", table=uri) as summary:
+        check_digests = digests and days is None and lake_uri is None
         if not table_exists(uri):
-            return ChainReport(ok=True)
+            report = ChainReport(ok=True)
+            if check_digests:
+                report.digests = verify_digests({}, public_key=public_key)
+                report.ok = not report.digests.failures
+            return report
         wanted = sorted(set(days)) if days is not None else None
         table = read_arrow(uri, filters=[(AUDIT_PARTITION, "in", wanted)] if wanted else None)
         by_day: dict[dt.date, list[dict[str, Any]]] = {}
@@ -113,13 +90,16 @@ def verify_chains(*, days: Iterable[dt.date] | None = None, lake_uri: str | None
             by_day.setdefault(row[AUDIT_PARTITION], []).append(row)
         report = ChainReport(ok=True, days=len(by_day), events=table.num_rows)
         for day in sorted(by_day):
-            rows = sorted(by_day[day], key=lambda r: (r["seq"], r["hash"]))
-            broken = _check_day(day, rows)
+            rows = by_day[day] = sorted(by_day[day], key=lambda r: (r["seq"], r["hash"]))
+            broken = check_day(day, rows)
             if broken is not None:
                 report.broken.append(broken)
         if days is None:
             report.log_violations = append_only_violations(history(uri))
-        report.ok = not report.broken and not report.log_violations
+        if check_digests:
+            intact = set(by_day) - {b.day for b in report.broken}
+            report.digests = verify_digests(by_day, public_key=public_key, intact_days=intact)
+        report.ok = not report.broken and not report.log_violations and not (report.digests and report.digests.failures)
         summary.rows = report.events
         summary.extra.update(days=report.days, broken=len(report.broken))
         return report

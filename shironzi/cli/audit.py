@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shironzi.audit.digest_signing import load_public_key, public_key_pem, signing_key
+from shironzi.audit.digests import write_digests
 from shironzi.audit.erasure import erase_subject, erase_tenant, verify_receipt
 from shironzi.audit.queries import access, as_jsonable, changes, inventory, lineage
 from shironzi.audit.retention import enforce_retention, policies
@@ -55,23 +57,81 @@ def _when(value: str | None) -> dt.datetime | None:
 
 
 @audit_app.command("verify")
-def verify_cmd(as_json: JsonOpt = False) -> None:
-    """Recompute every day's hash chain; exit 1 and show the first broken link of each broken day."""
-    report = verify_chains()
+def verify_cmd(
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", help="Verify the digests with this exported public key (PEM) instead of the "
+                     "keystore's signing key: what an auditor does offline."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute every day's hash chain and check the signed digests; exit 1 naming the first failing day or hour."""
+    report = verify_chains(public_key=load_public_key(public_key) if public_key is not None else None)
     if as_json:
         _print(report.as_dict(), True)
     elif report.ok:
-        typer.echo(f"audit log intact: {report.events} events over {report.days} days")
-    if not report.ok and not report.broken:
-        raise IntegrityCheckError(
-            f"audit table changed other than by appending: {'; '.join(report.log_violations[:3])}"
-        )
-    if not report.ok:
+        typer.echo(f"audit log intact: {report.events} events over {report.days} days; {_digest_summary(report)}")
+    if not report.ok and report.broken:
         first = report.broken[0]
         raise IntegrityCheckError(
             f"audit chain broken on {len(report.broken)} day(s); first: {first.day} seq {first.seq}: "
             f"{first.reason} (expected {first.expected}, found {first.found})"
         )
+    if report.digests is not None and report.digests.failures:
+        failures = report.digests.failures
+        first_failure = failures[0]
+        found = f" (expected {first_failure.expected}, found {first_failure.found})" if first_failure.expected else ""
+        raise IntegrityCheckError(
+            f"audit digests do not match the log in {len(failures)} span(s); first: {first_failure.span} "
+            f"[{first_failure.digest}]: {first_failure.reason}{found}"
+        )
+    if not report.ok:
+        raise IntegrityCheckError(
+            f"audit table changed other than by appending: {'; '.join(report.log_violations[:3])}"
+        )
+
+
+def _digest_summary(report: Any) -> str:
+    digests = report.digests
+    if digests is None or not digests.digests:
+        return "no signed digests yet (run `shironzi audit digest`)"
+    through = digests.sealed_through.strftime("%Y-%m-%d %H:%M UTC") if digests.sealed_through else "-"
+    return (
+        f"{digests.digests} signed digests verified (key {digests.key_fingerprint[:16]}…), sealed through {through}, "
+        f"{digests.pending_events} newer event(s) not yet digested"
+    )
+
+
+@audit_app.command("digest")
+def digest_cmd(as_json: JsonOpt = False) -> None:
+    """Sign a digest for every closed hour and day not digested yet (idempotent; resumes after the newest)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("audit days"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("digest", total=None)
+        run = write_digests(progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        _print(run.as_dict(), True)
+        return
+    through = run.sealed_through.strftime("%Y-%m-%d %H:%M UTC") if run.sealed_through else "nothing yet"
+    typer.echo(
+        f"{len(run.written)} digest(s) written to {run.root} covering {run.events} event(s); sealed through "
+        f"{through}; key {run.key_fingerprint[:16]}…"
+    )
+
+
+@audit_app.command("digest-key")
+def digest_key_cmd(
+    public: Annotated[
+        bool, typer.Option("--public", help="Print the public key (PEM) that verifies the digests.")
+    ] = False,
+) -> None:
+    """Export the digest signing key's public half for offline verification (the private key never leaves the
+    keystore)."""
+    if not public:
+        raise InvalidInputError("only the public key can be exported: use `shironzi audit digest-key --public`")
+    typer.echo(public_key_pem(signing_key(create=True).public_key()).decode(), nl=False)
 
 
 @audit_app.command("access")

@@ -13,6 +13,7 @@ The keys tokenise PII and encrypt the PII table (`shironzi.privacy`). Destroying
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -339,3 +340,57 @@ def get_keystore(settings: Settings | None = None) -> TenantKeystore:
         store = keystore_for_url(url, master_key=settings.master_key.get_secret_value())
         _keystores[url] = store
     return store
+
+
+# --- platform keys (the audit digest signing key) ----------------------------------------------------------
+
+PLATFORM_KEY_PREFIX = "platform:"
+"""Local keystore rows of platform keys: a tenant id never holds ':' (`t_` + base32), so they cannot collide."""
+
+VAULT_PLATFORM_KEY_PATH = "shironzi/platform-keys"
+"""Vault KV v2 path of platform keys, apart from `shironzi/tenant-keys` so that a policy can grant one and not
+the other (the audit digest signer reads only `shironzi/platform-keys/audit-digest-signing`)."""
+
+
+def _check_platform_key_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise InvalidInputError(f"not a platform key name: {name!r}", field="name")
+    return name
+
+
+def _vault_platform_key(store: VaultKeystore, name: str, *, create: bool) -> bytes:
+    """Read (and on first use create, check-and-set so two creators agree) a platform key in Vault."""
+    from hvac.exceptions import InvalidPath
+
+    kv, path = store.client.secrets.kv.v2, f"{VAULT_PLATFORM_KEY_PATH}/{name}"
+    try:
+        response = store._call("read a platform key", kv.read_secret_version, path=path,
+                               mount_point=store.mount_point, raise_on_deleted_version=True)
+        return base64.b64decode(response["data"]["data"]["key"])
+    except InvalidPath:
+        if not create:
+            raise NotFoundError(f"Vault holds no platform key {name!r} at {path}") from None
+    secret = {"key": base64.b64encode(os.urandom(KEY_BYTES)).decode(), "created_at": _now_text()}
+    # A refused check-and-set means another creator won (an unreachable Vault already failed the read above).
+    with contextlib.suppress(ServiceUnavailableError):
+        store._call("create a platform key", kv.create_or_update_secret, path=path, secret=secret, cas=0,
+                    mount_point=store.mount_point)
+    return _vault_platform_key(store, name, create=False)  # whoever won the check-and-set
+
+
+def platform_key(name: str, *, create: bool = True, settings: Settings | None = None) -> bytes:
+    """A 32-byte platform secret held by the secrets backend, never in the lake: the Ed25519 seed that signs the
+    audit digests. The local keystore keeps it as a reserved row beside the tenant keys (wrapped under the master
+    key, so a master-key rotation re-wraps it with them); Vault at `shironzi/platform-keys/<name>`.
+    `create=False` raises NotFoundError instead of creating one (verification must change nothing)."""
+    _check_platform_key_name(name)
+    store = get_keystore(settings)
+    if isinstance(store, VaultKeystore):
+        return _vault_platform_key(store, name, create=create)
+    row = f"{PLATFORM_KEY_PREFIX}{name}"
+    if create:
+        return store.get_or_create_key(row)
+    try:
+        return store.get_key(row)
+    except NotFoundError:
+        raise NotFoundError(f"the keystore holds no platform key {name!r}") from None

@@ -31,6 +31,7 @@ def test_demo_runs_every_stage_and_is_rerunnable(home: Path) -> None:
     assert by_name["dbt build"].rows >= 5
     assert any("fct_tenant_daily_kpis" in key for key in by_name["dbt build"].versions)
     assert "receipt verified" in by_name["gdpr erasure example"].note
+    assert "chains + digests verified" in by_name["audit digests"].note, by_name["audit digests"].note
     models = by_name["models"]
     assert "churn AUC" in models.note and "vs oracle AUC" in models.note, models.note
     assert models.rows > 0  # churn scores written for the tenants with churn_prediction on

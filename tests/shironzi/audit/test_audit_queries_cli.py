@@ -12,12 +12,12 @@ import pytest
 from shironzi.audit.events import AuditEvent
 from shironzi.audit.log import audit_table_uri, get_audit_log, record_table_write, record_training_run
 from shironzi.audit.queries import access, changes, inventory, lineage
-from shironzi.cli import main
 from shironzi.lake.delta import append, overwrite, read_arrow
 from shironzi.settings import get_settings
 from tests.shironzi.audit._fixtures import build_lake, customers, events, uri
+from tests.shironzi.cli._fixtures import CliResult, run_cli
 
-Run = Callable[..., tuple[int, str, str]]
+Run = Callable[..., CliResult]
 
 
 @pytest.fixture
@@ -25,17 +25,7 @@ def run(audit_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     monkeypatch.setenv("SHIRONZI_LOG_LEVEL", "WARNING")
     get_settings.cache_clear()
 
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main.run(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return invoke
+    return lambda *args: run_cli(capsys, *args)
 
 
 def test_access_lists_who_touched_a_tenant_in_a_window(audit_home: Path) -> None:

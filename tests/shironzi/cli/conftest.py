@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shironzi.cli import main
 from shironzi.settings import get_settings
 from shironzi.tenancy import reset_registries
-from tests.shironzi.cli._fixtures import CliResult
+from tests.shironzi.cli._fixtures import CliResult, run_cli
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
@@ -27,15 +26,5 @@ def cli(
     get_settings.cache_clear()
     reset_registries()
 
-    def invoke(*args: str) -> CliResult:
-        capsys.readouterr()
-        try:
-            main.run(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return CliResult(code, out.out, out.err)
-
-    yield invoke
+    yield lambda *args: run_cli(capsys, *args)
     reset_registries()
