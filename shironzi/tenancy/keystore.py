@@ -26,10 +26,10 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 from shironzi.errors import (
@@ -60,6 +60,7 @@ class TenantKeystore(Protocol):
         ...
 
 
+@runtime_checkable
 class DataKeystore(Protocol):
     """The versioned data keys of the PII table (kept apart from the tenant key, which makes tokens)."""
 
