@@ -15,6 +15,7 @@ import typer
 
 from shironzi.cli.tenants import _admin_ctx, _registry, console, err_console
 from shironzi.errors import InvalidInputError
+from shironzi.privacy.key_rotation import rotate_master, rotate_tenant
 from shironzi.settings import PLACEHOLDER_SECRETS, get_settings
 from shironzi.tenancy.keystore import TenantKeystore, keystore_for_url
 
@@ -38,8 +39,6 @@ def rotate_master_command(
     batch_size: Annotated[int, typer.Option(min=1, help="Keys re-wrapped per transaction.")] = 500,
 ) -> None:
     """Re-wrap every tenant key under a new master key while reads go on; run it again after a crash."""
-    from shironzi.privacy.key_rotation import rotate_master
-
     with _progress_bar(err_console, "re-wrapping keys") as progress:
         result = rotate_master(
             _admin_ctx("cli: keys rotate-master"),
@@ -79,8 +78,6 @@ def rotate_tenant_command(
     """A new data key for a tenant: its vaulted PII is re-encrypted under it, then the old key is destroyed.
 
     The tenant key behind its pseudonyms (tokens) is not rotated: tokens in the lake stay stable."""
-    from shironzi.privacy.key_rotation import rotate_tenant
-
     tenant_id = _registry().get_tenant(tenant).id
     result = rotate_tenant(_admin_ctx("cli: keys rotate-tenant"), tenant_id)
     retired = ", ".join(map(str, result.retired_versions)) or "none"
