@@ -33,7 +33,7 @@ import pyarrow as pa
 from shironzi.audit.erasure import _remove_files_removed_by
 from shironzi.audit.log import audit
 from shironzi.errors import ConfigurationError, InvalidStateError, LeaseBusyError
-from shironzi.lake.delta import overwrite, read_arrow, table_exists, table_version
+from shironzi.lake.delta import overwrite, read_polars, table_exists, table_version
 from shironzi.lake.leases import lake_relative, table_lease
 from shironzi.lake.predicates import sql_literal
 from shironzi.observability import stage
@@ -173,7 +173,8 @@ def _reencrypt_rows(store: TenantKeystore, tenant_id: str, uri: str) -> tuple[in
     if not table_exists(uri):
         return 0, 0
     where = f"tenant_id = {sql_literal(tenant_id)}"
-    rows = read_arrow(uri, filters=[("tenant_id", "=", tenant_id)])
+    # polars, not Arrow: files rewritten by an erasure hold string_view columns Arrow filters cannot compare.
+    rows = read_polars(uri, filters=[("tenant_id", "=", tenant_id)]).to_arrow()
     if rows.num_rows == 0:
         return 0, 0
     newest, any_live = data_ciphers(store, tenant_id)
