@@ -109,8 +109,8 @@ def test_a_json_keystore_is_migrated_on_first_use(home: Path) -> None:
 
 
 def test_vault_url_selects_vault_and_an_unreachable_vault_is_one_clear_error() -> None:
-    """The Vault backend (hvac, KV v2) is chosen by URL; no Vault server runs on this machine, so its
-    round trip is not exercised here, but a Vault that cannot be reached must fail readably."""
+    """The Vault backend (hvac, KV v2) is chosen by URL, and a Vault that cannot be reached fails readably
+    (the round trip is exercised against a local KV v2 server in the next test)."""
     import socket
 
     from shironzi.errors import ServiceUnavailableError
