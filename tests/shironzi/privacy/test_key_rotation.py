@@ -24,6 +24,7 @@ from shironzi.privacy import key_rotation
 from shironzi.privacy.key_rotation import rotate_master, rotate_tenant
 from shironzi.privacy.pii_table import pii_table_uri, reveal
 from shironzi.settings import get_settings
+from shironzi.tenancy import reset_registries
 from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.keystore import LocalKeystore, fernet_for, get_keystore
 from tests.ingestion._fixtures import provision
@@ -217,9 +218,16 @@ def test_a_tenant_rotation_interrupted_before_destroying_the_old_key_resumes(
     assert reveal(ctx, "t_a", tokens[0]) == "ann@example.com"
 
 
+@pytest.mark.parametrize("registry", ["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
 def test_a_rotation_waits_for_an_erasure_lease_then_times_out_clearly_with_nothing_changed(
-    pii_home: Path, monkeypatch: pytest.MonkeyPatch
+    pii_home: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, registry: str
 ) -> None:
+    """The leases live in the registry database: flock files with SQLite, advisory locks with PostgreSQL."""
+    if registry == "postgres":
+        monkeypatch.setenv("SHIRONZI_DATABASE_URL", request.getfixturevalue("pg_database_url"))
+        get_settings.cache_clear()
+        reset_registries()
+        request.addfinalizer(reset_registries)
     [tenant] = provision([("rot-shop", "ecommerce", "standard")])
     tokens = land_pii([(tenant.id, "c_1", "ann@example.com", "Ann")])
     uri = pii_table_uri()
