@@ -149,7 +149,12 @@ def test_rotate_master_takes_the_new_key_from_a_named_variable_and_refuses_bad_i
     monkeypatch.setenv("ROTATION_TEST_SAME", OLD)
     code, err = _run_cli("keys", "rotate-master", "--new-master-key-env", "ROTATION_TEST_SAME")
     assert code == 1 and "holds the current master key" in err
+    _use_masters(monkeypatch, NEW)  # the new master alone: the old keys cannot be re-wrapped
+    code, err = _run_cli("keys", "rotate-master")
+    assert code == 1 and "set SHIRONZI_PREVIOUS_MASTER_KEY" in err and "nothing was changed" in err
+    _use_masters(monkeypatch, OLD)
     assert LocalKeystore(_keystore_dir(), master_key=OLD).generation_counts() == before  # nothing changed
+    assert LocalKeystore(_keystore_dir(), master_key=OLD).get_key("t_a") == key
 
     monkeypatch.setenv("ROTATION_TEST_NEW", NEW)
     code, err = _run_cli("keys", "rotate-master", "--new-master-key-env", "ROTATION_TEST_NEW")
