@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     master_key: SecretStr = Field(
         SecretStr(DEV_MASTER_KEY), description="Encrypts the local keystore. Must be set outside dev."
     )
+    previous_master_key: SecretStr | None = Field(
+        None,
+        description="During a master key rotation: the retiring master key, so keys still wrapped under it "
+        "stay readable (`shironzi keys rotate-master`). Unset once the rotation has finished.",
+    )
     platform_key: SecretStr = Field(
         SecretStr(DEV_PLATFORM_KEY), description="Signs erasure receipts (HMAC). Must be set outside dev."
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from shironzi.cli import audit, lake, tenants
+from shironzi.cli import audit, key_rotation, lake, tenants
+
+key_rotation.register(tenants.keys_app)
 
 
 def kernel_groups() -> list[tuple[str, typer.Typer]]:

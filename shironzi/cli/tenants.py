@@ -28,7 +28,10 @@ err_console = Console(stderr=True, highlight=False)
 
 tenants_app = typer.Typer(help="Create, inspect and change tenants.", no_args_is_help=True)
 modules_app = typer.Typer(help="The module catalogue and per-tenant module toggles.", no_args_is_help=True)
-keys_app = typer.Typer(help="Issue, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Issue, list and revoke API keys; rotate the encryption keys (rotate-master, rotate-tenant).",
+    no_args_is_help=True,
+)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 TenantArg = Annotated[str, typer.Argument(help="Tenant id (t_...) or slug.")]

@@ -4,6 +4,10 @@ One platform Delta table (`_platform/vault/pii` under the lake: the on-disk name
 stays, so existing lakes keep their rows) with one row per (tenant, token). Landing inserts rows (never
 updates them); erasure deletes a subject's rows; destroying a tenant's key crypto-shreds the rest: the
 ciphertext stays but can never be decrypted. `reveal` is the one audited way back to a raw value.
+
+Rows are encrypted under the tenant's newest data key (`DataKeystore.data_keys`; version 0 is the tenant
+key), read while holding the table's shared lease, so a key rotation (which rewrites the tenant's rows
+under the exclusive lease, then destroys the old key) never misses a row encrypted under the old key.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import pyarrow as pa
 from shironzi.audit.log import audit
 from shironzi.errors import InvalidInputError, KeyDestroyedError, NotFoundError
 from shironzi.lake.delta import append, read_polars, table_exists, table_version
+from shironzi.lake.leases import table_lease
 from shironzi.lake.paths import platform_uri
 from shironzi.privacy.tokens import TOKEN_PATTERN
 from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
-from shironzi.tenancy.keystore import TenantKeystore, fernet_for, get_keystore
+from shironzi.tenancy.keystore import DataKeystore, TenantKeystore, fernet_for, get_keystore
 
 PII_TABLE_SCHEMA = pa.schema(
     [
@@ -47,15 +52,33 @@ class PendingPiiRows:
 
     entries: list[Mapping[str, Any]] = field(default_factory=list)
     keys: dict[str, bytes] = field(default_factory=dict)
+    keystore: TenantKeystore | None = None
 
-    def add(self, entries: Iterable[Mapping[str, Any]], keys: Mapping[str, bytes]) -> None:
+    def add(
+        self, entries: Iterable[Mapping[str, Any]], keys: Mapping[str, bytes], *, keystore: TenantKeystore | None = None
+    ) -> None:
         self.entries.extend(entries)
         self.keys.update(keys)
+        self.keystore = keystore or self.keystore
 
     def store(self, *, table_uri: str | None = None) -> None:
         if self.entries:
-            store_pii_rows(self.entries, self.keys, table_uri=table_uri)
+            store_pii_rows(self.entries, self.keys, table_uri=table_uri, keystore=self.keystore)
         self.entries, self.keys = [], {}
+
+
+def data_ciphers(store: TenantKeystore, tenant_id: str, token_key: bytes | None = None) -> tuple[Any, Any]:
+    """(the cipher new rows of the tenant are encrypted under, one that decrypts any of its live rows).
+
+    A keystore without data keys encrypts under the tenant key itself (version 0)."""
+    from cryptography.fernet import MultiFernet
+
+    if isinstance(store, DataKeystore):
+        keys = [key for _, key in store.data_keys(tenant_id)]
+    else:
+        keys = [token_key if token_key is not None else store.get_key(tenant_id)]
+    ciphers = [fernet_for(key) for key in keys]
+    return ciphers[0], MultiFernet(ciphers)
 
 
 # Tokens known to be in the PII table, per table: (the table version they describe, tenant -> tokens).
@@ -80,10 +103,23 @@ def _stored_tokens(uri: str, tenants: Sequence[str]) -> tuple[int, dict[str, set
 
 
 def store_pii_rows(
-    entries: Sequence[Mapping[str, Any]], keys: Mapping[str, bytes], *, table_uri: str | None
+    entries: Sequence[Mapping[str, Any]],
+    keys: Mapping[str, bytes],
+    *,
+    table_uri: str | None,
+    keystore: TenantKeystore | None = None,
 ) -> None:
-    """Encrypt and append the entries (`tenant_id, token, field, customer_id, raw`) in one commit."""
+    """Encrypt and append the entries (`tenant_id, token, field, customer_id, raw`) in one commit, each under
+    its tenant's newest data key (`keys` are the tenant keys the tokens were made with)."""
     uri = table_uri or pii_table_uri()
+    store = keystore or get_keystore()
+    with table_lease(uri, mode="shared"):  # a rotation cannot retire the data key between encrypt and commit
+        _store_pii_rows(entries, keys, uri, store)
+
+
+def _store_pii_rows(
+    entries: Sequence[Mapping[str, Any]], keys: Mapping[str, bytes], uri: str, store: TenantKeystore
+) -> None:
     known: dict[str, set[str]] = {}
     if table_exists(uri):  # insert-only: tokens already stored are skipped (duplicates would be harmless)
         _, known = _stored_tokens(uri, sorted({e["tenant_id"] for e in entries}))
@@ -91,7 +127,7 @@ def store_pii_rows(
         if not entries:
             return
     now = dt.datetime.now(dt.UTC)
-    ciphers = {tenant: fernet_for(key) for tenant, key in keys.items()}
+    ciphers = {tenant: data_ciphers(store, tenant, key)[0] for tenant, key in keys.items()}
     rows = [
         {
             "tenant_id": e["tenant_id"],
@@ -129,7 +165,7 @@ def reveal(ctx: TenantContext, tenant_id: str, token: str, *, keystore: TenantKe
         raise NotFoundError(f"token {token} is not in tenant {tenant_id!r}'s PII table", tenant=tenant_id)
     store = keystore or get_keystore()
     try:
-        key = store.get_key(tenant_id)
+        _, cipher = data_ciphers(store, tenant_id)
     except KeyDestroyedError:
         audit(
             ctx,
@@ -141,7 +177,7 @@ def reveal(ctx: TenantContext, tenant_id: str, token: str, *, keystore: TenantKe
         )
         raise
     try:
-        raw = fernet_for(key).decrypt(rows["ciphertext"][0])
+        raw = cipher.decrypt(rows["ciphertext"][0])
     except InvalidToken as exc:
         raise KeyDestroyedError(f"token {token} cannot be decrypted with tenant {tenant_id!r}'s key") from exc
     audit(ctx, "pii_reveal", tenant_id=tenant_id, resource=uri, details={"token": token}, durable=True)

@@ -117,9 +117,9 @@ def pseudonymise_batch(
     if pii_rows:
         entries = [{k: v for k, v in e.items() if k != "_row"} for e in pii_rows.values()]
         if pending is not None:
-            pending.add(entries, keys)
+            pending.add(entries, keys, keystore=store)
         else:
-            store_pii_rows(entries, keys, table_uri=table_uri)
+            store_pii_rows(entries, keys, table_uri=table_uri, keystore=store)
     return out
 
 

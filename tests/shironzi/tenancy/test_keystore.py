@@ -109,8 +109,8 @@ def test_a_json_keystore_is_migrated_on_first_use(home: Path) -> None:
 
 
 def test_vault_url_selects_vault_and_an_unreachable_vault_is_one_clear_error() -> None:
-    """The Vault backend (hvac, KV v2) is chosen by URL; no Vault server runs on this machine, so its
-    round trip is not exercised here, but a Vault that cannot be reached must fail readably."""
+    """The Vault backend (hvac, KV v2) is chosen by URL, and a Vault that cannot be reached fails readably
+    (the round trip is exercised against a local KV v2 server in the next test)."""
     import socket
 
     from shironzi.errors import ServiceUnavailableError
@@ -125,3 +125,64 @@ def test_vault_url_selects_vault_and_an_unreachable_vault_is_one_clear_error() -
         store.get_key("t_a")
     with pytest.raises(ServiceUnavailableError):
         store.destroy_key("t_a")
+
+
+def test_vault_keystore_speaks_kv_v2_over_http(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hvac path against a local server speaking Vault's KV v2 API: the exact verbs, paths and payloads."""
+    from shironzi.errors import ServiceUnavailableError
+    from shironzi.tenancy.keystore import VaultKeystore, keystore_for_url
+    from tests.shironzi.tenancy._vault import TOKEN, vault_server
+
+    with vault_server("kv") as (url, kv):
+        monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+        store = keystore_for_url(f"vault+{url}/kv", master_key="unused")
+        assert isinstance(store, VaultKeystore)
+        key = store.get_or_create_key("t_a")
+        assert store.get_or_create_key("t_a") == key and store.get_key("t_a") == key
+        path = "/v1/kv/data/shironzi/tenant-keys/t_a"
+        assert [(r.method, r.path) for r in kv.requests] == [("GET", path), ("POST", path)] + [("GET", path)] * 2
+        created = kv.requests[1].body
+        assert created["options"] == {"cas": 0}  # create-only: two creators cannot hand out two keys
+        assert base64.b64decode(created["data"]["key"]) == key and set(created["data"]) == {"key", "created_at"}
+
+        kv.requests.clear()
+        store.destroy_key("t_a")
+        assert [(r.method, r.path) for r in kv.requests] == [
+            ("DELETE", "/v1/kv/metadata/shironzi/tenant-keys/t_a"),
+            ("DELETE", "/v1/kv/metadata/shironzi/tenant-data-keys/t_a"),
+            ("POST", path),
+        ]
+        assert set(kv.requests[-1].body["data"]) == {"destroyed_at"}
+        assert all("key" not in v for v in kv.live_values())  # no version of the key is left in Vault
+        with pytest.raises(KeyDestroyedError):
+            store.get_key("t_a")
+
+        monkeypatch.setenv("VAULT_TOKEN", "s.wrong")
+        refused = keystore_for_url(f"vault+{url}/kv", master_key="unused")
+        with pytest.raises(ServiceUnavailableError, match="could not read a tenant key: Forbidden"):
+            refused.get_key("t_b")
+
+
+def test_a_keystore_from_before_master_rotation_is_migrated_and_rotates(home: Path) -> None:
+    """An existing keystore (no generations) keeps working, learns its master, and can be rotated."""
+    directory = home / "old-keys"
+    directory.mkdir()
+    salt = os.urandom(16)
+    key = os.urandom(32)
+    wrapped = LocalKeystore(directory, master_key="old-master")._wrapping_key(salt).encrypt(key).decode()
+    with sqlite3.connect(directory / "tenant_keys.db") as db:  # the schema before generations
+        db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("CREATE TABLE tenant_keys (tenant_id TEXT PRIMARY KEY, wrapped TEXT, created_at TEXT, "
+                   "destroyed_at TEXT)")
+        db.execute("INSERT INTO meta VALUES ('salt', ?)", (base64.b64encode(salt).decode(),))
+        db.execute("INSERT INTO tenant_keys VALUES ('t_old', ?, '2026-01-01', NULL)", (wrapped,))
+    # The first process to open it already has the new master: generation 0 is recognised by the old one.
+    rotating = LocalKeystore(directory, master_key="new-master", previous_master_keys=["old-master"])
+    assert rotating.get_key("t_old") == key
+    assert rotating.generation_counts() == {0: 1}
+    generation = rotating.begin_master_rotation()
+    assert generation == 1 and rotating.rewrap_batch(generation, limit=10) == 1
+    assert rotating.retire_generations(keep=generation) == [0]
+    assert LocalKeystore(directory, master_key="new-master").get_key("t_old") == key
+    with pytest.raises(Exception, match="no configured master opens"):
+        LocalKeystore(directory, master_key="old-master").get_key("t_old")
