@@ -119,8 +119,11 @@ def test_a_master_rotation_killed_halfway_leaves_every_key_readable_and_a_rerun_
 
 
 def test_reads_and_new_keys_go_on_during_a_master_rotation(pii_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shironzi.tenancy.keystore import platform_key
+
     _use_masters(monkeypatch, OLD)
-    keys = {f"t_{i}": get_keystore().get_or_create_key(f"t_{i}") for i in range(6)}
+    keys = {f"t_{i}": get_keystore().get_or_create_key(f"t_{i}") for i in range(5)}
+    signing = platform_key("audit-digest-signing")  # the audit digests' signing seed is re-wrapped with them
     _use_masters(monkeypatch, NEW, previous=OLD)
     seen: dict[str, bytes] = {}
 
@@ -136,6 +139,7 @@ def test_reads_and_new_keys_go_on_during_a_master_rotation(pii_home: Path, monke
     assert result.rewrapped == 7  # the key added meanwhile under the old master was re-wrapped too
     after = LocalKeystore(_keystore_dir(), master_key=NEW)
     assert after.get_key("t_late") == seen["t_late"] and after.generation_counts() == {1: 7}
+    assert after.get_key("platform:audit-digest-signing") == signing
 
 
 def test_rotate_master_takes_the_new_key_from_a_named_variable_and_refuses_bad_input(
