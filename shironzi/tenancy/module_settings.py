@@ -19,8 +19,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from datetime import datetime
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -35,8 +36,10 @@ from shironzi.tenancy.events import ProjectionState, TenantEvent
 from shironzi.tenancy.invalidation import Invalidation
 from shironzi.tenancy.models import tenant_events
 from shironzi.tenancy.store import RegistryStore, require_live
+from shironzi.webhooks.signing import ROTATION_GRACE_SECONDS, webhook_secret
 
 SETTINGS_EVENT = "module_settings_changed"
+ROTATION_EVENT = "webhook_secret_rotated"
 TENANT_EDITABLE = "x-tenant-editable"
 Editor = Literal["admin", "tenant"]
 NotificationEvent = Literal["at_risk", "anomaly", "pipeline_failure", "erasure_completed", "alert"]
@@ -276,6 +279,45 @@ class ModuleSettings(RegistryStore):
             if isinstance(payload, dict) and payload.get("module") == module:
                 by_tenant.setdefault(str(tid), []).append(payload)
         return {tid: (_fold(events), len(events)) for tid, events in by_tenant.items()}
+
+    # --- the notifications module's signing secret ----------------------------------------------------
+
+    def rotate_webhook_secret(self, ctx: TenantContext, tenant_id: str) -> str:
+        """Start a new generation of the tenant's webhook signing secret and return it (the previous one still
+        signs alongside it for `ROTATION_GRACE_SECONDS`)."""
+
+        def decide(conn: Connection, state: ProjectionState) -> list[TenantEvent]:
+            ((tid, row),) = state.tenants.items()
+            require_live(tid, row)
+            generation = len(self._rotations(conn, [tid]).get(tid, [])) + 1
+            return [self._event(ctx, ROTATION_EVENT, tid, generation=generation)]
+
+        state, events = self._commit(decide, tenant=tenant_id, ctx=ctx)
+        ((tid, _row),) = state.tenants.items()
+        return webhook_secret(self.settings, tid, int(events[0].payload["generation"]))
+
+    def webhook_secrets_of(self, tenant_ids: list[str]) -> dict[str, list[str]]:
+        """Each tenant's signing secrets, newest first (two during a rotation's grace period), in one query."""
+        with self.engine.connect() as conn:
+            rotations = self._rotations(conn, tenant_ids)
+        now = time.time()
+        out: dict[str, list[str]] = {}
+        for tid in tenant_ids:
+            stamps = rotations.get(tid, [])
+            secrets = [webhook_secret(self.settings, tid, len(stamps))]
+            if stamps and now - stamps[-1] < ROTATION_GRACE_SECONDS:
+                secrets.append(webhook_secret(self.settings, tid, len(stamps) - 1))
+            out[tid] = secrets
+        return out
+
+    def _rotations(self, conn: Connection, tenant_ids: list[str]) -> dict[str, list[float]]:
+        query = (sa.select(tenant_events.c.tenant_id, tenant_events.c.occurred_at)
+                 .where(tenant_events.c.type == ROTATION_EVENT, tenant_events.c.tenant_id.in_(tenant_ids))
+                 .order_by(tenant_events.c.sequence))
+        found: dict[str, list[float]] = {}
+        for tid, at in conn.execute(query).all():
+            found.setdefault(str(tid), []).append(cast(datetime, at).timestamp())
+        return found
 
     def apply_invalidation(self, change: Invalidation) -> None:
         super().apply_invalidation(change)
