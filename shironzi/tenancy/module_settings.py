@@ -19,8 +19,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from datetime import datetime
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -42,6 +42,7 @@ SETTINGS_EVENT = "module_settings_changed"
 ROTATION_EVENT = "webhook_secret_rotated"
 TENANT_EDITABLE = "x-tenant-editable"
 Editor = Literal["admin", "tenant"]
+ConfigurableModule = Literal["churn_prediction", "trend_forecast", "notifications", "data_export"]
 NotificationEvent = Literal["at_risk", "anomaly", "pipeline_failure", "erasure_completed", "alert"]
 NOTIFICATION_EVENTS: tuple[str, ...] = ("at_risk", "anomaly", "pipeline_failure", "erasure_completed", "alert")
 MAX_WEBHOOK_URLS = 5
