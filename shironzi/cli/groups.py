@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shironzi.cli import audit, lake, tenants
+from shironzi.cli import alerts, audit, lake, tenants
 
 
 def kernel_groups() -> list[tuple[str, typer.Typer]]:
@@ -16,4 +16,6 @@ def kernel_groups() -> list[tuple[str, typer.Typer]]:
         ("audit", audit.audit_app),
         ("gdpr", audit.gdpr_app),
         ("retention", audit.retention_app),
+        ("alerts", alerts.alerts_app),
+        ("webhooks", alerts.webhooks_app),
     ]
