@@ -208,6 +208,10 @@ def build_dedicated_batch(
         summary.rows = len(out)
         summary.extra.update(failed=len(failures))
     if failures:
+        from shironzi.webhooks.notify import notify_pipeline_failure
+
+        failed = [t for r, t in batch if any(f.startswith(f"{r}/tenants/{t}: ") for f in failures)]
+        notify_pipeline_failure("dbt_build", failed, settings=settings)
         more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
         raise TransformationError(f"dbt build failed: {failures[0]}{more}", failures=failures)
     return out

@@ -58,6 +58,17 @@ def notify_many(events: Sequence[Notification], *, settings: Settings | None = N
     return send(deliveries, settings=settings) if deliveries else DispatchResult()
 
 
+def notify_pipeline_failure(pipeline: str, tenant_ids: Sequence[str], *, run_id: str | None = None,
+                            settings: Settings | None = None) -> DispatchResult:
+    """Tell the tenants a failed pipeline run left behind (their data is stale until a retry succeeds). The
+    error text stays on the platform side: it may name hosts and paths."""
+    payload = {"pipeline": pipeline, "run_id": run_id, "failed_at": datetime.now(UTC).isoformat()}
+    key = f"pipeline_failure:{pipeline}:{run_id}" if run_id else None
+    events = [Notification(tid, "pipeline_failure", payload, f"{key}:{tid}" if key else None)
+              for tid in sorted(set(tenant_ids))]
+    return notify_many(events, settings=settings)
+
+
 def subscriptions(tenant_ids: set[str], *, settings: Settings | None = None) -> dict[str, NotificationsSettings]:
     """The notification settings of those tenants that have the module on and a webhook URL (two queries)."""
     registry = get_registry(settings)

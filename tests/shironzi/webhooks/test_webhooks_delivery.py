@@ -76,7 +76,7 @@ def test_three_failures_then_delivered_on_the_fourth_attempt(registry: Registry)
     attempts = [r for r in attempts_of(delivery_id) if r["attempt"] > 0]
     assert [r["status"] for r in attempts] == ["retrying", "retrying", "retrying", "delivered"]
     assert [r["http_status"] for r in attempts] == [500, 503, 502, 200]
-    gaps = [(b["attempted_at"] - a["attempted_at"]).total_seconds() for a, b in zip(attempts, attempts[1:])]
+    gaps = [(b["attempted_at"] - a["attempted_at"]).total_seconds() for a, b in zip(attempts, attempts[1:], strict=False)]
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2  # exponential backoff: 0.05, 0.1, 0.2 s
     keys = {r.headers[IDEMPOTENCY_HEADER] for r in receiver.requests}
     assert len(receiver.requests) == 4 and len(keys) == 1  # one idempotency key for every attempt
@@ -96,8 +96,11 @@ def test_dead_letter_after_the_retry_window_then_redelivery(registry: Registry,
         assert attempts >= 2
         (letter,) = dead_letters()
         assert letter["delivery_id"] == delivery_id and letter["attempt"] == attempts
-        # it died at the last attempt inside the window: the next one (after a doubled wait) was past it
-        assert (letter["attempted_at"] - letter["created_at"]).total_seconds() <= 1.0
+        # the last attempt was scheduled inside the window; the one after it (a doubled wait) would be past it
+        last_retry = attempts_of(delivery_id)[-2]
+        assert (last_retry["next_attempt_at"] - letter["created_at"]).total_seconds() <= 1.0
+        wait = 0.05 * 2 ** (attempts - 1)
+        assert (letter["attempted_at"] - letter["created_at"]).total_seconds() + wait > 1.0
         assert letter["next_attempt_at"] is None and letter["status"] == "dead"
         assert "HTTP 500" in letter["error"]
         assert dispatch_until_settled(timeout=5).attempted == 0  # nothing is retried after the dead letter
@@ -122,3 +125,18 @@ def test_notifications_follow_the_module_settings(registry: Registry) -> None:
     with pytest.raises(Exception, match="not found"):  # a tenant cannot redeliver another tenant's delivery
         other = _shop(registry, "someone-else", "https://example.org/hook")
         redeliver(delivery_log(tenant_id=subscribed)[0]["delivery_id"], tenant_id=other)
+
+
+def test_pipeline_failures_reach_the_affected_subscribed_tenants_without_the_error_text(registry: Registry) -> None:
+    from shironzi.webhooks.notify import notify_pipeline_failure
+
+    with webhook_receiver() as receiver:
+        hit = _shop(registry, "hit-by-failure", receiver.url)
+        spared = _shop(registry, "spared", receiver.url)
+        result = notify_pipeline_failure("dbt_build", [hit, hit], run_id="run-7")
+        assert len(result.delivered) == 1
+    (request,) = receiver.requests
+    body = json.loads(request.body)
+    assert body["tenant_id"] == hit and body["tenant_id"] != spared
+    assert body["data"]["pipeline"] == "dbt_build"
+    assert request.headers[IDEMPOTENCY_HEADER] == f"pipeline_failure:dbt_build:run-7:{hit}"
