@@ -82,7 +82,7 @@ def _silence_schema() -> pa.Schema:
     ])
 
 
-def _read(uri: str, settings: Settings, schema: pa.Schema, filters: Any = None) -> list[dict[str, Any]]:
+def _read(uri: str, settings: Settings, filters: Any = None) -> list[dict[str, Any]]:
     if not table_exists(uri, storage_options=_opts(settings)):
         return []
     return read_polars(uri, filters=filters, storage_options=_opts(settings)).to_dicts()
@@ -91,7 +91,7 @@ def _read(uri: str, settings: Settings, schema: pa.Schema, filters: Any = None) 
 def list_alerts(*, settings: Settings | None = None, include_resolved: bool = False) -> list[dict[str, Any]]:
     """The open alerts (or every alert row), most severe and newest first."""
     settings = settings or get_settings()
-    rows = _read(alerts_uri(settings), settings, _alert_schema())
+    rows = _read(alerts_uri(settings), settings)
     if not include_resolved:
         rows = [r for r in rows if r["status"] in OPEN]
     return sorted(rows, key=lambda r: (_severity_rank(r["severity"]), -r["started_at"].timestamp()))
@@ -127,7 +127,7 @@ def add_silence(*, rule: str | None = None, tenant_id: str | None = None, finger
 def active_silences(*, settings: Settings | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
-    return [s for s in _read(silences_uri(settings), settings, _silence_schema(), [("ends_at", ">", now)])
+    return [s for s in _read(silences_uri(settings), settings, [("ends_at", ">", now)])
             if s["starts_at"] <= now]
 
 
