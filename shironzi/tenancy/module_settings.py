@@ -46,6 +46,7 @@ ConfigurableModule = Literal["churn_prediction", "trend_forecast", "notification
 NotificationEvent = Literal["at_risk", "anomaly", "pipeline_failure", "erasure_completed", "alert"]
 NOTIFICATION_EVENTS: tuple[str, ...] = ("at_risk", "anomaly", "pipeline_failure", "erasure_completed", "alert")
 MAX_WEBHOOK_URLS = 5
+MAX_URL_LENGTH = 2000
 
 
 def _tenant_editable(default: Any, **constraints: Any) -> Any:
@@ -119,6 +120,8 @@ def webhook_url_problem(url: object, *, prod: bool) -> str | None:
     loopback); in prod only https to a public address, so a tenant cannot aim the platform at its own network."""
     if not isinstance(url, str):
         return "must be a string"
+    if len(url) > MAX_URL_LENGTH or any(c.isspace() or not c.isprintable() for c in url):
+        return f"must be a URL of at most {MAX_URL_LENGTH} printable characters without spaces"
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return "must be an http(s) URL with a host"
