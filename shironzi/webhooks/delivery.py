@@ -109,17 +109,20 @@ def _write(uri: str, rows: list[dict[str, Any]], settings: Settings) -> None:
 
 
 def queue(deliveries: Sequence[NewDelivery], *, settings: Settings | None = None,
-          redelivery_of: Sequence[str | None] | None = None) -> list[str]:
-    """Record new deliveries (one commit); returns their ids. The next dispatch sends them."""
+          redelivery_of: Sequence[str | None] | None = None, hold_seconds: float = 0.0) -> list[str]:
+    """Record new deliveries (one commit); returns their ids. A dispatch pass sends them once `hold_seconds`
+    have passed (the caller that holds them attempts them itself first)."""
     settings = settings or get_settings()
     now = datetime.now(UTC)
+    first_attempt = now + timedelta(seconds=hold_seconds)
     rows: list[dict[str, Any]] = []
     for index, item in enumerate(deliveries):
         rows.append({
             "delivery_id": uuid.uuid4().hex, "attempt": 0, "tenant_id": item.tenant_id, "url": item.url,
             "event_type": item.event_type, "idempotency_key": item.idempotency_key or uuid.uuid4().hex,
             "payload": json.dumps(item.payload, sort_keys=True, default=str), "status": "queued",
-            "http_status": None, "error": None, "created_at": now, "attempted_at": None, "next_attempt_at": now,
+            "http_status": None, "error": None, "created_at": now, "attempted_at": None,
+            "next_attempt_at": first_attempt,
             "redelivery_of": redelivery_of[index] if redelivery_of else None,
         })
     _write(deliveries_uri(settings), rows, settings)
@@ -129,8 +132,13 @@ def queue(deliveries: Sequence[NewDelivery], *, settings: Settings | None = None
 def send(deliveries: Sequence[NewDelivery], *, settings: Settings | None = None) -> DispatchResult:
     """Queue deliveries and make their first attempt now (failures stay queued for `dispatch_due`)."""
     settings = settings or get_settings()
-    ids = queue(deliveries, settings=settings)
+    # held back from the dispatcher for the length of this first attempt, so that the two do not both send
+    ids = queue(deliveries, settings=settings, hold_seconds=_hold_seconds(settings))
     return dispatch_due(settings=settings, only=ids)
+
+
+def _hold_seconds(settings: Settings) -> float:
+    return 2 * settings.webhook_timeout_seconds + 5
 
 
 def _current(settings: Settings, *, since: datetime | None = None, delivery_id: str | None = None,
@@ -205,9 +213,11 @@ def dispatch_due(*, settings: Settings | None = None, only: Collection[str] | No
         import polars as pl
 
         current = _current(settings, since=now - window - timedelta(hours=1))
-        due = current.filter(pl.col("status").is_in(OPEN_STATUSES) & (pl.col("next_attempt_at") <= now))
-        if only is not None:
-            due = due.filter(pl.col("delivery_id").is_in(list(only)))
+        if only is None:
+            due = current.filter(pl.col("status").is_in(OPEN_STATUSES) & (pl.col("next_attempt_at") <= now))
+        else:  # named deliveries: attempted now, but only once (a first attempt, or a retry that is due)
+            due = current.filter(pl.col("status").is_in(OPEN_STATUSES) & pl.col("delivery_id").is_in(list(only))
+                                 & ((pl.col("attempts") == 0) | (pl.col("next_attempt_at") <= now)))
         rows = due.to_dicts()
         secrets = _secrets_for(rows, settings)
         with ThreadPoolExecutor(max_workers=PARALLEL_POSTS) as pool:
@@ -301,5 +311,5 @@ def redeliver(delivery_id: str, *, settings: Settings | None = None, tenant_id: 
     row = found[0]
     again = NewDelivery(row["tenant_id"], row["url"], row["event_type"], json.loads(row["payload"]),
                         row["idempotency_key"])
-    ids = queue([again], settings=settings, redelivery_of=[delivery_id])
+    ids = queue([again], settings=settings, redelivery_of=[delivery_id], hold_seconds=_hold_seconds(settings))
     return dispatch_due(settings=settings, only=ids)

@@ -141,3 +141,14 @@ def test_pipeline_failures_reach_the_affected_subscribed_tenants_without_the_err
     assert body["tenant_id"] == hit and body["tenant_id"] != spared
     assert body["data"]["pipeline"] == "dbt_build"
     assert request.headers[IDEMPOTENCY_HEADER] == f"pipeline_failure:dbt_build:run-7:{hit}"
+
+
+def test_a_delivery_being_sent_is_held_back_from_the_dispatcher(registry: Registry) -> None:
+    from shironzi.webhooks.delivery import dispatch_due, queue
+
+    with webhook_receiver() as receiver:
+        ids = queue([NewDelivery(None, receiver.url, "alert", {"x": 1})], hold_seconds=60)
+        assert dispatch_due().attempted == 0  # the sender's own first attempt is not duplicated by a pass
+        assert dispatch_due(only=ids).delivered == ids
+        assert dispatch_due(only=ids).attempted == 0  # delivered: never sent twice
+    assert len(receiver.requests) == 1
