@@ -14,16 +14,18 @@ from feature_store.definitions import FEATURE_TIMESTAMP
 from feature_store.offline import feature_timestamp_for
 from feature_store.registry import get_feature_view, resolve_features
 from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
+from models.at_risk import at_risk_crossings, at_risk_subscribers, previous_scores
 from models.churn.base_features import add_customer_base_features
 from models.common import as_float_matrix, read_feature_inputs
 from models.inference import load_churn_predictor, reasons_json
-from models.predictions import CHURN_SCORES_TABLE, ScoreResult, churn_scores_schema
+from models.predictions import CHURN_SCORES_TABLE, ScoreResult, churn_scores_schema, predictions_uri
 from models.trend.forecast import write_trend_forecasts
 from shironzi.errors import InvalidInputError
 from shironzi.lake.groups import lake_groups
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy import get_registry
+from shironzi.webhooks.notify import Notification, notify_many
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -94,6 +96,8 @@ def score_churn(
             summary.extra["tenants"] = 0
             return result
         predictor = load_churn_predictor(settings=settings)
+        listening = at_risk_subscribers(tenants, settings)  # {} when no tenant subscribes: no extra I/O
+        crossings: list[Notification] = []
         scored_at = datetime.now(UTC)
         schema = churn_scores_schema()
         for group in lake_groups(tenants, settings):
@@ -138,11 +142,18 @@ def score_churn(
                         "scored_at": pa.array([scored_at] * rows.num_rows, schema.field("scored_at").type),
                     }, schema=schema))
             table = pa.concat_tables(parts) if parts else schema.empty_table()
+            if group_listening := {t: v for t, v in listening.items() if t in group.tenant_ids}:
+                before = previous_scores(predictions_uri(group, CHURN_SCORES_TABLE, settings), list(group_listening),
+                                         score_date, settings)
+                crossings += at_risk_crossings(table, before, group_listening, score_date)
             result.write(group, CHURN_SCORES_TABLE, table, partition="score_date", day=score_date, settings=settings,
                          actor=ACTOR, operation="score_churn", inputs=inputs, models=used)
             result.tenants += sorted(set(table.column("tenant_id").to_pylist()))
         result.summarise(summary)
-        summary.extra.update(tenants=len(result.tenants), skipped_tenants=len(skipped), model_version=predictor.version)
+        if crossings:
+            notify_many(crossings, settings=settings)
+        summary.extra.update(tenants=len(result.tenants), skipped_tenants=len(skipped), model_version=predictor.version,
+                             at_risk_notifications=len(crossings))
     return result
 
 

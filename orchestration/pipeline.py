@@ -208,6 +208,10 @@ def build_dedicated_batch(
         summary.rows = len(out)
         summary.extra.update(failed=len(failures))
     if failures:
+        from shironzi.webhooks.notify import notify_pipeline_failure
+
+        failed = [t for r, t in batch if any(f.startswith(f"{r}/tenants/{t}: ") for f in failures)]
+        notify_pipeline_failure("dbt_build", failed, settings=settings)
         more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
         raise TransformationError(f"dbt build failed: {failures[0]}{more}", failures=failures)
     return out
@@ -416,3 +420,21 @@ def record_deadline_missed(*, dag_id: str, deadline: str) -> None:
     ctx = TenantContext.admin(actor=PIPELINE_ACTOR, purpose="pipeline deadline alert")
     audit(ctx, "pipeline.deadline_missed", resource=f"airflow:{dag_id}", outcome="failure",
           details={"dag_id": dag_id, "deadline": deadline}, durable=True)
+
+
+def evaluate_alerts(*, settings: Settings | None = None) -> dict[str, Any]:
+    """One pass of the alert rules (`shironzi alerts evaluate`)."""
+    from shironzi.alerts.engine import evaluate
+
+    result = evaluate(settings=settings or get_settings())
+    return {"firing": len(result.firing), "still_open": len(result.still_open), "silenced": len(result.silenced),
+            "resolved": len(result.resolved)}
+
+
+def dispatch_webhooks(*, settings: Settings | None = None) -> dict[str, Any]:
+    """Attempt the webhook deliveries that are due (`shironzi webhooks dispatch`)."""
+    from shironzi.webhooks.delivery import dispatch_due
+
+    result = dispatch_due(settings=settings or get_settings())
+    return {"attempted": result.attempted, "delivered": len(result.delivered), "retrying": len(result.retrying),
+            "dead": len(result.dead)}

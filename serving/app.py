@@ -16,12 +16,15 @@ from serving.api.routes import (
     admin_keys,
     admin_models,
     admin_tenants,
+    admin_webhooks,
     churn,
     events,
     features,
     forecasts,
     health,
     tenant,
+    tenant_modules,
+    webhooks,
 )
 from serving.errors import install_error_handlers
 from serving.services import ApiServices
@@ -107,7 +110,7 @@ def _settle_heap() -> None:
 
 def _include_routes(app: FastAPI) -> None:
     for module in (health, tenant, churn, forecasts, features, events, admin_tenants, admin_keys, admin_models,
-                   admin_audit):
+                   admin_audit, tenant_modules, webhooks, admin_webhooks):
         app.include_router(module.router)
 
 

@@ -175,6 +175,44 @@ class TenantsPage(BaseModel):
 class ModulesPublic(BaseModel):
     tenant_id: str
     modules: list[Module]
+    settings: ModuleSettingsPublic | None = Field(None, description="The module's settings, when a body set them.")
+
+
+# --- module settings and webhooks ---------------------------------------------------------------------
+
+
+class ModuleSettingsPublic(BaseModel):
+    tenant_id: str
+    module: str
+    version: int = Field(description="How many times the tenant's settings of this module changed.")
+    settings: dict[str, Any] = Field(description="Every setting, defaults included.")
+    overrides: dict[str, Any] = Field(description="The settings that differ from their defaults.")
+    tenant_editable: list[str]
+    json_schema: dict[str, Any] = Field(description="The module's settings schema (`x-tenant-editable` marks "
+                                        "what tenants may change).")
+
+
+class WebhookDeliveryPublic(BaseModel):
+    delivery_id: str
+    event_type: str
+    url: str
+    status: Literal["queued", "retrying", "delivered", "dead"]
+    attempts: int
+    http_status: int | None
+    error: str | None
+    created_at: datetime
+    attempted_at: datetime | None
+    next_attempt_at: datetime | None
+    idempotency_key: str
+    redelivery_of: str | None
+
+
+class WebhookDeliveriesPage(BaseModel):
+    items: list[WebhookDeliveryPublic]
+
+
+class WebhookSecretPublic(BaseModel):
+    secret: str = Field(description="Verify `Shironzi-Signature: t=...,v1=...` with HMAC-SHA256 over `{t}.{body}`.")
 
 
 # --- keys --------------------------------------------------------------------------------------------
@@ -256,3 +294,5 @@ class HealthPublic(BaseModel):
 class ReadinessPublic(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str]
+
+ModulesPublic.model_rebuild()

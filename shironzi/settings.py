@@ -205,6 +205,21 @@ class Settings(BaseSettings):
         description="Models: most churn training rows held in memory; more are sampled, stratified by tenant size "
         "bucket and label.",
     )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="Webhooks: how long one delivery attempt waits for the receiver (seconds)."
+    )
+    webhook_backoff_seconds: float = Field(
+        30.0, gt=0, le=3600,
+        description="Webhooks: wait before the first retry; each further retry waits twice as long (capped at 1 h).",
+    )
+    webhook_retry_window_seconds: float = Field(
+        86_400.0, gt=0, le=7 * 86_400,
+        description="Webhooks: a delivery still failing this long after it was queued goes to the dead letters.",
+    )
+    alert_webhook_urls: list[str] = Field(
+        default_factory=list,
+        description="Alerts: Alertmanager-compatible webhook receivers (JSON list of URLs) that get every alert.",
+    )
     otel_exporter_otlp_endpoint: str | None = Field(
         None,
         validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "SHIRONZI_OTEL_EXPORTER_OTLP_ENDPOINT"),

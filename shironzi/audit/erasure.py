@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,7 @@ from shironzi.errors import (
     InvalidInputError,
     InvalidStateError,
     NotFoundError,
+    ShironziError,
     TenantNotFoundError,
 )
 from shironzi.lake.delta import append, delete, open_table, read_arrow, sql_literal, table_exists, table_version
@@ -72,6 +74,9 @@ from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.keystore import get_keystore
 from shironzi.tenancy.registry import get_registry
+from shironzi.webhooks.notify import notify
+
+logger = logging.getLogger("shironzi.audit")
 
 # --- erasure targets outside the lake ----------------------------------------------------------------
 
@@ -520,7 +525,19 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
             f"targets={verification.target_matches} artifacts={verification.artifact_matches}",
             request_id=request_id,
         )
+    _notify_erased(tenant_id, kind, request_id, rows_deleted=summary.rows, tables=len(touched))
     return receipt
+
+
+def _notify_erased(tenant_id: str, kind: str, request_id: str, *, rows_deleted: int, tables: int) -> None:
+    """The tenant's `erasure_completed` webhook (when it subscribes); the erasure stands if delivery fails,
+    which the delivery log retries."""
+    try:
+        notify(tenant_id, "erasure_completed", {"request_id": request_id, "kind": kind,
+                                                "rows_deleted": rows_deleted, "tables": tables},
+               idempotency_key=f"erasure:{request_id}")
+    except ShironziError as exc:
+        logger.warning("erasure %s: the erasure_completed notification failed: %s", request_id, exc)
 
 
 def _remove_dedicated_roots(tables: Sequence[LakeTable], tenant_id: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shironzi.cli import audit, key_rotation, lake, tenants
+from shironzi.cli import alerts, audit, key_rotation, lake, tenants
 
 key_rotation.register(tenants.keys_app)
 
@@ -18,4 +18,6 @@ def kernel_groups() -> list[tuple[str, typer.Typer]]:
         ("audit", audit.audit_app),
         ("gdpr", audit.gdpr_app),
         ("retention", audit.retention_app),
+        ("alerts", alerts.alerts_app),
+        ("webhooks", alerts.webhooks_app),
     ]

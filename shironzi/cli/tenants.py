@@ -352,6 +352,18 @@ def _toggle_module(tenant: str, module: str, *, on: bool) -> None:
     console.print(f"{'enabled' if on else 'disabled'} {name} for {tenant}; now on: {', '.join(enabled) or '-'}")
 
 
+def _setting_value(text: str) -> Any:
+    """A setting's value from the command line: empty resets it, a JSON list (`["a","b"]`) is a list."""
+    if not text:
+        return None
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"not a JSON list: {text!r}") from exc
+    return text
+
+
 @modules_app.command("set")
 def set_module_settings(
     tenant: TenantArg,
@@ -359,13 +371,14 @@ def set_module_settings(
     values: Annotated[list[str], typer.Argument(help="NAME=VALUE pairs, e.g. inactivity_days=60 (NAME= resets).")],
 ) -> None:
     """Set a module's per-tenant settings, e.g. `modules set acme-shop churn_prediction inactivity_days=60
-    horizon_days=60` (the churn windows; the next `transform` labels with them, `--full-refresh` relabels all)."""
-    pairs: dict[str, str | None] = {}
+    horizon_days=60` (the churn windows; the next `transform` labels with them, `--full-refresh` relabels all),
+    or `modules set acme-shop notifications 'webhook_urls=["https://..."]'` (lists as JSON)."""
+    pairs: dict[str, Any] = {}
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise InvalidInputError(f"settings are NAME=VALUE pairs, got {item!r}")
-        pairs[name.strip()] = value.strip() or None
+        pairs[name.strip()] = _setting_value(value.strip())
     current = _registry().set_module_settings(_admin_ctx("cli: modules set"), tenant, module, pairs)
     shown = ", ".join(f"{k}={v}" for k, v in sorted(current.items())) or "all defaults"
     console.print(f"{module} settings of {tenant}: {shown}")

@@ -29,6 +29,7 @@ EventType = Literal[
     "module_enabled",
     "module_disabled",
     "module_settings_changed",
+    "webhook_secret_rotated",
     "key_issued",
     "key_revoked",
     "suspended",
@@ -164,7 +165,7 @@ def apply_event(state: ProjectionState, event: TenantEvent) -> None:
         assert tid is not None
         state.modules.pop((tid, p["module"]), None)
         state.tenants[tid]["updated_at"] = at
-    elif kind == "module_settings_changed":  # settings live in the event log (tenancy/module_settings.py)
+    elif kind in ("module_settings_changed", "webhook_secret_rotated"):  # read from the log (module_settings.py)
         assert tid is not None
         state.tenants[tid]["updated_at"] = at
     elif kind in STATUS_AFTER:

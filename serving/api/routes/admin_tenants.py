@@ -3,11 +3,12 @@ and module toggles. Every write goes through the event-sourced registry and is a
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 
 from serving.api.docs import admin_op
+from serving.api.routes.tenant_modules import module_settings_public
 from serving.deps import AdminAccess, AdminDep
 from serving.errors import ERROR_RESPONSES
 from serving.schemas import (
@@ -20,6 +21,7 @@ from serving.schemas import (
     TenantUpdate,
 )
 from shironzi.tenancy.catalog import Industry, Module, Plan, Status
+from shironzi.tenancy.module_settings import check_module_settings
 from shironzi.tenancy.records import Tenant
 
 router = APIRouter(prefix="/v1/admin/tenants", tags=["admin: tenants"], responses=ERROR_RESPONSES)
@@ -115,13 +117,26 @@ def offboard_tenant(
 
 
 @router.put("/{tenant_id}/modules/{module}", response_model=ModulesPublic, openapi_extra=admin_op(write=True))
-def enable_module(tenant_id: TenantPath, module: Module, admin: AdminDep) -> ModulesPublic:
-    """Switch a module on (its dependencies must be on)."""
+def enable_module(
+    tenant_id: TenantPath, module: Module, admin: AdminDep,
+    body: Annotated[dict[str, Any] | None, Body(description="The module's settings (see its JSON Schema at "
+                                                "GET /v1/tenant/modules/{module}); null resets one.")] = None,
+) -> ModulesPublic:
+    """Switch a module on (its dependencies must be on); with a body, also set its settings (any field)."""
     registry = admin.services.registry
-    modules = registry.enable_module(admin.ctx, tenant_id, module)
     tenant = registry.get_tenant(tenant_id)
-    admin.audit_write("api_module_enabled", tenant_id=tenant.id, module=module)
-    return ModulesPublic(tenant_id=tenant.id, modules=modules)
+    if body:  # refuse bad settings before switching anything on: a 422 changes nothing
+        check_module_settings(module, body, current=registry.module_settings(tenant.id, module),
+                              prod=admin.services.settings.env == "prod")
+    if body is None or module not in registry.modules(tenant.id):
+        registry.enable_module(admin.ctx, tenant.id, module)
+        admin.audit_write("api_module_enabled", tenant_id=tenant.id, module=module)
+    settings = None
+    if body:
+        registry.set_module_settings(admin.ctx, tenant.id, module, body)
+        admin.audit_write("api_module_settings_changed", tenant_id=tenant.id, module=module, fields=sorted(body))
+        settings = module_settings_public(registry, tenant.id, module)
+    return ModulesPublic(tenant_id=tenant.id, modules=registry.modules(tenant.id), settings=settings)
 
 
 @router.delete("/{tenant_id}/modules/{module}", response_model=ModulesPublic, openapi_extra=admin_op(write=True))

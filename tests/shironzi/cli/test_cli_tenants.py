@@ -151,7 +151,12 @@ def test_modules_set_records_churn_windows(cli: Callable[..., CliResult]) -> Non
     assert done.code == 0 and "horizon_days=45, inactivity_days=60" in done.stdout
     assert get_registry().module_settings("win-co", "churn_prediction") == {"inactivity_days": 60, "horizon_days": 45}
     refused = cli("modules", "set", "win-co", "churn_prediction", "inactivity_days=2")
-    assert refused.code == 1 and "between 7 and 365" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert refused.code == 1 and "churn_prediction.inactivity_days: Input should be greater than or equal to 7" in \
+        refused.stderr and len(refused.stderr.splitlines()) == 1
+    listed = cli("modules", "set", "win-co", "notifications", 'webhook_urls=["https://hooks.example.com/a"]')
+    assert listed.code == 0, listed.stderr
+    assert get_registry().module_settings("win-co", "notifications") == {
+        "webhook_urls": ["https://hooks.example.com/a"]}
     assert cli("modules", "set", "win-co", "churn_prediction", "oops").code == 1
 
 

@@ -27,8 +27,8 @@ def test_churn_windows_are_set_validated_and_survive_a_replay(registry: Registry
 
 
 @pytest.mark.parametrize(("module", "values", "message"), [
-    ("churn_prediction", {"inactivity_days": 3}, "between 7 and 365"),
-    ("churn_prediction", {"inactivity_days": "soon"}, "whole number"),
+    ("churn_prediction", {"inactivity_days": 3}, "greater than or equal to 7"),
+    ("churn_prediction", {"inactivity_days": "soon"}, "valid integer"),
     ("churn_prediction", {"window": 30}, "no setting 'window'"),
     ("churn_prediction", {}, "no setting given"),
     ("analytics", {"days": 1}, "has no settings"),
