@@ -183,6 +183,13 @@ class Settings(BaseSettings):
         default_factory=lambda: {"free": 10.0, "standard": 100.0, "enterprise": 5000.0},
         description="API: requests per second per tenant by plan (token bucket, burst = 2 s of rate).",
     )
+    api_breaker_failures: int = Field(
+        3, ge=1, le=100,
+        description="API: consecutive failures of the online store or the broker that open its circuit breaker.",
+    )
+    api_breaker_cooldown_seconds: float = Field(
+        10.0, gt=0, le=600, description="API: how long an open circuit breaker refuses calls before one trial call.",
+    )
     api_model_refresh_seconds: float = Field(
         10.0, gt=0, le=30, description="API: how often each worker checks whether the champion alias moved."
     )
