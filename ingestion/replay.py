@@ -38,6 +38,7 @@ from ingestion.bronze import (
     Reconciliation,
 )
 from ingestion.contracts import decode_json_records
+from shironzi.audit.log import audit_admin_action
 from shironzi.errors import InvalidInputError
 from shironzi.lake.delta import read_polars, table_exists
 from shironzi.lake.paths import platform_uri
@@ -228,8 +229,6 @@ def _replay_chunk(
 
 
 def _audit(result: ReplayResult) -> None:
-    from shironzi.audit import audit_admin_action
-
     ctx = TenantContext.admin(actor=REPLAY_ACTOR, purpose=f"replay quarantine: {result.reason}")
     audit_admin_action(ctx, "quarantine_replayed", tenant_id=result.tenant_id, resource="quarantine:events",
                        details=result.as_dict())
