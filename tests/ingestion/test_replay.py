@@ -121,6 +121,11 @@ def test_replay_lands_what_the_fixed_contract_accepts_exactly_once(
     shown = cli.invoke(ingest_app, ["quarantine", "--since", since], catch_exceptions=False)
     assert "unknown_event_type" in shown.output
 
+    from shironzi.audit import read_audit_events
+
+    audited = read_audit_events(filters=[("action", "=", "quarantine_replayed")]).to_pylist()
+    assert len(audited) == 2 and {e["outcome"] for e in audited} == {"success"}  # the two completed replays
+
 
 def test_replay_refuses_bad_input_and_changes_nothing(home: Path) -> None:
     provision([("acme", "ecommerce", "standard")])
