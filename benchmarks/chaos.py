@@ -67,6 +67,17 @@ def _until(check: Callable[[], bool], *, deadline_s: float) -> float | None:
     return None
 
 
+def _through_outage(call: Callable[[], object], *, fault: Callable[[], None], down_s: float) -> None:
+    """A few calls while all is well, then `fault()` and calls for `down_s` seconds (the fault's duration)."""
+    for _ in range(5):
+        call()
+    fault()
+    ends = time.monotonic() + down_s
+    while time.monotonic() < ends:
+        call()
+        time.sleep(POLL_S)
+
+
 @contextmanager
 def _home(root: Path, **env: str) -> Iterator[Any]:
     from tests.serving._fixtures import isolated_home
@@ -140,13 +151,7 @@ def broker_fault(root: Path, *, down_s: float) -> FaultOutcome:
             refused += 1
             return False
 
-        for _ in range(5):
-            post()
-        proxy.cut()
-        ends = time.monotonic() + down_s
-        while time.monotonic() < ends:
-            post()
-            time.sleep(POLL_S)
+        _through_outage(post, fault=proxy.cut, down_s=down_s)
         proxy.restore()
         recovery = _until(post, deadline_s=60)
         for _ in range(5):
@@ -186,13 +191,7 @@ def redis_fault(root: Path, *, down_s: float) -> FaultOutcome:
             request()
             return client.get("/readyz").json()["checks"]["rate_limit_store"] == "ok"
 
-        for _ in range(5):
-            request()
-        redis.close()
-        ends = time.monotonic() + down_s
-        while time.monotonic() < ends:
-            request()
-            time.sleep(POLL_S)
+        _through_outage(request, fault=redis.close, down_s=down_s)
         degraded = client.get("/readyz").json()["checks"]["rate_limit_store"].startswith("ok: degraded")
         stack.enter_context(redis_server(root / "redis-2", port=port))
         recovery = _until(uses_redis, deadline_s=60)

@@ -29,14 +29,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ingestion.bronze import (
-    SEQ_COLUMN,
-    UNIT_COLUMN,
-    BronzeLander,
-    LandingBatch,
-    Ledger,
-    Reconciliation,
-)
+from ingestion.bronze import SEQ_COLUMN, UNIT_COLUMN, BronzeLander, LandingBatch, Ledger, Reconciliation
 from ingestion.contracts import decode_json_records
 from shironzi.audit.log import audit_admin_action
 from shironzi.errors import InvalidInputError
