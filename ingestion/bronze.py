@@ -448,3 +448,8 @@ class BronzeLander:
 
     def tables(self) -> dict[str, DataTable]:
         return dict(self._tables)
+
+    def forget_tables(self) -> None:
+        """Drop every table's cached txn versions and keys: after a failed commit (did it land or not?) they
+        are re-read from the Delta log, so a retry neither repeats nor loses a row."""
+        self._tables.clear()

@@ -1,5 +1,5 @@
-"""`shironzi ingest batch|import|stream|check`: land files, SQL tables, mapped histories and Kafka topics in
-bronze."""
+"""`shironzi ingest batch|import|stream|check|replay-quarantine|quarantine`: land files, SQL tables, mapped
+histories and Kafka topics in bronze; replay quarantine after a fix."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ingestion.batch.files import BatchRunResult, ingest_files
 from ingestion.batch.imports import ImportPreview, plan_import, preview_import, run_import
 from ingestion.batch.sql import ingest_sql
 from ingestion.quality import check_bronze, check_or_raise
+from ingestion.replay import parse_since, quarantine_status, replay_quarantine
 from ingestion.stream.ingestor import StreamIngestor, StreamOptions
 from shironzi.errors import InvalidInputError
 
@@ -268,3 +269,43 @@ def check_command(
         table.add_row(uri, ", ".join(info["partitions"]), f"{info['rows_checked']:,}", verdict)
     console.print(table)
     check_or_raise(report)
+
+
+@ingest_app.command("replay-quarantine")
+def replay_quarantine_command(
+    reason: Annotated[str, typer.Option("--reason", help="Quarantine reason code to replay, e.g. unknown_event_type.")],
+    since: Annotated[str, typer.Option("--since", help="Rows quarantined at or after this ISO date/date-time (UTC).")],
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's rows (slug or id).")] = None,
+) -> None:
+    """Re-validate quarantined rows against the current contracts and land those that now pass, exactly once."""
+    moment = parse_since(since)
+    with _progress() as progress:
+        task = progress.add_task(f"replaying {reason}", total=None)
+        result = replay_quarantine(reason=reason, since=moment, tenant_id=tenant,
+                                   on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    table = Table(title=f"quarantine replay {result.replay_id}: {reason} since {moment.isoformat()}")
+    table.add_column("measure")
+    table.add_column("rows", justify="right")
+    for name, value in (
+        ("selected", result.selected),
+        ("already replayed (skipped)", result.already_replayed),
+        ("pass now: landed", result.counts.landed),
+        ("pass now: already in bronze", result.counts.duplicates),
+        *((f"still failing: {code}", rows) for code, rows in sorted(result.still_failing.items())),
+    ):
+        table.add_row(name, f"{value:,}")
+    console.print(table)
+
+
+@ingest_app.command("quarantine")
+def quarantine_command(
+    since: Annotated[str, typer.Option("--since", help="Rows quarantined at or after this ISO date/date-time.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason code.")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's rows (its id).")] = None,
+) -> None:
+    """Quarantined rows by reason code, and how many of them a replay has landed."""
+    status = quarantine_status(since=parse_since(since), reason=reason, tenant_id=tenant)
+    table = Table("reason", "quarantined", "replayed", title="quarantine")
+    for code, quarantined, replayed in status.iter_rows():
+        table.add_row(code, f"{quarantined:,}", f"{replayed:,}")
+    console.print(table if status.height else "nothing quarantined in that window")

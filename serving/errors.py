@@ -20,7 +20,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.schemas import ErrorResponse
-from shironzi.errors import AuthenticationError, PermissionDeniedError, RateLimitedError, ShironziError
+from shironzi.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    ShironziError,
+)
 
 logger = logging.getLogger("shironzi.serving")
 
@@ -117,7 +123,8 @@ def _audit_failure(request: Request, code: str, message: str) -> None:
 async def _shironzi_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ShironziError)
     headers: dict[str, str] = {}
-    if isinstance(exc, RateLimitedError):
+    retry_later = isinstance(exc, ServiceUnavailableError) and "retry_after" in exc.details  # a breaker is open
+    if isinstance(exc, RateLimitedError) or retry_later:
         headers["Retry-After"] = str(max(1, math.ceil(float(exc.details.get("retry_after", 1)))))
     if exc.status >= 500:
         logger.error("request %s failed: %s: %s", request_id_of(request), exc.code, exc.message)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from serving.services import ApiServices, TenantFacts
+from shironzi.errors import ServiceUnavailableError
 from shironzi.intake import event_intake
 from shironzi.observability import stage
 
@@ -90,9 +91,33 @@ def _rejected(index: int, event: Any, code: str, reason: str) -> dict[str, Any]:
 
 
 def produce_events(services: ApiServices, tenant: TenantFacts, payloads: list[bytes], *, topic: str) -> int:
-    """Produce accepted payloads and wait for the broker's acknowledgement (raises when any was lost)."""
+    """Produce accepted payloads and wait for the broker's acknowledgement (raises when any was lost).
+
+    Behind the `kafka` circuit breaker: while the broker is down the call fails at once with a 503 and a
+    `Retry-After` instead of waiting out the producer's timeout; nothing is answered 202 unless flushed."""
     if not payloads:
         return 0
+    breaker = services.kafka_breaker
+    if not breaker.allow():
+        breaker.degraded()
+        raise _broker_down(breaker.retry_after())
+    try:
+        delivered = _produce(services, tenant, payloads, topic=topic)
+    except ServiceUnavailableError:
+        services.drop_sink()
+        breaker.failed()
+        breaker.degraded()
+        raise _broker_down(breaker.retry_after() or services.settings.api_breaker_cooldown_seconds) from None
+    breaker.succeeded()
+    return delivered
+
+
+def _broker_down(retry_after: float) -> ServiceUnavailableError:
+    return ServiceUnavailableError("event intake is unavailable: the broker did not acknowledge the events; "
+                                   "none of them was accepted, retry later", retry_after=max(1.0, retry_after))
+
+
+def _produce(services: ApiServices, tenant: TenantFacts, payloads: list[bytes], *, topic: str) -> int:
     with stage("api_event_intake", tenant_id=tenant.id, topic=topic) as summary:
         sink = services.sink()
         key = tenant.id.encode()

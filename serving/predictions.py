@@ -17,7 +17,13 @@ from typing import Any
 from feature_store.materialize import get_online_features
 from feature_store.registry import get_feature_view, resolve_features
 from serving.services import ApiServices, TenantFacts
-from shironzi.errors import CustomerNotFoundError, NotFoundError, ShironziError
+from shironzi.errors import (
+    CustomerNotFoundError,
+    ModelUnavailableError,
+    NotFoundError,
+    ServiceUnavailableError,
+    ShironziError,
+)
 from shironzi.lake.delta import read_arrow, table_exists
 from shironzi.lake.groups import LakeGroup
 
@@ -115,6 +121,30 @@ def live_scores(
         for (cid, _), p in zip(found, predictions, strict=True)
     ]
     return scores, missing
+
+
+def scores_with_fallback(
+    services: ApiServices, tenant: TenantFacts, customer_ids: Sequence[str], *, source: str
+) -> tuple[list[ChurnScore], list[str], str | None]:
+    """`source="live"` behind the online store's circuit breaker: while the store is down (or its breaker
+    open), the latest batch scores instead, and the name of the degraded dependency as the third value
+    (the route puts it in `X-Shironzi-Degraded`); else None."""
+    if source != "live":
+        return (*batch_scores(services, tenant, customer_ids), None)
+    breaker = services.online_breaker
+    if breaker.allow():
+        try:
+            scores, missing = live_scores(services, tenant, customer_ids)
+        except ModelUnavailableError:
+            breaker.abandoned()  # no model: the call never reached the store, it proves nothing about it
+            raise
+        except ServiceUnavailableError:
+            breaker.failed()
+        else:
+            breaker.succeeded()
+            return scores, missing, None
+    breaker.degraded()
+    return (*batch_scores(services, tenant, customer_ids), breaker.name)
 
 
 def _reason(raw: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from feature_store.online import open_online_store
+from serving.breaker import BreakerMetrics, CircuitBreaker
 from serving.model import ModelHolder
 from serving.ratelimit import RateLimiter, make_rate_limiter
 from serving.signin import FailedSignInAudit, SignInThrottle
@@ -50,6 +51,12 @@ class ApiServices:
         self.signin_throttle = SignInThrottle(self.limiter)
         self.signin_audit = FailedSignInAudit()
         self.model = ModelHolder(settings, on_version=metrics.set_model_version)
+        breaker_metrics = BreakerMetrics(metrics.registry)
+        self.online_breaker, self.kafka_breaker = (
+            CircuitBreaker(name, failures=settings.api_breaker_failures,
+                           cooldown_s=settings.api_breaker_cooldown_seconds, metrics=breaker_metrics)
+            for name in ("online-store", "kafka")
+        )
         self._online: Any = None
         self._sink: IntakeSink | None = None
         self._sink_lock = threading.Lock()
@@ -104,6 +111,15 @@ class ApiServices:
                     logger.error("event intake has no broker: %s %s", exc.message, exc.details)
                     raise ServiceUnavailableError("event intake is unavailable: no broker is reachable") from None
             return self._sink
+
+    def drop_sink(self) -> None:
+        """Forget a producer whose flush failed: its late delivery reports would fail the next flush, so the
+        next call opens a fresh one (the events it did not deliver were not accepted)."""
+        with self._sink_lock:
+            sink, self._sink = self._sink, None
+        if sink is not None:
+            with contextlib.suppress(Exception):  # it already failed: nothing more to report
+                sink.close(0.5)
 
     def close(self) -> None:
         self.registry_watch.stop()

@@ -167,6 +167,18 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600,
         description="Stream ingestor: how often it re-reads the tenant directory (retrying an unreachable registry).",
     )
+    stream_backoff_max_seconds: float = Field(
+        30.0, gt=0, le=600,
+        description="Stream ingestor: longest wait between retries while the lake's object store fails "
+        "(exponential from 0.5 s; nothing is committed meanwhile).",
+    )
+    health_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Stream ingestor: port of its /healthz endpoint for liveness probes. Default: none.",
+    )
+    health_stale_seconds: float = Field(
+        120.0, gt=0, description="/healthz of a long-running process answers 503 after this long without progress."
+    )
     score_chunk_tenants: int = Field(
         500, ge=1, le=100_000, description="Tenants per mapped score_batch task (100,000 tenants -> 200 tasks)."
     )
@@ -184,6 +196,13 @@ class Settings(BaseSettings):
     api_rate_limits: dict[str, float] = Field(
         default_factory=lambda: {"free": 10.0, "standard": 100.0, "enterprise": 5000.0},
         description="API: requests per second per tenant by plan (token bucket, burst = 2 s of rate).",
+    )
+    api_breaker_failures: int = Field(
+        3, ge=1, le=100,
+        description="API: consecutive failures of the online store or the broker that open its circuit breaker.",
+    )
+    api_breaker_cooldown_seconds: float = Field(
+        10.0, gt=0, le=600, description="API: how long an open circuit breaker refuses calls before one trial call.",
     )
     api_model_refresh_seconds: float = Field(
         10.0, gt=0, le=30, description="API: how often each worker checks whether the champion alias moved."

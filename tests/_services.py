@@ -172,14 +172,15 @@ def postgres_server() -> Iterator[str]:
 
 
 @contextmanager
-def redis_server(base: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free port; yields a redis:// URL."""
+def redis_server(base: Path, *, port: int | None = None) -> Iterator[str]:
+    """A throwaway redis-server on `port` (default: a free one); yields a redis:// URL. Chaos tests start a
+    second one on the first's port to bring "the same" Redis back."""
     binary = find_binary("redis-server")
     if not binary:
         missing_service("redis-server not found; apt-get install redis-server")
     assert binary
     base.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             binary,
@@ -398,6 +399,18 @@ def fault_proxy(upstream_port: int) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+@contextmanager
+def proxied_broker(base: Path) -> Iterator[tuple[str, FaultProxy]]:
+    """The bundled broker behind a `FaultProxy`: it advertises the proxy's port, so every client talks to it
+    through the proxy and `cut()` is a broker outage that keeps its (in-memory) topics, as a restarted Kafka
+    keeps its log. Yields (bootstrap through the proxy, proxy)."""
+    from ingestion.stream.broker import running_broker
+
+    port = free_port()
+    with fault_proxy(port) as proxy, running_broker(base, port=port, advertised_port=proxy.port):
+        yield f"127.0.0.1:{proxy.port}", proxy
 
 
 @contextmanager

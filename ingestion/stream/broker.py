@@ -241,12 +241,14 @@ def broker_status(*, home: Path | None = None) -> BrokerStatus:
 
 
 def start_broker(
-    *, home: Path | None = None, port: int | None = None, wait: bool = True, timeout_s: float = 30.0
+    *, home: Path | None = None, port: int | None = None, wait: bool = True, timeout_s: float = 30.0,
+    advertised_port: int | None = None,
 ) -> BrokerInfo:
     """Start the bundled broker as a detached process (idempotent: a running one is returned as is).
 
-    `port=None` uses 9092 when it is free, else any free port. With `wait`, returns only once the
-    broker answers a Kafka metadata request.
+    `port=None` uses 9092 when it is free, else any free port. `advertised_port`: the port clients are told
+    to connect to, when they reach the broker through a proxy on this host (default: `port`). With `wait`,
+    returns only once the broker answers a Kafka metadata request.
     """
     directory = broker_dir(home)
     with _locked(directory):
@@ -281,7 +283,7 @@ def start_broker(
             "--listener-url",
             f"tcp://{bootstrap}",
             "--advertised-listener-url",
-            f"tcp://{bootstrap}",
+            f"tcp://{LISTEN_HOST}:{advertised_port or port}",
             "--storage-engine",
             "memory://tansu/",
         ]
@@ -374,11 +376,12 @@ def resolve_bootstrap(settings: Settings | None = None) -> str:
 
 @contextlib.contextmanager
 def running_broker(
-    tmp_dir: Path, *, port: int | None = None, timeout_s: float = 30.0
+    tmp_dir: Path, *, port: int | None = None, timeout_s: float = 30.0, advertised_port: int | None = None
 ) -> Iterator[BrokerInfo]:
     """A private bundled broker for tests and benchmarks, on a free port, stopped afterwards."""
     info = start_broker(
-        home=Path(tmp_dir), port=port if port is not None else free_port(), timeout_s=timeout_s
+        home=Path(tmp_dir), port=port if port is not None else free_port(), timeout_s=timeout_s,
+        advertised_port=advertised_port,
     )
     try:
         yield info

@@ -20,6 +20,10 @@ Protocol (exactly-once without Kafka transactions):
   member gives a partition up only inside a poll, after its previous batch has landed; records of a
   partition revoked during a poll are dropped from that batch (the new owner reads them from the log's
   position), so a rebalance neither loses nor repeats an event.
+* When the lake's object store fails (unreachable, read-only), the ingestor stops: it commits nothing
+  more, waits (exponential backoff, capped at `stream_backoff_max_seconds`), then starts over from the
+  run log's positions with fresh table caches, so the retry neither loses nor repeats an event. It keeps
+  beating its `/healthz` (`SHIRONZI_HEALTH_PORT`) meanwhile: it is waiting, not hung.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ from ingestion.bronze import (
 from ingestion.contracts import decode_json_records
 from ingestion.stream.broker import resolve_bootstrap, topic_partitions
 from ingestion.stream.kafka import ClientName, RecordBatch, consumer_lag, make_source
-from shironzi.errors import InvalidInputError
+from shironzi.errors import InvalidInputError, LakeError, ServiceUnavailableError
+from shironzi.health import HealthServer, start_health_server
 from shironzi.lake import txn_version
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
@@ -55,6 +60,14 @@ from shironzi.settings import Settings, get_settings
 log = logging.getLogger("shironzi.ingestion.stream")
 
 DEFAULT_NAMESPACE = "shironzi-ingest"
+BACKOFF_INITIAL_SECONDS = 0.5
+
+
+class StoreUnavailableError(Exception):
+    """The lake failed under a landing or a position read: back off and start over (see `StreamIngestor.run`)."""
+
+
+_STORE_ERRORS = (ServiceUnavailableError, LakeError, OSError)
 
 
 def partition_app_id(topic: str, partition: int, *, namespace: str = DEFAULT_NAMESPACE) -> str:
@@ -123,6 +136,7 @@ class StreamIngestor:
         self.lander = lander or BronzeLander(settings=self.settings)
         self.run_id = uuid.uuid4().hex
         self.worker_name = f"{options.worker}/{options.workers}"
+        self.backoffs = 0  # how often this run waited out a failing object store
 
     def app_id(self, partition: int) -> str:
         return partition_app_id(self.options.topic, partition, namespace=self.options.namespace)
@@ -134,13 +148,42 @@ class StreamIngestor:
         """Per partition, the next offset to read: the run log's txn version + 1 (0 when never landed)."""
         uri = run_log_uri(self.settings)
         out = {}
-        for partition in partitions:
-            done = txn_version(uri, self.app_id(partition))
-            out[partition] = 0 if done is None else done + 1
+        try:
+            for partition in partitions:
+                done = txn_version(uri, self.app_id(partition))
+                out[partition] = 0 if done is None else done + 1
+        except _STORE_ERRORS as exc:
+            raise StoreUnavailableError(f"reading positions from {uri}: {exc}") from exc
         return out
 
     def run(self) -> StreamRunResult:
-        """Consume and land until caught up / `max_flushes` / idle timeout (forever when none is set)."""
+        """Consume and land until caught up / `max_flushes` / idle timeout (forever when none is set), backing
+        off while the object store fails and starting over from the run log when it answers again."""
+        health = start_health_server(
+            self.settings.health_port, stale_after_s=self.settings.health_stale_seconds, name="ingest-stream"
+        )
+        result: StreamRunResult | None = None
+        delay = BACKOFF_INITIAL_SECONDS
+        try:
+            while True:
+                try:
+                    result = self._run_attempt(result, health)
+                    return result
+                except StoreUnavailableError as exc:
+                    self.backoffs += 1
+                    log.warning("object store failing (%s): committing nothing, retrying in %.1fs from the run "
+                                "log's positions", exc, delay)
+                    if health is not None:
+                        health.beat(state="backing_off", backoffs=self.backoffs)
+                    time.sleep(delay)
+                    delay = min(delay * 2, self.settings.stream_backoff_max_seconds)
+                    self.lander.forget_tables()  # a failed commit may have landed: re-read every txn and key
+        finally:
+            if health is not None:
+                health.stop()
+
+    def _run_attempt(self, previous: StreamRunResult | None, health: HealthServer | None) -> StreamRunResult:
+        """One consume-and-land loop from the run log's positions (`previous`: the totals of earlier attempts)."""
         opts = self.options
         bootstrap = opts.bootstrap or resolve_bootstrap(self.settings)
         partitions = [] if opts.subscribe else self.my_partitions(topic_partitions(bootstrap, opts.topic))
@@ -148,6 +191,10 @@ class StreamIngestor:
         result = StreamRunResult(
             run_id=self.run_id, partitions=partitions, start_offsets=dict(starts), end_offsets=dict(starts)
         )
+        if previous is not None:  # the run's figures span its attempts
+            result.start_offsets.update(previous.start_offsets)
+            result.totals.add(previous.totals)
+            result.flushes = previous.flushes
         assigned: list[int] = []
 
         def on_assign(chosen: list[int]) -> dict[int, int]:  # group mode: positions from the Delta log
@@ -176,8 +223,11 @@ class StreamIngestor:
             # each batch before polling again: a member may give a partition up only inside a poll, after its
             # batch has landed.
             landing = _Landing(self, source, result, overlap=opts.overlap and not opts.subscribe)
+            landing.submitted = result.flushes  # max_flushes counts the flushes of earlier attempts too
             try:
                 while partitions or opts.subscribe:
+                    if health is not None:
+                        health.beat(state="consuming", flushes=result.flushes, backoffs=self.backoffs)
                     batch = source.poll_batch(max_records=opts.max_batch, timeout_s=opts.max_wait_ms / 1000)
                     landing.settle()
                     if len(batch):
@@ -206,6 +256,7 @@ class StreamIngestor:
                 received=result.totals.received,
                 quarantined=result.totals.quarantined,
                 duplicates=result.totals.duplicates,
+                backoffs=self.backoffs,
             )
         return result
 
@@ -221,7 +272,14 @@ class StreamIngestor:
         return True
 
     def flush(self, batch: RecordBatch) -> Reconciliation:
-        """Validate and land one polled batch (one commit per table, then the run-log row)."""
+        """Validate and land one polled batch (one commit per table, then the run-log row); a failing object
+        store surfaces as `StoreUnavailableError` (the run backs off and starts over)."""
+        try:
+            return self._flush(batch)
+        except _STORE_ERRORS as exc:
+            raise StoreUnavailableError(f"landing flush {self.lander.flushes}: {exc}") from exc
+
+    def _flush(self, batch: RecordBatch) -> Reconciliation:
         opts = self.options
         started_at = datetime.now(UTC)
         frame = pl.DataFrame(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from serving.api.docs import tenant_op
+from serving.breaker import DEGRADED_HEADER
 from serving.deps import ChurnDep
 from serving.errors import ERROR_RESPONSES
-from serving.predictions import batch_scores, customer_not_found, live_scores
+from serving.predictions import customer_not_found, scores_with_fallback
 from serving.schemas import ChurnBatchCreate, ChurnBatchPublic, ChurnPublic
 
 router = APIRouter(prefix="/v1", tags=["churn"], responses=ERROR_RESPONSES)
@@ -25,14 +26,18 @@ CustomerPath = Annotated[str, Path(min_length=1, max_length=128, description="Th
 def get_customer_churn(
     customer_id: CustomerPath,
     caller: ChurnDep,
+    response: Response,
     source: Annotated[Literal["live", "batch"], Query(description="live: online features + champion")] = "live",
 ) -> dict[str, Any]:
-    """Churn probability, risk band, top reasons and model version of one of the caller's customers."""
-    score_fn = live_scores if source == "live" else batch_scores
-    scores, _ = score_fn(caller.services, caller.tenant, [customer_id])
+    """Churn probability, risk band, top reasons and model version of one of the caller's customers (while the
+    online store is down, live falls back to the latest batch score, marked by `X-Shironzi-Degraded`)."""
+    scores, _, degraded = scores_with_fallback(caller.services, caller.tenant, [customer_id], source=source)
+    if degraded:
+        response.headers[DEGRADED_HEADER] = degraded
     caller.audit_read(customer_id=customer_id, source=source, found=bool(scores))
     if not scores:
-        raise customer_not_found(caller.tenant, customer_id, what="features" if source == "live" else "batch score")
+        live = source == "live" and not degraded
+        raise customer_not_found(caller.tenant, customer_id, what="features" if live else "batch score")
     return scores[0].public()  # validated once, by the response model
 
 
@@ -41,11 +46,12 @@ def get_customer_churn(
     response_model=ChurnBatchPublic,
     openapi_extra=tenant_op("read", module="churn_prediction"),
 )
-def score_churn_batch(body: ChurnBatchCreate, caller: ChurnDep) -> ChurnBatchPublic:
+def score_churn_batch(body: ChurnBatchCreate, caller: ChurnDep, response: Response) -> ChurnBatchPublic:
     """Churn for up to 1,000 of the caller's customers at once; unknown ids are listed in `not_found`."""
     ids = list(dict.fromkeys(body.customer_ids))
-    score_fn = live_scores if body.source == "live" else batch_scores
-    scores, missing = score_fn(caller.services, caller.tenant, ids)
+    scores, missing, degraded = scores_with_fallback(caller.services, caller.tenant, ids, source=body.source)
+    if degraded:
+        response.headers[DEGRADED_HEADER] = degraded
     caller.audit_read(customers=len(ids), source=body.source, found=len(scores))
     return ChurnBatchPublic(
         results=[ChurnPublic.model_validate(s.public()) for s in scores], not_found=missing
