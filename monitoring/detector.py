@@ -199,7 +199,7 @@ def build_anomalies(
 
     from monitoring.tenant_daily import check_range, tenant_daily_uri
     from shironzi.audit import record_table_write
-    from shironzi.lake import overwrite, read_polars, table_exists, table_version
+    from shironzi.lake import delete, overwrite, read_polars, table_exists, table_version
     from shironzi.observability import stage
 
     settings = settings or get_settings()
@@ -217,12 +217,15 @@ def build_anomalies(
         found = detect(daily, config).filter(pl.col("event_date").is_between(start, end)).with_columns(
             pl.lit(datetime.now(UTC)).cast(pl.Datetime("us", "UTC")).alias("detected_at"))
         uri = anomalies_uri(settings)
-        if found.height or table_exists(uri, storage_options=opts):
-            commit = overwrite(uri, found.to_arrow(), partition_by="event_date",
-                               predicate=[("event_date", ">=", start), ("event_date", "<=", end)],
-                               storage_options=opts)
-            result.version = commit.version
-            record_table_write(ACTOR, uri, commit.version, found.height, operation="detect_anomalies",
+        window = [("event_date", ">=", start), ("event_date", "<=", end)]
+        if found.height:
+            result.version = overwrite(uri, found.to_arrow(), partition_by="event_date", predicate=window,
+                                       storage_options=opts).version
+        elif table_exists(uri, storage_options=opts):  # nothing found: clear what an earlier run stored
+            delete(uri, window, storage_options=opts)
+            result.version = table_version(uri, storage_options=opts)
+        if result.version is not None:
+            record_table_write(ACTOR, uri, result.version, found.height, operation="detect_anomalies",
                                inputs=[(source, table_version(source, storage_options=opts))])
         result.anomalies = found.height
         result.tenants = found.get_column("tenant_id").n_unique()
@@ -269,3 +272,22 @@ def overdue_sources(
         .select("tenant_id", "source", "last_delivery", "cadence_hours", "overdue_at", "hours_overdue")
         .sort("tenant_id", "source")
     )
+
+
+def read_anomalies(
+    *, start: date, end: date, tenant_id: str | None = None, settings: Settings | None = None
+) -> pl.DataFrame:
+    """The stored anomalies of [start, end] (one tenant's only when `tenant_id` is given), newest first."""
+    import polars as pl
+
+    from monitoring.tenant_daily import check_range
+    from shironzi.lake import read_polars, table_exists
+
+    settings = settings or get_settings()
+    check_range(start, end)
+    uri, opts = anomalies_uri(settings), settings.storage_options or None
+    if not table_exists(uri, storage_options=opts):
+        return pl.DataFrame(schema={c: pl.String for c in ANOMALY_COLUMNS})
+    found = read_polars(uri, tenant_id=tenant_id, storage_options=opts,
+                        filters=[("event_date", ">=", start), ("event_date", "<=", end)])
+    return found.select(ANOMALY_COLUMNS).sort(["event_date", "score"], descending=[True, True])

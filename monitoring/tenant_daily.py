@@ -166,7 +166,8 @@ def compute_tenant_daily(
                 .group_by("tenant_id", "event_date", maintain_order=True)
                 .agg(pl.format('"{}":{}', pl.col("event_type").str.replace_all(r'["\\]', ""), pl.col("len"))
                      .str.join(",").alias("events_by_type"))
-                .with_columns(pl.concat_str(pl.lit("{"), pl.col("events_by_type"), pl.lit("}")).alias("events_by_type")))
+                .with_columns(pl.concat_str(pl.lit("{"), pl.col("events_by_type"), pl.lit("}"))
+                              .alias("events_by_type")))
     volume = in_range.group_by("tenant_id", "event_date").agg(
         pl.len().alias("events"),
         pl.col("customer_id").n_unique().alias("distinct_customers"),
