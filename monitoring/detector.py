@@ -54,7 +54,7 @@ class DetectorConfig:
     silent_expected: float = 5.0  # a silent day is flagged when at least this many events were expected
     backfill_min_rows: int = 10
     backfill_share: float = 0.05  # late rows must also be this share of a usual day
-    min_history_days: int = 28
+    min_history_days: int = 49  # the seasonal baseline needs its `weeks` of same-weekday history first
 
     def __post_init__(self) -> None:
         if self.weeks < 2 or self.spread_days < 7 or self.threshold <= 0:
