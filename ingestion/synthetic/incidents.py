@@ -31,7 +31,7 @@ from shironzi.errors import InvalidInputError
 
 INCIDENT_KINDS: tuple[str, ...] = ("silent", "volume_spike", "volume_drop", "schema_change", "late_backfill")
 WARMUP_DAYS = 56  # no incident in the first weeks: a detector needs a history to learn from
-RENAMED_PROPERTY = ("order_placed.sku", "order_placed.item_sku")  # the rename planted by schema_change
+RENAMED_PROPERTY = ("order_placed.payment_method", "order_placed.payment_type")  # planted by schema_change
 PLAN_SCHEMA = {"tenant_id": pl.String, "kind": pl.String, "first_day": pl.Date, "days": pl.Int32,
                "factor": pl.Float64}
 
