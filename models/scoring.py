@@ -20,8 +20,10 @@ from models.churn.base_features import add_customer_base_features
 from models.common import CHAMPION, CHURN_MODEL, as_float_matrix, read_feature_inputs
 from models.inference import load_churn_predictor, reasons_json
 from models.predictions import CHURN_SCORES_TABLE, ScoreResult, churn_scores_schema
+from models.tracking import aliases, configure_mlflow, run_artifact, version_run_id
 from models.trend.forecast import write_trend_forecasts
-from shironzi.errors import InvalidInputError
+from monitoring.drift import REFERENCE_ARTIFACT, DriftReport, drift_report, write_drift
+from shironzi.errors import InvalidInputError, ModelNotFoundError
 from shironzi.lake.groups import lake_groups
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
@@ -30,8 +32,6 @@ from shironzi.tenancy import get_registry
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
-
-    from monitoring.drift import DriftReport
 
 ACTOR = "models:score"
 RETRAIN_TAG = "retrain_requested"  # on a registered version: its drift flag (JSON: score_date, features)
@@ -177,10 +177,6 @@ def record_drift(
 
     from mlflow.entities import Metric
 
-    from models.tracking import configure_mlflow, run_artifact, version_run_id
-    from monitoring.drift import REFERENCE_ARTIFACT, drift_report, write_drift
-    from shironzi.errors import ModelNotFoundError
-
     run_id = version_run_id(CHURN_MODEL, model_version, settings=settings)
     try:
         reference = json.loads(run_artifact(run_id, REFERENCE_ARTIFACT, settings=settings).read_text())
@@ -204,8 +200,6 @@ def record_drift(
 def retrain_requested(name: str = CHURN_MODEL, *, settings: Settings | None = None) -> dict[str, Any] | None:
     """The drift flag on `name`'s champion version ({score_date, features}), or None when it is not flagged.
     A newly promoted champion starts unflagged."""
-    from models.tracking import aliases, configure_mlflow
-
     settings = settings or get_settings()
     version = aliases(name, settings=settings).get(CHAMPION)
     if version is None:

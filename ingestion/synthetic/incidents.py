@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ingestion.synthetic.emit import _atomic_write, default_ground_truth_dir
 from ingestion.synthetic.laws import tenant_sizes
 from ingestion.synthetic.profiles import PROFILES
 from shironzi.errors import InvalidInputError
@@ -90,8 +91,6 @@ def incident_labels(plan: pl.DataFrame) -> pl.DataFrame:
 
 def write_incident_labels(plan: pl.DataFrame, directory: str | Path | None = None) -> Path:
     """`incidents.parquet` (the plan) and `incident_days.parquet` (the labels) beside the churn ground truth."""
-    from ingestion.synthetic.emit import _atomic_write, default_ground_truth_dir
-
     target = Path(directory) if directory is not None else default_ground_truth_dir()
     _atomic_write(target / "incidents.parquet", lambda tmp: plan.write_parquet(tmp))
     _atomic_write(target / "incident_days.parquet", lambda tmp: incident_labels(plan).write_parquet(tmp))
