@@ -7,7 +7,9 @@ commands.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +18,7 @@ from rich.table import Table
 tenants_app = typer.Typer(help="Per-tenant data monitors: tenant_daily, the anomaly detector, anomalies.",
                           no_args_is_help=True)
 console = Console()
+_T = TypeVar("_T")
 
 
 def _day(value: str | None, default: date) -> date:
@@ -43,10 +46,13 @@ START = typer.Option(None, "--start", help="First event day (YYYY-MM-DD). Defaul
 END = typer.Option(None, "--end", help="Last event day (YYYY-MM-DD). Default: yesterday (UTC).")
 
 
-def _progress() -> object:
+def _with_spinner(label: str, work: Callable[[], _T]) -> _T:
+    """Run one long stage under a rich spinner with its elapsed time."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        bar.add_task(label, total=None)
+        return work()
 
 
 @tenants_app.command("daily")
@@ -55,9 +61,7 @@ def daily_command(start: str | None = START, end: str | None = END) -> None:
     from monitoring.tenant_daily import build_tenant_daily
 
     first, last = _range(start, end)
-    with _progress() as bar:  # type: ignore[attr-defined]
-        bar.add_task(f"tenant_daily {first}..{last}", total=None)
-        result = build_tenant_daily(start=first, end=last)
+    result = _with_spinner(f"tenant_daily {first}..{last}", lambda: build_tenant_daily(start=first, end=last))
     console.print(f"tenant_daily {first}..{last}: {result.rows:,} rows for {result.tenants:,} tenants"
                   + (f" (table version {result.version})" if result.version is not None else " (no events)"))
 
@@ -68,9 +72,7 @@ def detect_command(start: str | None = START, end: str | None = END) -> None:
     from monitoring.detector import build_anomalies
 
     first, last = _range(start, end)
-    with _progress() as bar:  # type: ignore[attr-defined]
-        bar.add_task(f"anomalies {first}..{last}", total=None)
-        result = build_anomalies(start=first, end=last)
+    result = _with_spinner(f"anomalies {first}..{last}", lambda: build_anomalies(start=first, end=last))
     kinds = ", ".join(f"{k} {n}" for k, n in result.by_kind.items()) or "none"
     console.print(f"anomalies {first}..{last}: {result.anomalies:,} on {result.tenants:,} tenants ({kinds})")
 

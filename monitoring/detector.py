@@ -182,6 +182,8 @@ def detect(daily: pl.DataFrame, config: DetectorConfig | None = None) -> pl.Data
 
 @dataclass
 class AnomalyResult:
+    """What one detection run stored: anomalies and tenants, by kind, and the table version."""
+
     start: date
     end: date
     anomalies: int = 0
