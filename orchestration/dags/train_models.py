@@ -21,7 +21,8 @@ def _due(kind: str) -> bool:
     context = get_current_context()
     run = context["dag_run"]
     day = (context.get("logical_date") or run.run_after).date()
-    return pipeline.retrain_due(kind, day, manual=str(run.run_type).endswith("manual"))
+    run_type = str(getattr(run.run_type, "value", run.run_type)).lower()
+    return pipeline.retrain_due(kind, day, manual=run_type == "manual")
 
 
 @dag(schedule="0 2 * * *", **dag_kwargs("train_models", within=timedelta(hours=6), tags=["models", "mlflow"]))
