@@ -261,6 +261,19 @@ def quarantine_by_reason(lake_uri: str, region: str, tenant_id: str) -> Frame:
     return Frame(data, _version(uri), _now())
 
 
+@st.cache_data(ttl=TTL, show_spinner=False)
+@logged
+def tenant_anomalies(lake_uri: str, tenant_id: str, limit: int = 200) -> Frame:
+    """This tenant's data anomalies found by the detector (`_platform/monitoring/anomalies`), newest first: the
+    read is scoped to its tenant_id, so no other tenant's rows reach the page."""
+    uri = platform_uri(lake_uri, "monitoring", "anomalies")
+    frame = _read(uri, tenant_id=tenant_id, columns=["event_date", "kind", "score", "expected", "observed"])
+    if frame.empty:
+        return frame
+    data = frame.data.sort(["event_date", "score"], descending=[True, True]).head(limit)
+    return Frame(data, frame.version, frame.read_at)
+
+
 # --- platform reads (operators) -----------------------------------------------------------------------
 
 

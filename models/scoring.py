@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,11 +18,13 @@ from feature_store.registry import get_feature_view, resolve_features
 from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
 from models.at_risk import at_risk_crossings, at_risk_subscribers, previous_scores
 from models.churn.base_features import add_customer_base_features
-from models.common import as_float_matrix, read_feature_inputs
+from models.common import CHAMPION, CHURN_MODEL, as_float_matrix, read_feature_inputs
 from models.inference import load_churn_predictor, reasons_json
 from models.predictions import CHURN_SCORES_TABLE, ScoreResult, churn_scores_schema, predictions_uri
+from models.tracking import aliases, configure_mlflow, run_artifact, version_run_id
 from models.trend.forecast import write_trend_forecasts
-from shironzi.errors import InvalidInputError
+from monitoring.drift import REFERENCE_ARTIFACT, DriftReport, drift_report, write_drift
+from shironzi.errors import InvalidInputError, ModelNotFoundError
 from shironzi.lake.groups import lake_groups
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
@@ -28,9 +32,11 @@ from shironzi.tenancy import get_registry
 from shironzi.webhooks.notify import Notification, notify_many
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
 ACTOR = "models:score"
+RETRAIN_TAG = "retrain_requested"  # on a registered version: its drift flag (JSON: score_date, features)
 
 
 def eligible_tenants(module: str = "churn_prediction", *, settings: Settings | None = None) -> list[str]:
@@ -100,6 +106,9 @@ def score_churn(
         crossings: list[Notification] = []
         scored_at = datetime.now(UTC)
         schema = churn_scores_schema()
+        drift_rows: list[np.ndarray] = []
+        drift_scores: list[np.ndarray] = []
+        drift_features: list[str] = []
         for group in lake_groups(tenants, settings):
             if progress:
                 progress(f"{group.region}/{group.placement}: {len(group.tenant_ids)} tenants")
@@ -127,7 +136,12 @@ def score_churn(
                         continue
                     rows = features.take(pa.array(index))
                     model = predictor.model_for(tenant_id)
-                    predictions = predictor.predict_matrix(tenant_id, as_float_matrix(rows, model.feature_names))
+                    matrix = as_float_matrix(rows, model.feature_names)
+                    predictions = predictor.predict_matrix(tenant_id, matrix)
+                    if model.version == predictor.version:  # drift is measured for the global champion's rows
+                        drift_rows.append(matrix)
+                        drift_features = model.feature_names
+                        drift_scores.append(np.asarray([p.probability for p in predictions], dtype=np.float64))
                     used.update((p.model_name, p.model_version) for p in predictions)
                     parts.append(pa.table({
                         "tenant_id": rows.column("tenant_id"), "customer_id": rows.column("customer_id"),
@@ -154,7 +168,55 @@ def score_churn(
             notify_many(crossings, settings=settings)
         summary.extra.update(tenants=len(result.tenants), skipped_tenants=len(skipped), model_version=predictor.version,
                              at_risk_notifications=len(crossings))
+        if drift_rows:
+            report = record_drift(np.concatenate(drift_rows), drift_features, np.concatenate(drift_scores),
+                                  model_version=predictor.version, score_date=score_date, settings=settings)
+            if report is not None:
+                summary.extra.update(score_psi=round(report.score_psi, 4), retrain=report.retrain)
     return result
+
+
+def record_drift(
+    matrix: np.ndarray, feature_names: Sequence[str], scores: np.ndarray, *, model_version: str, score_date: date,
+    settings: Settings,
+) -> DriftReport | None:
+    """PSI of a scoring run against the churn champion's training distribution: logged to the champion's MLflow
+    run and to `_platform/monitoring/drift`; PSI > 0.2 on a top-10 feature tags the champion version
+    `retrain_requested` (read by `retrain_requested`). None when the version stored no training distribution
+    (trained before drift monitoring)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    run_id = version_run_id(CHURN_MODEL, model_version, settings=settings)
+    try:
+        reference = json.loads(run_artifact(run_id, REFERENCE_ARTIFACT, settings=settings).read_text())
+    except ModelNotFoundError:
+        logging.getLogger(__name__).info("%s version %s stored no training distribution: no drift figures",
+                                         CHURN_MODEL, model_version)
+        return None
+    report = drift_report(reference, matrix, feature_names, scores)
+    client = configure_mlflow(settings)
+    now = int(time.time() * 1000)
+    step = int(score_date.strftime("%Y%m%d"))
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in report.metrics().items()])
+    if report.retrain:
+        client.set_model_version_tag(CHURN_MODEL, model_version, RETRAIN_TAG,
+                                     json.dumps({"score_date": str(score_date), "features": report.flagged}))
+    write_drift(report, model_name=CHURN_MODEL, model_version=model_version, run_id=run_id, score_date=score_date,
+                settings=settings)
+    return report
+
+
+def retrain_requested(name: str = CHURN_MODEL, *, settings: Settings | None = None) -> dict[str, Any] | None:
+    """The drift flag on `name`'s champion version ({score_date, features}), or None when it is not flagged.
+    A newly promoted champion starts unflagged."""
+    settings = settings or get_settings()
+    version = aliases(name, settings=settings).get(CHAMPION)
+    if version is None:
+        return None
+    tags = configure_mlflow(settings).get_model_version(name, version).tags
+    return {**json.loads(tags[RETRAIN_TAG]), "version": version} if RETRAIN_TAG in tags else None
 
 
 def write_forecasts(

@@ -286,6 +286,30 @@ def train_challenger(kind: str, *, seed: int = 0, settings: Settings | None = No
     return {"run_id": result.run_id, "model_version": result.model_version, "metrics": dict(result.metrics)}
 
 
+WEEKLY_TRAINING_DAY = 6  # Sunday: the regular retraining; other days train only on a drift flag
+
+
+def retrain_due(kind: str, run_day: date, *, manual: bool = False, settings: Settings | None = None) -> bool:
+    """Does the daily train_models run train `kind` today? On the weekly day, on a manual run, when there is no
+    champion yet, and, for churn, any day the champion carries the drift flag (PSI > 0.2 on a top-10 feature,
+    set by a scoring run: `models.scoring.record_drift`)."""
+    from models.common import CHAMPION, CHURN_MODEL, TREND_MODEL
+    from models.scoring import retrain_requested
+    from models.tracking import aliases
+
+    settings = settings or get_settings()
+    name = {"churn": CHURN_MODEL, "trend": TREND_MODEL}.get(kind)
+    if name is None:
+        raise InvalidInputError(f"unknown model kind {kind!r}: use churn or trend")
+    with stage("retrain_due", model=name, day=str(run_day)) as summary:
+        flag = retrain_requested(name, settings=settings) if kind == "churn" else None
+        reasons = [why for why, hit in (("weekly", run_day.weekday() == WEEKLY_TRAINING_DAY), ("manual", manual),
+                                        ("no champion", CHAMPION not in aliases(name, settings=settings)),
+                                        ("drift", flag is not None)) if hit]
+        summary.extra.update(due=bool(reasons), reasons=reasons, drifted=(flag or {}).get("features"))
+    return bool(reasons)
+
+
 def promotion_gate(name: str, *, settings: Settings | None = None) -> dict[str, Any]:
     """Run the promotion gates for `name`; the registry audits the decision, the summary goes to XCom."""
     from models.registry import promote_if_better

@@ -1,4 +1,5 @@
-"""Data health: freshness per source, rows landed, quarantined records by reason and the last runs."""
+"""Data health: freshness per source, rows landed, quarantined records by reason, the last runs and the tenant's
+data anomalies."""
 
 from __future__ import annotations
 
@@ -94,3 +95,18 @@ else:
         ),
         hide_index=True, width="stretch",
     )
+
+st.subheader("Anomalies")
+anomalies = data.tenant_anomalies(lake, tenant.id)
+if anomalies.empty:
+    st.success("No anomalies found in this tenant's data.")
+else:
+    st.dataframe(
+        anomalies.data.with_columns(pl.col("kind").str.replace_all("_", " "), pl.col("score").round(1),
+                                    pl.col("expected").round(0))
+        .rename({"event_date": "Day", "kind": "Kind", "score": "Score", "expected": "Expected",
+                 "observed": "Observed"}),
+        hide_index=True, width="stretch",
+    )
+    st.caption("Found by the per-tenant detector: each day against the same weekday of the previous weeks, "
+               "with the trend (`shironzi monitor tenants detect`).")

@@ -54,6 +54,7 @@ from models.tracking import (
     tenant_challenger_alias,
     version_run_id,
 )
+from monitoring.drift import REFERENCE_ARTIFACT, reference_bins
 from shironzi.audit.log import record_training_run
 from shironzi.errors import ModelTrainingError
 from shironzi.observability import stage
@@ -451,6 +452,10 @@ def log_and_register(
             (root / "feature_importance.json").write_text(json.dumps(
                 dict(sorted(importance.items(), key=lambda kv: kv[1], reverse=True)), indent=2))
             (root / "inputs.json").write_text(inputs_json(dataset.inputs))
+            # the training distribution the scoring runs measure drift against (monitoring.drift)
+            (root / REFERENCE_ARTIFACT).write_text(json.dumps(reference_bins(
+                as_float_matrix(dataset.table, dataset.feature_names), dataset.feature_names,
+                fitted.holdout_probabilities, importance)))
             (root / "model_card.md").write_text(model_card(fitted=fitted, dataset=dataset, run_id=run_id,
                                                            tenants=tenants, dedicated=dedicated))
             pq.write_table(fitted.holdout, root / "holdout.parquet")

@@ -210,6 +210,13 @@ def _quarantine(tenant: SeededTenant, reasons: dict[str, int]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)
 
 
+def _anomalies(tenant: SeededTenant, kind: str, expected: float) -> pa.Table:
+    """One detector finding per tenant, with a kind and an expected count only that tenant has."""
+    return pa.table({"tenant_id": [tenant.id], "event_date": pa.array([TODAY - dt.timedelta(days=2)], pa.date32()),
+                     "kind": [kind], "score": [6.5], "expected": [expected], "observed": [0.0],
+                     "detected_at": pa.array([_at(TODAY, 3)], UTC_US)})
+
+
 def _run_log() -> pa.Table:
     from ingestion.bronze import RUN_LOG_SCHEMA
 
@@ -303,6 +310,9 @@ def seed_lake(home: Path) -> SeededLake:
     from shironzi.lake.paths import platform_uri
 
     append(platform_uri(settings.resolved_lake_uri, "ingest", "runs"), _run_log())
+    append(platform_uri(settings.resolved_lake_uri, "monitoring", "anomalies"),
+           pa.concat_tables([_anomalies(alpha, "volume_spike", 3131.0), _anomalies(bravo, "silent", 9191.0)]),
+           partition_by="event_date")
     _dbt_results(home)
 
     admin = TenantContext.admin(actor=SEED_ACTOR, purpose="dashboard tests")

@@ -118,7 +118,7 @@ def test_tenant_pages_render_and_never_show_another_tenant(seeded: SeededLake, p
         features = at.dataframe[1].value
         assert list(features["Feature view"]) == ["customer_activity_v1"] and list(features["Rows"]) == [7]
         assert str(features["Newest snapshot"][0])[:10] == "2026-03-30"  # alpha's, not bravo's 2026-03-22
-        assert len(at.dataframe) == 3 and len(charts(at)) == 2
+        assert len(at.dataframe) == 4 and len(charts(at)) == 2  # sources, features, runs, anomalies
         assert double(4242) not in body and b"4242" not in body
         assert b"late_event" not in body and b"schema_violation" in body
 
@@ -146,6 +146,18 @@ def test_the_other_tenant_sees_its_own_numbers_and_words(seeded: SeededLake) -> 
         assert not at.exception
         assert texts(at.title) not in ("Compliance", "Tenants", "Pipelines", "Models"), page
         assert not at.dataframe or bravo.id.encode() in rendered(at), page
+
+
+def test_data_health_shows_only_the_tenants_own_anomalies(seeded: SeededLake) -> None:
+    for me, kind, other_kind, expected, other_expected in (
+        (seeded.alpha, "volume spike", "silent", 3131.0, 9191.0),
+        (seeded.bravo, "silent", "volume spike", 9191.0, 3131.0),
+    ):
+        at = visit(signed_in(me.key), "data_health")
+        anomalies = at.dataframe[-1].value
+        assert list(anomalies["Kind"]) == [kind] and list(anomalies["Expected"]) == [expected]
+        body = rendered(at)
+        assert other_kind.encode() not in body and str(int(other_expected)).encode() not in body
 
 
 def test_modules_gate_pages_and_denials_are_audited(seeded: SeededLake) -> None:

@@ -85,6 +85,61 @@ def test_score_write_records_the_feature_versions_and_models_it_used(lake: Train
     assert lake.churn.model_version in {m["version"] for m in used}
 
 
+def test_scoring_logs_psi_to_the_champion_run_and_drift_flags_retraining(lake: TrainedLake) -> None:
+    """Every scoring run logs PSI per feature and for the score to the champion's MLflow run (the Models page's
+    drift panel) and to _platform/monitoring/drift; a top-10 feature past 0.2 tags the champion for retraining,
+    which the train_models DAG's check turns into a training run on a non-training day."""
+    import json
+
+    import numpy as np
+    import polars as pl
+
+    from models.common import CHURN_MODEL
+    from models.scoring import RETRAIN_TAG, record_drift, retrain_requested, score_churn
+    from models.tracking import configure_mlflow, run_artifact
+    from monitoring.drift import REFERENCE_ARTIFACT, RETRAIN_PSI, drift_uri
+    from orchestration.pipeline import retrain_due
+    from shironzi.lake import read_polars
+    from shironzi.settings import get_settings
+
+    settings = get_settings()
+    client = configure_mlflow(settings)
+    run_id = lake.churn.run_id
+    reference = json.loads(run_artifact(run_id, REFERENCE_ARTIFACT).read_text())
+    names = list(reference["features"])
+    day = date.today() - timedelta(days=3)
+    score_churn(score_date=day, tenant_ids=lake.tenant_ids)
+    metrics = client.get_run(run_id).data.metrics
+    assert {f"psi_{n}" for n in names} <= set(metrics) and "score_psi" in metrics
+    assert all(value >= 0.0 for key, value in metrics.items() if key.startswith("psi_"))
+    logged = read_polars(drift_uri(settings)).filter(pl.col("score_date") == day)
+    assert set(logged["feature"]) == {*names, "score"} and set(logged["model_version"]) == {lake.churn.model_version}
+    top = reference["ranked_features"][:10]
+    shifted = any(metrics[f"psi_{n}"] > RETRAIN_PSI for n in top)
+    assert logged["retrain"].to_list()[0] == shifted == (retrain_requested() is not None)
+
+    # a run whose most important feature moved far away: the champion is flagged, and the check trains
+    sunday = date(2026, 12, 6)
+    monday = sunday + timedelta(days=1)
+
+    def clear_flag() -> None:
+        if RETRAIN_TAG in client.get_model_version(CHURN_MODEL, lake.churn.model_version).tags:
+            client.delete_model_version_tag(CHURN_MODEL, lake.churn.model_version, RETRAIN_TAG)
+
+    try:
+        clear_flag()
+        assert not retrain_due("churn", monday)
+        matrix = np.tile(np.asarray([[e["edges"][-1] if e["edges"] else 0.0 for e in reference["features"].values()]],
+                                    dtype=np.float32), (500, 1))
+        matrix[:, names.index(top[0])] += 1e6
+        report = record_drift(matrix, names, np.full(500, 0.99), model_version=lake.churn.model_version,
+                              score_date=monday, settings=settings)
+        assert report is not None and report.retrain and top[0] in report.flagged
+        assert retrain_requested()["features"] == report.flagged
+        assert retrain_due("churn", monday) and not retrain_due("trend", monday) and retrain_due("trend", sunday)
+    finally:
+        clear_flag()
+
 
 def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: TrainedLake) -> None:
     import json

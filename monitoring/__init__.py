@@ -1,0 +1,1 @@
+"""Platform monitoring: per-tenant data monitors, anomaly detection and model drift."""
