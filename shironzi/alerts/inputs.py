@@ -3,8 +3,8 @@
 - metrics: `ingest_quarantine_share_1h` from the ingestion run log, `webhook_dead_letters_24h` from the
   webhook dead letters;
 - anomalies: the rows of `_platform/monitoring/anomalies` (written by the per-tenant data monitors) detected
-  in the last day: columns `tenant_id`, and where present `metric`, `score`, `detected_at`;
-- drift: `_platform/monitoring/drift` rows of the last day: `model`, `feature`, `psi`, `computed_at`.
+  in the last day: `tenant_id`, `kind`, `score`, `detected_at`;
+- drift: `_platform/monitoring/drift` rows of the last day: `model_name`, `feature`, `psi`, `checked_at`.
 A table that does not exist yet contributes nothing.
 """
 
@@ -67,5 +67,5 @@ def collect_inputs(settings: Settings, *, now: datetime | None = None) -> AlertI
     return AlertInputs(
         metrics=metrics,
         anomalies=_recent(settings, ANOMALIES, "detected_at", now - timedelta(days=1)),
-        drift=_recent(settings, DRIFT, "computed_at", now - timedelta(days=1)),
+        drift=_recent(settings, DRIFT, "checked_at", now - timedelta(days=1)),
     )

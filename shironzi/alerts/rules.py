@@ -78,7 +78,7 @@ class ThresholdRule:
 
 @dataclass(frozen=True)
 class AnomalyRule:
-    """One alert per tenant and metric with an anomaly scored at least `min_score`."""
+    """One alert per tenant and anomaly kind (silent, volume_spike, …) scored at least `min_score`."""
 
     name: str
     min_score: float = 0.0
@@ -88,11 +88,11 @@ class AnomalyRule:
         worst: dict[tuple[str, str], float] = {}
         for row in inputs.anomalies:
             score = float(row.get("score") or 0.0)
-            key = (str(row["tenant_id"]), str(row.get("metric") or "volume"))
+            key = (str(row["tenant_id"]), str(row.get("kind") or "volume"))
             if score >= self.min_score and score >= worst.get(key, float("-inf")):
                 worst[key] = score
-        return [Firing(self.name, self.severity, f"anomaly in {metric} (score {score:.2f})", {"metric": metric},
-                       tenant_id=tenant, value=score) for (tenant, metric), score in sorted(worst.items())]
+        return [Firing(self.name, self.severity, f"{kind} anomaly (score {score:.2f})", {"kind": kind},
+                       tenant_id=tenant, value=score) for (tenant, kind), score in sorted(worst.items())]
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class DriftRule:
         for row in inputs.drift:
             psi = float(row.get("psi") or 0.0)
             if psi > self.psi_threshold:
-                labels = {"model": str(row.get("model") or ""), "feature": str(row.get("feature") or "score")}
+                labels = {"model": str(row.get("model_name") or ""), "feature": str(row.get("feature") or "score")}
                 found.append(Firing(self.name, self.severity, f"PSI {psi:.3f} on {labels['feature']}", labels,
                                     value=psi))
         return found

@@ -66,3 +66,12 @@ def test_detect_stores_anomalies_and_lists_one_tenants(home: Path, capsys: pytes
     # re-detecting a range replaces it: no duplicates
     _shironzi(["monitor", "tenants", "detect", "--start", str(first), "--end", str(last)], capsys)
     assert read_polars(anomalies_uri()).height == stored.height
+
+    # the alert rule reads the detector's rows as written (tenant_id, kind, score, detected_at)
+    from shironzi.alerts.inputs import collect_inputs
+    from shironzi.alerts.rules import AnomalyRule
+    from shironzi.settings import get_settings
+
+    firing = AnomalyRule("TenantDataAnomaly").evaluate(collect_inputs(get_settings()))
+    silent_alerts = [f for f in firing if f.tenant_id == big[0] and f.labels == {"kind": "silent"}]
+    assert len(silent_alerts) == 1 and "silent anomaly" in silent_alerts[0].summary

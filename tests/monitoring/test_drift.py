@@ -52,3 +52,24 @@ def test_only_a_shift_of_a_top_ten_feature_flags_retraining() -> None:
     missing = _population(rng, 5_000, len(names))
     missing[:, 0] = np.nan  # a feature that stopped arriving: the missing bin takes every row
     assert drift_report(reference, missing, names, rng.random(5_000)).flagged == ["f00"]
+
+
+def test_the_drift_alert_rule_reads_the_drift_rows_as_written(home) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from monitoring.drift import write_drift
+    from shironzi.alerts.inputs import collect_inputs
+    from shironzi.alerts.rules import DriftRule
+    from shironzi.settings import get_settings
+
+    report = drift_report_of({"f00": 0.05, "f01": 0.31}, score_psi=0.02)
+    write_drift(report, model_name="churn", model_version="3", run_id="r1", score_date=dt.date(2026, 12, 1), settings=get_settings())
+    firing = DriftRule("FeatureDrift").evaluate(collect_inputs(get_settings()))
+    assert [(f.labels["model"], f.labels["feature"]) for f in firing] == [("churn", "f01")]
+    assert firing[0].value == pytest.approx(0.31)
+
+
+def drift_report_of(feature_psi: dict[str, float], *, score_psi: float):  # type: ignore[no-untyped-def]
+    from monitoring.drift import DriftReport
+
+    return DriftReport(feature_psi=feature_psi, score_psi=score_psi, top_features=list(feature_psi), rows=100)

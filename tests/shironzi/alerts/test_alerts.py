@@ -70,9 +70,9 @@ def test_tenant_anomalies_silences_and_the_tenants_own_webhook(home: Path,
         registry.set_module_settings(ADMIN, loud.id, "notifications", {"webhook_urls": [tenant_hook.url]})
         now = datetime.now(UTC)
         anomalies = pa.Table.from_pylist([  # as the per-tenant data monitors write them
-            {"tenant_id": loud.id, "metric": "volume", "score": 7.5, "detected_at": now},
-            {"tenant_id": quiet.id, "metric": "volume", "score": 6.0, "detected_at": now},
-            {"tenant_id": quiet.id, "metric": "volume", "score": 4.0, "detected_at": now - timedelta(days=3)},
+            {"tenant_id": loud.id, "kind": "volume_spike", "score": 7.5, "detected_at": now},
+            {"tenant_id": quiet.id, "kind": "volume_spike", "score": 6.0, "detected_at": now},
+            {"tenant_id": quiet.id, "kind": "volume_spike", "score": 4.0, "detected_at": now - timedelta(days=3)},
         ])
         append(platform_uri(get_settings().resolved_lake_uri, *ANOMALIES), anomalies)
         add_silence(tenant_id=quiet.id, duration=timedelta(hours=1), created_by="test", comment="known outage")
