@@ -63,7 +63,8 @@ def test_the_drift_alert_rule_reads_the_drift_rows_as_written(home) -> None:  # 
     from shironzi.settings import get_settings
 
     report = drift_report_of({"f00": 0.05, "f01": 0.31}, score_psi=0.02)
-    write_drift(report, model_name="churn", model_version="3", run_id="r1", score_date=dt.date(2026, 12, 1), settings=get_settings())
+    write_drift(report, model_name="churn", model_version="3", run_id="r1", score_date=dt.date(2026, 12, 1),
+                settings=get_settings())
     firing = DriftRule("FeatureDrift").evaluate(collect_inputs(get_settings()))
     assert [(f.labels["model"], f.labels["feature"]) for f in firing] == [("churn", "f01")]
     assert firing[0].value == pytest.approx(0.31)
