@@ -54,6 +54,8 @@ from ingestion.contracts import (
     CANONICAL_SCHEMA,
     QUARANTINE_SCHEMA,
     ValidationResult,
+    phi_columns,
+    phi_fields,
     pii_fields,
     recoverable_pii_fields,
     tenants_frame,
@@ -72,6 +74,7 @@ from shironzi.lake.delta import Txn, commit_staged, stage_files
 from shironzi.lake.groups import LakeGroup
 from shironzi.lake.leases import table_lease
 from shironzi.lake.paths import table_uri
+from shironzi.privacy.phi import PhiCipher, protect_document
 from shironzi.privacy.pii_table import PendingPiiRows
 from shironzi.privacy.pseudonymise import pseudonymise_batch
 from shironzi.settings import Settings, get_settings
@@ -245,7 +248,59 @@ class BronzeLander:
         result = validate_batch(
             records, tenants=self.tenants_frame, now=now or datetime.now(UTC), source=source
         )
-        return dataclasses.replace(result, valid=self.pseudonymise(result.valid))
+        return dataclasses.replace(result, valid=self.protect_phi(self.pseudonymise(result.valid)))
+
+    def _row_industries(self, valid: pa.Table) -> Any:
+        """The industry of each row's tenant (an Arrow array; null for a tenant missing from the directory)."""
+        import pyarrow.compute as pc
+
+        tenant_ids = pa.array(list(self.tenants), pa.string())
+        industry_by_tenant = pa.array([info.industry for info in self.tenants.values()], pa.string())
+        return pc.take(industry_by_tenant, pc.index_in(valid.column("tenant_id"), value_set=tenant_ids))
+
+    def protect_phi(self, valid: pa.Table) -> pa.Table:
+        """Encrypt the contract's PHI deterministically under each tenant's PHI key (`shironzi.privacy.phi`):
+        the PHI columns (a patient's `customer_id`) and PHI properties. Runs after the PII pass, so PHI that
+        is also PII is already a token. Each distinct (tenant, value) is encrypted once."""
+        if valid.num_rows == 0:
+            return valid
+        frame = pl.from_arrow(valid.select(["tenant_id", "customer_id", "properties"]))
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.with_columns(pl.Series("_industry", self._row_industries(valid)))
+        present = [i for i in frame.get_column("_industry").unique().to_list() if i is not None]
+        columns_of = {i: phi_columns(i) for i in present}
+        fields_of = {i: phi_fields(i) for i in present}
+        protected = [i for i in present if columns_of[i] or fields_of[i]]
+        if not protected:
+            return valid
+        tenants = frame.filter(pl.col("_industry").is_in(protected)).get_column("tenant_id").unique().to_list()
+        ciphers = {t: PhiCipher.of(t, create=True) for t in tenants}
+        out = valid
+        by_column = [i for i in protected if "customer_id" in columns_of[i]]
+        if by_column:
+            pairs = frame.filter(pl.col("_industry").is_in(by_column) & pl.col("customer_id").is_not_null())
+            pairs = pairs.select("tenant_id", "customer_id").unique()
+            mapping = pairs.with_columns(pl.Series("_phi", [ciphers[t].protect(c) for t, c in pairs.iter_rows()],
+                                                   dtype=pl.String))
+            column = frame.join(mapping, on=["tenant_id", "customer_id"], how="left", maintain_order="left")
+            replaced = column.select(pl.coalesce("_phi", "customer_id")).to_series().to_arrow()
+            index = valid.schema.get_field_index("customer_id")
+            out = out.set_column(index, valid.schema.field(index), replaced.cast(valid.schema.field(index).type))
+        by_field = {i: fields_of[i] for i in protected if fields_of[i]}
+        if by_field:
+            texts = frame.get_column("properties").to_list()
+            industries = frame.get_column("_industry").to_list()
+            row_tenants = frame.get_column("tenant_id").to_list()
+            for row, (text, industry) in enumerate(zip(texts, industries, strict=True)):
+                fields = by_field.get(industry)
+                if not fields or text is None or not any(f'"{f}"' in text for f in fields):
+                    continue
+                doc = json.loads(text)
+                if isinstance(doc, dict) and protect_document(doc, fields, ciphers[row_tenants[row]]):
+                    texts[row] = json.dumps(doc, separators=(",", ":"))
+            index = valid.schema.get_field_index("properties")
+            out = out.set_column(index, valid.schema.field(index), pa.array(texts, valid.schema.field(index).type))
+        return out
 
     def pseudonymise(self, valid: pa.Table) -> pa.Table:
         """Replace the contract's PII fields by per-tenant keyed hashes before bronze (raw values of
@@ -256,9 +311,7 @@ class BronzeLander:
 
         if valid.num_rows == 0:
             return valid
-        tenant_ids = pa.array(list(self.tenants), pa.string())
-        industry_by_tenant = pa.array([info.industry for info in self.tenants.values()], pa.string())
-        industries = pc.take(industry_by_tenant, pc.index_in(valid.column("tenant_id"), value_set=tenant_ids))
+        industries = self._row_industries(valid)
         fields_of = {i: pii_fields(i) for i in pc.unique(industries).to_pylist() if i is not None}
         every_field = sorted({name for fields in fields_of.values() for name in fields})
         if not every_field:

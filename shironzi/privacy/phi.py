@@ -1,0 +1,119 @@
+"""PHI protection: deterministic encryption (AES-SIV) of protected health information under a per-tenant key.
+
+Healthcare contracts mark PHI (the patient's `customer_id`, clinical codes such as `specialty` and
+`procedure_code`). Landing replaces each PHI value by `phi_` + the URL-safe base64 of its AES-SIV
+ciphertext under the tenant's PHI key, derived (HKDF-SHA256) from the tenant key in the keystore:
+
+- deterministic: one value gives one ciphertext per tenant, so joins, group-bys and counts downstream (dbt,
+  features, training, scoring) are what they were on clear values, and the API finds a customer by
+  encrypting the clear id it was sent (a direct lookup, no table read);
+- reversible only for holders of the tenant key (`reveal_phi`, behind the `phi:read` scope);
+- crypto-shredded with the tenant key: once the key is destroyed no copy anywhere (lake, online store,
+  MLflow artifacts, logs) can be decrypted again.
+
+The tenant id is the associated data, so a value copied into another tenant's rows does not decrypt there.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from shironzi.errors import KeyDestroyedError
+from shironzi.tenancy.keystore import TenantKeystore, get_keystore
+
+PHI_PREFIX = "phi_"
+PHI_PATTERN = re.compile(r"^phi_[A-Za-z0-9_-]{22,}$")
+MASK = "phi:****"
+"""What a caller without the `phi:read` scope sees in place of a PHI value."""
+_INFO = b"shironzi phi aes-siv v1"
+
+
+def phi_key(tenant_key: bytes) -> bytes:
+    """The tenant's 512-bit AES-SIV key, derived from its tenant key (so it dies with it)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=_INFO).derive(tenant_key)
+
+
+def is_protected(value: object) -> bool:
+    return isinstance(value, str) and PHI_PATTERN.match(value) is not None
+
+
+class PhiCipher:
+    """Deterministic encryption of one tenant's PHI values (a cipher per tenant, built from its key)."""
+
+    def __init__(self, tenant_id: str, tenant_key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+        self.tenant_id = tenant_id
+        self._siv = AESSIV(phi_key(tenant_key))
+        self._data = [tenant_id.encode()]
+
+    @classmethod
+    def of(cls, tenant_id: str, *, keystore: TenantKeystore | None = None, create: bool = False) -> PhiCipher:
+        """The tenant's cipher; KeyDestroyedError once its key is destroyed (NotFoundError: never had one)."""
+        store = keystore or get_keystore()
+        key = store.get_or_create_key(tenant_id) if create else store.get_key(tenant_id)
+        return cls(tenant_id, key)
+
+    def protect(self, value: str) -> str:
+        """The `phi_...` form of a clear value; values already protected stay as they are."""
+        if is_protected(value):
+            return value
+        sealed = self._siv.encrypt(value.encode(), self._data)
+        return PHI_PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+
+    def reveal(self, value: str) -> str:
+        """The clear value of a `phi_...` text; other text is returned as it is (it was never PHI)."""
+        from cryptography.exceptions import InvalidTag
+
+        if not is_protected(value):
+            return value
+        body = value.removeprefix(PHI_PREFIX)
+        try:
+            sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            return self._siv.decrypt(sealed, self._data).decode()
+        except (InvalidTag, binascii.Error, ValueError) as exc:
+            raise KeyDestroyedError(
+                f"a PHI value of tenant {self.tenant_id!r} does not decrypt under its current key"
+            ) from exc
+
+
+def protect_values(values: Iterable[str | None], tenants: Iterable[str], ciphers: Mapping[str, PhiCipher]) -> list[
+        str | None]:
+    """Protect a column of values row by row (`tenants` says whose key), encrypting each distinct value once."""
+    cache: dict[tuple[str, str], str] = {}
+    out: list[str | None] = []
+    for value, tenant in zip(values, tenants, strict=True):
+        if value is None or tenant not in ciphers:
+            out.append(value)
+            continue
+        found = cache.get((tenant, value))
+        if found is None:
+            found = cache[(tenant, value)] = ciphers[tenant].protect(value)
+        out.append(found)
+    return out
+
+
+def protect_document(doc: dict[str, Any], fields: Iterable[str], cipher: PhiCipher) -> bool:
+    """Protect the string values of `fields` in a parsed properties document in place; True when one changed."""
+    changed = False
+    for name in fields:
+        value = doc.get(name)
+        if isinstance(value, str) and not is_protected(value):
+            doc[name] = cipher.protect(value)
+            changed = True
+    return changed
+
+
+def shown_phi(value: str, *, cipher: PhiCipher | None) -> str:
+    """A PHI value as a caller may see it: clear with a cipher (the caller holds `phi:read`), else masked."""
+    if cipher is None:
+        return MASK if is_protected(value) else value
+    return cipher.reveal(value)
+
