@@ -191,6 +191,30 @@ def _valid_origins(result: ValidationResult, records: pl.DataFrame, origins: pl.
     return located.select(UNIT_COLUMN, SEQ_COLUMN)
 
 
+def _protect_payload(payload: str, columns: list[str], fields: list[str], cipher: PhiCipher) -> str:
+    """A quarantined raw payload with its PHI protected (see `BronzeLander.protect_quarantined_phi`)."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return cipher.protect(payload)
+    for name in columns:
+        if doc.get(name) is not None:
+            doc[name] = cipher.protect(str(doc[name]))
+    props = doc.get("properties")
+    if isinstance(props, str):  # properties sent as JSON text
+        try:
+            inner = json.loads(props)
+        except ValueError:
+            return cipher.protect(payload)
+        if isinstance(inner, dict) and protect_document(inner, fields, cipher):
+            doc["properties"] = json.dumps(inner, separators=(",", ":"))
+    elif isinstance(props, dict):
+        protect_document(props, fields, cipher)
+    return json.dumps(doc, separators=(",", ":"))
+
+
 # ------------------------------------------------------------------------------------ the lander
 
 
@@ -248,7 +272,9 @@ class BronzeLander:
         result = validate_batch(
             records, tenants=self.tenants_frame, now=now or datetime.now(UTC), source=source
         )
-        return dataclasses.replace(result, valid=self.protect_phi(self.pseudonymise(result.valid)))
+        # PHI first: the PII table then records the protected customer id of each row, never the clear one.
+        return dataclasses.replace(result, valid=self.pseudonymise(self.protect_phi(result.valid)),
+                                   quarantined=self.protect_quarantined_phi(result.quarantined))
 
     def _row_industries(self, valid: pa.Table) -> Any:
         """The industry of each row's tenant (an Arrow array; null for a tenant missing from the directory)."""
@@ -258,49 +284,72 @@ class BronzeLander:
         industry_by_tenant = pa.array([info.industry for info in self.tenants.values()], pa.string())
         return pc.take(industry_by_tenant, pc.index_in(valid.column("tenant_id"), value_set=tenant_ids))
 
+    def _phi_rules(self, tenant_ids: Any) -> dict[str, tuple[list[str], list[str], PhiCipher]]:
+        """tenant -> (PHI columns, PHI properties, its cipher) for the tenants among `tenant_ids` whose
+        contract declares PHI (an unknown tenant's rows have no key to protect them with)."""
+        rules = {}
+        for tenant_id in {t for t in tenant_ids if t is not None and t in self.tenants}:
+            industry = self.tenants[tenant_id].industry
+            columns, fields = phi_columns(industry), phi_fields(industry)
+            if columns or fields:
+                rules[tenant_id] = (columns, fields, PhiCipher.of(tenant_id, create=True))
+        return rules
+
     def protect_phi(self, valid: pa.Table) -> pa.Table:
         """Encrypt the contract's PHI deterministically under each tenant's PHI key (`shironzi.privacy.phi`):
-        the PHI columns (a patient's `customer_id`) and PHI properties. Runs after the PII pass, so PHI that
-        is also PII is already a token. Each distinct (tenant, value) is encrypted once."""
+        the PHI columns (a patient's `customer_id`) and PHI properties. PHI that is also PII is left to the
+        PII pass (it is hashed). Each distinct (tenant, value) is encrypted once."""
         if valid.num_rows == 0:
             return valid
         frame = pl.from_arrow(valid.select(["tenant_id", "customer_id", "properties"]))
         assert isinstance(frame, pl.DataFrame)
-        frame = frame.with_columns(pl.Series("_industry", self._row_industries(valid)))
-        present = [i for i in frame.get_column("_industry").unique().to_list() if i is not None]
-        columns_of = {i: phi_columns(i) for i in present}
-        fields_of = {i: phi_fields(i) for i in present}
-        protected = [i for i in present if columns_of[i] or fields_of[i]]
-        if not protected:
+        rules = self._phi_rules(frame.get_column("tenant_id").unique().to_list())
+        if not rules:
             return valid
-        tenants = frame.filter(pl.col("_industry").is_in(protected)).get_column("tenant_id").unique().to_list()
-        ciphers = {t: PhiCipher.of(t, create=True) for t in tenants}
         out = valid
-        by_column = [i for i in protected if "customer_id" in columns_of[i]]
+        by_column = [t for t, (columns, _, _) in rules.items() if "customer_id" in columns]
         if by_column:
-            pairs = frame.filter(pl.col("_industry").is_in(by_column) & pl.col("customer_id").is_not_null())
+            pairs = frame.filter(pl.col("tenant_id").is_in(by_column) & pl.col("customer_id").is_not_null())
             pairs = pairs.select("tenant_id", "customer_id").unique()
-            mapping = pairs.with_columns(pl.Series("_phi", [ciphers[t].protect(c) for t, c in pairs.iter_rows()],
-                                                   dtype=pl.String))
+            protected = [rules[t][2].protect(c) for t, c in pairs.iter_rows()]
+            mapping = pairs.with_columns(pl.Series("_phi", protected, dtype=pl.String))
             column = frame.join(mapping, on=["tenant_id", "customer_id"], how="left", maintain_order="left")
-            replaced = column.select(pl.coalesce("_phi", "customer_id")).to_series().to_arrow()
-            index = valid.schema.get_field_index("customer_id")
-            out = out.set_column(index, valid.schema.field(index), replaced.cast(valid.schema.field(index).type))
-        by_field = {i: fields_of[i] for i in protected if fields_of[i]}
-        if by_field:
+            out = self._replace_column(out, "customer_id", column.select(pl.coalesce("_phi", "customer_id")))
+        if any(fields for _, fields, _ in rules.values()):
             texts = frame.get_column("properties").to_list()
-            industries = frame.get_column("_industry").to_list()
-            row_tenants = frame.get_column("tenant_id").to_list()
-            for row, (text, industry) in enumerate(zip(texts, industries, strict=True)):
-                fields = by_field.get(industry)
-                if not fields or text is None or not any(f'"{f}"' in text for f in fields):
+            for row, (tenant_id, text) in enumerate(frame.select("tenant_id", "properties").iter_rows()):
+                rule = rules.get(tenant_id)
+                if rule is None or text is None or not any(f'"{f}"' in text for f in rule[1]):
                     continue
                 doc = json.loads(text)
-                if isinstance(doc, dict) and protect_document(doc, fields, ciphers[row_tenants[row]]):
+                if isinstance(doc, dict) and protect_document(doc, rule[1], rule[2]):
                     texts[row] = json.dumps(doc, separators=(",", ":"))
-            index = valid.schema.get_field_index("properties")
-            out = out.set_column(index, valid.schema.field(index), pa.array(texts, valid.schema.field(index).type))
+            out = self._replace_column(out, "properties", pl.DataFrame({"properties": texts}, schema={
+                "properties": pl.String}))
         return out
+
+    def protect_quarantined_phi(self, quarantined: pa.Table) -> pa.Table:
+        """Protect PHI in quarantined rows of tenants whose contract declares PHI: a raw payload that is a
+        JSON object keeps its shape with its PHI encrypted as landing would; any other payload (malformed
+        text) is sealed whole (`phi_...`, readable with the tenant key). Unknown tenants have no key."""
+        if quarantined.num_rows == 0:
+            return quarantined
+        tenants = quarantined.column("tenant_id").to_pylist()
+        rules = self._phi_rules(tenants)
+        if not rules:
+            return quarantined
+        payloads = quarantined.column("raw_payload").to_pylist()
+        for row, tenant_id in enumerate(tenants):
+            if tenant_id in rules:
+                payloads[row] = _protect_payload(payloads[row], *rules[tenant_id])
+        return self._replace_column(quarantined, "raw_payload", pl.DataFrame({"raw_payload": payloads},
+                                                                             schema={"raw_payload": pl.String}))
+
+    @staticmethod
+    def _replace_column(table: pa.Table, name: str, values: pl.DataFrame) -> pa.Table:
+        index = table.schema.get_field_index(name)
+        field = table.schema.field(index)
+        return table.set_column(index, field, values.to_series().to_arrow().cast(field.type))
 
     def pseudonymise(self, valid: pa.Table) -> pa.Table:
         """Replace the contract's PII fields by per-tenant keyed hashes before bronze (raw values of

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shironzi.errors import KeyDestroyedError
+from shironzi.errors import KeyDestroyedError, NotFoundError
 from shironzi.tenancy.keystore import TenantKeystore, get_keystore
 
 PHI_PREFIX = "phi_"
@@ -117,3 +117,12 @@ def shown_phi(value: str, *, cipher: PhiCipher | None) -> str:
         return MASK if is_protected(value) else value
     return cipher.reveal(value)
 
+
+
+def subject_phi(tenant_id: str, subject_id: str, *, keystore: TenantKeystore | None = None) -> str | None:
+    """The PHI-protected form of a subject id under the tenant's key (None when the key is gone/absent): what
+    the tables of a tenant whose contract makes `customer_id` PHI hold for that subject."""
+    try:
+        return PhiCipher.of(tenant_id, keystore=keystore).protect(subject_id)
+    except (NotFoundError, KeyDestroyedError):
+        return None

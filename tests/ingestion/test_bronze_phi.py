@@ -38,16 +38,23 @@ def test_healthcare_phi_is_encrypted_deterministically_per_tenant(home: Path) ->
                                             ("clinic-two", "healthcare", "standard"),
                                             ("shop-one", "ecommerce", "standard")])
     payloads = _payloads([clinic.id, other_clinic.id])
+    payloads.append(json.dumps({  # quarantined (wrong type): its raw payload keeps the shape, PHI protected
+        "tenant_id": clinic.id, "event_id": "bad-1", "customer_id": "pat_00009", "event_type": "appointment_missed",
+        "event_time": "2025-03-01T10:00:00Z",
+        "properties": {"appointment_id": "apt_9", "specialty": "orthopedics", "notified": "yes"}}).encode())
     payloads.append(json.dumps({
         "tenant_id": shop.id, "event_id": "s1", "customer_id": "cus_1", "event_type": "session_started",
         "event_time": "2025-03-01T10:00:00Z", "properties": {"session_id": "ses_1", "device": "web"}}).encode())
     lander = BronzeLander()
     decoded = decode_json_records(payloads, [f"p/{i}" for i in range(len(payloads))], source="test")
-    rows = lander.validate(decoded, source="test").valid.to_pylist()
+    result = lander.validate(decoded, source="test")
+    rows = result.valid.to_pylist()
 
-    assert len(rows) == len(payloads)
-    landed = json.dumps(rows, default=str)
-    for clear in ("pat_0000", "cpt_99213", "cardiology", "dermatology", "pediatrics"):
+    assert len(rows) == len(payloads) - 1 and result.quarantined.num_rows == 1
+    (bad,) = result.quarantined.to_pylist()
+    assert json.loads(bad["raw_payload"])["properties"]["notified"] == "yes"
+    landed = json.dumps([*rows, bad], default=str)
+    for clear in ("pat_0000", "cpt_99213", "cardiology", "dermatology", "pediatrics", "orthopedics"):
         assert clear not in landed, f"{clear} landed in clear"
     shop_row = next(r for r in rows if r["tenant_id"] == shop.id)
     assert shop_row["customer_id"] == "cus_1" and json.loads(shop_row["properties"])["device"] == "web"
@@ -62,6 +69,7 @@ def test_healthcare_phi_is_encrypted_deterministically_per_tenant(home: Path) ->
     assert not theirs & {r["customer_id"] for r in mine}, "the same patient id must differ per tenant"
 
     cipher = PhiCipher.of(clinic.id)
+    assert cipher.reveal(json.loads(bad["raw_payload"])["customer_id"]) == "pat_00009"
     assert Counter(cipher.reveal(s) for s in specialties) == Counter(SPECIALTIES)
     claim = next(r for r in mine if r["event_type"] == "claim_submitted")
     assert cipher.reveal(claim["customer_id"]) == "pat_00001"

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 from serving.api.docs import tenant_op
 from serving.deps import ChurnDep
 from serving.errors import ERROR_RESPONSES
+from serving.phi import phi_view
 from serving.predictions import batch_scores, customer_not_found, live_scores
 from serving.schemas import ChurnBatchCreate, ChurnBatchPublic, ChurnPublic
 
@@ -29,11 +30,13 @@ def get_customer_churn(
 ) -> dict[str, Any]:
     """Churn probability, risk band, top reasons and model version of one of the caller's customers."""
     score_fn = live_scores if source == "live" else batch_scores
-    scores, _ = score_fn(caller.services, caller.tenant, [customer_id])
-    caller.audit_read(customer_id=customer_id, source=source, found=bool(scores))
+    phi = phi_view(caller)
+    (stored,) = phi.stored([customer_id])  # a PHI id is looked up encrypted, and audited that way
+    scores, _ = score_fn(caller.services, caller.tenant, [stored])
+    caller.audit_read(customer_id=stored, source=source, found=bool(scores))
     if not scores:
-        raise customer_not_found(caller.tenant, customer_id, what="features" if source == "live" else "batch score")
-    return scores[0].public()  # validated once, by the response model
+        raise customer_not_found(caller.tenant, stored, what="features" if source == "live" else "batch score")
+    return {**scores[0].public(), "customer_id": phi.shown(stored)}  # validated once, by the response model
 
 
 @router.post(
@@ -43,10 +46,12 @@ def get_customer_churn(
 )
 def score_churn_batch(body: ChurnBatchCreate, caller: ChurnDep) -> ChurnBatchPublic:
     """Churn for up to 1,000 of the caller's customers at once; unknown ids are listed in `not_found`."""
-    ids = list(dict.fromkeys(body.customer_ids))
+    phi = phi_view(caller)
+    ids = phi.stored(list(dict.fromkeys(body.customer_ids)))
     score_fn = live_scores if body.source == "live" else batch_scores
     scores, missing = score_fn(caller.services, caller.tenant, ids)
     caller.audit_read(customers=len(ids), source=body.source, found=len(scores))
     return ChurnBatchPublic(
-        results=[ChurnPublic.model_validate(s.public()) for s in scores], not_found=missing
+        results=[ChurnPublic.model_validate({**s.public(), "customer_id": phi.shown(s.customer_id)}) for s in scores],
+        not_found=[phi.shown(cid) for cid in missing],
     )
