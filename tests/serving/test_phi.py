@@ -131,3 +131,34 @@ def test_customer_routes_show_phi_only_to_phi_read_keys(
     flush_all()
     events = read_audit_events(filters=[("tenant_id", "=", clinic.tenant_id)])
     assert events.num_rows and clinic.patient not in repr(events.to_pylist()), "a clear patient id was audited"
+
+
+@pytest.mark.integration
+def test_destroying_the_key_makes_phi_in_model_artifacts_unreadable(trained_model: TrainedModel,
+                                                                    tmp_path: Path) -> None:
+    """The churn run's holdout artifact holds the healthcare patients' protected ids; the tenant key reads
+    them, and once it is destroyed (in a copy of the session's keystore) nothing can."""
+    import shutil
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from shironzi.errors import KeyDestroyedError
+    from shironzi.privacy.phi import PhiCipher, is_protected
+    from shironzi.settings import get_settings
+    from shironzi.tenancy.keystore import LocalKeystore
+
+    clinic = trained_model.demo_tenants["northwind-clinic"]
+    holdouts = sorted(trained_model.home.rglob("holdout.parquet"))
+    assert holdouts, "the churn run logged no holdout artifact"
+    ids: set[str] = set()
+    for path in holdouts:
+        rows = pq.read_table(path, columns=["tenant_id", "customer_id"])
+        ids.update(pc.filter(rows.column("customer_id"), pc.equal(rows.column("tenant_id"), clinic)).to_pylist())
+    assert ids and all(is_protected(cid) for cid in ids)
+    shutil.copytree(trained_model.home / "keystore", tmp_path / "keystore")
+    keystore = LocalKeystore(tmp_path / "keystore", master_key=get_settings().master_key.get_secret_value())
+    assert all(PhiCipher.of(clinic, keystore=keystore).reveal(cid).startswith("pat_") for cid in ids)
+    keystore.destroy_key(clinic)
+    with pytest.raises(KeyDestroyedError):
+        PhiCipher.of(clinic, keystore=keystore)
