@@ -10,20 +10,12 @@ error messages carry the protected form only, so no PHI reaches the audit log th
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from serving.deps import TenantAccess
-from shironzi.intake import event_intake
-from shironzi.privacy.phi import PhiCipher
+from shironzi.privacy.phi import PhiCipher, customer_id_is_phi
 from shironzi.tenancy.catalog import PHI_READ_SCOPE
-
-
-@functools.cache
-def customer_id_is_phi(industry: str) -> bool:
-    """Whether the industry's contract makes the customer id PHI (asked once per industry)."""
-    return "customer_id" in event_intake().phi_columns(industry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from shironzi.errors import KeyDestroyedError, NotFoundError
+from shironzi.intake import event_intake
 from shironzi.tenancy.keystore import TenantKeystore, get_keystore
 
 PHI_PREFIX = "phi_"
@@ -126,3 +128,28 @@ def subject_phi(tenant_id: str, subject_id: str, *, keystore: TenantKeystore | N
         return PhiCipher.of(tenant_id, keystore=keystore).protect(subject_id)
     except (NotFoundError, KeyDestroyedError):
         return None
+
+
+@functools.cache
+def customer_id_is_phi(industry: str) -> bool:
+    """Whether the industry's contract makes the customer id PHI, asked through the kernel's intake seam (the
+    contracts live in `ingestion/`, which the kernel, `models/` and `serving/` do not import)."""
+    return "customer_id" in event_intake().phi_columns(industry)
+
+
+def stored_customer_ids(
+    tenant_ids: Sequence[str],
+    customer_ids: Sequence[str | None],
+    *,
+    industries: Mapping[str, str],
+    keystore: TenantKeystore | None = None,
+) -> list[str | None]:
+    """Clear customer ids (one per row, with its tenant) as the tables hold them: PHI-protected for tenants
+    whose contract makes the customer id PHI (`industries`: tenant -> industry), the others unchanged. For
+    code that joins outside ids (the simulator's ground truth, an app's request) to the lake."""
+    ciphers = {
+        t: PhiCipher.of(t, keystore=keystore, create=True)
+        for t in set(tenant_ids)
+        if t in industries and customer_id_is_phi(industries[t])
+    }
+    return protect_values(customer_ids, tenant_ids, ciphers)
