@@ -324,6 +324,14 @@ def customer_operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str
     return found
 
 
+def documented_customer_operations(client: Any) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[str, Any]]:
+    """The customer operations of the app's OpenAPI document, and its component schemas."""
+    schema = client.get("/openapi.json").json()
+    operations = customer_operations(schema)
+    assert len(operations) >= 3, "the customer routes went missing from the document"
+    return operations, schema["components"]["schemas"]
+
+
 def customer_requests(
     op: dict[str, Any], path: str, components: dict[str, Any], world: ApiWorld, customer: str
 ) -> list[tuple[str | None, dict[str, Any]]]:
