@@ -38,11 +38,12 @@ class PhiView:
             return list(customer_ids)
         return [self.cipher.protect(cid) for cid in customer_ids]
 
-    def shown(self, stored_id: str) -> str:
-        """A stored id as this caller may see it: clear with `phi:read`, else protected."""
+    def shown(self, stored_id: str, *, sent: str | None = None) -> str:
+        """A stored id as this caller may see it: clear with `phi:read` (`sent`, the id as the caller named it,
+        when known: an id that was not found may not decrypt), else protected."""
         if self.cipher is None or not self.may_read_phi:
             return stored_id
-        return self.cipher.reveal(stored_id)
+        return sent if sent is not None else self.cipher.reveal(stored_id)
 
 
 def phi_view(caller: TenantAccess) -> PhiView:

@@ -12,7 +12,7 @@ import pytest
 from ingestion.bronze import BronzeLander
 from ingestion.contracts import decode_json_records
 from shironzi.errors import KeyDestroyedError
-from shironzi.privacy.phi import PhiCipher, is_protected
+from shironzi.privacy.phi import PhiCipher, is_protected, stored_customer_ids
 from shironzi.tenancy.keystore import get_keystore
 from tests.ingestion._fixtures import provision
 
@@ -75,6 +75,10 @@ def test_healthcare_phi_is_encrypted_deterministically_per_tenant(home: Path) ->
     assert cipher.reveal(claim["customer_id"]) == "pat_00001"
     assert cipher.reveal(json.loads(claim["properties"])["procedure_code"]) == "cpt_99213"
     assert cipher.protect("pat_00001") == claim["customer_id"], "the API looks a patient up by encrypting its id"
+    # outside ids (the simulator's ground truth) join the lake through the same mapping; ecommerce ids stay
+    industries = {clinic.id: "healthcare", shop.id: "ecommerce"}
+    assert stored_customer_ids([clinic.id, shop.id], ["pat_00001", "cus_1"], industries=industries) == [
+        claim["customer_id"], "cus_1"]
     with pytest.raises(KeyDestroyedError):
         PhiCipher.of(other_clinic.id).reveal(claim["customer_id"])  # another tenant's key reads nothing
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from shironzi.audit.log import flush_all, read_audit_events
+from shironzi.privacy.phi import PhiCipher
 from tests.serving._fixtures import (
     ApiWorld,
     HealthTenant,
@@ -125,6 +126,12 @@ def test_customer_routes_show_phi_only_to_phi_read_keys(
                 if shown_ids != [shown] or hidden in response.text:
                     failures.append(f"expected {shown} and never {hidden}: {where}")
     assert not failures, "\n".join(failures)
+    unknown = "pat_0009999"  # not found: a phi:read key gets back the id it sent, a read key its protected form
+    for kind, expected in (("phi_reader", unknown), ("phi_masked", PhiCipher.of(clinic.tenant_id).protect(unknown))):
+        response = phi_client.post("/v1/churn:batch", headers=world.auth(kind),
+                                   json={"customer_ids": [clinic.patient, unknown], "source": "batch"})
+        assert response.status_code == 200 and response.json()["not_found"] == [expected], response.text
+        assert kind == "phi_reader" or unknown not in response.text
     flush_all()
     events = read_audit_events(filters=[("tenant_id", "=", clinic.tenant_id)])
     assert events.num_rows and clinic.patient not in repr(events.to_pylist()), "a clear patient id was audited"
@@ -141,7 +148,7 @@ def test_destroying_the_key_makes_phi_in_model_artifacts_unreadable(trained_mode
     import pyarrow.parquet as pq
 
     from shironzi.errors import KeyDestroyedError
-    from shironzi.privacy.phi import PhiCipher, is_protected
+    from shironzi.privacy.phi import is_protected
     from shironzi.settings import get_settings
     from shironzi.tenancy.keystore import LocalKeystore
 

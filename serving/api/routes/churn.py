@@ -47,11 +47,14 @@ def get_customer_churn(
 def score_churn_batch(body: ChurnBatchCreate, caller: ChurnDep) -> ChurnBatchPublic:
     """Churn for up to 1,000 of the caller's customers at once; unknown ids are listed in `not_found`."""
     phi = phi_view(caller)
-    ids = phi.stored(list(dict.fromkeys(body.customer_ids)))
+    sent_as: dict[str, str] = {}  # stored id -> the id as the caller sent it
+    for stored, sent in zip(phi.stored(body.customer_ids), body.customer_ids, strict=True):
+        sent_as.setdefault(stored, sent)
+    ids = list(sent_as)
     score_fn = live_scores if body.source == "live" else batch_scores
     scores, missing = score_fn(caller.services, caller.tenant, ids)
     caller.audit_read(customers=len(ids), source=body.source, found=len(scores))
     return ChurnBatchPublic(
         results=[ChurnPublic.model_validate({**s.public(), "customer_id": phi.shown(s.customer_id)}) for s in scores],
-        not_found=[phi.shown(cid) for cid in missing],
+        not_found=[phi.shown(cid, sent=sent_as[cid]) for cid in missing],
     )
