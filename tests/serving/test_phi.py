@@ -166,3 +166,29 @@ def test_destroying_the_key_makes_phi_in_model_artifacts_unreadable(trained_mode
     keystore.destroy_key(clinic)
     with pytest.raises(KeyDestroyedError):
         PhiCipher.of(clinic, keystore=keystore)
+
+
+@pytest.mark.integration
+def test_ground_truth_finds_the_patients_features_through_their_protected_ids(trained_model: TrainedModel) -> None:
+    """The simulator's ground truth names patients in clear; mapped with `stored_customer_ids` (as the
+    oracle comparison does) they find their features in the lake, in clear they find none."""
+    import polars as pl
+    import pyarrow as pa
+
+    from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
+    from ingestion.synthetic import simulate
+    from orchestration.demo import DEMO_TENANTS
+    from shironzi.privacy.phi import stored_customer_ids
+
+    industries = {trained_model.demo_tenants[t.slug]: t.industry for t in DEMO_TENANTS}
+    with isolated_home(trained_model.home) as settings:  # the same simulation as the fixture's demo stages
+        sim = simulate(list(industries.items()), customers=300, days=100, seed=7, bad_share=0.002)
+        rows = sim.snapshots.filter(pl.col("tenant_id") == trained_model.demo_tenants["harbor-health"]).head(200)
+        tenants, clear = rows["tenant_id"].to_list(), rows["customer_id"].to_list()
+        found = {}
+        for label, ids in (("clear", clear), ("stored", stored_customer_ids(tenants, clear, industries=industries))):
+            entities = pa.table({"tenant_id": pa.array(tenants, pa.string()), "customer_id": pa.array(ids, pa.string()),
+                                 ENTITY_TIMESTAMP: rows["snapshot_date"].to_arrow()})
+            features = get_training_set(entities, ["customer_activity:events_7d"], settings=settings)
+            found[label] = features.num_rows - features.column("events_7d").null_count
+    assert rows.height and found["clear"] == 0 and found["stored"] >= rows.height // 2, found
