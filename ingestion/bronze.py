@@ -315,14 +315,17 @@ class BronzeLander:
             mapping = pairs.with_columns(pl.Series("_phi", protected, dtype=pl.String))
             column = frame.join(mapping, on=["tenant_id", "customer_id"], how="left", maintain_order="left")
             out = self._replace_column(out, "customer_id", column.select(pl.coalesce("_phi", "customer_id")))
-        if any(fields for _, fields, _ in rules.values()):
+        by_field = [t for t, (_, fields, _) in rules.items() if fields]
+        if by_field:
             texts = frame.get_column("properties").to_list()
-            for row, (tenant_id, text) in enumerate(frame.select("tenant_id", "properties").iter_rows()):
-                rule = rules.get(tenant_id)
-                if rule is None or text is None or not any(f'"{f}"' in text for f in rule[1]):
-                    continue
+            # Only rows of those tenants whose text mentions a PHI key are parsed (a vectorised pre-filter).
+            keys = sorted({json.dumps(f) for t in by_field for f in rules[t][1]})
+            mentions = pl.any_horizontal([pl.col("properties").str.contains(k, literal=True) for k in keys])
+            candidates = frame.with_row_index("_row").filter(pl.col("tenant_id").is_in(by_field) & mentions)
+            for row, tenant_id, text in candidates.select("_row", "tenant_id", "properties").iter_rows():
+                _, fields, cipher = rules[tenant_id]
                 doc = json.loads(text)
-                if isinstance(doc, dict) and protect_document(doc, rule[1], rule[2]):
+                if isinstance(doc, dict) and protect_document(doc, fields, cipher):
                     texts[row] = json.dumps(doc, separators=(",", ":"))
             out = self._replace_column(out, "properties", pl.DataFrame({"properties": texts}, schema={
                 "properties": pl.String}))

@@ -32,6 +32,7 @@ PHI_PATTERN = re.compile(r"^phi_[A-Za-z0-9_-]{22,}$")
 MASK = "phi:****"
 """What a caller without the `phi:read` scope sees in place of a PHI value."""
 _INFO = b"shironzi phi aes-siv v1"
+_MEMO_MAX = 200_000
 
 
 def phi_key(tenant_key: bytes) -> bytes:
@@ -55,6 +56,7 @@ class PhiCipher:
         self.tenant_id = tenant_id
         self._siv = AESSIV(phi_key(tenant_key))
         self._data = [tenant_id.encode()]
+        self._memo: dict[str, str] = {}  # value -> protected: a landing batch repeats few distinct values
 
     @classmethod
     def of(cls, tenant_id: str, *, keystore: TenantKeystore | None = None, create: bool = False) -> PhiCipher:
@@ -65,10 +67,16 @@ class PhiCipher:
 
     def protect(self, value: str) -> str:
         """The `phi_...` form of a clear value; values already protected stay as they are."""
+        found = self._memo.get(value)
+        if found is not None:
+            return found
         if is_protected(value):
             return value
         sealed = self._siv.encrypt(value.encode(), self._data)
-        return PHI_PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+        found = PHI_PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+        if len(self._memo) < _MEMO_MAX:
+            self._memo[value] = found
+        return found
 
     def reveal(self, value: str) -> str:
         """The clear value of a `phi_...` text; other text is returned as it is (it was never PHI)."""
