@@ -29,8 +29,6 @@ from shironzi.tenancy.keystore import TenantKeystore, get_keystore
 
 PHI_PREFIX = "phi_"
 PHI_PATTERN = re.compile(r"^phi_[A-Za-z0-9_-]{22,}$")
-MASK = "phi:****"
-"""What a caller without the `phi:read` scope sees in place of a PHI value."""
 _INFO = b"shironzi phi aes-siv v1"
 _MEMO_MAX = 200_000
 
@@ -94,20 +92,14 @@ class PhiCipher:
             ) from exc
 
 
-def protect_values(values: Iterable[str | None], tenants: Iterable[str], ciphers: Mapping[str, PhiCipher]) -> list[
-        str | None]:
-    """Protect a column of values row by row (`tenants` says whose key), encrypting each distinct value once."""
-    cache: dict[tuple[str, str], str] = {}
-    out: list[str | None] = []
-    for value, tenant in zip(values, tenants, strict=True):
-        if value is None or tenant not in ciphers:
-            out.append(value)
-            continue
-        found = cache.get((tenant, value))
-        if found is None:
-            found = cache[(tenant, value)] = ciphers[tenant].protect(value)
-        out.append(found)
-    return out
+def protect_values(
+    values: Iterable[str | None], tenants: Iterable[str], ciphers: Mapping[str, PhiCipher]
+) -> list[str | None]:
+    """Protect a column of values row by row (`tenants` says whose key; other tenants' values stay)."""
+    return [
+        value if value is None or tenant not in ciphers else ciphers[tenant].protect(value)
+        for value, tenant in zip(values, tenants, strict=True)
+    ]
 
 
 def protect_document(doc: dict[str, Any], fields: Iterable[str], cipher: PhiCipher) -> bool:
@@ -119,14 +111,6 @@ def protect_document(doc: dict[str, Any], fields: Iterable[str], cipher: PhiCiph
             doc[name] = cipher.protect(value)
             changed = True
     return changed
-
-
-def shown_phi(value: str, *, cipher: PhiCipher | None) -> str:
-    """A PHI value as a caller may see it: clear with a cipher (the caller holds `phi:read`), else masked."""
-    if cipher is None:
-        return MASK if is_protected(value) else value
-    return cipher.reveal(value)
-
 
 
 def subject_phi(tenant_id: str, subject_id: str, *, keystore: TenantKeystore | None = None) -> str | None:
