@@ -54,6 +54,8 @@ from ingestion.contracts import (
     CANONICAL_SCHEMA,
     QUARANTINE_SCHEMA,
     ValidationResult,
+    phi_columns,
+    phi_fields,
     pii_fields,
     recoverable_pii_fields,
     tenants_frame,
@@ -72,6 +74,7 @@ from shironzi.lake.delta import Txn, commit_staged, stage_files
 from shironzi.lake.groups import LakeGroup
 from shironzi.lake.leases import table_lease
 from shironzi.lake.paths import table_uri
+from shironzi.privacy.phi import PhiCipher, protect_document
 from shironzi.privacy.pii_table import PendingPiiRows
 from shironzi.privacy.pseudonymise import pseudonymise_batch
 from shironzi.settings import Settings, get_settings
@@ -188,6 +191,30 @@ def _valid_origins(result: ValidationResult, records: pl.DataFrame, origins: pl.
     return located.select(UNIT_COLUMN, SEQ_COLUMN)
 
 
+def _protect_payload(payload: str, columns: list[str], fields: list[str], cipher: PhiCipher) -> str:
+    """A quarantined raw payload with its PHI protected (see `BronzeLander.protect_quarantined_phi`)."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return cipher.protect(payload)
+    for name in columns:
+        if doc.get(name) is not None:
+            doc[name] = cipher.protect(str(doc[name]))
+    props = doc.get("properties")
+    if isinstance(props, str):  # properties sent as JSON text
+        try:
+            inner = json.loads(props)
+        except ValueError:
+            return cipher.protect(payload)
+        if isinstance(inner, dict) and protect_document(inner, fields, cipher):
+            doc["properties"] = json.dumps(inner, separators=(",", ":"))
+    elif isinstance(props, dict):
+        protect_document(props, fields, cipher)
+    return json.dumps(doc, separators=(",", ":"))
+
+
 # ------------------------------------------------------------------------------------ the lander
 
 
@@ -245,7 +272,87 @@ class BronzeLander:
         result = validate_batch(
             records, tenants=self.tenants_frame, now=now or datetime.now(UTC), source=source
         )
-        return dataclasses.replace(result, valid=self.pseudonymise(result.valid))
+        # PHI first: the PII table then records the protected customer id of each row, never the clear one.
+        return dataclasses.replace(result, valid=self.pseudonymise(self.protect_phi(result.valid)),
+                                   quarantined=self.protect_quarantined_phi(result.quarantined))
+
+    def _row_industries(self, valid: pa.Table) -> Any:
+        """The industry of each row's tenant (an Arrow array; null for a tenant missing from the directory)."""
+        import pyarrow.compute as pc
+
+        tenant_ids = pa.array(list(self.tenants), pa.string())
+        industry_by_tenant = pa.array([info.industry for info in self.tenants.values()], pa.string())
+        return pc.take(industry_by_tenant, pc.index_in(valid.column("tenant_id"), value_set=tenant_ids))
+
+    def _phi_rules(self, tenant_ids: Any) -> dict[str, tuple[list[str], list[str], PhiCipher]]:
+        """tenant -> (PHI columns, PHI properties, its cipher) for the tenants among `tenant_ids` whose
+        contract declares PHI (an unknown tenant's rows have no key to protect them with)."""
+        rules = {}
+        for tenant_id in {t for t in tenant_ids if t is not None and t in self.tenants}:
+            industry = self.tenants[tenant_id].industry
+            columns, fields = phi_columns(industry), phi_fields(industry)
+            if columns or fields:
+                rules[tenant_id] = (columns, fields, PhiCipher.of(tenant_id, create=True))
+        return rules
+
+    def protect_phi(self, valid: pa.Table) -> pa.Table:
+        """Encrypt the contract's PHI deterministically under each tenant's PHI key (`shironzi.privacy.phi`):
+        the PHI columns (a patient's `customer_id`) and PHI properties. PHI that is also PII is left to the
+        PII pass (it is hashed). Each distinct (tenant, value) is encrypted once."""
+        if valid.num_rows == 0:
+            return valid
+        frame = pl.from_arrow(valid.select(["tenant_id", "customer_id", "properties"]))
+        assert isinstance(frame, pl.DataFrame)
+        rules = self._phi_rules(frame.get_column("tenant_id").unique().to_list())
+        if not rules:
+            return valid
+        out = valid
+        by_column = [t for t, (columns, _, _) in rules.items() if "customer_id" in columns]
+        if by_column:
+            pairs = frame.filter(pl.col("tenant_id").is_in(by_column) & pl.col("customer_id").is_not_null())
+            pairs = pairs.select("tenant_id", "customer_id").unique()
+            protected = [rules[t][2].protect(c) for t, c in pairs.iter_rows()]
+            mapping = pairs.with_columns(pl.Series("_phi", protected, dtype=pl.String))
+            column = frame.join(mapping, on=["tenant_id", "customer_id"], how="left", maintain_order="left")
+            out = self._replace_column(out, "customer_id", column.select(pl.coalesce("_phi", "customer_id")))
+        by_field = [t for t, (_, fields, _) in rules.items() if fields]
+        if by_field:
+            texts = frame.get_column("properties").to_list()
+            # Only rows of those tenants whose text mentions a PHI key are parsed (a vectorised pre-filter).
+            keys = sorted({json.dumps(f) for t in by_field for f in rules[t][1]})
+            mentions = pl.any_horizontal([pl.col("properties").str.contains(k, literal=True) for k in keys])
+            candidates = frame.with_row_index("_row").filter(pl.col("tenant_id").is_in(by_field) & mentions)
+            for row, tenant_id, text in candidates.select("_row", "tenant_id", "properties").iter_rows():
+                _, fields, cipher = rules[tenant_id]
+                doc = json.loads(text)
+                if isinstance(doc, dict) and protect_document(doc, fields, cipher):
+                    texts[row] = json.dumps(doc, separators=(",", ":"))
+            out = self._replace_column(out, "properties", pl.DataFrame({"properties": texts}, schema={
+                "properties": pl.String}))
+        return out
+
+    def protect_quarantined_phi(self, quarantined: pa.Table) -> pa.Table:
+        """Protect PHI in quarantined rows of tenants whose contract declares PHI: a raw payload that is a
+        JSON object keeps its shape with its PHI encrypted as landing would; any other payload (malformed
+        text) is sealed whole (`phi_...`, readable with the tenant key). Unknown tenants have no key."""
+        if quarantined.num_rows == 0:
+            return quarantined
+        tenants = quarantined.column("tenant_id").to_pylist()
+        rules = self._phi_rules(tenants)
+        if not rules:
+            return quarantined
+        payloads = quarantined.column("raw_payload").to_pylist()
+        for row, tenant_id in enumerate(tenants):
+            if tenant_id in rules:
+                payloads[row] = _protect_payload(payloads[row], *rules[tenant_id])
+        return self._replace_column(quarantined, "raw_payload", pl.DataFrame({"raw_payload": payloads},
+                                                                             schema={"raw_payload": pl.String}))
+
+    @staticmethod
+    def _replace_column(table: pa.Table, name: str, values: pl.DataFrame) -> pa.Table:
+        index = table.schema.get_field_index(name)
+        field = table.schema.field(index)
+        return table.set_column(index, field, values.to_series().to_arrow().cast(field.type))
 
     def pseudonymise(self, valid: pa.Table) -> pa.Table:
         """Replace the contract's PII fields by per-tenant keyed hashes before bronze (raw values of
@@ -256,9 +363,7 @@ class BronzeLander:
 
         if valid.num_rows == 0:
             return valid
-        tenant_ids = pa.array(list(self.tenants), pa.string())
-        industry_by_tenant = pa.array([info.industry for info in self.tenants.values()], pa.string())
-        industries = pc.take(industry_by_tenant, pc.index_in(valid.column("tenant_id"), value_set=tenant_ids))
+        industries = self._row_industries(valid)
         fields_of = {i: pii_fields(i) for i in pc.unique(industries).to_pylist() if i is not None}
         every_field = sorted({name for fields in fields_of.values() for name in fields})
         if not every_field:

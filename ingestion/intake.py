@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from ingestion.contracts import tenants_frame, validate_payloads
+from ingestion.contracts import phi_columns, tenants_frame, validate_payloads
 from ingestion.stream.broker import ensure_topic, resolve_bootstrap
 from ingestion.stream.kafka import make_sink
 from shironzi.errors import ConflictError
@@ -45,6 +45,9 @@ class ContractIntake:
         with contextlib.suppress(ConflictError):  # an existing topic is used as it is
             ensure_topic(bootstrap, topic, partitions=partitions)
         return make_sink("confluent", bootstrap, linger_ms=1, delivery_timeout_s=10.0)
+
+    def phi_columns(self, industry: str) -> Sequence[str]:
+        return phi_columns(industry)
 
 
 def contract_intake() -> EventIntake:

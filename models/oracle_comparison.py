@@ -18,7 +18,9 @@ from models.churn.base_features import add_customer_base_features
 from models.common import as_float_matrix, auc_or_nan
 from models.inference import load_churn_predictor
 from models.tracking import configure_mlflow
+from shironzi.privacy.phi import stored_customer_ids
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy import get_registry
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ def compare_with_oracle(
         rows = rows.filter(pl.col("tenant_id").is_in(list(tenant_ids)))
     if rows.is_empty():
         return OracleComparison(float("nan"), float("nan"), 0, 0, first, last)
+    # The ground truth names customers in clear; the lake holds a healthcare patient's id PHI-protected.
+    industries = {t: info.industry for t, info in get_registry(settings).tenant_directory().items()}
+    stored = stored_customer_ids(rows["tenant_id"].to_list(), rows["customer_id"].to_list(), industries=industries)
+    rows = rows.with_columns(pl.Series("customer_id", stored, dtype=pl.String))
     predictor = load_churn_predictor(settings=settings)
     entities = pa.table({"tenant_id": rows["tenant_id"].to_arrow(), "customer_id": rows["customer_id"].to_arrow(),
                          ENTITY_TIMESTAMP: rows["snapshot_date"].to_arrow()})

@@ -219,7 +219,7 @@ class WebhookSecretPublic(BaseModel):
 
 
 class KeyCreate(_Strict):
-    scopes: list[Scope] = Field(min_length=1, max_length=3)
+    scopes: list[Scope] = Field(min_length=1, max_length=4)
     expires_at: datetime | None = None
     label: str | None = Field(None, min_length=1, max_length=200)
 

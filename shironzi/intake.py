@@ -67,6 +67,11 @@ class EventIntake(Protocol):
         """A producer to `topic` on the configured broker, creating the topic when it is missing."""
         ...
 
+    def phi_columns(self, industry: str) -> Sequence[str]:
+        """The canonical columns the industry's contract declares as PHI (landing encrypts them, so the API
+        encrypts a clear `customer_id` to look it up)."""
+        ...
+
 
 @functools.cache
 def event_intake() -> EventIntake:

@@ -11,6 +11,7 @@ import streamlit as st
 from apps import data
 from apps.auth import analyst_page, registry
 from apps.components import empty_state, freshness
+from apps.phi import shown_ids
 from apps.theme import BAND_COLORS
 
 BANDS = ["high", "medium", "low"]
@@ -40,6 +41,7 @@ def reason_features(text: str | None) -> list[str]:
 
 
 frame = scores.data.with_columns(
+    shown_ids(scores.data["customer_id"], tenant_id=tenant.id, scopes=ctx.viewer.scopes),  # PHI: phi:read only
     pl.col("top_reasons").map_elements(reason_labels, return_dtype=pl.String).alias("reasons"),
     pl.col("top_reasons").map_elements(reason_features, return_dtype=pl.List(pl.String)).alias("reason_list"),
 )

@@ -10,6 +10,7 @@ from typing import Any
 
 _EMAIL = {"type": "string", "pii": True, "recoverable": True}
 _NAME = {"type": "string", "pii": True, "recoverable": True}
+_CLINICAL = {"type": "string", "phi": True}  # PHI: encrypted deterministically at landing (docs/compliance/phi.md)
 
 ECOMMERCE_V1: dict[str, Any] = {
     "industry": "ecommerce",
@@ -56,6 +57,8 @@ HEALTHCARE_V1: dict[str, Any] = {
     "version": 1,
     "signup_event": "patient_registered",
     "terminal_event": "patient_disenrolled",
+    # The patient's id is PHI: it is encrypted deterministically at landing, so joins and counts still work.
+    "phi_columns": ["customer_id"],
     "event_types": {
         "patient_registered": {
             "properties": {
@@ -68,30 +71,30 @@ HEALTHCARE_V1: dict[str, Any] = {
         "appointment_booked": {
             "properties": {
                 "appointment_id": "string",
-                "specialty": "string",
+                "specialty": _CLINICAL,
                 "scheduled_for": "timestamp",
             }
         },
         "appointment_attended": {
             "properties": {
                 "appointment_id": "string",
-                "specialty": "string",
+                "specialty": _CLINICAL,
                 "duration_minutes": "int",
             }
         },
         "appointment_missed": {
-            "properties": {"appointment_id": "string", "specialty": "string", "notified": "bool"}
+            "properties": {"appointment_id": "string", "specialty": _CLINICAL, "notified": "bool"}
         },
         "prescription_filled": {
             "amount": True,
             "properties": {
                 "prescription_id": "string",
-                "medication_code": {"type": "string", "pii": True, "recoverable": False},
+                "medication_code": {"type": "string", "pii": True, "recoverable": False, "phi": True},
                 "refill": "bool",
             },
         },
         "portal_login": {"properties": {"device": "string", "mfa_used": "bool"}},
-        "claim_submitted": {"amount": True, "properties": {"claim_id": "string", "procedure_code": "string"}},
+        "claim_submitted": {"amount": True, "properties": {"claim_id": "string", "procedure_code": _CLINICAL}},
         "patient_disenrolled": {"properties": {"reason": "string"}},
     },
 }

@@ -14,18 +14,23 @@ from shironzi.errors import ConfigurationError
 
 PropertyType = Literal["string", "int", "float", "bool", "timestamp"]
 PROPERTY_TYPES: tuple[str, ...] = get_args(PropertyType)
+PHI_COLUMNS = frozenset({"customer_id"})
+"""Canonical columns a contract may declare as PHI: tenant_id, event_id and the rest scope or order rows."""
 
 
 @dataclass(frozen=True)
 class PropertySpec:
     """One property of an event type. `recoverable` PII is kept encrypted in the PII table
-    (`shironzi.privacy`); the rest is only ever stored hashed or dropped."""
+    (`shironzi.privacy`); the rest is only ever stored hashed or dropped. `phi` marks protected health
+    information (HIPAA): landing encrypts it deterministically under the tenant's PHI key
+    (`shironzi.privacy.phi`), unless it is also PII, which is hashed instead."""
 
     name: str
     type: PropertyType
     required: bool = True
     pii: bool = False
     recoverable: bool = False
+    phi: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class Contract:
     event_types: tuple[EventTypeSpec, ...]
     terminal_event: str  # the event a customer emits when leaving (account_closed, ...)
     signup_event: str  # the event a customer emits when joining (customer_signed_up, ...)
+    phi_columns: tuple[str, ...] = ()  # canonical columns holding PHI (the patient's `customer_id`)
 
     @property
     def ref(self) -> str:
@@ -71,7 +77,7 @@ class Contract:
 
 def _property_from_dict(owner: str, name: str, raw: str | Mapping[str, Any]) -> PropertySpec:
     spec = {"type": raw} if isinstance(raw, str) else dict(raw)
-    unknown = set(spec) - {"type", "required", "pii", "recoverable"}
+    unknown = set(spec) - {"type", "required", "pii", "recoverable", "phi"}
     if unknown:
         raise ConfigurationError(f"contract {owner}: property {name!r} has unknown keys {sorted(unknown)}")
     if spec.get("type") not in PROPERTY_TYPES:
@@ -87,6 +93,7 @@ def _property_from_dict(owner: str, name: str, raw: str | Mapping[str, Any]) -> 
         required=bool(spec.get("required", True)),
         pii=bool(spec.get("pii", False)),
         recoverable=bool(spec.get("recoverable", False)),
+        phi=bool(spec.get("phi", False)),
     )
 
 
@@ -96,14 +103,21 @@ def contract_from_dict(data: Mapping[str, Any]) -> Contract:
     Shape::
 
         {"industry": "ecommerce", "version": 1, "signup_event": "...", "terminal_event": "...",
+         "phi_columns": ["customer_id"],  # optional: canonical columns that are PHI
          "event_types": {"order_placed": {"amount": True, "properties": {
              "order_id": "string",
              "shipping_postcode": {"type": "string", "pii": True, "recoverable": False}}}}}
     """
-    unknown = set(data) - {"industry", "version", "event_types", "signup_event", "terminal_event"}
+    unknown = set(data) - {"industry", "version", "event_types", "signup_event", "terminal_event", "phi_columns"}
     if unknown:
         raise ConfigurationError(f"contract has unknown keys {sorted(unknown)}")
     owner = f"{data['industry']}@v{data['version']}"
+    phi_columns = tuple(data.get("phi_columns", ()))
+    if not set(phi_columns) <= PHI_COLUMNS:
+        raise ConfigurationError(
+            f"contract {owner}: phi_columns {sorted(set(phi_columns) - PHI_COLUMNS)} cannot be protected; "
+            f"expected some of {sorted(PHI_COLUMNS)}"
+        )
     event_types: list[EventTypeSpec] = []
     for name, body in data["event_types"].items():
         extra = set(body) - {"amount", "properties", "description"}
@@ -126,6 +140,7 @@ def contract_from_dict(data: Mapping[str, Any]) -> Contract:
         event_types=tuple(event_types),
         terminal_event=str(data["terminal_event"]),
         signup_event=str(data["signup_event"]),
+        phi_columns=phi_columns,
     )
     for special in (contract.terminal_event, contract.signup_event):
         if special not in contract.event_type_names:

@@ -56,6 +56,18 @@ def recoverable_pii_fields(industry: str, *, version: int | None = None) -> list
     return sorted({p.name for et in contract.event_types for p in et.properties if p.pii and p.recoverable})
 
 
+def phi_fields(industry: str, *, version: int | None = None) -> list[str]:
+    """The PHI properties landing encrypts deterministically (PHI that is also PII is hashed as PII instead)."""
+    contract = get_contract(f"{industry}@v{version}" if version is not None else industry)
+    return sorted({p.name for et in contract.event_types for p in et.properties if p.phi and not p.pii})
+
+
+def phi_columns(industry: str, *, version: int | None = None) -> list[str]:
+    """The canonical columns (e.g. `customer_id`) an industry's contract declares as PHI."""
+    contract = get_contract(f"{industry}@v{version}" if version is not None else industry)
+    return list(contract.phi_columns)
+
+
 @cache
 def event_type_table() -> pl.DataFrame:
     """One row per (contract, event_type): `contract, industry, event_type, carries_amount`."""

@@ -69,6 +69,7 @@ from shironzi.lake.leases import normalise_uri, table_lease
 from shironzi.lake.maintenance import checkpoint
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import stage
+from shironzi.privacy.phi import subject_phi
 from shironzi.privacy.tokens import subject_pseudonym
 from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
@@ -444,7 +445,8 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
     digests: list[str] = []
     if subject_id is not None:
         token = subject_pseudonym(tenant_id, subject_id)
-        raw_ids = [subject_id] + ([token] if token else [])
+        protected = subject_phi(tenant_id, subject_id)  # a healthcare patient's id is PHI-protected in every table
+        raw_ids = [subject_id] + [v for v in (token, protected) if v]
         digests = [subject_digest(tenant_id, v) for v in raw_ids]
     matcher = Matcher(tenant_id, kind, frozenset(digests))
     resource = f"tenant:{tenant_id}" + ("" if subject_id is None else f"/subject:{digests[0][:16]}")

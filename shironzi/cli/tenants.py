@@ -392,7 +392,7 @@ def issue_key(
     tenant: Annotated[str | None, typer.Argument(help="Tenant id or slug (omit with --admin).")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="Issue a platform admin key (no tenant).")] = False,
     scope: Annotated[
-        list[str] | None, typer.Option("--scope", help="read, write or admin; repeatable.")
+        list[str] | None, typer.Option("--scope", help="read, write, admin or phi:read; repeatable.")
     ] = None,
     expires_in_days: Annotated[float | None, typer.Option(help="Expire after this many days.")] = None,
     label: Annotated[str | None, typer.Option(help="A note to recognise the key by.")] = None,

@@ -13,7 +13,10 @@ Industry = Literal["ecommerce", "healthcare", "education"]
 Plan = Literal["free", "standard", "enterprise"]
 Placement = Literal["pooled", "dedicated"]
 Status = Literal["active", "suspended", "offboarding", "deleted"]
-Scope = Literal["read", "write", "admin"]
+Scope = Literal["read", "write", "admin", "phi:read"]
+"""`phi:read` (minimum necessary, HIPAA): with `read`, a key also sees PHI in clear; `read` alone sees it
+protected (`shironzi.privacy.phi`)."""
+PHI_READ_SCOPE = "phi:read"
 Module = Literal[
     "analytics",
     "churn_prediction",
@@ -135,7 +138,7 @@ def check_scopes(scopes: object) -> tuple[str, ...]:
     for scope in wanted:
         _one_of("scope", scope, SCOPES)
     if not wanted:
-        raise InvalidInputError("a key needs at least one scope (read, write, admin)", field="scopes")
+        raise InvalidInputError("a key needs at least one scope (read, write, admin, phi:read)", field="scopes")
     return tuple(s for s in SCOPES if s in wanted)
 
 

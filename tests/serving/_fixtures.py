@@ -224,6 +224,37 @@ def build_world(settings: Settings, *, expired_key: bool = True, seed_tables: bo
 
 
 @dataclass(frozen=True)
+class HealthTenant:
+    """A healthcare tenant of an API world: its patient's clear id and the protected id its tables hold."""
+
+    tenant_id: str
+    patient: str
+    stored: str
+
+
+PATIENT = "pat_0004711"
+
+
+def add_healthcare_tenant(world: ApiWorld) -> HealthTenant:
+    """A pooled healthcare tenant whose online features and batch scores are keyed by the PHI-protected id
+    of `PATIENT`, as landing leaves them; keys `phi_masked` (read) and `phi_reader` (read + phi:read)."""
+    from shironzi.privacy.phi import PhiCipher
+    from shironzi.tenancy import TenantContext, get_registry
+
+    registry = get_registry(world.settings)
+    ctx = TenantContext.admin(actor="test", purpose="serving PHI tests")
+    clinic, _ = registry.provision_tenant(ctx, slug="gamma-clinic", name="Gamma", industry="healthcare",
+                                          plan="standard", placement="pooled")
+    _, world.keys["phi_masked"] = registry.issue_key(ctx, clinic.id, scopes=["read"], label="no phi")
+    _, world.keys["phi_reader"] = registry.issue_key(ctx, clinic.id, scopes=["read", "phi:read"], label="phi")
+    stored = PhiCipher.of(clinic.id, create=True).protect(PATIENT)
+    seed_online(world.settings, clinic.id, stored, 55.0)
+    seed_tenant_context(world.settings, clinic.id, 43.0)
+    seed_predictions(world.settings, clinic.id, {stored: 0.66}, mark=55.0)
+    return HealthTenant(clinic.id, PATIENT, stored)
+
+
+@dataclass(frozen=True)
 class TrainedModel:
     home: Path
     tracking_uri: str
@@ -277,6 +308,48 @@ def openapi_operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str,
         for method, op in item.items()
         if method in METHODS
     ]
+
+
+def customer_operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Tenant operations naming customers: a `customer_id` in the path or `customer_ids` in the body."""
+    found = []
+    for method, path, op in openapi_operations(schema):
+        if op.get("x-shironzi-auth") != "tenant":
+            continue
+        in_path = any(p["in"] == "path" and p["name"] == "customer_id" for p in op.get("parameters", []))
+        body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+        body = schema["components"]["schemas"].get(body.get("$ref", "").rsplit("/", 1)[-1], body)
+        if in_path or "customer_ids" in body.get("properties", {}):
+            found.append((method, path, op))
+    return found
+
+
+def documented_customer_operations(client: Any) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[str, Any]]:
+    """The customer operations of the app's OpenAPI document, and its component schemas."""
+    schema = client.get("/openapi.json").json()
+    operations = customer_operations(schema)
+    assert len(operations) >= 3, "the customer routes went missing from the document"
+    return operations, schema["components"]["schemas"]
+
+
+def customer_requests(
+    op: dict[str, Any], path: str, components: dict[str, Any], world: ApiWorld, customer: str
+) -> list[tuple[str | None, dict[str, Any]]]:
+    """(source, request) naming `customer` for a customer operation, one per `source` it offers."""
+    params = op.get("parameters", [])
+    sources = [p["schema"].get("enum", ["live", "batch"]) for p in params if p["name"] == "source"]
+    body_sources = ["live", "batch"] if "churn:batch" in path else [None]
+    out = []
+    for source in (sources[0] if sources else body_sources):
+        spec = openapi_request(op, path.replace("{customer_id}", customer), components, world)
+        if source is not None and spec["json"] is None:
+            spec["params"] = {**spec["params"], "source": source}
+        if spec["json"] is not None:
+            spec["json"] = {**spec["json"], "customer_ids": [customer]}
+            if source is not None:
+                spec["json"]["source"] = source
+        out.append((source, spec))
+    return out
 
 
 def _example(schema: dict[str, Any], components: dict[str, Any], name: str, world: ApiWorld) -> Any:

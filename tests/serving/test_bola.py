@@ -13,6 +13,8 @@ from tests.serving._fixtures import (
     A_MARK,
     B_ONLY_CUSTOMER,
     ApiWorld,
+    customer_requests,
+    documented_customer_operations,
     openapi_operations,
     openapi_request,
 )
@@ -71,42 +73,15 @@ def test_bola_matrix_over_every_operation(client: Any, world: ApiWorld) -> None:
     assert not failures, "\n".join(failures)
 
 
-def _customer_operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """Tenant operations naming customers: a `customer_id` in the path or `customer_ids` in the body."""
-    found = []
-    for method, path, op in openapi_operations(schema):
-        if op.get("x-shironzi-auth") != "tenant":
-            continue
-        in_path = any(p["in"] == "path" and p["name"] == "customer_id" for p in op.get("parameters", []))
-        body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
-        body = schema["components"]["schemas"].get(body.get("$ref", "").rsplit("/", 1)[-1], body)
-        if in_path or "customer_ids" in body.get("properties", {}):
-            found.append((method, path, op))
-    return found
-
-
 @pytest.mark.integration
 def test_customer_routes_do_not_find_made_up_or_other_tenants_ids(client: Any, world: ApiWorld) -> None:
     """A made-up id and an id that exists only in tenant B are unknown to tenant A on every customer route,
     in every `source`, although tenant A has tenant-level context features (which never make a customer)."""
-    schema = client.get("/openapi.json").json()
-    components = schema["components"]["schemas"]
-    operations = _customer_operations(schema)
-    assert len(operations) >= 3, "the customer routes went missing from the document"
+    operations, components = documented_customer_operations(client)
     failures: list[str] = []
     for method, path, op in operations:
-        params = op.get("parameters", [])
-        sources = [p["schema"].get("enum", ["live", "batch"]) for p in params if p["name"] == "source"]
-        body_sources = ["live", "batch"] if "churn:batch" in path else [None]
         for customer in (MADE_UP_CUSTOMER, B_ONLY_CUSTOMER):
-            for source in (sources[0] if sources else body_sources):
-                spec = openapi_request(op, path.replace("{customer_id}", customer), components, world)
-                if source is not None and spec["json"] is None:
-                    spec["params"] = {**spec["params"], "source": source}
-                if spec["json"] is not None:
-                    spec["json"] = {**spec["json"], "customer_ids": [customer]}
-                    if source is not None:
-                        spec["json"]["source"] = source
+            for source, spec in customer_requests(op, path, components, world, customer):
                 response = client.request(method.upper(), headers=world.auth("own"), **spec)
                 where = f"{method.upper()} {path} {customer} {source}: {response.status_code} {response.text[:200]}"
                 if spec["json"] is not None:

@@ -10,6 +10,7 @@ from serving.api.docs import tenant_op
 from serving.breaker import DEGRADED_HEADER
 from serving.deps import ChurnDep
 from serving.errors import ERROR_RESPONSES
+from serving.phi import phi_view
 from serving.predictions import customer_not_found, scores_with_fallback
 from serving.schemas import ChurnBatchCreate, ChurnBatchPublic, ChurnPublic
 
@@ -31,14 +32,16 @@ def get_customer_churn(
 ) -> dict[str, Any]:
     """Churn probability, risk band, top reasons and model version of one of the caller's customers (while the
     online store is down, live falls back to the latest batch score, marked by `X-Shironzi-Degraded`)."""
-    scores, _, degraded = scores_with_fallback(caller.services, caller.tenant, [customer_id], source=source)
+    phi = phi_view(caller)
+    (stored,) = phi.stored([customer_id])  # a PHI id is looked up encrypted, and audited that way
+    scores, _, degraded = scores_with_fallback(caller.services, caller.tenant, [stored], source=source)
     if degraded:
         response.headers[DEGRADED_HEADER] = degraded
-    caller.audit_read(customer_id=customer_id, source=source, found=bool(scores))
+    caller.audit_read(customer_id=stored, source=source, found=bool(scores))
     if not scores:
         live = source == "live" and not degraded
-        raise customer_not_found(caller.tenant, customer_id, what="features" if live else "batch score")
-    return scores[0].public()  # validated once, by the response model
+        raise customer_not_found(caller.tenant, stored, what="features" if live else "batch score")
+    return {**scores[0].public(), "customer_id": phi.shown(stored)}  # validated once, by the response model
 
 
 @router.post(
@@ -48,11 +51,16 @@ def get_customer_churn(
 )
 def score_churn_batch(body: ChurnBatchCreate, caller: ChurnDep, response: Response) -> ChurnBatchPublic:
     """Churn for up to 1,000 of the caller's customers at once; unknown ids are listed in `not_found`."""
-    ids = list(dict.fromkeys(body.customer_ids))
+    phi = phi_view(caller)
+    sent_as: dict[str, str] = {}  # stored id -> the id as the caller sent it
+    for stored, sent in zip(phi.stored(body.customer_ids), body.customer_ids, strict=True):
+        sent_as.setdefault(stored, sent)
+    ids = list(sent_as)
     scores, missing, degraded = scores_with_fallback(caller.services, caller.tenant, ids, source=body.source)
     if degraded:
         response.headers[DEGRADED_HEADER] = degraded
     caller.audit_read(customers=len(ids), source=body.source, found=len(scores))
     return ChurnBatchPublic(
-        results=[ChurnPublic.model_validate(s.public()) for s in scores], not_found=missing
+        results=[ChurnPublic.model_validate({**s.public(), "customer_id": phi.shown(s.customer_id)}) for s in scores],
+        not_found=[phi.shown(cid, sent=sent_as[cid]) for cid in missing],
     )

@@ -11,6 +11,7 @@ from feature_store.registry import list_feature_views, resolve_features
 from serving.api.docs import tenant_op
 from serving.deps import TenantReadDep
 from serving.errors import ERROR_RESPONSES
+from serving.phi import phi_view
 from serving.predictions import customer_level_names, customer_not_found, has_customer_row
 from serving.schemas import FeaturesPublic
 
@@ -33,15 +34,17 @@ def get_customer_features(
     """The latest online feature values of one of the caller's customers."""
 
     refs = features or _default_refs()
+    phi = phi_view(caller)
+    (stored,) = phi.stored([customer_id])  # a PHI id is looked up encrypted, and audited that way
     # only customer-keyed features prove the customer exists: add them when just tenant views were asked for
     lookup = refs if customer_level_names(tuple(refs)) else [*refs, *_default_refs()]
     with caller.services.tracer.start_as_current_span("feature_lookup") as span:
         span.set_attribute("shironzi.tenant_id", caller.tenant_id)
-        (record,) = get_online_features(caller.tenant_id, [customer_id], lookup, store=caller.services.online_store)
+        (record,) = get_online_features(caller.tenant_id, [stored], lookup, store=caller.services.online_store)
     found = has_customer_row(record, customer_level_names(tuple(lookup)))
     asked = {name for names in resolve_features(refs).values() for name in names}
     values = {k: v for k, v in record.items() if k in asked}
-    caller.audit_read(customer_id=customer_id, features=len(values), found=found)
+    caller.audit_read(customer_id=stored, features=len(values), found=found)
     if not found:
-        raise customer_not_found(caller.tenant, customer_id, what="online features")
-    return FeaturesPublic(customer_id=customer_id, features=values)
+        raise customer_not_found(caller.tenant, stored, what="online features")
+    return FeaturesPublic(customer_id=phi.shown(stored), features=values)
