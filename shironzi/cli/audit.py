@@ -11,12 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shironzi.audit.disclosures import disclosures
 from shironzi.audit.erasure import erase_subject, erase_tenant, verify_receipt
 from shironzi.audit.queries import access, as_jsonable, changes, inventory, lineage
 from shironzi.audit.retention import enforce_retention, policies
 from shironzi.audit.verify import verify_chains
 from shironzi.errors import IntegrityCheckError, InvalidInputError
 from shironzi.tenancy.context import TenantContext
+from shironzi.tenancy.registry import get_registry
 
 audit_app = typer.Typer(
     name="audit", help="Audit log: verify the hash chains and query the lake's history.", no_args_is_help=True
@@ -83,6 +85,33 @@ def access_cmd(
 ) -> None:
     """Who accessed a tenant's data in a window, and what they accessed."""
     _print(access(tenant, start=_when(start), end=_when(end)), as_json)
+
+
+@audit_app.command("disclosures")
+def disclosures_cmd(
+    tenant: TenantOpt,
+    subject: Annotated[str, typer.Option("--subject", "-s", help="The data subject's (patient's, customer's) id.")],
+    start: Annotated[str | None, typer.Option("--from", help="Start (ISO date/time, UTC).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End, exclusive (ISO date/time, UTC).")] = None,
+    actor: ActorOpt = "cli:audit",
+    as_json: JsonOpt = False,
+) -> None:
+    """Accounting of disclosures (HIPAA 164.528): every access to one subject's data, through any door."""
+    tenant_id = get_registry().get_tenant(tenant).id
+    ctx = TenantContext.admin(actor=actor, purpose="accounting_of_disclosures")
+    report = disclosures(ctx, tenant_id, subject, start=_when(start), end=_when(end))
+    if as_json:
+        _print(report, True)
+        return
+    table = Table(title=f"disclosures of subject {report['subject'] or '(unknown)'} of tenant {tenant_id}")
+    for name in ("when", "who", "channel", "purpose", "what", "outcome"):
+        table.add_column(name, no_wrap=name in ("when", "who"))
+    for row in report["disclosures"]:
+        table.add_row(row["when"].isoformat(timespec="seconds"), row["who"], row["channel"], row["purpose"],
+                      row["what"], row["outcome"])
+    console = Console()
+    console.print(table)
+    console.print(f"{report['count']} disclosure(s)", markup=False)
 
 
 @audit_app.command("changes")

@@ -30,7 +30,8 @@ def get_customer_churn(
     """Churn probability, risk band, top reasons and model version of one of the caller's customers."""
     score_fn = live_scores if source == "live" else batch_scores
     scores, _ = score_fn(caller.services, caller.tenant, [customer_id])
-    caller.audit_read(customer_id=customer_id, source=source, found=bool(scores))
+    caller.audit_read(customer_id=customer_id, source=source, found=bool(scores),
+                      subjects=[s.customer_id for s in scores])
     if not scores:
         raise customer_not_found(caller.tenant, customer_id, what="features" if source == "live" else "batch score")
     return scores[0].public()  # validated once, by the response model
@@ -46,7 +47,8 @@ def score_churn_batch(body: ChurnBatchCreate, caller: ChurnDep) -> ChurnBatchPub
     ids = list(dict.fromkeys(body.customer_ids))
     score_fn = live_scores if body.source == "live" else batch_scores
     scores, missing = score_fn(caller.services, caller.tenant, ids)
-    caller.audit_read(customers=len(ids), source=body.source, found=len(scores))
+    caller.audit_read(customers=len(ids), source=body.source, found=len(scores),
+                      subjects=[s.customer_id for s in scores])
     return ChurnBatchPublic(
         results=[ChurnPublic.model_validate(s.public()) for s in scores], not_found=missing
     )

@@ -41,7 +41,8 @@ def get_customer_features(
     found = has_customer_row(record, customer_level_names(tuple(lookup)))
     asked = {name for names in resolve_features(refs).values() for name in names}
     values = {k: v for k, v in record.items() if k in asked}
-    caller.audit_read(customer_id=customer_id, features=len(values), found=found)
+    caller.audit_read(customer_id=customer_id, features=len(values), found=found,
+                      subjects=[customer_id] if found else [])
     if not found:
         raise customer_not_found(caller.tenant, customer_id, what="online features")
     return FeaturesPublic(customer_id=customer_id, features=values)
