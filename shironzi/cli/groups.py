@@ -16,4 +16,5 @@ def kernel_groups() -> list[tuple[str, typer.Typer]]:
         ("audit", audit.audit_app),
         ("gdpr", audit.gdpr_app),
         ("retention", audit.retention_app),
+        ("compliance", audit.compliance_app),
     ]
