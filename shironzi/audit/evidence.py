@@ -154,7 +154,8 @@ def erasures(window: Window) -> list[dict[str, Any]]:
         receipt = Receipt.from_json(row["receipt"])
         out.append({"request_id": row["request_id"], "kind": row["kind"], "tenant_id": row["tenant_id"],
                     "created_at": row["created_at"], "requested_by": receipt.requested_by,
-                    "tables": len(receipt.tables), "rows_deleted": sum(t.get("rows_deleted", 0) for t in receipt.tables),
+                    "tables": len(receipt.tables),
+                    "rows_deleted": sum(t.get("rows_deleted", 0) for t in receipt.tables),
                     "verified": bool(row["ok"]), "signature_valid": sign_receipt(receipt) == receipt.signature,
                     "receipt": json.loads(row["receipt"])})
     return out
@@ -280,12 +281,12 @@ def write_evidence_pack(
         text = json.dumps(content, indent=2, sort_keys=True, default=str)
         (directory / f"{name}.json").write_text(text)
         files[f"{name}.json"] = hashlib.sha256(text.encode()).hexdigest()
-    manifest = {"generated_at": now.isoformat(), "generated_by": ctx.actor,
-                "period": {"from": window.start.isoformat(), "to": window.end.isoformat()},
-                "summary": summary(sections), "files": files}
+    manifest: dict[str, Any] = {"generated_at": now.isoformat(), "generated_by": ctx.actor,
+                                "period": {"from": window.start.isoformat(), "to": window.end.isoformat()},
+                                "summary": summary(sections), "files": files}
     html = render_report(manifest, sections)
     (directory / "report.html").write_text(html)
-    manifest["files"]["report.html"] = hashlib.sha256(html.encode()).hexdigest()
+    files["report.html"] = hashlib.sha256(html.encode()).hexdigest()
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     audit(ctx, "evidence_pack_generated", resource=f"evidence:{directory.name}", durable=True,
           details={"directory": str(directory), "period": manifest["period"], "summary": manifest["summary"]})

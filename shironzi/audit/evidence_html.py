@@ -54,7 +54,8 @@ by <code>{{ m.generated_by }}</code></p>
 <h3>Deployed now</h3>
 <table><tr><th>contracts (industry: versions)</th><td>{% for i, v in d.changes.deployed.contracts.items() %}
 {{ i }}: {{ v | join(', ') }}{{ '; ' if not loop.last }}{% endfor %}</td></tr>
-<tr><th>DAGs</th><td>{% for f in d.changes.deployed.dags %}<code>{{ f.file }}</code> {{ f.sha256 }}<br>{% endfor %}</td></tr>
+<tr><th>DAGs</th><td>{% for f in d.changes.deployed.dags %}<code>{{ f.file }}</code> {{ f.sha256 }}<br>
+{% endfor %}</td></tr>
 <tr><th>dbt models</th><td>{{ d.changes.deployed.dbt_models | length }} models
 ({% for f in d.changes.deployed.dbt_models %}{{ f.file.rsplit('/', 1)[-1] }} {{ f.sha256[:8] }}{{ ', ' if not loop.last
 }}{% endfor %})</td></tr></table>

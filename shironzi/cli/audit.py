@@ -230,8 +230,8 @@ def show_cmd(as_json: JsonOpt = False) -> None:
 
 @compliance_app.command("evidence")
 def evidence_cmd(
-    start: Annotated[str | None, typer.Option("--from", help="Start (ISO date/time, UTC). Default: 90 days ago.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="End, exclusive (ISO date/time, UTC). Default: now.")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="Start (ISO, UTC); default 90 days ago.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End, exclusive (ISO date/time, UTC); default now.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="A new or empty directory. Default: SHIRONZI_HOME/evidence/<time>.")
     ] = None,

@@ -104,7 +104,8 @@ def test_the_pack_holds_the_evidence_and_renders(audited_world: dict[str, Any], 
     toggles = [(e["action"], e["tenant_id"], e["details"]["module"]) for e in read["changes"]["modules"]]
     assert toggles[0] == ("module_disabled", audited_world["tenant"], "trend_forecast")
     assert ("module_enabled", audited_world["tenant"], "trend_forecast") in toggles  # the plan change turned it on
-    assert [(e["details"]["from"], e["details"]["to"]) for e in read["changes"]["plans"]] == [("standard", "enterprise")]
+    plans = [(e["details"]["from"], e["details"]["to"]) for e in read["changes"]["plans"]]
+    assert plans == [("standard", "enterprise")]
     assert read["changes"]["deployed"]["contracts"]["healthcare"] and read["changes"]["deployed"]["dags"]
     (erasure,) = read["erasures"]
     assert erasure["request_id"] == audited_world["receipt"] and erasure["signature_valid"] and erasure["verified"]
@@ -125,7 +126,8 @@ def test_the_pack_holds_the_evidence_and_renders(audited_world: dict[str, Any], 
         assert shown in html, shown
     files = read["manifest"]["files"]
     assert files["report.html"] == hashlib.sha256(html.encode()).hexdigest()
-    assert files["access_review.json"] == hashlib.sha256((pack.directory / "access_review.json").read_bytes()).hexdigest()
+    review = (pack.directory / "access_review.json").read_bytes()
+    assert files["access_review.json"] == hashlib.sha256(review).hexdigest()
     generated = read_audit_events(filters=[("action", "=", "evidence_pack_generated")])
     assert generated.num_rows == 1
     assert latest_pack(tmp_path) == pack.directory
