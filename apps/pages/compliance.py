@@ -99,4 +99,5 @@ with evidence_tab:
         tiles[3].metric("Audit chain", "intact" if facts["audit_chain_ok"] else "BROKEN")
         st.download_button("Download the report (HTML)", (pack / "report.html").read_bytes(),
                            file_name=f"soc2-evidence-{pack.name}.html", mime="text/html", key="evidence_html")
-        st.caption("The JSON files beside it: " + ", ".join(sorted(f for f in manifest["files"] if f.endswith(".json"))))
+        sections = sorted(f for f in manifest["files"] if f.endswith(".json"))
+        st.caption("The JSON files beside it: " + ", ".join(sections))

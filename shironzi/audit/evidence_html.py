@@ -17,7 +17,9 @@ th,td{border:1px solid #e4e7eb;padding:.3rem .45rem;text-align:left;vertical-ali
 th{background:#f5f7fa} .ok{color:#0b7a3e;font-weight:600} .bad{color:#b42318;font-weight:600}
 .tiles{display:flex;flex-wrap:wrap;gap:.6rem;margin:1rem 0} .tile{border:1px solid #e4e7eb;border-radius:6px;
 padding:.5rem .8rem;min-width:9rem} .tile b{display:block;font-size:1.3rem} tr.flag td{background:#fff4e5}
-code{font-size:.8rem} .muted{color:#9aa5b1}
+code{font-size:.8rem;white-space:pre-wrap;word-break:break-all} .muted{color:#9aa5b1}
+table.events{table-layout:fixed} table.events td{overflow-wrap:anywhere} table.events td:first-child{white-space:nowrap}
+table.events th:first-child{width:9.5rem} table.events th:last-child{width:36%}
 </style></head><body>
 <h1>SOC 2 evidence pack</h1>
 <p class="meta">Period {{ m.period.from }} to {{ m.period.to }} &middot; generated {{ m.generated_at }}
@@ -94,10 +96,10 @@ by <code>{{ m.generated_by }}</code></p>
 </body></html>
 """
 
-_EVENTS = """<table><tr><th>when</th><th>actor</th><th>tenant</th><th>action</th><th>resource</th><th>outcome</th>
-<th>details</th></tr>{% for e in rows %}<tr><td>{{ e.event_time[:19] }}</td><td>{{ e.actor }}</td>
+_EVENTS = """<table class="events"><tr><th>when</th><th>actor</th><th>tenant</th><th>action</th><th>resource</th><th>outcome</th>
+<th>details</th></tr>{% for e in rows %}<tr><td>{{ e.event_time[:19] | replace('T', ' ') }}</td><td>{{ e.actor }}</td>
 <td>{{ e.tenant_id or '' }}</td><td>{{ e.action }}</td><td>{{ e.resource }}</td><td>{{ e.outcome }}</td>
-<td><code>{{ e.details | tojson | truncate(160) }}</code></td></tr>
+<td><code>{{ e.details | tojson | truncate(140) }}</code></td></tr>
 {% else %}<tr><td colspan="7" class="muted">none in the period</td></tr>{% endfor %}</table>"""
 
 
