@@ -96,7 +96,8 @@ by <code>{{ m.generated_by }}</code></p>
 </body></html>
 """
 
-_EVENTS = """<table class="events"><tr><th>when</th><th>actor</th><th>tenant</th><th>action</th><th>resource</th><th>outcome</th>
+_EVENTS = """<table class="events"><tr><th>when</th><th>actor</th><th>tenant</th><th>action</th><th>resource</th>
+<th>outcome</th>
 <th>details</th></tr>{% for e in rows %}<tr><td>{{ e.event_time[:19] | replace('T', ' ') }}</td><td>{{ e.actor }}</td>
 <td>{{ e.tenant_id or '' }}</td><td>{{ e.action }}</td><td>{{ e.resource }}</td><td>{{ e.outcome }}</td>
 <td><code>{{ e.details | tojson | truncate(140) }}</code></td></tr>
