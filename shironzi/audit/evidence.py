@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from shironzi.audit.erasure import Receipt, receipts_table_uri, sign_receipt
+from shironzi.audit.evidence_html import render_report
 from shironzi.audit.log import audit, read_audit_events
 from shironzi.audit.queries import as_jsonable
 from shironzi.audit.verify import verify_chains
@@ -269,8 +270,6 @@ def write_evidence_pack(
 ) -> EvidencePack:
     """Gather the evidence for [start, end) and write `<section>.json`, `manifest.json` and `report.html`
     into `out` (a new or empty directory); the generation is audited."""
-    from shironzi.audit.evidence_html import render_report
-
     ctx.require_admin("generating a SOC 2 evidence pack")
     now = now or dt.datetime.now(dt.UTC)
     window = evidence_window(start, end, now=now)

@@ -9,14 +9,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shironzi.audit.disclosures import disclosures
 from shironzi.audit.erasure import erase_subject, erase_tenant, verify_receipt
+from shironzi.audit.evidence import SECTIONS, default_pack_dir, write_evidence_pack
 from shironzi.audit.queries import access, as_jsonable, changes, inventory, lineage
 from shironzi.audit.retention import enforce_retention, policies
 from shironzi.audit.verify import verify_chains
 from shironzi.errors import IntegrityCheckError, InvalidInputError
+from shironzi.observability import stage
 from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.registry import get_registry
 
@@ -238,11 +241,6 @@ def evidence_cmd(
     actor: ActorOpt = "cli:compliance",
 ) -> None:
     """Write the SOC 2 evidence pack: one JSON file per section and a self-contained HTML report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from shironzi.audit.evidence import SECTIONS, default_pack_dir, write_evidence_pack
-    from shironzi.observability import stage
-
     console = Console(stderr=True)
     ctx = TenantContext.admin(actor=actor, purpose="soc2_evidence")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
