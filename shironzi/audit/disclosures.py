@@ -130,6 +130,7 @@ def disclosures(
     *,
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """Every access to one subject of a tenant in a window (when, who, purpose, what), oldest first.
 
@@ -149,7 +150,7 @@ def disclosures(
     for entry in entries:
         by_channel[entry["channel"]] = by_channel.get(entry["channel"], 0) + 1
     subject = tokens[0] if tokens else None
-    audit(ctx, QUERY_ACTION, tenant_id=tenant_id, resource="disclosures", durable=True,
+    audit(ctx, QUERY_ACTION, tenant_id=tenant_id, resource="disclosures", durable=True, request_id=request_id,
           details={"subject": subject, "from": start, "to": end, "found": len(entries)})
     return {"tenant_id": tenant_id, "subject": subject, "start": start, "end": end,
             "count": len(entries), "by_channel": by_channel, "disclosures": entries}

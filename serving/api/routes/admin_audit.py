@@ -90,7 +90,8 @@ async def subject_disclosures(
     reads, dashboard views, exports, notifications) with when, who, purpose and what; the query is audited."""
 
     tid = _tenant_id(admin, tenant_id)
-    result = await run_in_threadpool(lambda: disclosures(admin.ctx, tid, subject, start=start, end=end))
+    result = await run_in_threadpool(
+        lambda: disclosures(admin.ctx, tid, subject, start=start, end=end, request_id=admin.request_id))
     return _jsonable(result)  # type: ignore[no-any-return]
 
 
