@@ -15,6 +15,7 @@ from typing import Literal
 import streamlit as st
 
 from apps.theme import Vocabulary, vocabulary
+from shironzi.audit.disclosures import record_disclosure
 from shironzi.audit.events import AuditEvent
 from shironzi.audit.log import audit, get_audit_log
 from shironzi.errors import ScopeDeniedError, ShironziError, TenantNotFoundError
@@ -30,6 +31,7 @@ PURPOSE = "dashboard"
 _KEY = "shironzi_key"
 _TENANT = "shironzi_tenant"
 _LAST_VIEW = "shironzi_last_view"
+_LAST_SHOWN = "shironzi_last_subjects_shown"
 READ_SCOPE = "read"
 
 
@@ -238,6 +240,27 @@ def _record_view(ctx: PageContext, *, outcome: Literal["success", "denied"], rea
         outcome=outcome,
         details={"page": ctx.page, **({"reason": reason} if reason else {})},
     )
+
+
+def record_subjects_shown(ctx: PageContext, subject_ids: Sequence[str], *, what: str) -> None:
+    """The accounting of disclosures: one audit event naming (pseudonymised) the subjects a page listed,
+    once per distinct set per session (a widget rerun that shows the same rows records nothing new)."""
+    if ctx.tenant_id is None or not subject_ids:
+        return
+    marker = (ctx.page, ctx.tenant_id, what, hash(tuple(subject_ids)))
+    if st.session_state.get(_LAST_SHOWN) == marker:
+        return
+    st.session_state[_LAST_SHOWN] = marker
+    record_disclosure(ctx.viewer.context(ctx.tenant_id), "dashboard_subjects_shown", tenant_id=ctx.tenant_id,
+                      subject_ids=subject_ids, resource=f"dashboard:{ctx.page}", details={"what": what})
+
+
+def record_export(ctx: PageContext, subject_ids: Sequence[str], *, what: str) -> None:
+    """A download button's on_click: the subjects the file carried, as a `data_exported` disclosure."""
+    if ctx.tenant_id is not None:
+        record_disclosure(ctx.viewer.context(ctx.tenant_id), "data_exported", tenant_id=ctx.tenant_id,
+                          subject_ids=subject_ids, resource=f"dashboard:{ctx.page}:download",
+                          details={"what": what})
 
 
 def require_page(page: str, *, audience: Audience, modules: Sequence[str] = ()) -> PageContext:

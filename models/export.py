@@ -14,10 +14,12 @@ from typing import Literal
 import polars as pl
 
 from models.predictions import CHURN_SCORES_TABLE, FORECASTS_TABLE
+from shironzi.audit.disclosures import record_disclosure
 from shironzi.errors import InvalidInputError, NotFoundError
 from shironzi.lake.groups import LakeGroup
 from shironzi.lake.reads import read_polars, table_exists
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.registry import get_registry
 
 ExportFormat = Literal["csv", "parquet"]
@@ -64,13 +66,19 @@ def tenant_predictions(tenant: str, table: str, *, day: date | None = None,
 
 
 def export_predictions(tenant: str, table: str, *, fmt: ExportFormat, out: Path | None = None,
-                       day: date | None = None, settings: Settings | None = None) -> ExportResult:
-    """Write one tenant's predictions slice as CSV or Parquet to `out` (CSV only: standard output)."""
+                       day: date | None = None, settings: Settings | None = None,
+                       actor: str = "cli:score-export") -> ExportResult:
+    """Write one tenant's predictions slice as CSV or Parquet to `out` (CSV only: standard output); the
+    export is audited with the customers it carried (the accounting of disclosures)."""
     if fmt not in ("csv", "parquet"):
         raise InvalidInputError(f"unknown export format {fmt!r}: use csv or parquet")
     if fmt == "parquet" and out is None:
         raise InvalidInputError("a Parquet export needs --out FILE")
     rows, chosen = tenant_predictions(tenant, table, day=day, settings=settings)
+    subjects = rows.get_column("customer_id").to_list() if "customer_id" in rows.columns else []
+    record_disclosure(TenantContext.admin(actor=actor, purpose="score_export"), "data_exported",
+                      tenant_id=str(rows.get_column("tenant_id")[0]), subject_ids=subjects,
+                      resource=f"export:{table}", details={"format": fmt, "rows": rows.height, "day": chosen})
     if fmt == "parquet":
         rows.write_parquet(out)  # type: ignore[arg-type]
     elif out is None:

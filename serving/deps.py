@@ -10,7 +10,7 @@ as one aggregate, see `serving.signin`); reads of tenant data are buffered audit
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from serving.errors import request_id_of
 from serving.services import ApiServices, TenantFacts
 from serving.signin import GUESSES
+from shironzi.audit.disclosures import subject_tokens
 from shironzi.audit.events import AuditEvent
 from shironzi.audit.log import audit, audit_admin_action, get_audit_log
 from shironzi.errors import (
@@ -62,10 +63,12 @@ class TenantAccess:
     def tenant_id(self) -> str:
         return self.tenant.id
 
-    def audit_read(self, **details: Any) -> None:
-        """A read of this tenant's data (buffered audit event)."""
+    def audit_read(self, *, subjects: Sequence[str] = (), **details: Any) -> None:
+        """A read of this tenant's data (buffered audit event); `subjects` are the customer ids whose data
+        the answer disclosed, recorded pseudonymised for the accounting of disclosures."""
 
-        audit(self.ctx, "api_read", resource=self.route, request_id=self.request_id, details=details)
+        audit(self.ctx, "api_read", resource=self.route, request_id=self.request_id, details=details,
+              subjects=subject_tokens(self.tenant_id, subjects))
 
     def audit_failure(self, code: str, message: str) -> None:
         """The call was authorised but failed (not found, conflict, bad input): buffered, like reads."""

@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from apps import data
-from apps.auth import analyst_page, registry
+from apps.auth import analyst_page, record_export, record_subjects_shown, registry
 from apps.components import empty_state, freshness
 from apps.phi import shown_ids
 from apps.theme import BAND_COLORS
@@ -87,11 +87,13 @@ if table.is_empty():
     st.info("No scored customers match these filters.")
 else:
     st.dataframe(table, hide_index=True, width="stretch")
+    record_subjects_shown(ctx, shown["customer_id"].to_list(), what="at-risk customers")
 if registry().is_enabled(tenant.id, "data_export"):
     csv = shown.select("customer_id", "score_date", "churn_probability", "risk_band", "top_reasons",
                        "model_name", "model_version").write_csv()
     st.download_button("Download CSV", csv, file_name=f"{tenant.slug}-churn-{score_date}.csv", mime="text/csv",
-                       key="churn_csv")
+                       key="churn_csv", on_click=record_export,
+                       args=(ctx, shown["customer_id"].to_list()), kwargs={"what": "churn scores CSV"})
 else:
     st.caption(f"CSV export needs the `data_export` module (off for {tenant.name}).")
 st.caption(f"Scored {score_date} by {frame['model_name'][0]} v{frame['model_version'][0]}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import polars as pl
 import streamlit as st
@@ -10,6 +11,7 @@ import streamlit as st
 from apps import data
 from apps.auth import require_page, tenant_search
 from apps.components import empty_state
+from shironzi.audit.evidence import latest_pack
 
 ctx = require_page("compliance", audience="compliance")
 viewer = ctx.viewer
@@ -20,7 +22,8 @@ scope: str | None = None if viewer.is_admin else ctx.tenant_id
 if scope is not None:
     st.caption(f"Scoped to tenant **{ctx.tenant.name if ctx.tenant else scope}**.")
 
-history_tab, audit_tab, erasure_tab = st.tabs(["Delta table history", "Audit log", "Erasure requests"])
+history_tab, audit_tab, erasure_tab, evidence_tab = st.tabs(
+    ["Delta table history", "Audit log", "Erasure requests", "SOC 2 evidence"])
 
 with history_tab:
     tables = data.lake_tables(lake, scope)
@@ -76,3 +79,25 @@ with erasure_tab:
             st.download_button("Download receipt (JSON)", receipt, file_name=f"{chosen}.json",
                                mime="application/json", key="receipt_download")
             st.caption(f"Re-check it: `shironzi gdpr verify {chosen}`.")
+
+with evidence_tab:
+    # A pack spans every tenant (keys, admin actions, changes): operators only.
+    pack = latest_pack() if viewer.is_admin else None
+    if not viewer.is_admin:
+        st.info("SOC 2 evidence packs cover the whole platform: a platform operator generates and reads them.")
+    elif pack is None:
+        empty_state("No evidence pack yet.", "Generate one with `shironzi compliance evidence --from 2026-01-01`.")
+    else:
+        manifest = json.loads((pack / "manifest.json").read_text())
+        facts = manifest["summary"]
+        st.caption(f"Latest pack: `{pack}` · period {manifest['period']['from'][:10]} to "
+                   f"{manifest['period']['to'][:10]} · generated {manifest['generated_at'][:19]}")
+        tiles = st.columns(4)
+        tiles[0].metric("API keys", facts["keys"], help="Every key with scopes, creator and last use.")
+        tiles[1].metric("Stale keys", facts["stale_keys"], help="Unused for 90 days and older than that.")
+        tiles[2].metric("Changes", facts["changes"], help="Model promotions/rollbacks, module toggles, plans.")
+        tiles[3].metric("Audit chain", "intact" if facts["audit_chain_ok"] else "BROKEN")
+        st.download_button("Download the report (HTML)", (pack / "report.html").read_bytes(),
+                           file_name=f"soc2-evidence-{pack.name}.html", mime="text/html", key="evidence_html")
+        sections = sorted(f for f in manifest["files"] if f.endswith(".json"))
+        st.caption("The JSON files beside it: " + ", ".join(sections))

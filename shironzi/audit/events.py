@@ -8,7 +8,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -46,9 +46,16 @@ AUDIT_SCHEMA = pa.schema(
         pa.field("details", pa.string(), nullable=False),
         pa.field("prev_hash", pa.string(), nullable=False),
         pa.field("hash", pa.string(), nullable=False),
+        # Added after the first release (tables evolve on the next append): the pseudonymised ids of the
+        # data subjects an access disclosed, so an accounting of disclosures reads one column, not the lake.
+        pa.field("subjects", pa.list_(pa.string()), nullable=True),
     ]
 )
-CHAINED_FIELDS: tuple[str, ...] = tuple(n for n in AUDIT_SCHEMA.names if n != "hash")
+LATE_CHAINED_FIELDS: tuple[str, ...] = ("subjects",)
+"""Chained only when set, so events written before the column existed keep their hashes."""
+CHAINED_FIELDS: tuple[str, ...] = tuple(
+    n for n in AUDIT_SCHEMA.names if n != "hash" and n not in LATE_CHAINED_FIELDS
+)
 
 
 def utcnow() -> dt.datetime:
@@ -85,6 +92,8 @@ class AuditEvent:
     details: Mapping[str, Any] = field(default_factory=dict)
     event_time: dt.datetime = field(default_factory=utcnow)
     event_id: str = field(default_factory=new_event_id)
+    subjects: tuple[str, ...] = ()
+    """Pseudonymised ids (`tok_...`) of the data subjects this access disclosed; never clear ids."""
 
     def __post_init__(self) -> None:
         for name in ("action", "actor"):
@@ -99,6 +108,9 @@ class AuditEvent:
             raise InvalidInputError("audit event_time must be timezone-aware (UTC)")
         if self.event_time.tzinfo is not dt.UTC:  # store (and hash) UTC, as the table does
             object.__setattr__(self, "event_time", self.event_time.astimezone(dt.UTC))
+        if isinstance(self.subjects, str) or not all(isinstance(s, str) for s in self.subjects):
+            raise InvalidInputError("audit subjects must be a sequence of subject tokens", field="subjects")
+        object.__setattr__(self, "subjects", tuple(dict.fromkeys(self.subjects)))
 
     @classmethod
     def from_context(
@@ -112,6 +124,7 @@ class AuditEvent:
         request_id: str | None = None,
         details: Mapping[str, Any] | None = None,
         actor_kind: ActorKind | None = None,
+        subjects: Sequence[str] = (),
     ) -> AuditEvent:
         """An event for a TenantContext: its actor, purpose and admin flag; the tenant acted on."""
         tenant = tenant_id if tenant_id is not None else (None if ctx.is_admin else ctx.tenant_id)
@@ -127,6 +140,7 @@ class AuditEvent:
             is_admin=ctx.is_admin,
             request_id=request_id,
             details=dict(details or {}),
+            subjects=tuple(subjects),
         )
 
     @property
@@ -150,6 +164,7 @@ class AuditEvent:
             "outcome": self.outcome,
             "request_id": self.request_id,
             "details": canonical_json(dict(self.details)),
+            "subjects": list(self.subjects) or None,
         }
 
 
@@ -163,8 +178,10 @@ def _field_text(value: Any) -> Any:
 
 def event_hash(row: Mapping[str, Any]) -> str:
     """SHA-256 over prev_hash and the canonical serialisation (a JSON array, in CHAINED_FIELDS order)
-    of every chained field of the event."""
-    body = _ENCODER.encode([_field_text(row[name]) for name in CHAINED_FIELDS])
+    of every chained field of the event, then each late field that is set."""
+    values = [_field_text(row[name]) for name in CHAINED_FIELDS]
+    values += [[name, row[name]] for name in LATE_CHAINED_FIELDS if row.get(name)]
+    body = _ENCODER.encode(values)
     return hashlib.sha256(f"{row['prev_hash']}\n{body}".encode()).hexdigest()
 
 

@@ -183,6 +183,7 @@ class AuditLog:
                 self.uri,
                 table,
                 partition_by=AUDIT_PARTITION,
+                schema_mode="merge",  # a table written before a column was added gains it
                 metadata={"writer": "shironzi.audit"},
                 storage_options=self.storage_options,
             )
@@ -302,8 +303,10 @@ def audit(
     details: Mapping[str, Any] | None = None,
     actor_kind: ActorKind | None = None,
     durable: bool | None = None,
+    subjects: Sequence[str] = (),
 ) -> AuditEvent:
-    """Record what a context did (buffered unless denied/admin); returns the event."""
+    """Record what a context did (buffered unless denied/admin); returns the event. `subjects` are the
+    pseudonymised ids of the data subjects it disclosed (see `shironzi.audit.disclosures`)."""
     event = AuditEvent.from_context(
         ctx,
         action,
@@ -313,6 +316,7 @@ def audit(
         request_id=request_id,
         details=details,
         actor_kind=actor_kind,
+        subjects=subjects,
     )
     get_audit_log().record(event, durable=durable)
     return event

@@ -24,12 +24,10 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def access(
-    tenant_id: str, *, start: dt.datetime | None = None, end: dt.datetime | None = None
-) -> dict[str, Any]:
-    """Who accessed tenant T's data between two times, and what: every event for T (reads, denials,
-    admin actions), plus a per-actor summary of resources touched."""
-    start, end = _utc(start), _utc(end)
+def window_filters(
+    tenant_id: str, start: dt.datetime | None, end: dt.datetime | None
+) -> list[tuple[str, str, Any]]:
+    """Audit filters for one tenant's events in [start, end): the day bounds prune partitions."""
     if start and end and end <= start:
         raise InvalidInputError("the end of the window must be after its start")
     filters: list[tuple[str, str, Any]] = [("tenant_id", "=", tenant_id)]
@@ -37,7 +35,16 @@ def access(
         filters += [("event_date", ">=", start.date()), ("event_time", ">=", start)]
     if end:
         filters += [("event_date", "<=", end.date()), ("event_time", "<", end)]
-    rows = read_audit_events(filters=filters).to_pylist()
+    return filters
+
+
+def access(
+    tenant_id: str, *, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Who accessed tenant T's data between two times, and what: every event for T (reads, denials,
+    admin actions), plus a per-actor summary of resources touched."""
+    start, end = _utc(start), _utc(end)
+    rows = read_audit_events(filters=window_filters(tenant_id, start, end)).to_pylist()
     events = [
         {
             k: r[k]
@@ -245,4 +252,4 @@ def as_jsonable(value: Any) -> Any:
     return value
 
 
-__all__: Sequence[str] = ("access", "as_jsonable", "changes", "inventory", "lineage")
+__all__: Sequence[str] = ("access", "as_jsonable", "changes", "inventory", "lineage", "window_filters")

@@ -9,16 +9,21 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shironzi.audit.digest_signing import load_public_key, public_key_pem, signing_key
 from shironzi.audit.digests import write_digests
+from shironzi.audit.disclosures import disclosures
 from shironzi.audit.erasure import erase_subject, erase_tenant, verify_receipt
+from shironzi.audit.evidence import SECTIONS, default_pack_dir, write_evidence_pack
 from shironzi.audit.queries import access, as_jsonable, changes, inventory, lineage
 from shironzi.audit.retention import enforce_retention, policies
 from shironzi.audit.verify import verify_chains
 from shironzi.errors import IntegrityCheckError, InvalidInputError
+from shironzi.observability import stage
 from shironzi.tenancy.context import TenantContext
+from shironzi.tenancy.registry import get_registry
 
 audit_app = typer.Typer(
     name="audit", help="Audit log: verify the hash chains and query the lake's history.", no_args_is_help=True
@@ -28,6 +33,9 @@ gdpr_app = typer.Typer(
 )
 retention_app = typer.Typer(
     name="retention", help="Retention policies and their enforcement.", no_args_is_help=True
+)
+compliance_app = typer.Typer(
+    name="compliance", help="SOC 2 evidence: access reviews, changes, audit integrity.", no_args_is_help=True
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -145,6 +153,33 @@ def access_cmd(
     _print(access(tenant, start=_when(start), end=_when(end)), as_json)
 
 
+@audit_app.command("disclosures")
+def disclosures_cmd(
+    tenant: TenantOpt,
+    subject: Annotated[str, typer.Option("--subject", "-s", help="The data subject's (patient's, customer's) id.")],
+    start: Annotated[str | None, typer.Option("--from", help="Start (ISO date/time, UTC).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End, exclusive (ISO date/time, UTC).")] = None,
+    actor: ActorOpt = "cli:audit",
+    as_json: JsonOpt = False,
+) -> None:
+    """Accounting of disclosures (HIPAA 164.528): every access to one subject's data, through any door."""
+    tenant_id = get_registry().get_tenant(tenant).id
+    ctx = TenantContext.admin(actor=actor, purpose="accounting_of_disclosures")
+    report = disclosures(ctx, tenant_id, subject, start=_when(start), end=_when(end))
+    if as_json:
+        _print(report, True)
+        return
+    table = Table(title=f"disclosures of subject {report['subject'] or '(unknown)'} of tenant {tenant_id}")
+    for name in ("when", "who", "channel", "purpose", "what", "outcome"):
+        table.add_column(name, no_wrap=name in ("when", "who"))
+    for row in report["disclosures"]:
+        table.add_row(row["when"].isoformat(timespec="seconds"), row["who"], row["channel"], row["purpose"],
+                      row["what"], row["outcome"])
+    console = Console()
+    console.print(table)
+    console.print(f"{report['count']} disclosure(s)", markup=False)
+
+
 @audit_app.command("changes")
 def changes_cmd(
     table: Annotated[str, typer.Argument(help="Table URI or path under the lake (eu-west/gold/fct_orders).")],
@@ -254,3 +289,32 @@ def enforce_cmd(
 def show_cmd(as_json: JsonOpt = False) -> None:
     """Every tenant's effective retention policy (days)."""
     _print({tid: {"industry": p.industry, **p.days} for tid, p in policies().items()}, as_json)
+
+
+@compliance_app.command("evidence")
+def evidence_cmd(
+    start: Annotated[str | None, typer.Option("--from", help="Start (ISO, UTC); default 90 days ago.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End, exclusive (ISO date/time, UTC); default now.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="A new or empty directory. Default: SHIRONZI_HOME/evidence/<time>.")
+    ] = None,
+    actor: ActorOpt = "cli:compliance",
+) -> None:
+    """Write the SOC 2 evidence pack: one JSON file per section and a self-contained HTML report."""
+    console = Console(stderr=True)
+    ctx = TenantContext.admin(actor=actor, purpose="soc2_evidence")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with stage("compliance.evidence") as summary, Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("evidence", total=len(SECTIONS))
+
+        def advance(section: str) -> None:
+            bar.update(task, description=section, completed=SECTIONS.index(section))
+
+        pack = write_evidence_pack(ctx, out or default_pack_dir(), start=_when(start), end=_when(end),
+                                   progress=advance)
+        bar.update(task, completed=len(SECTIONS))
+        summary.extra.update(directory=str(pack.directory), **pack.manifest["summary"])
+    facts = pack.manifest["summary"]
+    typer.echo(f"evidence pack written to {pack.directory} (report: {pack.report.name}): {facts['keys']} keys, "
+               f"{facts['stale_keys']} stale, {facts['changes']} changes, {facts['erasures']} erasures, "
+               f"audit chain {'intact' if facts['audit_chain_ok'] else 'BROKEN'}")

@@ -20,4 +20,5 @@ def kernel_groups() -> list[tuple[str, typer.Typer]]:
         ("retention", audit.retention_app),
         ("alerts", alerts.alerts_app),
         ("webhooks", alerts.webhooks_app),
+        ("compliance", audit.compliance_app),
     ]

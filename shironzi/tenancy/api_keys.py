@@ -59,6 +59,12 @@ class ApiKeys(RegistryStore):
             ).mappings()
             return [_key_record(r) for r in rows]
 
+    def list_all_keys(self) -> list[KeyRecord]:
+        """Every key of every tenant and the platform (one query, for access reviews); never secrets."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.prefix)).mappings()
+            return [_key_record(r) for r in rows]
+
     def get_key(self, prefix: str) -> KeyRecord:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.prefix == prefix)).mappings().first()

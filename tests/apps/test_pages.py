@@ -206,7 +206,8 @@ def test_every_page_view_is_an_audit_event(seeded: SeededLake) -> None:
 def test_tenant_compliance_page_is_scoped(seeded: SeededLake) -> None:
     alpha, bravo = seeded.alpha, seeded.bravo  # alpha's enterprise plan includes audit_access
     at = visit(signed_in(alpha.key), "compliance")
-    assert len(at.tabs) == 3
+    assert len(at.tabs) == 4
+    assert "operator" in texts(at.info)  # the SOC 2 pack spans tenants: not shown to a tenant
     events = at.dataframe[1].value
     assert set(events["tenant_id"]) == {alpha.id}
     assert bravo.id.encode() not in rendered(at)
@@ -216,6 +217,17 @@ def test_tenant_compliance_page_is_scoped(seeded: SeededLake) -> None:
     tables = at.selectbox(key="history_table").options
     assert tables and not any(t.startswith("_platform") for t in tables)
     assert list(at.dataframe[0].value.columns) == ["version", "time", "operation", "engine"]
+
+
+def test_operator_compliance_page_offers_the_latest_evidence_pack(seeded: SeededLake, tmp_path: Path) -> None:
+    from shironzi.audit.evidence import default_pack_dir, write_evidence_pack
+
+    operator = TenantContext.admin(actor="dashboard-tests", purpose="evidence pack")
+    pack = write_evidence_pack(operator, default_pack_dir())
+    at = visit(signed_in(seeded.admin_key), "compliance")
+    assert {m.label: m.value for m in at.metric}["Audit chain"] == "intact"
+    assert str(pack.directory) in texts(at.caption)
+    assert any(b.proto.label == "Download the report (HTML)" for b in at.get("download_button"))
 
 
 def test_operator_sees_every_page(seeded: SeededLake) -> None:

@@ -15,6 +15,7 @@ from serving.api.docs import admin_op
 from serving.deps import AdminDep
 from serving.errors import ERROR_RESPONSES
 from serving.schemas import ErasureCreate, ReceiptCheckPublic, ReceiptPublic
+from shironzi.audit.disclosures import disclosures
 from shironzi.audit.erasure import erase_subject as erase
 from shironzi.audit.erasure import receipt_by_id, verify_receipt
 from shironzi.audit.queries import access, as_jsonable, changes, inventory, lineage
@@ -74,6 +75,23 @@ async def access_report(
     tid = _tenant_id(admin, tenant_id)
     admin.audit_read("api_audit_access_report", tenant_id=tid)
     result = await run_in_threadpool(lambda: access(tid, start=start, end=end))
+    return _jsonable(result)  # type: ignore[no-any-return]
+
+
+@router.get("/disclosures", response_model=dict[str, Any], openapi_extra=admin_op(write=False))
+async def subject_disclosures(
+    admin: AdminDep,
+    tenant_id: TenantQuery,
+    subject: Annotated[str, Query(min_length=1, max_length=200, description="The data subject's id.")],
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+) -> dict[str, Any]:
+    """Accounting of disclosures (HIPAA 164.528): every access to one subject's data (API reads, batch
+    reads, dashboard views, exports, notifications) with when, who, purpose and what; the query is audited."""
+
+    tid = _tenant_id(admin, tenant_id)
+    result = await run_in_threadpool(
+        lambda: disclosures(admin.ctx, tid, subject, start=start, end=end, request_id=admin.request_id))
     return _jsonable(result)  # type: ignore[no-any-return]
 
 

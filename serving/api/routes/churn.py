@@ -37,7 +37,8 @@ def get_customer_churn(
     scores, _, degraded = scores_with_fallback(caller.services, caller.tenant, [stored], source=source)
     if degraded:
         response.headers[DEGRADED_HEADER] = degraded
-    caller.audit_read(customer_id=stored, source=source, found=bool(scores))
+    caller.audit_read(customer_id=stored, source=source, found=bool(scores),
+                      subjects=[s.customer_id for s in scores])
     if not scores:
         live = source == "live" and not degraded
         raise customer_not_found(caller.tenant, stored, what="features" if live else "batch score")
@@ -59,7 +60,8 @@ def score_churn_batch(body: ChurnBatchCreate, caller: ChurnDep, response: Respon
     scores, missing, degraded = scores_with_fallback(caller.services, caller.tenant, ids, source=body.source)
     if degraded:
         response.headers[DEGRADED_HEADER] = degraded
-    caller.audit_read(customers=len(ids), source=body.source, found=len(scores))
+    caller.audit_read(customers=len(ids), source=body.source, found=len(scores),
+                      subjects=[s.customer_id for s in scores])
     return ChurnBatchPublic(
         results=[ChurnPublic.model_validate({**s.public(), "customer_id": phi.shown(s.customer_id)}) for s in scores],
         not_found=[phi.shown(cid, sent=sent_as[cid]) for cid in missing],

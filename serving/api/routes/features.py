@@ -44,7 +44,8 @@ def get_customer_features(
     found = has_customer_row(record, customer_level_names(tuple(lookup)))
     asked = {name for names in resolve_features(refs).values() for name in names}
     values = {k: v for k, v in record.items() if k in asked}
-    caller.audit_read(customer_id=stored, features=len(values), found=found)
+    caller.audit_read(customer_id=stored, features=len(values), found=found,
+                      subjects=[stored] if found else [])
     if not found:
         raise customer_not_found(caller.tenant, stored, what="online features")
     return FeaturesPublic(customer_id=phi.shown(stored), features=values)
