@@ -15,14 +15,22 @@ from shironzi.audit.disclosures import disclosures, forget_tenant_keys
 from shironzi.audit.log import read_audit_events
 from shironzi.audit.verify import verify_chains
 from shironzi.tenancy.context import TenantContext
-from tests.serving._fixtures import A_ONLY_CUSTOMER, SHARED_CUSTOMER, ApiWorld, build_world, isolated_home
+from tests.serving._fixtures import (
+    A_ONLY_CUSTOMER,
+    SHARED_CUSTOMER,
+    ApiWorld,
+    HealthTenant,
+    add_healthcare_tenant,
+    build_world,
+    isolated_home,
+)
 
 APP = str(Path(__file__).resolve().parents[3] / "apps" / "app.py")
 OFFICER = TenantContext.admin(actor="test:privacy-officer", purpose="accounting_of_disclosures")
 
 
 @pytest.fixture(scope="module")
-def accessed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiWorld, Any]]:
+def accessed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiWorld, Any, HealthTenant]]:
     """Tenant A's shared customer read through every door; A's other customer and B's customer with the
     same id read through the API only."""
     from fastapi.testclient import TestClient
@@ -35,6 +43,7 @@ def accessed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiWorl
     with isolated_home(root, SHIRONZI_AUDIT_FLUSH_SECONDS="0.2") as settings:
         forget_tenant_keys()
         world = build_world(settings, expired_key=False)
+        clinic = add_healthcare_tenant(world)
         with TestClient(create_app(world.settings), raise_server_exceptions=False) as client:
             own, other = world.auth("own"), world.auth("other")
             for path in (f"/v1/customers/{SHARED_CUSTOMER}/churn?source=batch", f"/v1/features/{SHARED_CUSTOMER}",
@@ -51,12 +60,15 @@ def accessed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiWorl
             at.switch_page("pages/churn_risk.py").run()
             assert not at.exception, [e.value for e in at.exception]
             export_predictions(world.slug_a, "churn_scores", fmt="csv", out=root / "alpha.csv", actor="test:exporter")
-            yield world, client
+            # a patient of a healthcare tenant, read by the clear id its app knows
+            patient = client.get(f"/v1/customers/{clinic.patient}/churn?source=batch", headers=world.auth("phi_reader"))
+            assert patient.status_code == 200, patient.text
+            yield world, client, clinic
         forget_tenant_keys()
 
 
-def test_a_subjects_disclosures_list_every_door_and_nothing_else(accessed: tuple[ApiWorld, Any]) -> None:
-    world, _ = accessed
+def test_a_subjects_disclosures_list_every_door_and_nothing_else(accessed: tuple[ApiWorld, Any, HealthTenant]) -> None:
+    world, _, _ = accessed
     report = disclosures(OFFICER, world.tenant_a, SHARED_CUSTOMER)
     assert report["subject"].startswith("tok_")
     found = {(d["channel"], d["what"]) for d in report["disclosures"]}
@@ -82,7 +94,7 @@ def test_a_subjects_disclosures_list_every_door_and_nothing_else(accessed: tuple
     assert b_report["subject"] != report["subject"]
 
 
-def test_subjects_are_stored_pseudonymised_and_chained(accessed: tuple[ApiWorld, Any]) -> None:
+def test_subjects_are_stored_pseudonymised_and_chained(accessed: tuple[ApiWorld, Any, HealthTenant]) -> None:
     events = read_audit_events()
     stored = [s for subjects in events.column("subjects").to_pylist() if subjects for s in subjects]
     assert stored and all(s.startswith("tok_") for s in stored)
@@ -90,8 +102,8 @@ def test_subjects_are_stored_pseudonymised_and_chained(accessed: tuple[ApiWorld,
     assert verify_chains().ok
 
 
-def test_an_unknown_subject_is_an_empty_answer_and_the_query_is_audited(accessed: tuple[ApiWorld, Any]) -> None:
-    world, _ = accessed
+def test_an_unknown_subject_is_an_empty_answer_and_the_query_is_audited(accessed: tuple[ApiWorld, Any, HealthTenant]) -> None:
+    world, _, _ = accessed
     report = disclosures(OFFICER, world.tenant_a, "nobody-at-all")
     assert report["count"] == 0 and report["disclosures"] == []
     queries = read_audit_events(filters=[("action", "=", "disclosures_queried"), ("actor", "=", OFFICER.actor)])
@@ -99,8 +111,8 @@ def test_an_unknown_subject_is_an_empty_answer_and_the_query_is_audited(accessed
     assert {"subject": report["subject"], "found": 0} in [{k: d[k] for k in ("subject", "found")} for d in details]
 
 
-def test_the_admin_route_answers_and_refuses_bad_input_in_the_error_shape(accessed: tuple[ApiWorld, Any]) -> None:
-    world, client = accessed
+def test_the_admin_route_answers_and_refuses_bad_input_in_the_error_shape(accessed: tuple[ApiWorld, Any, HealthTenant]) -> None:
+    world, client, _ = accessed
     admin = world.auth("admin")
     answer = client.get("/v1/admin/audit/disclosures", headers=admin,
                         params={"tenant_id": world.slug_a, "subject": SHARED_CUSTOMER})
@@ -118,7 +130,7 @@ def test_the_admin_route_answers_and_refuses_bad_input_in_the_error_shape(access
 def test_the_cli_prints_the_accounting(accessed: tuple[ApiWorld, Any], capsys: pytest.CaptureFixture[str]) -> None:
     from shironzi.cli import main
 
-    world, _ = accessed
+    world, _, _ = accessed
     capsys.readouterr()
     main.run(["audit", "disclosures", "--tenant", world.slug_a, "--subject", SHARED_CUSTOMER, "--json"])
     printed = json.loads(capsys.readouterr().out)
@@ -127,3 +139,16 @@ def test_the_cli_prints_the_accounting(accessed: tuple[ApiWorld, Any], capsys: p
         main.run(["audit", "disclosures", "--tenant", "no-such-tenant", "--subject", SHARED_CUSTOMER])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_patients_disclosures_are_found_by_the_clear_id_and_never_name_it(
+    accessed: tuple[ApiWorld, Any, HealthTenant],
+) -> None:
+    """The lake and the access events hold a healthcare patient's id PHI-protected; the privacy officer asks
+    with the clear id and gets the API read."""
+    _, _, clinic = accessed
+    report = disclosures(OFFICER, clinic.tenant_id, clinic.patient)
+    assert [(d["channel"], d["what"]) for d in report["disclosures"]] == [("api", "/v1/customers/{customer_id}/churn")]
+    assert disclosures(OFFICER, clinic.tenant_id, clinic.stored)["subject"] == report["subject"]
+    events = read_audit_events(filters=[("tenant_id", "=", clinic.tenant_id)])
+    assert clinic.patient not in json.dumps(events.to_pylist(), default=str)
