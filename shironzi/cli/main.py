@@ -53,7 +53,10 @@ def _register_kernel_groups() -> None:
         app.add_typer(sub, name=name)
 
 
-_SHARED_GROUP_HELP = {"serve": "Run a server: the platform API (`serve api`) or the dashboards (`serve dashboard`)."}
+_SHARED_GROUP_HELP = {
+    "serve": "Run a server: the platform API (`serve api`) or the dashboards (`serve dashboard`).",
+    "monitor": "Platform monitoring: the metrics process (`monitor serve`) and the health report (`monitor status`).",
+}
 
 
 def _register_plugins() -> None:
