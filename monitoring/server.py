@@ -60,7 +60,7 @@ def parse_grouping(path: str) -> GroupKey:
     return tuple(pairs)
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: a registry keeps its collectors in a dict
 class PushedMetrics:
     """The pushed groups, with Pushgateway semantics: PUT replaces a group, POST replaces the metrics it names."""
 
