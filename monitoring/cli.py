@@ -98,4 +98,4 @@ def status() -> None:
                               f"shironzi serve dashboard → Data health ({r['tenant_id']})")
         console.print(anomalies)
     if health.failed_stages or not health.alerts.is_empty():
-        raise typer.Exit(1)
+        raise SystemExit(1)  # for scripts and probes: something needs a look (typer.Exit's code is not kept)

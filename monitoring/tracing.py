@@ -66,13 +66,7 @@ def configure_tracing(
     `batch` (default: for OTLP) exports in a background thread instead of at each span's end."""
     global _processor, _configured_from_settings
     with _lock:
-        if _processor is None:
-            _processor = _SwappableProcessor()
-            provider = TracerProvider(resource=Resource.create({"service.name": "shironzi-pipelines"}))
-            provider.add_span_processor(_processor)
-            trace.set_tracer_provider(provider)
         _configured_from_settings = True
-        previous = _processor.current
         if exporter is None:
             endpoint = (settings or get_settings()).otel_exporter_otlp_endpoint
             if endpoint:
@@ -80,6 +74,14 @@ def configure_tracing(
 
                 exporter = OTLPSpanExporter(endpoint=otlp_traces_url(endpoint))
                 batch = True if batch is None else batch
+        if _processor is None:
+            if exporter is None:  # tracing off: the global provider stays the no-op one (spans cost nothing)
+                return False
+            _processor = _SwappableProcessor()
+            provider = TracerProvider(resource=Resource.create({"service.name": "shironzi-pipelines"}))
+            provider.add_span_processor(_processor)
+            trace.set_tracer_provider(provider)
+        previous = _processor.current
         if exporter is None:
             _processor.current = None
         else:

@@ -107,6 +107,7 @@ def test_compose_provisions_grafana_with_prometheus_and_the_dashboards() -> None
     host = source["url"].split("//")[1].split(":")[0]
     assert host in services and services[host]["image"].startswith("prom/prometheus:")
     prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
-    targets = {t.split(":")[0] for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    targets = {target.split(":")[0] for job in prometheus["scrape_configs"] for config in job["static_configs"]
+               for target in config["targets"]}
     assert targets == {"api", "monitor"} and targets <= set(services)
     assert services["monitor"]["command"][:3] == ["shironzi", "monitor", "serve"]

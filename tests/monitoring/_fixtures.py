@@ -54,3 +54,27 @@ def sample(text: str, name: str, **labels: str) -> float | None:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     return None
+
+
+def write_platform_health_tables(settings: Settings, *, today: Any, tenants: tuple[str, str]) -> None:
+    """`_platform/alerts` (one open, one resolved) and `_platform/monitoring/anomalies` (two anomalies of the
+    first tenant today, one of the second tenant yesterday), shaped as the alerting and detector helpers write."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from shironzi.lake import append
+    from shironzi.lake.paths import platform_uri
+
+    lake = settings.resolved_lake_uri
+    fired = dt.datetime.now(dt.UTC)
+    append(platform_uri(lake, "alerts"), pa.table({
+        "fingerprint": ["fp-open", "fp-done"], "rule": ["ingest_lag_high", "dbt_test_failures"],
+        "severity": ["critical", "warning"], "status": ["firing", "resolved"], "fired_at": [fired, fired],
+    }))
+    append(platform_uri(lake, "monitoring", "anomalies"), pa.table({
+        "tenant_id": [tenants[0], tenants[0], tenants[1]],
+        "day": [today, today, today - dt.timedelta(days=1)],
+        "kind": ["volume_drop", "silent_source", "volume_spike"],
+        "score": [7.5, 9.25, 12.0],
+    }))
