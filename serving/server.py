@@ -29,6 +29,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shironzi.settings import get_settings
+
 logger = logging.getLogger("shironzi.serving.server")
 
 APP = "serving.app:app_from_env"
@@ -91,8 +93,6 @@ def prepare_multiprocess_metrics(port: int) -> Path:
     """Prometheus multiprocess mode for the workers about to start: PROMETHEUS_MULTIPROC_DIR (set, or one under
     home for this port) emptied of an earlier run's files and exported to the workers' environment, so each
     worker's `/metrics` sums every worker."""
-    from shironzi.settings import get_settings
-
     settings = get_settings()
     directory = settings.prometheus_multiproc_dir or settings.home / "prometheus" / f"api-{port}"
     directory.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "architecture.md").read_text()
-TOP = ("shironzi", "ingestion", "transformations", "feature_store", "models", "serving", "apps", "orchestration")
+TOP = ("shironzi", "ingestion", "transformations", "feature_store", "models", "serving", "apps", "orchestration",
+       "monitoring")
 
 
 def test_every_package_is_named() -> None:

@@ -15,13 +15,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("shironzi", "ingestion", "transformations", "feature_store", "models", "serving", "apps", "orchestration",
-            "dbt_project")
+            "dbt_project", "monitoring")
 # Packages whose modules import the project at the top of the file (heavy third-party libraries stay lazy), and
 # the modules that must not: a CLI plugin loads at every `shironzi` start.
 TOP_LEVEL_IMPORTS = ("models", "serving", "feature_store", "apps", "ingestion", "shironzi")
 LAZY_BY_DESIGN = (
     # CLI plugin modules: every `shironzi` start loads them.
-    "models.cli", "serving.cli", "feature_store.cli", "apps.cli", "ingestion.synthetic.cli",
+    "models.cli", "serving.cli", "feature_store.cli", "apps.cli", "ingestion.synthetic.cli", "monitoring.cli",
     # Its whole job is to import the dashboards' stack (streamlit, polars, delta-rs) before Streamlit starts.
     "apps.warm_start",
 )

@@ -6,13 +6,14 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from apps.auth import registry, require_page, select_tenant
+from apps.auth import require_page, select_tenant
 from apps.components import empty_state
 from monitoring.status import platform_health
+from shironzi.settings import get_settings
 
 require_page("platform_health", audience="operator")
 st.title("Platform health")
-health = platform_health(registry().settings)
+health = platform_health(get_settings())
 now = health.generated_at
 
 
