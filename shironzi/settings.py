@@ -209,7 +209,7 @@ class Settings(BaseSettings):
     )
     prometheus_multiproc_dir: Path | None = Field(
         None,
-        validation_alias="PROMETHEUS_MULTIPROC_DIR",  # prometheus_client reads this very variable at import
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR"),  # prometheus_client reads this one at import
         description="prometheus_client multiprocess mode: the directory every API worker writes its metrics to, so "
         "/metrics covers all workers. `serve api --workers N` sets one under home when unset.",
     )
