@@ -112,12 +112,12 @@ class _Guarded(AbstractContextManager[Any]):
     def __enter__(self) -> Any:
         return self.inner.__enter__()
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: Any) -> None:
         try:
             self.inner.__exit__(*exc)
-        except Exception:  # noqa: BLE001 - see the class docstring
-            logging.getLogger("shironzi.observability").warning("stage observer failed", exc_info=True)
-        return False
+        except Exception as raised:  # noqa: BLE001 - see the class docstring
+            if raised is not exc[1]:  # the stage's own error, handed back, is not the observer's
+                logging.getLogger("shironzi.observability").warning("stage observer failed", exc_info=True)
 
 
 def _observe(summary: StageSummary, stack: ExitStack) -> None:
