@@ -15,6 +15,7 @@ monitor process, or to a Pushgateway, after each stage when one is configured.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -176,8 +177,9 @@ _push_warned: set[str] = set()
 
 def push_metrics(*, settings: Settings | None = None, metrics: PipelineMetrics | None = None) -> bool:
     """Push this process's pipeline metrics (Pushgateway protocol, which the monitor process speaks too).
-    Grouped by host: the last push of each host wins, as Pushgateway semantics have it. A target that does
-    not answer is logged once and never fails the stage."""
+    Grouped by host and process, so concurrent processes never overwrite each other's counters (the monitor
+    forgets a group idle for a week; a Pushgateway keeps groups until deleted). A target that does not answer
+    is logged once and never fails the stage."""
     from prometheus_client import pushadd_to_gateway
 
     settings = settings or get_settings()
@@ -185,7 +187,8 @@ def push_metrics(*, settings: Settings | None = None, metrics: PipelineMetrics |
     if not target:
         return False
     try:
-        pushadd_to_gateway(target, job=PUSH_JOB, grouping_key={"instance": socket.gethostname()},
+        pushadd_to_gateway(target, job=PUSH_JOB, grouping_key={"instance": socket.gethostname(),
+                                                                "pid": str(os.getpid())},
                            registry=(metrics or PIPELINE_METRICS).registry, timeout=PUSH_TIMEOUT_S)
     except OSError as exc:
         if target not in _push_warned:

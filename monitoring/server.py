@@ -37,6 +37,7 @@ log = logging.getLogger("shironzi.monitoring.server")
 
 SMALL_FILE_BYTES = 16 * 1024 * 1024  # a data file under this is "small": compaction (optimize) would merge it
 MAX_PUSH_BYTES = 16 * 1024 * 1024
+GROUP_TTL_SECONDS = 7 * 24 * 3600  # a pushed group (one process's figures) idle this long is forgotten
 
 GroupKey = tuple[tuple[str, str], ...]
 
@@ -89,11 +90,15 @@ class PushedMetrics:
         """Each metric name once, its samples from every group carrying the group's labels."""
         merged: dict[str, Metric] = {}
         with self.lock:
+            stale = [g for g, when in self.pushed_at.items() if time.time() - when > GROUP_TTL_SECONDS]
+            for group in stale:
+                self.groups.pop(group, None)
+                self.pushed_at.pop(group, None)
             snapshot = [(dict(g), dict(f), self.pushed_at[g]) for g, f in self.groups.items()]
         pushed = GaugeMetricFamily("shironzi_monitor_push_timestamp_seconds", "When a group was last pushed.",
-                                   labels=["job", "instance"])
+                                   labels=["job", "instance", "pid"])
         for labels, families, when in snapshot:
-            pushed.add_metric([labels.get("job", ""), labels.get("instance", "")], when)
+            pushed.add_metric([labels.get("job", ""), labels.get("instance", ""), labels.get("pid", "")], when)
             for name, family in families.items():
                 out = merged.setdefault(name, Metric(name, family.documentation, family.type, family.unit))
                 out.samples.extend(

@@ -3,7 +3,12 @@ labels that never name a tenant, and pushes them to the monitor process when one
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.metrics import PIPELINE_METRICS, PipelineMetrics, metric_names, push_metrics
 from shironzi.observability import StageSummary, stage, stage_observers
@@ -89,7 +94,18 @@ def test_a_stage_pushes_to_the_monitor_process_when_one_is_configured(
         text = _monitor_text(url)
         assert sample(text, "shironzi_scoring_rows_total", model="shironzi-churn", job="shironzi-pipelines") == \
             _value("shironzi_scoring_rows_total", model="shironzi-churn")
-        assert sample(text, "shironzi_stage_runs_total", stage="models:score_churn", outcome="succeeded") >= 1  # type: ignore[operator]
+        assert sample(text, "shironzi_stage_runs_total", stage="models:score_churn", outcome="succeeded",
+                      pid=str(os.getpid())) >= 1  # type: ignore[operator]
+        # another process on this host pushes its own group: neither overwrites the other
+        subprocess.run([sys.executable, "-c", "from shironzi.observability import stage\n"
+                        "with stage('models:score_churn') as s:\n    s.rows = 5\n"],
+                       env={**os.environ, "SHIRONZI_MONITOR_URL": url}, check=True, timeout=120)
+        text = _monitor_text(url)
+        assert sample(text, "shironzi_scoring_rows_total", pid=str(os.getpid())) == \
+            _value("shironzi_scoring_rows_total", model="shironzi-churn")
+        pids = {s.labels["pid"] for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "shironzi_scoring_rows_total"}
+        assert len(pids) == 2
     # the monitor is gone: the push fails quietly, the stage does not
     assert push_metrics() is False
     with stage("models:score_churn") as summary:

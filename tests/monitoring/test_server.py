@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, pushadd_to_gateway
 
+from monitoring.server import GROUP_TTL_SECONDS
 from shironzi.lake import append, table_version
 from shironzi.lake.paths import table_uri
 from shironzi.settings import Settings
@@ -38,6 +39,10 @@ def test_pushes_follow_pushgateway_semantics(settings: Settings) -> None:
         request = urllib.request.Request(url + "/metrics/job/batch/instance@base64/aG9zdC1hLzE", method="DELETE")
         assert urllib.request.urlopen(request, timeout=5).status == 202
         assert sample(get(url + "/metrics")[1], "job_last") is None
+        assert monitor.health()["pushed_groups"] == 0
+        push_to_gateway(url, job="batch", grouping_key={"instance": "old"}, registry=second)
+        monitor.pushed.pushed_at[(("job", "batch"), ("instance", "old"))] -= GROUP_TTL_SECONDS + 1
+        assert sample(get(url + "/metrics")[1], "job_last") is None  # a week idle: forgotten
         assert monitor.health()["pushed_groups"] == 0
 
 
