@@ -31,7 +31,7 @@ log = logging.getLogger("shironzi.monitoring")
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PUSH_JOB = "shironzi-pipelines"
-PUSH_TIMEOUT_S = 2.0
+PUSH_TIMEOUT_S = 5.0  # a loaded monitor may take seconds; an absent one refuses at once
 
 # stage name -> the source label of its batch metrics (batch stages name their source in `source`)
 BATCH_STAGES = ("ingest_files", "ingest_sql", "ingest_import", "ingest_batch")
