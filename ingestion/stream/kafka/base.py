@@ -102,6 +102,13 @@ class RecordBatch:
         """The trace context of the earliest traced record: its trace continues through the landing."""
         return next((t for t in self.traceparents if t), None)
 
+    def ndjson(self) -> bytes:
+        """The values joined by newlines (for pyarrow.json / polars), refusing tombstones."""
+        try:
+            return b"\n".join(self.values)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise InvalidInputError(f"batch from {self.topic!r} holds tombstones (null values)") from exc
+
 
 def traceparent_of(headers: Any) -> bytes | None:
     """The `traceparent` value among a record's headers (a list of (name, value) pairs, or None)."""
@@ -109,13 +116,6 @@ def traceparent_of(headers: Any) -> bytes | None:
         if name == TRACEPARENT:
             return bytes(value) if value is not None else None
     return None
-
-    def ndjson(self) -> bytes:
-        """The values joined by newlines (for pyarrow.json / polars), refusing tombstones."""
-        try:
-            return b"\n".join(self.values)  # type: ignore[arg-type]
-        except TypeError as exc:
-            raise InvalidInputError(f"batch from {self.topic!r} holds tombstones (null values)") from exc
 
 
 # ------------------------------------------------------------------------------------------ protocol
