@@ -206,6 +206,11 @@ def active_tenant(viewer: Viewer) -> Tenant | None:
     return registry().get_tenant(chosen) if chosen else None
 
 
+def select_tenant(tenant_id: str) -> None:
+    """Put a tenant in the operator's scope (what the sidebar picker does), e.g. before opening its page."""
+    st.session_state[_TENANT] = tenant_id
+
+
 def tenant_picker(viewer: Viewer) -> None:
     """Sidebar: who is signed in, the operator's tenant picker and sign-out."""
     with st.sidebar:

@@ -34,7 +34,7 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("Overview", "overview", "overview"), ("Retention", "retention", "retention"),
     ("Churn risk", "churn_risk", "churn risk"), ("Data health", "data_health", "data health"),
     ("Tenants", "tenants", "Tenants"), ("Pipelines", "pipelines", "Pipelines"), ("Models", "models", "Models"),
-    ("Compliance", "compliance", "Compliance"),
+    ("Platform health", "platform_health", "Platform health"), ("Compliance", "compliance", "Compliance"),
 )
 COLD_TARGET_S, WARM_TARGET_S = 5.0, 2.0
 

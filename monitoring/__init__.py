@@ -1,1 +1,2 @@
-"""Platform monitoring: per-tenant data monitors, anomaly detection and model drift."""
+"""Platform monitoring: per-tenant data monitors, anomaly detection, model drift, pipeline metrics and traces,
+the monitor process and the platform-health views."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 import shironzi.lake.delta  # noqa: F401 - loaded before gc.freeze() (see _settle_heap), not mid-traffic
 from serving.api.routes import (
@@ -46,7 +46,7 @@ def create_app(
     served process, one app per worker) moves everything startup allocated out of the cyclic GC's reach."""
 
     settings = settings or get_settings()
-    metrics = ApiMetrics()
+    metrics = ApiMetrics(settings.prometheus_multiproc_dir)
     tracer = make_tracer(settings, span_exporter)
     services = ApiServices(settings, metrics=metrics, tracer=tracer, registry=get_registry(settings))
 
@@ -90,7 +90,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

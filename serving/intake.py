@@ -3,8 +3,8 @@
 Each event is checked against the caller's industry contract by the kernel's intake seam
 (`shironzi.intake.event_intake()`, the same check the batch and stream paths run);
 accepted events are produced to the events topic keyed by tenant (so a tenant's events share a partition)
-with an `idempotency-key` header of `tenant_id:event_id`, and the call returns only after the broker
-acknowledged them. Rejected events are never produced.
+with an `idempotency-key` header of `tenant_id:event_id` (and the call's W3C `traceparent`), and the call
+returns only after the broker acknowledged them. Rejected events are never produced.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from serving.services import ApiServices, TenantFacts
 from shironzi.errors import ServiceUnavailableError
 from shironzi.intake import event_intake
-from shironzi.observability import stage
+from shironzi.observability import stage, trace_headers
 
 TENANT_MISMATCH = "tenant_mismatch"
 DUPLICATE_IN_REQUEST = "duplicate_in_request"
@@ -121,9 +121,11 @@ def _produce(services: ApiServices, tenant: TenantFacts, payloads: list[bytes], 
     with stage("api_event_intake", tenant_id=tenant.id, topic=topic) as summary:
         sink = services.sink()
         key = tenant.id.encode()
+        traced = trace_headers()  # W3C traceparent: the stream ingestor's bronze commit joins this call's trace
         for payload in payloads:
             event_id = json.loads(payload).get("event_id", "")
-            sink.produce(topic, key, payload, headers={"idempotency-key": f"{tenant.id}:{event_id}".encode()})
+            sink.produce(topic, key, payload,
+                         headers={"idempotency-key": f"{tenant.id}:{event_id}".encode(), **traced})
         delivered = sink.flush(10.0)
         summary.rows = delivered
     return delivered

@@ -24,9 +24,12 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from shironzi.settings import get_settings
 
 logger = logging.getLogger("shironzi.serving.server")
 
@@ -78,10 +81,26 @@ def run_api(*, host: str, port: int, workers: int, log_level: str, app: str = AP
     import uvicorn
 
     options = uvicorn_options(host, port, log_level)
+    if workers > 1:
+        prepare_multiprocess_metrics(port)
     if workers <= 1 or not reuse_port_supported():
         uvicorn.run(app, workers=workers, **options)
         return
     _supervise(app, options, workers)
+
+
+def prepare_multiprocess_metrics(port: int) -> Path:
+    """Prometheus multiprocess mode for the workers about to start: PROMETHEUS_MULTIPROC_DIR (set, or one under
+    home for this port) emptied of an earlier run's files and exported to the workers' environment, so each
+    worker's `/metrics` sums every worker."""
+    settings = get_settings()
+    directory = settings.prometheus_multiproc_dir or settings.home / "prometheus" / f"api-{port}"
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # read by prometheus_client in each spawned worker
+    get_settings.cache_clear()
+    return directory
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:

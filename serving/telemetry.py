@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 
 from shironzi.errors import PayloadTooLargeError
@@ -35,9 +36,13 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class ApiMetrics:
-    """The API's Prometheus metrics in their own registry."""
+    """The API's Prometheus metrics in their own registry.
 
-    def __init__(self) -> None:
+    With `multiproc_dir` (PROMETHEUS_MULTIPROC_DIR, which `serve api --workers N` sets) every worker writes its
+    values to files there, and `/metrics` answers with the sum over all workers, whichever worker serves it."""
+
+    def __init__(self, multiproc_dir: Path | None = None) -> None:
+        self.multiproc_dir = multiproc_dir
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "shironzi_api_requests_total",
@@ -75,6 +80,7 @@ class ApiMetrics:
             "Version of the model this worker serves (0 when none is loaded).",
             ["model"],
             registry=self.registry,
+            multiprocess_mode="max",
         )
         self.events = Counter(
             "shironzi_api_events_total",
@@ -82,6 +88,16 @@ class ApiMetrics:
             ["outcome"],
             registry=self.registry,
         )
+
+    def exposition(self) -> bytes:
+        """The `/metrics` body: this worker's registry, or every worker's in multiprocess mode."""
+        if self.multiproc_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self.multiproc_dir))
+        return generate_latest(merged)
 
     def set_model_version(self, model: str, version: str | None) -> None:
         try:

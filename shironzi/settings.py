@@ -242,7 +242,24 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = Field(
         None,
         validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "SHIRONZI_OTEL_EXPORTER_OTLP_ENDPOINT"),
-        description="OpenTelemetry OTLP/HTTP endpoint for API traces. Default: none (tracing off).",
+        description="OpenTelemetry OTLP/HTTP endpoint for API and pipeline traces. Default: none (tracing off).",
+    )
+    monitor_url: str | None = Field(
+        None,
+        description="Monitoring: the `shironzi monitor serve` process (http://host:port) that batch stages push "
+        "their metrics to and `monitor status` reads. Default: none (no push).",
+    )
+    pushgateway_url: str | None = Field(
+        None, description="Monitoring: a Prometheus Pushgateway that batch stages push to instead of the monitor."
+    )
+    monitor_lake_scan_seconds: float = Field(
+        300.0, gt=0, description="Monitoring: how often the monitor process re-reads table versions and file counts."
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR"),  # prometheus_client reads this one at import
+        description="prometheus_client multiprocess mode: the directory every API worker writes its metrics to, so "
+        "/metrics covers all workers. `serve api --workers N` sets one under home when unset.",
     )
 
     @field_validator("home")

@@ -348,6 +348,17 @@ def _summarise(result: Any) -> tuple[list[str], int, int, list[str]]:
     return models, passed, failed, failures
 
 
+def _model_stats(result: Any) -> dict[str, dict[str, Any]]:
+    """Per built model, its build seconds and the rows the adapter reported (None when it reports none)."""
+    stats: dict[str, dict[str, Any]] = {}
+    for item in getattr(result, "results", None) or []:
+        if str(item.node.resource_type) == "model" and str(item.status) == "success":
+            rows = (getattr(item, "adapter_response", None) or {}).get("rows_affected")
+            stats[item.node.name] = {"seconds": round(float(item.execution_time or 0.0), 3),
+                                     "rows": rows if isinstance(rows, int) and rows >= 0 else None}
+    return stats
+
+
 def _gold_models(work: Path) -> list[str]:
     manifest = work / "target" / "manifest.json"
     if not manifest.exists():
@@ -484,7 +495,8 @@ def run_dbt_build(
         summary.table_version = result.gold_versions
         summary.extra.update(
             tests_passed=passed, tests_failed=failed, success=success, full_refresh=full_refresh, target=dbt_target,
-            tenants_added=len(changes.added), tenants_removed=len(changes.removed),
+            tenants_added=len(changes.added), tenants_removed=len(changes.removed), tenants=len(enabled),
+            model_stats=_model_stats(outcome.result),
         )
     if raise_on_failure and not success:
         raise TransformationError(failure_message(result), region=region, failures=failures, **scope)

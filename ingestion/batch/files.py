@@ -343,6 +343,7 @@ def land_files(
             quarantined=result.totals.quarantined,
             duplicates=result.totals.duplicates,
             files=len(result.files_landed),
+            quarantined_by_reason=result.totals.quarantined_by_reason,
         )
         result.seconds = summary.seconds = max(0.0, (datetime.now(UTC) - started_at).total_seconds())
     result.positions = {"files": result.files_landed, "skipped": len(result.files_skipped)}

@@ -54,7 +54,7 @@ from ingestion.stream.kafka import ClientName, RecordBatch, consumer_lag, make_s
 from shironzi.errors import InvalidInputError, LakeError, ServiceUnavailableError
 from shironzi.health import HealthServer, start_health_server
 from shironzi.lake import txn_version
-from shironzi.observability import stage
+from shironzi.observability import stage, traced_context
 from shironzi.settings import Settings, get_settings
 
 log = logging.getLogger("shironzi.ingestion.stream")
@@ -318,7 +318,10 @@ class StreamIngestor:
                 positions={"topic": opts.topic, "offsets": positions},
             )
 
-        with stage("ingest_stream_flush", topic=opts.topic, worker=self.worker_name) as summary:
+        with (  # the flush joins the trace of its earliest traced record (POST /v1/events -> bronze commit)
+            traced_context(batch.first_traceparent()),
+            stage("ingest_stream_flush", topic=opts.topic, worker=self.worker_name) as summary,
+        ):
             counts = self.lander.land(
                 landing,
                 ledger=Ledger(run_log_uri(self.settings), ledger_rows),
@@ -331,6 +334,7 @@ class StreamIngestor:
                 quarantined=counts.quarantined,
                 duplicates=counts.duplicates,
                 recovered=counts.recovered,
+                quarantined_by_reason=counts.quarantined_by_reason,
             )
         return counts
 

@@ -229,5 +229,15 @@ def supervise_ingestors(
                 status.lag = stream_lag(spec, settings=settings)
             report.ingestors.append(status)
         summary.rows = len(report.ingestors)
-        summary.extra.update(restarted=len(report.restarted), lagging=len(report.lagging))
+        summary.extra.update(restarted=len(report.restarted), lagging=len(report.lagging),
+                             lag=_lag_by_topic(report.ingestors))
     return report
+
+
+def _lag_by_topic(ingestors: list[IngestorStatus]) -> dict[str, dict[int, int]]:
+    """Lag per topic and partition (what the monitoring metrics export); unknown lags are left out."""
+    out: dict[str, dict[int, int]] = {}
+    for status in ingestors:
+        if status.lag is not None:
+            out.setdefault(status.spec.topic, {}).update(status.lag)
+    return out

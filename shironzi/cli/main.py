@@ -55,7 +55,8 @@ def _register_kernel_groups() -> None:
 
 _SHARED_GROUP_HELP = {
     "serve": "Run a server: the platform API (`serve api`) or the dashboards (`serve dashboard`).",
-    "monitor": "Monitoring: per-tenant data monitors and anomalies (`monitor tenants`).",
+    "monitor": "Platform monitoring: the metrics process (`monitor serve`), the health report (`monitor status`) "
+               "and the per-tenant data monitors and anomalies (`monitor tenants`).",
 }
 
 

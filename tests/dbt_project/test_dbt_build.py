@@ -232,3 +232,13 @@ def test_docs_generate_and_every_model_and_column_is_described(
     exposures = {e["name"]: e for e in manifest["exposures"].values()}
     assert {"tenant_analytics_dashboard", "churn_prediction_api"} <= set(exposures)
     assert exposures["tenant_analytics_dashboard"]["type"] == "dashboard"
+
+
+def test_the_build_books_each_models_duration_in_the_pipeline_metrics(build: DbtBuildResult) -> None:
+    """The dbt_build stage summary carries per-model figures, which the monitoring observer exports."""
+    from monitoring.metrics import PIPELINE_METRICS
+
+    get = PIPELINE_METRICS.registry.get_sample_value
+    for model in GOLD + SILVER:
+        assert (get("shironzi_dbt_model_duration_seconds_count", {"model": model}) or 0) >= 1, model
+    assert (get("shironzi_stage_runs_total", {"stage": "dbt_build", "outcome": "succeeded"}) or 0) >= 1

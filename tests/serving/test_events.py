@@ -118,3 +118,43 @@ def test_rejected_requests_produce_nothing(events_client: Any, broker_world: Api
     assert read_only.status_code == 403 and read_only.json()["error"]["code"] == "scope_denied"
 
     assert len(_consume_all(broker_bootstrap, topic)) == before
+
+
+def test_one_trace_runs_from_the_api_call_to_the_bronze_commit(broker_world: ApiWorld, broker_bootstrap: str) -> None:
+    """The API span's W3C context rides in the Kafka headers; the stream ingestor's flush (validate, bronze
+    commit, run log) continues that trace."""
+    from fastapi.testclient import TestClient
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from ingestion.stream.ingestor import StreamOptions, ingest_stream
+    from monitoring.tracing import configure_tracing
+    from serving.app import create_app
+    from shironzi.settings import Settings
+
+    settings = broker_world.settings.model_copy(update={"api_events_topic": "traced-events"})
+    exporter = InMemorySpanExporter()
+    configure_tracing(exporter=exporter)
+    try:
+        with TestClient(create_app(settings, load_model=False, span_exporter=exporter)) as client:
+            response = client.post("/v1/events", json={"events": [_event("traced-1"), _event("traced-2")]},
+                                   headers=broker_world.auth("own"))
+        assert response.status_code == 202 and response.json()["accepted"] == 2, response.text
+        message = _consume_all(broker_bootstrap, "traced-events")[0]
+        assert dict(message.headers())["traceparent"].startswith(b"00-")
+        result = ingest_stream(StreamOptions(topic="traced-events", bootstrap=broker_bootstrap, until_caught_up=True),
+                               settings=settings)
+        assert result.totals.landed == 2
+    finally:
+        configure_tracing(exporter=None, settings=Settings(otel_exporter_otlp_endpoint=None))
+    spans = exporter.get_finished_spans()
+    (api,) = [s for s in spans if s.name == "POST /v1/events" and s.instrumentation_scope.name == "shironzi.serving"]
+    (flush,) = [s for s in spans if s.name == "ingest_stream_flush"]
+    assert flush.context.trace_id == api.context.trace_id
+    assert flush.attributes["shironzi.rows"] == 2 and "shironzi.table_version" in flush.attributes
+    by_id = {s.context.span_id: s for s in spans}
+    ancestors, span = [], flush
+    while span.parent is not None and span.parent.span_id in by_id:
+        span = by_id[span.parent.span_id]
+        ancestors.append(span)
+    names = [a.name for a in ancestors]  # flush <- api_event_intake <- ... <- the API's request span
+    assert api in ancestors and names.index("api_event_intake") < ancestors.index(api), names

@@ -1,5 +1,6 @@
 """`shironzi serve api --workers 2`: each worker listens on its own SO_REUSEPORT socket, so keep-alive
-connections from one client spread over the workers, and SIGTERM stops the supervisor and every worker."""
+connections from one client spread over the workers, `/metrics` sums every worker (Prometheus multiprocess mode),
+and SIGTERM stops the supervisor and every worker."""
 
 from __future__ import annotations
 
@@ -36,6 +37,14 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _healthz_count(exposition: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for f in text_string_to_metric_families(exposition) for s in f.samples
+               if s.name == "shironzi_api_requests_total" and s.labels.get("route") == "/healthz"
+               and s.labels.get("status") == "200")
+
+
 def test_two_workers_share_keep_alive_connections_and_stop_on_sigterm(home: Path) -> None:
     import psutil
 
@@ -66,6 +75,14 @@ def test_two_workers_share_keep_alive_connections_and_stop_on_sigterm(home: Path
         owners = {pid for pid in listening for c in psutil.Process(pid).net_connections()
                   if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port in local_ports}
         assert owners == listening, "every worker should hold some of the 16 keep-alive connections"
+        # Prometheus multiprocess mode: whichever worker answers /metrics counts every worker's requests (the 16
+        # above and the one successful start-up probe).
+        counts = set()
+        for conn in connections:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            counts.add(_healthz_count(response.read().decode()))
+        assert counts == {17.0}, f"/metrics differs between workers: {counts}"
         for conn in connections:
             conn.close()
 

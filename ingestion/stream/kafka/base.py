@@ -11,7 +11,7 @@ import logging
 import socket
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from ingestion.stream.broker import START_HINT, topic_partitions
@@ -21,6 +21,7 @@ from shironzi.errors import (
     InvalidStateError,
     ServiceUnavailableError,
 )
+from shironzi.observability import TRACEPARENT
 
 log = logging.getLogger("shironzi.ingestion.kafka")
 
@@ -63,6 +64,8 @@ class RecordBatch:
     keys: list[bytes | None]
     values: list[bytes | None]
     timestamps: list[int]
+    # row i's W3C `traceparent` header (None: none); empty when the client read no headers
+    traceparents: list[bytes | None] = field(default_factory=list)
 
     @classmethod
     def empty(cls, topic: str) -> RecordBatch:
@@ -92,7 +95,12 @@ class RecordBatch:
             return self
         return RecordBatch(self.topic, [self.partitions[i] for i in keep], [self.offsets[i] for i in keep],
                            [self.keys[i] for i in keep], [self.values[i] for i in keep],
-                           [self.timestamps[i] for i in keep])
+                           [self.timestamps[i] for i in keep],
+                           [self.traceparents[i] for i in keep] if self.traceparents else [])
+
+    def first_traceparent(self) -> bytes | None:
+        """The trace context of the earliest traced record: its trace continues through the landing."""
+        return next((t for t in self.traceparents if t), None)
 
     def ndjson(self) -> bytes:
         """The values joined by newlines (for pyarrow.json / polars), refusing tombstones."""
@@ -100,6 +108,14 @@ class RecordBatch:
             return b"\n".join(self.values)  # type: ignore[arg-type]
         except TypeError as exc:
             raise InvalidInputError(f"batch from {self.topic!r} holds tombstones (null values)") from exc
+
+
+def traceparent_of(headers: Any) -> bytes | None:
+    """The `traceparent` value among a record's headers (a list of (name, value) pairs, or None)."""
+    for name, value in headers or ():
+        if name == TRACEPARENT:
+            return bytes(value) if value is not None else None
+    return None
 
 
 # ------------------------------------------------------------------------------------------ protocol

@@ -21,6 +21,7 @@ from ingestion.stream.kafka.base import (
     RecordBatch,
     SinkBase,
     SourceBase,
+    traceparent_of,
 )
 from shironzi.errors import (
     InvalidStateError,
@@ -201,6 +202,7 @@ class ConfluentSource(SourceBase):
             [m.key() for m in messages],
             [m.value() for m in messages],
             [m.timestamp()[1] for m in messages],
+            [traceparent_of(m.headers()) for m in messages],
         )
         return batch.settled(set(self._assigned()), self._starts) if self._rebalanced else batch
 

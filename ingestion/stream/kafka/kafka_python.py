@@ -19,6 +19,7 @@ from ingestion.stream.kafka.base import (
     RecordBatch,
     SinkBase,
     SourceBase,
+    traceparent_of,
 )
 from shironzi.errors import (
     ConfigurationError,
@@ -189,6 +190,7 @@ class KafkaPythonSource(SourceBase):
                 batch.keys.extend([r.key for r in records])
                 batch.values.extend([r.value for r in records])
                 batch.timestamps.extend([r.timestamp for r in records])
+                batch.traceparents.extend([traceparent_of(r.headers) for r in records])
             if left_ms == 0:
                 break
         if not self._rebalanced:

@@ -291,3 +291,27 @@ def test_record_batch_columns() -> None:
     assert RecordBatch.empty("t").next_offsets() == {}
     with pytest.raises(InvalidInputError, match="tombstones"):
         RecordBatch("t", [0], [0], [b"k"], [None], [0]).ndjson()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("client", CLIENTS)
+def test_each_record_keeps_its_traceparent_header(broker_bootstrap: str, client: ClientName) -> None:
+    """The trace context the API puts in the headers reaches the polled batch, row by row, with either client."""
+    topic = f"traced-{client}"
+    ensure_topic(broker_bootstrap, topic, partitions=1)
+    parent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with make_sink(client, broker_bootstrap) as sink:
+        sink.produce(topic, b"k", b"{}", headers={"idempotency-key": b"t:1"})
+        sink.produce(topic, b"k", b"{}", headers={"idempotency-key": b"t:2", "traceparent": parent})
+        assert sink.flush() == 2
+    with make_source(client, broker_bootstrap) as source:
+        source.assign(topic)
+        batch = source.poll_batch(max_records=10, timeout_s=5)
+        while len(batch) < 2:
+            more = source.poll_batch(max_records=10, timeout_s=5)
+            assert len(more), "the two records did not come back"
+            batch = RecordBatch(batch.topic, batch.partitions + more.partitions, batch.offsets + more.offsets,
+                                batch.keys + more.keys, batch.values + more.values,
+                                batch.timestamps + more.timestamps, batch.traceparents + more.traceparents)
+    assert batch.traceparents == [None, parent]
+    assert batch.first_traceparent() == parent
