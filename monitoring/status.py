@@ -4,7 +4,7 @@ alerts, and the tenants with anomalies today.
 Stage figures come from the monitor process's `/metrics` (what every stage pushed there); without one, the
 lake figures are read from the lake directly and the stages say why they are missing. Alerts come from the
 `_platform/alerts` table (written by the alerting rules) and anomalies from `_platform/monitoring/anomalies`
-(written by the anomaly detector, columns tenant_id, day, kind, score); a table that does not exist yet is
+(written by the anomaly detector, `monitoring.detector`: tenant_id, event_date, kind, score); a table that does not exist yet is
 shown as none.
 """
 
@@ -122,7 +122,7 @@ def open_alerts(settings: Settings) -> pl.DataFrame:
         frame = frame.filter(pl.col("status").cast(pl.String).str.to_lowercase().is_in(OPEN_STATES))
     elif "resolved_at" in frame.columns:
         frame = frame.filter(pl.col("resolved_at").is_null())
-    for column in ("fired_at", "created_at", "starts_at", "at"):
+    for column in ("started_at", "fired_at", "created_at", "starts_at", "at"):
         if column in frame.columns:
             frame = frame.sort(column, descending=True, nulls_last=True)
             break
@@ -134,7 +134,7 @@ def anomalies_on(settings: Settings, day: dt.date) -> pl.DataFrame:
     frame = _read_platform_table(settings, ANOMALIES_TABLE)
     if frame.is_empty():
         return frame
-    frame = frame.filter(pl.col("day").cast(pl.Date) == day)
+    frame = frame.filter(pl.col("event_date").cast(pl.Date) == day)
     if frame.is_empty():
         return pl.DataFrame()
     return (

@@ -68,13 +68,16 @@ def write_platform_health_tables(settings: Settings, *, today: Any, tenants: tup
 
     lake = settings.resolved_lake_uri
     fired = dt.datetime.now(dt.UTC)
-    append(platform_uri(lake, "alerts"), pa.table({
+    append(platform_uri(lake, "alerts"), pa.table({  # the columns of shironzi.alerts.engine's table
         "fingerprint": ["fp-open", "fp-done"], "rule": ["ingest_lag_high", "dbt_test_failures"],
-        "severity": ["critical", "warning"], "status": ["firing", "resolved"], "fired_at": [fired, fired],
+        "severity": ["critical", "warning"], "tenant_id": [None, None], "status": ["firing", "resolved"],
+        "started_at": [fired, fired], "summary": ["lag", "tests"],
     }))
-    append(platform_uri(lake, "monitoring", "anomalies"), pa.table({
+    append(platform_uri(lake, "monitoring", "anomalies"), pa.table({  # the columns of monitoring.detector's table
         "tenant_id": [tenants[0], tenants[0], tenants[1]],
-        "day": [today, today, today - dt.timedelta(days=1)],
-        "kind": ["volume_drop", "silent_source", "volume_spike"],
+        "event_date": [today, today, today - dt.timedelta(days=1)],
+        "kind": ["volume_drop", "silent", "volume_spike"],
         "score": [7.5, 9.25, 12.0],
+        "expected": [100.0, 100.0, 50.0], "observed": [40.0, 0.0, 300.0],
+        "detected_at": [fired, fired, fired],
     }))

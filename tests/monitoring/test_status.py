@@ -53,7 +53,7 @@ def test_status_shows_stages_open_alerts_and_todays_anomalous_tenants(
     assert "status_failing_stage" in health.failed_stages
     assert health.alerts["fingerprint"].to_list() == ["fp-open"]
     assert health.anomalies.to_dicts() == [
-        {"tenant_id": "t_anomalous", "kinds": "silent_source, volume_drop", "score": 9.25, "anomalies": 2}]
+        {"tenant_id": "t_anomalous", "kinds": "silent, volume_drop", "score": 9.25, "anomalies": 2}]
     assert {"alerts", "anomalies"} <= set(health.lake["table"].to_list())
     assert result.returncode == 1, result.stderr
     out = result.stdout

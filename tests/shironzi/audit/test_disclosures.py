@@ -25,12 +25,13 @@ from tests.serving._fixtures import (
     isolated_home,
 )
 
+Accessed = tuple[ApiWorld, Any, HealthTenant]
 APP = str(Path(__file__).resolve().parents[3] / "apps" / "app.py")
 OFFICER = TenantContext.admin(actor="test:privacy-officer", purpose="accounting_of_disclosures")
 
 
 @pytest.fixture(scope="module")
-def accessed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiWorld, Any, HealthTenant]]:
+def accessed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Accessed]:
     """Tenant A's shared customer read through every door; A's other customer and B's customer with the
     same id read through the API only."""
     from fastapi.testclient import TestClient
@@ -67,7 +68,7 @@ def accessed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiWorl
         forget_tenant_keys()
 
 
-def test_a_subjects_disclosures_list_every_door_and_nothing_else(accessed: tuple[ApiWorld, Any, HealthTenant]) -> None:
+def test_a_subjects_disclosures_list_every_door_and_nothing_else(accessed: Accessed) -> None:
     world, _, _ = accessed
     report = disclosures(OFFICER, world.tenant_a, SHARED_CUSTOMER)
     assert report["subject"].startswith("tok_")
@@ -94,7 +95,7 @@ def test_a_subjects_disclosures_list_every_door_and_nothing_else(accessed: tuple
     assert b_report["subject"] != report["subject"]
 
 
-def test_subjects_are_stored_pseudonymised_and_chained(accessed: tuple[ApiWorld, Any, HealthTenant]) -> None:
+def test_subjects_are_stored_pseudonymised_and_chained(accessed: Accessed) -> None:
     events = read_audit_events()
     stored = [s for subjects in events.column("subjects").to_pylist() if subjects for s in subjects]
     assert stored and all(s.startswith("tok_") for s in stored)
@@ -102,7 +103,7 @@ def test_subjects_are_stored_pseudonymised_and_chained(accessed: tuple[ApiWorld,
     assert verify_chains().ok
 
 
-def test_an_unknown_subject_is_an_empty_answer_and_the_query_is_audited(accessed: tuple[ApiWorld, Any, HealthTenant]) -> None:
+def test_an_unknown_subject_is_an_empty_answer_and_the_query_is_audited(accessed: Accessed) -> None:
     world, _, _ = accessed
     report = disclosures(OFFICER, world.tenant_a, "nobody-at-all")
     assert report["count"] == 0 and report["disclosures"] == []
@@ -111,7 +112,7 @@ def test_an_unknown_subject_is_an_empty_answer_and_the_query_is_audited(accessed
     assert {"subject": report["subject"], "found": 0} in [{k: d[k] for k in ("subject", "found")} for d in details]
 
 
-def test_the_admin_route_answers_and_refuses_bad_input_in_the_error_shape(accessed: tuple[ApiWorld, Any, HealthTenant]) -> None:
+def test_the_admin_route_answers_and_refuses_bad_input_in_the_error_shape(accessed: Accessed) -> None:
     world, client, _ = accessed
     admin = world.auth("admin")
     answer = client.get("/v1/admin/audit/disclosures", headers=admin,
@@ -142,7 +143,7 @@ def test_the_cli_prints_the_accounting(accessed: tuple[ApiWorld, Any], capsys: p
 
 
 def test_a_patients_disclosures_are_found_by_the_clear_id_and_never_name_it(
-    accessed: tuple[ApiWorld, Any, HealthTenant],
+    accessed: Accessed,
 ) -> None:
     """The lake and the access events hold a healthcare patient's id PHI-protected; the privacy officer asks
     with the clear id and gets the API read."""
