@@ -4,8 +4,8 @@ alerts, and the tenants with anomalies today.
 Stage figures come from the monitor process's `/metrics` (what every stage pushed there); without one, the
 lake figures are read from the lake directly and the stages say why they are missing. Alerts come from the
 `_platform/alerts` table (written by the alerting rules) and anomalies from `_platform/monitoring/anomalies`
-(written by the anomaly detector, `monitoring.detector`: tenant_id, event_date, kind, score); a table that does not exist yet is
-shown as none.
+(written by `monitoring.detector`: tenant_id, event_date, kind, score); a table that does not exist yet
+is shown as none.
 """
 
 from __future__ import annotations
