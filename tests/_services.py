@@ -436,6 +436,21 @@ def server_process(command: list[str], *, env: dict[str, str], port: int, log: P
             stop_process_group(process)
 
 
+@contextmanager
+def serving_in_thread(server: Any, *, poll_interval: float = 0.5) -> Iterator[Any]:
+    """Run an http.server-style `server` (serve_forever/shutdown) in a daemon thread for the block."""
+    import threading
+
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
     """Terminate `process`, then kill it if it has not exited within `timeout` seconds."""
     process.terminate()

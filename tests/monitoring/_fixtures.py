@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from shironzi.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests._services import free_port, serving_in_thread
 
 
 @contextmanager
@@ -24,14 +17,8 @@ def running_monitor(settings: Settings) -> Iterator[tuple[str, Any]]:
 
     port = free_port()
     server, monitor = make_server("127.0.0.1", port, settings=settings)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server, poll_interval=0.1):
         yield f"http://127.0.0.1:{port}", monitor
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def get(url: str) -> tuple[int, str]:

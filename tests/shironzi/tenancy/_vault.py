@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from tests._services import serving_in_thread
+
 TOKEN = "s.test-token"
 
 
@@ -34,6 +36,7 @@ class FakeKv:
     mount: str
     secrets: dict[str, list[dict[str, Any] | None]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
+    hidden_once: set[str] = field(default_factory=set)  # paths read as missing once: a racing creator's window
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, method: str, url: str, body: Any, token: str | None) -> tuple[int, Any]:
@@ -47,6 +50,9 @@ class FakeKv:
                 return 404, {"errors": [f"no handler for route {parsed.path!r}"]}
             kind, _, path = parsed.path[len(prefix):].partition("/")
             versions = self.secrets.get(path)
+            if kind == "data" and method == "GET" and path in self.hidden_once:
+                self.hidden_once.discard(path)
+                return 404, {"errors": []}
             if kind == "data" and method == "GET":
                 wanted = parse_qs(parsed.query).get("version")
                 if not versions:
@@ -106,10 +112,5 @@ def vault_server(mount: str = "kv") -> Iterator[tuple[str, FakeKv]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield f"http://127.0.0.1:{server.server_address[1]}", kv
-    finally:
-        server.shutdown()
-        server.server_close()

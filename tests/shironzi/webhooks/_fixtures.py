@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from shironzi.errors import IntegrityCheckError
 from shironzi.webhooks.signing import SIGNATURE_HEADER, verify_signature
+from tests._services import serving_in_thread
 
 
 @dataclass
@@ -56,11 +57,5 @@ def webhook_receiver(*, failures: list[int] | None = None, secret: str | None = 
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
