@@ -13,9 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+from shironzi.audit.disclosures import record_disclosure
 from shironzi.errors import InvalidInputError
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.module_settings import NOTIFICATION_EVENTS, NotificationsSettings
 from shironzi.tenancy.registry import get_registry
 from shironzi.webhooks.delivery import DispatchResult, NewDelivery, send
@@ -55,7 +58,27 @@ def notify_many(events: Sequence[Notification], *, settings: Settings | None = N
                 "data": dict(event.payload)}
         deliveries += [NewDelivery(event.tenant_id, url, event.event_type, body, event.idempotency_key)
                        for url in wanted.webhook_urls]
+        _record_disclosure(event, wanted.webhook_urls)
     return send(deliveries, settings=settings) if deliveries else DispatchResult()
+
+
+def subjects_of(payload: Mapping[str, Any]) -> list[str]:
+    """The data subjects (customer ids) a notification's payload carries, e.g. an `at_risk` event's customers."""
+    customers = payload.get("customers")
+    if not isinstance(customers, list):
+        return []
+    return [str(c["customer_id"]) for c in customers if isinstance(c, Mapping) and c.get("customer_id")]
+
+
+def _record_disclosure(event: Notification, urls: Sequence[str]) -> None:
+    """A notification that carries customers discloses them to the tenant's receivers: one audit event naming
+    the subjects (pseudonymised), for the accounting of disclosures."""
+    subjects = subjects_of(event.payload)
+    if subjects:
+        ctx = TenantContext.admin(actor="webhooks:notify", purpose=f"notification:{event.event_type}")
+        record_disclosure(ctx, "notification_sent", tenant_id=event.tenant_id, subject_ids=subjects,
+                          resource=f"notification:{event.event_type}",
+                          details={"receivers": sorted({urlsplit(u).netloc for u in urls})})
 
 
 def notify_pipeline_failure(pipeline: str, tenant_ids: Sequence[str], *, run_id: str | None = None,

@@ -152,3 +152,18 @@ def test_a_delivery_being_sent_is_held_back_from_the_dispatcher(registry: Regist
         assert dispatch_due(only=ids).delivered == ids
         assert dispatch_due(only=ids).attempted == 0  # delivered: never sent twice
     assert len(receiver.requests) == 1
+
+
+def test_a_notification_that_carries_customers_is_in_their_accounting_of_disclosures(registry: Registry) -> None:
+    from shironzi.audit.disclosures import disclosures
+    from shironzi.audit.log import get_audit_log
+
+    with webhook_receiver() as receiver:
+        shop = _shop(registry, "notified-shop", receiver.url, event_types=["at_risk"])
+        payload = {"score_date": "2026-12-01", "threshold": 0.7, "customers_crossed": 1,
+                   "customers": [{"customer_id": "c-42", "churn_probability": 0.81, "previous_probability": 0.4}]}
+        assert len(notify(shop, "at_risk", payload).delivered) == 1
+    get_audit_log().flush()
+    report = disclosures(ADMIN, shop, "c-42")
+    assert [(d["channel"], d["what"]) for d in report["disclosures"]] == [("notification", "notification:at_risk")]
+    assert disclosures(ADMIN, shop, "c-43")["count"] == 0
