@@ -276,6 +276,7 @@ class _ProxyLoop:
         self._lock = threading.Lock()
         self._cut = False
         self.connections = 0
+        self.refused = 0  # connections refused while cut: the clients did try the "dead" server
 
     def serve_forever(self) -> None:
         import threading
@@ -284,6 +285,8 @@ class _ProxyLoop:
             client, _ = self.listener.accept()
             if self._cut:
                 client.close()
+                self.refused += 1
+                (self.count_file.parent / "refused").write_text(str(self.refused))
                 continue
             try:
                 server = socket.create_connection(self.upstream)
@@ -368,6 +371,14 @@ class FaultProxy:
         """Connections proxied so far (tests cut once a run has started talking to the server)."""
         try:
             return int((self._dir / "connections").read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    @property
+    def refused(self) -> int:
+        """Connections refused while cut (a client tried the dead server, even if its own retries hid it)."""
+        try:
+            return int((self._dir / "refused").read_text() or 0)
         except (FileNotFoundError, ValueError):
             return 0
 
