@@ -1,8 +1,9 @@
 """OpenTelemetry traces of the pipelines: one span per stage, carrying the tenant ids or the tenant count.
 
-The pipelines trace through the global tracer provider, which this module installs once per process with
-a processor whose exporter can be swapped: OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an
-in-memory exporter in tests, nothing otherwise (a span then costs next to nothing). The kernel's
+The pipelines trace through a tracer provider of their own (like each API app, never the process-global one:
+a global SDK provider would also turn on the spans FastAPI emits on its own, which then nest between an API
+request's spans), installed once per process with a processor whose exporter can be swapped: OTLP/HTTP when
+`OTEL_EXPORTER_OTLP_ENDPOINT` is set, an in-memory exporter in tests, nothing otherwise (no span is made). The kernel's
 `shironzi.observability.trace_headers` / `traced_context` carry the W3C context through Kafka headers, so a
 stage run under a context extracted from a message (the stream ingestor's bronze commit) joins the trace of
 the API call that produced it.
@@ -51,6 +52,7 @@ class _SwappableProcessor(SpanProcessor):
 
 
 _processor: _SwappableProcessor | None = None
+_provider: TracerProvider | None = None
 _configured_from_settings = False
 
 
@@ -64,7 +66,7 @@ def configure_tracing(
 ) -> bool:
     """Send pipeline spans to `exporter`, else to the settings' OTLP endpoint; returns whether spans are kept.
     `batch` (default: for OTLP) exports in a background thread instead of at each span's end."""
-    global _processor, _configured_from_settings
+    global _processor, _provider, _configured_from_settings
     with _lock:
         _configured_from_settings = True
         if exporter is None:
@@ -78,9 +80,8 @@ def configure_tracing(
             if exporter is None:  # tracing off: the global provider stays the no-op one (spans cost nothing)
                 return False
             _processor = _SwappableProcessor()
-            provider = TracerProvider(resource=Resource.create({"service.name": "shironzi-pipelines"}))
-            provider.add_span_processor(_processor)
-            trace.set_tracer_provider(provider)
+            _provider = TracerProvider(resource=Resource.create({"service.name": "shironzi-pipelines"}))
+            _provider.add_span_processor(_processor)
         previous = _processor.current
         if exporter is None:
             _processor.current = None
@@ -96,10 +97,13 @@ def flush_traces(timeout_millis: int = 10_000) -> bool:
 
 
 def tracer() -> trace.Tracer:
-    """The pipeline tracer (configured from the settings on first use)."""
+    """The pipeline tracer (configured from the settings on first use); a no-op tracer while no exporter is
+    configured, so that no span is made (nor becomes the current one) for nothing."""
     if not _configured_from_settings:
         configure_tracing()
-    return trace.get_tracer(TRACER_NAME)
+    if _provider is None or _processor is None or _processor.current is None:
+        return trace.NoOpTracer()
+    return _provider.get_tracer(TRACER_NAME)
 
 
 def tenant_attributes(extra: dict[str, Any]) -> dict[str, Any]:

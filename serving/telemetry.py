@@ -185,7 +185,11 @@ class ServingMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        with self.tracer.start_as_current_span(f"{method} {scope.get('path', '')}", kind=_server_kind()) as span:
+        # A request's span continues only the trace its caller sent (W3C traceparent), never whatever span the
+        # serving thread happens to have current.
+        parent = _incoming_context(scope)
+        with self.tracer.start_as_current_span(f"{method} {scope.get('path', '')}", context=parent,
+                                               kind=_server_kind()) as span:
             span.set_attribute("http.request.method", method)
             span.set_attribute("shironzi.request_id", rid)
             try:
@@ -229,3 +233,13 @@ async def _send_too_large(send: Send, rid: str, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _incoming_context(scope: Scope) -> Any:
+    """The trace context the request's own headers carry (an empty context without a `traceparent`)."""
+    from opentelemetry.context import Context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+               if k.lower() in (b"traceparent", b"tracestate")}
+    return TraceContextTextMapPropagator().extract(carrier, context=Context())

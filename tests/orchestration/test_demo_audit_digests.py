@@ -1,18 +1,19 @@
-"""The demo's last stage seals the audit log once (what the hourly audit_digest DAG does) and verifies it."""
+"""The demo's last stage before the evidence pack seals the audit log once (what the hourly audit_digest DAG does) and verifies it."""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
 
-from orchestration.demo import STAGES, DemoState, seal_audit_log
+from orchestration.demo import STAGES, DemoState, generate_evidence_pack, seal_audit_log
 from shironzi.audit.events import AuditEvent
 from shironzi.audit.log import get_audit_log, reset_audit_logs
 from shironzi.settings import get_settings
 
 
 def test_demo_ends_by_sealing_the_closed_audit_hours(home: Path) -> None:
-    assert STAGES[-1] == ("audit digests", seal_audit_log)
+    # sealed last but for the evidence pack, which then reports the digests' verification
+    assert STAGES[-2:] == [("audit digests", seal_audit_log), ("soc2 evidence pack", generate_evidence_pack)]
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     log = get_audit_log()
     for hour in (9, 9, 14):
