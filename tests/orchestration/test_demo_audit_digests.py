@@ -1,4 +1,5 @@
-"""The demo's last stage before the evidence pack seals the audit log once (what the hourly audit_digest DAG does) and verifies it."""
+"""The demo's last stage before the evidence pack seals the audit log once (what the hourly audit_digest DAG
+does) and verifies it."""
 
 from __future__ import annotations
 

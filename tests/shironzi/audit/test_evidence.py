@@ -47,7 +47,8 @@ def _promote_and_roll_back() -> None:
     from models.promotion import HoldoutScores, promote_if_better, rollback
 
     settings = get_settings()
-    client = MlflowClient(tracking_uri=settings.resolved_mlflow_tracking_uri)
+    uri = settings.resolved_mlflow_tracking_uri  # the registry too: an earlier test may have set another one
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment(CHURN, artifact_location=str(settings.home / "mlartifacts"))
     client.create_registered_model(CHURN)
     for auc in (0.70, 0.80):
