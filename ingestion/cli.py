@@ -3,7 +3,6 @@ histories and Kafka topics in bronze; replay quarantine after a fix."""
 
 from __future__ import annotations
 
-from datetime import date
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
@@ -17,6 +16,7 @@ from ingestion.batch.sql import ingest_sql
 from ingestion.quality import check_bronze, check_or_raise
 from ingestion.replay import parse_since, quarantine_status, replay_quarantine
 from ingestion.stream.ingestor import StreamIngestor, StreamOptions
+from shironzi.cli.options import parse_day
 from shironzi.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -252,10 +252,7 @@ def check_command(
     freshness_days: Annotated[int, typer.Option(min=1, help="Newest event may be this many days old.")] = 30,
 ) -> None:
     """Run the Great Expectations checkpoint on bronze partitions; exit 1 when it fails."""
-    try:
-        day = date.fromisoformat(on_date) if on_date else None
-    except ValueError as exc:
-        raise InvalidInputError(f"--date must be YYYY-MM-DD, got {on_date!r}") from exc
+    day = parse_day(on_date, option="--date")
     report = check_bronze(on_date=day, freshness_days=freshness_days)
     table = Table(title="bronze quality checkpoint")
     for column in ("table", "partitions", "rows checked", "result"):

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shironzi.cli.options import parse_day
 from shironzi.errors import InvalidInputError
 
 models_app = typer.Typer(help="Churn and trend models: train, promote, roll back, list (MLflow registry).",
@@ -130,12 +131,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON 
 
 
 def _parse_date(value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidInputError(f"--date must be YYYY-MM-DD, got {value!r}") from exc
+    return parse_day(value, option="--date")
 
 
 score = typer.Typer(help="Batch-score churn and forecast KPIs (`shironzi score`), or export scores "

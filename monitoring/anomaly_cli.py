@@ -15,29 +15,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shironzi.cli.options import parse_day
+
 tenants_app = typer.Typer(help="Per-tenant data monitors: tenant_daily, the anomaly detector, anomalies.",
                           no_args_is_help=True)
 console = Console()
 _T = TypeVar("_T")
 
 
-def _day(value: str | None, default: date) -> date:
-    from shironzi.errors import InvalidInputError
-
-    if value is None:
-        return default
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidInputError(f"not a date (YYYY-MM-DD): {value!r}") from exc
-
-
 def _range(start: str | None, end: str | None) -> tuple[date, date]:
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     from monitoring.tenant_daily import check_range
 
-    last = _day(end, yesterday)
-    first = _day(start, last)
+    last = parse_day(end, option="--end") or yesterday
+    first = parse_day(start, option="--start") or last
     check_range(first, last)
     return first, last
 

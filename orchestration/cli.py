@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestration.airflow_env import DAGS_FOLDER, airflow_command, airflow_env, airflow_home
+from shironzi.cli.options import parse_day
 from shironzi.errors import InvalidInputError, OrchestrationError
 from shironzi.settings import Settings, get_settings
 
@@ -141,10 +142,7 @@ def dags_test_command(
     conf: Annotated[str | None, typer.Option("--conf", help="DAG run params as JSON.")] = None,
 ) -> None:
     """Run one DAG end to end in this process tree (`airflow dags test`), then show its task states."""
-    try:
-        day = date.fromisoformat(on_date) if on_date else None
-    except ValueError as exc:
-        raise InvalidInputError(f"--date must be YYYY-MM-DD, got {on_date!r}") from exc
+    day = parse_day(on_date, option="--date")
     try:
         params = json.loads(conf) if conf else None
     except json.JSONDecodeError as exc:

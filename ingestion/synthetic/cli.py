@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -21,6 +20,7 @@ from ingestion.synthetic.emit import (
 )
 from ingestion.synthetic.simulate import BAD_KINDS, SimTenant
 from ingestion.synthetic.simulate import simulate as run_simulation
+from shironzi.cli.options import parse_day
 from shironzi.errors import ConfigurationError, InvalidInputError
 from shironzi.observability import stage
 from shironzi.settings import get_settings
@@ -104,10 +104,7 @@ def simulate(
     misfits = [k for k in kinds if k in BAD_KINDS and k not in APPLICABLE_KINDS[fmt]]
     if misfits and bad_share > 0:
         raise InvalidInputError(f"bad kind(s) {', '.join(misfits)} cannot be written as {fmt}")
-    try:
-        first_day = date.fromisoformat(start) if start else None
-    except ValueError as exc:
-        raise InvalidInputError(f"--start must be YYYY-MM-DD, got {start!r}") from exc
+    first_day = parse_day(start, option="--start")
     settings = get_settings()
     landing = out or settings.home / "landing"
     truth_dir = ground_truth or settings.home / "ground_truth"
