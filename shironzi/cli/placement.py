@@ -20,7 +20,7 @@ AsOfOption = Annotated[str | None, typer.Option("--as-of", help="Judge usage up 
 
 
 def _as_of(value: str | None) -> date | None:
-    return parse_day(value, "--as-of") if value else None
+    return parse_day(value, option="--as-of")
 
 
 @contextmanager

@@ -216,7 +216,8 @@ def _count(uri: str, tenant_id: str, settings: Settings) -> int:
 
     if not table_exists(uri, storage_options=settings.storage_options):
         return 0
-    return read_arrow(uri, columns=["tenant_id"], tenant_id=tenant_id, storage_options=settings.storage_options).num_rows
+    rows = read_arrow(uri, columns=["tenant_id"], tenant_id=tenant_id, storage_options=settings.storage_options)
+    return rows.num_rows
 
 
 def _partition_columns(uri: str, settings: Settings) -> list[str]:

@@ -59,7 +59,7 @@ class PlacementPolicy:
         path = (settings or get_settings()).placement_policy_file
         if path is None:
             return cls()
-        import yaml
+        import yaml  # type: ignore[import-untyped]
 
         try:
             raw = yaml.safe_load(path.read_text()) or {}
