@@ -11,6 +11,9 @@ import typer
 
 from shironzi.cli.options import parse_day
 from shironzi.cli.tenants import JsonOption, TenantArg, _admin_ctx, _print_json, console
+from shironzi.errors import InvalidInputError
+from shironzi.tenancy.moves import move_tenant
+from shironzi.tenancy.placement_policy import apply_placement, plan_placement
 
 placement_app = typer.Typer(help="The placement policy: plan and apply tenant promotions and demotions.",
                             no_args_is_help=True)
@@ -44,7 +47,6 @@ def _move_progress() -> Iterator[Any]:
 @placement_app.command("plan")
 def plan_cmd(as_of: AsOfOption = None, json_out: JsonOption = False) -> None:
     """Dry run: the moves the policy asks for, with the reason and the figures. Changes nothing."""
-    from shironzi.tenancy.placement_policy import plan_placement
 
     planned = plan_placement(as_of=_as_of(as_of))
     if json_out:
@@ -67,7 +69,6 @@ def apply_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Carry out the planned moves (online: ingestion goes on), at most --max-moves of them."""
-    from shironzi.tenancy.placement_policy import apply_placement
 
     with _move_progress() as progress:
         result = apply_placement(_admin_ctx("placement policy"), max_moves=max_moves, as_of=_as_of(as_of),
@@ -93,8 +94,6 @@ def move_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Move a tenant's tables online to another placement: copy, flip with a new epoch, catch up, delete."""
-    from shironzi.errors import InvalidInputError
-    from shironzi.tenancy.moves import move_tenant
 
     if placement is None and region is None:
         raise InvalidInputError("say where to: --placement dedicated|pooled (or --region)")

@@ -35,17 +35,24 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from shironzi.audit.events import AuditEvent
+from shironzi.audit.log import get_audit_log
 from shironzi.errors import ConflictError, InvalidInputError, InvalidStateError, LeaseBusyError
+from shironzi.lake.discovery import discover_tables, read_bytes, read_parquet
+from shironzi.lake.groups import LakeGroup
+from shironzi.lake.leases import table_lease
+from shironzi.lake.paths import platform_uri
+from shironzi.lake.reads import open_table, read_arrow, table_exists, table_version
+from shironzi.lake.writes import append, delete
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy import catalog
 from shironzi.tenancy.context import TenantContext
+from shironzi.tenancy.records import Tenant
+from shironzi.tenancy.registry import get_registry
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from shironzi.lake.groups import LakeGroup
-    from shironzi.tenancy.records import Tenant
 
 MOVED_LAYERS = ("bronze", "silver", "gold", "features", "predictions")
 MoveProgress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -98,7 +105,6 @@ class MoveReceipt:
 
 def moves_uri(settings: Settings | None = None) -> str:
     """The platform table of move receipts."""
-    from shironzi.lake.paths import platform_uri
 
     return platform_uri((settings or get_settings()).resolved_lake_uri, "tenant_moves")
 
@@ -107,8 +113,6 @@ def moves_uri(settings: Settings | None = None) -> str:
 def move_lock(tenant_id: str, settings: Settings | None = None) -> Iterator[None]:
     """The per-tenant move lock (the lease backend's exclusive lock on `_platform/moves/<tenant>`); a second
     move of the tenant is refused at once, never queued."""
-    from shironzi.lake.leases import table_lease
-    from shironzi.lake.paths import platform_uri
 
     uri = platform_uri((settings or get_settings()).resolved_lake_uri, "moves", tenant_id)
     try:
@@ -159,8 +163,6 @@ def move_tenant(
     progress: MoveProgress | None = None,
 ) -> MoveReceipt:
     """Move a tenant's tables to `placement` online (see the module docstring); returns its receipt."""
-    from shironzi.lake.groups import LakeGroup
-    from shironzi.tenancy.registry import get_registry
 
     ctx.require_admin("moving a tenant")
     settings = settings or get_settings()
@@ -189,7 +191,6 @@ def move_tenant(
 
 
 def _tables_to_move(source: LakeGroup, target: LakeGroup, settings: Settings) -> list[TableMove]:
-    from shironzi.lake.discovery import discover_tables
 
     lake = settings.resolved_lake_uri
     out = []
@@ -202,7 +203,6 @@ def _tables_to_move(source: LakeGroup, target: LakeGroup, settings: Settings) ->
 
 
 def _tenant_rows(uri: str, tenant_id: str, settings: Settings, *, version: int | None = None) -> pa.Table:
-    from shironzi.lake.reads import read_arrow, table_exists
 
     if not table_exists(uri, storage_options=settings.storage_options):
         import pyarrow as pa
@@ -212,7 +212,6 @@ def _tenant_rows(uri: str, tenant_id: str, settings: Settings, *, version: int |
 
 
 def _count(uri: str, tenant_id: str, settings: Settings) -> int:
-    from shironzi.lake.reads import read_arrow, table_exists
 
     if not table_exists(uri, storage_options=settings.storage_options):
         return 0
@@ -221,14 +220,12 @@ def _count(uri: str, tenant_id: str, settings: Settings) -> int:
 
 
 def _partition_columns(uri: str, settings: Settings) -> list[str]:
-    from shironzi.lake.reads import open_table
 
     return list(open_table(uri, storage_options=settings.storage_options).metadata().partition_columns)
 
 
 def _append(uri: str, rows: pa.Table, partition_by: list[str], receipt: MoveReceipt, settings: Settings,
             step: str) -> None:
-    from shironzi.lake.writes import append
 
     if rows.num_rows:
         append(uri, rows, partition_by=partition_by or None, storage_options=settings.storage_options,
@@ -238,7 +235,6 @@ def _append(uri: str, rows: pa.Table, partition_by: list[str], receipt: MoveRece
 
 def _copy(receipt: MoveReceipt, settings: Settings, progress: MoveProgress | None) -> None:
     """Step 1: each table's tenant rows at a recorded source version, appended to the target."""
-    from shironzi.lake.reads import table_version
 
     with stage("tenant_move.copy", tenant=receipt.tenant_id) as summary:
         for done, table in enumerate(receipt.tables, start=1):
@@ -259,8 +255,6 @@ def _copy(receipt: MoveReceipt, settings: Settings, progress: MoveProgress | Non
 def _flip(ctx: TenantContext, registry: Any, receipt: MoveReceipt, source: LakeGroup, settings: Settings,
           epoch: int) -> None:
     """Step 2: flip the placement under the source bronze table's exclusive lease; record each v1 under it."""
-    from shironzi.lake.leases import table_lease
-    from shironzi.lake.reads import table_version
 
     bronze = source.uri(settings, layer="bronze", table="events")
     with stage("tenant_move.flip", tenant=receipt.tenant_id) as summary, table_lease(bronze, mode="exclusive"):
@@ -276,7 +270,6 @@ def _added_rows(table: TableMove, tenant_id: str, settings: Settings) -> pa.Tabl
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from shironzi.lake.discovery import read_bytes, read_parquet
 
     assert table.copy_version is not None and table.flip_version is not None
     schema = _tenant_rows(table.source, tenant_id, settings, version=table.flip_version).schema
@@ -318,8 +311,6 @@ def _catch_up(receipt: MoveReceipt, settings: Settings, progress: MoveProgress |
 
 def _delete_from_source(receipt: MoveReceipt, settings: Settings, progress: MoveProgress | None) -> None:
     """Step 4: one delete commit per source table; then the counts after."""
-    from shironzi.lake.reads import table_version
-    from shironzi.lake.writes import delete
 
     with stage("tenant_move.delete", tenant=receipt.tenant_id) as summary:
         for done, table in enumerate(receipt.tables, start=1):
@@ -340,9 +331,6 @@ def _write_receipt(ctx: TenantContext, receipt: MoveReceipt, settings: Settings)
     """Step 6: the receipt row and an audit event."""
     import pyarrow as pa
 
-    from shironzi.audit.events import AuditEvent
-    from shironzi.audit.log import get_audit_log
-    from shironzi.lake.writes import append
 
     row = {
         "move_id": receipt.move_id, "tenant_id": receipt.tenant_id, "from_placement": receipt.from_placement,

@@ -20,10 +20,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shironzi.errors import InvalidInputError, ShironziError
+from shironzi.lake.groups import region_groups
+from shironzi.lake.reads import read_polars, table_exists
+from shironzi.lake.table_log import add_actions
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.moves import MoveProgress, move_tenant, requires_dedicated
+from shironzi.tenancy.registry import get_registry
 
 if TYPE_CHECKING:
     import polars as pl
@@ -91,9 +95,6 @@ class BronzeUsageInputs:
     def daily_usage(self, start: date, end: date) -> pl.DataFrame:
         import polars as pl
 
-        from shironzi.lake.groups import region_groups
-        from shironzi.lake.reads import read_polars, table_exists
-        from shironzi.lake.table_log import add_actions
 
         opts = self.settings.storage_options
         parts = []
@@ -139,7 +140,6 @@ def plan_placement(
     settings: Settings | None = None,
 ) -> list[PlannedMove]:
     """The moves the policy asks for on `as_of` (default today, UTC): promotions first, biggest first."""
-    from shironzi.tenancy.registry import get_registry
 
     settings = settings or get_settings()
     policy = policy or PlacementPolicy.load(settings)

@@ -104,7 +104,8 @@ def test_a_tenant_moves_and_back_while_the_stream_lands_200k_events(
         producer.start()
         source = "pooled" if placement == "dedicated" else mover
         already = _bronze(ids)[source].filter(pl.col("tenant_id") == mover).height
-        _wait_for(lambda: _bronze(ids)[source].filter(pl.col("tenant_id") == mover).height > already + 2_000,
+        _wait_for(lambda table=source, floor=already + 2_000:
+                  _bronze(ids)[table].filter(pl.col("tenant_id") == mover).height > floor,
                   "the stream to land the mover's rows")
         receipts.append(move_tenant(admin, mover, placement=placement))  # while the stream goes on
         producer.join()
