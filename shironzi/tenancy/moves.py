@@ -11,7 +11,8 @@ features, predictions) found under the source root:
    and every flush after it routes them to the target;
 3. **catch up** the rows the source received between `v0` and `v1`: the data-changing add actions of those
    commits in the Delta log, filtered to the tenant;
-4. **delete** the tenant from each source table (one commit per table);
+4. **delete** the tenant from each source table (one commit per table), once readers' registry watchers have
+   seen the flip (two poll periods after it: until then a reader may still resolve the source);
 5. the tenant's gold and features rows travel with steps 1-4 (they are per-tenant rows, so the target holds
    its own after the copy); the online store is keyed by tenant, not by placement, so nothing is rebuilt there;
 6. write a **receipt** (rows per table before and after, versions) to `_platform/tenant_moves` and an audit
@@ -48,6 +49,7 @@ from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy import catalog
 from shironzi.tenancy.context import TenantContext
+from shironzi.tenancy.invalidation import POLL_SECONDS
 from shironzi.tenancy.records import Tenant
 from shironzi.tenancy.registry import get_registry
 
@@ -181,7 +183,11 @@ def move_tenant(
         receipt.tables = _tables_to_move(source, target, settings)
         _copy(receipt, settings, progress)
         _flip(ctx, registry, receipt, source, settings, epoch)
+        flipped = time.monotonic()
         _catch_up(receipt, settings, progress)
+        # Readers (API workers, dashboards) re-resolve the tenant's tables when their registry watcher sees the
+        # flip (it polls the event log every POLL_SECONDS): the source keeps the rows until they have.
+        time.sleep(max(0.0, flipped + 2 * POLL_SECONDS - time.monotonic()))
         _delete_from_source(receipt, settings, progress)
         receipt.seconds = time.perf_counter() - started
         _write_receipt(ctx, receipt, settings)

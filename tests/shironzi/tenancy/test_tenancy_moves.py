@@ -12,6 +12,7 @@ import pytest
 
 from shironzi.errors import ConflictError, InvalidInputError, InvalidStateError, TenantNotFoundError
 from shironzi.lake import append, read_arrow, table_exists, table_uri, table_version
+from shironzi.lake.groups import lake_groups
 from shironzi.settings import get_settings
 from shironzi.tenancy import TenantContext, get_registry
 from shironzi.tenancy.moves import move_lock, move_tenant, moves_uri
@@ -56,12 +57,18 @@ def test_move_to_dedicated_and_back_catches_up_and_leaves_others_alone(tenants: 
     append(pooled_bronze, pa.concat_tables([_rows(big, 0, 300), _rows(small, 0, 50)]), partition_by="event_date")
     append(pooled_gold, pa.concat_tables([_rows(big, 0, 10), _rows(small, 0, 5)]))
     landed_late: list[int] = []
+    read_during_move: list[tuple[str, int, int]] = []
 
     def writer_between_copy_and_flip(step: str, done: int, total: int) -> None:
         if step == "copy" and done == total and not landed_late:  # a lander's commit after the copy read v0
             append(pooled_bronze, pa.concat_tables([_rows(big, 300, 40), _rows(small, 50, 5)]),
                    partition_by="event_date")
             landed_late.append(table_version(pooled_bronze))
+        if step == "catch up" and done == total:  # after the flip: a reader resolving through the registry
+            (group,) = lake_groups([big])
+            read_during_move.append((group.placement, len(_ids(group.uri(get_settings(), layer="bronze",
+                                                                           table="events"), big)),
+                                     len(_ids(pooled_bronze, big))))
 
     receipt = move_tenant(ADMIN, "big-shop", placement="dedicated", progress=writer_between_copy_and_flip)
 
@@ -73,6 +80,7 @@ def test_move_to_dedicated_and_back_catches_up_and_leaves_others_alone(tenants: 
     assert _ids(own_gold, big) == sorted(f"e{i}" for i in range(10))
     assert _ids(pooled_bronze, big) == [] and _ids(pooled_gold, big) == []
     assert len(_ids(pooled_bronze, small)) == 55 and len(_ids(pooled_gold, small)) == 5  # untouched
+    assert read_during_move == [("dedicated", 340, 340)]  # the new table is whole; the old not yet emptied
     bronze = next(t for t in receipt.tables if t.layer == "bronze")
     assert (bronze.copied, bronze.caught_up, bronze.deleted) == (300, 40, 340)
     assert (bronze.source_rows_after, bronze.target_rows_after) == (0, 340)
