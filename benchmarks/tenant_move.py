@@ -3,7 +3,7 @@ stream ingestor keeps landing events for it and two other tenants (real bundled 
 
 Bronze is seeded with the N events (plus the other tenants' rows) in one commit per day partition, then a
 producer streams `--live` more events through the broker while `shironzi tenants move` runs. The figures: the
-move's seconds per stage (copy, flip, catch-up, delete), rows copied and caught up, and the exactly-once check
+move's seconds per stage (copy, flip, catch-up, readers' grace, delete), rows copied and caught up, and the exactly-once check
 afterwards (every seeded and produced event exactly once, only in the table of its tenant's placement).
 
     .venv/bin/python benchmarks/tenant_move.py [--events 1000000] [--live 60000]
@@ -159,6 +159,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> list[str]:
         f"ingestor still running when the move ended: {move_busy_ingest}",
         f"move                    : {receipt.seconds:.1f} s (target <= {TARGET_SECONDS:.0f} s) -> "
         f"{'OK' if receipt.seconds <= TARGET_SECONDS else 'OVER'}",
+        "  stages (s)            : " + ", ".join(f"{k} {v:.2f}" for k, v in receipt.stage_seconds.items()),
         f"  bronze/events         : copied {bronze.copied:,} at v{bronze.copy_version}, caught up "
         f"{bronze.caught_up:,} to v{bronze.flip_version}, deleted {bronze.deleted:,} from the pool",
         f"  rows moved            : {receipt.rows:,} ({receipt.rows / max(receipt.seconds, 1e-9):,.0f} rows/s)",

@@ -93,6 +93,7 @@ class MoveReceipt:
     started_at: datetime
     seconds: float = 0.0
     tables: list[TableMove] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # copy, flip, catch_up, delete
 
     @property
     def rows(self) -> int:
@@ -181,14 +182,26 @@ def move_tenant(
         receipt = MoveReceipt(uuid.uuid4().hex, found.id, found.placement, placement, found.region, epoch + 1,
                               datetime.now(UTC))
         receipt.tables = _tables_to_move(source, target, settings)
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            receipt.stage_seconds[name] = round(time.perf_counter() - clock, 3)
+            clock = time.perf_counter()
+
         _copy(receipt, settings, progress)
+        lap("copy")
         _flip(ctx, registry, receipt, source, settings, epoch)
+        lap("flip")
         flipped = time.monotonic()
         _catch_up(receipt, settings, progress)
+        lap("catch_up")
         # Readers (API workers, dashboards) re-resolve the tenant's tables when their registry watcher sees the
         # flip (it polls the event log every POLL_SECONDS): the source keeps the rows until they have.
         time.sleep(max(0.0, flipped + 2 * POLL_SECONDS - time.monotonic()))
+        lap("readers_grace")
         _delete_from_source(receipt, settings, progress)
+        lap("delete")
         receipt.seconds = time.perf_counter() - started
         _write_receipt(ctx, receipt, settings)
         summary.rows = receipt.rows
@@ -343,6 +356,7 @@ def _write_receipt(ctx: TenantContext, receipt: MoveReceipt, settings: Settings)
         "to_placement": receipt.to_placement, "region": receipt.region, "epoch": receipt.epoch,
         "started_at": receipt.started_at, "seconds": receipt.seconds, "rows": receipt.rows,
         "tables": json.dumps([asdict(t) for t in receipt.tables]),
+        "stage_seconds": json.dumps(receipt.stage_seconds),
     }
     append(moves_uri(settings), pa.Table.from_pylist([row]), storage_options=settings.storage_options,
            metadata={"shironzi.stage": "tenant_move.receipt", "shironzi.move_id": receipt.move_id})
