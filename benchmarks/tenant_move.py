@@ -1,10 +1,10 @@
 """Online tenant move: a pooled tenant with N events (default 1,000,000) moves to dedicated tables while a
 stream ingestor keeps landing events for it and two other tenants (real bundled broker, ingestor thread).
 
-Bronze is seeded with the N events (plus the other tenants' rows) in one commit per day partition, then a
-producer streams `--live` more events through the broker while `shironzi tenants move` runs. The figures: the
-move's seconds per stage (copy, flip, catch-up, readers' grace, delete), rows copied and caught up, and the exactly-once check
-afterwards (every seeded and produced event exactly once, only in the table of its tenant's placement).
+Bronze is seeded with the N events (plus the other tenants' rows) in one commit per tenant, then a producer
+streams `--live` more events through the broker while the move (`shironzi tenants move`) runs. The figures: the
+move's seconds per stage (copy, flip, catch-up, readers' grace, delete), rows copied and caught up, and the
+exactly-once check afterwards (every seeded and produced event exactly once, only in its placement's table).
 
     .venv/bin/python benchmarks/tenant_move.py [--events 1000000] [--live 60000]
 """
