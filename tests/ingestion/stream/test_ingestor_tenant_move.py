@@ -118,3 +118,29 @@ def test_a_tenant_moves_and_back_while_the_stream_lands_200k_events(
         assert landed_after_flip > 0, f"phase {phase}: the stream wrote nothing to the target after the flip"
     assert sum(len(e) for e in produced.values()) == TOTAL and len(produced) == 3
     assert [r.epoch for r in receipts] == [1, 2]
+
+
+def test_a_running_ingestor_re_resolves_a_flipped_tenant_within_seconds(
+    broker_bootstrap: str, topic_name: str, home: Path
+) -> None:
+    """The registry watcher, not a flush: an idle ingestor sees a placement flip (the fence alone would only see it
+    at its next commit) and routes the tenant to its new table before any event arrives."""
+    from ingestion.stream import ensure_topic
+    from shironzi.tenancy import TenantContext, get_registry
+
+    (tenant,) = provision([("flipper", "ecommerce", "standard")])
+    ensure_topic(broker_bootstrap, topic_name, partitions=1)
+    ingestor = StreamIngestor(StreamOptions(topic=topic_name, bootstrap=broker_bootstrap, max_wait_ms=100,
+                                            idle_timeout_s=5))
+    runner = threading.Thread(target=ingestor.run)
+    runner.start()
+    try:
+        _wait_for(lambda: ingestor.lander.tenants.get(tenant.id) is not None, "the ingestor to start", 20)
+        assert ingestor.lander.tenants[tenant.id].placement == "pooled"
+        get_registry().flip_placement(TenantContext.admin(actor="t", purpose="t"), tenant.id,
+                                      placement="dedicated", expected_epoch=0)
+        flipped = time.monotonic()
+        _wait_for(lambda: ingestor.lander.tenants[tenant.id].placement == "dedicated", "the re-resolve", 5)
+        assert time.monotonic() - flipped < 5 and ingestor.lander.flushes == 0
+    finally:
+        runner.join()
