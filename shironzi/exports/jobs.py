@@ -357,7 +357,7 @@ def expire_exports(*, now: dt.datetime | None = None, settings: Settings | None 
     for _, uri in due:
         if uri:
             with contextlib.suppress(FileNotFoundError):
-                delete_files([uri])
+                delete_files([str(uri)])
                 deleted += 1
     if due:
         with registry.engine.begin() as conn:
