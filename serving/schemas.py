@@ -82,6 +82,8 @@ class ForecastPublic(BaseModel):
     generated_date: date
     model_name: str
     model_version: str
+    interval_level: float = Field(0.8, description="Coverage of the points' intervals (the tenant's "
+                                  "trend_forecast setting).")
     points: list[ForecastPointPublic]
 
 

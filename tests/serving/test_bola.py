@@ -5,6 +5,7 @@ collide across the two tenants; no response to anyone but tenant A carries a byt
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -28,8 +29,21 @@ def _a_bytes(world: ApiWorld) -> list[str]:
     return [world.tenant_a, world.slug_a, str(int(A_MARK)), str(int(A_MARK) + 100)]
 
 
+def _tenant_a_export(client: Any, world: ApiWorld) -> str:
+    """A finished export of tenant A's: the object the export routes name."""
+    started = client.post("/v1/exports", headers=world.auth("own"),
+                          json={"table": "churn_scores", "start": "2026-01-01", "end": "2026-01-31"})
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/exports/{started.json()['id']}", headers=world.auth("own")).json()["status"] != "ready":
+        assert time.monotonic() < deadline, "the export did not finish"
+        time.sleep(0.05)
+    return str(started.json()["id"])
+
+
 @pytest.mark.integration
 def test_bola_matrix_over_every_operation(client: Any, world: ApiWorld) -> None:
+    world.objects.setdefault("export_id", _tenant_a_export(client, world))
     schema = client.get("/openapi.json").json()
     components = schema["components"]["schemas"]
     operations = openapi_operations(schema)
@@ -60,7 +74,8 @@ def test_bola_matrix_over_every_operation(client: Any, world: ApiWorld) -> None:
             if kind == "read_only" and status != 403:
                 failures.append(f"expected 403 scope_denied: {where}")
             if kind == "other":
-                has_object = any(p["in"] == "path" and p["name"] == "customer_id" for p in op.get("parameters", []))
+                has_object = any(p["in"] == "path" and p["name"] in ("customer_id", "export_id")
+                                 for p in op.get("parameters", []))
                 if (is_admin or has_object) and status not in (403, 404):
                     failures.append(f"cross-tenant call not refused: {where}")
             # request ids are random hex: one may contain a marker's digits by chance
