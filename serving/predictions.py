@@ -16,6 +16,7 @@ from typing import Any
 
 from feature_store.materialize import get_online_features
 from feature_store.registry import get_feature_view, resolve_features
+from models.bands import HIGH_FROM, MEDIUM_FROM, risk_band
 from serving.services import ApiServices, TenantFacts
 from shironzi.errors import (
     CustomerNotFoundError,
@@ -268,8 +269,6 @@ def apply_band_overrides(services: ApiServices, tenant: TenantFacts, scores: lis
     each band is recomputed from the probability, live and batch alike. Read through the worker's settings cache,
     which the registry invalidation refreshes, so a change shows within about a second."""
     from dataclasses import replace
-
-    from models.bands import HIGH_FROM, MEDIUM_FROM, risk_band
 
     overrides, _ = services.registry.module_settings_versioned(tenant.id, "churn_prediction")
     medium, high = overrides.get("medium_risk_from"), overrides.get("high_risk_from")

@@ -10,6 +10,7 @@ object store), and the rows are read through tenant-filtered lake reads of the t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import secrets
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import sqlalchemy as sa
 
+from shironzi.audit.disclosures import record_disclosure
 from shironzi.errors import (
     ExportNotFoundError,
     InvalidInputError,
@@ -30,6 +32,11 @@ from shironzi.errors import (
     QuotaExceededError,
     RateLimitedError,
 )
+from shironzi.exports.presign import presigned_url
+from shironzi.lake.delta import read_arrow, table_exists
+from shironzi.lake.discovery import delete_files, is_local, lake_filesystem
+from shironzi.lake.groups import tenant_read_groups
+from shironzi.lake.paths import platform_uri
 from shironzi.observability import StageSummary, log_stage_summary
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy.catalog import PLAN_EXPORT_LIMITS
@@ -106,8 +113,6 @@ def _now() -> dt.datetime:
 
 
 def export_uri(settings: Settings, tenant_id: str, export_id: str, fmt: str) -> str:
-    from shironzi.lake.paths import platform_uri
-
     return f"{platform_uri(settings.resolved_lake_uri, 'exports', tenant_id)}/{export_id}.{fmt}"
 
 
@@ -136,8 +141,6 @@ def tenant_rows(tenant: Tenant, table: str, start: dt.date, end: dt.date, *, set
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from shironzi.lake.delta import read_arrow, table_exists
-    from shironzi.lake.groups import tenant_read_groups
 
     spec = EXPORT_TABLES[table]
     options = settings.storage_options or None
@@ -234,8 +237,6 @@ def _write_file(rows: pa.Table, uri: str, fmt: str) -> int:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from shironzi.lake.discovery import lake_filesystem
-
     fs, path = lake_filesystem(uri)
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
@@ -250,8 +251,6 @@ def _write_file(rows: pa.Table, uri: str, fmt: str) -> int:
 def run_export(export_id: str, *, settings: Settings | None = None) -> ExportRecord:
     """Write a queued export's file and audit it (`data_exported`, with the customers it carried); a failure
     marks the export `failed` with the reason. Running an export that is not queued raises InvalidStateError."""
-    from shironzi.audit.disclosures import record_disclosure
-
     settings = settings or get_settings()
     record = get_export(None, export_id, settings=settings)
     if not _update(settings, export_id, only_from=("queued",), status="running"):
@@ -310,8 +309,6 @@ def ready_export(tenant_id: str, export_id: str, *, settings: Settings | None = 
 
 def stream_file(uri: str) -> Iterator[bytes]:
     """An export file's bytes in chunks, through the kernel's filesystem."""
-    from shironzi.lake.discovery import lake_filesystem
-
     fs, path = lake_filesystem(uri)
     with fs.open_input_stream(path) as stream:
         while chunk := stream.read(STREAM_CHUNK_BYTES):
@@ -320,9 +317,6 @@ def stream_file(uri: str) -> Iterator[bytes]:
 
 def download_url(record: ExportRecord, *, settings: Settings) -> str | None:
     """A pre-signed URL for an export on an object store; None for a local lake (the API streams the file)."""
-    from shironzi.exports.presign import presigned_url
-    from shironzi.lake.discovery import is_local
-
     if record.uri is None or is_local(record.uri):
         return None
     return presigned_url(record.uri, storage_options=settings.storage_options,
@@ -341,10 +335,6 @@ class ExpiryResult:
 
 def expire_exports(*, now: dt.datetime | None = None, settings: Settings | None = None) -> ExpiryResult:
     """Delete the files of exports past their expiry and mark them `expired` (one query, one update)."""
-    import contextlib
-
-    from shironzi.lake.discovery import delete_files
-
     settings = settings or get_settings()
     started = time.monotonic()
     moment = now or _now()
