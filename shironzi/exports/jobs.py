@@ -334,7 +334,8 @@ class ExpiryResult:
 
 
 def expire_exports(*, now: dt.datetime | None = None, settings: Settings | None = None) -> ExpiryResult:
-    """Delete the files of exports past their expiry and mark them `expired` (one query, one update)."""
+    """Delete the files of exports past their expiry and mark them `expired` (one query, one update); an export
+    still `running` by then lost its worker long ago and expires too."""
     settings = settings or get_settings()
     started = time.monotonic()
     moment = now or _now()
@@ -342,7 +343,7 @@ def expire_exports(*, now: dt.datetime | None = None, settings: Settings | None 
     with registry.engine.connect() as conn:
         due = conn.execute(sa.select(data_exports.c.id, data_exports.c.uri)
                            .where(data_exports.c.expires_at <= moment,
-                                  data_exports.c.status.in_(("queued", "ready", "failed")))).all()
+                                  data_exports.c.status != "expired")).all()
     deleted = 0
     for _, uri in due:
         if uri:

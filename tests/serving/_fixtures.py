@@ -224,6 +224,17 @@ def build_world(settings: Settings, *, expired_key: bool = True, seed_tables: bo
     return world
 
 
+def finished_export(client: Any, world: ApiWorld, export_id: str, key: str = "own") -> dict[str, Any]:
+    """Poll `GET /v1/exports/{id}` until the export is ready or failed (its body)."""
+    deadline = time.monotonic() + 60
+    while True:
+        body: dict[str, Any] = client.get(f"/v1/exports/{export_id}", headers=world.auth(key)).json()
+        if body.get("status") in ("ready", "failed"):
+            return body
+        assert time.monotonic() < deadline, f"export {export_id} did not finish: {body}"
+        time.sleep(0.05)
+
+
 @dataclass(frozen=True)
 class HealthTenant:
     """A healthcare tenant of an API world: its patient's clear id and the protected id its tables hold."""

@@ -5,7 +5,6 @@ collide across the two tenants; no response to anyone but tenant A carries a byt
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from tests.serving._fixtures import (
     ApiWorld,
     customer_requests,
     documented_customer_operations,
+    finished_export,
     openapi_operations,
     openapi_request,
 )
@@ -34,10 +34,7 @@ def _tenant_a_export(client: Any, world: ApiWorld) -> str:
     started = client.post("/v1/exports", headers=world.auth("own"),
                           json={"table": "churn_scores", "start": "2026-01-01", "end": "2026-01-31"})
     assert started.status_code == 202, started.text
-    deadline = time.monotonic() + 30
-    while client.get(f"/v1/exports/{started.json()['id']}", headers=world.auth("own")).json()["status"] != "ready":
-        assert time.monotonic() < deadline, "the export did not finish"
-        time.sleep(0.05)
+    assert finished_export(client, world, started.json()["id"])["status"] == "ready"
     return str(started.json()["id"])
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tests.serving._fixtures import (
     SHARED_CUSTOMER,
     ApiWorld,
     build_world,
+    finished_export,
     isolated_home,
 )
 
@@ -49,16 +49,6 @@ def _export(client: Any, world: ApiWorld, key: str = "own", **body: Any) -> Any:
     return client.post("/v1/exports", json=body, headers=world.auth(key))
 
 
-def _finished(client: Any, world: ApiWorld, export_id: str, key: str = "own") -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        body: dict[str, Any] = client.get(f"/v1/exports/{export_id}", headers=world.auth(key)).json()
-        if body["status"] in ("ready", "failed"):
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"export {export_id} did not finish: {body}")
-
-
 def _export_count(world: ApiWorld) -> int:
     with get_registry(world.settings).engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(data_exports)).scalar_one())
@@ -74,7 +64,7 @@ def test_parquet_export_holds_only_the_callers_rows_and_streams(api: tuple[Any, 
     started = _export(client, world, table="churn_scores", format="parquet", **JANUARY)
     assert started.status_code == 202, started.text
     assert started.headers["Location"] == f"/v1/exports/{started.json()['id']}"
-    done = _finished(client, world, started.json()["id"])
+    done = finished_export(client, world, started.json()["id"])
     assert done["status"] == "ready", done
     assert done["rows"] == 2 and done["size_bytes"] > 0
     assert dt.datetime.fromisoformat(done["expires_at"]) > dt.datetime.fromisoformat(done["created_at"])
@@ -98,13 +88,13 @@ def test_csv_export_and_its_disclosure_audit_event(api: tuple[Any, ApiWorld]) ->
     started = _export(client, world, key="other", table="forecasts", format="csv", start="2026-01-06",
                       end="2026-01-06")
     assert started.status_code == 202, started.text
-    done = _finished(client, world, started.json()["id"], key="other")
+    done = finished_export(client, world, started.json()["id"], key="other")
     assert done["status"] == "ready" and done["rows"] == 56  # 2 KPIs x 28 days of tenant B, none of A's
     text = client.get(done["download"], headers=world.auth("other")).text
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 56 and {r["tenant_id"] for r in rows} == {world.tenant_b}
 
-    scores = _finished(client, world, _export(client, world, key="other", table="churn_scores", format="csv",
+    scores = finished_export(client, world, _export(client, world, key="other", table="churn_scores", format="csv",
                                               **JANUARY).json()["id"], key="other")
     events = read_audit_events(filters=[("action", "=", "data_exported"), ("tenant_id", "=", world.tenant_b)])
     by_export = {r["resource"]: r for r in events.to_pylist() if scores["id"] in (r["details"] or "")}
@@ -116,7 +106,7 @@ def test_csv_export_and_its_disclosure_audit_event(api: tuple[Any, ApiWorld]) ->
 
 def test_other_tenants_export_ids_are_not_found(api: tuple[Any, ApiWorld]) -> None:
     client, world = api
-    mine = _finished(client, world, _export(client, world, table="churn_scores", **JANUARY).json()["id"])
+    mine = finished_export(client, world, _export(client, world, table="churn_scores", **JANUARY).json()["id"])
     for path in (f"/v1/exports/{mine['id']}", f"/v1/exports/{mine['id']}/download", "/v1/exports/exp_nothing"):
         refused = client.get(path, headers=world.auth("other"))
         assert refused.status_code == 404, (path, refused.text)
@@ -187,9 +177,9 @@ def test_expiry_deletes_the_files_and_marks_the_exports_expired(api: tuple[Any, 
     from shironzi.exports import expire_exports, list_exports
 
     client, world = api
-    done = _finished(client, world, _export(client, world, table="forecasts", **JANUARY).json()["id"])
+    done = finished_export(client, world, _export(client, world, table="forecasts", **JANUARY).json()["id"])
     for record in list_exports(world.tenant_a, settings=world.settings):
-        _finished(client, world, record.id)  # nothing still running when the sweep comes
+        finished_export(client, world, record.id)  # nothing still running when the sweep comes
     assert expire_exports(settings=world.settings).expired == 0  # nothing is due yet
     assert _export_files(world)
     result = expire_exports(now=dt.datetime.now(dt.UTC) + dt.timedelta(days=world.settings.export_expiry_days,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import urllib.request
 from typing import Any
 
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests._services import S3Server
-from tests.serving._fixtures import A_ONLY_CUSTOMER, SHARED_CUSTOMER, build_world, isolated_home
+from tests.serving._fixtures import A_ONLY_CUSTOMER, SHARED_CUSTOMER, build_world, finished_export, isolated_home
 
 BUCKET = "exports-lake"
 
@@ -37,11 +36,7 @@ def test_export_on_s3_downloads_through_a_presigned_url(tmp_path: Any, s3: S3Ser
                                   json={"table": "churn_scores", "start": "2026-01-01", "end": "2026-01-31"})
             assert started.status_code == 202, started.text
             export_id = started.json()["id"]
-            deadline = time.monotonic() + 60
-            while (status := client.get(f"/v1/exports/{export_id}", headers=world.auth("own")).json())["status"] \
-                    not in ("ready", "failed"):
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            status = finished_export(client, world, export_id)
             assert status["status"] == "ready" and status["rows"] == 2, status
             key = f"lake/_platform/exports/{world.tenant_a}/{export_id}.parquet"
             head = s3.client().head_object(Bucket=BUCKET, Key=key)
