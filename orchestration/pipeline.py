@@ -370,6 +370,14 @@ def maintain_tables(uris: Sequence[str], *, settings: Settings | None = None) ->
     ]
 
 
+def expire_data_exports(*, settings: Settings | None = None) -> dict[str, Any]:
+    """The tenants' exports past their expiry: their files deleted, their rows marked expired."""
+    from shironzi.exports import expire_exports
+
+    result = expire_exports(settings=settings)
+    return {"expired": result.expired, "files_deleted": result.files_deleted}
+
+
 def enforce_retention_policies(*, confirm: bool = False) -> dict[str, Any]:
     """Retention enforcement: one delete commit per bronze/quarantine table and the expired audit days. A
     run that would delete more than the threshold share of a tenant's rows raises (the task fails with that

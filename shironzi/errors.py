@@ -63,6 +63,12 @@ class CustomerNotFoundError(NotFoundError):
     code = "customer_not_found"
 
 
+class ExportNotFoundError(NotFoundError):
+    """No export with that id for this tenant (another tenant's export id is not found either)."""
+
+    code = "export_not_found"
+
+
 class ConflictError(ShironziError):
     status = 409
     code = "conflict"
@@ -126,6 +132,12 @@ class ModuleDisabledError(PermissionDeniedError):
     def __init__(self, tenant: str, module: str) -> None:
         super().__init__(f"module {module!r} is disabled for tenant {tenant!r}", tenant=tenant, module=module)
         self.module = module
+
+
+class QuotaExceededError(PermissionDeniedError):
+    """The tenant's plan does not allow this much (an export's rows, say); retrying does not help."""
+
+    code = "quota_exceeded"
 
 
 class RateLimitedError(ShironziError):

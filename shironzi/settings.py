@@ -211,6 +211,12 @@ class Settings(BaseSettings):
     api_model_refresh_seconds: float = Field(
         10.0, gt=0, le=30, description="API: how often each worker checks whether the champion alias moved."
     )
+    export_expiry_days: int = Field(
+        7, ge=1, le=90, description="Exports: days a finished export's file stays downloadable before the sweep."
+    )
+    export_presign_seconds: int = Field(
+        900, ge=60, le=7 * 24 * 3600, description="Exports: lifetime of a pre-signed object-store download URL."
+    )
     model_promotion_margin: float = Field(
         0.002, ge=0, le=1,
         description="Models: a challenger must beat the champion's holdout metric by this much to be promoted.",

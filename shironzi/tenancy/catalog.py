@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 from shironzi.errors import InvalidInputError, InvalidStateError, ModuleDependencyError
@@ -48,6 +49,21 @@ PLAN_DEFAULT_MODULES: dict[str, tuple[str, ...]] = {
     "free": _FREE,
     "standard": _STANDARD,
     "enterprise": MODULES,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportLimits:
+    """What a plan allows of the `data_export` module: exports started per UTC day and rows per export."""
+
+    per_day: int
+    max_rows: int
+
+
+PLAN_EXPORT_LIMITS: dict[str, ExportLimits] = {
+    "free": ExportLimits(per_day=1, max_rows=10_000),
+    "standard": ExportLimits(per_day=20, max_rows=1_000_000),
+    "enterprise": ExportLimits(per_day=200, max_rows=50_000_000),
 }
 
 # status -> statuses it may move to
