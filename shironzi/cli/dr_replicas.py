@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shironzi.dr.mlflow_replica import replicate_champions
+from shironzi.dr.registry_standby import promote, replication_status
 from shironzi.settings import get_settings
 
 console = Console(highlight=False)
@@ -30,8 +32,6 @@ def standby_status(
     as_json: JsonOption = False,
 ) -> None:
     """Replication from both ends: the standbys the primary streams to, the standby's replayed WAL and the lag."""
-    from shironzi.dr.registry_standby import replication_status
-
     status = replication_status(primary or get_settings().resolved_database_url, standby)
     if as_json:
         typer.echo(json.dumps(status.as_dict(), indent=2, default=str))
@@ -50,8 +50,6 @@ def standby_status(
 @standby_app.command("promote")
 def standby_promote(standby: StandbyOption) -> None:
     """Promote the standby to primary (failover); point SHIRONZI_DATABASE_URL at it afterwards."""
-    from shironzi.dr.registry_standby import promote
-
     status = promote(standby)
     console.print(f"promoted: the standby is now a primary at WAL {status.standby_replay_lsn or '-'}")
 
@@ -63,8 +61,6 @@ def replicate_models_command(
     as_json: JsonOption = False,
 ) -> None:
     """Copy every champion (and per-tenant champion) model version, its artifacts and aliases to the peer."""
-    from shironzi.dr.mlflow_replica import replicate_champions
-
     report = replicate_champions(source or get_settings().resolved_mlflow_tracking_uri, to)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2, default=str))

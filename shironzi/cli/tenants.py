@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shironzi.audit.restore import restore_tenant
 from shironzi.errors import InvalidInputError
 from shironzi.tenancy import MODULE_REQUIRES, MODULES, PLAN_DEFAULT_MODULES, TenantContext, get_registry
 from shironzi.tenancy.catalog import check_module
@@ -454,8 +455,6 @@ def restore_tenant_data(
     """Restore one tenant's rows in every shared (and its dedicated) table to their state at --to, from Delta
     history; other tenants are untouched, erased subjects stay erased, and the run is audited."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from shironzi.audit.restore import restore_tenant
 
     try:
         moment = datetime.fromisoformat(to.replace("Z", "+00:00"))
