@@ -39,6 +39,7 @@ from shironzi.lake.delta import append, delete, history, open_table, overwrite, 
 from shironzi.lake.discovery import LakeTable, discover_tables, list_parquet_files, read_bytes, read_parquet
 from shironzi.lake.leases import normalise_uri, table_lease
 from shironzi.lake.paths import platform_uri
+from shironzi.lake.table_log import _may_match
 from shironzi.observability import stage
 from shironzi.settings import get_settings
 from shironzi.tenancy.context import TenantContext
@@ -119,8 +120,8 @@ def _may_hold(stats: dict[str, Any] | None, tenant_id: str) -> bool:
     """Could a file with these `tenant_id` statistics hold the tenant's rows (no statistics: assume so)?"""
     if not stats:
         return True
-    lo, hi = stats.get("min"), stats.get("max")
-    return (lo is None or lo <= tenant_id) and (hi is None or len(hi) >= 32 or tenant_id <= hi)
+    hi = stats.get("max")
+    return _may_match("=", tenant_id, stats.get("min"), None if isinstance(hi, str) and len(hi) >= 32 else hi)
 
 
 def _add_stats(add: dict[str, Any]) -> dict[str, Any] | None:

@@ -157,3 +157,23 @@ def test_bad_restores_are_refused_and_change_nothing(world: dict[str, str]) -> N
         restore_tenant(ADMIN, a, to=restore_point)
     assert table_version(bronze) == version and read_arrow(bronze, tenant_id=a).num_rows == 1
     assert not Path(restores_table_uri()).exists()
+
+
+def test_dedicated_tables_are_restored_and_other_dedicated_roots_left_alone(world: dict[str, str]) -> None:
+    a = world["a"]
+    d, _ = get_registry().provision_tenant(ADMIN, slug="big-clinic", name="Clinic", industry="ecommerce",
+                                           placement="dedicated")
+    own, others = uri("bronze", "events", tenant_id=d.id), uri("bronze", "events", tenant_id=a)
+    append(own, _rows(d.id, ["p_1", "p_2"], start=0))
+    append(others, _rows(a, ["c_1"], start=0))  # another tenant's root (a restore of `d` must not read it)
+    restore_point = _moment()
+    append(own, _rows(d.id, ["junk"], start=10, amount=-1.0))
+    append(others, _rows(a, ["c_2"], start=10))
+    kept = table_version(others)
+
+    receipt = restore_tenant(ADMIN, d.id, to=restore_point)
+
+    assert sorted(read_arrow(own).column("customer_id").to_pylist()) == ["p_1", "p_2"]
+    assert table_version(others) == kept and read_arrow(others).num_rows == 2
+    assert not any(r["table"].startswith(f"eu-west/tenants/{a}/") for r in receipt.tables)
+    assert any(r["table"] == f"eu-west/tenants/{d.id}/bronze/events" for r in receipt.tables)
