@@ -111,6 +111,9 @@ def _rows(url: str, query: str) -> Any:
 
 def replication_status(primary_url: str | None, standby_url: str | None) -> StandbyStatus:
     """Where the primary's WAL is, which standbys stream it, and how far the standby has replayed."""
+    for url in (primary_url, standby_url):
+        if url:
+            conninfo(url)  # a PostgreSQL URL, or one clear error
     primary_lsn, replicas = None, []
     if primary_url:
         (head,) = _rows(primary_url, "SELECT pg_current_wal_lsn()::text AS lsn")
@@ -147,6 +150,7 @@ def wait_for_catch_up(primary_url: str, standby_url: str, *, timeout: float = 30
 
 def promote(standby_url: str, *, wait_seconds: int = 60) -> StandbyStatus:
     """Promote the standby to primary (`pg_promote`); refused when it is not a standby."""
+    conninfo(standby_url)
     (row,) = _rows(standby_url, "SELECT pg_is_in_recovery() AS rec")
     if not row["rec"]:
         raise InvalidStateError("the registry database is not a standby (not in recovery): nothing to promote")

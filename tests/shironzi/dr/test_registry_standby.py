@@ -99,5 +99,9 @@ def test_bad_standby_input_is_refused(tmp_path: Path) -> None:
         build_standby("sqlite:///registry.db", tmp_path / "data")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "PG_VERSION").write_text("16")
+    with pytest.raises(InvalidInputError, match="PostgreSQL"):
+        replication_status("sqlite:///registry.db", None)
+    with pytest.raises(InvalidInputError, match="PostgreSQL"):
+        promote("sqlite:///registry.db")
     with pytest.raises(InvalidInputError, match="not empty"):
         build_standby("postgresql+psycopg://u@127.0.0.1:1/postgres", tmp_path / "data")
