@@ -24,6 +24,7 @@ import hmac
 import json
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -345,8 +346,10 @@ def restore_tenant(
     dry_run: bool = False,
     request_id: str | None = None,
     now: dt.datetime | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> RestoreReceipt:
-    """Put one tenant's rows in every table back to their state at `to`; returns the signed receipt."""
+    """Put one tenant's rows in every table back to their state at `to`; returns the signed receipt.
+    `progress(phase, done, total)` is called after each table is read and after each is written."""
     ctx.require_admin("restoring a tenant")
     tenant_id = get_registry().get_tenant(tenant).id
     moment = _check_moment(tenant_id, to, now or dt.datetime.now(dt.UTC))
@@ -355,11 +358,16 @@ def restore_tenant(
     with stage("restore.tenant", tenant=tenant_id, request_id=request_id, dry_run=dry_run) as summary:
         erased, erasures = _erasure_matcher(tenant_id, moment)
         tables = [t for t in discover_tables(include_platform=False) if t.tenant_id in (None, tenant_id)]
-        plans = [p for t in tables if (p := _plan_table(t, tenant_id, moment, erased)) is not None]
-        if dry_run:
-            results = [_plan_summary(p) for p in plans]
-        else:
-            results = [_write_plan(p, tenant_id, request_id) for p in plans]
+        report = progress or (lambda _phase, _done, _total: None)
+        plans = []
+        for done, table in enumerate(tables, 1):
+            if (plan := _plan_table(table, tenant_id, moment, erased)) is not None:
+                plans.append(plan)
+            report("reading history", done, len(tables))
+        results = []
+        for done, plan in enumerate(plans, 1):
+            results.append(_plan_summary(plan) if dry_run else _write_plan(plan, tenant_id, request_id))
+            report("planned" if dry_run else "restoring", done, len(plans))
         summary.rows = sum(r["rows_after"] for r in results)
         summary.extra.update(tables=len(results), erased_rows_dropped=sum(p.erased_rows_dropped for p in plans))
     receipt = RestoreReceipt(

@@ -454,16 +454,23 @@ def restore_tenant_data(
 ) -> None:
     """Restore one tenant's rows in every shared (and its dedicated) table to their state at --to, from Delta
     history; other tenants are untouched, erased subjects stay erased, and the run is audited."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     try:
         moment = datetime.fromisoformat(to.replace("Z", "+00:00"))
     except ValueError as exc:
         raise InvalidInputError(f"--to must be an ISO 8601 time like 2026-11-01T00:00:00Z, got {to!r}") from exc
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
-                  transient=True) as progress:
-        progress.add_task(f"{'planning' if dry_run else 'restoring'} {tenant} to {to}", total=None)
-        receipt = restore_tenant(_admin_ctx("cli: tenants restore"), tenant, to=moment, dry_run=dry_run)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(f"{phase} ({tenant})", total=total)
+            bar.update(tasks[phase], completed=done)
+
+        receipt = restore_tenant(_admin_ctx("cli: tenants restore"), tenant, to=moment, dry_run=dry_run,
+                                 progress=on_progress)
     if as_json:
         _print_json({k: v for k, v in receipt.__dict__.items()})
         return
