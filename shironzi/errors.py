@@ -201,6 +201,12 @@ class InvalidJsonError(ShironziError):
     code = "invalid_json"
 
 
+class RegistryUnavailableError(ServiceUnavailableError):
+    """The tenant registry's database cannot be reached (down, restarting, failing over): retry shortly."""
+
+    code = "registry_unavailable"
+
+
 class ModelUnavailableError(ServiceUnavailableError):
     """No champion model could be loaded for serving (none trained or promoted yet, or the registry is down)."""
 

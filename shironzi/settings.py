@@ -167,6 +167,10 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600,
         description="Stream ingestor: how often it re-reads the tenant directory (retrying an unreachable registry).",
     )
+    placement_policy_file: Path | None = Field(
+        None, description="YAML placement policy (promotion/demotion thresholds, moves per run; see "
+        "shironzi.tenancy.placement_policy). Default: the built-in policy.",
+    )
     stream_backoff_max_seconds: float = Field(
         30.0, gt=0, le=600,
         description="Stream ingestor: longest wait between retries while the lake's object store fails "

@@ -63,6 +63,7 @@ class TenantRow(Base):
     placement: Mapped[str] = mapped_column(sa.String(16), nullable=False)
     status: Mapped[str] = mapped_column(sa.String(16), nullable=False, index=True)
     lake_namespace: Mapped[str] = mapped_column(sa.String(1024), nullable=False)
+    placement_epoch: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
