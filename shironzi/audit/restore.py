@@ -10,8 +10,8 @@ Erasure is never undone. An erasure physically removes the files its delete rewr
 is read by replaying the erasure commits that followed (their rewritten files stand in for the removed
 ones), and the subjects the erasure ledger records as erased after the moment are filtered out again before
 anything is written. Every table is planned (read and checked) before any table is changed, so a refusal
-(an unknown or offboarded tenant, a moment in the future, before the tenant existed, or older than the
-history the log and the files still hold) changes nothing. A run writes a signed receipt to
+(an unknown or offboarded tenant, a moment in the future, before the tenant existed, before its last
+placement move, or older than the history the log and the files still hold) changes nothing. A run writes a signed receipt to
 `_platform/audit/restores` and an audit event (`tenant_restored`, or `restore_drill` for a dry run) that the
 evidence pack shows as the latest restore drill.
 """
@@ -334,6 +334,14 @@ def _check_moment(tenant_id: str, moment: dt.datetime, now: dt.datetime) -> dt.d
             f"cannot restore tenant {tenant.id!r} to {moment.isoformat()}: it did not exist before "
             f"{created.isoformat()}",
             field="to",
+        )
+    moves = [e.occurred_at for e in get_registry().events(tenant.id) if e.type == "placement_changed"]
+    later = [m if m.tzinfo else m.replace(tzinfo=dt.UTC) for m in moves]
+    if any(m > moment for m in later):
+        raise InvalidStateError(
+            f"tenant {tenant.id!r} moved to {tenant.placement} tables at {max(later).isoformat()}, after "
+            f"{moment.isoformat()}: restore to a moment after the move",
+            tenant=tenant.id,
         )
     return moment
 

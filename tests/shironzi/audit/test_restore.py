@@ -20,6 +20,7 @@ from shironzi.errors import InvalidInputError, InvalidStateError, TenantNotFound
 from shironzi.lake.delta import append, history, overwrite, read_arrow, table_version
 from shironzi.lake.maintenance import vacuum
 from shironzi.tenancy.context import TenantContext
+from shironzi.tenancy.moves import move_tenant
 from shironzi.tenancy.registry import get_registry
 from tests.shironzi.audit._fixtures import uri
 
@@ -177,3 +178,13 @@ def test_dedicated_tables_are_restored_and_other_dedicated_roots_left_alone(worl
     assert table_version(others) == kept and read_arrow(others).num_rows == 2
     assert not any(r["table"].startswith(f"eu-west/tenants/{a}/") for r in receipt.tables)
     assert any(r["table"] == f"eu-west/tenants/{d.id}/bronze/events" for r in receipt.tables)
+
+
+def test_restore_to_before_a_placement_move_is_refused(world: dict[str, str]) -> None:
+    a, bronze = world["a"], world["bronze"]
+    restore_point = _moment()
+    move_tenant(ADMIN, a, placement="dedicated")
+    version = table_version(bronze)
+    with pytest.raises(InvalidStateError, match="restore to a moment after the move"):
+        restore_tenant(ADMIN, a, to=restore_point)
+    assert table_version(bronze) == version
