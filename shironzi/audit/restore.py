@@ -11,9 +11,9 @@ is read by replaying the erasure commits that followed (their rewritten files st
 ones), and the subjects the erasure ledger records as erased after the moment are filtered out again before
 anything is written. Every table is planned (read and checked) before any table is changed, so a refusal
 (an unknown or offboarded tenant, a moment in the future, before the tenant existed, before its last
-placement move, or older than the history the log and the files still hold) changes nothing. A run writes a signed receipt to
-`_platform/audit/restores` and an audit event (`tenant_restored`, or `restore_drill` for a dry run) that the
-evidence pack shows as the latest restore drill.
+placement move, or older than the history the log and the files still hold) changes nothing. A run writes a
+signed receipt to `_platform/audit/restores` and an audit event (`tenant_restored`, or `restore_drill` for a
+dry run) that the evidence pack shows as the latest restore drill.
 """
 
 from __future__ import annotations
