@@ -365,7 +365,7 @@ def _erase_table(
     with table_lease(table.uri, mode="exclusive"):
         before = table_version(table.uri)
         deleted = delete(table.uri, where, metadata={"shironzi_purpose": "erasure"})
-        removed_files = _remove_files_removed_by(table.uri, before + 1) if deleted else []
+        removed_files = _remove_files_removed_by(table.uri, before + 1, holding=matcher) if deleted else []
         removed_files += _remove_stale_files_holding(table.uri, matcher)
         dropped_log = _drop_history_holding(table.uri, matcher) if deleted else []
         after = table_version(table.uri)
@@ -382,15 +382,18 @@ def _erase_table(
     }
 
 
-def _remove_files_removed_by(uri: str, version: int) -> list[str]:
-    """Physically delete the data files one commit removed (the erasure's delete: the files that held the
-    subject's rows), and nothing else, so other tenants' older versions stay readable."""
+def _remove_files_removed_by(uri: str, version: int, *, holding: Matcher | None = None) -> list[str]:
+    """Physically delete the data files one commit removed (with `holding`, only those that held the subject's
+    rows: delta-rs may also rewrite candidate files without a match), and nothing else, so other tenants' older
+    versions stay readable (and `shironzi.audit.restore` can still read the rest)."""
     from urllib.parse import unquote
 
     root = uri.rstrip("/")
     entry = read_bytes(f"{root}/_delta_log/{version:020d}.json").decode()
     entries = [json.loads(line) for line in entry.splitlines() if line.strip()]
     removed = [unquote(e["remove"]["path"]) for e in entries if e.get("remove")]
+    if holding is not None:
+        removed = [path for path in removed if scan_file(f"{root}/{path}", holding)[1]]
     _delete_if_present([f"{root}/{path}" for path in removed])
     return removed
 

@@ -48,7 +48,7 @@ CHANGE_ACTIONS: dict[str, tuple[str, ...]] = {
     "plans": ("tenant_plan_changed",),
 }
 RETENTION_ACTIONS = ("retention_enforced",)
-DRILL_ACTIONS = ("backup_drill", "restore_drill", "dr_drill")
+DRILL_ACTIONS = ("backup_drill", "restore_drill", "dr_drill", "tenant_restored")
 SECTIONS = ("access_review", "admin_actions", "changes", "audit_chain", "erasures", "retention_runs",
             "backup_drills", "encryption")
 _EVENT_COLUMNS = ("event_time", "actor", "tenant_id", "action", "resource", "purpose", "outcome", "request_id")

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shironzi.audit.restore import restore_tenant
 from shironzi.errors import InvalidInputError
 from shironzi.tenancy import MODULE_REQUIRES, MODULES, PLAN_DEFAULT_MODULES, TenantContext, get_registry
 from shironzi.tenancy.catalog import check_module
@@ -442,3 +443,42 @@ def revoke_key(
     """Revoke a key: refused here at once, and by every running API worker within about a second."""
     record = _registry().revoke_key(_admin_ctx("cli: keys revoke"), prefix)
     console.print(f"revoked key {record.prefix} at {_when(record.revoked_at)}")
+
+
+@tenants_app.command("restore")
+def restore_tenant_data(
+    tenant: TenantArg,
+    to: Annotated[str, typer.Option("--to", help='The moment to restore to, ISO 8601 (e.g. "2026-11-01T00:00:00Z").')],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and report only; change nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore one tenant's rows in every shared (and its dedicated) table to their state at --to, from Delta
+    history; other tenants are untouched, erased subjects stay erased, and the run is audited."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    try:
+        moment = datetime.fromisoformat(to.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInputError(f"--to must be an ISO 8601 time like 2026-11-01T00:00:00Z, got {to!r}") from exc
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(f"{phase} ({tenant})", total=total)
+            bar.update(tasks[phase], completed=done)
+
+        receipt = restore_tenant(_admin_ctx("cli: tenants restore"), tenant, to=moment, dry_run=dry_run,
+                                 progress=on_progress)
+    if as_json:
+        _print_json({k: v for k, v in receipt.__dict__.items()})
+        return
+    table = Table(title=f"{'dry run: ' if dry_run else ''}tenant {receipt.tenant_id} restored to {receipt.restore_to}")
+    for column in ("table", "restore version", "rows before", "rows after", "erased rows dropped", "new version"):
+        table.add_column(column)
+    for r in receipt.tables:
+        table.add_row(r["table"], str(r["restore_version"]), str(r.get("rows_before", "-")), str(r["rows_after"]),
+                      str(r["erased_rows_dropped"]), str(r.get("after_version", "-")))
+    console.print(table)
+    console.print(f"request {receipt.request_id}; {receipt.erasures_reapplied} erasure(s) re-applied")

@@ -10,11 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from shironzi.errors import ConfigurationError
+from shironzi.errors import ConfigurationError, ServiceUnavailableError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test checks it against Alembic's script directory).
 HEAD_REVISION = "0007"
+READ_ONLY_SQLSTATE = "25006"  # PostgreSQL's read_only_sql_transaction: a write sent to a hot standby
 _MIGRATION_LOCK_ID = 0x5348_495A  # "SHIZ": PostgreSQL advisory lock serialising concurrent first runs
 
 
@@ -61,8 +62,16 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     """One read-write transaction (SQLite: BEGIN IMMEDIATE); commits on success, rolls back on any error."""
     with engine.connect() as conn:
         conn.execution_options(registry_write=True)
-        with conn.begin():
-            yield conn
+        try:
+            with conn.begin():
+                yield conn
+        except Exception as exc:  # SQLAlchemy wraps the driver's error; a raw COPY raises psycopg's own
+            states = (getattr(exc, "sqlstate", None), getattr(getattr(exc, "orig", None), "sqlstate", None))
+            if READ_ONLY_SQLSTATE in states:
+                raise ServiceUnavailableError(
+                    "the registry database is a read-only hot standby: writes wait for its promotion"
+                ) from exc
+            raise
 
 
 def alembic_config(connection: Connection | None = None) -> Any:

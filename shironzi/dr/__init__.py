@@ -1,0 +1,1 @@
+"""Disaster recovery: the registry's hot standby and the replication of champion models to a peer region."""
