@@ -45,7 +45,10 @@ class LakeGroup:
                          tenant_id=self.tenant_id)
 
     def uri(self, settings: Settings, *, layer: Layer, table: str) -> str:
-        return self.table_uri(settings.resolved_lake_uri, layer=layer, table=table)
+        """The table in the lake serving the group's region now (its own, or its replica after a failover)."""
+        from shironzi.dr.regions import serving_lake
+
+        return self.table_uri(serving_lake(settings, self.region).uri, layer=layer, table=table)
 
 
 def lake_groups(tenant_ids: Iterable[str], settings: Settings | None = None) -> list[LakeGroup]:
