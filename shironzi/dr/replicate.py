@@ -448,3 +448,25 @@ def report_lag(settings: Settings | None = None) -> dict[str, list[TableLag]]:
         summary.extra["lag"] = {region: {lag.relative: [lag.lag_versions, round(lag.lag_seconds, 3)] for lag in lags}
                                 for region, lags in out.items()}
     return out
+
+
+def residency_violations(settings: Settings | None = None) -> list[tuple[str, str, str]]:
+    """Scan every Parquet file of every configured region lake: (file, tenant, region) for each registered
+    tenant whose rows sit in a region outside its residency (home and replica). Empty when all is well."""
+    import pyarrow.fs as pafs
+
+    settings = settings or get_settings()
+    directory = get_registry(settings).tenant_directory(fresh=True)
+    found = []
+    for region, configured in sorted(settings.region_lakes.items()):
+        lake = _Lake(configured)
+        fs, base = lake.fs(lake.uri)
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        for info in infos:
+            if info.type != pafs.FileType.File or not info.path.endswith(".parquet") or "/_delta_log/" in info.path:
+                continue
+            with fs.open_input_stream(info.path) as stream:
+                tenants = _tenants_in(stream.read())
+            found += [(info.path, t, region) for t in sorted(tenants)
+                      if t in directory and region not in allowed_regions(settings, directory[t])]
+    return found
