@@ -208,8 +208,10 @@ def _snapshot(uri: str, options: Mapping[str, str], version: int) -> tuple[froze
 
     table = DeltaTable(uri, version=version, storage_options=dict(options) or None)
     actions = table.get_add_actions(flatten=True)
-    rows = actions.column("num_records").to_pylist() if "num_records" in actions.schema.names else []
-    return frozenset(table.file_uris()), sum(r or 0 for r in rows)
+    rows = 0
+    if "num_records" in actions.schema.names:
+        rows = sum(int(r or 0) for r in list(actions.column("num_records").to_pylist()))
+    return frozenset(table.file_uris()), rows
 
 
 def _relative_files(files: frozenset[str], root: str) -> frozenset[str]:

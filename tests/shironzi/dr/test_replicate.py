@@ -19,7 +19,9 @@ def _commits(table: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(log.glob("*.json"))}
 
 
-def test_commits_ship_verbatim_with_their_txn_and_resume_after_a_crash(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commits_ship_verbatim_with_their_txn_and_resume_after_a_crash(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = two_region_settings(home, monkeypatch)
     ids = provision(settings, ("shop", "eu-west", "ecommerce", "standard", "pooled"))
     source_lake, replica = region_lake(settings, "eu-west").uri, replica_lake(settings, "eu-west").uri
