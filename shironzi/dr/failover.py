@@ -103,7 +103,8 @@ def failback(region: str, *, ctx: TenantContext, force: bool = False, settings: 
                        event="region_failed_over", ctx=ctx, peer=peer, reason="failback pass failed")
             raise
         done = transition(settings, region, expect=("failing_back",), to="active", serving_region=region,
-                          event="region_failed_back", ctx=ctx, peer=peer, caught_up=caught.versions)
+                          event="region_failed_back", ctx=ctx, bump_epoch=False, peer=peer,
+                          caught_up=caught.versions)
         summary.rows = caught.versions
         summary.extra.update(epoch=done.epoch, forced=force)
     return SwitchResult(region, region, done.epoch, time.monotonic() - started, caught.versions,
