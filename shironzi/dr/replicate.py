@@ -375,8 +375,10 @@ def replicate_region(
                 run.tables.append(ShipResult(relative, withheld=True))
                 continue
             try:
+                # the target never serves while it is replicated to (forward: the region is active; reverse: it
+                # is failed over), so commits only it holds are leftovers of a fenced writer: moved aside
                 run.tables.append(ship_table(source, target, relative, guard=guard, verify=verify,
-                                             discard_diverged=direction == "reverse"))
+                                             discard_diverged=True))
             except ResidencyError as exc:
                 logger.error("replication blocked", extra={"fields": {"table": relative, "error": exc.message}})
                 run.tables.append(ShipResult(relative, blocked=exc.message))
