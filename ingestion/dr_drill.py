@@ -254,7 +254,8 @@ def run_drill(config: DrillConfig, *, progress: Progress | None = None) -> Drill
         registry = get_registry(settings)
         tenants: dict[str, tuple[str, str]] = {}
         for slug, region, industry, plan, placement in (
-            ("drill-shop-a", A, "ecommerce", "standard", "pooled"), ("drill-school-a", A, "education", "free", "pooled"),
+            ("drill-shop-a", A, "ecommerce", "standard", "pooled"),
+            ("drill-school-a", A, "education", "free", "pooled"),
             ("drill-clinic-a", A, "healthcare", "enterprise", "dedicated"),
             ("drill-shop-b", B, "ecommerce", "standard", "pooled"),
         ):
@@ -265,10 +266,10 @@ def run_drill(config: DrillConfig, *, progress: Progress | None = None) -> Drill
         import pyarrow as pa
 
         clinic = tenants["drill-clinic-a"][0]
-        append(table_uri(lakes[A], layer="bronze", table="events", region=A, placement="dedicated",
-                         tenant_id=clinic), pa.table({"tenant_id": [clinic] * 10, "event_id": [f"c{i}" for i in range(10)]}))
-        total = int(config.events_per_second * (config.steady_seconds + config.outage_seconds + config.after_seconds
-                                                + config.catch_up_timeout) * 0.6) + 10_000
+        append(table_uri(lakes[A], layer="bronze", table="events", region=A, placement="dedicated", tenant_id=clinic),
+               pa.table({"tenant_id": [clinic] * 10, "event_id": [f"c{i}" for i in range(10)]}))
+        seconds = config.steady_seconds + config.outage_seconds + config.after_seconds + 40  # + the switches
+        total = int(config.events_per_second * seconds / 2) + 10_000  # per region
         sims = {
             A: simulate([(tenants["drill-shop-a"][0], "ecommerce"), (tenants["drill-school-a"][0], "education")],
                         target_events=total, days=30, seed=1),
