@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,12 +28,21 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import httpx
+import pyarrow as pa
 
+from ingestion.stream import make_sink
+from ingestion.stream.broker import ensure_topic, free_port, running_broker
+from ingestion.synthetic import iter_payload_batches, simulate
+from shironzi.dr.failover import failback, failover
+from shironzi.dr.regions import replica_lake, serving_lake
+from shironzi.dr.replicate import region_lag, residency_violations
 from shironzi.errors import ShironziError
+from shironzi.lake import append, read_arrow, table_exists, table_uri
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy import TenantContext, get_registry, reset_registries
 
 A, B = "eu-west", "us-east"
 TOPIC = "events"
@@ -123,8 +133,6 @@ def _environment(values: dict[str, str]) -> Iterator[Settings]:
         del os.environ[key]
     os.environ.update(values)
     get_settings.cache_clear()
-    from shironzi.tenancy import reset_registries
-
     reset_registries()
     try:
         yield get_settings()
@@ -136,15 +144,7 @@ def _environment(values: dict[str, str]) -> Iterator[Settings]:
         reset_registries()
 
 
-def _free_port() -> int:
-    from ingestion.stream.broker import free_port
-
-    return free_port()
-
-
 def _wait_port(port: int, timeout: float = 120.0) -> None:
-    import socket
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
@@ -156,8 +156,6 @@ def _wait_port(port: int, timeout: float = 120.0) -> None:
 
 
 def _get(port: int, key: str) -> int:
-    import httpx
-
     try:
         return httpx.get(f"http://127.0.0.1:{port}/v1/tenant", headers={"Authorization": f"Bearer {key}"},
                          timeout=5).status_code
@@ -176,9 +174,6 @@ class _Producer(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        from ingestion.stream import make_sink
-        from ingestion.synthetic import iter_payload_batches
-
         try:
             with ExitStack() as stack:
                 sinks = {r: stack.enter_context(make_sink("confluent", boot)) for r, (boot, _) in self.streams.items()}
@@ -209,8 +204,6 @@ class _Producer(threading.Thread):
 
 
 def _bronze_ids(lake: str, region: str) -> list[tuple[str, str]]:
-    from shironzi.lake import read_arrow, table_exists, table_uri
-
     uri = table_uri(lake, layer="bronze", table="events", region=region)
     if not table_exists(uri):
         return []
@@ -220,9 +213,6 @@ def _bronze_ids(lake: str, region: str) -> list[tuple[str, str]]:
 
 def run_drill(config: DrillConfig, *, progress: Progress | None = None) -> DrillReport:
     """Run the drill under `config.base` (see the module docstring) and report what it measured."""
-    from ingestion.stream.broker import ensure_topic, running_broker
-    from ingestion.synthetic import simulate
-
     say = progress or (lambda _: None)
     base = config.base.resolve()
     logs = base / "logs"
@@ -244,12 +234,6 @@ def run_drill(config: DrillConfig, *, progress: Progress | None = None) -> Drill
         }
         settings = stack.enter_context(_environment({**common, "SHIRONZI_LAKE_URI": str(base / "control-lake")}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHIRONZI_")} | common
-        from shironzi.dr.failover import failback, failover
-        from shironzi.dr.regions import replica_lake, serving_lake
-        from shironzi.dr.replicate import region_lag, residency_violations
-        from shironzi.lake import append, table_uri
-        from shironzi.tenancy import TenantContext, get_registry
-
         ctx = TenantContext.admin(actor="dr-drill", purpose="disaster recovery drill")
         registry = get_registry(settings)
         tenants: dict[str, tuple[str, str]] = {}
@@ -263,8 +247,6 @@ def run_drill(config: DrillConfig, *, progress: Progress | None = None) -> Drill
                                                     region=region, placement=placement)
             tenants[slug] = (tenant.id, key)
         # the restricted tenant's own table: it must never reach B
-        import pyarrow as pa
-
         clinic = tenants["drill-clinic-a"][0]
         append(table_uri(lakes[A], layer="bronze", table="events", region=A, placement="dedicated", tenant_id=clinic),
                pa.table({"tenant_id": [clinic] * 10, "event_id": [f"c{i}" for i in range(10)]}))
@@ -291,7 +273,7 @@ def run_drill(config: DrillConfig, *, progress: Progress | None = None) -> Drill
                          SHIRONZI_LAKE_URI=lake, SHIRONZI_WRITER_REGION=region)
 
         try:
-            ports = {A: _free_port(), B: _free_port()}
+            ports = {A: free_port(), B: free_port()}
             procs = {
                 "ingest-a": ingestor("ingest-a", A, lakes[A]),
                 "ingest-b": ingestor("ingest-b", B, lakes[B]),
@@ -389,31 +371,3 @@ def run_drill(config: DrillConfig, *, progress: Progress | None = None) -> Drill
     return report
 
 
-
-def drill(
-    base: Annotated[Path | None, typer.Option(help="Working directory of the drill. Default: a temporary one.")]
-    = None,
-    events_per_second: Annotated[int, typer.Option(min=10, help="Steady production rate (both regions).")] = 2_000,
-    steady_seconds: Annotated[float, typer.Option(min=1, help="Producing before the kill.")] = 8.0,
-    outage_seconds: Annotated[float, typer.Option(min=1, help="Serving from the peer before failback.")] = 8.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
-    """Kill region A mid-ingest, fail over to B, keep ingesting and serving, fail back; check nothing was lost
-    or duplicated and residency held. Exits 1 when a check fails."""
-    import tempfile
-
-    from rich.console import Console
-
-    console = Console(stderr=True, highlight=False)
-    with tempfile.TemporaryDirectory(prefix="shironzi-drill-") as scratch:
-        config = DrillConfig(base or Path(scratch), events_per_second=events_per_second,
-                             steady_seconds=steady_seconds, outage_seconds=outage_seconds)
-        with console.status("drill") as status:
-            report = run_drill(config, progress=lambda text: status.update(text))
-    if as_json:
-        typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True, default=str))
-    else:
-        for name, value in report.as_dict().items():
-            typer.echo(f"{name}: {value}")
-    if not report.passed:
-        raise DrillFailedError(f"the drill failed: {json.dumps(report.as_dict(), default=str)}")

@@ -9,9 +9,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shironzi.cli.tenants import _admin_ctx
+from shironzi.dr.failover import failback, failover
+from shironzi.dr.regions import region_states
+from shironzi.dr.replicate import region_lag, replicate_all, report_lag
+from shironzi.health import start_health_server
 from shironzi.settings import get_settings
 
 dr_app = typer.Typer(name="dr", help="Regions and disaster recovery: replication, failover, failback, drill.",
@@ -30,11 +35,9 @@ def replicate_cmd(
     once: Annotated[bool, typer.Option("--once", help="One pass over every region, then exit.")] = False,
 ) -> None:
     """Ship every region's new Delta commits to its peer (continuously unless --once)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from shironzi.dr.replicate import replicate_all, report_lag
-
     settings = get_settings()
+    health = start_health_server(settings.health_port, stale_after_s=settings.health_stale_seconds,
+                                 name="dr-replicate")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("replicate", total=None)
@@ -44,7 +47,10 @@ def replicate_cmd(
 
         while True:
             passes = replicate_all(settings, progress=progress)
-            report_lag(settings)
+            lags = report_lag(settings)
+            if health is not None:
+                health.beat(state="replicating", regions=len(passes),
+                            lag_versions=max((lag.lag_versions for v in lags.values() for lag in v), default=0))
             if once:
                 break
             time.sleep(settings.dr_replicate_interval_seconds)
@@ -56,9 +62,6 @@ def replicate_cmd(
 @dr_app.command("status")
 def status_cmd(as_json: JsonOpt = False) -> None:
     """Each region's state and epoch, and per table the replication lag in versions and seconds."""
-    from shironzi.dr.regions import region_states
-    from shironzi.dr.replicate import region_lag
-
     settings = get_settings()
     states = region_states(settings)
     report: dict[str, Any] = {}
@@ -88,8 +91,6 @@ def status_cmd(as_json: JsonOpt = False) -> None:
 @dr_app.command("failover")
 def failover_cmd(region: RegionOpt, as_json: JsonOpt = False) -> None:
     """Fence a failed region's writers and serve its tenants from its peer's replica."""
-    from shironzi.dr.failover import failover
-
     result = failover(region, ctx=_admin_ctx("dr_failover"))
     if as_json:
         _print_json(asdict(result))
@@ -106,8 +107,6 @@ def failback_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Ship the outage's writes back to the region, fence its peer's writers and serve it from home again."""
-    from shironzi.dr.failover import failback
-
     result = failback(region, ctx=_admin_ctx("dr_failback"), force=force)
     if as_json:
         _print_json(asdict(result))

@@ -132,13 +132,6 @@ def region_states(settings: Settings | None = None) -> dict[str, RegionState]:
     }
 
 
-def region_epoch(region: str, settings: Settings | None = None) -> int:
-    """The region's fencing epoch, read fresh (one small query)."""
-    settings = settings or get_settings()
-    with get_registry(settings).engine.connect() as conn:
-        return _read_state(conn, region).epoch
-
-
 def transition(
     settings: Settings,
     region: str,

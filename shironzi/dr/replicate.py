@@ -397,8 +397,9 @@ def replicate_all(settings: Settings | None = None, *, progress: Progress | None
     settings = settings or get_settings()
     passes = []
     for region, state in cached_states(settings).items():
-        if settings.region_peers.get(region) not in settings.regions:
-            continue
+        peer = settings.region_peers.get(region)
+        if peer not in settings.regions or region_lake(settings, region).uri == region_lake(settings, peer).uri:
+            continue  # no peer, or no separate failure domain (SHIRONZI_REGION_LAKES gives none): nothing to ship
         direction: Direction | None = {"active": "forward", "failed_over": "reverse"}.get(state.state)  # type: ignore[assignment]
         if direction is None:
             continue

@@ -1,19 +1,41 @@
 """Epoch fencing of lake writers: after a failover or failback, the old region's writers may not commit.
 
 A process that writes for a region names it in `SHIRONZI_WRITER_REGION`. Its first commit records the region's
-epoch from the registry; every later commit re-reads it and is refused (`FencedError`) once it changed. Every
-kernel commit path calls `check_fence` before committing, so no writer can forget it.
+epoch from the registry's `regions` table (`shironzi.dr`); every later commit re-reads it and is refused
+(`FencedError`) once it changed. Every kernel commit path calls `check_fence` before committing, so no writer
+can forget it. The read is one indexed row by primary key, on an engine of its own (the lake does not import
+the tenancy package, which imports the lake).
 """
 
 from __future__ import annotations
 
 import threading
 
+import sqlalchemy as sa
+
 from shironzi.errors import FencedError
-from shironzi.settings import get_settings
+from shironzi.settings import Settings, get_settings
 
 _held: dict[tuple[str, str], int] = {}
+_engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
+_EPOCH = sa.text("SELECT epoch FROM regions WHERE region = :region")
+
+
+def _engine(url: str) -> sa.Engine:
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = sa.create_engine(url, pool_pre_ping=url.startswith("postgresql"))
+        return engine
+
+
+def read_epoch(region: str, settings: Settings | None = None) -> int:
+    """The region's fencing epoch, read fresh (0 before its first failover)."""
+    settings = settings or get_settings()
+    with _engine(settings.resolved_database_url).connect() as conn:
+        value = conn.execute(_EPOCH, {"region": region}).scalar()
+    return int(value or 0)
 
 
 def check_fence(uri: str) -> None:
@@ -22,9 +44,7 @@ def check_fence(uri: str) -> None:
     region = settings.writer_region
     if region is None:
         return
-    from shironzi.dr.regions import region_epoch
-
-    epoch = region_epoch(region, settings)
+    epoch = read_epoch(region, settings)
     key = (settings.resolved_database_url, region)
     with _lock:
         held = _held.setdefault(key, epoch)

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shironzi.dr.regions import serving_lake
 from shironzi.errors import TenantNotFoundError
 from shironzi.lake.paths import Layer, Placement, table_uri
 from shironzi.settings import Settings, get_settings
@@ -46,8 +47,6 @@ class LakeGroup:
 
     def uri(self, settings: Settings, *, layer: Layer, table: str) -> str:
         """The table in the lake serving the group's region now (its own, or its replica after a failover)."""
-        from shironzi.dr.regions import serving_lake
-
         return self.table_uri(serving_lake(settings, self.region).uri, layer=layer, table=table)
 
 
