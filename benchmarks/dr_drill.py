@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="shironzi-dr-bench-") as scratch:
         config = DrillConfig(Path(scratch), events_per_second=args.events_per_second,
                              steady_seconds=args.steady_seconds, outage_seconds=args.outage_seconds,
-                             after_seconds=5.0, max_batch=args.max_batch, catch_up_timeout=300.0)
+                             after_seconds=5.0, max_batch=args.max_batch, catch_up_timeout=900.0)
         report = run_drill(config, progress=lambda text: print(f"  .. {text}", flush=True))
     facts = report.as_dict()
     produced_rate = report.produced / max(1e-9, args.steady_seconds + args.outage_seconds + 5.0)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
           if rto is not None else "RTO                not reached")
     print(f"failover switch    {report.failover_seconds:.2f}s (fence + last catch-up + promote)")
     print(f"data               lost {report.lost:,}  duplicated {report.duplicated:,}  landed {report.landed:,} "
-          f"of {report.produced:,} (goal 0 / 0)")
+          f"of {report.produced:,} (goal 0 / 0; lost by region {report.lost_by_region})")
     print(f"failback           switch {report.failback_seconds:.2f}s; A's API answering again after "
           f"{report.home_serving_again_seconds:.1f}s")
     print(f"residency          {report.residency_violations} files outside their tenant's regions; "

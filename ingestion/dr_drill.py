@@ -70,6 +70,7 @@ class DrillReport:
     produced: int = 0
     landed: int = 0
     lost: int = 0
+    lost_by_region: dict[str, int] = field(default_factory=dict)
     duplicated: int = 0
     rto_seconds: float | None = None
     failover_seconds: float | None = None
@@ -354,16 +355,21 @@ def run_drill(config: DrillConfig, *, progress: Progress | None = None) -> Drill
             produced = {r: producer.sent[r] for r in (A, B)}
             report.produced = sum(len(v) for v in produced.values())
             deadline = time.monotonic() + config.catch_up_timeout
-            while True:
+            last, progressed_at = -1, time.monotonic()
+            while True:  # until all landed, or no progress for 60 s (lost, not late), or the deadline
                 landed = {r: _bronze_ids(lakes[r], r) for r in (A, B)}
-                if sum(len(v) for v in landed.values()) >= report.produced or time.monotonic() > deadline:
+                count = sum(len(v) for v in landed.values())
+                if count > last:
+                    last, progressed_at = count, time.monotonic()
+                if count >= report.produced or time.monotonic() > deadline or time.monotonic() - progressed_at > 60:
                     break
-                time.sleep(1.0)
+                time.sleep(2.0)
             all_landed = landed[A] + landed[B]
             wanted = set(produced[A]) | set(produced[B])
             report.landed = len(all_landed)
             report.duplicated = len(all_landed) - len(set(all_landed))
             report.lost = len(wanted - set(all_landed))
+            report.lost_by_region = {r: len(set(produced[r]) - set(landed[r])) for r in (A, B)}
             report.residency_violations = len(residency_violations(settings))
         finally:
             for process in processes:
