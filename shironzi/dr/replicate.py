@@ -450,9 +450,20 @@ def report_lag(settings: Settings | None = None) -> dict[str, list[TableLag]]:
             except OSError as exc:
                 logger.warning("lag unknown", extra={"fields": {"region": region, "error": str(exc)}})
         summary.rows = sum(len(lags) for lags in out.values())
-        summary.extra["lag"] = {region: {lag.relative: [lag.lag_versions, round(lag.lag_seconds, 3)] for lag in lags}
-                                for region, lags in out.items()}
+        summary.extra["lag"] = {region: metric_lag(lags) for region, lags in out.items()}
     return out
+
+
+def metric_lag(lags: list[TableLag]) -> dict[str, list[float]]:
+    """Lag per table for metrics: dedicated tenants' tables folded into `{region}/tenants/*/...` (the worst of
+    them), so no label names a tenant and the label count does not grow with tenants."""
+    folded: dict[str, list[float]] = {}
+    for lag in lags:
+        parts = lag.relative.split("/")
+        key = "/".join([*parts[:2], "*", *parts[3:]]) if len(parts) > 2 and parts[1] == "tenants" else lag.relative
+        worst = folded.setdefault(key, [0, 0.0])
+        folded[key] = [max(worst[0], lag.lag_versions), max(worst[1], round(lag.lag_seconds, 3))]
+    return folded
 
 
 def residency_violations(settings: Settings | None = None) -> list[tuple[str, str, str]]:
