@@ -11,6 +11,7 @@ Writers fence on the epoch (`shironzi.lake.fencing`); readers route by the servi
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -187,7 +188,11 @@ def cached_states(settings: Settings) -> dict[str, RegionState]:
     cached = _cache
     if cached is not None and cached[0] >= time.monotonic() and cached[1] == url:
         return cached[2]
-    states = region_states(settings)
+    try:
+        states = region_states(settings)
+    except (sa.exc.SQLAlchemyError, OSError):  # registry unreachable: degrade to the last known routing
+        logging.getLogger("shironzi.dr").warning("region states unreadable; routing by the last known ones")
+        return cached[2] if cached is not None and cached[1] == url else {}
     with _cache_lock:
         _cache = (time.monotonic() + settings.dr_state_cache_seconds, url, states)
     return states

@@ -88,3 +88,20 @@ def test_bad_requests_are_refused_and_change_nothing(home: Path, monkeypatch: py
     assert region_states(settings)["us-east"].state == "failed_over"
     assert not Path(region_lake(settings, "us-east").uri, "us-east").exists()
     assert failback("us-east", ctx=ADMIN, settings=settings, force=True).caught_up == 4
+
+
+def test_routing_keeps_the_last_known_states_while_the_registry_is_unreachable(
+    home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = two_region_settings(home, monkeypatch, dr_state_cache_seconds="0")
+    failover("eu-west", ctx=ADMIN, settings=settings)
+    group = LakeGroup.pooled("eu-west", [])
+    served = group.uri(settings, layer="gold", table="daily")
+    assert served.startswith(replica_lake(settings, "eu-west").uri)
+    (home / "registry.db").rename(home / "registry.moved")  # the registry's file is gone: reads fail
+    (home / "registry.db").mkdir()
+    from shironzi.tenancy import reset_registries
+
+    reset_registries()
+    assert group.uri(settings, layer="gold", table="daily") == served
+    assert "region states unreadable" in caplog.text
