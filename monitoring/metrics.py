@@ -91,6 +91,13 @@ class PipelineMetrics:
         self.scored_tenants = Gauge("shironzi_scoring_tenants", "Tenants the last scoring run covered, by model.",
                                     ["model"], registry=r)
 
+        self.dr_lag_versions = Gauge("shironzi_dr_replication_lag_versions",
+                                     "Delta commits a region's replica table is behind its source.",
+                                     ["region", "table"], registry=r)
+        self.dr_lag_seconds = Gauge("shironzi_dr_replication_lag_seconds",
+                                    "Age of the oldest commit a region's replica table has not received.",
+                                    ["region", "table"], registry=r)
+
     def record(self, summary: StageSummary, *, failed: bool) -> None:
         """Book one finished stage."""
         name, extra = summary.stage, summary.extra
@@ -107,6 +114,11 @@ class PipelineMetrics:
             for topic, lags in (extra.get("lag") or {}).items():
                 for partition, lag in (lags or {}).items():
                     self.ingest_lag.labels(topic=topic, partition=str(partition)).set(lag)
+        elif name == "dr_lag":
+            for region, tables in (extra.get("lag") or {}).items():
+                for table, (versions, seconds) in (tables or {}).items():
+                    self.dr_lag_versions.labels(region=region, table=table).set(versions)
+                    self.dr_lag_seconds.labels(region=region, table=table).set(seconds)
         elif name in BATCH_STAGES:
             source = str(extra.get("source", "unknown"))
             self.batch_files.labels(source=source).inc(int(extra.get("files", 0) or 0))

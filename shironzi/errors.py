@@ -250,3 +250,21 @@ class StreamLagError(ShironziError):
 
     status = 503
     code = "stream_lag_exceeded"
+
+
+class FencedError(ConflictError):
+    """A writer's region epoch changed (failover or failback): its commit is refused."""
+
+    code = "fenced"
+
+
+class ResidencyError(PermissionDeniedError):
+    """Data of a residency-restricted tenant would leave its jurisdiction."""
+
+    code = "residency_violation"
+
+
+class ReplicationDivergedError(ConflictError):
+    """A replica holds a different commit at a version the source also has."""
+
+    code = "replication_diverged"

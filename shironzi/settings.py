@@ -34,6 +34,16 @@ class SqlSource(BaseModel):
         return self
 
 
+class RegionLake(BaseModel):
+    """One region's own lake (a bucket per region, or a folder per region) and its broker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(min_length=1, description="The region's lake root: a local path or s3://, abfss://, gs:// URI.")
+    storage_options: dict[str, str] = Field(default_factory=dict, description="delta-rs storage_options.")
+    kafka_bootstrap: str | None = Field(None, description="The region's own broker. Default: SHIRONZI_KAFKA_BOOTSTRAP.")
+
+
 class Settings(BaseSettings):
     """Typed configuration read from `SHIRONZI_*` environment variables (and `.env`)."""
 
@@ -114,6 +124,39 @@ class Settings(BaseSettings):
         description="Regions a tenant may be placed in.",
     )
     default_region: str = Field("eu-west", description="Region for tenants created without one.")
+    region_lakes: dict[str, RegionLake] = Field(
+        default_factory=dict,
+        description="Regions as failure domains (JSON: region -> {uri, storage_options, kafka_bootstrap}). A region "
+        "not listed keeps its folder `{lake}/{region}` under SHIRONZI_LAKE_URI.",
+    )
+    region_peers: dict[str, str] = Field(
+        default_factory=lambda: {"eu-west": "us-east", "us-east": "eu-west", "ap-south": "eu-west"},
+        description="DR: the region that holds each region's replica and takes over its tenants on failover.",
+    )
+    region_jurisdictions: dict[str, str] = Field(
+        default_factory=lambda: {"eu-west": "eu", "us-east": "us", "ap-south": "in"},
+        description="DR: the jurisdiction of each region; residency-restricted plans never leave theirs.",
+    )
+    residency_plans: list[str] = Field(
+        default_factory=lambda: ["healthcare/enterprise"],
+        description="DR: residency-restricted plans, as `industry/plan` (or a bare plan for every industry). Their "
+        "tenants have no replica outside their home region's jurisdiction.",
+    )
+    dr_replicate_interval_seconds: float = Field(
+        1.0, gt=0, le=3600, description="DR: pause between passes of the continuous `dr replicate` loop."
+    )
+    dr_failback_max_lag_versions: int = Field(
+        50, ge=0,
+        description="DR: failback is refused (unless --force) while a table of the region lags by more versions.",
+    )
+    dr_state_cache_seconds: float = Field(
+        2.0, ge=0, le=60, description="DR: how long a process caches the region states it routes lake paths by."
+    )
+    writer_region: str | None = Field(
+        None,
+        description="DR fencing: the region this process writes for. Its first lake commit records the region's "
+        "epoch; every later commit is refused once a failover or failback changes it.",
+    )
     key_cache_ttl_seconds: float = Field(
         30.0, ge=0, le=60, description="API-key lookup cache TTL; a revocation takes effect within it."
     )
@@ -295,6 +338,9 @@ class Settings(BaseSettings):
                     raise ConfigurationError(
                         f"SHIRONZI_{name.upper()} must be set to a real secret when SHIRONZI_ENV=prod"
                     )
+        unknown = sorted(set(self.region_lakes) - set(self.regions))
+        if unknown:
+            raise ConfigurationError(f"SHIRONZI_REGION_LAKES: unknown region(s) {unknown}; regions are {self.regions}")
         if self.default_region not in self.regions:
             raise ConfigurationError(
                 f"default_region {self.default_region!r} is not in regions {self.regions}"

@@ -22,6 +22,7 @@ TOP_LEVEL_IMPORTS = ("models", "serving", "feature_store", "apps", "ingestion", 
 LAZY_BY_DESIGN = (
     # CLI plugin modules: every `shironzi` start loads them.
     "models.cli", "serving.cli", "feature_store.cli", "apps.cli", "ingestion.synthetic.cli", "monitoring.cli",
+    "ingestion.dr_cli",
     # Its whole job is to import the dashboards' stack (streamlit, polars, delta-rs) before Streamlit starts.
     "apps.warm_start",
 )

@@ -1,5 +1,5 @@
 """`shironzi dr registry-standby status|promote` and `shironzi dr replicate-models`: the registry's hot standby
-and the champion models' copy in the peer region."""
+and the champion models' copy in the peer region, added to the `dr` group of `shironzi.cli.dr` by `register`."""
 
 from __future__ import annotations
 
@@ -17,9 +17,7 @@ from shironzi.settings import get_settings
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-dr_app = typer.Typer(help="Disaster recovery: the registry standby and model replication.", no_args_is_help=True)
 standby_app = typer.Typer(help="The tenant registry's PostgreSQL hot standby.", no_args_is_help=True)
-dr_app.add_typer(standby_app, name="registry-standby")
 
 StandbyOption = Annotated[str, typer.Option("--standby", help="The standby's registry URL (postgresql+psycopg://...).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -54,7 +52,6 @@ def standby_promote(standby: StandbyOption) -> None:
     console.print(f"promoted: the standby is now a primary at WAL {status.standby_replay_lsn or '-'}")
 
 
-@dr_app.command("replicate-models")
 def replicate_models_command(
     to: Annotated[str, typer.Option("--to", help="The peer region's MLflow tracking/registry URI.")],
     source: Annotated[str | None, typer.Option(help="The source MLflow URI (default: MLFLOW_TRACKING_URI).")] = None,
@@ -72,3 +69,9 @@ def replicate_models_command(
         table.add_row(item.model, item.alias, str(item.source_version), str(item.peer_version),
                       "yes" if item.copied else "already there")
     console.print(table)
+
+
+def register(dr_app: typer.Typer) -> None:
+    """`shironzi dr registry-standby status|promote` and `shironzi dr replicate-models`."""
+    dr_app.add_typer(standby_app, name="registry-standby")
+    dr_app.command("replicate-models")(replicate_models_command)

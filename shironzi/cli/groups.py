@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from shironzi.cli import alerts, audit, dr_replicas, exports, key_rotation, lake, placement, tenants
+from shironzi.cli import alerts, audit, dr, dr_replicas, exports, key_rotation, lake, placement, tenants
 
 key_rotation.register(tenants.keys_app)
 placement.register(tenants.tenants_app)
+dr_replicas.register(dr.dr_app)
 
 
 def kernel_groups() -> list[tuple[str, typer.Typer]]:
@@ -24,5 +25,5 @@ def kernel_groups() -> list[tuple[str, typer.Typer]]:
         ("compliance", audit.compliance_app),
         ("placement", placement.placement_app),
         ("exports", exports.exports_app),
-        ("dr", dr_replicas.dr_app),
+        ("dr", dr.dr_app),
     ]

@@ -61,8 +61,9 @@ _SHARED_GROUP_HELP = {
 
 
 def _register_plugins() -> None:
-    """A plugin named `group.command` joins a shared group (`shironzi serve api`, `shironzi serve dashboard`)."""
-    shared: dict[str, typer.Typer] = {}
+    """A plugin named `group.command` joins a shared group (`shironzi serve api`, `shironzi serve dashboard`),
+    or a kernel group of that name (`shironzi dr drill`)."""
+    shared: dict[str, typer.Typer] = dict(groups.kernel_groups())
     for ep in sorted(entry_points(group="shironzi.cli"), key=lambda e: e.name):
         try:
             target = ep.load()

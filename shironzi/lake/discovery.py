@@ -114,12 +114,12 @@ def _infos(uri: str, *, recursive: bool) -> list[pafs.FileInfo]:
     return fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))  # type: ignore[no-any-return]
 
 
-def _walk_tables(root: str) -> Iterator[str]:
+def _walk_tables(root: str, storage_options: Mapping[str, str] | None = None) -> Iterator[str]:
     """Lake-relative paths of the directories holding a `_delta_log`, one directory listing per level
     (a table's partitions are not descended into: tables hold no nested tables)."""
     import pyarrow.fs as pafs
 
-    fs, base = lake_filesystem(root)
+    fs, base = lake_filesystem(root, storage_options=storage_options)
     base = base.rstrip("/")
     pending = [base]
     while pending:
@@ -136,12 +136,16 @@ def _walk_tables(root: str) -> Iterator[str]:
 
 
 def discover_tables(
-    lake_uri: str | None = None, *, include_platform: bool = True, include_audit: bool = False
+    lake_uri: str | None = None,
+    *,
+    include_platform: bool = True,
+    include_audit: bool = False,
+    storage_options: Mapping[str, str] | None = None,
 ) -> list[LakeTable]:
     """Every Delta table under the lake, pooled and dedicated (and, by default, platform tables
     except the audit trail itself)."""
     root = (lake_uri or get_settings().resolved_lake_uri).rstrip("/")
-    tables = [_classify(root, rel) for rel in sorted(_walk_tables(root)) if rel not in ("", ".")]
+    tables = [_classify(root, rel) for rel in sorted(_walk_tables(root, storage_options)) if rel not in ("", ".")]
     return [t for t in tables if (include_platform or not t.platform) and (include_audit or not t.is_audit)]
 
 

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shironzi.dr.regions import serving_lake
 from shironzi.errors import TenantNotFoundError
 from shironzi.lake.paths import Layer, Placement, table_uri
 from shironzi.settings import Settings, get_settings
@@ -45,7 +46,8 @@ class LakeGroup:
                          tenant_id=self.tenant_id)
 
     def uri(self, settings: Settings, *, layer: Layer, table: str) -> str:
-        return self.table_uri(settings.resolved_lake_uri, layer=layer, table=table)
+        """The table in the lake serving the group's region now (its own, or its replica after a failover)."""
+        return self.table_uri(serving_lake(settings, self.region).uri, layer=layer, table=table)
 
 
 def lake_groups(tenant_ids: Iterable[str], settings: Settings | None = None) -> list[LakeGroup]:

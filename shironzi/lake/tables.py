@@ -27,6 +27,7 @@ from shironzi.errors import (
     ShironziError,
     TableNotFoundError,
 )
+from shironzi.lake.fencing import check_fence
 from shironzi.settings import get_settings
 
 logger = logging.getLogger("shironzi.lake")
@@ -272,6 +273,7 @@ def _retrying(uri: str, action: str, attempt_commit: Callable[[], _T]) -> _T:
     """Run one commit attempt, re-running it on a delta-rs commit conflict with jittered backoff."""
     last: Exception | None = None
     for attempt in range(MAX_COMMIT_ATTEMPTS):
+        check_fence(uri)
         try:
             return attempt_commit()
         except CommitFailedError as exc:

@@ -37,6 +37,10 @@ EventType = Literal[
     "offboarding_started",
     "tenant_deleted",
     "placement_changed",
+    "region_failover_started",
+    "region_failed_over",
+    "region_failback_started",
+    "region_failed_back",
 ]
 STATUS_AFTER: dict[str, str] = {
     "suspended": "suspended",
@@ -192,6 +196,8 @@ def apply_event(state: ProjectionState, event: TenantEvent) -> None:
         }
     elif kind == "key_revoked":
         state.keys[p["prefix"]]["revoked_at"] = at
+    elif kind.startswith("region_"):  # DR region changes: their projection is the `regions` table (shironzi.dr)
+        pass
     else:
         raise ValueError(f"unknown tenant event type {kind!r}")
 

@@ -137,11 +137,24 @@ class DataExportRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
 
 
+class RegionRow(Base):
+    """DR state of one region: who serves its tenants, and the fencing epoch its writers must hold."""
+
+    __tablename__ = "regions"
+
+    region: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    epoch: Mapped[int] = mapped_column(sa.Integer(), nullable=False)
+    serving_region: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
 tenants = cast(sa.Table, TenantRow.__table__)
 tenant_modules = cast(sa.Table, TenantModuleRow.__table__)
 api_keys = cast(sa.Table, ApiKeyRow.__table__)
 tenant_events = cast(sa.Table, TenantEventRow.__table__)
 data_exports = cast(sa.Table, DataExportRow.__table__)
+regions = cast(sa.Table, RegionRow.__table__)
 metadata = Base.metadata
 
 PROJECTION_TABLES = (tenants, tenant_modules, api_keys)

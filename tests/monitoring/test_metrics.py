@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.metrics import PIPELINE_METRICS, PipelineMetrics, metric_names, push_metrics
+from shironzi.dr.replicate import TableLag, metric_lag
 from shironzi.observability import StageSummary, stage, stage_observers
 from shironzi.settings import Settings
 from tests.monitoring._fixtures import running_monitor, sample
@@ -60,6 +61,9 @@ def test_every_pipeline_gets_its_figures_and_no_label_holds_a_tenant_id() -> Non
         StageSummary("models:score_churn", rows=400, extra={"tenants": 4}),
         StageSummary("stream_supervisor", rows=1, extra={"lag": {"events": {0: 12, 1: 0}}}),
         StageSummary("api_event_intake", rows=5, extra={"tenant_id": tenant, "topic": "events"}),
+        StageSummary("dr_lag", rows=3, extra={"lag": {"eu-west": metric_lag([
+            TableLag("eu-west/bronze/events", 9, 6, 4.5), TableLag(f"eu-west/tenants/{tenant}/gold/daily", 2, 1, 1.0),
+            TableLag("eu-west/tenants/other-tenant/gold/daily", 5, 3, 0.5)])}}),
     ]
     for summary in summaries:
         metrics.record(summary, failed=False)
@@ -75,6 +79,11 @@ def test_every_pipeline_gets_its_figures_and_no_label_holds_a_tenant_id() -> Non
     assert get("shironzi_scoring_rows_total", {"model": "shironzi-churn"}) == 400
     assert get("shironzi_scoring_tenants", {"model": "shironzi-churn"}) == 4
     assert get("shironzi_ingest_lag_records", {"topic": "events", "partition": "0"}) == 12
+    pooled, dedicated = {"region": "eu-west", "table": "eu-west/bronze/events"}, {
+        "region": "eu-west", "table": "eu-west/tenants/*/gold/daily"}
+    assert get("shironzi_dr_replication_lag_versions", pooled) == 3
+    assert get("shironzi_dr_replication_lag_seconds", pooled) == 4.5
+    assert get("shironzi_dr_replication_lag_versions", dedicated) == 2  # the worst dedicated table, no tenant id
     labels = {value for family in metrics.registry.collect() for s in family.samples for value in s.labels.values()}
     assert tenant not in labels
     assert {"shironzi_stage_runs_total", "shironzi_ingest_lag_records", "shironzi_dbt_model_duration_seconds_bucket"} \
