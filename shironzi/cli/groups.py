@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shironzi.cli import alerts, audit, key_rotation, lake, tenants
+from shironzi.cli import alerts, audit, key_rotation, lake, tenants, usage
 
 key_rotation.register(tenants.keys_app)
 
@@ -21,4 +21,5 @@ def kernel_groups() -> list[tuple[str, typer.Typer]]:
         ("alerts", alerts.alerts_app),
         ("webhooks", alerts.webhooks_app),
         ("compliance", audit.compliance_app),
+        ("usage", usage.usage_app),
     ]
