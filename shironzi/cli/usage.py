@@ -42,8 +42,8 @@ def usage_cmd(
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return
-    console.print(f"{report['slug']} ({report['tenant_id']}), plan {report['plan']}: {report['from']} .. "
-                  f"{report['to']}, {report['days_metered']} days metered")
+    console.print(f"{report['slug']} ({report['tenant_id']}), plan {report['plan']}: {report['start']} .. "
+                  f"{report['end']}, {report['days_metered']} days metered")
     totals = report["totals"]
     table = Table("metric", "total")
     for name in ("events_landed", "bytes_total", "api_requests", "compute_seconds"):

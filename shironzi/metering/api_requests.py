@@ -156,7 +156,7 @@ def read_api_requests(day: date, settings: Settings) -> Any:
             found = client.hgetall(redis_key(day))
         finally:
             client.close()
-        fields = [k.decode().split("|", 1) for k in found]
+        fields = [(k.decode() if isinstance(k, bytes) else str(k)).split("|", 1) for k in found]
         parts.append(pl.DataFrame({"tenant_id": [f[0] for f in fields], "route_group": [f[1] for f in fields],
                                    "requests": [int(v) for v in found.values()]},
                                   schema={"tenant_id": pl.String, "route_group": pl.String, "requests": pl.Int64}))

@@ -95,10 +95,10 @@ def tenant_usage_report(
 ) -> dict[str, Any]:
     """One tenant's usage over [start, end]: its daily rows, their totals, and the cost of each calendar month
     the range touches (priced by its current plan). The CLI, the admin API and the tenant API all show this."""
+    import polars as pl
+
     from shironzi.metering.usage import read_usage
     from shironzi.tenancy import get_registry
-
-    import polars as pl
 
     settings = settings or get_settings()
     tenant = get_registry(settings).get_tenant(tenant_id)
@@ -110,8 +110,8 @@ def tenant_usage_report(
         months.append({"month": f"{cursor:%Y-%m}", **{k: v for k, v in cost.items() if k != "tenant_id"}})
         cursor = month_bounds(cursor)[1] + _one_day()
     return {
-        "tenant_id": tenant.id, "slug": tenant.slug, "plan": tenant.plan, "from": start.isoformat(),
-        "to": end.isoformat(), "days_metered": rows.height, "totals": usage_totals(rows),
+        "tenant_id": tenant.id, "slug": tenant.slug, "plan": tenant.plan, "start": start.isoformat(),
+        "end": end.isoformat(), "days_metered": rows.height, "totals": usage_totals(rows),
         "months": months, "daily": [{**r, "day": r["day"].isoformat(), "collected_at": r["collected_at"].isoformat()}
                                     for r in rows.to_dicts()],
     }
@@ -121,3 +121,17 @@ def _one_day() -> Any:
     from datetime import timedelta
 
     return timedelta(days=1)
+
+
+def month_to_date(tenant_id: str, *, today: date | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """One tenant's metered usage from the first of the month to `today` (default: the current UTC day)."""
+    from datetime import UTC, datetime
+
+    from shironzi.metering.usage import read_usage
+
+    end = today or datetime.now(UTC).date()
+    start = end.replace(day=1)
+    rows = read_usage(start=start, end=end, tenant_id=tenant_id, settings=settings)
+    totals = usage_totals(rows)
+    return {"start": start, "end": end, "days_metered": rows.height,
+            **{k: totals[k] for k in ("events_landed", "bytes_total", "api_requests", "compute_seconds")}}
