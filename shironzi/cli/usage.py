@@ -13,6 +13,8 @@ from rich.table import Table
 
 from shironzi.cli.options import parse_day
 from shironzi.errors import InvalidInputError
+from shironzi.metering.cost import tenant_usage_report
+from shironzi.metering.usage import collect_usage
 
 usage_app = typer.Typer(name="usage", help="Usage metering: one tenant's usage and cost, or collect a day.",
                         invoke_without_command=True)
@@ -33,7 +35,6 @@ def usage_cmd(
         return
     if tenant is None:
         raise InvalidInputError("--tenant is required (or use `shironzi usage collect`)")
-    from shironzi.metering.cost import tenant_usage_report
 
     today = datetime.now(UTC).date()
     last = parse_day(end, option="--to") or today
@@ -62,7 +63,6 @@ def collect_cmd(
     = None,
 ) -> None:
     """Meter one day for every tenant into `_platform/usage` (re-running a day replaces it)."""
-    from shironzi.metering.usage import collect_usage
 
     chosen = parse_day(day, option="--day") or datetime.now(UTC).date() - timedelta(days=1)
     with console.status(f"metering {chosen} ..."):

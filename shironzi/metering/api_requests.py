@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import UTC, date, datetime
 from typing import Any
 
+from shironzi.lake.delta import append, read_polars, table_exists
 from shironzi.lake.paths import platform_uri
 from shironzi.settings import Settings, get_settings
 
@@ -119,7 +120,6 @@ class ApiUsageCounter:
     def _to_lake(self, counts: Counter[tuple[date, str, str]]) -> None:
         import pyarrow as pa
 
-        from shironzi.lake import append
 
         now = datetime.now(UTC)
         rows = [{"day": day, "tenant_id": tenant_id, "route_group": group, "requests": n, "flushed_at": now}
@@ -140,7 +140,6 @@ def read_api_requests(day: date, settings: Settings) -> Any:
     """Every counted request of `day` (lake and Redis) as a polars frame: tenant_id, route_group, requests."""
     import polars as pl
 
-    from shironzi.lake import read_polars, table_exists
 
     parts = []
     uri = api_requests_uri(settings)

@@ -11,11 +11,13 @@ Vectorised over every tenant: one group-by of the usage rows, one join with the 
 from __future__ import annotations
 
 import calendar
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shironzi.errors import InvalidInputError
+from shironzi.metering.usage import USAGE_COLUMNS, read_usage
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy import get_registry
 
 if TYPE_CHECKING:
     import polars as pl
@@ -79,7 +81,6 @@ def monthly_costs(
 
 def usage_totals(usage: pl.DataFrame) -> dict[str, Any]:
     """The sums of one tenant's usage rows: the figures a report or the API shows."""
-    from shironzi.metering.usage import USAGE_COLUMNS
 
     metrics = [c for c in USAGE_COLUMNS if c not in ("tenant_id", "day", "collected_at")]
     sums = {c: (usage[c].sum() if usage.height else 0) for c in metrics}
@@ -97,8 +98,6 @@ def tenant_usage_report(
     the range touches (priced by its current plan). The CLI, the admin API and the tenant API all show this."""
     import polars as pl
 
-    from shironzi.metering.usage import read_usage
-    from shironzi.tenancy import get_registry
 
     settings = settings or get_settings()
     tenant = get_registry(settings).get_tenant(tenant_id)
@@ -108,7 +107,7 @@ def tenant_usage_report(
     while cursor <= end:
         cost = monthly_costs(rows, plans, month=cursor, settings=settings).row(0, named=True)
         months.append({"month": f"{cursor:%Y-%m}", **{k: v for k, v in cost.items() if k != "tenant_id"}})
-        cursor = month_bounds(cursor)[1] + _one_day()
+        cursor = month_bounds(cursor)[1] + timedelta(days=1)
     return {
         "tenant_id": tenant.id, "slug": tenant.slug, "plan": tenant.plan, "start": start.isoformat(),
         "end": end.isoformat(), "days_metered": rows.height, "totals": usage_totals(rows),
@@ -117,17 +116,8 @@ def tenant_usage_report(
     }
 
 
-def _one_day() -> Any:
-    from datetime import timedelta
-
-    return timedelta(days=1)
-
-
 def month_to_date(tenant_id: str, *, today: date | None = None, settings: Settings | None = None) -> dict[str, Any]:
     """One tenant's metered usage from the first of the month to `today` (default: the current UTC day)."""
-    from datetime import UTC, datetime
-
-    from shironzi.metering.usage import read_usage
 
     end = today or datetime.now(UTC).date()
     start = end.replace(day=1)

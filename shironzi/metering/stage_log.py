@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from shironzi.lake.delta import append
 from shironzi.lake.paths import platform_uri
 from shironzi.observability import StageSummary
 from shironzi.settings import Settings, get_settings
@@ -95,7 +96,6 @@ def write_stage_runs(uri: str, rows: list[dict[str, Any]], settings: Settings) -
     """Append stage runs to the log in one commit."""
     import pyarrow as pa
 
-    from shironzi.lake import append
 
     if rows:
         append(uri, pa.Table.from_pylist(rows, schema=_schema()), partition_by="day",

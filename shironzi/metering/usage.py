@@ -25,11 +25,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from shironzi.audit import record_table_write
 from shironzi.errors import InvalidInputError
+from shironzi.lake.delta import add_actions, overwrite, read_polars, table_exists, table_version
+from shironzi.lake.discovery import discover_tables
+from shironzi.lake.groups import region_groups
 from shironzi.lake.paths import platform_uri
 from shironzi.metering.api_requests import ROUTE_GROUPS, read_api_requests
 from shironzi.metering.stage_log import COMPUTE_GROUPS, flush_stage_runs, stage_runs_uri
+from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy import get_registry
 
 if TYPE_CHECKING:
     import polars as pl
@@ -80,7 +86,6 @@ def table_bytes_by_tenant(uri: str, *, tenant_id: str | None, settings: Settings
     docstring for how a pooled table's mixed files are apportioned."""
     import polars as pl
 
-    from shironzi.lake import add_actions, read_polars
 
     opts = settings.storage_options or None
     files = pl.from_arrow(add_actions(uri, storage_options=opts))
@@ -118,7 +123,6 @@ def storage_by_tenant(settings: Settings, inputs: list[tuple[str, int]]) -> pl.D
     """Bytes and rows per tenant and metered layer over every table of the lake (tenant_id, layer, bytes, rows)."""
     import polars as pl
 
-    from shironzi.lake import discover_tables, table_version
 
     parts = []
     opts = settings.storage_options or None
@@ -141,9 +145,6 @@ def events_landed(day: date, settings: Settings, inputs: list[tuple[str, int]]) 
     """Bronze rows ingested on `day` per tenant (tenant_id, events_landed): one read per bronze table."""
     import polars as pl
 
-    from shironzi.lake import read_polars, table_exists, table_version
-    from shironzi.lake.groups import region_groups
-    from shironzi.tenancy import get_registry
 
     opts = settings.storage_options or None
     since = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -167,7 +168,6 @@ def read_stage_runs(day: date, settings: Settings) -> pl.DataFrame:
     """The day's recorded stage runs (stage, compute_group, tenant_id, seconds)."""
     import polars as pl
 
-    from shironzi.lake import read_polars, table_exists
 
     uri = stage_runs_uri(settings)
     opts = settings.storage_options or None
@@ -252,10 +252,6 @@ def collect_usage(*, day: date, settings: Settings | None = None, now: datetime 
     """Meter `day` for every tenant and replace that day of `_platform/usage` in one commit (idempotent)."""
     import polars as pl
 
-    from shironzi.audit import record_table_write
-    from shironzi.lake import overwrite
-    from shironzi.observability import stage
-    from shironzi.tenancy import get_registry
 
     settings = settings or get_settings()
     if not isinstance(day, date):
@@ -287,7 +283,6 @@ def read_usage(
     collection)."""
     import polars as pl
 
-    from shironzi.lake import read_polars, table_exists
 
     settings = settings or get_settings()
     check_range(start, end)
