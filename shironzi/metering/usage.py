@@ -300,3 +300,19 @@ def usage_schema() -> dict[str, Any]:
 
     types: dict[str, Any] = {"tenant_id": pl.String, "day": pl.Date, "collected_at": pl.Datetime("us", "UTC")}
     return {c: types.get(c, pl.Float64 if c.startswith("compute_seconds") else pl.Int64) for c in USAGE_COLUMNS}
+
+
+def ensure_usage_table(settings: Settings | None = None) -> str:
+    """Create `_platform/usage` empty (with its schema) when no day was metered yet: dbt reads it as a source."""
+    import polars as pl
+
+    settings = settings or get_settings()
+    uri = usage_uri(settings)
+    opts = settings.storage_options or None
+    if not table_exists(uri, storage_options=opts):
+        try:
+            overwrite(uri, pl.DataFrame(schema=usage_schema()).to_arrow(), partition_by="day", storage_options=opts)
+        except Exception:
+            if not table_exists(uri, storage_options=opts):  # another process creating it at once is fine
+                raise
+    return uri
