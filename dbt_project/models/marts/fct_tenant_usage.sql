@@ -54,16 +54,16 @@ curated as (
 
 metered as (
     select
-        usage.tenant_id,
-        usage.usage_date as event_date,
-        usage.events_landed,
-        usage.bytes_stored,
-        usage.api_requests,
-        usage.compute_seconds,
-        usage.metered_at
-    from {{ ref('stg_platform__usage') }} as usage
+        metering.tenant_id,
+        metering.usage_date as event_date,
+        metering.events_landed,
+        metering.bytes_stored,
+        metering.api_requests,
+        metering.compute_seconds,
+        metering.metered_at
+    from {{ ref('stg_platform__usage') }} as metering
     inner join {{ ref('stg_platform__tenants') }} as tenants
-        on usage.tenant_id = tenants.tenant_id
+        on metering.tenant_id = tenants.tenant_id
     where tenants.analytics_enabled
         and tenants.region = '{{ var("region") }}'
 ),

@@ -9,7 +9,7 @@ renamed as (
         cast(events_landed as {{ dbt.type_bigint() }}) as events_landed,
         cast(bytes_total as {{ dbt.type_bigint() }}) as bytes_stored,
         cast(api_requests as {{ dbt.type_bigint() }}) as api_requests,
-        cast(compute_seconds as {{ dbt.type_float() }}) as compute_seconds,
+        cast(compute_seconds as double) as compute_seconds,
         cast(collected_at as {{ type_timestamp_tz() }}) as metered_at
     from source
 )
