@@ -267,7 +267,7 @@ class Settings(BaseSettings):
         "per_thousand_api_calls}}), for each tenant's monthly cost and the platform's margin.",
     )
     usage_stage_log: bool = Field(
-        True, description="Usage: record each pipeline stage's rows and seconds in `_platform/usage/stage_runs`."
+        True, description="Usage: record each pipeline stage's rows and seconds in `_platform/metering/stage_runs`."
     )
     usage_flush_seconds: float = Field(
         60.0, gt=0, le=3600,

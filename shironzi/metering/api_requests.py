@@ -3,7 +3,7 @@
 
 A flush adds this worker's counts to a per-day Redis hash when `SHIRONZI_REDIS_URL` is set (one pipelined
 round trip, shared by every worker and replica, kept 8 days), else appends them to
-`_platform/usage/api_requests` (one commit). While Redis is unreachable the counts go to the lake instead:
+`_platform/metering/api_requests` (one commit). While Redis is unreachable the counts go to the lake instead:
 none is lost. `collect_usage` adds up both.
 """
 
@@ -36,7 +36,7 @@ def route_group(route: str) -> str:
 
 
 def api_requests_uri(settings: Settings | None = None) -> str:
-    return platform_uri((settings or get_settings()).resolved_lake_uri, "usage", "api_requests")
+    return platform_uri((settings or get_settings()).resolved_lake_uri, "metering", "api_requests")
 
 
 def redis_key(day: date) -> str:

@@ -1,4 +1,4 @@
-"""The pipeline stage run log, `_platform/usage/stage_runs`: one row per compute stage (its rows and seconds,
+"""The pipeline stage run log, `_platform/metering/stage_runs`: one row per compute stage (its rows and seconds,
 and its tenant when the stage ran for one), the input of compute metering.
 
 `observe_stage` is a `shironzi.stage_observers` entry point, so no stage is edited to be recorded. A coarse
@@ -44,7 +44,7 @@ STAGE_RUN_COLUMNS = ("stage", "compute_group", "tenant_id", "day", "started_at",
 
 
 def stage_runs_uri(settings: Settings | None = None) -> str:
-    return platform_uri((settings or get_settings()).resolved_lake_uri, "usage", "stage_runs")
+    return platform_uri((settings or get_settings()).resolved_lake_uri, "metering", "stage_runs")
 
 
 def compute_group(stage: str) -> str | None:

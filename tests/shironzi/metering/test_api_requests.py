@@ -41,7 +41,7 @@ def test_two_workers_flush_to_redis_and_the_job_reads_one_sum(
         worker.close()
     counts = {(r["tenant_id"], r["route_group"]): r["requests"] for r in read_api_requests(today, settings).to_dicts()}
     assert counts == {("t_one", "features"): 11, ("t_two", "forecasts"): 2}
-    assert not (home / "lake" / "_platform" / "usage" / "api_requests").exists()  # nothing went to the lake
+    assert not (home / "lake" / "_platform" / "metering" / "api_requests").exists()  # nothing went to the lake
 
 
 def test_with_redis_down_the_counts_go_to_the_lake(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
