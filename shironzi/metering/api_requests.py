@@ -25,6 +25,7 @@ log = logging.getLogger("shironzi.metering")
 ROUTE_GROUPS: tuple[str, ...] = ("events", "churn", "forecasts", "features", "tenant", "webhooks", "other")
 REDIS_PREFIX = "shironzi:usage:api"
 REDIS_TTL_SECONDS = 8 * 86_400
+CLOSE_TIMEOUT_SECONDS = 10.0
 
 
 def route_group(route: str) -> str:
@@ -127,11 +128,13 @@ class ApiUsageCounter:
         append(api_requests_uri(self.settings), pa.Table.from_pylist(rows, schema=_schema()), partition_by="day",
                storage_options=self.settings.storage_options or None)
 
-    def close(self) -> None:
-        try:
-            self.flush()
-        except Exception:  # noqa: BLE001 - shutting down: the log says what was lost
-            log.warning("API usage counts lost at shutdown: %d requests", self.pending(), exc_info=True)
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Flush what is left, waiting at most `timeout` seconds (a store that is down never holds a shutdown)."""
+        flusher = threading.Thread(target=self._flush_quietly, name="usage-flush-close", daemon=True)
+        flusher.start()
+        flusher.join(timeout)
+        if flusher.is_alive() or self.pending():
+            log.warning("API usage counts not written at shutdown: %d requests", self.pending())
         if self._redis is not None:
             self._redis.close()
 
