@@ -10,27 +10,13 @@ import pytest
 
 from shironzi.lake.paths import table_uri
 from shironzi.settings import Settings
-from tests.dbt_project._fixtures import START, TENANTS, sample_events, write_bronze
+from tests.dbt_project._fixtures import START, TENANTS, meter_usage, sample_events, write_bronze
 from transformations.dbt_runner import bronze_events_uri, run_dbt_build
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REGION = "eu-west"
 METERED_AT = dt.datetime(2024, 6, 2, tzinfo=dt.UTC)
-
-
-def _meter(settings: Settings, rows: list[tuple[str, dt.date, int]], collected_at: dt.datetime) -> None:
-    """Usage rows as `collect_usage` writes them (one overwrite per day)."""
-    from shironzi.lake import overwrite
-    from shironzi.metering.usage import USAGE_COLUMNS, usage_schema, usage_uri
-
-    frame = pl.DataFrame([{"tenant_id": t, "day": d, "events_landed": n, "bytes_total": 1000 * n,
-                           "api_requests": 2 * n, "compute_seconds": n / 10} for t, d, n in rows])
-    frame = frame.with_columns(*(pl.lit(0).alias(c) for c in USAGE_COLUMNS if c not in frame.columns))
-    frame = frame.with_columns(pl.lit(collected_at).alias("collected_at")).cast(usage_schema())
-    for day in frame["day"].unique().to_list():
-        overwrite(usage_uri(settings), frame.filter(pl.col("day") == day).select(USAGE_COLUMNS).to_arrow(),
-                  partition_by="day", predicate=[("day", "=", day)])
 
 
 def _usage(settings: Settings) -> dict[tuple[str, dt.date], dict[str, object]]:
@@ -41,7 +27,7 @@ def _usage(settings: Settings) -> dict[tuple[str, dt.date], dict[str, object]]:
 def test_fct_tenant_usage_carries_the_platform_metering(module_settings: Settings) -> None:
     write_bronze(bronze_events_uri(module_settings, REGION), sample_events(days=14))
     quiet_day = START + dt.timedelta(days=40)  # metered, no event that day
-    _meter(module_settings, [("t-shop", START, 7), ("t-shop", quiet_day, 3), ("t-dark", START, 5)], METERED_AT)
+    meter_usage(module_settings, [("t-shop", START, 7), ("t-shop", quiet_day, 3), ("t-dark", START, 5)], METERED_AT)
     first = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
     assert first.success, first.failures
     rows = _usage(module_settings)
@@ -56,7 +42,7 @@ def test_fct_tenant_usage_carries_the_platform_metering(module_settings: Setting
 
     # a day metered later reaches the mart in an incremental build, although bronze did not change
     later = START + dt.timedelta(days=1)
-    _meter(module_settings, [("t-clinic", later, 11)], METERED_AT + dt.timedelta(days=1))
+    meter_usage(module_settings, [("t-clinic", later, 11)], METERED_AT + dt.timedelta(days=1))
     second = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
     assert second.success, second.failures
     again = _usage(module_settings)
