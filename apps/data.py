@@ -27,8 +27,11 @@ from shironzi.lake import history, read_polars, scan_polars, table_exists, table
 from shironzi.lake.discovery import discover_tables
 from shironzi.lake.groups import LakeGroup, region_groups, tenant_group
 from shironzi.lake.paths import Layer, platform_uri
+from shironzi.metering.cost import month_bounds, monthly_costs
+from shironzi.metering.usage import usage_uri
 from shironzi.observability import stage
 from shironzi.settings import get_settings
+from shironzi.tenancy import get_registry
 
 log = logging.getLogger("shironzi.apps")
 TTL = get_settings().dashboard_cache_ttl_seconds
@@ -242,6 +245,49 @@ def usage(lake_uri: str, region: str, tenant_id: str | None) -> Frame:
     if tenant_id is None:
         return _read_region(lake_uri, region, GOLD_USAGE)
     return _read(_gold(lake_uri, region, GOLD_USAGE, tenant_id), tenant_id=tenant_id)
+
+
+@dataclass(frozen=True)
+class CostPage:
+    """One filtered page of tenant costs: at most `limit` rows, and the figures of every tenant that matched."""
+
+    rows: pl.DataFrame
+    matched: int
+    cost: float
+    margin: float
+    version: int | None
+
+
+COST_ORDERS = {"lowest margin": ("margin", False), "highest cost": ("cost", True), "slug": ("slug", False)}
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+@logged
+def tenant_costs(lake_uri: str, month: str, plan: str | None, region: str | None, slug_prefix: str, order: str,
+                 limit: int) -> CostPage:
+    """Each tenant's cost and margin for `month` (YYYY-MM) from `_platform/usage`, filtered by plan, region and
+    slug prefix and sorted here, on the server: the page gets at most `limit` rows, whatever the tenant count."""
+    first, last = month_bounds(dt.date.fromisoformat(f"{month}-01"))
+    tenants = pl.DataFrame([t._asdict() for t in get_registry().tenant_directory().values()],
+                           schema={"tenant_id": pl.String, "slug": pl.String, "industry": pl.String,
+                                   "region": pl.String, "plan": pl.String, "placement": pl.String,
+                                   "status": pl.String})
+    if plan:
+        tenants = tenants.filter(pl.col("plan") == plan)
+    if region:
+        tenants = tenants.filter(pl.col("region") == region)
+    if slug_prefix:
+        tenants = tenants.filter(pl.col("slug").str.starts_with(slug_prefix.strip().lower()))
+    uri = usage_uri(get_settings())
+    if tenants.is_empty() or not table_exists(uri):
+        return CostPage(pl.DataFrame(), tenants.height, 0.0, 0.0, None)
+    usage = scan_polars(uri, filters=[("day", ">=", first), ("day", "<=", last)]).filter(
+        pl.col("tenant_id").is_in(tenants["tenant_id"].implode()))
+    costs = monthly_costs(usage, tenants.select("tenant_id", "plan"), month=first).join(
+        tenants.select("tenant_id", "slug", "region", "placement"), on="tenant_id")
+    column, descending = COST_ORDERS[order]
+    top = costs.sort(column, descending=descending, nulls_last=True).head(limit)
+    return CostPage(top, costs.height, float(costs["cost"].sum()), float(costs["margin"].sum()), _version(uri))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

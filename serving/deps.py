@@ -250,6 +250,7 @@ def _tenant_access(request: Request, scope: str) -> TenantAccess:
             plan=tenant.plan,
         )
     services.metrics.plan_requests.labels(plan=tenant.plan).inc()
+    services.usage.count(tenant.id, _route_template(request))
     ctx = TenantContext.for_tenant(tenant.id, actor=f"key:{principal.key_prefix}", purpose="api")
     if scope not in principal.scopes:
         denied = ScopeDeniedError(

@@ -122,10 +122,52 @@ class EventsAccepted(BaseModel):
 # --- tenants -----------------------------------------------------------------------------------------
 
 
+class MeteredUsagePublic(BaseModel):
+    """Metered usage over a range of days (`_platform/usage`): sums, and the newest day's stored bytes."""
+
+    start: date
+    end: date
+    days_metered: int
+    events_landed: int
+    bytes_total: int
+    api_requests: int
+    compute_seconds: float
+
+
 class UsagePublic(BaseModel):
     requests_today: int
     rate_limit_per_second: float
     active_keys: int
+    month_to_date: MeteredUsagePublic
+
+
+class MonthCostPublic(BaseModel):
+    """One calendar month of a tenant: usage, the platform's cost of it by the plan's unit prices, the margin."""
+
+    month: str
+    plan: Plan
+    events_landed: int
+    gb_month: float
+    api_requests: int
+    compute_seconds: float
+    cost_events: float
+    cost_storage: float
+    cost_api: float
+    cost: float
+    plan_price: float
+    margin: float
+
+
+class TenantUsagePublic(BaseModel):
+    tenant_id: str
+    slug: str
+    plan: Plan
+    start: date
+    end: date
+    days_metered: int
+    totals: dict[str, float]
+    months: list[MonthCostPublic]
+    daily: list[dict[str, Any]]
 
 
 class TenantPublic(BaseModel):

@@ -17,6 +17,7 @@ from serving.signin import FailedSignInAudit, SignInThrottle
 from serving.telemetry import ApiMetrics
 from shironzi.errors import ServiceUnavailableError
 from shironzi.intake import IntakeSink, event_intake
+from shironzi.metering.api_requests import ApiUsageCounter
 from shironzi.settings import Settings
 from shironzi.tenancy.invalidation import Invalidation, RegistryWatcher
 from shironzi.tenancy.registry import Registry
@@ -48,6 +49,7 @@ class ApiServices:
         self.tracer = tracer
         self.registry = registry
         self.limiter: RateLimiter = make_rate_limiter(settings.redis_url)
+        self.usage = ApiUsageCounter(settings)  # per tenant and route group, flushed to Redis or the lake
         self.signin_throttle = SignInThrottle(self.limiter)
         self.signin_audit = FailedSignInAudit()
         self.model = ModelHolder(settings, on_version=metrics.set_model_version)
@@ -133,3 +135,4 @@ class ApiServices:
             self._online.close()
             self._online = None
         self.limiter.close()
+        self.usage.close()

@@ -44,6 +44,28 @@ class RegionLake(BaseModel):
     kafka_bootstrap: str | None = Field(None, description="The region's own broker. Default: SHIRONZI_KAFKA_BOOTSTRAP.")
 
 
+class PlanCost(BaseModel):
+    """The cost model of one plan (`SHIRONZI_PLAN_COSTS`): what the tenant pays a month, and what serving it
+    costs the platform per million events landed, per GB-month stored and per thousand API calls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan_price: float = Field(ge=0, description="Monthly price the tenant pays for the plan.")
+    per_million_events: float = Field(ge=0, description="Platform cost per million events landed.")
+    per_gb_month: float = Field(ge=0, description="Platform cost per GB stored for a month (all layers).")
+    per_thousand_api_calls: float = Field(ge=0, description="Platform cost per thousand API requests.")
+
+
+def _default_plan_costs() -> dict[str, PlanCost]:
+    return {
+        "free": PlanCost(plan_price=0.0, per_million_events=2.0, per_gb_month=0.05, per_thousand_api_calls=0.02),
+        "standard": PlanCost(plan_price=499.0, per_million_events=1.5, per_gb_month=0.04,
+                             per_thousand_api_calls=0.015),
+        "enterprise": PlanCost(plan_price=4999.0, per_million_events=1.0, per_gb_month=0.06,
+                               per_thousand_api_calls=0.01),
+    }
+
+
 class Settings(BaseSettings):
     """Typed configuration read from `SHIRONZI_*` environment variables (and `.env`)."""
 
@@ -291,6 +313,19 @@ class Settings(BaseSettings):
     alert_webhook_urls: list[str] = Field(
         default_factory=list,
         description="Alerts: Alertmanager-compatible webhook receivers (JSON list of URLs) that get every alert.",
+    )
+    plan_costs: dict[str, PlanCost] = Field(
+        default_factory=_default_plan_costs,
+        description="Usage: the cost model per plan (JSON {plan: {plan_price, per_million_events, per_gb_month, "
+        "per_thousand_api_calls}}), for each tenant's monthly cost and the platform's margin.",
+    )
+    usage_stage_log: bool = Field(
+        True, description="Usage: record each pipeline stage's rows and seconds in `_platform/metering/stage_runs`."
+    )
+    usage_flush_seconds: float = Field(
+        60.0, gt=0, le=3600,
+        description="Usage: how often a process writes its buffered API request counts and frequent stage runs "
+        "(stream flushes) to the lake.",
     )
     otel_exporter_otlp_endpoint: str | None = Field(
         None,

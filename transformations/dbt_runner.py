@@ -27,6 +27,7 @@ from shironzi.errors import InvalidInputError, TableNotFoundError, Transformatio
 from shironzi.lake import table_version
 from shironzi.lake.groups import LakeGroup
 from shironzi.lake.paths import platform_uri
+from shironzi.metering.usage import ensure_usage_table, usage_uri
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from transformations.dbt_results import DbtBuildResult, RegionBuildResult, failure_message
@@ -197,6 +198,7 @@ def write_registry_snapshot(
     schema = pa.schema(
         [(name, pa.bool_() if name == "analytics_enabled" else pa.string()) for name in REGISTRY_COLUMNS]
     )
+    ensure_usage_table(settings)  # the other platform source of the marts: empty before the first metering
     uri = registry_snapshot_uri(settings, region, tenant_id)
     write_deltalake(
         uri,
@@ -236,6 +238,7 @@ def project_vars(settings: Settings, region: str, tenant_id: str | None = None) 
         "duckdb_path": str(dbt_home(settings, region, tenant_id) / "shironzi.duckdb"),
         "bronze_events": bronze_events_uri(settings, region, tenant_id),
         "registry_tenants": registry_snapshot_uri(settings, region, tenant_id),
+        "platform_usage": usage_uri(settings),
         "silver_root": layer_root(settings, region, "silver", tenant_id),
         "gold_root": layer_root(settings, region, "gold", tenant_id),
         "storage_options": json.dumps(settings.storage_options),

@@ -1,6 +1,9 @@
-"""Tenants (operators): counts by plan, industry, region and placement; the biggest tenants; usage."""
+"""Tenants (operators): counts by plan, industry, region and placement; the biggest tenants; usage; each
+tenant's monthly cost and margin (filtered on the server: the table never holds every tenant)."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import altair as alt
 import polars as pl
@@ -8,8 +11,43 @@ import streamlit as st
 
 from apps import data
 from apps.auth import registry, require_page
-from apps.components import empty_state, freshness
+from apps.components import empty_state, freshness, money
 from apps.theme import PALETTE
+from shironzi.tenancy.catalog import PLANS
+
+COST_PAGE_ROWS = 100
+
+
+def cost_section() -> None:
+    """Cost and margin per tenant for a month, from `_platform/usage` and the plans' cost model."""
+    st.subheader("Monthly cost and margin")
+    today = dt.datetime.now(dt.UTC).date()
+    index = today.year * 12 + today.month - 1
+    months = [f"{(index - i) // 12:04d}-{(index - i) % 12 + 1:02d}" for i in range(12)]
+    month_col, plan_col, region_col, slug_col, order_col = st.columns(5)
+    month = month_col.selectbox("Month", months, key="cost_month")
+    plan = plan_col.selectbox("Plan", ["all", *PLANS], key="cost_plan")
+    region = region_col.selectbox("Region", ["all", *registry().settings.regions], key="cost_region")
+    prefix = slug_col.text_input("Slug starts with", key="cost_slug", max_chars=63)
+    order = order_col.selectbox("Order", list(data.COST_ORDERS), key="cost_order")
+    page = data.tenant_costs(data.lake(), month, None if plan == "all" else plan,
+                             None if region == "all" else region, prefix, order, COST_PAGE_ROWS)
+    if page.rows.is_empty():
+        empty_state("No metered usage for these tenants and month.", "It is written by `shironzi usage collect`.")
+        return
+    totals = st.columns(3)
+    totals[0].metric("Tenants matched", f"{page.matched:,}")
+    totals[1].metric("Platform cost", money(page.cost), help="Events, GB-months and API calls at the plan's prices.")
+    totals[2].metric("Margin", money(page.margin), help="Plan prices minus the platform cost.")
+    st.dataframe(
+        page.rows.select("slug", "plan", "region", "placement", "events_landed", pl.col("gb_month").round(4),
+                         "api_requests", pl.col("cost").round(2), pl.col("plan_price").round(2),
+                         pl.col("margin").round(2)),
+        hide_index=True, width="stretch",
+    )
+    st.caption(f"The first {page.rows.height:,} of {page.matched:,} tenants ({order}); narrow with the filters.")
+
+
 
 require_page("tenants", audience="operator")
 st.title("Tenants")
@@ -41,6 +79,7 @@ usage = pl.concat([f.data for f in frames if not f.empty], how="diagonal_relaxed
     not f.empty for f in frames) else pl.DataFrame()
 if usage.is_empty():
     empty_state("No usage metering yet.", "It is built by `shironzi transform`.")
+    cost_section()
     st.stop()
 newest = usage["usage_date"].max()
 days = st.slider("Days", 1, 90, 30, key="usage_days")
@@ -69,3 +108,4 @@ st.dataframe(
     hide_index=True, width="stretch",
 )
 freshness(next(f for f in frames if not f.empty), through=newest, label=data.GOLD_USAGE)
+cost_section()

@@ -1,5 +1,6 @@
-"""lake_maintenance (nightly): expire the tenants' old data exports (their files deleted), enforce the tenants'
-retention policies (one delete commit per table), then
+"""lake_maintenance (nightly): meter yesterday's usage per tenant into `_platform/usage` (beside the rest, so a
+failed metering holds nothing up), expire the tenants' old data exports (their files deleted), enforce the
+tenants' retention policies (one delete commit per table), then
 optimize with z-order by tenant_id, checkpoint, and vacuum with the safe 7-day retention, mapped over batches
 of the lake's Delta tables. A retention run that would delete more than the threshold share of a tenant's
 rows fails with that message and deletes nothing; trigger with `-c '{"confirm_retention": true}'` to go on."""
@@ -45,6 +46,16 @@ def lake_maintenance() -> None:
     def maintain(uris: list[str]) -> list[dict[str, Any]]:
         return pipeline.maintain_tables(uris)
 
+    @task
+    def meter_usage() -> dict[str, Any]:
+        from datetime import UTC, datetime
+
+        from shironzi.metering.usage import collect_usage
+
+        result = collect_usage(day=datetime.now(UTC).date() - timedelta(days=1))
+        return {"day": str(result.day), "tenants": result.rows, "version": result.version}
+
+    meter_usage()
     expire_exports() >> enforce_retention() >> maintain.expand(uris=table_batches())
 
 

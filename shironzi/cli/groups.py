@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shironzi.cli import alerts, audit, dr, dr_replicas, exports, key_rotation, lake, placement, tenants
+from shironzi.cli import alerts, audit, dr, dr_replicas, exports, key_rotation, lake, placement, tenants, usage
 
 key_rotation.register(tenants.keys_app)
 placement.register(tenants.tenants_app)
@@ -26,4 +26,5 @@ def kernel_groups() -> list[tuple[str, typer.Typer]]:
         ("placement", placement.placement_app),
         ("exports", exports.exports_app),
         ("dr", dr.dr_app),
+        ("usage", usage.usage_app),
     ]

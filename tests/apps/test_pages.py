@@ -353,3 +353,43 @@ def test_operator_tenant_picker_searches_a_crowded_registry(home: Path) -> None:
     picker.set_value(wanted.id).run()
     visit(at, "overview")
     assert wanted.name in texts(at.title)
+
+
+def test_tenants_page_shows_cost_and_margin_filtered_on_the_server(seeded: SeededLake) -> None:
+    import datetime as dt
+
+    import polars as pl
+
+    from shironzi.lake import overwrite
+    from shironzi.metering.usage import USAGE_COLUMNS, usage_schema, usage_uri
+
+    today = dt.datetime.now(dt.UTC).date()
+    rows = [{"tenant_id": t.id, "day": today.replace(day=1), "events_landed": n, "bytes_total": 0, "api_requests": 0,
+             "compute_seconds": 0.0} for t, n in ((seeded.alpha, 2_000_000), (seeded.bravo, 1_000_000))]
+    frame = pl.DataFrame(rows).with_columns(*(pl.lit(0).alias(c) for c in USAGE_COLUMNS if c not in rows[0]))
+    frame = frame.with_columns(pl.lit(dt.datetime.now(dt.UTC)).alias("collected_at")).cast(usage_schema())
+    overwrite(usage_uri(), frame.select(USAGE_COLUMNS).to_arrow(), partition_by="day")
+    from apps import data
+
+    data.tenant_costs.clear()  # an earlier visit cached the month before it was metered
+
+    at = visit(signed_in(seeded.admin_key), "tenants")
+    costs = at.dataframe[-1].value
+    assert "cost" in costs.columns and "margin" in costs.columns
+    prices = get_settings_costs()
+    by_slug = costs.set_index("slug")
+    alpha = 2.0 * prices["enterprise"].per_million_events
+    assert by_slug.loc[seeded.alpha.slug, "cost"] == round(alpha, 2)
+    assert by_slug.loc[seeded.alpha.slug, "margin"] == round(prices["enterprise"].plan_price - alpha, 2)
+    assert len(costs) == 3  # gamma has no usage: a cost of 0, still listed
+    at.selectbox(key="cost_plan").set_value("standard").run()
+    assert not at.exception
+    filtered = at.dataframe[-1].value
+    assert list(filtered["slug"]) == [seeded.bravo.slug]
+    assert {m.label: m.value for m in at.metric}["Tenants matched"] == "1"
+
+
+def get_settings_costs():  # type: ignore[no-untyped-def]
+    from shironzi.settings import get_settings
+
+    return get_settings().plan_costs

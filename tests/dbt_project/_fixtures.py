@@ -10,6 +10,8 @@ from typing import Any
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from shironzi.settings import Settings
+
 BRONZE_SCHEMA = pa.schema(
     [
         ("tenant_id", pa.string()),
@@ -180,3 +182,19 @@ def write_bronze(
         partition_by=["event_date"],  # type: ignore[arg-type]
         schema_mode=schema_mode,
     )  # type: ignore[arg-type]
+
+
+def meter_usage(settings: Settings, rows: list[tuple[str, dt.date, int]], collected_at: dt.datetime) -> None:
+    """Usage rows as `collect_usage` writes them (one overwrite per day)."""
+    import polars as pl
+
+    from shironzi.lake import overwrite
+    from shironzi.metering.usage import USAGE_COLUMNS, usage_schema, usage_uri
+
+    frame = pl.DataFrame([{"tenant_id": t, "day": d, "events_landed": n, "bytes_total": 1000 * n,
+                           "api_requests": 2 * n, "compute_seconds": n / 10} for t, d, n in rows])
+    frame = frame.with_columns(*(pl.lit(0).alias(c) for c in USAGE_COLUMNS if c not in frame.columns))
+    frame = frame.with_columns(pl.lit(collected_at).alias("collected_at")).cast(usage_schema())
+    for day in frame["day"].unique().to_list():
+        overwrite(usage_uri(settings), frame.filter(pl.col("day") == day).select(USAGE_COLUMNS).to_arrow(),
+                  partition_by="day", predicate=[("day", "=", day)])

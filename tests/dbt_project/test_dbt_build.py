@@ -224,7 +224,7 @@ def test_docs_generate_and_every_model_and_column_is_described(
         manifest = json.loads((work / "target" / "manifest.json").read_text())
     assert any(key.endswith("fct_tenant_daily_kpis") for key in catalog["nodes"])
     models = [n for n in manifest["nodes"].values() if n["resource_type"] in ("model", "seed")]
-    assert len(models) == 12
+    assert len(models) == 13  # 12 + stg_platform__usage (usage metering)
     for node in models:
         assert node["description"].strip(), node["name"]
         assert node["columns"], node["name"]

@@ -16,13 +16,15 @@ from deltalake import DeltaTable
 
 from shironzi.lake import history
 from shironzi.lake.paths import table_uri
+from shironzi.metering.usage import usage_uri
 from shironzi.settings import Settings
-from tests.dbt_project._fixtures import INGESTED, START, TENANTS, event, sample_events, write_bronze
+from tests.dbt_project._fixtures import INGESTED, START, TENANTS, event, meter_usage, sample_events, write_bronze
 from transformations.dbt_runner import bronze_events_uri, dbt_home, registry_snapshot_uri, run_dbt_build
 from transformations.spark import get_spark, stop_spark
 
 REGION = "eu-west"
-STAGING = ["stg_events__ecommerce", "stg_events__healthcare", "stg_events__education", "stg_platform__tenants"]
+STAGING = ["stg_events__ecommerce", "stg_events__healthcare", "stg_events__education", "stg_platform__tenants",
+           "stg_platform__usage"]
 TABLES = {"silver": ["int_events__unified", "int_customer_daily_activity"],
                  "gold": ["fct_tenant_daily_kpis", "fct_tenant_usage", "dim_customers", "fct_churn_labels",
                           "fct_cohort_retention"]}
@@ -59,6 +61,8 @@ def test_staging_models_give_the_same_rows_on_duckdb_and_spark(settings: Setting
     rows.append(event("t-shop", "c1", "order_placed", rows[0]["event_date"], event_id="bad-json", properties="{oops"))
     bronze = bronze_events_uri(settings, REGION)
     write_bronze(bronze, rows)
+    meter_usage(settings, [("t-shop", rows[0]["event_date"], 3), ("t-clinic", rows[0]["event_date"], 5)],
+                dt.datetime(2024, 6, 2, 12, tzinfo=dt.UTC))
     build = {"region": REGION, "tenants": TENANTS, "settings": settings, "select": "event_types staging",
              "indirect_selection": "cautious"}
     duck = run_dbt_build(**build, target="duckdb")
@@ -74,6 +78,7 @@ def test_staging_models_give_the_same_rows_on_duckdb_and_spark(settings: Setting
             con.register("shironzi_bronze_events_df", DeltaTable(bronze).to_pyarrow_dataset())
             registry = DeltaTable(registry_snapshot_uri(settings))
             con.register("shironzi_platform_tenants_df", registry.to_pyarrow_dataset())
+            con.register("shironzi_platform_usage_df", DeltaTable(usage_uri(settings)).to_pyarrow_dataset())
             for model in STAGING:
                 columns = [c[0] for c in con.execute(f"describe staging.{model}").fetchall()]
                 on_duckdb = _canonical(con.execute(f"select * from staging.{model}").fetchall())

@@ -3,6 +3,7 @@ and module toggles. Every write goes through the event-sourced registry and is a
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
@@ -19,7 +20,9 @@ from serving.schemas import (
     TenantsPage,
     TenantStatusChange,
     TenantUpdate,
+    TenantUsagePublic,
 )
+from shironzi.metering.cost import tenant_usage_report
 from shironzi.tenancy.catalog import Industry, Module, Plan, Status
 from shironzi.tenancy.module_settings import check_module_settings
 from shironzi.tenancy.records import Tenant
@@ -67,6 +70,22 @@ def get_tenant(tenant_id: TenantPath, admin: AdminDep) -> TenantPublic:
     tenant = admin.services.registry.get_tenant(tenant_id)
     admin.audit_read("api_tenant_read", tenant_id=tenant.id)
     return _public(admin, tenant)
+
+
+@router.get("/{tenant_id}/usage", response_model=TenantUsagePublic, openapi_extra=admin_op(write=False))
+def get_tenant_usage(
+    tenant_id: TenantPath,
+    admin: AdminDep,
+    start: Annotated[date | None, Query(alias="from", description="First day; default: the month's first.")] = None,
+    end: Annotated[date | None, Query(alias="to", description="Last day; default: today (UTC).")] = None,
+) -> TenantUsagePublic:
+    """A tenant's metered usage per day (`_platform/usage`), its totals, and each month's cost and margin by its
+    plan's cost model."""
+    last = end or datetime.now(UTC).date()
+    report = tenant_usage_report(tenant_id, start=start or last.replace(day=1), end=last,
+                                 settings=admin.services.settings)
+    admin.audit_read("api_tenant_usage_read", tenant_id=report["tenant_id"])
+    return TenantUsagePublic(**report)
 
 
 @router.patch("/{tenant_id}", response_model=TenantPublic, openapi_extra=admin_op(write=True))
