@@ -197,6 +197,16 @@ class Settings(BaseSettings):
         default_factory=lambda: {"free": 10.0, "standard": 100.0, "enterprise": 5000.0},
         description="API: requests per second per tenant by plan (token bucket, burst = 2 s of rate).",
     )
+    ingest_quotas: bool = Field(
+        False,
+        description="Quotas: enforce the plans' ingest quotas (the stream ingestor quarantines the excess as "
+        "quota_exceeded, POST /v1/events answers 429). The deploy files switch it on; off, nothing is limited.",
+    )
+    plan_quotas: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Quotas: per-plan overrides of the catalogue's quotas (JSON, e.g. {\"free\": {\"ingest_rate\": "
+        "100, \"ingest_burst\": 1000, \"storage_gb\": 5}}): ingest events/s per tenant, its burst, storage GB.",
+    )
     api_breaker_failures: int = Field(
         3, ge=1, le=100,
         description="API: consecutive failures of the online store or the broker that open its circuit breaker.",
@@ -275,6 +285,22 @@ class Settings(BaseSettings):
                 raise ConfigurationError(
                     f"SHIRONZI_KAFKA_CONFIG: {name} must be a string, number or boolean, got {type(item).__name__}"
                 )
+        return value
+
+    @field_validator("plan_quotas")
+    @classmethod
+    def _known_plans_and_quotas(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        from shironzi.tenancy.catalog import PLANS, QUOTA_FIELDS
+
+        for plan, fields in value.items():
+            if plan not in PLANS:
+                raise ConfigurationError(f"SHIRONZI_PLAN_QUOTAS: unknown plan {plan!r} (plans: {', '.join(PLANS)})")
+            for name, amount in fields.items():
+                if name not in QUOTA_FIELDS:
+                    raise ConfigurationError(f"SHIRONZI_PLAN_QUOTAS: {plan}.{name} is not a quota "
+                                             f"({', '.join(QUOTA_FIELDS)})")
+                if not amount > 0:
+                    raise ConfigurationError(f"SHIRONZI_PLAN_QUOTAS: {plan}.{name} must be > 0, got {amount}")
         return value
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 from shironzi.errors import InvalidInputError, InvalidStateError, ModuleDependencyError
@@ -48,6 +49,25 @@ PLAN_DEFAULT_MODULES: dict[str, tuple[str, ...]] = {
     "free": _FREE,
     "standard": _STANDARD,
     "enterprise": MODULES,
+}
+
+
+
+@dataclass(frozen=True, slots=True)
+class PlanQuota:
+    """What one tenant of a plan may use: ingest rate (events/s, a token bucket holding `ingest_burst` events)
+    and lake storage (GB across its rows in every layer). `SHIRONZI_PLAN_QUOTAS` overrides any field."""
+
+    ingest_rate: float
+    ingest_burst: float
+    storage_gb: float
+
+
+QUOTA_FIELDS: tuple[str, ...] = ("ingest_rate", "ingest_burst", "storage_gb")
+PLAN_QUOTAS: dict[str, PlanQuota] = {
+    "free": PlanQuota(ingest_rate=50.0, ingest_burst=500.0, storage_gb=1.0),
+    "standard": PlanQuota(ingest_rate=1_000.0, ingest_burst=10_000.0, storage_gb=100.0),
+    "enterprise": PlanQuota(ingest_rate=20_000.0, ingest_burst=200_000.0, storage_gb=10_000.0),
 }
 
 # status -> statuses it may move to
