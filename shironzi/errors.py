@@ -133,6 +133,12 @@ class RateLimitedError(ShironziError):
     code = "rate_limited"
 
 
+class QuotaExceededError(RateLimitedError):
+    """A tenant is above its plan's ingest quota (`shironzi.tenancy.quotas`): retry after `retry_after` s."""
+
+    code = "quota_exceeded"
+
+
 class ServiceUnavailableError(ShironziError):
     status = 503
     code = "service_unavailable"
