@@ -16,6 +16,16 @@ def empty_state(what: str, hint: str = NO_DATA_HINT) -> None:
     st.info(f"{what} {hint}")
 
 
+def tenant_notices(tenant_id: str) -> None:
+    """The notices a tenant sees on every page: its storage above the plan's quota (landing continues)."""
+    from apps.data import lake, tenant_notices as open_notices
+
+    notices = open_notices(lake(), tenant_id).data
+    for summary in notices.get_column("summary").to_list() if "summary" in notices.columns else []:
+        st.warning(f"Storage quota: {summary}. Ask your operator to raise the quota or change the plan.",
+                   icon=":material/database:")
+
+
 def freshness(frame: Frame, *, through: Any = None, label: str = "table") -> None:
     """One honest line: how new the data is, which table version, and how long it may be cached."""
     parts = []
