@@ -322,7 +322,7 @@ def analyst_page(page: str, title: str, *, modules: Sequence[str] = ()) -> tuple
     ctx = require_page(page, audience="analyst", modules=modules)
     assert ctx.tenant is not None  # an analyst page always has a tenant in scope (or it stopped)
     st.title(f"{ctx.tenant.name}: {title}")
-    from apps.components import tenant_notices
+    from apps.components import show_tenant_notices
 
-    tenant_notices(ctx.tenant.id)
+    show_tenant_notices(ctx.tenant.id)
     return ctx, ctx.tenant, ctx.words

@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from apps.data import TTL, Frame
+from apps.data import TTL, Frame, lake, tenant_notices
 from apps.theme import NO_DATA_HINT
 
 
@@ -16,11 +16,9 @@ def empty_state(what: str, hint: str = NO_DATA_HINT) -> None:
     st.info(f"{what} {hint}")
 
 
-def tenant_notices(tenant_id: str) -> None:
+def show_tenant_notices(tenant_id: str) -> None:
     """The notices a tenant sees on every page: its storage above the plan's quota (landing continues)."""
-    from apps.data import lake, tenant_notices as open_notices
-
-    notices = open_notices(lake(), tenant_id).data
+    notices = tenant_notices(lake(), tenant_id).data
     for summary in notices.get_column("summary").to_list() if "summary" in notices.columns else []:
         st.warning(f"Storage quota: {summary}. Ask your operator to raise the quota or change the plan.",
                    icon=":material/database:")

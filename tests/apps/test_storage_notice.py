@@ -21,9 +21,9 @@ ADMIN = TenantContext.admin(actor="test", purpose="storage quota tests")
 
 
 def _page(tenant_id: str) -> None:
-    from apps.components import tenant_notices
+    from apps.components import show_tenant_notices
 
-    tenant_notices(tenant_id)
+    show_tenant_notices(tenant_id)
 
 
 def _notices(tenant_id: str) -> list[str]:
