@@ -34,6 +34,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal, get_args
@@ -78,6 +79,7 @@ from shironzi.privacy.phi import PhiCipher, protect_document
 from shironzi.privacy.pii_table import PendingPiiRows
 from shironzi.privacy.pseudonymise import pseudonymise_batch
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy.placement import PlacementState
 from shironzi.tenancy.records import TenantInfo
 from shironzi.tenancy.registry import get_registry
 
@@ -248,6 +250,7 @@ class BronzeLander:
         self._cached_partitions = cached_partitions
         self._tables: dict[str, DataTable] = {}
         self.touched: dict[str, set[date]] = {}  # bronze table -> event_date partitions this lander wrote
+        self._overlay: dict[str, PlacementState] | None = None  # moved tenants as last fenced
         self.refresh_tenants(tenants)
 
     # tenants -------------------------------------------------------------------------------------
@@ -258,6 +261,9 @@ class BronzeLander:
             tenants = get_registry(self.settings).tenant_directory(fresh=True)
         self.tenants = dict(tenants)
         self.tenants_frame = tenants_frame(self.tenants)
+        self._set_routes()
+
+    def _set_routes(self) -> None:
         self._routes = pl.DataFrame(
             {
                 "tenant_id": [t.tenant_id for t in self.tenants.values()],
@@ -266,6 +272,25 @@ class BronzeLander:
             },
             schema={"tenant_id": pl.String, "_region": pl.String, "_placement": pl.String},
         )
+
+    def fence_moved_tenants(self) -> bool:
+        """The placement fence of an online tenant move (`shironzi.tenancy.moves`): read the placement and
+        epoch of every moved tenant and re-route those whose placement changed; True when one did. Called while
+        holding the shared leases of the bronze tables about to be committed: a mover flips a tenant under its
+        source table's exclusive lease, so no flush commits a tenant's rows to its old table after the flip."""
+        overlay = get_registry(self.settings).placement_overlay()
+        if overlay == self._overlay:
+            return False
+        self._overlay = overlay
+        changed = False
+        for tenant_id, now in overlay.items():
+            info = self.tenants.get(tenant_id)
+            if info is not None and (info.region, info.placement) != (now.region, now.placement):
+                self.tenants[tenant_id] = info._replace(region=now.region, placement=now.placement)
+                changed = True
+        if changed:
+            self._set_routes()
+        return changed
 
     def validate(
         self, records: Any, *, source: str, now: datetime | None = None,
@@ -504,7 +529,6 @@ class BronzeLander:
         """Land one validated batch: data tables first (one commit each), then the ledger row(s)."""
         self.flushes += 1
         result = batch.result
-        counts = Reconciliation(received=result.input_rows, duplicates_in_batch=result.duplicates_in_batch)
         unit_versions = batch.unit_versions()
 
         valid = pl.from_arrow(result.valid)
@@ -516,6 +540,35 @@ class BronzeLander:
         if quarantined.get_column(UNIT_COLUMN).null_count():
             raise InvalidStateError("some quarantined rows have no origin (position missing from origins)")
 
+        while True:  # routed, then fenced under the bronze tables' shared leases (re-routed after a move)
+            counts, plans = self._plan(batch, valid, quarantined, unit_versions)
+            with ExitStack() as leases:
+                for uri in sorted(t.uri for t, _, _ in plans if t.dedupe):
+                    leases.enter_context(table_lease(uri))
+                if self.fence_moved_tenants():
+                    continue
+                self._commit_plans(counts, plans, metadata)
+            break
+        self._reached("after_commit")
+        ledger_rows = ledger.rows(counts)
+        staged = stage_files(
+            ledger.uri, ledger_rows, partition_by=ledger.partition_by, storage_options=self.storage_options
+        )
+        committed = commit_staged(
+            staged,
+            txns=[Txn(app, int(v)) for app, v in unit_versions.items()],
+            metadata={"shironzi.stage": "ingest", **dict(metadata or {})},
+            storage_options=self.storage_options,
+        )
+        counts.table_versions[ledger.uri] = committed.version
+        return counts
+
+    def _plan(
+        self, batch: LandingBatch, valid: pl.DataFrame, quarantined: pl.DataFrame, unit_versions: dict[str, int]
+    ) -> tuple[Reconciliation, list[tuple[DataTable, pl.DataFrame, dict[str, int]]]]:
+        """Route, drop recovered and existing rows: the commits of one flush and its counts."""
+        result = batch.result
+        counts = Reconciliation(received=result.input_rows, duplicates_in_batch=result.duplicates_in_batch)
         plans: list[tuple[DataTable, pl.DataFrame, dict[str, int]]] = []
         for uri, rows in self._route(valid).items():
             target = self.table(uri, quarantine=False)
@@ -539,6 +592,14 @@ class BronzeLander:
 
         if not counts.balanced():
             raise InvalidStateError(f"reconciliation does not balance: {counts.as_dict()}")
+        return counts, plans
+
+    def _commit_plans(
+        self,
+        counts: Reconciliation,
+        plans: list[tuple[DataTable, pl.DataFrame, dict[str, int]]],
+        metadata: Mapping[str, str] | None,
+    ) -> None:
         if self.precommit is not None:
             self.precommit({t.uri: rows.drop(UNIT_COLUMN, SEQ_COLUMN) for t, rows, _ in plans if t.dedupe})
         commit_metadata = {"shironzi.stage": "ingest", **dict(metadata or {})}
@@ -563,19 +624,6 @@ class BronzeLander:
             if first_commit:
                 self._reached("between_commits")
                 first_commit = False
-        self._reached("after_commit")
-        ledger_rows = ledger.rows(counts)
-        staged = stage_files(
-            ledger.uri, ledger_rows, partition_by=ledger.partition_by, storage_options=self.storage_options
-        )
-        committed = commit_staged(
-            staged,
-            txns=[Txn(app, int(v)) for app, v in unit_versions.items()],
-            metadata=commit_metadata,
-            storage_options=self.storage_options,
-        )
-        counts.table_versions[ledger.uri] = committed.version
-        return counts
 
     @staticmethod
     def _txns_for(target: DataTable, rows: pl.DataFrame, unit_versions: Mapping[str, int]) -> dict[str, int]:

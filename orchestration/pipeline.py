@@ -378,6 +378,14 @@ def maintain_tables(uris: Sequence[str], *, settings: Settings | None = None) ->
     ]
 
 
+def expire_data_exports(*, settings: Settings | None = None) -> dict[str, Any]:
+    """The tenants' exports past their expiry: their files deleted, their rows marked expired."""
+    from shironzi.exports import expire_exports
+
+    result = expire_exports(settings=settings)
+    return {"expired": result.expired, "files_deleted": result.files_deleted}
+
+
 def enforce_retention_policies(*, confirm: bool = False) -> dict[str, Any]:
     """Retention enforcement: one delete commit per bronze/quarantine table and the expired audit days. A
     run that would delete more than the threshold share of a tenant's rows raises (the task fails with that
@@ -470,3 +478,26 @@ def dispatch_webhooks(*, settings: Settings | None = None) -> dict[str, Any]:
     result = dispatch_due(settings=settings or get_settings())
     return {"attempted": result.attempted, "delivered": len(result.delivered), "retrying": len(result.retrying),
             "dead": len(result.dead)}
+
+
+def plan_placement_moves(run_day: date, *, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The placement policy's moves for `run_day` (a dry run: changes nothing)."""
+    from shironzi.tenancy.placement_policy import plan_placement
+
+    return [move.as_dict() for move in plan_placement(as_of=run_day, settings=settings)]
+
+
+def apply_placement_moves(
+    run_day: date, *, max_moves: int | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Carry out at most `max_moves` of the policy's moves for `run_day` (default: the policy's cap); a
+    failed move fails the task after the others ran."""
+    from shironzi.errors import InvalidStateError
+    from shironzi.tenancy import TenantContext
+    from shironzi.tenancy.placement_policy import apply_placement
+
+    ctx = TenantContext.admin(actor="airflow:placement_policy", purpose="placement policy")
+    result = apply_placement(ctx, max_moves=max_moves, as_of=run_day, settings=settings).as_dict()
+    if result["failed"]:
+        raise InvalidStateError(f"{len(result['failed'])} placement move(s) failed: {result['failed']}")
+    return result

@@ -14,6 +14,7 @@ import re
 import uuid
 from typing import Any
 
+import sqlalchemy.exc as sa_exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +25,7 @@ from shironzi.errors import (
     AuthenticationError,
     PermissionDeniedError,
     RateLimitedError,
+    RegistryUnavailableError,
     ServiceUnavailableError,
     ShironziError,
 )
@@ -160,6 +162,21 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, exc.status_code, code, message, headers=dict(exc.headers or {}))
 
 
+REGISTRY_RETRY_AFTER_S = 5
+
+
+async def _registry_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    """A lost or refused connection to the registry database is an outage to wait out (503 + Retry-After), not
+    a bug (500); any other database error still is one."""
+    assert isinstance(exc, sa_exc.DBAPIError)
+    if not (isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or exc.connection_invalidated):
+        return await _unexpected_error(request, exc)
+    logger.error("request %s: the registry database is unreachable: %s", request_id_of(request), exc.orig)
+    unavailable = RegistryUnavailableError("the tenant registry is unavailable; retry shortly",
+                                           retry_after=REGISTRY_RETRY_AFTER_S)
+    return await _shironzi_error(request, unavailable)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("request %s failed with an unexpected error", request_id_of(request), exc_info=exc)
     _audit_failure(request, "internal_error", type(exc).__name__)
@@ -170,6 +187,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ShironziError, _shironzi_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(sa_exc.DBAPIError, _registry_unreachable)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from feature_store.materialize import get_online_features
 from feature_store.registry import get_feature_view, resolve_features
+from models.bands import HIGH_FROM, MEDIUM_FROM, risk_band
 from serving.services import ApiServices, TenantFacts
 from shironzi.errors import (
     CustomerNotFoundError,
@@ -26,6 +27,8 @@ from shironzi.errors import (
 )
 from shironzi.lake.delta import read_arrow, table_exists
 from shironzi.lake.groups import LakeGroup
+
+STORED_INTERVAL_LEVEL = 0.8  # the coverage of the interval the trend pipeline writes (models.trend.calibration)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,3 +262,37 @@ def customer_not_found(tenant: TenantFacts, customer_id: str, *, what: str) -> S
         tenant=tenant.slug,
         customer_id=customer_id,
     )
+
+
+def apply_band_overrides(services: ApiServices, tenant: TenantFacts, scores: list[ChurnScore]) -> list[ChurnScore]:
+    """The tenant's `churn_prediction` risk-band cut-offs (`medium_risk_from`, `high_risk_from`) over the model's:
+    each band is recomputed from the probability, live and batch alike. Read through the worker's settings cache,
+    which the registry invalidation refreshes, so a change shows within about a second."""
+    from dataclasses import replace
+
+    overrides, _ = services.registry.module_settings_versioned(tenant.id, "churn_prediction")
+    medium, high = overrides.get("medium_risk_from"), overrides.get("high_risk_from")
+    if not scores or (medium is None and high is None):
+        return scores
+    base = (MEDIUM_FROM, HIGH_FROM)
+    if services.model.loaded:  # the model's per-tenant cut-offs fill the one the tenant did not set
+        cuts = services.model.get().model_for(tenant.id).bands.get(tenant.id)
+        base = (float(cuts[0]), float(cuts[1])) if cuts else base
+    thresholds = (base[0] if medium is None else float(medium), base[1] if high is None else float(high))
+    return [replace(s, risk_band=risk_band(s.probability, thresholds)) for s in scores]
+
+
+def forecast_for_settings(forecast: dict[str, Any], *, horizon_days: int, interval_level: float) -> dict[str, Any]:
+    """A stored forecast as the tenant's `trend_forecast` settings ask for it: the points up to `horizon_days`
+    (the model forecasts its trained horizon, 28 days; a longer setting shows those), and the calibrated 80 %
+    interval widened or narrowed to `interval_level` by the ratio of normal quantiles, each side on its own.
+    Only the 80 % interval is backtested; other levels assume the errors' shape is roughly normal."""
+    from statistics import NormalDist
+
+    ratio = NormalDist().inv_cdf((1 + interval_level) / 2) / NormalDist().inv_cdf((1 + STORED_INTERVAL_LEVEL) / 2)
+    points = [
+        {**p, "yhat_lower": p["yhat"] - (p["yhat"] - p["yhat_lower"]) * ratio,
+         "yhat_upper": p["yhat"] + (p["yhat_upper"] - p["yhat"]) * ratio}
+        for p in forecast["points"] if p["horizon_day"] <= horizon_days
+    ]
+    return {**forecast, "points": points, "interval_level": interval_level}

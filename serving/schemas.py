@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shironzi.exports.jobs import ExportFormat, ExportTableName
 from shironzi.tenancy.catalog import Industry, Module, Placement, Plan, Scope, Status
 
 MAX_BATCH_CUSTOMERS = 1000
@@ -81,6 +82,8 @@ class ForecastPublic(BaseModel):
     generated_date: date
     model_name: str
     model_version: str
+    interval_level: float = Field(0.8, description="Coverage of the points' intervals (the tenant's "
+                                  "trend_forecast setting).")
     points: list[ForecastPointPublic]
 
 
@@ -190,6 +193,33 @@ class ModuleSettingsPublic(BaseModel):
     tenant_editable: list[str]
     json_schema: dict[str, Any] = Field(description="The module's settings schema (`x-tenant-editable` marks "
                                         "what tenants may change).")
+
+
+# --- exports (data_export) --------------------------------------------------------------------------
+
+
+class ExportCreate(_Strict):
+    table: ExportTableName = Field(description="A gold mart or predictions table of the caller's own rows.")
+    start: date = Field(description="First day of the range (inclusive), on the table's date column.")
+    end: date = Field(description="Last day of the range (inclusive).")
+    format: ExportFormat = Field("parquet", description="parquet or csv (the tenant's data_export settings "
+                                 "say which are allowed).")
+
+
+class ExportPublic(BaseModel):
+    id: str
+    table: str
+    format: str
+    start: date
+    end: date
+    status: Literal["queued", "running", "ready", "failed", "expired"]
+    rows: int | None = Field(None, description="Rows in the file (once ready).")
+    size_bytes: int | None = Field(None, description="Size of the file (once ready).")
+    error: str | None = Field(None, description="Why the export failed.")
+    created_at: datetime
+    finished_at: datetime | None = None
+    expires_at: datetime = Field(description="When the file is deleted.")
+    download: str | None = Field(None, description="Where to download the file (once ready).")
 
 
 class WebhookDeliveryPublic(BaseModel):

@@ -63,6 +63,12 @@ class CustomerNotFoundError(NotFoundError):
     code = "customer_not_found"
 
 
+class ExportNotFoundError(NotFoundError):
+    """No export with that id for this tenant (another tenant's export id is not found either)."""
+
+    code = "export_not_found"
+
+
 class ConflictError(ShironziError):
     status = 409
     code = "conflict"
@@ -128,15 +134,21 @@ class ModuleDisabledError(PermissionDeniedError):
         self.module = module
 
 
+class QuotaExceededError(PermissionDeniedError):
+    """The tenant's plan does not allow this much (an export's rows, say); retrying does not help."""
+
+    code = "quota_exceeded"
+
+
 class RateLimitedError(ShironziError):
     status = 429
     code = "rate_limited"
 
 
-class QuotaExceededError(RateLimitedError):
-    """A tenant is above its plan's ingest quota (`shironzi.tenancy.quotas`): retry after `retry_after` s."""
+class IngestQuotaExceededError(RateLimitedError):
+    """A tenant is above its plan's ingest rate (`shironzi.tenancy.quotas`): retry after `retry_after` s."""
 
-    code = "quota_exceeded"
+    code = "ingest_quota_exceeded"
 
 
 class ServiceUnavailableError(ShironziError):
@@ -205,6 +217,12 @@ class InvalidJsonError(ShironziError):
 
     status = 400
     code = "invalid_json"
+
+
+class RegistryUnavailableError(ServiceUnavailableError):
+    """The tenant registry's database cannot be reached (down, restarting, failing over): retry shortly."""
+
+    code = "registry_unavailable"
 
 
 class ModelUnavailableError(ServiceUnavailableError):

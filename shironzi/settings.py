@@ -167,6 +167,10 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600,
         description="Stream ingestor: how often it re-reads the tenant directory (retrying an unreachable registry).",
     )
+    placement_policy_file: Path | None = Field(
+        None, description="YAML placement policy (promotion/demotion thresholds, moves per run; see "
+        "shironzi.tenancy.placement_policy). Default: the built-in policy.",
+    )
     stream_backoff_max_seconds: float = Field(
         30.0, gt=0, le=600,
         description="Stream ingestor: longest wait between retries while the lake's object store fails "
@@ -216,6 +220,12 @@ class Settings(BaseSettings):
     )
     api_model_refresh_seconds: float = Field(
         10.0, gt=0, le=30, description="API: how often each worker checks whether the champion alias moved."
+    )
+    export_expiry_days: int = Field(
+        7, ge=1, le=90, description="Exports: days a finished export's file stays downloadable before the sweep."
+    )
+    export_presign_seconds: int = Field(
+        900, ge=60, le=7 * 24 * 3600, description="Exports: lifetime of a pre-signed object-store download URL."
     )
     model_promotion_margin: float = Field(
         0.002, ge=0, le=1,

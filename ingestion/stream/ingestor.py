@@ -29,6 +29,7 @@ Protocol (exactly-once without Kafka transactions):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ from shironzi.health import HealthServer, start_health_server
 from shironzi.lake import txn_version
 from shironzi.observability import stage, traced_context
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy.invalidation import Invalidation, RegistryWatcher
+from shironzi.tenancy.registry import get_registry
 
 log = logging.getLogger("shironzi.ingestion.stream")
 
@@ -140,6 +143,10 @@ class StreamIngestor:
         self.run_id = uuid.uuid4().hex
         self.worker_name = f"{options.worker}/{options.workers}"
         self.backoffs = 0  # how often this run waited out a failing object store
+        # Set by the registry watcher when a tenant changed (a move's placement flip, a new tenant): the loop then
+        # re-reads the tenant directory at once instead of at the next periodic refresh. (Correctness does not
+        # hang on it: the lander also fences every commit on the moved tenants' epochs.)
+        self.tenants_changed = threading.Event()
 
     def app_id(self, partition: int) -> str:
         return partition_app_id(self.options.topic, partition, namespace=self.options.namespace)
@@ -167,6 +174,8 @@ class StreamIngestor:
         )
         result: StreamRunResult | None = None
         delay = BACKOFF_INITIAL_SECONDS
+        watcher = RegistryWatcher(get_registry(self.settings), on_change=self._registry_changed)
+        watcher.start()
         try:
             while True:
                 try:
@@ -182,8 +191,13 @@ class StreamIngestor:
                     delay = min(delay * 2, self.settings.stream_backoff_max_seconds)
                     self.lander.forget_tables()  # a failed commit may have landed: re-read every txn and key
         finally:
+            watcher.stop()
             if health is not None:
                 health.stop()
+
+    def _registry_changed(self, change: Invalidation) -> None:
+        if change.everything or change.tenants:
+            self.tenants_changed.set()
 
     def _run_attempt(self, previous: StreamRunResult | None, health: HealthServer | None) -> StreamRunResult:
         """One consume-and-land loop from the run log's positions (`previous`: the totals of earlier attempts)."""
@@ -244,7 +258,9 @@ class StreamIngestor:
                             break
                     if opts.idle_timeout_s is not None and time.monotonic() - idle_since > opts.idle_timeout_s:
                         break
-                    if time.monotonic() - last_refresh > self.settings.stream_tenant_refresh_seconds:
+                    if self.tenants_changed.is_set() or \
+                            time.monotonic() - last_refresh > self.settings.stream_tenant_refresh_seconds:
+                        self.tenants_changed.clear()
                         landing.settle()  # the lander is not shared with a flush in flight
                         self.refresh_tenants()
                         last_refresh = time.monotonic()

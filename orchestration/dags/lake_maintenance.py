@@ -1,4 +1,5 @@
-"""lake_maintenance (nightly): enforce the tenants' retention policies (one delete commit per table), then
+"""lake_maintenance (nightly): expire the tenants' old data exports (their files deleted), enforce the tenants'
+retention policies (one delete commit per table), then
 optimize with z-order by tenant_id, checkpoint, and vacuum with the safe 7-day retention, mapped over batches
 of the lake's Delta tables. A retention run that would delete more than the threshold share of a tenant's
 rows fails with that message and deletes nothing; trigger with `-c '{"confirm_retention": true}'` to go on."""
@@ -32,6 +33,10 @@ def lake_maintenance() -> None:
         return pipeline.enforce_retention_policies(confirm=bool(params.get("confirm_retention", False)))
 
     @task
+    def expire_exports() -> dict[str, Any]:
+        return pipeline.expire_data_exports()
+
+    @task
     def table_batches() -> list[list[str]]:
         tables = pipeline.maintained_tables()
         return [tables[i : i + TABLES_PER_TASK] for i in range(0, len(tables), TABLES_PER_TASK)]
@@ -40,7 +45,7 @@ def lake_maintenance() -> None:
     def maintain(uris: list[str]) -> list[dict[str, Any]]:
         return pipeline.maintain_tables(uris)
 
-    enforce_retention() >> maintain.expand(uris=table_batches())
+    expire_exports() >> enforce_retention() >> maintain.expand(uris=table_batches())
 
 
 lake_maintenance()

@@ -89,12 +89,13 @@ def record_disclosure(
     resource: str,
     details: Mapping[str, Any] | None = None,
     request_id: str | None = None,
+    durable: bool | None = None,
 ) -> None:
-    """Audit that `ctx` disclosed these subjects of a tenant (buffered, like every read): dashboards,
-    exports and notifications call it; API routes go through `TenantAccess.audit_read(subjects=...)`."""
+    """Audit that `ctx` disclosed these subjects of a tenant (buffered, like every read, unless `durable`):
+    dashboards, exports and notifications call it; API routes go through `TenantAccess.audit_read(subjects=...)`."""
     if action not in CHANNEL_OF_ACTION:
         raise InvalidInputError(f"not a disclosure action: {action!r} (one of {sorted(CHANNEL_OF_ACTION)})")
-    audit(ctx, action, tenant_id=tenant_id, resource=resource, request_id=request_id,
+    audit(ctx, action, tenant_id=tenant_id, resource=resource, request_id=request_id, durable=durable,
           details={**(details or {}), "subject_count": len(subject_ids)},
           subjects=subject_tokens(tenant_id, subject_ids))
 

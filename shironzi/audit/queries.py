@@ -158,12 +158,30 @@ def _tenant_rows(table: LakeTable, tenant_id: str) -> dict[str, Any] | None:
         "oldest": stats.get("oldest"),
         "newest": stats.get("newest"),
         "version": handle.version(),
+        "phi_columns": _phi_columns(frame),
     }
+
+
+PHI_SAMPLE_ROWS = 2000
+_PHI_VALUE = r'(^|")phi_[A-Za-z0-9_-]{22,}'  # a PHI-protected value, alone or inside a JSON document
+
+
+def _phi_columns(frame: Any) -> list[str]:
+    """The text columns whose values (or JSON values) in a sample of T's rows are PHI-protected: where a
+    healthcare tenant's protected health information sits, for the inventory a compliance officer reads."""
+    import polars as pl
+
+    texts = [name for name, kind in frame.collect_schema().items() if kind == pl.String and name != "tenant_id"]
+    if not texts:
+        return []
+    found = frame.head(PHI_SAMPLE_ROWS).select(pl.col(texts).str.contains(_PHI_VALUE).any()).collect()
+    return [name for name in texts if found[name][0]]
 
 
 def inventory(tenant_id: str) -> list[dict[str, Any]]:
     """Every Delta table (pooled, the tenant's dedicated root, platform) holding T's rows, with counts,
-    approximate bytes (the tenant's share of the table's file bytes) and oldest/newest rows."""
+    approximate bytes (the tenant's share of the table's file bytes), oldest/newest rows and the columns
+    that hold PHI-protected values (`phi_columns`, judged on a sample of T's rows)."""
     found = []
     for table in discover_tables():
         if table.tenant_id not in (None, tenant_id):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from shironzi.cli import alerts, audit, key_rotation, lake, tenants
+from shironzi.cli import alerts, audit, exports, key_rotation, lake, placement, tenants
 
 key_rotation.register(tenants.keys_app)
+placement.register(tenants.tenants_app)
 
 
 def kernel_groups() -> list[tuple[str, typer.Typer]]:
@@ -21,4 +22,6 @@ def kernel_groups() -> list[tuple[str, typer.Typer]]:
         ("alerts", alerts.alerts_app),
         ("webhooks", alerts.webhooks_app),
         ("compliance", audit.compliance_app),
+        ("placement", placement.placement_app),
+        ("exports", exports.exports_app),
     ]

@@ -74,6 +74,13 @@ def tenant_group(tenant_id: str, *, region: str, settings: Settings | None = Non
     return LakeGroup.of_tenant(tenant_id, region=region, placement=info.placement if info is not None else "pooled")
 
 
+def tenant_read_groups(tenant_id: str, *, region: str, placement: str) -> tuple[LakeGroup, ...]:
+    """Every group that may hold a tenant's rows: its own (dedicated root or pooled tables), then its region's
+    pooled tables, where rows written before a placement move may still live. Reads filter on `tenant_id`."""
+    own = LakeGroup.of_tenant(tenant_id, region=region, placement=placement)
+    return (own,) if own.placement == "pooled" else (own, LakeGroup.pooled(region))
+
+
 def region_groups(region: str, settings: Settings | None = None) -> list[LakeGroup]:
     """Every copy of a region's tables: the pooled group, then each dedicated tenant's own (from the cached
     tenant directory)."""

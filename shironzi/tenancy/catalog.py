@@ -52,6 +52,20 @@ PLAN_DEFAULT_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ExportLimits:
+    """What a plan allows of the `data_export` module: exports started per UTC day and rows per export."""
+
+    per_day: int
+    max_rows: int
+
+
+PLAN_EXPORT_LIMITS: dict[str, ExportLimits] = {
+    "free": ExportLimits(per_day=1, max_rows=10_000),
+    "standard": ExportLimits(per_day=20, max_rows=1_000_000),
+    "enterprise": ExportLimits(per_day=200, max_rows=50_000_000),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class PlanQuota:
@@ -69,6 +83,7 @@ PLAN_QUOTAS: dict[str, PlanQuota] = {
     "standard": PlanQuota(ingest_rate=1_000.0, ingest_burst=10_000.0, storage_gb=100.0),
     "enterprise": PlanQuota(ingest_rate=20_000.0, ingest_burst=200_000.0, storage_gb=10_000.0),
 }
+
 
 # status -> statuses it may move to
 STATUS_TRANSITIONS: dict[str, frozenset[str]] = {

@@ -36,6 +36,7 @@ EventType = Literal[
     "resumed",
     "offboarding_started",
     "tenant_deleted",
+    "placement_changed",
 ]
 STATUS_AFTER: dict[str, str] = {
     "suspended": "suspended",
@@ -139,6 +140,7 @@ def apply_event(state: ProjectionState, event: TenantEvent) -> None:
             "placement": p["placement"],
             "status": "active",
             "lake_namespace": p["lake_namespace"],
+            "placement_epoch": 0,
             "created_at": at,
             "updated_at": at,
         }
@@ -152,6 +154,10 @@ def apply_event(state: ProjectionState, event: TenantEvent) -> None:
     elif kind == "plan_changed":
         assert tid is not None
         state.tenants[tid].update(plan=p["to"], updated_at=at)
+    elif kind == "placement_changed":  # an online tenant move (shironzi.tenancy.moves)
+        assert tid is not None
+        state.tenants[tid].update(placement=p["to"], lake_namespace=p["lake_namespace"],
+                                  placement_epoch=p["epoch"], updated_at=at)
     elif kind == "module_enabled":
         assert tid is not None
         state.modules[(tid, p["module"])] = {

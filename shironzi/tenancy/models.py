@@ -5,7 +5,7 @@ The Alembic migrations in `migrations/versions` create exactly these tables (a t
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -63,6 +63,7 @@ class TenantRow(Base):
     placement: Mapped[str] = mapped_column(sa.String(16), nullable=False)
     status: Mapped[str] = mapped_column(sa.String(16), nullable=False, index=True)
     lake_namespace: Mapped[str] = mapped_column(sa.String(1024), nullable=False)
+    placement_epoch: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
@@ -113,10 +114,34 @@ class TenantEventRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONPayload, nullable=False)
 
 
+class DataExportRow(Base):
+    """An export of one tenant's rows (`shironzi.exports`): a job record, not a projection of the event log."""
+
+    __tablename__ = "data_exports"
+    __table_args__ = (sa.Index("ix_data_exports_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    table_name: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    format: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    start_date: Mapped[date] = mapped_column(sa.Date(), nullable=False)
+    end_date: Mapped[date] = mapped_column(sa.Date(), nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False, index=True)
+    rows: Mapped[int | None] = mapped_column(sa.BigInteger(), nullable=True)
+    size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger(), nullable=True)
+    uri: Mapped[str | None] = mapped_column(sa.String(1024), nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    requested_by: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+
+
 tenants = cast(sa.Table, TenantRow.__table__)
 tenant_modules = cast(sa.Table, TenantModuleRow.__table__)
 api_keys = cast(sa.Table, ApiKeyRow.__table__)
 tenant_events = cast(sa.Table, TenantEventRow.__table__)
+data_exports = cast(sa.Table, DataExportRow.__table__)
 metadata = Base.metadata
 
 PROJECTION_TABLES = (tenants, tenant_modules, api_keys)

@@ -19,6 +19,7 @@ from shironzi.tenancy.lifecycle import TenantLifecycle
 from shironzi.tenancy.module_settings import ModuleSettings
 from shironzi.tenancy.module_toggles import ModuleToggles
 from shironzi.tenancy.onboarding import INITIAL_KEY_SCOPES, TenantOnboarding, new_tenant_id
+from shironzi.tenancy.placement import TenantPlacement
 from shironzi.tenancy.store import MAX_PAGE_SIZE, RebuildResult
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-class Registry(TenantOnboarding, TenantLifecycle, ModuleToggles, ModuleSettings, ApiKeys):
+class Registry(TenantPlacement, TenantOnboarding, TenantLifecycle, ModuleToggles, ModuleSettings, ApiKeys):
     """Engine + session factory for one registry database, with the tenancy operations on top."""
 
 

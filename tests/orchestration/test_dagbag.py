@@ -13,7 +13,7 @@ from orchestration.airflow_env import DAGS_FOLDER, airflow_env
 
 EXPECTED_DAGS = {
     "ingest_batch", "stream_supervisor", "dbt_build", "features_materialize", "train_models", "score_batch",
-    "lake_maintenance", "gdpr_erasure", "audit_digest", "alerts_webhooks",
+    "lake_maintenance", "gdpr_erasure", "audit_digest", "alerts_webhooks", "placement_policy",
 }
 MAX_PARSE_SECONDS = 2.0
 

@@ -174,6 +174,7 @@ def test_lake_maintenance_and_stream_supervisor_dags_run(chain: ChainRun) -> Non
     assert list((Path(kpis) / "_delta_log").glob("*.checkpoint.parquet")), "maintenance wrote no checkpoint"
     mapped = [r for r in chain.states["lake_maintenance"] if r["task_id"] == "maintain"]
     assert mapped and all(r["state"] == "success" and r["map_index"] >= 0 for r in mapped)
+    assert [r["state"] for r in chain.states["lake_maintenance"] if r["task_id"] == "expire_exports"] == ["success"]
     assert _row_counts(chain.settings) == before  # optimize/vacuum rewrite files, never rows
     # No supervised stream ingestors on the embedded defaults: the supervisor finds nothing to restart.
     assert _run(chain, "stream_supervisor") == 0, chain.logs["stream_supervisor"]

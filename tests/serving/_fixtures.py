@@ -47,6 +47,7 @@ class ApiWorld:
     slug_b: str
     admin_key: str
     keys: dict[str, str] = field(default_factory=dict)  # own, other, revoked, expired, read_only, write_only
+    objects: dict[str, str] = field(default_factory=dict)  # path parameter -> an id of tenant A's (export_id)
 
     def auth(self, kind: str) -> dict[str, str]:
         if kind == "none":
@@ -223,6 +224,17 @@ def build_world(settings: Settings, *, expired_key: bool = True, seed_tables: bo
     return world
 
 
+def finished_export(client: Any, world: ApiWorld, export_id: str, key: str = "own") -> dict[str, Any]:
+    """Poll `GET /v1/exports/{id}` until the export is ready or failed (its body)."""
+    deadline = time.monotonic() + 60
+    while True:
+        body: dict[str, Any] = client.get(f"/v1/exports/{export_id}", headers=world.auth(key)).json()
+        if body.get("status") in ("ready", "failed"):
+            return body
+        assert time.monotonic() < deadline, f"export {export_id} did not finish: {body}"
+        time.sleep(0.05)
+
+
 @dataclass(frozen=True)
 class HealthTenant:
     """A healthcare tenant of an API world: its patient's clear id and the protected id its tables hold."""
@@ -366,8 +378,9 @@ def _example(schema: dict[str, Any], components: dict[str, Any], name: str, worl
         "events": [{"tenant_id": world.tenant_a, "event_id": "bola-1", "customer_id": A_ONLY_CUSTOMER,
                     "event_type": "session_started", "event_time": "2026-01-05T10:00:00Z"}],
         "table": "eu-west/predictions/churn_scores", "request_id": "unknown-receipt", "prefix": "aaaaaaaaaa",
+        **world.objects,
     }
-    if name in named:
+    if name in named and named[name] in schema.get("enum", [named[name]]):
         return named[name]
     if "enum" in schema:
         return schema["enum"][0]
@@ -380,6 +393,8 @@ def _example(schema: dict[str, Any], components: dict[str, Any], name: str, worl
         }
     if kind == "array":
         return [_example(schema.get("items", {}), components, name, world)]
+    if schema.get("format") in ("date", "date-time"):
+        return "2026-01-06" if schema["format"] == "date" else "2026-01-06T00:00:00Z"
     return {"integer": 1, "number": 1.0, "boolean": True}.get(kind or "", "x")
 
 

@@ -15,6 +15,7 @@ from tests.serving._fixtures import (
     ApiWorld,
     customer_requests,
     documented_customer_operations,
+    finished_export,
     openapi_operations,
     openapi_request,
 )
@@ -28,8 +29,18 @@ def _a_bytes(world: ApiWorld) -> list[str]:
     return [world.tenant_a, world.slug_a, str(int(A_MARK)), str(int(A_MARK) + 100)]
 
 
+def _tenant_a_export(client: Any, world: ApiWorld) -> str:
+    """A finished export of tenant A's: the object the export routes name."""
+    started = client.post("/v1/exports", headers=world.auth("own"),
+                          json={"table": "churn_scores", "start": "2026-01-01", "end": "2026-01-31"})
+    assert started.status_code == 202, started.text
+    assert finished_export(client, world, started.json()["id"])["status"] == "ready"
+    return str(started.json()["id"])
+
+
 @pytest.mark.integration
 def test_bola_matrix_over_every_operation(client: Any, world: ApiWorld) -> None:
+    world.objects.setdefault("export_id", _tenant_a_export(client, world))
     schema = client.get("/openapi.json").json()
     components = schema["components"]["schemas"]
     operations = openapi_operations(schema)
@@ -60,7 +71,8 @@ def test_bola_matrix_over_every_operation(client: Any, world: ApiWorld) -> None:
             if kind == "read_only" and status != 403:
                 failures.append(f"expected 403 scope_denied: {where}")
             if kind == "other":
-                has_object = any(p["in"] == "path" and p["name"] == "customer_id" for p in op.get("parameters", []))
+                has_object = any(p["in"] == "path" and p["name"] in ("customer_id", "export_id")
+                                 for p in op.get("parameters", []))
                 if (is_admin or has_object) and status not in (403, 404):
                     failures.append(f"cross-tenant call not refused: {where}")
             # request ids are random hex: one may contain a marker's digits by chance

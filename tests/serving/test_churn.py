@@ -31,6 +31,32 @@ def test_live_churn_uses_the_champion_on_own_features(
     assert abs(other["churn_probability"] - predictor.predict(world.tenant_b, rows_b)[0].probability) < 1e-6
 
 
+def test_live_churn_bands_follow_the_tenants_cut_offs(client: Any, world: ApiWorld) -> None:
+    """A tenant's `churn_prediction` band cut-offs re-band live scores; the one it leaves unset stays the
+    model's per-tenant cut (so an empty override gives the model's band back)."""
+    from shironzi.tenancy import TenantContext, get_registry
+
+    def live() -> dict[str, Any]:
+        response = client.get(f"/v1/customers/{SHARED_CUSTOMER}/churn", headers=world.auth("own"))
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    registry, ctx = get_registry(world.settings), TenantContext.admin(actor="test", purpose="band cut-offs")
+    model_band = live()["risk_band"]
+    try:
+        probability = live()["churn_probability"]
+        registry.set_module_settings(ctx, world.tenant_a, "churn_prediction",
+                                     {"medium_risk_from": probability / 2, "high_risk_from": probability})
+        assert live()["risk_band"] == "high"
+        registry.set_module_settings(ctx, world.tenant_a, "churn_prediction",
+                                     {"medium_risk_from": None, "high_risk_from": min(1.0, probability + 1e-3)})
+        assert live()["risk_band"] == ("low" if model_band == "low" else "medium")  # the model's medium cut stays
+    finally:
+        registry.set_module_settings(ctx, world.tenant_a, "churn_prediction",
+                                     {"medium_risk_from": None, "high_risk_from": None})
+    assert live()["risk_band"] == model_band
+
+
 def test_customers_of_another_tenant_are_not_found(client: Any, world: ApiWorld) -> None:
     for source in ("live", "batch"):
         response = client.get(f"/v1/customers/{A_ONLY_CUSTOMER}/churn?source={source}", headers=world.auth("other"))

@@ -67,7 +67,7 @@ def test_above_the_ingest_quota_answers_429_with_retry_after_and_produces_nothin
         refused = first.post("/v1/events", json={"events": [_event("q-4")]}, headers=world.auth("own"))
         assert refused.status_code == 429, refused.text
         error = refused.json()["error"]
-        assert error["code"] == "quota_exceeded" and "ingest quota" in error["message"] and error["request_id"]
+        assert error["code"] == "ingest_quota_exceeded" and "ingest quota" in error["message"] and error["request_id"]
         assert 1 <= int(refused.headers["retry-after"]) <= 2  # one token at 0.5 events/s, minus the refill so far
         other = second.post("/v1/events", json={"events": [_event("o-1", tenant_id=world.tenant_b)]},
                             headers=world.auth("other"))

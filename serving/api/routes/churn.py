@@ -11,7 +11,7 @@ from serving.breaker import DEGRADED_HEADER
 from serving.deps import ChurnDep
 from serving.errors import ERROR_RESPONSES
 from serving.phi import phi_view
-from serving.predictions import customer_not_found, scores_with_fallback
+from serving.predictions import apply_band_overrides, customer_not_found, scores_with_fallback
 from serving.schemas import ChurnBatchCreate, ChurnBatchPublic, ChurnPublic
 
 router = APIRouter(prefix="/v1", tags=["churn"], responses=ERROR_RESPONSES)
@@ -35,6 +35,7 @@ def get_customer_churn(
     phi = phi_view(caller)
     (stored,) = phi.stored([customer_id])  # a PHI id is looked up encrypted, and audited that way
     scores, _, degraded = scores_with_fallback(caller.services, caller.tenant, [stored], source=source)
+    scores = apply_band_overrides(caller.services, caller.tenant, scores)
     if degraded:
         response.headers[DEGRADED_HEADER] = degraded
     caller.audit_read(customer_id=stored, source=source, found=bool(scores),
@@ -58,6 +59,7 @@ def score_churn_batch(body: ChurnBatchCreate, caller: ChurnDep, response: Respon
         sent_as.setdefault(stored, sent)
     ids = list(sent_as)
     scores, missing, degraded = scores_with_fallback(caller.services, caller.tenant, ids, source=body.source)
+    scores = apply_band_overrides(caller.services, caller.tenant, scores)
     if degraded:
         response.headers[DEGRADED_HEADER] = degraded
     caller.audit_read(customers=len(ids), source=body.source, found=len(scores),

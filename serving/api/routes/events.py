@@ -10,7 +10,7 @@ from serving.deps import TenantWriteDep
 from serving.errors import ERROR_RESPONSES
 from serving.intake import TENANT_MISMATCH, check_events, produce_events
 from serving.schemas import EventsAccepted, EventsCreate
-from shironzi.errors import QuotaExceededError
+from shironzi.errors import IngestQuotaExceededError
 from shironzi.tenancy.quotas import plan_quota
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=ERROR_RESPONSES)
@@ -51,7 +51,7 @@ def _take_ingest_quota(caller: TenantWriteDep, events: int) -> None:
                                     cost=float(events), count_usage=False)
     if not decision.allowed:
         services.metrics.rate_limited.labels(plan=tenant.plan).inc()
-        exc = QuotaExceededError(
+        exc = IngestQuotaExceededError(
             f"ingest quota of the {tenant.plan} plan ({quota.ingest_rate:g} events/s) exceeded; "
             f"retry after {decision.retry_after:.2f}s",
             retry_after=round(decision.retry_after, 3), plan=tenant.plan, ingest_rate=quota.ingest_rate,

@@ -106,6 +106,17 @@ def test_lineage_follows_recorded_inputs_and_inventory_counts_rows(audit_home: P
     assert "eu-west/tenants/t_d/bronze/events" not in items
 
 
+def test_inventory_names_the_columns_that_hold_a_tenants_phi(audit_home: Path) -> None:
+    protected = "phi_" + "Qx3-_" * 6  # the shape landing gives an encrypted patient id
+    visits = uri("silver", "visits")
+    append(visits, events([("t_h", protected), ("t_h", protected), ("t_a", "c_1")]))
+    clinic = {i["table"]: i for i in inventory("t_h")}["eu-west/silver/visits"]
+    assert clinic["rows"] == 2
+    assert clinic["phi_columns"] == ["customer_id", "properties"]  # the id, and the id inside the JSON
+    shop = {i["table"]: i for i in inventory("t_a")}["eu-west/silver/visits"]
+    assert shop["rows"] == 1 and shop["phi_columns"] == []
+
+
 def test_cli_audit_verify_and_gdpr_round_trip(run: Run, audit_home: Path) -> None:
     build_lake()
     get_audit_log().record(AuditEvent(action="read", actor="svc", tenant_id="t_a"))
