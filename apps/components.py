@@ -7,21 +7,13 @@ from typing import Any
 
 import streamlit as st
 
-from apps.data import TTL, Frame, lake, tenant_notices
+from apps.data import TTL, Frame
 from apps.theme import NO_DATA_HINT
 
 
 def empty_state(what: str, hint: str = NO_DATA_HINT) -> None:
     """Explain why a section is empty instead of leaving it blank."""
     st.info(f"{what} {hint}")
-
-
-def show_tenant_notices(tenant_id: str) -> None:
-    """The notices a tenant sees on every page: its storage above the plan's quota (landing continues)."""
-    notices = tenant_notices(lake(), tenant_id).data
-    for summary in notices.get_column("summary").to_list() if "summary" in notices.columns else []:
-        st.warning(f"Storage quota: {summary}. Ask your operator to raise the quota or change the plan.",
-                   icon=":material/database:")
 
 
 def freshness(frame: Frame, *, through: Any = None, label: str = "table") -> None:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import polars as pl
 import streamlit as st
 
+from shironzi.alerts.rules import STORAGE_QUOTA_RULE
 from shironzi.audit.erasure import receipts_table_uri
 from shironzi.audit.log import read_audit_events
 from shironzi.errors import TableNotFoundError
@@ -279,8 +280,6 @@ def tenant_anomalies(lake_uri: str, tenant_id: str, limit: int = 200) -> Frame:
 def tenant_notices(lake_uri: str, tenant_id: str) -> Frame:
     """This tenant's open alerts that its own dashboards show as notices (storage above the plan's quota): a
     read of `_platform/alerts` scoped to its tenant_id."""
-    from shironzi.alerts.rules import STORAGE_QUOTA_RULE
-
     frame = _read(platform_uri(lake_uri, "alerts"), tenant_id=tenant_id, columns=["rule", "status", "summary"],
                   filters=[("rule", "=", STORAGE_QUOTA_RULE)])
     if frame.empty:

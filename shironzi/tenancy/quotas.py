@@ -15,8 +15,12 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from shironzi.lake.discovery import discover_tables
+from shironzi.lake.reads import read_polars
+from shironzi.lake.table_log import add_actions
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy.catalog import PLAN_QUOTAS, PLANS, PlanQuota
+from shironzi.tenancy.registry import get_registry
 
 GB = 1_000_000_000
 
@@ -25,8 +29,11 @@ def plan_quota(plan: str, settings: Settings | None = None) -> PlanQuota:
     """The quota of `plan`: the catalogue's, with the settings' overrides applied."""
     settings = settings or get_settings()
     base = PLAN_QUOTAS.get(plan, PLAN_QUOTAS["free"])
-    overrides = settings.plan_quotas.get(plan, {})
-    return dataclasses.replace(base, **{name: float(value) for name, value in overrides.items()})
+    overrides = settings.plan_quotas.get(plan)  # type: ignore[call-overload]
+    if overrides is None:
+        return base
+    fields = overrides.model_dump(exclude_none=True) if hasattr(overrides, "model_dump") else dict(overrides)
+    return dataclasses.replace(base, **{name: float(value) for name, value in fields.items()})
 
 
 def plan_quotas(settings: Settings | None = None) -> dict[str, PlanQuota]:
@@ -59,10 +66,6 @@ def storage_by_tenant(settings: Settings | None = None) -> Any:
     platform tables excluded). One log read per table and one grouped `tenant_id` count per pooled table."""
     import polars as pl
 
-    from shironzi.lake.discovery import discover_tables
-    from shironzi.lake.reads import read_polars
-    from shironzi.lake.table_log import add_actions
-
     settings = settings or get_settings()
     options = settings.storage_options or None
     parts = []
@@ -93,8 +96,6 @@ def storage_over_quota(settings: Settings | None = None, *, tenants: Mapping[str
 
     settings = settings or get_settings()
     if tenants is None:
-        from shironzi.tenancy.registry import get_registry
-
         tenants = get_registry(settings).tenant_directory()
     used = storage_by_tenant(settings)
     if used.is_empty():

@@ -21,7 +21,7 @@ ADMIN = TenantContext.admin(actor="test", purpose="storage quota tests")
 
 
 def _page(tenant_id: str) -> None:
-    from apps.components import show_tenant_notices
+    from apps.auth import show_tenant_notices
 
     show_tenant_notices(tenant_id)
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
-from shironzi.errors import ConfigurationError
 from shironzi.lake import append, table_uri
 from shironzi.lake.table_log import add_actions
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy import TenantContext, get_registry
-from shironzi.tenancy.catalog import PLAN_QUOTAS
+from shironzi.tenancy.catalog import PLAN_QUOTAS, PLANS
 from shironzi.tenancy.quotas import GB, plan_quota, storage_by_tenant, storage_over_quota
 
 ADMIN = TenantContext.admin(actor="test", purpose="quota tests")
@@ -30,11 +31,13 @@ def test_overrides_replace_single_fields_and_bad_ones_are_refused(home: Path, mo
     free = plan_quota("free")
     assert free.ingest_rate == 7 and free.ingest_burst == PLAN_QUOTAS["free"].ingest_burst
     assert plan_quota("standard") == PLAN_QUOTAS["standard"]
-    for bad, words in (({"gold": {"ingest_rate": 1}}, "unknown plan 'gold'"),
-                       ({"free": {"cpu": 1}}, "free.cpu is not a quota"),
-                       ({"free": {"storage_gb": 0}}, "must be > 0")):
-        with pytest.raises(ConfigurationError, match=words):
+    for bad, words in (({"gold": {"ingest_rate": 1}}, "Input should be 'free', 'standard' or 'enterprise'"),
+                       ({"free": {"cpu": 1}}, "Extra inputs are not permitted"),
+                       ({"free": {"storage_gb": 0}}, "greater than 0")):
+        with pytest.raises(ValidationError, match=words):
             Settings(plan_quotas=bad)
+    (plans, _) = get_args(Settings.model_fields["plan_quotas"].annotation)
+    assert get_args(plans) == PLANS  # the settings name the catalogue's plans
 
 
 def test_storage_is_owned_by_dedicated_tenants_and_apportioned_in_pooled_tables(settings: Settings) -> None:
