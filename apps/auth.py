@@ -322,4 +322,15 @@ def analyst_page(page: str, title: str, *, modules: Sequence[str] = ()) -> tuple
     ctx = require_page(page, audience="analyst", modules=modules)
     assert ctx.tenant is not None  # an analyst page always has a tenant in scope (or it stopped)
     st.title(f"{ctx.tenant.name}: {title}")
+    show_tenant_notices(ctx.tenant.id)
     return ctx, ctx.tenant, ctx.words
+
+
+def show_tenant_notices(tenant_id: str) -> None:
+    """The notices a tenant sees on every page: its storage above the plan's quota (landing continues)."""
+    from apps.data import lake, tenant_notices  # lazy by design, as in `warm_up`
+
+    notices = tenant_notices(lake(), tenant_id).data
+    for summary in notices.get_column("summary").to_list() if "summary" in notices.columns else []:
+        st.warning(f"Storage quota: {summary}. Ask your operator to raise the quota or change the plan.",
+                   icon=":material/database:")

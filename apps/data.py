@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import polars as pl
 import streamlit as st
 
+from shironzi.alerts.rules import STORAGE_QUOTA_RULE
 from shironzi.audit.erasure import receipts_table_uri
 from shironzi.audit.log import read_audit_events
 from shironzi.errors import TableNotFoundError
@@ -318,6 +319,18 @@ def tenant_anomalies(lake_uri: str, tenant_id: str, limit: int = 200) -> Frame:
         return frame
     data = frame.data.sort(["event_date", "score"], descending=[True, True]).head(limit)
     return Frame(data, frame.version, frame.read_at)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+@logged
+def tenant_notices(lake_uri: str, tenant_id: str) -> Frame:
+    """This tenant's open alerts that its own dashboards show as notices (storage above the plan's quota): a
+    read of `_platform/alerts` scoped to its tenant_id."""
+    frame = _read(platform_uri(lake_uri, "alerts"), tenant_id=tenant_id, columns=["rule", "status", "summary"],
+                  filters=[("rule", "=", STORAGE_QUOTA_RULE)])
+    if frame.empty:
+        return frame
+    return Frame(frame.data.filter(pl.col("status").is_in(["firing", "silenced"])), frame.version, frame.read_at)
 
 
 # --- platform reads (operators) -----------------------------------------------------------------------

@@ -292,11 +292,17 @@ class BronzeLander:
             self._set_routes()
         return changed
 
-    def validate(self, records: Any, *, source: str, now: datetime | None = None) -> ValidationResult:
-        """Contract-validate a decoded batch or a records frame against the current tenant directory."""
+    def validate(
+        self, records: Any, *, source: str, now: datetime | None = None,
+        limit: Callable[[ValidationResult], ValidationResult] | None = None,
+    ) -> ValidationResult:
+        """Contract-validate a decoded batch or a records frame against the current tenant directory.
+        `limit` may move valid rows to quarantine (the stream's ingest quota) before PHI and PII are handled."""
         result = validate_batch(
             records, tenants=self.tenants_frame, now=now or datetime.now(UTC), source=source
         )
+        if limit is not None:
+            result = limit(result)
         # PHI first: the PII table then records the protected customer id of each row, never the clear one.
         return dataclasses.replace(result, valid=self.pseudonymise(self.protect_phi(result.valid)),
                                    quarantined=self.protect_quarantined_phi(result.quarantined))
@@ -479,6 +485,37 @@ class BronzeLander:
             self.quarantine_uri(str(region)): part.drop("_region")
             for (region,), part in regions.partition_by("_region", as_dict=True).items()
         }
+
+    def landed_in_bronze(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """For rows (`_row, tenant_id, event_id, event_date, _unit, _seq`) that an earlier, interrupted landing
+        already decided (seq <= the txn of their bronze or their region's quarantine table): `_row, _in_bronze`,
+        whether that landing put them in bronze. A decision that can change between attempts (the ingest quota)
+        must follow it, or a retry would land a row twice or drop it. Empty in the usual case (nothing to repair)."""
+        found = []
+        for uri, part in self._route(rows).items():
+            region = self.tenants[part.get_column("tenant_id")[0]].region
+            bronze, quarantine = self.table(uri, quarantine=False), self.table(self.quarantine_uri(region),
+                                                                                quarantine=True)
+            units = part.get_column(UNIT_COLUMN).unique().to_list()
+            done = {}
+            for unit, versions in zip(units, zip(bronze.txn_versions(units).values(),
+                                                 quarantine.txn_versions(units).values(), strict=True),
+                                      strict=True):
+                known = [v for v in versions if v is not None]
+                if known:
+                    done[unit] = max(known)
+            if not done:
+                continue
+            limit = pl.col(UNIT_COLUMN).replace_strict(done, default=-1, return_dtype=pl.Int64)
+            settled = part.filter(pl.col(SEQ_COLUMN) <= limit)
+            if settled.is_empty():
+                continue
+            fresh, _ = bronze.drop_existing(settled)
+            found.append(settled.select("_row", ~pl.col("_row").is_in(fresh.get_column("_row").implode())
+                                        .alias("_in_bronze")))
+        if not found:
+            return pl.DataFrame(schema={"_row": pl.UInt32, "_in_bronze": pl.Boolean})
+        return pl.concat(found)
 
     # landing ---------------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ A runbook in code (`shironzi ingest replay-quarantine --reason R --since T [--te
    bronze drops keys it already holds, so a re-run after a crash between the bronze commit and the replay
    log's commit lands nothing twice; the replay log's rows are the landing's ledger, committed last;
 4. rows that still fail stay in quarantine as they are (nothing is quarantined twice) and are tried again by
-   the next replay.
+   the next replay. `quota_exceeded` rows are held back while their tenant's ingest quota is not above the one
+   they exceeded (`ingestion.stream.quota.still_over_quota`): raise the quota (plan or settings), then replay.
 
 The replay log (`_platform/ingest/quarantine_replays`) says, per quarantined row, when and by which replay it
 was landed; `quarantine_status` joins it to the quarantine tables. Every replay writes one audit event.
@@ -30,7 +31,8 @@ import polars as pl
 import pyarrow as pa
 
 from ingestion.bronze import SEQ_COLUMN, UNIT_COLUMN, BronzeLander, LandingBatch, Ledger, Reconciliation
-from ingestion.contracts import decode_json_records
+from ingestion.contracts import QUOTA_EXCEEDED, decode_json_records
+from ingestion.stream.quota import still_over_quota
 from shironzi.audit.log import audit_admin_action
 from shironzi.errors import InvalidInputError
 from shironzi.lake.delta import read_polars, table_exists
@@ -167,6 +169,11 @@ def replay_quarantine(
         result.selected = selected.height
         todo = selected.filter(~pl.col("replayed")) if selected.height else selected
         result.already_replayed = result.selected - todo.height
+        if reason == QUOTA_EXCEEDED and todo.height:  # held back until the tenant's ingest quota has risen
+            held = still_over_quota(todo, lander.tenants, settings=settings)
+            if held.any():
+                result.still_failing[QUOTA_EXCEEDED] = int(held.sum())
+                todo = todo.filter(~held)
         done = 0
         for (source,), rows in (todo.partition_by("source", as_dict=True).items() if todo.height else []):
             for offset in range(0, rows.height, chunk_rows):

@@ -59,7 +59,30 @@ def ensure_airflow_db(settings: Settings | None = None) -> Path:
             tail = (outcome.stderr or outcome.stdout).strip().splitlines()[-3:]
             raise OrchestrationError("airflow db migrate failed: " + " | ".join(tail))
         stamp.write_text(conn.split("://", 1)[0])
+    ensure_airflow_pools(settings)
     return home
+
+
+def ensure_airflow_pools(settings: Settings | None = None) -> None:
+    """`airflow pools import` of the plan and dedicated pools (`orchestration.pools`), once per version of the
+    pools file and metadata database; the DAGs' tasks reference them."""
+    from orchestration.pools import POOLS_FILE
+
+    settings = settings or get_settings()
+    home = airflow_home(settings)
+    conn = settings.resolved_airflow_sql_alchemy_conn
+    digest = hashlib.sha256(conn.encode() + POOLS_FILE.read_bytes()).hexdigest()[:12]
+    stamp = home / f".pools-{digest}"
+    if stamp.exists():
+        return
+    outcome = subprocess.run(  # noqa: S603 - our own airflow
+        airflow_command("pools", "import", str(POOLS_FILE)), env=airflow_env(settings), capture_output=True,
+        text=True, check=False,
+    )
+    if outcome.returncode != 0:
+        tail = (outcome.stderr or outcome.stdout).strip().splitlines()[-3:]
+        raise OrchestrationError("airflow pools import failed: " + " | ".join(tail))
+    stamp.write_text(str(POOLS_FILE))
 
 
 def dags_test(

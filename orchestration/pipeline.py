@@ -321,9 +321,12 @@ def promotion_gate(name: str, *, settings: Settings | None = None) -> dict[str, 
 
 
 # --- score_batch -----------------------------------------------------------------------------------------
-def tenant_chunks(*, chunk_size: int | None = None, settings: Settings | None = None) -> list[list[str]]:
-    """The tenants with churn_prediction on, in chunks of `SHIRONZI_SCORE_CHUNK_TENANTS` (one mapped task
-    each: 100,000 tenants make 200 tasks, not 100,000)."""
+def tenant_chunks(
+    *, chunk_size: int | None = None, plan: str | None = None, settings: Settings | None = None
+) -> list[list[str]]:
+    """The tenants with churn_prediction on (only `plan`'s tenants when given: each plan's chunks run in its own
+    pool), in chunks of `SHIRONZI_SCORE_CHUNK_TENANTS` (one mapped task each: 100,000 tenants make 200 tasks,
+    not 100,000)."""
     from models.scoring import eligible_tenants
 
     settings = settings or get_settings()
@@ -331,6 +334,11 @@ def tenant_chunks(*, chunk_size: int | None = None, settings: Settings | None = 
     if size < 1:
         raise InvalidInputError("chunk_size must be >= 1")
     tenants = sorted(eligible_tenants("churn_prediction", settings=settings))
+    if plan is not None:
+        from shironzi.tenancy.registry import get_registry
+
+        directory = get_registry(settings).tenant_directory()
+        tenants = [t for t in tenants if t in directory and directory[t].plan == plan]
     return [tenants[i : i + size] for i in range(0, len(tenants), size)]
 
 

@@ -145,6 +145,12 @@ class RateLimitedError(ShironziError):
     code = "rate_limited"
 
 
+class IngestQuotaExceededError(RateLimitedError):
+    """A tenant is above its plan's ingest rate (`shironzi.tenancy.quotas`): retry after `retry_after` s."""
+
+    code = "ingest_quota_exceeded"
+
+
 class ServiceUnavailableError(ShironziError):
     status = 503
     code = "service_unavailable"

@@ -66,6 +66,17 @@ def _default_plan_costs() -> dict[str, PlanCost]:
     }
 
 
+class PlanQuotaOverride(BaseModel):
+    """The fields of one plan's quota that `SHIRONZI_PLAN_QUOTAS` overrides (`shironzi.tenancy.catalog.PLAN_QUOTAS`
+    holds the defaults; the plans are the catalogue's, which tests/shironzi/tenancy checks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ingest_rate: float | None = Field(None, gt=0, description="Events/s per tenant.")
+    ingest_burst: float | None = Field(None, gt=0, description="Events the token bucket holds.")
+    storage_gb: float | None = Field(None, gt=0, description="Lake storage per tenant (GB).")
+
+
 class Settings(BaseSettings):
     """Typed configuration read from `SHIRONZI_*` environment variables (and `.env`)."""
 
@@ -265,6 +276,16 @@ class Settings(BaseSettings):
     api_rate_limits: dict[str, float] = Field(
         default_factory=lambda: {"free": 10.0, "standard": 100.0, "enterprise": 5000.0},
         description="API: requests per second per tenant by plan (token bucket, burst = 2 s of rate).",
+    )
+    ingest_quotas: bool = Field(
+        False,
+        description="Quotas: enforce the plans' ingest quotas (the stream ingestor quarantines the excess as "
+        "quota_exceeded, POST /v1/events answers 429). The deploy files switch it on; off, nothing is limited.",
+    )
+    plan_quotas: dict[Literal["free", "standard", "enterprise"], PlanQuotaOverride] = Field(
+        default_factory=dict,
+        description="Quotas: per-plan overrides of the catalogue's quotas (JSON, e.g. {\"free\": {\"ingest_rate\": "
+        "100, \"ingest_burst\": 1000, \"storage_gb\": 5}}): ingest events/s per tenant, its burst, storage GB.",
     )
     api_breaker_failures: int = Field(
         3, ge=1, le=100,

@@ -186,5 +186,7 @@ def test_compose_runs_airflow_on_the_shared_postgres_with_the_shironzi_settings(
     for name in AIRFLOW_SERVICES:
         assert services[name]["environment"] == env
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
-    assert services["airflow-init"]["command"] == ["airflow", "db", "migrate"]
+    init = services["airflow-init"]["command"]
+    assert init[:2] == ["sh", "-c"] and init[2].startswith("airflow db migrate && ")
+    assert "airflow pools import /app/orchestration/airflow_config/pools.json" in init[2]  # the DAGs' pools
     assert "airflow" in " ".join(services["postgres-init"]["command"])

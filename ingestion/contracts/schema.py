@@ -71,6 +71,10 @@ WRONG_PROPERTY_TYPE: Final = "wrong_property_type"
 FUTURE_TIMESTAMP: Final = "future_timestamp"
 INVALID_AMOUNT: Final = "invalid_amount"
 
+# Not a contract rule: the stream ingestor quarantines a valid record under this code when its tenant is above
+# its plan's ingest quota (`ingestion.stream.quota`); `replay-quarantine` lands it once the quota has risen.
+QUOTA_EXCEEDED: Final = "quota_exceeded"
+
 # In precedence order: a record that breaks several rules is quarantined under the first one.
 REASON_CODES: Final[tuple[str, ...]] = (
     MALFORMED_JSON,

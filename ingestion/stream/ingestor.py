@@ -52,6 +52,7 @@ from ingestion.bronze import (
 from ingestion.contracts import decode_json_records
 from ingestion.stream.broker import resolve_bootstrap, topic_partitions
 from ingestion.stream.kafka import ClientName, RecordBatch, consumer_lag, make_source
+from ingestion.stream.quota import TIME_COLUMN, IngestQuota
 from shironzi.errors import InvalidInputError, LakeError, ServiceUnavailableError
 from shironzi.health import HealthServer, start_health_server
 from shironzi.lake import txn_version
@@ -137,6 +138,8 @@ class StreamIngestor:
         self.options = options
         self.settings = settings or get_settings()
         self.lander = lander or BronzeLander(settings=self.settings)
+        # Above its plan's ingest quota a tenant's records are quarantined, never held back (ingestion.stream.quota)
+        self.quota = IngestQuota(self.lander.tenants, settings=self.settings) if self.settings.ingest_quotas else None
         self.run_id = uuid.uuid4().hex
         self.worker_name = f"{options.worker}/{options.workers}"
         self.backoffs = 0  # how often this run waited out a failing object store
@@ -281,6 +284,8 @@ class StreamIngestor:
         one and say so once per attempt: the next refresh reconnects (the pool drops dead connections)."""
         try:
             self.lander.refresh_tenants()
+            if self.quota is not None:
+                self.quota.refresh(self.lander.tenants)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("tenant directory refresh failed, registry unreachable (%s): keeping the last directory "
                         "of %d tenants, retrying", type(exc).__name__, len(self.lander.tenants))
@@ -299,7 +304,8 @@ class StreamIngestor:
         opts = self.options
         started_at = datetime.now(UTC)
         frame = pl.DataFrame(
-            {"_p": batch.partitions, SEQ_COLUMN: batch.offsets}, schema={"_p": pl.Int32, SEQ_COLUMN: pl.Int64}
+            {"_p": batch.partitions, SEQ_COLUMN: batch.offsets, TIME_COLUMN: batch.timestamps},
+            schema={"_p": pl.Int32, SEQ_COLUMN: pl.Int64, TIME_COLUMN: pl.Int64},
         )
         frame = frame.with_columns(
             pl.format("{}/{}/{}", pl.lit(opts.topic), pl.col("_p"), pl.col(SEQ_COLUMN)).alias("position"),
@@ -309,7 +315,11 @@ class StreamIngestor:
         )
         source = f"kafka:{opts.topic}"
         decoded = decode_json_records(batch.values, frame.get_column("position").to_list(), source=source)
-        result = self.lander.validate(decoded, source=source)
+        limit = None if self.quota is None else self.quota.limit(self.lander, decoded.records, frame.select(
+            "position", UNIT_COLUMN, SEQ_COLUMN,
+            pl.when(pl.col(TIME_COLUMN) >= 0).then(TIME_COLUMN).otherwise(int(started_at.timestamp() * 1000)),
+        ))
+        result = self.lander.validate(decoded, source=source, limit=limit)
         landing = LandingBatch.build(
             result,
             records=decoded.records.select("tenant_id", "event_id", "position"),

@@ -1,7 +1,8 @@
 """dbt_build (on new bronze data): the seeds, then one task per dbt model, generated from the dbt manifest
 (dbt_models.json, refreshed by `shironzi airflow dbt-manifest`) and wired by the models' dependencies, so one
 failure is retried alone; the dedicated tenants' own tables are built whole, in batches of
-SHIRONZI_DBT_DEDICATED_BATCH_TENANTS, one dynamically mapped task per batch (dedicated_batch), several at a time;
+SHIRONZI_DBT_DEDICATED_BATCH_TENANTS, one dynamically mapped task per batch (dedicated_batch), several at a time,
+in the dedicated pool with its priority weight (`orchestration.pools`);
 the build state is recorded and the gold asset (which triggers features_materialize) updated when all built."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from airflow.sdk import dag, task
 
 from orchestration import pipeline
 from orchestration.dags._common import BRONZE, GOLD, dag_kwargs, deterministic
+from orchestration.pools import dedicated_task
 
 
 @dag(schedule=[BRONZE], **dag_kwargs("dbt_build", within=timedelta(hours=1), tags=["dbt", "silver", "gold"]))
@@ -30,7 +32,7 @@ def dbt_build() -> None:
     def dedicated_batches(plan: dict[str, Any]) -> list[list[list[str]]]:
         return pipeline.dedicated_batches(plan)
 
-    @task(max_active_tis_per_dagrun=4)
+    @task(max_active_tis_per_dagrun=4, **dedicated_task())
     @deterministic
     def dedicated_batch(batch: list[list[str]], plan: dict[str, Any]) -> dict[str, Any]:
         return pipeline.build_dedicated_batch(batch, plan.get("target"))

@@ -4,7 +4,9 @@
   webhook dead letters;
 - anomalies: the rows of `_platform/monitoring/anomalies` (written by the per-tenant data monitors) detected
   in the last day: `tenant_id`, `kind`, `score`, `detected_at`;
-- drift: `_platform/monitoring/drift` rows of the last day: `model_name`, `feature`, `psi`, `checked_at`.
+- drift: `_platform/monitoring/drift` rows of the last day: `model_name`, `feature`, `psi`, `checked_at`;
+- storage: the tenants above their plan's storage quota (`shironzi.tenancy.quotas.storage_over_quota`: one log
+  read per table, one grouped count per pooled table).
 A table that does not exist yet contributes nothing.
 """
 
@@ -17,6 +19,7 @@ from shironzi.alerts.rules import AlertInputs
 from shironzi.lake.delta import read_polars, table_exists
 from shironzi.lake.paths import platform_uri
 from shironzi.settings import Settings
+from shironzi.tenancy.quotas import storage_over_quota
 from shironzi.webhooks.delivery import dead_letters_uri
 
 ANOMALIES = ("monitoring", "anomalies")
@@ -68,4 +71,5 @@ def collect_inputs(settings: Settings, *, now: datetime | None = None) -> AlertI
         metrics=metrics,
         anomalies=_recent(settings, ANOMALIES, "detected_at", now - timedelta(days=1)),
         drift=_recent(settings, DRIFT, "checked_at", now - timedelta(days=1)),
+        storage=storage_over_quota(settings),
     )

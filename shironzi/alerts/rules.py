@@ -28,6 +28,7 @@ class AlertInputs:
     metrics: Mapping[str, float] = field(default_factory=dict)
     anomalies: Sequence[Mapping[str, Any]] = ()  # tenant_id, metric, score, date
     drift: Sequence[Mapping[str, Any]] = ()  # model, feature, psi
+    storage: Sequence[Mapping[str, Any]] = ()  # tenant_id, storage_bytes, quota_bytes: tenants above their quota
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,25 @@ class DriftRule:
         return found
 
 
+@dataclass(frozen=True)
+class StorageQuotaRule:
+    """One alert per tenant whose lake storage is above its plan's quota. Landing goes on: the alert (and the
+    notice it puts on the tenant's dashboards) asks for a plan change, a quota override or a clean-up."""
+
+    name: str
+    severity: Severity = "warning"
+
+    def evaluate(self, inputs: AlertInputs) -> list[Firing]:
+        found = []
+        for row in inputs.storage:
+            used, quota = float(row["storage_bytes"]), float(row["quota_bytes"])
+            found.append(Firing(self.name, self.severity, f"storage {used / 1e9:.3g} GB is above the plan's quota "
+                                f"of {quota / 1e9:.3g} GB; landing continues", {"quota_gb": f"{quota / 1e9:g}"},
+                                tenant_id=str(row["tenant_id"]), value=used))
+        return sorted(found, key=lambda f: str(f.tenant_id))
+
+
+STORAGE_QUOTA_RULE = "TenantStorageOverQuota"
 RULES: tuple[Rule, ...] = (
     ThresholdRule("IngestQuarantineHigh", "ingest_quarantine_share_1h", ">", 0.05, "warning",
                   "{value:.1%} of the rows ingested in the last hour were quarantined (> {threshold:.0%})"),
@@ -121,4 +141,5 @@ RULES: tuple[Rule, ...] = (
                   "{value:g} webhook deliveries went to the dead letters in the last 24 h"),
     AnomalyRule("TenantDataAnomaly", min_score=0.0, severity="warning"),
     DriftRule("FeatureDrift", psi_threshold=0.2, severity="warning"),
+    StorageQuotaRule(STORAGE_QUOTA_RULE, severity="warning"),
 )

@@ -66,6 +66,25 @@ PLAN_EXPORT_LIMITS: dict[str, ExportLimits] = {
     "enterprise": ExportLimits(per_day=200, max_rows=50_000_000),
 }
 
+
+@dataclass(frozen=True, slots=True)
+class PlanQuota:
+    """What one tenant of a plan may use: ingest rate (events/s, a token bucket holding `ingest_burst` events)
+    and lake storage (GB across its rows in every layer). `SHIRONZI_PLAN_QUOTAS` overrides any field."""
+
+    ingest_rate: float
+    ingest_burst: float
+    storage_gb: float
+
+
+QUOTA_FIELDS: tuple[str, ...] = ("ingest_rate", "ingest_burst", "storage_gb")
+PLAN_QUOTAS: dict[str, PlanQuota] = {
+    "free": PlanQuota(ingest_rate=50.0, ingest_burst=500.0, storage_gb=1.0),
+    "standard": PlanQuota(ingest_rate=1_000.0, ingest_burst=10_000.0, storage_gb=100.0),
+    "enterprise": PlanQuota(ingest_rate=20_000.0, ingest_burst=200_000.0, storage_gb=10_000.0),
+}
+
+
 # status -> statuses it may move to
 STATUS_TRANSITIONS: dict[str, frozenset[str]] = {
     "active": frozenset({"suspended", "offboarding"}),

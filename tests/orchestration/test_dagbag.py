@@ -41,6 +41,7 @@ for path in sorted(p for p in __import__("pathlib").Path(sys.argv[1]).glob("*.py
             "deadline": len(dag.deadline or []), "tasks": sorted(t.task_id for t in dag.tasks),
             "task_retries": {t.task_id: t.retries for t in dag.tasks},
             "timetable": type(dag.timetable).__name__,
+            "pools": {t.task_id: [t.pool, t.priority_weight] for t in dag.tasks},
             "mapped": {t.task_id: t.max_active_tis_per_dagrun for t in dag.tasks
                        if any(c.__name__ == "MappedOperator" for c in type(t).__mro__)},
         }
@@ -101,9 +102,49 @@ def test_chain_is_data_aware_and_dbt_tasks_follow_the_manifest(dagbag: dict[str,
     # dedicated tenants build in dynamically mapped batches, several at a time, not in one sequential task
     assert "dedicated_tenants" not in dags["dbt_build"]["tasks"]
     assert dags["dbt_build"]["mapped"] == {"dedicated_batch": 4}
-    assert "score_chunk" in dags["score_batch"]["mapped"]
+    assert {"score_chunk_free", "score_chunk_standard", "score_chunk_enterprise"} <= set(dags["score_batch"]["mapped"])
     # A failed data-quality checkpoint must not be retried: it fails at once and stops the chain.
     assert dags["ingest_batch"]["task_retries"]["quality_checkpoint"] == 0
+
+
+def test_tasks_reference_existing_pools_and_plan_weights(dagbag: dict[str, Any]) -> None:
+    """Compute isolation: every pool a task names is in the pools file Airflow imports; each plan's scoring runs
+    in its own pool with its weight, and the dedicated tenants' builds in the dedicated pool."""
+    from orchestration.pools import DEDICATED_POOL, PLAN_POOLS, PLANS, PRIORITY_WEIGHTS, pool_definitions
+    from shironzi.tenancy.catalog import PLANS as CATALOGUE_PLANS
+
+    assert PLANS == CATALOGUE_PLANS
+    defined = pool_definitions()
+    assert set(defined) == {*PLAN_POOLS.values(), DEDICATED_POOL}
+    assert all(p["slots"] >= 1 for p in defined.values())
+    used = {pool for info in dagbag["dags"].values() for pool, _ in info["pools"].values()}
+    assert used - {"default_pool"} <= set(defined) and used - {"default_pool"}, used
+    scoring = dagbag["dags"]["score_batch"]["pools"]
+    for plan in PLANS:
+        assert scoring[f"score_chunk_{plan}"] == [PLAN_POOLS[plan], PRIORITY_WEIGHTS[plan]]
+    assert PRIORITY_WEIGHTS["free"] < PRIORITY_WEIGHTS["standard"] < PRIORITY_WEIGHTS["enterprise"]
+    assert dagbag["dags"]["dbt_build"]["pools"]["dedicated_batch"] == [DEDICATED_POOL, PRIORITY_WEIGHTS["dedicated"]]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_airflow_setup_creates_the_pools_the_dags_use(tmp_path: Path) -> None:
+    """`ensure_airflow_db` (what `shironzi airflow dags-test` and the DAG tests run) imports the pools."""
+    import sqlalchemy as sa
+
+    from orchestration.cli import ensure_airflow_db
+    from orchestration.pools import pool_definitions
+    from shironzi.settings import Settings
+
+    settings = Settings(home=tmp_path / "home")
+    ensure_airflow_db(settings)
+    engine = sa.create_engine(settings.resolved_airflow_sql_alchemy_conn)
+    try:
+        with engine.connect() as conn:
+            pools = dict(conn.execute(sa.text("SELECT pool, slots FROM slot_pool")).all())
+    finally:
+        engine.dispose()
+    assert {name: p["slots"] for name, p in pool_definitions().items()}.items() <= pools.items()
 
 
 @pytest.mark.integration

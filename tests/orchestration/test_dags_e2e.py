@@ -125,7 +125,7 @@ def test_daily_chain_scores_exactly_the_tenants_with_churn_prediction(chain: Cha
     # dbt ran one task per model, and score_batch mapped its tenants into chunks.
     dbt_tasks = {r["task_id"] for r in chain.states["dbt_build"]}
     assert {"fct_churn_labels", "fct_tenant_daily_kpis", "stg_platform__tenants"} <= dbt_tasks
-    assert any(r["task_id"] == "score_chunk" and r["map_index"] >= 0 for r in chain.states["score_batch"])
+    assert any(r["task_id"].startswith("score_chunk_") and r["map_index"] >= 0 for r in chain.states["score_batch"])
 
     scores = table_uri(chain.settings.resolved_lake_uri, layer="predictions", table="churn_scores", region="eu-west")
     frame = read_polars(scores, columns=["tenant_id", "score_date", "churn_probability"])

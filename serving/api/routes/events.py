@@ -10,6 +10,8 @@ from serving.deps import TenantWriteDep
 from serving.errors import ERROR_RESPONSES
 from serving.intake import TENANT_MISMATCH, check_events, produce_events
 from serving.schemas import EventsAccepted, EventsCreate
+from shironzi.errors import IngestQuotaExceededError
+from shironzi.tenancy.quotas import plan_quota
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=ERROR_RESPONSES)
 
@@ -20,6 +22,8 @@ async def post_events(body: EventsCreate, caller: TenantWriteDep) -> EventsAccep
     services = caller.services
     topic = services.settings.api_events_topic
     result, payloads = await run_in_threadpool(check_events, caller.tenant, body.events, topic=topic)
+    if payloads and services.settings.ingest_quotas:
+        _take_ingest_quota(caller, len(payloads))
     if payloads:
         await run_in_threadpool(produce_events, services, caller.tenant, payloads, topic=topic)
     services.metrics.events.labels(outcome="accepted").inc(result.accepted)
@@ -34,3 +38,23 @@ async def post_events(body: EventsCreate, caller: TenantWriteDep) -> EventsAccep
         topic=topic,
     )
     return EventsAccepted(accepted=result.accepted, rejected=result.rejected, topic=topic, results=result.outcomes)
+
+
+def _take_ingest_quota(caller: TenantWriteDep, events: int) -> None:
+    """The plan's ingest quota, as the stream ingestor applies it: a token bucket of `ingest_rate` events/s
+    holding `ingest_burst`, in the API's rate limiter (Redis when configured: one bucket across workers and
+    replicas). A request is admitted while a token is left and takes one per event (the bucket may go into
+    debt); above the quota it is refused whole with 429 and `Retry-After`, and nothing is produced."""
+    tenant, services = caller.tenant, caller.services
+    quota = plan_quota(tenant.plan, services.settings)
+    decision = services.limiter.hit(f"ingest:{tenant.id}", quota.ingest_rate, burst=quota.ingest_burst,
+                                    cost=float(events), count_usage=False)
+    if not decision.allowed:
+        services.metrics.rate_limited.labels(plan=tenant.plan).inc()
+        exc = IngestQuotaExceededError(
+            f"ingest quota of the {tenant.plan} plan ({quota.ingest_rate:g} events/s) exceeded; "
+            f"retry after {decision.retry_after:.2f}s",
+            retry_after=round(decision.retry_after, 3), plan=tenant.plan, ingest_rate=quota.ingest_rate,
+        )
+        caller.audit_failure(exc.code, exc.message)
+        raise exc
