@@ -117,6 +117,32 @@ class BronzeUsageInputs:
         return pl.concat(parts).group_by("tenant_id", "day").agg(pl.col("events").sum(), pl.col("bytes").sum())
 
 
+class MeteredUsageInputs:
+    """Usage from metering's `_platform/usage` table (`shironzi usage collect`): the events a tenant landed each
+    day and the bytes it stored in every layer, one partition-pruned read for every tenant."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+
+    def daily_usage(self, start: date, end: date) -> pl.DataFrame:
+        import polars as pl
+
+        from shironzi.metering.usage import read_usage
+
+        return read_usage(start=start, end=end, settings=self.settings).select(
+            "tenant_id", "day", pl.col("events_landed").cast(pl.Int64).alias("events"),
+            pl.col("bytes_total").cast(pl.Int64).alias("bytes"))
+
+
+def default_inputs(start: date, end: date, settings: Settings) -> PlacementInputs:
+    """Metering's usage table once it covers the window's last day, else bronze counted directly (a platform
+    that has not metered yet, or stopped metering, still gets a policy)."""
+    metered = MeteredUsageInputs(settings)
+    if metered.daily_usage(end, end).height:
+        return metered
+    return BronzeUsageInputs(settings)
+
+
 @dataclass(frozen=True)
 class PlannedMove:
     """One move the policy asks for, with its reason and the figures behind it."""
@@ -143,10 +169,10 @@ def plan_placement(
 
     settings = settings or get_settings()
     policy = policy or PlacementPolicy.load(settings)
-    inputs = inputs or BronzeUsageInputs(settings)
     as_of = as_of or datetime.now(UTC).date()
     span = max(policy.promote_days, policy.demote_days)
-    with stage("placement.plan", as_of=as_of.isoformat()) as summary:
+    inputs = inputs or default_inputs(as_of - timedelta(days=span - 1), as_of, settings)
+    with stage("placement.plan", as_of=as_of.isoformat(), inputs=type(inputs).__name__) as summary:
         usage = inputs.daily_usage(as_of - timedelta(days=span - 1), as_of)
         directory = get_registry(settings).tenant_directory(fresh=True)
         planned = [*_promotions(usage, directory, policy, as_of), *_demotions(usage, directory, policy, as_of)]

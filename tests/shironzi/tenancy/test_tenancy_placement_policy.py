@@ -77,6 +77,22 @@ def test_plan_promotes_after_k_days_and_demotes_with_hysteresis(tenants: dict[st
     assert get_registry().get_tenant("grower").placement == "pooled"  # a plan changes nothing
 
 
+def test_once_metering_covers_the_window_the_policy_reads_the_usage_table(tenants: dict[str, str]) -> None:
+    import polars as pl
+
+    from shironzi.metering.usage import usage_schema, usage_uri
+
+    days = [AS_OF - timedelta(days=n) for n in range(4)]
+    schema = usage_schema()
+    rows = [{c: 0 for c in schema} | {"tenant_id": tenants[slug], "day": day, "events_landed": events,
+                                     "collected_at": None} for slug, events in (("blip", 30), ("grower", 2))
+            for day in days]  # metering saw the opposite of bronze: blip grew, grower is quiet
+    append(usage_uri(), pl.DataFrame(rows, schema=schema).to_arrow(), partition_by="day")
+    planned = plan_placement(as_of=AS_OF, policy=POLICY)
+    assert ("blip", "dedicated") in [(p.slug, p.to_placement) for p in planned]
+    assert "grower" not in {p.slug for p in planned}
+
+
 def test_apply_moves_at_most_the_cap_and_defers_the_rest(tenants: dict[str, str]) -> None:
     result = apply_placement(ADMIN, as_of=AS_OF, policy=POLICY)
     assert [m["slug"] for m in result.moved] == ["grower"] and result.moved[0]["rows"] == 90
