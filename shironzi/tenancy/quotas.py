@@ -16,8 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from shironzi.lake.discovery import discover_tables
-from shironzi.lake.reads import read_polars
-from shironzi.lake.table_log import add_actions
+from shironzi.lake.reads import open_table
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy.catalog import PLAN_QUOTAS, PLANS, PlanQuota
 from shironzi.tenancy.registry import get_registry
@@ -63,30 +62,25 @@ def quota_frame(tenants: Iterable[Any], settings: Settings | None = None) -> Any
 
 def storage_by_tenant(settings: Settings | None = None) -> Any:
     """`tenant_id, storage_bytes`: each tenant's bytes across the lake's tenant tables (every region and layer;
-    platform tables excluded). One log read per table and one grouped `tenant_id` count per pooled table."""
+    platform tables excluded), split as metering splits them (`table_bytes_by_tenant`: a dedicated table is its
+    tenant's, a pooled table's single-tenant files are exact and its mixed files are shared by row count)."""
     import polars as pl
+
+    from shironzi.metering.usage import table_bytes_by_tenant
 
     settings = settings or get_settings()
     options = settings.storage_options or None
     parts = []
     for table in discover_tables(settings.resolved_lake_uri, include_platform=False):
-        actions = add_actions(table.uri, storage_options=options)
-        size = float(sum(actions.column("size_bytes").to_pylist())) if actions.num_rows else 0.0
-        if size == 0:
+        columns = [f.name for f in open_table(table.uri, storage_options=options).schema().fields]
+        if table.tenant_id is None and "tenant_id" not in columns:
             continue
-        if table.tenant_id is not None:  # a dedicated tenant's own table
-            parts.append(pl.DataFrame({"tenant_id": [table.tenant_id], "storage_bytes": [size]}))
-            continue
-        rows = read_polars(table.uri, columns=["tenant_id"], storage_options=options)
-        if "tenant_id" not in rows.columns or rows.is_empty():
-            continue
-        counts = rows.drop_nulls("tenant_id").group_by("tenant_id").len()
-        total = counts.get_column("len").sum()
-        parts.append(counts.select("tenant_id", (pl.col("len") * size / total).alias("storage_bytes")))
+        parts.append(table_bytes_by_tenant(table.uri, tenant_id=table.tenant_id, settings=settings))
     if not parts:
         return pl.DataFrame(schema={"tenant_id": pl.String, "storage_bytes": pl.Float64})
-    merged = pl.concat(parts, how="vertical_relaxed")
-    return merged.group_by("tenant_id").agg(pl.col("storage_bytes").sum()).sort("tenant_id")
+    merged = pl.concat(parts, how="vertical_relaxed").drop_nulls("tenant_id")
+    return (merged.group_by("tenant_id").agg(pl.col("bytes").sum().cast(pl.Float64).alias("storage_bytes"))
+            .sort("tenant_id"))
 
 
 def storage_over_quota(settings: Settings | None = None, *, tenants: Mapping[str, Any] | None = None) -> list[
