@@ -14,7 +14,7 @@ from shironzi.errors import ConfigurationError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test checks it against Alembic's script directory).
-HEAD_REVISION = "0001_tenant_registry"
+HEAD_REVISION = "0002"
 _MIGRATION_LOCK_ID = 0x5348_495A  # "SHIZ": PostgreSQL advisory lock serialising concurrent first runs
 
 

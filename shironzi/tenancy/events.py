@@ -36,6 +36,8 @@ EventType = Literal[
     "resumed",
     "offboarding_started",
     "tenant_deleted",
+    "channel_changed",
+    "rollout_changed",
 ]
 STATUS_AFTER: dict[str, str] = {
     "suspended": "suspended",
@@ -141,6 +143,7 @@ def apply_event(state: ProjectionState, event: TenantEvent) -> None:
             "lake_namespace": p["lake_namespace"],
             "created_at": at,
             "updated_at": at,
+            "channel": "stable",
         }
         for module in p.get("modules", ()):
             state.modules[(tid, module)] = {
@@ -168,6 +171,11 @@ def apply_event(state: ProjectionState, event: TenantEvent) -> None:
     elif kind in ("module_settings_changed", "webhook_secret_rotated"):  # read from the log (module_settings.py)
         assert tid is not None
         state.tenants[tid]["updated_at"] = at
+    elif kind == "channel_changed":
+        assert tid is not None
+        state.tenants[tid].update(channel=p["to"], updated_at=at)
+    elif kind == "rollout_changed":  # a platform event: the rollout row is in `model_rollouts` (channels.py)
+        pass
     elif kind in STATUS_AFTER:
         assert tid is not None
         state.tenants[tid].update(status=STATUS_AFTER[kind], updated_at=at)
