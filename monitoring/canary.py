@@ -102,12 +102,10 @@ def _holdout_scores(rollout: Rollout, tenants: Sequence[str], settings: Settings
     return scored[0], scored[1], holdout.column(LABEL).to_numpy().astype(np.float64)
 
 
-def api_figures(url: str, model: str, versions: Sequence[str]) -> dict[str, dict[str, float]]:
+def api_figures(text: str, model: str, versions: Sequence[str]) -> dict[str, dict[str, float]]:
     """Per served version: requests, error rate and p99 latency (upper bucket bound) from a `/metrics` page."""
-    import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(url, timeout=METRICS_TIMEOUT_SECONDS).text
     counts: dict[str, dict[str, float]] = {v: {"ok": 0.0, "error": 0.0} for v in versions}
     buckets: dict[str, list[tuple[float, float]]] = {v: [] for v in versions}
     for family in text_string_to_metric_families(text):
@@ -166,7 +164,10 @@ def _judge_api(analysis: CanaryAnalysis, rollout: Rollout, settings: Settings) -
         analysis.notes.append("no release_metrics_url: API error rate and latency not judged")
         return
     try:
-        found = api_figures(settings.release_metrics_url, rollout.model, [rollout.baseline, rollout.candidate])
+        import httpx
+
+        text = httpx.get(settings.release_metrics_url, timeout=METRICS_TIMEOUT_SECONDS).raise_for_status().text
+        found = api_figures(text, rollout.model, [rollout.baseline, rollout.candidate])
     except Exception as exc:  # noqa: BLE001 - Kayenta's NODATA: the analysis cannot pass on missing figures
         analysis.failures.append(f"API metrics unreadable: {type(exc).__name__}: {exc}")
         return

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from models.common import CHAMPION
+from models.promotion import promote_version
 from models.releases.routing import (
     BUCKETS,
     bucket,
@@ -111,9 +112,9 @@ def check_version(model: str, version: str, *, settings: Settings | None = None)
     return str(version)
 
 
-def pin_check(settings: Settings | None = None) -> Any:
-    """The `check_pin` callback of `Registry.set_channel`: the pinned model and version must be registered."""
-    return lambda model, version: check_version(model, version, settings=settings)
+def check_pinned_version(model: str, version: str) -> None:
+    """The registry's pin check (entry point `shironzi.channel_checks`): a pinned model and version must exist."""
+    check_version(model, version)
 
 
 def _audit(ctx: TenantContext, action: str, rollout: Rollout, **details: Any) -> None:
@@ -275,8 +276,6 @@ def pass_wave(
 
 
 def _promote_candidate(rollout: Rollout, *, ctx: TenantContext, settings: Settings) -> None:
-    from models.promotion import promote_version
-
     promote_version(rollout.model, rollout.candidate, reason=f"rollout {rollout.id} completed", settings=settings)
 
 

@@ -13,6 +13,8 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +34,13 @@ _PINNED = re.compile(r"pinned:(?P<model>[a-z][a-z0-9_-]{0,62})@(?P<version>[1-9]
 ACTIVE_ROLLOUT_STATUSES = ("running", "paused")
 
 PinCheck = Callable[[str, str], None]  # (model, version) -> None, or raises when either is unknown
+PIN_CHECKS_GROUP = "shironzi.channel_checks"
+
+
+@cache
+def installed_pin_checks() -> tuple[PinCheck, ...]:
+    """The pin checks the installed packages provide (`models` checks its registry), loaded once."""
+    return tuple(ep.load() for ep in sorted(entry_points(group=PIN_CHECKS_GROUP), key=lambda e: e.name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +83,13 @@ class ReleaseChannels(RegistryStore):
     def set_channel(
         self, ctx: TenantContext, tenant_id: str, channel: str, *, check_pin: PinCheck | None = None
     ) -> Tenant:
-        """Move a tenant to another release channel (admin). `check_pin` verifies a pinned model and version."""
+        """Move a tenant to another release channel (admin). A pinned model and version must exist: `check_pin`, by
+        default the installed checks (`shironzi.channel_checks` entry points)."""
         ctx.require_admin("changing a tenant's release channel")
         parsed = parse_channel(channel)
-        if parsed.kind == PINNED and check_pin is not None:
-            assert parsed.model is not None and parsed.version is not None
-            check_pin(parsed.model, parsed.version)
+        if parsed.kind == PINNED:
+            for check in (check_pin,) if check_pin is not None else installed_pin_checks():
+                check(str(parsed.model), str(parsed.version))
 
         def decide(conn: Connection, state: ProjectionState) -> list[TenantEvent]:
             ((tid, row),) = state.tenants.items()
