@@ -20,7 +20,7 @@ from tests.apps._fixtures import SeededLake, SeededTenant
 
 APP = str(Path(__file__).resolve().parents[2] / "apps" / "app.py")
 ANALYST_PAGES = ("overview", "retention", "churn_risk", "data_health")
-OPERATOR_PAGES = ("tenants", "pipelines", "models", "platform_health")
+OPERATOR_PAGES = ("tenants", "pipelines", "models", "releases", "platform_health")
 TIMEOUT = 60
 
 
