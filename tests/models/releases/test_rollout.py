@@ -34,13 +34,14 @@ def _audit(action: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def releases(lake: TrainedLake) -> Iterator[TrainedLake]:
-    """The trained lake, put back afterwards: every tenant on `stable`, no active rollout, the same champion."""
-    from models.promotion import promote_version
+    """The trained lake, put back afterwards: every tenant on `stable`, no active rollout, the same champion
+    aliases (a completed rollout is undone by the champion history's rollback)."""
+    from models.promotion import rollback
     from models.releases.rollout import list_rollouts, rollback_rollout
-    from models.tracking import aliases
+    from models.tracking import aliases, champion_aliases
     from shironzi.tenancy import get_registry
 
-    champion = aliases(CHURN)["champion"]
+    champions = champion_aliases(aliases(CHURN))
     yield lake
     registry = get_registry()
     for tenant_id, _ in registry.tenant_channels(fresh=True).items():
@@ -48,8 +49,9 @@ def releases(lake: TrainedLake) -> Iterator[TrainedLake]:
     for rollout in list_rollouts():
         if rollout.status in ("running", "paused"):
             rollback_rollout(rollout.id, ctx=_admin())
-    if aliases(CHURN)["champion"] != champion:
-        promote_version(CHURN, champion, reason="test cleanup")
+    if champion_aliases(aliases(CHURN)) != champions:
+        rollback(CHURN)
+    assert champion_aliases(aliases(CHURN)) == champions
 
 
 def _churn_tenants(lake: TrainedLake) -> list[str]:
@@ -71,14 +73,15 @@ def test_a_good_version_passes_every_wave_and_becomes_champion(releases: Trained
     registry.set_channel(_admin(), canary, "canary")
     good = register_shifted_version(settings, baseline, shift=0.0)
     passed_before = len(_audit("model_rollout_wave_passed"))
+    stable = [t for t in releases.tenant_ids if t != canary]
+    served_before = {t: load_churn_predictor().model_for(t).version for t in releases.tenant_ids}
 
     rollout = start_rollout("churn", good, ctx=_admin(), waves=["canary", "50", "100"])
     assert (rollout.baseline, rollout.candidate, rollout.current_wave) == (baseline, good, 0)
     assert wave_tenants(rollout, 0) == [canary]
     predictor = load_churn_predictor()
     assert predictor.model_for(canary).version == good  # the canary tenant is served the candidate at once
-    stable = [t for t in releases.tenant_ids if t != canary]
-    assert {predictor.model_for(t).version for t in stable} == {baseline}
+    assert {t: predictor.model_for(t).version for t in stable} == {t: served_before[t] for t in stable}
 
     seen: list[str] = []
     for _ in range(3):
