@@ -12,6 +12,7 @@ from apps.components import empty_state
 from apps.theme import PALETTE
 
 WAVE_STATES = ("pending", "analysing", "passed", "failed", "rolled_back")
+STATE_COLORS = [PALETTE[7], PALETTE[0], PALETTE[2], PALETTE[4], PALETTE[1]]
 
 require_page("releases", audience="operator")
 st.title("Releases")
@@ -52,7 +53,7 @@ chart = (
     alt.Chart(waves)
     .mark_bar()
     .encode(x=alt.X("wave:N", sort=None, title="Wave"), y=alt.value(30),
-            color=alt.Color("state:N", scale=alt.Scale(domain=list(WAVE_STATES), range=[PALETTE[7], PALETTE[0], PALETTE[2], PALETTE[4], PALETTE[1]])),
+            color=alt.Color("state:N", scale=alt.Scale(domain=list(WAVE_STATES), range=STATE_COLORS)),
             tooltip=["wave:N", "state:N", "tenants:Q", "psi:Q", "brier_delta:Q", "failures:N"])
     .properties(height=60, title="Waves")
 )
