@@ -142,12 +142,12 @@ def analyse_wave(rollout: Rollout, index: int, *, settings: Settings | None = No
         old, new, labels = _holdout_scores(rollout, tenants, settings)
         analysis.rows = int(labels.size)
     if analysis.rows:
-        figures["psi"] = round(score_shift(old, new), 6)
+        shift = figures["psi"] = round(score_shift(old, new), 6)
         figures.update(brier_baseline=round(brier(old, labels), 6), brier_candidate=round(brier(new, labels), 6),
                        ece_baseline=round(expected_calibration_error(old, labels), 6),
                        ece_candidate=round(expected_calibration_error(new, labels), 6))
-        if figures["psi"] > settings.release_max_psi:
-            analysis.failures.append(f"prediction PSI {figures['psi']:.4f} > {settings.release_max_psi:g}")
+        if shift > settings.release_max_psi:
+            analysis.failures.append(f"prediction PSI {shift:.4f} > {settings.release_max_psi:g}")
         for metric, limit in (("brier", settings.release_max_brier_increase),
                               ("ece", settings.release_max_ece_increase)):
             worse = float(figures[f"{metric}_candidate"] or 0) - float(figures[f"{metric}_baseline"] or 0)
