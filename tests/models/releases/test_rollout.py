@@ -4,6 +4,7 @@ answering; bad input changes nothing."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.models._fixtures import TrainedLake, register_shifted_version
+from tests.shironzi.cli._fixtures import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHURN = "shironzi-churn"
@@ -58,7 +60,9 @@ def _churn_tenants(lake: TrainedLake) -> list[str]:
     return [t for t in lake.tenant_ids if t not in lake.churn_off]
 
 
-def test_a_good_version_passes_every_wave_and_becomes_champion(releases: TrainedLake) -> None:
+def test_a_good_version_passes_every_wave_and_becomes_champion(
+    releases: TrainedLake, capsys: pytest.CaptureFixture[str],
+) -> None:
     from models.inference import load_churn_predictor
     from models.releases.rollout import find_rollout, start_rollout, wave_tenants
     from models.tracking import aliases
@@ -97,6 +101,28 @@ def test_a_good_version_passes_every_wave_and_becomes_champion(releases: Trained
     assert aliases(CHURN)["champion"] == good
     assert len(_audit("model_rollout_wave_passed")) == passed_before + 3
     assert predictor.refresh_if_changed() and predictor.model_for(stable[0]).version == good
+    shown = run_cli(capsys, "releases", "status", "churn", "--json")
+    assert shown.code == 0 and json.loads(shown.stdout)["status"] == "completed"
+    finished = run_cli(capsys, "releases", "pause", rollout.id)
+    assert finished.code == 1 and "is completed: cannot pause it" in finished.stderr
+
+
+def test_the_cli_starts_pauses_resumes_and_rolls_back(
+    releases: TrainedLake, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from models.releases.rollout import find_rollout
+    from models.tracking import aliases
+    from shironzi.settings import get_settings
+
+    candidate = register_shifted_version(get_settings(), aliases(CHURN)["champion"], shift=0.0)
+    started = run_cli(capsys, "releases", "start", "churn", candidate, "--waves", "canary,100")
+    assert started.code == 0 and "canary" in started.stdout, started.stderr
+    again = run_cli(capsys, "releases", "start", "churn", candidate)
+    assert again.code == 1 and "already has an active rollout" in again.stderr
+    for command, status in (("pause", "paused"), ("resume", "running"), ("rollback", "rolled_back")):
+        assert run_cli(capsys, "releases", command, "churn").code == 0
+        assert find_rollout("churn").status == status
+    assert "rolled_back" in run_cli(capsys, "releases", "status").stdout
 
 
 def _customers_with_features(client: Any, headers: dict[str, str], candidates: list[str]) -> str:
