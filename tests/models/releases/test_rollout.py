@@ -205,3 +205,25 @@ def test_a_bad_version_is_rolled_back_automatically_while_the_api_keeps_answerin
     assert len(audited) == rolled_back_before + 1
     assert '"psi"' in audited[-1]["details"] and rollout.id in audited[-1]["resource"]
     assert aliases(CHURN)["champion"] == baseline
+
+
+def test_batch_scoring_follows_each_tenants_channel(releases: TrainedLake) -> None:
+    from datetime import date, timedelta
+
+    import pyarrow as pa
+
+    from models.inference import load_churn_predictor
+    from models.scoring import score_churn
+    from shironzi.lake import read_arrow
+    from shironzi.tenancy import get_registry
+
+    pinned, other = _churn_tenants(releases)[:2]
+    usual = load_churn_predictor().model_for(other).version
+    get_registry().set_channel(_admin(), pinned, f"pinned:churn@{releases.crippled_version}")
+    day = date.today() - timedelta(days=40)  # a day no other test scores
+    result = score_churn(score_date=day, tenant_ids=[pinned, other])
+    table = pa.concat_tables([read_arrow(u, filters=[("score_date", "=", day)]) for u in result.table_versions])
+    served: dict[str, set[str]] = {}
+    for row in table.select(["tenant_id", "model_version"]).to_pylist():
+        served.setdefault(row["tenant_id"], set()).add(row["model_version"])
+    assert served == {pinned: {releases.crippled_version}, other: {usual}}
