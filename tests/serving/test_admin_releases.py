@@ -92,7 +92,7 @@ def test_bad_release_input_is_refused_in_the_error_shape_and_changes_nothing(
          422, "rise"),
         ("post", "/v1/admin/releases", {"model": "fraud", "version": "2"}, 422, ""),
         ("post", "/v1/admin/releases/ro_0123456789abcdef/pause", None, 404, "no rollout"),
-        ("get", "/v1/admin/releases/not-an-id", None, 422, ""),
+        ("get", "/v1/admin/releases/churn", None, 404, "no rollout 'churn'"),
     ]
     for method, path, body, status, message in cases:
         response = getattr(api, method)(path, headers=admin, **({"json": body} if body is not None else {}))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from models.releases.rollout import (
+    ROLLOUT_PREFIX,
     Rollout,
     find_rollout,
     list_rollouts,
@@ -22,10 +23,18 @@ from serving.api.docs import admin_op
 from serving.deps import AdminAccess, AdminDep
 from serving.errors import ERROR_RESPONSES
 from serving.schemas import RolloutCreate, RolloutPublic, RolloutRollback, RolloutsPage
+from shironzi.errors import NotFoundError
 
 router = APIRouter(prefix="/v1/admin/releases", tags=["admin: releases"], responses=ERROR_RESPONSES)
 
-RolloutPath = Annotated[str, Path(pattern=r"^ro_[0-9a-f]{1,40}$", description="Rollout id (`ro_...`).")]
+RolloutPath = Annotated[str, Path(min_length=1, max_length=64, description="Rollout id (`ro_...`).")]
+
+
+def _rollout_id(rollout_id: str) -> str:
+    """Only rollout ids here (the CLI also takes a model name for its newest rollout)."""
+    if not rollout_id.startswith(ROLLOUT_PREFIX):
+        raise NotFoundError(f"no rollout {rollout_id!r}", rollout=rollout_id)
+    return rollout_id
 
 
 def _public(rollout: Rollout) -> RolloutPublic:
@@ -62,7 +71,7 @@ async def create_rollout(body: RolloutCreate, admin: AdminDep) -> RolloutPublic:
 @router.get("/{rollout_id}", response_model=RolloutPublic, openapi_extra=admin_op(write=False))
 async def get_rollout(rollout_id: RolloutPath, admin: AdminDep) -> RolloutPublic:
     """A rollout's waves and the figures of their canary analyses."""
-    rollout = await run_in_threadpool(lambda: find_rollout(rollout_id, settings=admin.services.settings))
+    rollout = await run_in_threadpool(lambda: find_rollout(_rollout_id(rollout_id), settings=admin.services.settings))
     admin.audit_read("api_admin_read", tenant_id=None, rollout=rollout.id)
     return _public(rollout)
 
@@ -70,14 +79,14 @@ async def get_rollout(rollout_id: RolloutPath, admin: AdminDep) -> RolloutPublic
 @router.post("/{rollout_id}/pause", response_model=RolloutPublic, openapi_extra=admin_op(write=True))
 async def pause(rollout_id: RolloutPath, admin: AdminDep) -> RolloutPublic:
     """Hold the waves where they are (the exposed tenants keep the candidate)."""
-    rollout = await run_in_threadpool(lambda: pause_rollout(rollout_id, ctx=admin.ctx,
+    rollout = await run_in_threadpool(lambda: pause_rollout(_rollout_id(rollout_id), ctx=admin.ctx,
                                                             settings=admin.services.settings))
     return await _changed(admin, "api_rollout_paused", rollout)
 
 
 @router.post("/{rollout_id}/resume", response_model=RolloutPublic, openapi_extra=admin_op(write=True))
 async def resume(rollout_id: RolloutPath, admin: AdminDep) -> RolloutPublic:
-    rollout = await run_in_threadpool(lambda: resume_rollout(rollout_id, ctx=admin.ctx,
+    rollout = await run_in_threadpool(lambda: resume_rollout(_rollout_id(rollout_id), ctx=admin.ctx,
                                                              settings=admin.services.settings))
     return await _changed(admin, "api_rollout_resumed", rollout)
 
@@ -85,6 +94,6 @@ async def resume(rollout_id: RolloutPath, admin: AdminDep) -> RolloutPublic:
 @router.post("/{rollout_id}/rollback", response_model=RolloutPublic, openapi_extra=admin_op(write=True))
 async def rollback(rollout_id: RolloutPath, body: RolloutRollback, admin: AdminDep) -> RolloutPublic:
     """Send every tenant of the rollout back to the baseline version."""
-    rollout = await run_in_threadpool(lambda: rollback_rollout(rollout_id, ctx=admin.ctx, reason=body.reason,
+    rollout = await run_in_threadpool(lambda: rollback_rollout(_rollout_id(rollout_id), ctx=admin.ctx, reason=body.reason,
                                                                settings=admin.services.settings))
     return await _changed(admin, "api_rollout_rolled_back", rollout, reason=body.reason)

@@ -122,7 +122,8 @@ def test_the_cli_starts_pauses_resumes_and_rolls_back(
     for command, status in (("pause", "paused"), ("resume", "running"), ("rollback", "rolled_back")):
         assert run_cli(capsys, "releases", command, "churn").code == 0
         assert find_rollout("churn").status == status
-    assert "rolled_back" in run_cli(capsys, "releases", "status").stdout
+    listed = json.loads(run_cli(capsys, "releases", "status", "--json").stdout)
+    assert listed[0]["status"] == "rolled_back" and listed[0]["candidate"] == candidate
 
 
 def _customers_with_features(client: Any, headers: dict[str, str], candidates: list[str]) -> str:
