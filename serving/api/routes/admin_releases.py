@@ -94,6 +94,6 @@ async def resume(rollout_id: RolloutPath, admin: AdminDep) -> RolloutPublic:
 @router.post("/{rollout_id}/rollback", response_model=RolloutPublic, openapi_extra=admin_op(write=True))
 async def rollback(rollout_id: RolloutPath, body: RolloutRollback, admin: AdminDep) -> RolloutPublic:
     """Send every tenant of the rollout back to the baseline version."""
-    rollout = await run_in_threadpool(lambda: rollback_rollout(_rollout_id(rollout_id), ctx=admin.ctx, reason=body.reason,
-                                                               settings=admin.services.settings))
+    rollout = await run_in_threadpool(lambda: rollback_rollout(_rollout_id(rollout_id), ctx=admin.ctx,
+                                                               reason=body.reason, settings=admin.services.settings))
     return await _changed(admin, "api_rollout_rolled_back", rollout, reason=body.reason)
