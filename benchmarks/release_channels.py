@@ -7,6 +7,10 @@ answer must then carry the candidate's version. The two configurations alternate
 figure is the mean of its rounds. Target (issue 25): p99 with channels within 10 % of p99 without.
 
     python benchmarks/release_channels.py [--home DIR] [--seconds 10] [--concurrency 8] [--channel-tenants 200]
+    python benchmarks/release_channels.py --routing-only     # the in-process routing cost alone (no servers)
+
+On a loaded machine the HTTP figures are noisy; the in-process figure (the cost `model_for` adds per request,
+with 100,000 tenants of which 10 % are canary or pinned and a rollout at its 50 % wave) does not depend on it.
 """
 
 from __future__ import annotations
@@ -100,6 +104,40 @@ def _serves(port: int, work: dict[str, Any], version: str, timeout: float = 60.0
     raise TimeoutError(f"the workers did not move to version {version} within {timeout}s")
 
 
+def routing_cost(tenants: int = 100_000, lookups: int = 1_000_000) -> None:
+    """Nanoseconds per `RouteTable.version_for` call (first lookups hash, repeats hit the memo)."""
+    from models.releases.rollout import parse_waves
+    from models.releases.routing import build_route_table
+
+    ids = [f"t_{i:016x}" for i in range(tenants)]
+    channels = {t: ("canary" if i % 2 else "pinned:churn@3") for i, t in enumerate(ids[: tenants // 10])}
+    waves = parse_waves(["canary", "10", "50", "100"])
+    for wave, state in zip(waves, ("passed", "passed", "analysing"), strict=False):
+        wave["state"] = state
+    rollout = {"id": "ro_bench", "model": CHURN, "candidate": "9", "status": "running", "waves": waves}
+    started = time.perf_counter()
+    table = build_route_table(CHURN, channels, [rollout])
+    built = time.perf_counter() - started
+    cold = time.perf_counter()
+    for tenant_id in ids:
+        table.version_for(tenant_id)
+    cold = (time.perf_counter() - cold) / tenants
+    warm = time.perf_counter()
+    for i in range(lookups):
+        table.version_for(ids[i % tenants])
+    warm = (time.perf_counter() - warm) / lookups
+    plain: dict[str, str] = {}
+    base = time.perf_counter()
+    for i in range(lookups):
+        plain.get(ids[i % tenants])
+    base = (time.perf_counter() - base) / lookups
+    exposed = sum(table.version_for(t) == "9" for t in ids) / tenants
+    print(f"routing    {tenants:,} tenants ({len(channels):,} canary/pinned), rollout at its 50 % wave "
+          f"({exposed:.1%} served the candidate)")
+    print(f"           table built in {built * 1e3:.1f} ms; version_for: first lookup {cold * 1e9:,.0f} ns, "
+          f"repeat {warm * 1e9:,.0f} ns (a bare dict.get: {base * 1e9:,.0f} ns)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=None, help="SHIRONZI_HOME with a trained champion")
@@ -109,11 +147,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--channel-tenants", type=int, default=200, help="more tenants on canary/pinned")
+    parser.add_argument("--routing-only", action="store_true", help="only the in-process routing cost")
     args = parser.parse_args()
 
     from benchmarks._machine import print_header
 
     print_header("release channels: live churn route p99 with channels vs without")
+    routing_cost()
+    if args.routing_only:
+        return
     tmp = Path(tempfile.mkdtemp(prefix="shironzi-bench-channels-"))
     home = (args.home or tmp / "home").resolve()
     _prepare_home(home)
