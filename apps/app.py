@@ -23,6 +23,7 @@ OPERATOR_PAGES = (
     ("pages/tenants.py", "Tenants", ":material/apartment:"),
     ("pages/pipelines.py", "Pipelines", ":material/account_tree:"),
     ("pages/models.py", "Models", ":material/model_training:"),
+    ("pages/releases.py", "Releases", ":material/rocket_launch:"),
     ("pages/platform_health.py", "Platform health", ":material/monitor_heart:"),
 )
 COMPLIANCE_PAGES = (("pages/compliance.py", "Compliance", ":material/policy:"),)

@@ -6,8 +6,9 @@
 
 Probabilities come from `inplace_predict` (no pyfunc, no DMatrix) through the isotonic calibrator; the top
 three reasons come from XGBoost's per-feature contributions (`pred_contribs`, which needs one small DMatrix
-per call). A tenant with a `champion_<tenant_id>` alias gets its dedicated model, every other tenant the
-global `champion`. `refresh_if_changed()` re-reads the aliases and swaps the loaded models atomically.
+per call). A tenant's model follows its release channel (`models.releases.routing`): a pinned version, else the
+candidate of a rollout wave it is in, else its `champion_<tenant_id>` alias, else the global `champion`.
+`refresh_if_changed()` re-reads the aliases and the routing and swaps the loaded models atomically.
 
 Each loaded version gets a `_Scorer`: the iteration range, calibrator and readable labels bound once, and
 (when the self-check passes) `_NativeXGBoost`, which calls the same libxgboost entry points as
@@ -31,9 +32,11 @@ from models.bands import RiskBand, risk_band
 from models.churn.base_features import DERIVED_VIEW, fill_customer_base_columns
 from models.churn.train import LoadedChurnModel, load_churn_version
 from models.common import CHAMPION, CHURN_MODEL, humanize_feature
+from models.releases.routing import RouteTable, route_table
 from models.tracking import TENANT_CHAMPION_PREFIX, aliases, champion_aliases
 from shironzi.errors import InvalidInputError, ModelUnavailableError
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy import get_registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,8 +67,17 @@ class _Loaded:
     global_model: LoadedChurnModel
     tenant_models: dict[str, LoadedChurnModel] = field(default_factory=dict)
     scorers: dict[str, _Scorer] = field(default_factory=dict)  # version -> its bound scorer
+    routes: RouteTable | None = None  # release channels and rollout waves
+    routed: dict[str, LoadedChurnModel] = field(default_factory=dict)  # version -> model, for `routes`
 
     def model_for(self, tenant_id: str) -> LoadedChurnModel:
+        routes = self.routes
+        if routes is not None:
+            version = routes.version_for(tenant_id)
+            if version is not None:
+                model = self.routed.get(version)
+                if model is not None:
+                    return model
         return self.tenant_models.get(tenant_id, self.global_model)
 
 
@@ -222,7 +234,7 @@ class ChurnPredictor:
     def __init__(self, *, settings: Settings | None = None) -> None:
         self._settings = settings or get_settings()
         self._lock = threading.Lock()
-        self._loaded = self._load(self._champion_aliases())
+        self._loaded = self._load(self._champion_aliases(), self._routes(None))
 
     # -- loading -------------------------------------------------------------------------------------
     def _champion_aliases(self) -> dict[str, str]:
@@ -236,11 +248,20 @@ class ChurnPredictor:
                 f"{CHURN_MODEL}`")
         return found
 
-    def _load(self, found: Mapping[str, str], previous: _Loaded | None = None) -> _Loaded:
+    def _routes(self, previous: RouteTable | None) -> RouteTable | None:
+        """The churn routing from the registry's cached reads; the previous table while it is unreadable."""
+        try:
+            return route_table(get_registry(self._settings), CHURN_MODEL)
+        except Exception as exc:  # noqa: BLE001 - degrade: keep routing as it was (or by the aliases alone)
+            logger.warning("release routing unavailable, keeping the previous routing: %s", exc)
+            return previous
+
+    def _load(self, found: Mapping[str, str], routes: RouteTable | None, previous: _Loaded | None = None) -> _Loaded:
         cache: dict[str, LoadedChurnModel] = {}
         if previous is not None:
             cache[previous.global_model.version] = previous.global_model
             cache.update({m.version: m for m in previous.tenant_models.values()})
+            cache.update(previous.routed)
 
         def get(version: str) -> LoadedChurnModel:
             if version not in cache:
@@ -253,23 +274,36 @@ class ChurnPredictor:
         global_model = get(found[CHAMPION])
         tenants = {alias[len(TENANT_CHAMPION_PREFIX):]: get(version) for alias, version in found.items()
                    if alias.startswith(TENANT_CHAMPION_PREFIX)}
+        routed: dict[str, LoadedChurnModel] = {}
+        for version in sorted(routes.versions()) if routes is not None else ():
+            try:
+                routed[version] = get(version)
+            except ModelUnavailableError as exc:  # its tenants follow the champion aliases meanwhile
+                logger.warning("routed version unavailable: %s", exc)
         known = previous.scorers if previous is not None else {}
         scorers: dict[str, _Scorer] = {}
-        for model in (global_model, *tenants.values()):
+        for model in (global_model, *tenants.values(), *routed.values()):
             if model.version not in scorers:
                 kept = known.get(model.version)
                 scorers[model.version] = kept if kept is not None and kept.model is model else _Scorer(model)
-        return _Loaded(dict(found), global_model, tenants, scorers)
+        return _Loaded(dict(found), global_model, tenants, scorers, routes, routed)
+
+    def _same(self, found: Mapping[str, str], routes: RouteTable | None) -> bool:
+        loaded = self._loaded
+        return found == loaded.aliases and (routes.key if routes else None) == (
+            loaded.routes.key if loaded.routes else None)
 
     def refresh_if_changed(self) -> bool:
-        """Re-read the champion aliases; load and swap in the new models when they moved."""
+        """Re-read the champion aliases and the release routing; load and swap in the new models when either
+        moved."""
         found = self._champion_aliases()
-        if found == self._loaded.aliases:
+        routes = self._routes(self._loaded.routes)
+        if self._same(found, routes):
             return False
         with self._lock:
-            if found == self._loaded.aliases:
+            if self._same(found, routes):
                 return False
-            self._loaded = self._load(found, self._loaded)
+            self._loaded = self._load(found, routes, self._loaded)
         return True
 
     # -- properties ----------------------------------------------------------------------------------
@@ -288,8 +322,12 @@ class ChurnPredictor:
     def aliases(self) -> dict[str, str]:
         return dict(self._loaded.aliases)
 
+    @property
+    def routes(self) -> RouteTable | None:
+        return self._loaded.routes
+
     def model_for(self, tenant_id: str) -> LoadedChurnModel:
-        """The tenant's dedicated champion when it has one, else the global champion."""
+        """The tenant's model through its channel: pinned, rollout candidate, dedicated champion, champion."""
         return self._loaded.model_for(tenant_id)
 
     # -- scoring -------------------------------------------------------------------------------------

@@ -213,3 +213,20 @@ def rollback(name: str, *, settings: Settings | None = None) -> PromotionDecisio
         summary.extra.update(champion=previous[CHAMPION], replaced=current.get(CHAMPION))
     return decision
 
+
+def promote_version(name: str, version: str, *, reason: str, settings: Settings | None = None) -> PromotionDecision:
+    """Make `version` the champion of `name` outright (a rollout whose every wave passed its canary analysis):
+    it replaces every champion alias, recorded in the history so that `rollback` restores them (audited)."""
+    settings = settings or get_settings()
+    with stage("models:promote_version", model=check_model_name(name), version=str(version)) as summary:
+        client = configure_mlflow(settings)
+        current = champion_aliases(aliases(name, settings=settings))
+        wanted: dict[str, str | None] = {alias: None for alias in current if alias != CHAMPION}
+        wanted[CHAMPION] = str(version)
+        _record_move(client, name, current)
+        _set_champion_aliases(client, name, wanted)
+        decision = PromotionDecision(name, True, reason, str(version), current.get(CHAMPION),
+                                     tenant_aliases={a: v for a, v in wanted.items() if a != CHAMPION})
+        _audit("model_promotion", name, {**decision.as_dict(), "previous_champion": current.get(CHAMPION)})
+        summary.extra.update(champion=str(version), replaced=current.get(CHAMPION))
+    return decision

@@ -15,6 +15,7 @@ from serving.api.routes import (
     admin_audit,
     admin_keys,
     admin_models,
+    admin_releases,
     admin_tenants,
     admin_webhooks,
     churn,
@@ -111,7 +112,7 @@ def _settle_heap() -> None:
 
 def _include_routes(app: FastAPI) -> None:
     for module in (health, tenant, churn, forecasts, features, events, admin_tenants, admin_keys, admin_models,
-                   admin_audit, tenant_modules, webhooks, admin_webhooks, exports):
+                   admin_releases, admin_audit, tenant_modules, webhooks, admin_webhooks, exports):
         app.include_router(module.router)
 
 

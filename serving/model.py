@@ -91,7 +91,9 @@ class ModelHolder:
         self.last_check = time.monotonic()
         self.last_error = None
         if changed:
-            _warm_up(predictor)
+            # No thread pinning here: the swapped-in boosters already serve requests, and `set_param` on a booster
+            # in use makes a concurrent predict fail (XGBoost "need_configuration_"); load_churn_version pinned them.
+            _warm_up(predictor, pin_threads=False)
             self._announce()
             logger.info("now serving %s version %s", CHURN_MODEL, predictor.version)
         return changed
@@ -120,12 +122,13 @@ class ModelHolder:
             thread.join(timeout=5)
 
 
-def _warm_up(predictor: Any) -> None:
+def _warm_up(predictor: Any, *, pin_threads: bool = True) -> None:
     """Pin XGBoost to one thread (each uvicorn worker is one process on one core: OpenMP fan-out for a
     single row only costs), then predict once so the first real request pays no lazy initialisation."""
     try:
-        booster = predictor.model_for("__warmup__").booster
-        booster.set_param({"nthread": 1})
+        if pin_threads:
+            booster = predictor.model_for("__warmup__").booster
+            booster.set_param({"nthread": 1})
     except Exception as exc:  # the predictor's internals are not part of its contract: best effort
         logger.debug("could not pin the booster to one thread: %s", exc)
     try:

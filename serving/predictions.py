@@ -8,6 +8,7 @@ only through a customer-keyed row: the tenant-level context features alone never
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -17,6 +18,7 @@ from typing import Any
 from feature_store.materialize import get_online_features
 from feature_store.registry import get_feature_view, resolve_features
 from models.bands import HIGH_FROM, MEDIUM_FROM, risk_band
+from serving.model import CHURN_MODEL
 from serving.services import ApiServices, TenantFacts
 from shironzi.errors import (
     CustomerNotFoundError,
@@ -91,6 +93,21 @@ def live_scores(
     """Score customers from their online features; returns (scores, ids with no features for this tenant)."""
 
     predictor = services.model.get()
+    version = str(predictor.model_for(tenant.id).version)  # through the tenant's release channel
+    started = time.perf_counter()
+    try:
+        scores, missing = _live_scores(services, predictor, tenant, customer_ids)
+    except Exception:
+        services.metrics.model_requests.labels(model=CHURN_MODEL, version=version, outcome="error").inc()
+        raise
+    services.metrics.model_requests.labels(model=CHURN_MODEL, version=version, outcome="ok").inc()
+    services.metrics.model_latency.labels(model=CHURN_MODEL, version=version).observe(time.perf_counter() - started)
+    return scores, missing
+
+
+def _live_scores(
+    services: ApiServices, predictor: Any, tenant: TenantFacts, customer_ids: Sequence[str]
+) -> tuple[list[ChurnScore], list[str]]:
     refs = list(predictor.feature_names)
     names = _feature_keys(tuple(refs))
     customer_names = customer_level_names(tuple(refs))

@@ -182,6 +182,7 @@ class TenantPublic(BaseModel):
     modules: list[Module]
     created_at: datetime
     updated_at: datetime
+    channel: str = Field("stable", description="Release channel: stable, canary or pinned:<model>@<version>.")
 
 
 class OwnTenantPublic(TenantPublic):
@@ -324,6 +325,50 @@ class RollbackPublic(BaseModel):
     name: str
     aliases: dict[str, str]
     detail: str
+
+
+class ChannelUpdate(_Strict):
+    channel: str = Field(..., min_length=1, max_length=200,
+                         description="stable, canary or pinned:<model>@<version> (e.g. pinned:churn@3).")
+
+
+class RolloutCreate(_Strict):
+    model: Literal["churn", "trend", "shironzi-churn", "shironzi-trend"]
+    version: str = Field(..., pattern=r"^[1-9][0-9]{0,9}$", description="The candidate version.")
+    waves: list[str] | None = Field(None, max_length=20,
+                                    description="Waves in order, e.g. canary, 10, 50, 100 (default: release_waves).")
+
+
+class RolloutRollback(_Strict):
+    reason: str = Field("rolled back by an operator", min_length=1, max_length=500)
+
+
+class RolloutWavePublic(BaseModel):
+    name: str
+    kind: str
+    percent: int | None
+    state: str
+    started_at: str | None
+    finished_at: str | None
+    analysis: dict[str, Any] | None
+
+
+class RolloutPublic(BaseModel):
+    id: str
+    model: str
+    candidate: str
+    baseline: str
+    status: str
+    current_wave: int | None
+    waves: list[RolloutWavePublic]
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+    reason: str | None
+
+
+class RolloutsPage(BaseModel):
+    items: list[RolloutPublic]
 
 
 # --- audit -------------------------------------------------------------------------------------------

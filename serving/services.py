@@ -85,6 +85,8 @@ class ApiServices:
         self._tenants.pop(tenant_id, None)
 
     def _registry_changed(self, change: Invalidation) -> None:
+        if change.routing or change.everything:  # a release channel or rollout moved: re-route in the background
+            self.model.refresh()
         if change.everything:
             self._tenants.clear()
         for tenant_id in change.tenants:

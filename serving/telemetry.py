@@ -82,6 +82,20 @@ class ApiMetrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.model_requests = Counter(
+            "shironzi_model_requests_total",
+            "Live predictions by model, served version and outcome (ok, error): the canary analysis compares "
+            "a rollout's candidate with its baseline on these.",
+            ["model", "version", "outcome"],
+            registry=self.registry,
+        )
+        self.model_latency = Histogram(
+            "shironzi_model_request_duration_seconds",
+            "Live prediction latency (feature lookup + model) by model and served version.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.events = Counter(
             "shironzi_api_events_total",
             "Events received through POST /v1/events by outcome.",

@@ -311,6 +311,39 @@ class Settings(BaseSettings):
         0.02, ge=0, le=1,
         description="Models: the most a challenger may lose on any tenant-size bucket and still be promoted.",
     )
+    release_waves: list[str] = Field(
+        default_factory=lambda: ["canary", "10", "50", "100"],
+        description="Releases: a rollout's waves in order: `canary` (the canary-channel tenants), then cumulative "
+        "percentages of the stable tenants, the last 100.",
+    )
+    release_wave_soak_seconds: float = Field(
+        0.0, ge=0, le=7 * 86400,
+        description="Releases: how long a wave serves the candidate before its canary analysis may judge it.",
+    )
+    release_max_psi: float = Field(
+        0.2, gt=0, le=10,
+        description="Releases: the most a wave's prediction distribution may shift (PSI, candidate vs baseline).",
+    )
+    release_max_brier_increase: float = Field(
+        0.01, ge=0, le=1,
+        description="Releases: the most the candidate's Brier score may exceed the baseline's on matured labels.",
+    )
+    release_max_ece_increase: float = Field(
+        0.03, ge=0, le=1,
+        description="Releases: the most the candidate's expected calibration error may exceed the baseline's.",
+    )
+    release_max_error_rate_increase: float = Field(
+        0.01, ge=0, le=1,
+        description="Releases: the most the candidate's API error rate may exceed the baseline's.",
+    )
+    release_max_latency_ratio: float = Field(
+        1.5, ge=1, le=100,
+        description="Releases: the most the candidate's API p99 latency may be, as a multiple of the baseline's.",
+    )
+    release_metrics_url: str | None = Field(
+        None, description="Releases: an API worker's /metrics URL, read for the analysis's error rate and latency "
+        "per model version (unset: those two checks report no data).",
+    )
     model_dedicated_min_rows: int = Field(
         20_000, ge=100,
         description="Models: training rows a tenant needs before it gets a dedicated churn model candidate.",

@@ -195,6 +195,16 @@ def resume_tenant(tenant: TenantArg) -> None:
     console.print(f"tenant {t.slug} ({t.id}) is now {t.status}")
 
 
+@tenants_app.command("channel")
+def set_tenant_channel(
+    tenant: TenantArg,
+    channel: Annotated[str, typer.Argument(help="stable, canary or pinned:<model>@<version> (e.g. pinned:churn@3).")],
+) -> None:
+    """Put a tenant on a release channel: the model versions it is served follow it."""
+    t = _registry().set_channel(_admin_ctx("cli: tenants channel"), tenant, channel)
+    console.print(f"tenant {t.slug} ({t.id}) now follows the {t.channel} channel")
+
+
 @tenants_app.command("offboard")
 def offboard_tenant(
     tenant: TenantArg,

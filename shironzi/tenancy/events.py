@@ -41,6 +41,8 @@ EventType = Literal[
     "region_failed_over",
     "region_failback_started",
     "region_failed_back",
+    "channel_changed",
+    "rollout_changed",
 ]
 STATUS_AFTER: dict[str, str] = {
     "suspended": "suspended",
@@ -147,6 +149,7 @@ def apply_event(state: ProjectionState, event: TenantEvent) -> None:
             "placement_epoch": 0,
             "created_at": at,
             "updated_at": at,
+            "channel": "stable",
         }
         for module in p.get("modules", ()):
             state.modules[(tid, module)] = {
@@ -178,6 +181,11 @@ def apply_event(state: ProjectionState, event: TenantEvent) -> None:
     elif kind in ("module_settings_changed", "webhook_secret_rotated"):  # read from the log (module_settings.py)
         assert tid is not None
         state.tenants[tid]["updated_at"] = at
+    elif kind == "channel_changed":
+        assert tid is not None
+        state.tenants[tid].update(channel=p["to"], updated_at=at)
+    elif kind == "rollout_changed":  # a platform event: the rollout row is in `model_rollouts` (channels.py)
+        pass
     elif kind in STATUS_AFTER:
         assert tid is not None
         state.tenants[tid].update(status=STATUS_AFTER[kind], updated_at=at)

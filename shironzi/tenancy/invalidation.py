@@ -32,6 +32,7 @@ POLL_SECONDS = 1.0
 MAX_EVENTS_READ = 10_000  # more new events than this in one poll (a bulk import): drop every cache instead
 KEY_STATUS_EVENTS = frozenset({"suspended", "resumed", "offboarding_started", "tenant_deleted"})
 KEY_EVENTS = frozenset({"key_revoked", "key_issued"})
+ROUTING_EVENTS = frozenset({"channel_changed", "rollout_changed"})  # which model version serves which tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +45,14 @@ class Invalidation:
     key_tenants: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
     everything: bool = False
+    routing: bool = False
 
     def __bool__(self) -> bool:
-        return self.everything or bool(self.tenants or self.prefixes)
+        return self.everything or self.routing or bool(self.tenants or self.prefixes)
 
     def to_json(self) -> str:
         return json.dumps({"tenants": self.tenants, "slugs": self.slugs, "key_tenants": self.key_tenants,
-                           "prefixes": self.prefixes, "everything": self.everything})
+                           "prefixes": self.prefixes, "everything": self.everything, "routing": self.routing})
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Invalidation:
@@ -61,6 +63,7 @@ class Invalidation:
             key_tenants=tuple(data.get("key_tenants", ())),
             prefixes=tuple(data.get("prefixes", ())),
             everything=bool(data.get("everything")),
+            routing=bool(data.get("routing")),
         )
 
 
@@ -69,7 +72,9 @@ def invalidation_of(events: Iterable[TenantEvent], slug_of: Callable[[str], str 
     tenant_ids: dict[str, None] = {}
     key_tenants: dict[str, None] = {}
     prefixes: dict[str, None] = {}
+    routing = False
     for event in events:
+        routing = routing or event.type in ROUTING_EVENTS
         if event.tenant_id is not None:
             tenant_ids[event.tenant_id] = None
             if event.type in KEY_STATUS_EVENTS:
@@ -77,7 +82,7 @@ def invalidation_of(events: Iterable[TenantEvent], slug_of: Callable[[str], str 
         if event.type in KEY_EVENTS:
             prefixes[str(event.payload["prefix"])] = None
     slugs = tuple(s for s in (slug_of(t) for t in tenant_ids) if s)
-    return Invalidation(tuple(tenant_ids), slugs, tuple(key_tenants), tuple(prefixes))
+    return Invalidation(tuple(tenant_ids), slugs, tuple(key_tenants), tuple(prefixes), routing=routing)
 
 
 def publish(settings: Settings, change: Invalidation) -> None:

@@ -66,6 +66,8 @@ class TenantRow(Base):
     placement_epoch: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # Release channel (migration 0002): `stable`, `canary` or `pinned:<model>@<version>`.
+    channel: Mapped[str] = mapped_column(sa.String(200), nullable=False, server_default="stable", index=True)
 
 
 class TenantModuleRow(Base):
@@ -149,12 +151,32 @@ class RegionRow(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
+class ModelRolloutRow(Base):
+    """A model rollout (migration 0002): its waves and their analyses; `active_model` is the model's name while
+    the rollout runs or is paused (unique: one active rollout per model) and NULL once it has finished."""
+
+    __tablename__ = "model_rollouts"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(64), nullable=False, index=True)
+    candidate: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    baseline: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    active_model: Mapped[str | None] = mapped_column(sa.String(64), unique=True, nullable=True)
+    waves: Mapped[list[dict[str, Any]]] = mapped_column(JSONPayload, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    created_by: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    reason: Mapped[str | None] = mapped_column(sa.String(2000), nullable=True)
+
+
 tenants = cast(sa.Table, TenantRow.__table__)
 tenant_modules = cast(sa.Table, TenantModuleRow.__table__)
 api_keys = cast(sa.Table, ApiKeyRow.__table__)
 tenant_events = cast(sa.Table, TenantEventRow.__table__)
 data_exports = cast(sa.Table, DataExportRow.__table__)
 regions = cast(sa.Table, RegionRow.__table__)
+model_rollouts = cast(sa.Table, ModelRolloutRow.__table__)
 metadata = Base.metadata
 
 PROJECTION_TABLES = (tenants, tenant_modules, api_keys)

@@ -22,10 +22,11 @@ class Tenant:
     lake_namespace: str
     created_at: datetime
     updated_at: datetime
+    channel: str = "stable"  # release channel: stable, canary or pinned:<model>@<version>
 
     @classmethod
     def from_row(cls, row: Any) -> Tenant:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__ if name in row})
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

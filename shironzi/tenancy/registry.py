@@ -6,7 +6,8 @@
 - `onboarding`: `validate_spec`, `provision_tenant`, `provision_many`, `import_tenants`;
 - `lifecycle`: `change_plan`, `suspend`, `resume`, `offboard`, `complete_offboarding`;
 - `module_toggles`: `enable_module`, `disable_module`, `is_enabled`, `tenants_with_module` and their cache;
-- `api_keys`: `issue_key`, `revoke_key`, `list_keys`, `verify_key` and the key-check cache.
+- `api_keys`: `issue_key`, `revoke_key`, `list_keys`, `verify_key` and the key-check cache;
+- `channels`: `set_channel`, `tenant_channels`, and the model rollouts' rows (`create_rollout`, `update_rollout`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy.api_keys import ApiKeys
+from shironzi.tenancy.channels import ReleaseChannels
 from shironzi.tenancy.lifecycle import TenantLifecycle
 from shironzi.tenancy.module_settings import ModuleSettings
 from shironzi.tenancy.module_toggles import ModuleToggles
@@ -34,7 +36,8 @@ __all__ = [
 ]
 
 
-class Registry(TenantPlacement, TenantOnboarding, TenantLifecycle, ModuleToggles, ModuleSettings, ApiKeys):
+class Registry(TenantPlacement, TenantOnboarding, TenantLifecycle, ModuleToggles, ModuleSettings, ApiKeys,
+               ReleaseChannels):
     """Engine + session factory for one registry database, with the tenancy operations on top."""
 
 

@@ -20,7 +20,7 @@ from tests.apps._fixtures import SeededLake, SeededTenant
 
 APP = str(Path(__file__).resolve().parents[2] / "apps" / "app.py")
 ANALYST_PAGES = ("overview", "retention", "churn_risk", "data_health")
-OPERATOR_PAGES = ("tenants", "pipelines", "models", "platform_health")
+OPERATOR_PAGES = ("tenants", "pipelines", "models", "releases", "platform_health")
 TIMEOUT = 60
 
 
@@ -393,3 +393,31 @@ def get_settings_costs():  # type: ignore[no-untyped-def]
     from shironzi.settings import get_settings
 
     return get_settings().plan_costs
+
+
+def test_releases_page_shows_each_rollouts_waves_and_figures(home: Path) -> None:
+    from datetime import UTC, datetime
+
+    registry = get_registry()
+    admin = TenantContext.admin(actor="dashboard-tests", purpose="releases page")
+    tenant, _ = registry.provision_tenant(admin, slug="canary-co", name="Canary Co", industry="ecommerce",
+                                          plan="enterprise")
+    registry.set_channel(admin, tenant.id, "canary", check_pin=None)
+    _, admin_key = registry.issue_key(admin, None, scopes=["admin"])
+    now = datetime.now(UTC)
+    analysis = {"tenants": 1, "rows": 412, "figures": {"psi": 1.8731, "brier_baseline": 0.1, "brier_candidate": 0.25},
+                "failures": ["prediction PSI 1.8731 > 0.2"]}
+    waves = [{"name": "canary", "kind": "canary", "percent": None, "state": "failed", "analysis": analysis},
+             {"name": "100%", "kind": "percent", "percent": 100, "state": "pending", "analysis": None}]
+    registry.create_rollout(admin, {"id": "ro_00000000000000000000dead", "model": "shironzi-churn", "candidate": "7",
+                                    "baseline": "6", "status": "running", "waves": waves, "created_at": now,
+                                    "updated_at": now, "created_by": "test", "reason": None})
+    at = visit(signed_in(admin_key), "releases")
+    assert at.metric[0].value == "1"  # one tenant off stable
+    assert "ro_00000000000000000000dead" in set(at.dataframe[0].value["rollout"])
+    table = at.dataframe[1].value
+    assert list(table["wave"]) == ["canary", "100%"] and list(table["state"]) == ["failed", "pending"]
+    assert table["psi"].iloc[0] == pytest.approx(1.8731) and table["rows"].iloc[0] == 412
+    assert table["brier_delta"].iloc[0] == pytest.approx(0.15)
+    assert "PSI 1.8731" in table["failures"].iloc[0]
+    assert len(charts(at)) == 1

@@ -38,3 +38,26 @@ def crippled_churn_version(settings: Settings, *, seed: int = 0) -> str:
     result = log_and_register(crippled, fitted, settings=settings, register=True, seed=seed, run_name="crippled")
     assert result.model_version is not None
     return result.model_version
+
+
+def register_shifted_version(settings: Settings, version: str, *, shift: float) -> str:
+    """Register a copy of churn `version` whose calibrated scores are moved up by `shift` (a planted bad release:
+    same trees, same features, shifted probabilities); shift 0 registers an equivalent good release."""
+    import mlflow
+    import numpy as np
+
+    from models.churn.train import EXPERIMENT, _log_churn_model, load_churn_version
+    from models.common import Calibrator
+    from models.tracking import configure_mlflow, ensure_experiment
+
+    base = load_churn_version(version, settings=settings)
+    calibrator = Calibrator(base.calibrator.x, tuple(float(min(1.0, max(0.0, y + shift))) for y in base.calibrator.y))
+    configure_mlflow(settings)
+    with mlflow.start_run(experiment_id=ensure_experiment(EXPERIMENT, settings), run_name=f"shifted-{shift:g}"):
+        registered = _log_churn_model(
+            booster=base.booster, calibrator=calibrator, feature_names=base.feature_names,
+            feature_refs=base.feature_refs, example=np.zeros((1, len(base.feature_names)), dtype=np.float32),
+            register=True, tags={"planted_shift": str(shift)}, settings=settings, customer_base=base.customer_base,
+            bands=base.bands)
+    assert registered is not None
+    return registered

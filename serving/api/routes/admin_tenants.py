@@ -13,6 +13,7 @@ from serving.api.routes.tenant_modules import module_settings_public
 from serving.deps import AdminAccess, AdminDep
 from serving.errors import ERROR_RESPONSES
 from serving.schemas import (
+    ChannelUpdate,
     ModulesPublic,
     TenantCreate,
     TenantCreated,
@@ -166,3 +167,12 @@ def disable_module(tenant_id: TenantPath, module: Module, admin: AdminDep) -> Mo
     tenant = registry.get_tenant(tenant_id)
     admin.audit_write("api_module_disabled", tenant_id=tenant.id, module=module)
     return ModulesPublic(tenant_id=tenant.id, modules=modules)
+
+
+@router.put("/{tenant_id}/channel", response_model=TenantPublic, openapi_extra=admin_op(write=True))
+def set_tenant_channel(tenant_id: TenantPath, body: ChannelUpdate, admin: AdminDep) -> TenantPublic:
+    """Put a tenant on a release channel (`stable`, `canary`, `pinned:churn@3`): its model versions follow it."""
+    tenant = admin.services.registry.set_channel(admin.ctx, tenant_id, body.channel)
+    admin.audit_write("api_tenant_channel_changed", tenant_id=tenant.id, channel=tenant.channel)
+    admin.services.model.refresh()
+    return _public(admin, tenant)

@@ -277,3 +277,17 @@ def test_reserved_slugs_and_control_characters_give_one_error_line(
     assert result.code != 0
     assert said in _one_error_line(result.stderr)
     assert slug not in [t.slug for t in get_registry().list_tenants()[0]]
+
+
+def test_tenants_channel_records_an_event_and_refuses_bad_channels(cli: Callable[..., CliResult]) -> None:
+    cli("tenants", "create", "channel-co", "--name", "C", "--industry", "ecommerce")
+    assert "now follows the canary channel" in cli("tenants", "channel", "channel-co", "canary").stdout
+    for args, said in ((["channel-co", "beta"], "unknown channel 'beta'"),
+                       (["channel-co", "pinned:churn@3"], "has no version 3"),  # checked against the model registry
+                       (["ghost-co", "stable"], "tenant_not_found"),
+                       (["channel-co", "canary"], "already follows the canary channel")):
+        refused = cli("tenants", "channel", *args)
+        assert refused.code == 1 and said in _one_error_line(refused.stderr), (args, refused.stderr)
+    shown = json.loads(cli("tenants", "show", "channel-co", "--json").stdout)
+    assert shown["channel"] == "canary"
+    assert "now follows the stable channel" in cli("tenants", "channel", "channel-co", "stable").stdout
