@@ -23,6 +23,7 @@ from shironzi.errors import InvalidInputError, ShironziError
 from shironzi.lake.groups import region_groups
 from shironzi.lake.reads import read_polars, table_exists
 from shironzi.lake.table_log import add_actions
+from shironzi.metering.usage import read_usage
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy.context import TenantContext
@@ -127,7 +128,6 @@ class MeteredUsageInputs:
     def daily_usage(self, start: date, end: date) -> pl.DataFrame:
         import polars as pl
 
-        from shironzi.metering.usage import read_usage
 
         return read_usage(start=start, end=end, settings=self.settings).select(
             "tenant_id", "day", pl.col("events_landed").cast(pl.Int64).alias("events"),

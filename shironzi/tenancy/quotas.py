@@ -17,6 +17,7 @@ from typing import Any
 
 from shironzi.lake.discovery import discover_tables
 from shironzi.lake.reads import open_table
+from shironzi.metering.usage import table_bytes_by_tenant
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy.catalog import PLAN_QUOTAS, PLANS, PlanQuota
 from shironzi.tenancy.registry import get_registry
@@ -66,7 +67,6 @@ def storage_by_tenant(settings: Settings | None = None) -> Any:
     tenant's, a pooled table's single-tenant files are exact and its mixed files are shared by row count)."""
     import polars as pl
 
-    from shironzi.metering.usage import table_bytes_by_tenant
 
     settings = settings or get_settings()
     options = settings.storage_options or None
