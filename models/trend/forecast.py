@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from models.common import CHAMPION, TREND_MODEL
 from models.predictions import FORECASTS_TABLE, ScoreResult, forecasts_schema
+from models.releases.routing import route_table
 from models.tracking import aliases
 from models.trend.baselines import companions, statistical_forecast
 from models.trend.calibration import quantile_forecast
@@ -17,14 +19,28 @@ from shironzi.errors import ModelUnavailableError
 from shironzi.lake.groups import lake_groups
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy import get_registry
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+logger = logging.getLogger("shironzi.models")
 
 
 def data_date(series: Sequence[Series]) -> date:
     """The date forecasts made from `series` are stamped with: the newest day of the input (today when empty)."""
     return max((s.end for s in series), default=datetime.now(UTC).date())
+
+
+def trend_versions(tenant_ids: Sequence[str], champion: str, settings: Settings) -> Mapping[str, str]:
+    """The trend version each tenant's release channel resolves to: pinned, or the candidate of a live rollout
+    wave, else the champion (for every tenant while the routing cannot be read: degrade, don't fail)."""
+    try:
+        routes = route_table(get_registry(settings), TREND_MODEL)
+    except Exception as exc:  # noqa: BLE001 - the registry is unreadable: forecast with the champion
+        logger.warning("release routing unavailable, forecasting with the trend champion: %s", exc)
+        return dict.fromkeys(tenant_ids, champion)
+    return {t: routes.version_for(t) or champion for t in tenant_ids}
 
 
 def write_trend_forecasts(
@@ -47,7 +63,8 @@ def write_trend_forecasts(
         version = aliases(TREND_MODEL, settings=settings).get(CHAMPION)
         if version is None:
             raise ModelUnavailableError(f"{TREND_MODEL} has no champion yet: train and promote one first")
-        booster, calibration = load_trend_version(version, settings=settings)
+        versions = trend_versions(tenant_ids, version, settings)
+        loaded = {v: load_trend_version(v, settings=settings) for v in sorted(set(versions.values()))}
         series, inputs = load_series(settings=settings, tenant_ids=tenant_ids)
         generated_date = generated_date or data_date(series)
         result.score_date = generated_date
@@ -62,6 +79,7 @@ def write_trend_forecasts(
             if made is None:
                 continue
             rows, scale = made
+            booster, calibration = loaded[versions[s.tenant_id]]
             spread = np.full(len(horizons), local_spread(s, origin))
             forecast = quantile_forecast(booster, rows, np.full(len(horizons), scale), calibration, spread,
                                          statistical_forecast(s, origin, horizons, companion))
@@ -70,7 +88,7 @@ def write_trend_forecasts(
                 "forecast_date": pa.array([s.end + timedelta(days=h) for h in horizons], pa.date32()),
                 "horizon_day": pa.array(horizons, pa.int32()),
                 "yhat": forecast[:, 1], "yhat_lower": forecast[:, 0], "yhat_upper": forecast[:, 2],
-                "model_name": [TREND_MODEL] * HORIZON, "model_version": [version] * HORIZON,
+                "model_name": [TREND_MODEL] * HORIZON, "model_version": [versions[s.tenant_id]] * HORIZON,
                 "generated_date": pa.array([generated_date] * HORIZON, pa.date32()),
                 "generated_at": pa.array([generated_at] * HORIZON, pa.timestamp("us", tz="UTC")),
             }, schema=schema))
@@ -79,8 +97,9 @@ def write_trend_forecasts(
             table = pa.concat_tables(parts) if parts else schema.empty_table()
             result.write(group, FORECASTS_TABLE, table, partition="generated_date", day=generated_date,
                          settings=settings, actor="models:forecast", operation="write_forecasts", inputs=inputs,
-                         models=[(TREND_MODEL, version)])
+                         models=[(TREND_MODEL, v) for v in sorted({versions[t] for t in group.tenant_ids})])
             result.tenants += sorted(t for t in group.tenant_ids if t in by_tenant)
         result.summarise(summary)
-        summary.extra.update(tenants=len(result.tenants), model_version=version)
+        summary.extra.update(tenants=len(result.tenants), model_version=version,
+                             routed_tenants=sum(v != version for v in versions.values()))
     return result
