@@ -216,7 +216,7 @@ def _erased_or_unknown(bronze: str, version: int | None, settings: Settings) -> 
         )
         if not removes:
             continue
-        if operation == "DELETE" and commit.get(ERASED_TENANT_KEY):
+        if commit.get(ERASED_TENANT_KEY):  # its delete, and the rewrite of that delete's files (shironzi.lake.delete)
             erased.add(str(commit[ERASED_TENANT_KEY]))
             continue
         return None
