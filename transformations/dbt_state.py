@@ -216,8 +216,9 @@ def _erased_or_unknown(bronze: str, version: int | None, settings: Settings) -> 
         )
         if not removes:
             continue
-        if commit.get(ERASED_TENANT_KEY):  # its delete, and the rewrite of that delete's files (shironzi.lake.delete)
-            erased.add(str(commit[ERASED_TENANT_KEY]))
+        tenant = (commit.get("userMetadata") or {}).get(ERASED_TENANT_KEY) or commit.get(ERASED_TENANT_KEY)
+        if tenant:  # an erasure's delete, or the rewrite of that delete's files (shironzi.lake.delete)
+            erased.add(str(tenant))
             continue
         return None
     return frozenset(erased)
