@@ -11,13 +11,20 @@ against tenants, log x) under docs/img/. Results are kept in `--out/results.json
 midway resumes where it stopped (`--force` reruns).
 
 Stages: provision (the registry, one transaction), land (the batch history, written through the kernel's Delta
-append, clustered by tenant: no contract check), dbt_full (a full build), dbt_onboard (1 % new tenants provisioned
-and their history landed, then the timed incremental build: it must not be a full refresh, and the new tenants'
-silver rows must equal what was landed), dbt_new_day (one more day for everyone, incremental), tenant_search (the
-operator's picker query, 20 prefixes), retention (`retention enforce`), erasure (one subject of the largest
-tenant), inventory (`audit inventory` for one tenant). Not here yet: the stream slice, features, training, scoring,
-the API and the dashboards' pages (benchmarks/features.py, model_quality.py, serving.py, dashboard_render.py
-measure those at one scale).
+append, clustered by tenant: no contract check), stream (a slice of STREAM_EVENTS simulated events over every tenant,
+produced to the real bundled broker and ingested by the stream ingestor: contract check, exactly once; every event
+must land), dbt_full (a full build), dbt_onboard (1 % new tenants provisioned and their history landed, then the
+timed incremental build: it must not be a full refresh, and the new tenants' silver rows must equal what was
+landed), dbt_new_day (one more day for everyone, incremental), features (the offline feature build on Sail, then
+the online materialisation), train_churn and train_trend (`models train` with the training-row cap: bounded memory;
+the first churn model is promoted), score (`churn_prediction` scores for every tenant with the module, in the
+score_batch DAG's chunks), api (`shironzi serve api` in a child process; keys of API_TENANTS tenants drawn over
+every rank: p99 of the first request per key, cold caches, then of API_ROUNDS rounds, warm: `seconds` is the warm
+p99), tenant_search (the registry's picker query, 20 prefixes), dashboard_search (the operator's sidebar search
+through the Streamlit app, AppTest, slowest of 10), dashboard_page (every operator page and the largest tenant's
+pages through the app: the slowest), retention (`retention enforce`), erasure (one subject of the largest tenant),
+dbt_erased (the build after that erasure: incremental, it rebuilds that tenant alone), inventory (`audit inventory`
+for one tenant).
 """
 
 from __future__ import annotations
@@ -44,8 +51,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.dbt_build import INDUSTRIES, INDUSTRY_EVENTS  # noqa: E402
 
-STAGES = ("provision", "land", "dbt_full", "dbt_onboard", "dbt_new_day", "tenant_search", "retention", "erasure",
-          "inventory")
+STAGES = ("provision", "land", "stream", "dbt_full", "dbt_onboard", "dbt_new_day", "features", "train_churn",
+          "train_trend", "score", "api", "tenant_search", "dashboard_search", "dashboard_page", "retention", "erasure",
+          "dbt_erased", "inventory")
+NEEDED = ("provision", "land", "dbt_full")  # the later stages need the lake these build: a failure stops the scale
+STREAM_EVENTS = 100_000
+API_TENANTS, API_ROUNDS = 200, 5
 ZIPF = 1.1
 EVENTS_PER_CUSTOMER = 20
 ONBOARD_SHARE = 0.01
@@ -226,6 +237,186 @@ def stage_dbt_new_day(run: Run) -> dict[str, Any]:
     return {"seconds": seconds, "rows": landed, "full_refresh": result.full_refresh}
 
 
+def stage_stream(run: Run) -> dict[str, Any]:
+    """STREAM_EVENTS events over every tenant (Zipf-sized by the simulator), through the bundled broker and the
+    stream ingestor; timed from the first poll until caught up."""
+    from ingestion.stream import ensure_topic, make_sink, running_broker
+    from ingestion.stream.ingestor import StreamIngestor, StreamOptions
+    from ingestion.synthetic import iter_payload_batches, simulate
+
+    state = run.ids()
+    tenants = list(zip(state["ids"], state["industries"], strict=True))
+    sim = simulate(tenants, customers=max(2 * len(tenants), STREAM_EVENTS // 10), days=2, seed=6,
+                   start=(EPOCH + dt.timedelta(days=run.days + 1)).date(), target_events=STREAM_EVENTS)
+    with running_broker(run.home / "broker") as info:
+        ensure_topic(info.bootstrap, "events", partitions=4)
+        sent = 0
+        with make_sink("confluent", info.bootstrap) as sink:
+            for batch in iter_payload_batches(sim, batch_size=50_000):
+                for key, value in zip(batch.keys, batch.values, strict=True):
+                    sink.produce("events", key, value)
+                sent += len(batch)
+            sink.flush()
+        options = StreamOptions(topic="events", bootstrap=info.bootstrap, until_caught_up=True, max_batch=50_000,
+                                max_wait_ms=500)
+        result = StreamIngestor(options).run()
+    totals = result.totals
+    if totals.received != sent or totals.landed != sim.events.height:
+        raise SystemExit(f"stream: sent {sent}, received {totals.received}, landed {totals.landed} "
+                         f"of {sim.events.height}")
+    run.save({**state, "landed": state["landed"] + totals.landed} if "landed" in state else state)
+    return {"seconds": result.seconds, "rows": totals.landed, "tenants": int(sim.events["tenant_id"].n_unique()),
+            "events_per_second": result.events_per_second}
+
+
+def stage_features(run: Run) -> dict[str, Any]:
+    from orchestration.pipeline import build_offline_features, materialize_online
+
+    started = time.perf_counter()
+    built = build_offline_features(settings=run.settings)
+    offline = time.perf_counter() - started
+    pushed = materialize_online(settings=run.settings)
+    return {"seconds": time.perf_counter() - started, "offline_seconds": offline, "rows": built["rows"],
+            "tenants": built["tenants"], "online_rows": pushed["rows"]}
+
+
+def _train(run: Run, kind: str) -> dict[str, Any]:
+    from models.common import CHURN_MODEL, TREND_MODEL
+    from orchestration.pipeline import promotion_gate, train_challenger
+
+    started = time.perf_counter()
+    trained = train_challenger(kind, settings=run.settings)
+    seconds = time.perf_counter() - started
+    decision = promotion_gate(CHURN_MODEL if kind == "churn" else TREND_MODEL, settings=run.settings)
+    metrics = trained["metrics"]
+    return {"seconds": seconds, "cap": run.settings.model_max_training_rows, "promoted": decision.get("promoted"),
+            **{k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+
+
+def stage_train_churn(run: Run) -> dict[str, Any]:
+    return _train(run, "churn")
+
+
+def stage_train_trend(run: Run) -> dict[str, Any]:
+    return _train(run, "trend")
+
+
+def stage_score(run: Run) -> dict[str, Any]:
+    from orchestration.pipeline import score_tenants, tenant_chunks
+
+    day = (EPOCH + dt.timedelta(days=run.days + 1)).date()
+    started = time.perf_counter()
+    chunks = tenant_chunks(settings=run.settings)
+    rows = sum(score_tenants(chunk, day, settings=run.settings)["rows"] for chunk in chunks)
+    return {"seconds": time.perf_counter() - started, "rows": rows, "tenants": sum(map(len, chunks)),
+            "chunks": len(chunks)}
+
+
+def _api_workload(run: Run, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """(key, customer) of API_TENANTS tenants with churn_prediction and online features, drawn over all ranks."""
+    from feature_store.online import open_online_store
+    from shironzi.tenancy import TenantContext, get_registry
+
+    store = open_online_store(settings=run.settings)
+    try:
+        customers: dict[str, str] = {}
+        for row in store.iter_rows():
+            if row.entity_key:
+                customers.setdefault(row.tenant_id, row.entity_key)
+    finally:
+        store.close()
+    registry = get_registry(run.settings)
+    rank = {t: n for n, t in enumerate(run.ids()["ids"])}
+    eligible = sorted((t for t in customers if t in rank and registry.is_enabled(t, "churn_prediction")),
+                      key=rank.__getitem__)
+    picked = [eligible[i] for i in sorted(rng.choice(len(eligible), min(API_TENANTS, len(eligible)), replace=False))]
+    admin = TenantContext.admin(actor=ADMIN, purpose="scale benchmark")
+    return [(registry.issue_key(admin, t, scopes=["read"], label="scale benchmark")[1], customers[t]) for t in picked]
+
+
+def stage_api(run: Run) -> dict[str, Any]:
+    """`shironzi serve api` in a child process (one worker); requests one at a time over one connection."""
+    import httpx
+
+    from benchmarks.serving import _free_port, _wait_http
+
+    work = _api_workload(run, np.random.default_rng(7))
+    port = _free_port()
+    env = {**os.environ, "SHIRONZI_API_RATE_LIMITS": json.dumps({p: 1e6 for p in ("free", "standard", "enterprise")})}
+    with (run.home / "api.log").open("w") as log:
+        server = subprocess.Popen([str(Path(sys.executable).with_name("shironzi")), "serve", "api", "--port",
+                                   str(port), "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/readyz", 180, server)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+
+                def timed(key: str, customer: str) -> float:
+                    started = time.perf_counter()
+                    answer = client.get(f"/v1/customers/{customer}/churn", headers={"Authorization": f"Bearer {key}"})
+                    if answer.status_code != 200:
+                        raise SystemExit(f"api: {answer.status_code} {answer.text[:200]}")
+                    return time.perf_counter() - started
+
+                cold = [timed(*pair) for pair in work]
+                warm = [timed(*pair) for _ in range(API_ROUNDS) for pair in work]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    p99 = lambda samples: float(np.percentile(samples, 99))  # noqa: E731
+    return {"seconds": p99(warm), "cold_p99_seconds": p99(cold), "warm_p50_seconds": float(np.median(warm)),
+            "tenants": len(work), "requests": len(cold) + len(warm)}
+
+
+def _signed_in_operator(run: Run) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    from shironzi.tenancy import TenantContext, get_registry
+
+    admin = TenantContext.admin(actor=ADMIN, purpose="scale benchmark")
+    _, key = get_registry(run.settings).issue_key(admin, None, scopes=["admin"], label="scale benchmark")
+    at = AppTest.from_file(str(ROOT / "apps" / "app.py"), default_timeout=300).run()
+    at.text_input(key="api_key_input").input(key)
+    at.button[0].click().run()
+    if at.exception:
+        raise SystemExit(f"dashboard sign-in: {at.exception[0].value}")
+    return at
+
+
+def stage_dashboard_search(run: Run) -> dict[str, Any]:
+    """The operator's sidebar tenant search, through the app: a query typed, the app rerun, its matches offered."""
+    at = _signed_in_operator(run)
+    timings, offered = [], 0
+    for n in range(10):
+        query = f"scale-{(n * 7919) % run.tenants:06d}"[: 8 + n % 4]
+        started = time.perf_counter()
+        at.text_input(key="tenant_picker_query").input(query).run()
+        timings.append(time.perf_counter() - started)
+        if at.exception:
+            raise SystemExit(f"dashboard search: {at.exception[0].value}")
+        offered += len(at.selectbox(key="tenant_picker").options)
+    return {"seconds": max(timings), "mean_seconds": sum(timings) / len(timings), "rows": offered}
+
+
+def stage_dashboard_page(run: Run) -> dict[str, Any]:
+    """Every page as the operator with the largest tenant picked: the slowest page's render (a rerun through
+    the app, data reads included)."""
+    from benchmarks.dashboard_render import PAGES
+
+    at = _signed_in_operator(run)
+    largest = run.ids()["largest"]
+    at.text_input(key="tenant_picker_query").input(largest).run()
+    at.selectbox(key="tenant_picker").set_value(largest).run()
+    timings = {}
+    for _, stem, _ in PAGES:
+        started = time.perf_counter()
+        at.switch_page(f"pages/{stem}.py").run()
+        timings[stem] = time.perf_counter() - started
+        if at.exception:
+            raise SystemExit(f"dashboard page {stem}: {at.exception[0].value}")
+    slowest = max(timings, key=timings.__getitem__)
+    return {"seconds": timings[slowest], "slowest_page": slowest, "pages": timings}
+
+
 def stage_tenant_search(run: Run) -> dict[str, Any]:
     from shironzi.tenancy import get_registry
 
@@ -255,6 +446,13 @@ def stage_erasure(run: Run) -> dict[str, Any]:
     started = time.perf_counter()
     receipt = erase_subject(TenantContext.admin(actor=ADMIN, purpose="scale benchmark"), tenant, "c1")
     return {"seconds": time.perf_counter() - started, "tables": len(getattr(receipt, "tables", []) or [])}
+
+
+def stage_dbt_erased(run: Run) -> dict[str, Any]:
+    seconds, result = _build(run)
+    if result.full_refresh:
+        raise SystemExit("the build after an erasure was a full refresh")
+    return {"seconds": seconds, "full_refresh": result.full_refresh}
 
 
 def stage_inventory(run: Run) -> dict[str, Any]:
@@ -343,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = done[stage]
             print(f" {outcome.get('seconds', float('nan')):8.2f} s  peak {outcome.get('peak_rss_mib', 0):7.0f} MiB"
                   + (f"  FAILED: {outcome['error']}" if "error" in outcome else ""))
-            if "error" in outcome and stage in STAGES[:5]:  # the later stages need the lake the first ones build
+            if "error" in outcome and stage in NEEDED:
                 break
     keys = [f"{s}t_{args.events}e_{args.days}d" for s in scales]
     print_table(results, keys, scales, stages)

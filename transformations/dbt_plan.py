@@ -11,6 +11,7 @@ from typing import Any
 from shironzi.lake import table_version
 from shironzi.settings import Settings, get_settings
 from transformations.dbt_runner import (
+    _changes_since_build,
     _check_region,
     _full_refresh_needed,
     _invoke,
@@ -35,7 +36,7 @@ def plan_build(*, region: str, settings: Settings | None = None, tenant_id: str 
     _check_region(settings, region)
     _, enabled = write_registry_snapshot(region=region, settings=settings, tenant_id=tenant_id)
     bronze = bronze_events_uri(settings, region, tenant_id)
-    changes = tenant_changes(settings, region, enabled, tenant_id)
+    changes = _changes_since_build(settings, region, enabled, tenant_id, bronze)
     full = _full_refresh_needed(changes, bronze, settings)
     if not full and changes.removed:
 
@@ -62,7 +63,7 @@ def finish_build(
     if planned.get("full_refresh") or state is None:
         _, tenants = write_registry_snapshot(region=region, settings=settings, tenant_id=tenant_id)
     else:
-        tenants = (state[0] | set(changes.added)) - set(changes.removed)
+        tenants = (state[0] - set(changes.removed)) | set(changes.added)  # an erased tenant is both: rebuilt
     record_build_state(
         settings, region, tenants=tenants, bronze_version=planned.get("bronze_version"), tenant_id=tenant_id
     )

@@ -34,11 +34,13 @@ from transformations.dbt_results import DbtBuildResult, RegionBuildResult, failu
 from transformations.dbt_state import (
     TenantChanges,
     delete_removed_tenants,
+    erased_tenants_since,
     has_build_state,
     model_tables,
     record_build_state,
     rows_removed_since,
     tenant_changes,
+    with_erased_tenants,
 )
 from transformations.dbt_targets import DbtTarget, prepare_spark, resolve_target, spark_build, target_args
 
@@ -453,7 +455,7 @@ def run_dbt_build(
         bronze_version = table_version(bronze, storage_options=settings.storage_options or None)
         orchestrated = changes is not None
         if changes is None:
-            changes = tenant_changes(settings, region, enabled, tenant_id)
+            changes = _changes_since_build(settings, region, enabled, tenant_id, bronze)
             if not _full_refresh_needed(changes, bronze, settings) and changes.removed:
                 delete_removed_tenants(settings, build_tables(settings, region, tenant_id, parse), changes.removed)
         if _full_refresh_needed(changes, bronze, settings):
@@ -581,9 +583,20 @@ def build_region(
     return result
 
 
+def _changes_since_build(
+    settings: Settings, region: str, enabled: set[str], tenant_id: str | None, bronze: str
+) -> TenantChanges:
+    """The analytics tenants added and removed since the last build, plus the tenants a subject erasure touched
+    since (rebuilt alone: removed, then added)."""
+    changes = tenant_changes(settings, region, enabled, tenant_id)
+    if not changes.recorded:
+        return changes
+    return with_erased_tenants(changes, erased_tenants_since(bronze, changes.bronze_version, settings))
+
+
 def _full_refresh_needed(changes: TenantChanges, bronze: str, settings: Settings) -> bool:
     """No recorded build (a first build, or one recorded before the state moved to the lake), or bronze lost rows
-    since the last build (incremental models only see new ingestion)."""
+    since the last build other than by a subject erasure (incremental models only see new ingestion)."""
     return not changes.recorded or rows_removed_since(bronze, changes.bronze_version, settings)
 
 

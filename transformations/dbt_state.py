@@ -1,8 +1,10 @@
 """What a dbt build already covers, recorded in the lake: the tenants with analytics it built and the bronze
 version it read. From it the runner derives what changed since (`TenantChanges`): tenants added since the last
 build are built for themselves only (the models' `added_tenants` scope), tenants removed (analytics off,
-offboarded) have their rows deleted from the build's tables by one predicate per table. Neither turns the
-next build into a full refresh.
+offboarded) have their rows deleted from the build's tables by one predicate per table, and a tenant one of whose
+subjects was erased from bronze since (the erasure's delete names its tenant: `ERASED_TENANT_KEY`) is both: its rows
+are deleted and built again from bronze. None of these turns the next build into a full refresh; only rows that
+left bronze some other way (an untagged delete or merge, a truncated log) do.
 
 The state is a small Delta table per build: `{lake}/_platform/dbt/builds/<region>` for the pooled build and
 `{lake}/_platform/dbt/builds/<region>/tenants/<tenant_id>` for a dedicated tenant's, one row per built tenant,
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from shironzi.audit.erasure import ERASED_TENANT_KEY
 from shironzi.lake import history, open_table, overwrite, table_exists
 from shironzi.lake.leases import table_lease
 from shironzi.lake.paths import platform_uri
@@ -185,19 +188,47 @@ def _drop_tenants(uri: str, ids: list[str], opts: dict[str, str] | None) -> int:
 
 
 def rows_removed_since(bronze: str, version: int | None, settings: Settings) -> bool:
-    """Did bronze lose rows (an erasure, a retention run) since the last build? Incremental models only see
-    new ingestion, so deletions must flow through a full refresh or aggregates would keep erased rows."""
+    """Did bronze lose rows (a retention run, an untagged delete) since the last build, other than by a subject
+    erasure? Incremental models only see new ingestion, so such deletions must flow through a full refresh or
+    aggregates would keep the removed rows. An erasure names its tenant (`erased_tenants_since`): that tenant alone
+    is rebuilt."""
+    return _erased_or_unknown(bronze, version, settings) is None
+
+
+def erased_tenants_since(bronze: str, version: int | None, settings: Settings) -> frozenset[str]:
+    """The tenants a subject erasure deleted bronze rows of since `version` (empty when `rows_removed_since`)."""
+    return _erased_or_unknown(bronze, version, settings) or frozenset()
+
+
+def _erased_or_unknown(bronze: str, version: int | None, settings: Settings) -> frozenset[str] | None:
+    """The erased tenants since `version`; None when rows left bronze in a way that names no tenant."""
     if version is None:
-        return True
+        return None
     commits = history(bronze, storage_options=settings.storage_options or None)
     newer = [c for c in commits if int(c.get("version", -1)) > int(version)]
     if newer and min(int(c["version"]) for c in newer) > int(version) + 1:
-        return True  # the log was truncated (an erasure drops old commits): assume rows were removed
+        return None  # the log was truncated (an erasure drops old commits): assume rows were removed
+    erased: set[str] = set()
     for commit in newer:
-        if str(commit.get("operation", "")).upper() in {"DELETE", "MERGE", "UPDATE", "CREATE OR REPLACE TABLE"}:
-            return True
-        if str(commit.get("operation", "")).upper() == "WRITE" and "predicate" in (
-            commit.get("operationParameters") or {}
-        ):
-            return True
-    return False
+        operation = str(commit.get("operation", "")).upper()
+        removes = operation in {"DELETE", "MERGE", "UPDATE", "CREATE OR REPLACE TABLE"} or (
+            operation == "WRITE" and "predicate" in (commit.get("operationParameters") or {})
+        )
+        if not removes:
+            continue
+        tenant = (commit.get("userMetadata") or {}).get(ERASED_TENANT_KEY) or commit.get(ERASED_TENANT_KEY)
+        if tenant:  # an erasure's delete, or the rewrite of that delete's files (shironzi.lake.delete)
+            erased.add(str(tenant))
+            continue
+        return None
+    return frozenset(erased)
+
+
+def with_erased_tenants(changes: TenantChanges, erased: Iterable[str]) -> TenantChanges:
+    """`changes` plus a rebuild of every built tenant in `erased` that stays: its rows are deleted from the
+    build's tables (as a removed tenant's) and built again from bronze (as an added tenant's)."""
+    again = (set(erased) & changes.built) - set(changes.removed) - set(changes.added)
+    if not again:
+        return changes
+    return replace(changes, added=tuple(sorted({*changes.added, *again})),
+                   removed=tuple(sorted({*changes.removed, *again})))

@@ -78,6 +78,7 @@ from shironzi.tenancy.registry import get_registry
 from shironzi.webhooks.notify import notify
 
 logger = logging.getLogger("shironzi.audit")
+ERASED_TENANT_KEY = "shironzi_erased_tenant"  # in each erasure delete's commit: the dbt build rebuilds that tenant
 
 # --- erasure targets outside the lake ----------------------------------------------------------------
 
@@ -364,7 +365,7 @@ def _erase_table(
         return None
     with table_lease(table.uri, mode="exclusive"):
         before = table_version(table.uri)
-        deleted = delete(table.uri, where, metadata={"shironzi_purpose": "erasure"})
+        deleted = delete(table.uri, where, metadata=erasure_commit_metadata(tenant_id))
         removed_files = _remove_files_removed_by(table.uri, before + 1, holding=matcher) if deleted else []
         removed_files += _remove_stale_files_holding(table.uri, matcher)
         dropped_log = _drop_history_holding(table.uri, matcher) if deleted else []
@@ -380,6 +381,12 @@ def _erase_table(
         "files_removed": len(removed_files),
         "log_files_dropped": len(dropped_log),
     }
+
+
+def erasure_commit_metadata(tenant_id: str) -> dict[str, str]:
+    """What an erasure's delete commit records: its purpose and its tenant, so a dbt build rebuilds that tenant
+    alone instead of the whole region (transformations/dbt_state.py)."""
+    return {"shironzi_purpose": "erasure", ERASED_TENANT_KEY: tenant_id}
 
 
 def _remove_files_removed_by(uri: str, version: int, *, holding: Matcher | None = None) -> list[str]:

@@ -1,5 +1,7 @@
 """A change of the analytics tenants never turns the next dbt build into a full refresh: an onboarded tenant is
-built for itself only (exactly the rows a full build gives it), a tenant switched off loses only its rows."""
+built for itself only (exactly the rows a full build gives it), a tenant switched off loses only its rows, and a
+tenant one of whose subjects was erased is rebuilt alone (exactly what a full refresh gives); a delete that names
+no tenant still forces the full refresh."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import pytest
 from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
 
+from shironzi.audit.erasure import erasure_commit_metadata
+from shironzi.lake import delete
 from shironzi.lake.paths import table_uri
 from shironzi.settings import Settings
 from tests.dbt_project._fixtures import TENANTS, sample_events, write_bronze
+from transformations.dbt_plan import needs_full_refresh
 from transformations.dbt_runner import DbtBuildResult, bronze_events_uri, run_dbt_build
 from transformations.dbt_state import build_state_uri, read_build_state
 
@@ -121,3 +126,52 @@ def test_module_off_deletes_only_that_tenants_rows(first_build: DbtBuildResult, 
         assert len(removals) == 1 and removals[0]["shironzi.deleted_rows"] != "0", (table, commits)
         if table in MERGED:  # and only the partitions that held its rows were rewritten
             assert {c.get("shironzi.operation") for c in commits} <= {"tenants_removed", "partition_merge"}
+
+
+def _current_tenants(settings: Settings) -> list[dict]:
+    """The tenants as the earlier tests of this module left them (t-new onboarded, t-clinic off, if they ran)."""
+    state = read_build_state(settings, REGION)
+    assert state is not None
+    built = state[0]
+    tenants = [*TENANTS, NEW] if NEW["tenant_id"] in built else list(TENANTS)
+    return [{**t, "analytics_enabled": t["analytics_enabled"] and t["tenant_id"] in built} for t in tenants]
+
+
+def test_a_subject_erasure_rebuilds_only_that_tenant(first_build: DbtBuildResult, module_settings: Settings) -> None:
+    tenants = _current_tenants(module_settings)
+    bronze = bronze_events_uri(module_settings, REGION)
+    subject = sorted(set(pl.read_delta(bronze).filter(pl.col("tenant_id") == "t-shop")["customer_id"]))[0]
+    versions = {t: DeltaTable(_uri(module_settings, *t)).version() for t in TABLES}
+    assert delete(bronze, f"tenant_id = 't-shop' AND customer_id = '{subject}'",
+                  metadata=erasure_commit_metadata("t-shop")) > 0
+    assert not needs_full_refresh(region=REGION, settings=module_settings)
+
+    result = run_dbt_build(region=REGION, tenants=tenants, settings=module_settings)
+    assert result.success, result.failures
+    assert not result.full_refresh
+    for table in MERGED:  # t-shop's rows out and back in; nobody else's partitions beyond the usual re-labelling
+        operations = {c.get("shironzi.operation") for c in _commits_since(_uri(module_settings, *table),
+                                                                            versions[table])}
+        assert {"tenants_removed", "tenants_added"} <= operations <= {"tenants_removed", "tenants_added",
+                                                                      "partition_merge"}, (table, operations)
+    incremental = _frames(module_settings)
+    for frame in incremental.values():
+        if "customer_id" in frame.columns:
+            assert frame.filter((pl.col("tenant_id") == "t-shop") & (pl.col("customer_id") == subject)).is_empty()
+
+    full = run_dbt_build(region=REGION, tenants=tenants, settings=module_settings, full_refresh=True)
+    assert full.success, full.failures
+    rebuilt = _frames(module_settings)
+    for table in TABLES:  # the increment gave every tenant exactly what a full refresh gives
+        assert_frame_equal(incremental[table], rebuilt[table], check_exact=False, rel_tol=1e-9)
+
+
+def test_a_delete_that_names_no_tenant_still_forces_a_full_refresh(
+    first_build: DbtBuildResult, module_settings: Settings
+) -> None:
+    tenants = _current_tenants(module_settings)
+    assert run_dbt_build(region=REGION, tenants=tenants, settings=module_settings).success
+    assert not needs_full_refresh(region=REGION, settings=module_settings)
+    bronze = bronze_events_uri(module_settings, REGION)
+    assert delete(bronze, "tenant_id = 't-school' AND event_type = 'lesson_completed'") > 0
+    assert needs_full_refresh(region=REGION, settings=module_settings)
