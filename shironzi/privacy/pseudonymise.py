@@ -61,7 +61,7 @@ def pseudonymise_batch(
     tenant_column = table.column("tenant_id")
     if tenant_column.null_count:
         raise InvalidInputError("rows without a tenant_id cannot be pseudonymised")
-    keys = {t: store.get_or_create_key(t) for t in pc.unique(tenant_column).to_pylist()}
+    keys = store.get_or_create_keys(pc.unique(tenant_column).to_pylist())  # new tenants: one keystore commit
     cache: dict[tuple[str, str], str] = {}
     customer_column = table.column("customer_id") if "customer_id" in table.column_names else None
     pii_rows: dict[tuple[str, str], dict[str, Any]] = {}

@@ -146,3 +146,16 @@ def test_large_batches_agree_with_the_reference(home: Path, copies: int) -> None
     assert {(e["tenant_id"], e["token"]): (e["field"], e["customer_id"], e["raw"]) for e in pending.entries} == (
         want_rows
     )
+
+
+def test_a_batch_of_many_new_tenants_creates_their_keys_in_one_keystore_commit(home: Path) -> None:
+    tenants = [f"t_new{i}" for i in range(500)]
+    batch = pa.table({"tenant_id": tenants * 2, "customer_id": ["c1"] * 1000,
+                      "email": [f"{t}@example.com" for t in tenants] * 2})
+    store = get_keystore()
+    statements: list[str] = []
+    store._connect().set_trace_callback(statements.append)  # type: ignore[attr-defined]
+    out = pseudonymise_batch(batch, pii_fields=["email"], keystore=store)
+    store._connect().set_trace_callback(None)  # type: ignore[attr-defined]
+    assert statements.count("COMMIT") == 1  # not one per new tenant
+    assert out.column("email")[0].as_py() == pseudonym(store.get_key("t_new0"), "t_new0@example.com")

@@ -30,6 +30,23 @@ def test_local_keystore_encrypts_keys_at_rest_and_is_stable(home: Path) -> None:
         store.get_key("t_unknown")
 
 
+def test_keys_of_many_new_tenants_are_created_in_one_commit(home: Path) -> None:
+    store = get_keystore()
+    assert isinstance(store, LocalKeystore)
+    existing = store.get_or_create_key("t_0")
+    statements: list[str] = []
+    store._connect().set_trace_callback(statements.append)
+    wanted = [f"t_{i}" for i in range(2000)] + ["t_5"]  # a repeated tenant is one key
+    keys = store.get_or_create_keys(wanted)
+    store._connect().set_trace_callback(None)
+    assert [s for s in statements if s.startswith(("BEGIN", "COMMIT"))] == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert sum(s.startswith("INSERT") for s in statements) == 1999  # one executemany: the 1,999 missing ones
+    assert list(keys) == wanted[:2000] and keys["t_0"] == existing
+    assert all(store.get_key(t) == keys[t] for t in ("t_1", "t_999", "t_1999"))
+    assert len(set(keys.values())) == 2000
+    assert store.get_or_create_keys(["t_7"]) == {"t_7": keys["t_7"]}
+
+
 def test_a_key_destroyed_by_another_keystore_stops_working_here_at_once(home: Path) -> None:
     """The keystore caches its file and the scrypt wrapping key, never a tenant key past a destroy."""
     store = get_keystore()
