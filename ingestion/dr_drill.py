@@ -53,6 +53,25 @@ class DrillFailedError(ShironziError):
     code = "drill_failed"
 
 
+FAILBACK_MAX_LAG_VERSIONS = 20  # the run log commits every flush: a few passes' worth of them under load
+CATCH_UP_STALL_SECONDS = 60.0
+
+
+def _wait_for_reverse_catch_up(region: str, settings: Settings) -> None:
+    """Wait, as an operator would, until the replica's outage writes are shipped home to within the failback
+    bound: as long as the replicator keeps shrinking the worst lag (a loaded machine ships slowly), and at most
+    `CATCH_UP_STALL_SECONDS` without progress; failback itself then refuses if the bound is still not met."""
+    best, last_progress = None, time.monotonic()
+    while time.monotonic() - last_progress < CATCH_UP_STALL_SECONDS:
+        worst = max((lag.lag_versions for lag in region_lag(region, direction="reverse", settings=settings)),
+                    default=0)
+        if worst <= FAILBACK_MAX_LAG_VERSIONS // 2:
+            return
+        if best is None or worst < best:
+            best, last_progress = worst, time.monotonic()
+        time.sleep(0.5)
+
+
 @dataclass
 class DrillConfig:
     base: Path
@@ -230,7 +249,7 @@ def run_drill(config: DrillConfig, *, progress: Progress | None = None) -> Drill
             "SHIRONZI_REGION_LAKES": json.dumps({r: {"uri": lakes[r], "kafka_bootstrap": boots[r]} for r in (A, B)}),
             "SHIRONZI_DR_STATE_CACHE_SECONDS": "1",
             "SHIRONZI_DR_REPLICATE_INTERVAL_SECONDS": "0.5",
-            "SHIRONZI_DR_FAILBACK_MAX_LAG_VERSIONS": "5",
+            "SHIRONZI_DR_FAILBACK_MAX_LAG_VERSIONS": str(FAILBACK_MAX_LAG_VERSIONS),
             "SHIRONZI_LOG_LEVEL": "WARNING",
         }
         settings = stack.enter_context(_environment({**common, "SHIRONZI_LAKE_URI": str(base / "control-lake")}))
@@ -332,11 +351,7 @@ def run_drill(config: DrillConfig, *, progress: Progress | None = None) -> Drill
                 time.sleep(1.0)
 
             say("region A back: the replicator ships the outage home; failback")
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if all(lag.lag_versions <= 2 for lag in region_lag(A, direction="reverse", settings=settings)):
-                    break
-                time.sleep(0.5)
+            _wait_for_reverse_catch_up(A, settings)
             started = time.monotonic()
             report.failback_seconds = failback(A, ctx=ctx, settings=settings).seconds
             takeover.stop()

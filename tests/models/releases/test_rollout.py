@@ -238,7 +238,7 @@ def test_forecasts_follow_a_tenants_pinned_trend_version(releases: TrainedLake) 
     from models.common import TREND_MODEL
     from models.scoring import write_forecasts
     from models.tracking import aliases, configure_mlflow
-    from shironzi.lake import read_arrow
+    from shironzi.lake import delete, read_arrow
     from shironzi.tenancy import get_registry
 
     client = configure_mlflow()
@@ -246,16 +246,19 @@ def test_forecasts_follow_a_tenants_pinned_trend_version(releases: TrainedLake) 
     base = client.get_model_version(TREND_MODEL, champion)
     copy = client.create_model_version(TREND_MODEL, base.source, run_id=base.run_id).version  # a second release
     pinned, other = _churn_tenants(releases)[:2]  # paying plans: trend_forecast is on
+    day = date.today() - timedelta(days=41)  # a day no other test forecasts
+    written: list[str] = []
     try:
         get_registry().set_channel(_admin(), pinned, f"pinned:trend@{copy}")
-        day = date.today() - timedelta(days=41)  # a day no other test forecasts
         result = write_forecasts(tenant_ids=[pinned, other], generated_date=day)
-        table = pa.concat_tables([read_arrow(u, filters=[("generated_date", "=", day)])
-                                  for u in result.table_versions])
+        written = list(result.table_versions)
+        table = pa.concat_tables([read_arrow(u, filters=[("generated_date", "=", day)]) for u in written])
         served: dict[str, set[str]] = {}
         for row in table.select(["tenant_id", "model_version"]).to_pylist():
             served.setdefault(row["tenant_id"], set()).add(row["model_version"])
         assert served == {pinned: {str(copy)}, other: {champion}}
-    finally:
+    finally:  # the session's lake as it was: later tests count every forecast row
+        for uri in written:
+            delete(uri, [("generated_date", "=", day)])
         get_registry().set_channel(_admin(), pinned, "stable")
         client.delete_model_version(TREND_MODEL, copy)
