@@ -188,8 +188,9 @@ def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: Trai
     from shironzi.audit.log import read_audit_events
     from shironzi.lake.leases import normalise_uri
 
+    ours = {(normalise_uri(u), v) for u, v in result.table_versions.items()}  # this write's commits, not others'
     writes = [e for e in read_audit_events(filters=[("action", "=", "table_write")]).to_pylist()
-              if e["resource"] in {normalise_uri(u) for u in result.table_versions}]
+              if (e["resource"], json.loads(e["details"]).get("version")) in ours]
     details = [json.loads(e["details"]) for e in writes]
     assert details and all(d["models"] == [{"model": "shironzi-trend", "version": lake.trend.model_version}]
                            for d in details)
