@@ -14,7 +14,7 @@ from shironzi.errors import ConfigurationError, ServiceUnavailableError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test checks it against Alembic's script directory).
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0005"
 READ_ONLY_SQLSTATE = "25006"  # PostgreSQL's read_only_sql_transaction: a write sent to a hot standby
 _MIGRATION_LOCK_ID = 0x5348_495A  # "SHIZ": PostgreSQL advisory lock serialising concurrent first runs
 

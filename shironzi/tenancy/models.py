@@ -66,7 +66,7 @@ class TenantRow(Base):
     placement_epoch: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-    # Release channel (migration 0002): `stable`, `canary` or `pinned:<model>@<version>`.
+    # Release channel (migration 0005): `stable`, `canary` or `pinned:<model>@<version>`.
     channel: Mapped[str] = mapped_column(sa.String(200), nullable=False, server_default="stable", index=True)
 
 
@@ -152,7 +152,7 @@ class RegionRow(Base):
 
 
 class ModelRolloutRow(Base):
-    """A model rollout (migration 0002): its waves and their analyses; `active_model` is the model's name while
+    """A model rollout (migration 0005): its waves and their analyses; `active_model` is the model's name while
     the rollout runs or is paused (unique: one active rollout per model) and NULL once it has finished."""
 
     __tablename__ = "model_rollouts"

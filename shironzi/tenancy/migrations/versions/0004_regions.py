@@ -1,7 +1,7 @@
 """DR region states: serving region and fencing epoch per region.
 
 Revision ID: 0004
-Revises: 0007
+Revises: 0003
 Create Date: 2026-12-06
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from shironzi.tenancy.models import UTCDateTime
 
 revision: str = "0004"
-down_revision: str | None = "0007"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

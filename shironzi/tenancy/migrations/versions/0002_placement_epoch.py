@@ -3,7 +3,7 @@
 Writers fence their commits with it (`ingestion.bronze.BronzeLander`); the partial index keeps the read of
 the moved tenants (`placement_epoch > 0`) cheap at 100,000 tenants.
 
-Revision ID: 0003
+Revision ID: 0002
 Revises: 0001_tenant_registry
 Create Date: 2026-12-06
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
+revision: str = "0002"
 down_revision: str | None = "0001_tenant_registry"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,7 +1,7 @@
 """Data exports: one row per export of a tenant's rows (status, size, expiry).
 
-Revision ID: 0007
-Revises: 0003
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-06
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 from shironzi.tenancy.models import UTCDateTime
 
-revision: str = "0007"
-down_revision: str | None = "0003"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

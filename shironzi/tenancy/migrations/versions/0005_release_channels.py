@@ -1,6 +1,6 @@
 """Release channels: each tenant's channel, and the model rollouts that move versions through them in waves.
 
-Revision ID: 0002
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-06
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 from shironzi.tenancy.models import JSONPayload, UTCDateTime
 
-revision: str = "0002"
+revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
