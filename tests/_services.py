@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -266,8 +267,6 @@ class _ProxyLoop:
     waits for the network, so a proxy thread there would never get to forward its request)."""
 
     def __init__(self, upstream_port: int, count_file: Path, host: str = "127.0.0.1") -> None:
-        import threading
-
         self.upstream = (host, upstream_port)
         self.listener = socket.create_server((host, 0))
         self.port = int(self.listener.getsockname()[1])
@@ -279,8 +278,6 @@ class _ProxyLoop:
         self.refused = 0  # connections refused while cut: the clients did try the "dead" server
 
     def serve_forever(self) -> None:
-        import threading
-
         while True:
             client, _ = self.listener.accept()
             if self._cut:
@@ -297,6 +294,10 @@ class _ProxyLoop:
                 self._open.update((client, server))
                 self.connections += 1
                 self.count_file.write_text(str(self.connections))
+            if self._cut:  # cut between the accept and the bookkeeping: the drop thread may have missed it
+                self._drop(client)
+                self._drop(server)
+                continue
             for src, dst in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
@@ -321,7 +322,13 @@ class _ProxyLoop:
         sock.close()
 
     def cut(self) -> None:
+        """Runs in the SIGUSR1 handler, that is in the main thread between two of its bytecodes, possibly while
+        `serve_forever` holds `_lock`: taking the lock here would deadlock the proxy for good (every later
+        connection hangs in the backlog). The flag refuses new connections at once; a thread drops the open ones."""
         self._cut = True
+        threading.Thread(target=self._drop_open, daemon=True).start()
+
+    def _drop_open(self) -> None:
         with self._lock:
             open_now = list(self._open)
         for sock in open_now:
@@ -450,8 +457,6 @@ def server_process(command: list[str], *, env: dict[str, str], port: int, log: P
 @contextmanager
 def serving_in_thread(server: Any, *, poll_interval: float = 0.5) -> Iterator[Any]:
     """Run an http.server-style `server` (serve_forever/shutdown) in a daemon thread for the block."""
-    import threading
-
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True)
     thread.start()
     try:
