@@ -350,8 +350,8 @@ class Settings(BaseSettings):
     )
     model_max_training_rows: int = Field(
         2_000_000, ge=1_000,
-        description="Models: most churn training rows held in memory; more are sampled, stratified by tenant size "
-        "bucket and label.",
+        description="Models: most training rows held in memory. Churn samples labelled snapshots, stratified by "
+        "tenant size bucket and label; trend samples whole tenants' series, stratified by size bucket.",
     )
     webhook_timeout_seconds: float = Field(
         10.0, gt=0, le=60, description="Webhooks: how long one delivery attempt waits for the receiver (seconds)."

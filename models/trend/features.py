@@ -79,6 +79,44 @@ def load_series(
     return out, inputs
 
 
+def training_rows(series: Series, stride: int) -> int:
+    """About how many training examples a series makes: one origin in `stride` after its first HISTORY days,
+    HORIZON targets each."""
+    return max(0, len(series.values) - HISTORY) // stride * HORIZON
+
+
+def sample_series(series_list: Sequence[Series], max_rows: int, stride: int, *, seed: int = 0) -> list[Series]:
+    """Whole tenants (every KPI of a sampled tenant, the revenue forecast needs its active customers) until the
+    series' training examples fit `max_rows`, stratified by tenant-size bucket: each bucket keeps its share of the
+    tenants (at least one), drawn with `seed` from the sorted tenant ids, so the same data gives the same sample.
+    Memory and time then follow the cap, not the number of tenants."""
+    import numpy as np
+
+    rows_of: dict[str, int] = {}
+    bucket_of: dict[str, str] = {}
+    for item in series_list:
+        rows_of[item.tenant_id] = rows_of.get(item.tenant_id, 0) + training_rows(item, stride)
+        bucket_of[item.tenant_id] = item.bucket
+    total = sum(rows_of.values())
+    if total <= max_rows:
+        return list(series_list)
+    tenants = sorted(rows_of)
+    order = np.random.default_rng(seed).random(len(tenants))
+    share = max_rows / total
+    keep: set[str] = set()
+    for bucket in sorted(set(bucket_of.values())):
+        members = [i for i, t in enumerate(tenants) if bucket_of[t] == bucket]
+        members.sort(key=order.__getitem__)
+        budget = share * sum(rows_of[tenants[i]] for i in members)
+        taken = 0
+        for i in members:
+            if taken and taken + rows_of[tenants[i]] > budget:
+                break
+            keep.add(tenants[i])
+            taken += rows_of[tenants[i]]
+    return [item for item in series_list if item.tenant_id in keep]
+
+
 @dataclass
 class Examples:
     x: np.ndarray

@@ -45,7 +45,16 @@ from models.trend.calibration import (
     point_forecast,
     raw_quantiles,
 )
-from models.trend.features import FEATURE_NAMES, HORIZON, KPIS, SPREAD_DAYS, Examples, Series, load_series
+from models.trend.features import (
+    FEATURE_NAMES,
+    HORIZON,
+    KPIS,
+    SPREAD_DAYS,
+    Examples,
+    Series,
+    load_series,
+    sample_series,
+)
 from models.trend.split import (
     CALIBRATION_BLOCK,
     CALIBRATION_ORIGINS,
@@ -282,8 +291,10 @@ def train_trend(
 
     settings = settings or get_settings()
     with stage("models:train_trend", seed=seed) as summary:
-        series, inputs = load_series(settings=settings, tenant_ids=tenant_ids, input_versions=input_versions)
+        loaded, inputs = load_series(settings=settings, tenant_ids=tenant_ids, input_versions=input_versions)
+        series = sample_series(loaded, settings.model_max_training_rows, ORIGIN_STRIDE, seed=seed)
         fit = fit_trend(series, seed=seed)
+        fit.metrics.update(series_available=float(len(loaded)), series_trained=float(len(series)))
         train, holdout, forecast, metrics, booster = (fit.split.train, fit.split.holdout, fit.forecast, fit.metrics,
                                                       fit.booster)
         client = configure_mlflow(settings)
@@ -292,6 +303,7 @@ def train_trend(
             run_id = run.info.run_id
             mlflow.log_params({**{k: v for k, v in PARAMS.items()}, "rounds": ROUNDS, "quantiles": str(QUANTILES),
                                "horizon": HORIZON, "holdout_origins": HOLDOUT_ORIGINS, "series": len(series),
+                               "series_available": len(loaded), "max_training_rows": settings.model_max_training_rows,
                                "calibration_origins": CALIBRATION_ORIGINS, "conformal_level": CONFORMAL_LEVEL,
                                "calibration_block_weeks": CALIBRATION_BLOCK, "origin_stride": ORIGIN_STRIDE,
                                "interval": LOCAL_SPREAD, "point_quantiles": str([QUANTILES[c] for c in POINT_COLUMNS]),

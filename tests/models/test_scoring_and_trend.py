@@ -153,6 +153,7 @@ def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: Trai
 
     metrics = lake.trend.metrics
     assert metrics["smape"] < metrics["baseline_smape"]
+    assert metrics["series_trained"] == metrics["series_available"] > 0  # far under the row cap: every series
     assert 0.5 <= metrics["interval_coverage"] <= 1.0
     run = configure_mlflow().get_run(lake.trend.run_id)
     assert {"smape", "baseline_smape", "interval_coverage", "interval_scale", "smape_booster",

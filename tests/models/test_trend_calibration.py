@@ -20,7 +20,16 @@ from models.trend.calibration import (
     calibrate,
     conformal_factor,
 )
-from models.trend.features import FEATURE_NAMES, HORIZON, KPIS, Examples, Series, local_spread
+from models.trend.features import (
+    FEATURE_NAMES,
+    HORIZON,
+    KPIS,
+    Examples,
+    Series,
+    local_spread,
+    sample_series,
+    training_rows,
+)
 from models.trend.split import CALIBRATION_BLOCK, make_examples, split_examples, weekly_origins
 from models.trend.train import forecast_metrics
 from shironzi.errors import InvalidInputError
@@ -191,3 +200,28 @@ def test_revenue_is_forecast_through_the_customers_forecast_and_the_spend_per_cu
     again = make_examples([future, money, other], weekly_origins(HORIZON, 2))
     assert examples.statistical is not None and again.statistical is not None
     assert np.allclose(examples.statistical, again.statistical)
+
+
+def test_trend_training_samples_whole_tenants_per_size_bucket_above_the_row_cap() -> None:
+    """100k tenants' series must not all be held: above the cap, whole tenants (both KPIs: revenue is forecast
+    through active customers) are sampled, every size bucket keeping its share, the same data giving the same
+    sample."""
+    sizes = {"small": 150, "medium": 40, "large": 10}
+    series = [Series(f"{bucket}-{n:03d}", kpi, date(2026, 1, 1), np.ones(120), bucket)
+              for bucket, count in sizes.items() for n in range(count) for kpi in KPIS]
+    per_tenant = sum(training_rows(s, 2) for s in series[: len(KPIS)])
+    total = per_tenant * sum(sizes.values())
+    assert sample_series(series, total, 2) == series  # at the cap: everything
+
+    cap = total // 5
+    sampled = sample_series(series, cap, 2, seed=3)
+    tenants = {s.tenant_id for s in sampled}
+    assert sum(training_rows(s, 2) for s in sampled) <= cap + per_tenant * len(sizes)
+    assert len(tenants) < sum(sizes.values()) // 4
+    for tenant in tenants:  # whole tenants
+        assert sorted(s.kpi for s in sampled if s.tenant_id == tenant) == sorted(KPIS)
+    for bucket, count in sizes.items():  # each bucket keeps about its share, at least one tenant
+        kept = sum(t.startswith(bucket) for t in tenants)
+        assert max(1, count // 5 - 1) <= kept <= count // 5 + 1
+    assert sample_series(series, cap, 2, seed=3) == sampled
+    assert sample_series(series, cap, 2, seed=4) != sampled
