@@ -13,6 +13,7 @@ from shironzi.lake import read_arrow, table_uri
 from shironzi.settings import Settings, get_settings
 from tests.feature_store._fixtures import FsTenant, bronze_events, write_bronze
 from transformations import spark as spark_module
+from transformations.jobs import snapshot_sql
 from transformations.jobs.snapshot_sql import load_events, tenant_event_bounds
 from transformations.spark import get_spark, server_address, spark_path, spark_target, stop_spark
 
@@ -48,6 +49,31 @@ def test_job_on_sail_reads_bronze_and_writes_delta_that_deltalake_reads(settings
                                                    region="eu-west")], tenant_ids=["t-a", "t-b", "t-none"])
     assert set(bounds) == {"t-a", "t-b"}
     assert bounds["t-a"] == (pc.min(mine.column("event_date")).as_py(), pc.max(mine.column("event_date")).as_py())
+
+
+def test_many_tenants_are_selected_by_a_semi_join_with_the_same_rows(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past IN_LIST_TENANTS the tenants are a semi join (an IN list of 100,000 literals cost minutes a scan): the
+    same rows, only the chosen tenants', and no column added."""
+    events = bronze_events(TENANTS, customers=4, days=30)
+    write_bronze(settings, events)
+    spark = get_spark(settings)
+    bronze = [table_uri(settings.resolved_lake_uri, layer="bronze", table="events", region="eu-west")]
+    chosen = ["t-a", "t-none"]
+
+    def rows() -> pa.Table:
+        frame = load_events(spark, bronze, tenant_ids=chosen)
+        return frame.toArrow().sort_by([("tenant_id", "ascending"), ("event_id", "ascending")])
+
+    as_list = rows()
+    monkeypatch.setattr(snapshot_sql, "IN_LIST_TENANTS", 1)
+    as_join = rows()
+    assert as_join.column_names == as_list.column_names
+    assert as_join.equals(as_list)
+    assert as_join.column("tenant_id").unique().to_pylist() == ["t-a"]
+    assert as_join.num_rows == pc.sum(pc.equal(events.column("tenant_id"), "t-a")).as_py() > 0
+    assert set(tenant_event_bounds(spark, bronze, tenant_ids=["t-a", "t-b", "t-none"])) == {"t-a", "t-b"}
 
 
 def test_delta_merge_and_delete_through_sail(settings: Settings) -> None:
