@@ -279,6 +279,21 @@ def parse_inputs(text: str) -> dict[str, int]:
     return {item["table"]: int(item["version"]) for item in json.loads(text)}
 
 
+def group_rows(keys: Sequence[Any] | np.ndarray) -> dict[Any, np.ndarray]:
+    """Each distinct key, in sorted order -> the ascending indices of the rows holding it. One sort for every key:
+    a scan of all rows per key (`np.flatnonzero(keys == key)` in a loop) is quadratic, hours at 100,000 tenants."""
+    import numpy as np
+
+    keys = np.asarray(keys)
+    if keys.size == 0:
+        return {}
+    names, codes = np.unique(keys, return_inverse=True)
+    order = np.argsort(codes.ravel(), kind="stable")
+    ends = np.searchsorted(codes.ravel()[order], np.arange(1, len(names) + 1))
+    starts = np.r_[0, ends[:-1]]
+    return {name: order[start:end] for name, start, end in zip(names.tolist(), starts, ends, strict=True)}
+
+
 def as_float_matrix(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
     """Feature columns as a float32 matrix with NaN for nulls (XGBoost's missing value)."""
     import numpy as np

@@ -18,7 +18,7 @@ from feature_store.registry import get_feature_view, resolve_features
 from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
 from models.at_risk import at_risk_crossings, at_risk_subscribers, previous_scores
 from models.churn.base_features import add_customer_base_features
-from models.common import CHAMPION, CHURN_MODEL, as_float_matrix, read_feature_inputs
+from models.common import CHAMPION, CHURN_MODEL, as_float_matrix, group_rows, read_feature_inputs
 from models.inference import load_churn_predictor, reasons_json
 from models.predictions import CHURN_SCORES_TABLE, ScoreResult, churn_scores_schema, predictions_uri
 from models.tracking import aliases, configure_mlflow, run_artifact, version_run_id
@@ -129,10 +129,10 @@ def score_churn(
                 base = predictor.model_for(group.tenant_ids[0]).customer_base
                 features, _ = add_customer_base_features(features, date_column="feature_timestamp",
                                                          horizons=base.horizons if base else None)
-                tenant_column = np.asarray(features.column("tenant_id").to_pylist())
+                by_tenant = group_rows(features.column("tenant_id").to_pylist())
                 for tenant_id in group.tenant_ids:
-                    index = np.flatnonzero(tenant_column == tenant_id)
-                    if index.size == 0:
+                    index = by_tenant.get(tenant_id)
+                    if index is None:
                         continue
                     rows = features.take(pa.array(index))
                     model = predictor.model_for(tenant_id)

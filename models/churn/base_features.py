@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.churn.customer_base import BGNBD, MIN_CUSTOMERS, fit_bgnbd
+from models.common import group_rows
 from shironzi.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -99,12 +100,11 @@ def add_customer_base_features(
     p_alive = np.full(table.num_rows, np.nan)
     expected = np.full(table.num_rows, np.nan)
     newest = CustomerBase(horizons=horizons)
-    for tenant_id in sorted(set(tenants.tolist())):
-        rows = np.flatnonzero(tenants == tenant_id)
+    for tenant_id, rows in group_rows(tenants).items():
         horizon = horizons.get(tenant_id, fitted.horizon(tenant_id) if fitted else DEFAULT_HORIZON_DAYS)
         model: BGNBD | None = fitted.models.get(tenant_id) if fitted else None
-        for number, day in enumerate(sorted(set(dates[rows].tolist()))):
-            at = rows[dates[rows] == day]
+        for number, on_day in enumerate(group_rows(dates[rows]).values()):
+            at = rows[on_day]
             if fitted is None and (number % REFIT_EVERY == 0 or model is None):
                 model = _fit(x[at], t_x[at], t[at], seed=number) or model
             p_alive[at], expected[at] = customer_base_outputs(model, horizon, x[at], t_x[at], t[at])

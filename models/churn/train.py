@@ -39,6 +39,7 @@ from models.common import (
     auc_or_nan,
     classification_metrics,
     finite,
+    group_rows,
     inputs_json,
     read_feature_inputs,
     read_gold_inputs,
@@ -201,10 +202,9 @@ def label_windows(labels: pa.Table) -> dict[str, tuple[int, int]]:
 
 def tenant_bands(table: pa.Table, probabilities: np.ndarray) -> dict[str, tuple[float, float]]:
     """Each tenant's risk-band thresholds from its calibrated probabilities on `table`'s rows (see models.bands)."""
-    import numpy as np
 
-    tenants = np.asarray(table.column("tenant_id").to_pylist())
-    return {str(t): band_thresholds(probabilities[tenants == t]) for t in np.unique(tenants)}
+    return {str(t): band_thresholds(probabilities[rows])
+            for t, rows in group_rows(table.column("tenant_id").to_pylist()).items()}
 
 
 @dataclass
@@ -229,11 +229,9 @@ def _parts(table: pa.Table, holdout: int, valid: int) -> dict[str, pa.Table]:
     import numpy as np
     import pyarrow as pa
 
-    tenants = np.asarray(table.column("tenant_id").to_pylist())
     days = np.asarray(table.column("snapshot_date").cast(pa.int32()).to_numpy(zero_copy_only=False))
     rank = np.zeros(table.num_rows, dtype=np.int64)
-    for tenant_id in np.unique(tenants):
-        index = np.flatnonzero(tenants == tenant_id)
+    for index in group_rows(table.column("tenant_id").to_pylist()).values():
         distinct = np.unique(days[index])
         rank[index] = distinct.size - 1 - np.searchsorted(distinct, days[index])
     names = np.where(rank < holdout, "holdout", np.where(rank < holdout + valid, "valid", "train"))
