@@ -14,22 +14,41 @@ if TYPE_CHECKING:
     from models.churn.train import ChurnDataset, FittedChurn
 
 
+CARD_TENANTS = 50  # tenants the card's definition table lists; windows.json and bands.json hold every tenant
+
+
+def window_label(inactivity: int, horizon: int) -> str:
+    return f"inactivity={inactivity}d,horizon={horizon}d"
+
+
 def window_params(windows: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
-    """MLflow params: each tenant's inactivity window and horizon (days) its labels were built with."""
-    out: dict[str, Any] = {}
-    for tenant_id, (inactivity, horizon) in sorted(windows.items()):
-        out[f"window_{tenant_id}"] = f"inactivity={inactivity}d,horizon={horizon}d"
-    return out
+    """MLflow params: how many tenants' labels were built with each (inactivity, horizon) window, one param per
+    distinct window (a param per tenant made 100,000 params, which MLflow's store logs in quadratic time). Every
+    tenant's own window is the run's `windows.json` (`window_artifact`)."""
+    counts: dict[tuple[int, int], int] = {}
+    for window in windows.values():
+        counts[window] = counts.get(window, 0) + 1
+    return {f"window_{inactivity}d_{horizon}d": f"{window_label(inactivity, horizon)}: {n} tenants"
+            for (inactivity, horizon), n in sorted(counts.items())}
+
+
+def window_artifact(windows: Mapping[str, tuple[int, int]]) -> dict[str, str]:
+    """windows.json: each tenant's inactivity window and horizon (days) its labels were built with."""
+    return {tenant_id: window_label(*window) for tenant_id, window in sorted(windows.items())}
 
 
 def _window_lines(dataset: ChurnDataset, bands: Mapping[str, tuple[float, float]]) -> str:
     lines = []
-    for tenant_id, (inactivity, horizon) in sorted(dataset.windows.items()):
+    listed = sorted(dataset.windows.items())
+    for tenant_id, (inactivity, horizon) in listed[:CARD_TENANTS]:
         fit = dataset.customer_base.models.get(tenant_id)
         base = (f"BG/NBD r={fit.r:.3g} alpha={fit.alpha:.3g} a={fit.a:.3g} b={fit.b:.3g}" if fit
                 else "BG/NBD not fitted (too few repeat buyers)")
         medium, high = bands.get(tenant_id, (float("nan"), float("nan")))
         lines.append(f"| `{tenant_id}` | {inactivity} | {horizon} | {medium:.3f} / {high:.3f} | {base} |")
+    if len(listed) > CARD_TENANTS:
+        lines.append(f"| {len(listed) - CARD_TENANTS:,} more tenants | windows.json | | bands.json | "
+                     "customer_base.json |")
     return "\n".join(lines) or "| - | - | - | - | - |"
 
 

@@ -28,7 +28,7 @@ from models.churn.base_features import (
     CustomerBase,
     add_customer_base_features,
 )
-from models.churn.card import model_card, window_params
+from models.churn.card import model_card, window_artifact, window_params
 from models.common import (
     CHALLENGER,
     CHURN_MODEL,
@@ -450,6 +450,7 @@ def log_and_register(
             (root / "feature_importance.json").write_text(json.dumps(
                 dict(sorted(importance.items(), key=lambda kv: kv[1], reverse=True)), indent=2))
             (root / "inputs.json").write_text(inputs_json(dataset.inputs))
+            (root / "windows.json").write_text(json.dumps(window_artifact(dataset.windows), indent=2))
             # the training distribution the scoring runs measure drift against (monitoring.drift)
             (root / REFERENCE_ARTIFACT).write_text(json.dumps(reference_bins(
                 as_float_matrix(dataset.table, dataset.feature_names), dataset.feature_names,

@@ -98,9 +98,14 @@ def test_run_logs_params_metrics_artifacts_signature_and_inputs(lake: TrainedLak
     assert {(i["table"], i["version"]) for i in inputs} == set(lake.churn.inputs)
     card = Path(client.download_artifacts(lake.churn.run_id, "model_card.md")).read_text()
     assert "Holdout metrics" in card and "fct_churn_labels" in card
-    # each tenant's churn windows (here the cadence floor of the dense demo tenants) in the params and the card
+    # each tenant's churn windows (here the cadence floor of the dense demo tenants) in windows.json and the card;
+    # the params count the tenants per distinct window (a param per tenant: 100,000 params at scale)
+    per_tenant = json.loads(Path(client.download_artifacts(lake.churn.run_id, "windows.json")).read_text())
+    assert per_tenant and set(per_tenant) <= set(lake.tenant_ids) - set(lake.churn_off)
+    assert all(v.startswith("inactivity=") and v.endswith("d") for v in per_tenant.values())
     windows = {k: v for k, v in run.data.params.items() if k.startswith("window_")}
-    assert windows and all(v.startswith("inactivity=") and v.endswith("d") for v in windows.values())
+    assert sum(int(v.rsplit(": ", 1)[1].split()[0]) for v in windows.values()) == len(per_tenant)
+    assert {v.split(": ")[0] for v in windows.values()} == set(per_tenant.values())
     assert "Churn definition per tenant" in card and "BG/NBD r=" in card
     assert {"customer_base.json", "bands.json"} <= names
     info = mlflow.models.get_model_info(f"models:/shironzi-churn/{lake.churn.model_version}")
