@@ -80,9 +80,18 @@ def load_series(
 
 
 def training_rows(series: Series, stride: int) -> int:
-    """About how many training examples a series makes: one origin in `stride` after its first HISTORY days,
-    HORIZON targets each."""
-    return max(0, len(series.values) - HISTORY) // stride * HORIZON
+    """About how many examples a series makes (an upper bound of its training rows): one origin in `stride` from
+    its HISTORY-th day whose HISTORY-day window is not all zero (a zero scale makes no example: most of a tiny
+    tenant's origins), each with its horizons up to the series' last day."""
+    import numpy as np
+
+    values = np.asarray(series.values, dtype=np.float64)
+    if len(values) <= HISTORY:
+        return 0
+    total = np.concatenate([[0.0], np.cumsum(values)])
+    origins = np.arange(HISTORY - 1, len(values) - 1, stride)
+    window = total[origins + 1] - total[origins + 1 - HISTORY]
+    return int(np.minimum(HORIZON, len(values) - 1 - origins)[window > 0].sum())
 
 
 def sample_series(series_list: Sequence[Series], max_rows: int, stride: int, *, seed: int = 0) -> list[Series]:

@@ -225,3 +225,15 @@ def test_trend_training_samples_whole_tenants_per_size_bucket_above_the_row_cap(
         assert max(1, count // 5 - 1) <= kept <= count // 5 + 1
     assert sample_series(series, cap, 2, seed=3) == sampled
     assert sample_series(series, cap, 2, seed=4) != sampled
+
+
+def test_a_series_counts_only_the_origins_that_make_examples() -> None:
+    """A tiny tenant's mostly-zero series makes few examples (a zero 28-day window has no scale): counting every
+    origin would sample 482 of 202,000 series for a fraction of the cap."""
+    quiet = np.zeros(120)
+    quiet[[40, 41]] = 1.0  # two active days: origins whose 28-day window holds them
+    examples = make_examples([Series("t", "revenue", date(2026, 1, 1), quiet)], lambda s: range(len(s.values)))
+    estimate = training_rows(Series("t", "revenue", date(2026, 1, 1), quiet), 1)
+    assert 0 < len(examples.actual) <= estimate < training_rows(Series("t", "revenue", date(2026, 1, 1),
+                                                                       np.ones(120)), 1) // 2
+    assert training_rows(Series("t", "revenue", date(2026, 1, 1), np.zeros(120)), 1) == 0
