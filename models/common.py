@@ -154,8 +154,7 @@ def gold_table_uris(table: str, tenant_ids: Iterable[str], settings: Settings) -
 
 def regions_of(tenant_ids: Iterable[str], settings: Settings | None = None) -> list[str]:
     """The regions the tenants live in (gold tables are regional)."""
-    directory = get_registry(settings).tenant_directory(fresh=True)
-    return sorted({directory[t].region for t in tenant_ids if t in directory})
+    return sorted({info.region for info in get_registry(settings).tenant_infos(tenant_ids).values()})
 
 
 _WINDOW = re.compile(r"^(\d+)d$")

@@ -54,10 +54,11 @@ def lake_groups(tenant_ids: Iterable[str], settings: Settings | None = None) -> 
     """Group tenants by their tables (pooled per region, or their own when dedicated): dedicated tenants first,
     then one pooled group per region. An unknown tenant raises TenantNotFoundError."""
     settings = settings or get_settings()
-    directory = get_registry(settings).tenant_directory(fresh=True)
+    wanted = sorted(set(tenant_ids))
+    directory = get_registry(settings).tenant_infos(wanted)
     pooled: dict[str, list[str]] = defaultdict(list)
     groups: list[LakeGroup] = []
-    for tenant_id in sorted(set(tenant_ids)):
+    for tenant_id in wanted:
         info = directory.get(tenant_id)
         if info is None:
             raise TenantNotFoundError(tenant_id)

@@ -51,3 +51,24 @@ def test_search_limit_is_bounded(registry: Registry) -> None:
     for bad in (0, 201):
         with pytest.raises(InvalidInputError):
             registry.search_tenants("a", limit=bad)
+
+
+def test_tenant_infos_reads_only_the_asked_tenants_and_is_always_current(
+    crowded: Registry, admin: TenantContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scoring chunk of tenants reads their rows by key (three IN batches here), not the whole directory once
+    per chunk (quadratic in tenants at 100k); past DIRECTORY_SCAN ids one directory read answers the same."""
+    from shironzi.tenancy import store
+
+    directory = crowded.tenant_directory(fresh=True)
+    asked = sorted(directory)[::4][:1_200] + ["t_no_such_tenant"]
+    with monkeypatch.context() as patched:
+        patched.setattr(type(crowded), "tenant_directory", lambda *_, **__: pytest.fail("read every tenant"))
+        keyed = crowded.tenant_infos(asked)
+    assert keyed == {t: directory[t] for t in asked[:-1]}
+    monkeypatch.setattr(store, "DIRECTORY_SCAN", 10)
+    assert crowded.tenant_infos(asked) == keyed
+    monkeypatch.undo()
+    crowded.tenant_directory()  # a warm cache
+    crowded.offboard(admin, asked[0])
+    assert crowded.tenant_infos([asked[0]])[asked[0]].status != directory[asked[0]].status  # never cached
