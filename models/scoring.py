@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
 from models.at_risk import at_risk_crossings, at_risk_subscribers, previous_scores
 from models.churn.base_features import add_customer_base_features
 from models.common import CHAMPION, CHURN_MODEL, as_float_matrix, group_rows, read_feature_inputs
-from models.inference import load_churn_predictor, reasons_json
+from models.inference import ChurnPredictor, load_churn_predictor, reasons_json
 from models.predictions import CHURN_SCORES_TABLE, ScoreResult, churn_scores_schema, predictions_uri
 from models.tracking import aliases, configure_mlflow, run_artifact, version_run_id
 from models.trend.forecast import write_trend_forecasts
@@ -76,6 +77,26 @@ def _latest_customer_snapshots(activity: pa.Table, score_date: date) -> pa.Table
         con.close()
 
 
+_PREDICTORS: dict[tuple[str, str], ChurnPredictor] = {}  # (model registry, tenant registry) -> loaded champions
+_PREDICTORS_LOCK = threading.Lock()
+
+
+def _scoring_predictor(settings: Settings) -> ChurnPredictor:
+    """The churn champions for batch scoring, loaded once per process and model registry, re-read only when the
+    champion aliases or the release routing moved: a job's chunks (200 at 100,000 tenants) parse every tenant's
+    bands and customer-base fits once, not once per chunk."""
+    key = (settings.resolved_mlflow_tracking_uri, settings.resolved_database_url)
+    with _PREDICTORS_LOCK:
+        cached = _PREDICTORS.get(key)
+        if cached is None:
+            if len(_PREDICTORS) >= 4:  # a few registries per process at most (tests switch homes)
+                _PREDICTORS.pop(next(iter(_PREDICTORS)))
+            cached = _PREDICTORS[key] = load_churn_predictor(settings=settings)
+            return cached
+    cached.refresh_if_changed()
+    return cached
+
+
 def score_churn(
     *,
     settings: Settings | None = None,
@@ -101,7 +122,7 @@ def score_churn(
         if not tenants:
             summary.extra["tenants"] = 0
             return result
-        predictor = load_churn_predictor(settings=settings)
+        predictor = _scoring_predictor(settings)
         listening = at_risk_subscribers(tenants, settings)  # {} when no tenant subscribes: no extra I/O
         crossings: list[Notification] = []
         scored_at = datetime.now(UTC)

@@ -196,3 +196,16 @@ def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: Trai
     assert details and all(d["models"] == [{"model": "shironzi-trend", "version": lake.trend.model_version}]
                            for d in details)
     assert all(d["inputs"] and all("/gold/" in i["table"] for i in d["inputs"]) for d in details)
+
+
+def test_batch_scoring_loads_the_champions_once_per_process(lake: TrainedLake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every chunk of a scoring job (200 at 100,000 tenants) reuses the loaded champions, re-reading only whether
+    the aliases or the routing moved; loading them parses every tenant's bands and customer-base fits."""
+    from models import scoring
+    from shironzi.settings import get_settings
+
+    first = scoring._scoring_predictor(get_settings())
+    checked: list[object] = []
+    monkeypatch.setattr(type(first), "refresh_if_changed", lambda self: checked.append(self) or False)
+    assert scoring._scoring_predictor(get_settings()) is first
+    assert checked == [first]
