@@ -130,8 +130,10 @@ def test_a_running_ingestor_re_resolves_a_flipped_tenant_within_seconds(
 
     (tenant,) = provision([("flipper", "ecommerce", "standard")])
     ensure_topic(broker_bootstrap, topic_name, partitions=1)
+    # idle for 15 s before it stops: its start and the re-resolve both fit on a loaded machine (with 5 s a slow
+    # start left the stopped ingestor never re-resolving)
     ingestor = StreamIngestor(StreamOptions(topic=topic_name, bootstrap=broker_bootstrap, max_wait_ms=100,
-                                            idle_timeout_s=5))
+                                            idle_timeout_s=15))
     runner = threading.Thread(target=ingestor.run)
     runner.start()
     try:
