@@ -15,7 +15,7 @@ from typing import Any
 
 from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
 from models.churn.base_features import add_customer_base_features
-from models.common import as_float_matrix, auc_or_nan
+from models.common import as_float_matrix, auc_or_nan, group_rows
 from models.inference import load_churn_predictor
 from models.tracking import configure_mlflow
 from shironzi.privacy.phi import stored_customer_ids
@@ -71,10 +71,8 @@ def compare_with_oracle(
     base = predictor.model_for(str(rows["tenant_id"][0])).customer_base
     features, _ = add_customer_base_features(features, date_column=ENTITY_TIMESTAMP,
                                              horizons=base.horizons if base else None)
-    tenants = np.asarray(rows["tenant_id"].to_list())
     scores = np.zeros(rows.height)
-    for tenant_id in np.unique(tenants):
-        index = np.flatnonzero(tenants == tenant_id)
+    for tenant_id, index in group_rows(rows["tenant_id"].to_list()).items():
         model = predictor.model_for(str(tenant_id))
         x = as_float_matrix(features.take(pa.array(index)), model.feature_names)
         scores[index] = model.probabilities(x)

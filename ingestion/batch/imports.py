@@ -62,7 +62,7 @@ class ImportPlan:
 def _tenant(tenant: str, settings: Settings) -> TenantInfo:
     """The registry's tenant by slug or id; only an active tenant can import."""
     found = get_registry(settings).get_tenant(tenant)
-    info = get_registry(settings).tenant_directory(fresh=True)[found.id]
+    info = get_registry(settings).tenant_infos([found.id])[found.id]
     if info.status != "active":
         raise InvalidStateError(f"tenant {info.slug!r} is {info.status}: only an active tenant can import",
                                 tenant=info.slug)
