@@ -306,7 +306,7 @@ def stage_score(run: Run) -> dict[str, Any]:
 
     day = (EPOCH + dt.timedelta(days=run.days + 1)).date()
     started = time.perf_counter()
-    chunks = tenant_chunks(settings=run.settings)
+    chunks = tenant_chunks(score_date=day, settings=run.settings)
     rows = sum(score_tenants(chunk, day, settings=run.settings)["rows"] for chunk in chunks)
     return {"seconds": time.perf_counter() - started, "rows": rows, "tenants": sum(map(len, chunks)),
             "chunks": len(chunks)}

@@ -357,10 +357,19 @@ class ChurnPredictor:
     def predict_matrix(self, tenant_id: str, x: np.ndarray, *, explain: bool = True) -> list[ChurnPrediction]:
         """Score a feature matrix (columns in `model_for(tenant_id).feature_names` order)."""
         loaded = self._loaded
-        return self._predict(loaded, loaded.model_for(tenant_id), x, explain=explain, tenant_id=tenant_id)
+        return self._predict(loaded, loaded.model_for(tenant_id), x, [tenant_id] * x.shape[0], explain=explain)
+
+    def predict_rows(self, model: LoadedChurnModel, tenant_ids: Sequence[str], x: np.ndarray, *,
+                     explain: bool = True) -> list[ChurnPrediction]:
+        """Score the rows of many tenants that `model_for` gives the same `model` in one call (batch scoring: one
+        XGBoost call per model, not one per tenant); `tenant_ids[i]` owns row i and picks its risk bands."""
+        if len(tenant_ids) != x.shape[0]:
+            raise InvalidInputError(f"{len(tenant_ids)} tenant ids for {x.shape[0]} rows")
+        return self._predict(self._loaded, model, x, tenant_ids, explain=explain)
 
     def _predict(
-        self, loaded: _Loaded, model: LoadedChurnModel, x: np.ndarray, *, explain: bool = True, tenant_id: str = "",
+        self, loaded: _Loaded, model: LoadedChurnModel, x: np.ndarray, tenant_ids: Sequence[str], *,
+        explain: bool = True,
     ) -> list[ChurnPrediction]:
         import numpy as np
 
@@ -374,10 +383,14 @@ class ChurnPredictor:
         if explain:
             contribs = scorer.contributions(x)
             reasons = [scorer.reasons(np.asarray(row[:-1])) for row in contribs]
-        thresholds = model.bands.get(tenant_id)
-        rounded = [round(float(p), 6) for p in probabilities]
-        return [ChurnPrediction(p, risk_band(p, thresholds), r, CHURN_MODEL, model.version)
-                for p, r in zip(rounded, reasons, strict=True)]
+        bands: dict[str, Any] = {}
+        out = []
+        for p, r, tenant_id in zip(probabilities, reasons, tenant_ids, strict=True):
+            if tenant_id not in bands:
+                bands[tenant_id] = model.bands.get(tenant_id)
+            rounded = round(float(p), 6)
+            out.append(ChurnPrediction(rounded, risk_band(rounded, bands[tenant_id]), r, CHURN_MODEL, model.version))
+        return out
 
     def predict(self, tenant_id: str, rows: Sequence[Mapping[str, float | None]]) -> list[ChurnPrediction]:
         """Calibrated churn probability, risk band and top reasons for each feature row of one tenant."""
@@ -387,7 +400,7 @@ class ChurnPredictor:
         model = loaded.model_for(tenant_id)
         x = self.matrix(rows, model)
         fill_customer_base_columns(x, model.feature_names, model.customer_base, tenant_id)
-        return self._predict(loaded, model, x, tenant_id=tenant_id)
+        return self._predict(loaded, model, x, [tenant_id] * x.shape[0])
 
 
 def reasons_json(reasons: Sequence[Mapping[str, Any]]) -> str:

@@ -14,11 +14,12 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from feature_store.definitions import FEATURE_TIMESTAMP
-from feature_store.offline import feature_timestamp_for
+from feature_store.offline import feature_table_uris, feature_timestamp_for
 from feature_store.registry import get_feature_view, resolve_features
 from feature_store.retrieval import ENTITY_TIMESTAMP, get_training_set
 from models.at_risk import at_risk_crossings, at_risk_subscribers, previous_scores
 from models.churn.base_features import add_customer_base_features
+from models.churn.train import LoadedChurnModel
 from models.common import CHAMPION, CHURN_MODEL, as_float_matrix, group_rows, read_feature_inputs
 from models.inference import ChurnPredictor, load_churn_predictor, reasons_json
 from models.predictions import CHURN_SCORES_TABLE, ScoreResult, churn_scores_schema, predictions_uri
@@ -27,6 +28,7 @@ from models.trend.forecast import write_trend_forecasts
 from monitoring.drift import REFERENCE_ARTIFACT, DriftReport, drift_report, write_drift
 from shironzi.errors import InvalidInputError, ModelNotFoundError
 from shironzi.lake.groups import lake_groups
+from shironzi.lake.reads import read_arrow
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy import get_registry
@@ -40,18 +42,58 @@ ACTOR = "models:score"
 RETRAIN_TAG = "retrain_requested"  # on a registered version: its drift flag (JSON: score_date, features)
 
 
-def eligible_tenants(module: str = "churn_prediction", *, settings: Settings | None = None) -> list[str]:
-    """Active tenants with `module` on: the only ones scored or forecast."""
-    return sorted(get_registry(settings).tenants_with_module(module))
+def eligible_tenants(module: str = "churn_prediction", *, settings: Settings | None = None,
+                     among: Sequence[str] | None = None) -> list[str]:
+    """Active tenants with `module` on (only those of `among` when given, read by key): the only ones scored or
+    forecast."""
+    return sorted(get_registry(settings).tenants_with_module(module, among=among))
+
+
+def scoring_sizes(tenant_ids: Sequence[str], score_date: date, *, settings: Settings) -> dict[str, int]:
+    """Per tenant, its customer_activity snapshots in the TTL window of `score_date`: an upper bound of the
+    customers `score_churn` scores for it (one read of one column per lake group, whatever the tenant count)."""
+    view = get_feature_view("customer_activity")
+    until = feature_timestamp_for(score_date)
+    window = [(FEATURE_TIMESTAMP, ">=", until - view.ttl), (FEATURE_TIMESTAMP, "<=", until)]
+    sizes = dict.fromkeys(tenant_ids, 0)
+    for uri in feature_table_uris(view, tenant_ids, settings):
+        counts = read_arrow(uri, columns=["tenant_id"], filters=window,
+                            storage_options=settings.storage_options or None) \
+            .group_by("tenant_id").aggregate([("tenant_id", "count")])
+        for tenant_id, count in zip(counts.column("tenant_id").to_pylist(),
+                                    counts.column("tenant_id_count").to_pylist(), strict=True):
+            if tenant_id in sizes:
+                sizes[tenant_id] += count
+    return sizes
+
+
+def scoring_chunks(tenant_ids: Sequence[str], score_date: date, *, max_rows: int, max_tenants: int,
+                   settings: Settings) -> list[list[str]]:
+    """`tenant_ids` (in id order) packed into chunks of at most `max_rows` rows to score and `max_tenants` tenants:
+    a job's chunk count follows its data, not its tenant count (every chunk has a fixed cost: the champions'
+    check, a read of each feature table and a commit). A tenant larger than `max_rows` is a chunk of its own."""
+    if max_rows < 1 or max_tenants < 1:
+        raise InvalidInputError("max_rows and max_tenants must be >= 1")
+    sizes = scoring_sizes(tenant_ids, score_date, settings=settings)
+    chunks: list[list[str]] = []
+    rows = 0
+    for tenant_id in sorted(tenant_ids):
+        size = sizes[tenant_id]
+        if not chunks or len(chunks[-1]) >= max_tenants or (rows + size > max_rows and chunks[-1]):
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(tenant_id)
+        rows += size
+    return chunks
 
 
 def _chosen(module: str, tenant_ids: Sequence[str] | None, settings: Settings) -> tuple[list[str], list[str]]:
     if isinstance(tenant_ids, str):
         raise InvalidInputError("tenant_ids must be a list of tenant ids, not one string")
-    allowed = eligible_tenants(module, settings=settings)
     if tenant_ids is None:
-        return allowed, []
+        return eligible_tenants(module, settings=settings), []
     wanted = sorted(set(tenant_ids))
+    allowed = set(eligible_tenants(module, settings=settings, among=wanted))
     return [t for t in wanted if t in allowed], [t for t in wanted if t not in allowed]
 
 
@@ -151,19 +193,21 @@ def score_churn(
                 features, _ = add_customer_base_features(features, date_column="feature_timestamp",
                                                          horizons=base.horizons if base else None)
                 by_tenant = group_rows(features.column("tenant_id").to_pylist())
+                by_model: dict[str, tuple[LoadedChurnModel, list[int]]] = {}  # one XGBoost call per model
                 for tenant_id in group.tenant_ids:
-                    index = by_tenant.get(tenant_id)
-                    if index is None:
-                        continue
+                    if (index := by_tenant.get(tenant_id)) is not None:
+                        model = predictor.model_for(tenant_id)
+                        by_model.setdefault(model.version, (model, []))[1].extend(index)
+                for model, index in by_model.values():
                     rows = features.take(pa.array(index))
-                    model = predictor.model_for(tenant_id)
+                    owners = rows.column("tenant_id").to_pylist()
                     matrix = as_float_matrix(rows, model.feature_names)
-                    predictions = predictor.predict_matrix(tenant_id, matrix)
+                    predictions = predictor.predict_rows(model, owners, matrix)
                     if model.version == predictor.version:  # drift is measured for the global champion's rows
                         drift_rows.append(matrix)
                         drift_features = model.feature_names
                         drift_scores.append(np.asarray([p.probability for p in predictions], dtype=np.float64))
-                    used.update((p.model_name, p.model_version) for p in predictions)
+                    used.add((CHURN_MODEL, model.version))
                     parts.append(pa.table({
                         "tenant_id": rows.column("tenant_id"), "customer_id": rows.column("customer_id"),
                         "score_date": pa.array([score_date] * rows.num_rows, pa.date32()),

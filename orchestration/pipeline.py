@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -322,24 +322,25 @@ def promotion_gate(name: str, *, settings: Settings | None = None) -> dict[str, 
 
 # --- score_batch -----------------------------------------------------------------------------------------
 def tenant_chunks(
-    *, chunk_size: int | None = None, plan: str | None = None, settings: Settings | None = None
+    *, chunk_rows: int | None = None, chunk_size: int | None = None, plan: str | None = None,
+    score_date: date | None = None, settings: Settings | None = None,
 ) -> list[list[str]]:
     """The tenants with churn_prediction on (only `plan`'s tenants when given: each plan's chunks run in its own
-    pool), in chunks of `SHIRONZI_SCORE_CHUNK_TENANTS` (one mapped task each: 100,000 tenants make 200 tasks,
-    not 100,000)."""
-    from models.scoring import eligible_tenants
+    pool), packed into chunks of at most `SHIRONZI_SCORE_CHUNK_ROWS` customers to score and
+    `SHIRONZI_SCORE_CHUNK_TENANTS` tenants (one mapped task each: the task count follows the data, and 100,000
+    tiny tenants make a few tasks, not 100,000)."""
+    from models.scoring import eligible_tenants, scoring_chunks
 
     settings = settings or get_settings()
-    size = chunk_size or settings.score_chunk_tenants
-    if size < 1:
-        raise InvalidInputError("chunk_size must be >= 1")
     tenants = sorted(eligible_tenants("churn_prediction", settings=settings))
     if plan is not None:
         from shironzi.tenancy.registry import get_registry
 
         directory = get_registry(settings).tenant_directory()
         tenants = [t for t in tenants if t in directory and directory[t].plan == plan]
-    return [tenants[i : i + size] for i in range(0, len(tenants), size)]
+    return scoring_chunks(tenants, score_date or datetime.now(UTC).date(),
+                          max_rows=chunk_rows or settings.score_chunk_rows,
+                          max_tenants=chunk_size or settings.score_chunk_tenants, settings=settings)
 
 
 def score_tenants(tenant_ids: Sequence[str], score_date: date, *, settings: Settings | None = None) -> dict[str, Any]:

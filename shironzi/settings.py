@@ -259,8 +259,14 @@ class Settings(BaseSettings):
     health_stale_seconds: float = Field(
         120.0, gt=0, description="/healthz of a long-running process answers 503 after this long without progress."
     )
+    score_chunk_rows: int = Field(
+        100_000, ge=1, le=10_000_000,
+        description="Most customers to score per mapped score_batch task: tenants are packed by their rows, so the "
+        "task count follows the data (a tenant with more rows is a task of its own).",
+    )
     score_chunk_tenants: int = Field(
-        500, ge=1, le=100_000, description="Tenants per mapped score_batch task (100,000 tenants -> 200 tasks)."
+        25_000, ge=1, le=100_000, description="Most tenants per mapped score_batch task (bounds a task's keyed "
+        "registry reads; 100,000 tiny tenants -> 4 tasks).",
     )
     dbt_dedicated_batch_tenants: int = Field(
         25, ge=1, le=10_000,

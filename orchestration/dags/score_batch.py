@@ -1,5 +1,6 @@
 """score_batch (daily at 03:30 UTC, and when new features land): churn scores for the tenants with
-churn_prediction on, mapped over chunks of tenants (SHIRONZI_SCORE_CHUNK_TENANTS per task), one mapped task per
+churn_prediction on, mapped over chunks of tenants packed by their customers to score (SHIRONZI_SCORE_CHUNK_ROWS
+per task, at most SHIRONZI_SCORE_CHUNK_TENANTS tenants), one mapped task per
 plan in that plan's pool with its priority weight (`orchestration.pools`), and the KPI forecasts for
 trend_forecast. Re-running a date replaces that date's scores."""
 
@@ -22,7 +23,7 @@ from orchestration.pools import PLANS, plan_task
 def score_batch() -> None:
     @task
     def tenant_chunks(plan: str) -> list[list[str]]:
-        return pipeline.tenant_chunks(plan=plan)
+        return pipeline.tenant_chunks(plan=plan, score_date=run_date(get_current_context()))
 
     @task(max_active_tis_per_dagrun=4)
     def score_chunk(tenant_ids: list[str]) -> dict[str, Any]:

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 from deltalake import write_deltalake
@@ -35,6 +37,43 @@ from shironzi.lake.tables import (
     _uri,
     cluster_by_tenant,
 )
+
+_T = TypeVar("_T")
+
+# delta-rs parses a predicate recursively on the calling thread, about 335 bytes of stack per listed value: an IN
+# list of ~25,000 tenant ids overflows the main thread's 8 MiB stack and kills the process (SIGSEGV). A predicate
+# with more values than LONG_PREDICATE_VALUES runs on a thread with STACK_PER_VALUE bytes of stack per value.
+LONG_PREDICATE_VALUES = 5_000
+STACK_PER_VALUE = 2_048
+MIN_DEEP_STACK, MAX_DEEP_STACK = 64 << 20, 1 << 30
+_STACK_SIZE_LOCK = threading.Lock()  # threading.stack_size is process-wide: set, start the thread, restore
+
+
+def _with_stack_for(where: str | None, call: Callable[[], _T]) -> _T:
+    """`call()`, on a thread whose stack fits delta-rs's parse of `where` when it lists many values."""
+    values = where.count(",") + 1 if where else 0  # >= the values listed (commas inside literals only add)
+    if values <= LONG_PREDICATE_VALUES:
+        return call()
+    outcome: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            outcome["value"] = context.run(call)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            outcome["error"] = exc
+
+    with _STACK_SIZE_LOCK:
+        previous = threading.stack_size(min(MAX_DEEP_STACK, max(MIN_DEEP_STACK, values * STACK_PER_VALUE)))
+        try:
+            worker = threading.Thread(target=run, name="delta-long-predicate")
+            worker.start()
+        finally:
+            threading.stack_size(previous)
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
 
 
 def append(
@@ -121,7 +160,7 @@ def overwrite(
         return CommitResult(version=target.version(), rows=table.num_rows)
 
     with optional_lease(location, take=lease):
-        return _retrying(location, "overwrite", attempt)
+        return _with_stack_for(where, lambda: _retrying(location, "overwrite", attempt))
 
 
 def delete(
@@ -145,7 +184,7 @@ def delete(
         return int(metrics.get("num_deleted_rows", 0) or 0), before
 
     with optional_lease(location, take=lease):
-        deleted, before = _retrying(location, "delete", attempt)
+        deleted, before = _with_stack_for(where, lambda: _retrying(location, "delete", attempt))
         if deleted:
             _rewrite_view_files(location, opts, since_version=before, metadata=metadata)
     return deleted

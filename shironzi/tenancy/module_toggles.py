@@ -16,7 +16,7 @@ from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.events import ProjectionState, TenantEvent
 from shironzi.tenancy.invalidation import Invalidation
 from shironzi.tenancy.models import tenant_modules, tenants
-from shironzi.tenancy.store import RegistryStore, require_live
+from shironzi.tenancy.store import DIRECTORY_SCAN, KEYED_READ_BATCH, RegistryStore, require_live
 
 
 class ModuleToggles(RegistryStore):
@@ -53,8 +53,13 @@ class ModuleToggles(RegistryStore):
             self._module_cache[tenant_id] = (time.monotonic() + ttl, enabled)
         return enabled
 
-    def tenants_with_module(self, module: str, *, statuses: Iterable[str] = ("active",)) -> list[str]:
-        """Ids of the tenants (by default only active ones) that have `module` on: pipelines skip the rest."""
+    def tenants_with_module(self, module: str, *, statuses: Iterable[str] = ("active",),
+                            among: Iterable[str] | None = None) -> list[str]:
+        """Ids of the tenants (by default only active ones) that have `module` on: pipelines skip the rest.
+
+        `among` narrows the answer to those ids, read by key (KEYED_READ_BATCH per query): a job's chunk checks its
+        own 500 tenants, not the 100,000 rows of every tenant with the module (once per chunk, that was quadratic).
+        Past DIRECTORY_SCAN ids one read of every row is cheaper."""
         catalog.check_module(module)
         wanted = [catalog._one_of("status", s, catalog.STATUSES) for s in statuses]
         query = (
@@ -64,7 +69,15 @@ class ModuleToggles(RegistryStore):
             .order_by(tenant_modules.c.tenant_id)
         )
         with self.engine.connect() as conn:
-            return list(conn.execute(query).scalars())
+            ids = None if among is None else sorted(set(among))
+            if ids is None or len(ids) > DIRECTORY_SCAN:
+                every = list(conn.execute(query).scalars())
+                return every if ids is None else sorted(set(every).intersection(ids))
+            found: list[str] = []
+            for start in range(0, len(ids), KEYED_READ_BATCH):
+                batch = ids[start:start + KEYED_READ_BATCH]
+                found += conn.execute(query.where(tenant_modules.c.tenant_id.in_(batch))).scalars()
+            return found
 
     def enable_module(self, ctx: TenantContext, tenant_id: str, module: str) -> list[str]:
         """Switch a module on; its dependencies must already be on. Returns the enabled modules."""

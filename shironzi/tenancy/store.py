@@ -38,7 +38,9 @@ from shironzi.tenancy.models import PROJECTION_TABLES, api_keys, tenant_events, 
 from shironzi.tenancy.records import Tenant, TenantInfo
 
 MAX_PAGE_SIZE = 10_000
-DIRECTORY_SCAN = 5_000  # `tenant_infos` of more tenants than this reads the whole directory: cheaper than by key
+# keyed reads of more ids than this read the whole directory (100k tenants: 10k ids by key 0.05 s, 100k ids 0.6 s,
+# the whole directory 0.4 s)
+DIRECTORY_SCAN = 50_000
 KEYED_READ_BATCH = 500  # ids per `IN` of a keyed read (under every backend's bound-parameter limit)
 TENANT_SEARCH_LIMIT = 20  # tenants a picker shows per search
 MAX_SEARCH_LIMIT = 200

@@ -95,7 +95,7 @@ def notify_pipeline_failure(pipeline: str, tenant_ids: Sequence[str], *, run_id:
 def subscriptions(tenant_ids: set[str], *, settings: Settings | None = None) -> dict[str, NotificationsSettings]:
     """The notification settings of those tenants that have the module on and a webhook URL (two queries)."""
     registry = get_registry(settings)
-    enabled = set(registry.tenants_with_module(MODULE)) & tenant_ids
+    enabled = set(registry.tenants_with_module(MODULE, among=tenant_ids))
     overrides = registry.module_settings_of(MODULE, sorted(enabled)) if enabled else {}
     found = {tid: NotificationsSettings.model_validate(overrides.get(tid, {})) for tid in enabled}
     return {tid: value for tid, value in found.items() if value.webhook_urls}

@@ -381,3 +381,48 @@ def test_filters_render_as_sql_literals() -> None:
         "(\"tenant_id\" = 'o''brien' AND \"event_date\" IN (DATE '2024-01-01', DATE '2024-01-02')"
         ' AND "x" IS NULL)'
     )
+
+
+_LONG_PREDICATE_SCRIPT = """
+import datetime as dt, sys
+import pyarrow as pa
+from shironzi import lake
+uri, values = sys.argv[1], int(sys.argv[2])
+ids = [f"tenant-{n:08d}" for n in range(values)]
+day = dt.date(2024, 1, 1)
+rows = pa.table({"tenant_id": ids[:100], "day": pa.array([day] * 100, pa.date32()), "n": list(range(100))})
+lake.append(uri, rows, partition_by="day")
+slice_ = [("day", "=", day), ("tenant_id", "in", ids)]
+print(lake.overwrite(uri, rows.slice(0, 60), partition_by="day", predicate=slice_).rows)
+print(lake.delete(uri, slice_[1:]))
+"""
+
+
+def test_a_predicate_listing_100000_tenants_overwrites_and_deletes(tmp_path: Path) -> None:
+    """A scoring chunk of 25,000 tenants replaced its slice with one IN list; delta-rs parses it recursively on the
+    calling thread, overflowed the 8 MiB main-thread stack and killed the process (SIGSEGV). Long predicates now run
+    on a thread whose stack fits them. In a child process: a regression must fail this test, not the whole suite."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LONG_PREDICATE_SCRIPT, str(tmp_path / "t"), "100000"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.split() == ["60", "60"]
+
+
+def test_short_predicates_stay_on_the_callers_thread(events_uri: str, make_events: MakeEvents,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from shironzi.lake import writes
+
+    lake.append(events_uri, make_events(50, days=(1,), tenants=3))
+    started: list[str] = []
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self.name) or real_start(self))
+    assert lake.delete(events_uri, [("tenant_id", "in", ["tenant_001", *(f"x{n}" for n in range(4_000))])]) > 0
+    assert "delta-long-predicate" not in started
+    monkeypatch.setattr(writes, "LONG_PREDICATE_VALUES", 10)
+    assert lake.delete(events_uri, [("tenant_id", "in", ["tenant_002", *(f"x{n}" for n in range(20))])]) > 0
+    assert "delta-long-predicate" in started

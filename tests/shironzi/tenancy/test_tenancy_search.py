@@ -72,3 +72,31 @@ def test_tenant_infos_reads_only_the_asked_tenants_and_is_always_current(
     crowded.tenant_directory()  # a warm cache
     crowded.offboard(admin, asked[0])
     assert crowded.tenant_infos([asked[0]])[asked[0]].status != directory[asked[0]].status  # never cached
+
+
+def test_tenants_with_module_among_reads_the_asked_tenants_by_key(
+    crowded: Registry, admin: TenantContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scoring chunk checks its own tenants' module by key (three IN batches here), not the rows of every tenant
+    with the module once per chunk; past DIRECTORY_SCAN ids one read of every row answers the same."""
+    from sqlalchemy import event
+
+    from shironzi.tenancy import store
+
+    every = crowded.tenants_with_module("churn_prediction")
+    asked = [*every[::4][:1_200], "t_no_such_tenant"]
+    crowded.disable_module(admin, asked[1], "churn_prediction")
+    statements: list[str] = []
+    listen = lambda *args: statements.append(args[2])  # noqa: E731 - before_cursor_execute(conn, cursor, sql, ...)
+    event.listen(crowded.engine, "before_cursor_execute", listen)
+    try:
+        keyed = crowded.tenants_with_module("churn_prediction", among=asked)
+    finally:
+        event.remove(crowded.engine, "before_cursor_execute", listen)
+    assert keyed == sorted(set(asked[:-1]) - {asked[1]})
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 3 and all(" IN " in s for s in selects)
+    monkeypatch.setattr(store, "DIRECTORY_SCAN", 10)
+    monkeypatch.setattr("shironzi.tenancy.module_toggles.DIRECTORY_SCAN", 10)
+    assert crowded.tenants_with_module("churn_prediction", among=asked) == keyed
+    assert crowded.tenants_with_module("churn_prediction", among=[]) == []
