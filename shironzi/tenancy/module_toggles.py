@@ -71,7 +71,7 @@ class ModuleToggles(RegistryStore):
         with self.engine.connect() as conn:
             ids = None if among is None else sorted(set(among))
             if ids is None or len(ids) > DIRECTORY_SCAN:
-                every = list(conn.execute(query).scalars())
+                every: list[str] = list(conn.execute(query).scalars())
                 return every if ids is None else sorted(set(every).intersection(ids))
             found: list[str] = []
             for start in range(0, len(ids), KEYED_READ_BATCH):
