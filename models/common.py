@@ -14,7 +14,7 @@ from feature_store.offline import empty_feature_table, feature_table_uris
 from feature_store.registry import get_feature_view
 from shironzi.errors import InvalidInputError, ModelTrainingError
 from shironzi.lake import read_arrow, table_exists, table_version
-from shironzi.lake.groups import lake_groups
+from shironzi.lake.groups import LakeGroup, lake_groups
 from shironzi.settings import Settings, get_settings
 from shironzi.tenancy import get_registry
 
@@ -124,19 +124,23 @@ def read_feature_inputs(
     input_versions: Mapping[str, int] | None = None,
     extra_columns: Sequence[str] = (),
     allow_missing: bool = False,
+    groups: Sequence[LakeGroup] | None = None,
 ) -> tuple[dict[str, pa.Table], list[tuple[str, int]]]:
     """The offline rows of each feature view for `tenant_ids`, read at pinned Delta versions (default: the current
     ones), and the (table URI, version) pairs read. A view without an offline table raises ModelTrainingError, or
-    comes back empty with `allow_missing` (scoring a region whose features were never built scores nobody)."""
+    comes back empty with `allow_missing` (scoring a region whose features were never built scores nobody).
+    `groups`: the tenants' lake groups, when the caller has them."""
     import pyarrow as pa
 
     tables: dict[str, pa.Table] = {}
     inputs: list[tuple[str, int]] = []
+    if groups is None:  # once for every view: it reads each tenant's registry row
+        groups = lake_groups(tenant_ids, settings)
     for name in dict.fromkeys(view_names):
         view = get_feature_view(name)
         columns = [*view.join_keys, *extra_columns, FEATURE_TIMESTAMP, *view.feature_names]
         parts = []
-        for uri in feature_table_uris(view, tenant_ids, settings):
+        for uri in feature_table_uris(view, tenant_ids, settings, groups=groups):
             part, version = read_pinned(uri, tenant_ids=tenant_ids, columns=columns, versions=input_versions,
                                         settings=settings)
             inputs.append((uri, version))

@@ -178,7 +178,7 @@ def score_churn(
             # Pinned reads: the same feature-table versions feed the spine and the join, and the write records them.
             views = [*resolve_features(predictor.feature_names), "customer_activity"]
             feature_tables, inputs = read_feature_inputs(views, group.tenant_ids, settings=settings,
-                                                         allow_missing=True)
+                                                         allow_missing=True, groups=[group])
             spine = _latest_customer_snapshots(feature_tables["customer_activity"], score_date)
             used: set[tuple[str, str]] = set()
             parts: list[pa.Table] = []
