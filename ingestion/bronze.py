@@ -79,6 +79,7 @@ from shironzi.privacy.phi import PhiCipher, protect_document
 from shironzi.privacy.pii_table import PendingPiiRows
 from shironzi.privacy.pseudonymise import pseudonymise_batch
 from shironzi.settings import Settings, get_settings
+from shironzi.tenancy.keystore import get_keystore
 from shironzi.tenancy.placement import PlacementState
 from shironzi.tenancy.records import TenantInfo
 from shironzi.tenancy.registry import get_registry
@@ -318,13 +319,15 @@ class BronzeLander:
     def _phi_rules(self, tenant_ids: Any) -> dict[str, tuple[list[str], list[str], PhiCipher]]:
         """tenant -> (PHI columns, PHI properties, its cipher) for the tenants among `tenant_ids` whose
         contract declares PHI (an unknown tenant's rows have no key to protect them with)."""
-        rules = {}
-        for tenant_id in {t for t in tenant_ids if t is not None and t in self.tenants}:
+        declared = {}
+        for tenant_id in sorted({t for t in tenant_ids if t is not None and t in self.tenants}):
             industry = self.tenants[tenant_id].industry
             columns, fields = phi_columns(industry), phi_fields(industry)
             if columns or fields:
-                rules[tenant_id] = (columns, fields, PhiCipher.of(tenant_id, create=True))
-        return rules
+                declared[tenant_id] = (columns, fields)
+        # the keys in one read (and new tenants' keys in one keystore commit), not one commit per new tenant
+        keys = get_keystore().get_or_create_keys(list(declared)) if declared else {}
+        return {t: (columns, fields, PhiCipher(t, keys[t])) for t, (columns, fields) in declared.items()}
 
     def protect_phi(self, valid: pa.Table) -> pa.Table:
         """Encrypt the contract's PHI deterministically under each tenant's PHI key (`shironzi.privacy.phi`):

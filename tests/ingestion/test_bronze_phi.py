@@ -85,3 +85,31 @@ def test_healthcare_phi_is_encrypted_deterministically_per_tenant(home: Path) ->
     get_keystore().destroy_key(clinic.id)
     with pytest.raises(KeyDestroyedError):
         PhiCipher.of(clinic.id)
+
+
+def test_a_batch_for_many_new_clinics_creates_their_keys_in_one_keystore_call(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each new healthcare tenant's PHI key was created with a keystore commit of its own, on its first batch (at
+    100,000 tenants, a stream slice made tens of thousands of commits); a batch now reads and creates them all in
+    one call, and a destroyed key still stops its tenant's rows."""
+    clinics = provision([(f"clinic-{n:02d}", "healthcare", "standard") for n in range(12)])
+    store = type(get_keystore())
+    batched: list[list[str]] = []
+    real = store.get_or_create_keys
+    monkeypatch.setattr(store, "get_or_create_keys", lambda self, ids: batched.append(list(ids)) or real(self, ids))
+    monkeypatch.setattr(store, "get_or_create_key", lambda *_: pytest.fail("one keystore call per tenant"))
+    payloads = _payloads([c.id for c in clinics])
+    decoded = decode_json_records(payloads, [f"p/{i}" for i in range(len(payloads))], source="test")
+    result = BronzeLander().validate(decoded, source="test")
+    assert result.valid.num_rows == len(payloads)
+    assert sorted(batched[0]) == sorted(c.id for c in clinics)  # the PHI pass: every clinic at once
+    assert all(is_protected(r["customer_id"]) for r in result.valid.to_pylist())
+    keys = get_keystore().get_or_create_keys([c.id for c in clinics])
+    cipher = PhiCipher(clinics[3].id, keys[clinics[3].id])
+    mine = [r for r in result.valid.to_pylist() if r["tenant_id"] == clinics[3].id]
+    assert {cipher.reveal(r["customer_id"]) for r in mine} == {"pat_00000", "pat_00001", "pat_00002"}
+
+    get_keystore().destroy_key(clinics[0].id)
+    with pytest.raises(KeyDestroyedError):
+        BronzeLander().validate(decoded, source="test")
