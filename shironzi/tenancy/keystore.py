@@ -27,7 +27,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -43,6 +43,7 @@ from shironzi.errors import (
 from shironzi.settings import Settings, get_settings
 
 KEY_BYTES = 32
+KEYED_BATCH = 500  # tenants per IN query of a batch read
 
 
 class TenantKeystore(Protocol):
@@ -71,6 +72,11 @@ class DataKeystore(Protocol):
 
     def data_keys(self, tenant_id: str) -> list[tuple[int, bytes]]:
         """The tenant's live data keys, newest (the one new rows are encrypted under) first."""
+        ...
+
+    def newest_data_keys(self, token_keys: Mapping[str, bytes]) -> dict[str, bytes]:
+        """Each tenant's newest data key (`data_keys(t)[0]`) for many tenants: `token_keys` are their tenant keys,
+        which the caller (a landing batch) has just read, so they are checked to be live again but not re-read."""
         ...
 
     def add_data_key(self, tenant_id: str) -> int:
@@ -511,6 +517,40 @@ class LocalKeystore:
             live.append((0, token_key))
         return live
 
+    def newest_data_keys(self, token_keys: Mapping[str, bytes]) -> dict[str, bytes]:
+        """Two indexed queries per KEYED_BATCH tenants, and an unwrap only for the tenants with a rotated data key:
+        a stream batch over 40,000 tenants read each one's data keys with a query and an unwrap of its own."""
+        wanted = sorted(token_keys)
+        db = self._connect()
+        newest: dict[str, bytes] = {}
+        for start in range(0, len(wanted), KEYED_BATCH):
+            batch = wanted[start:start + KEYED_BATCH]
+            marks = ", ".join("?" * len(batch))
+            state = dict(db.execute(
+                f"SELECT tenant_id, destroyed_at FROM tenant_keys WHERE tenant_id IN ({marks})", batch).fetchall())
+            rotated: dict[str, tuple[str, int]] = {}
+            retired: set[str] = set()
+            for tenant_id, version, wrapped, generation in db.execute(
+                f"SELECT tenant_id, version, wrapped, generation FROM tenant_data_keys WHERE tenant_id IN ({marks}) "
+                "ORDER BY tenant_id, version DESC", batch):
+                if version == 0:
+                    retired.add(tenant_id)
+                elif wrapped is not None and tenant_id not in rotated:
+                    rotated[tenant_id] = (wrapped, generation)
+            for tenant_id in batch:
+                if tenant_id not in state:
+                    raise NotFoundError(f"tenant {tenant_id!r} has no encryption key", tenant=tenant_id)
+                if state[tenant_id]:
+                    raise KeyDestroyedError(f"the key of tenant {tenant_id!r} was destroyed at {state[tenant_id]}",
+                                            tenant=tenant_id)
+                if tenant_id in rotated:
+                    newest[tenant_id] = self._open_wrapped(db, *rotated[tenant_id], tenant_id)
+                elif tenant_id not in retired:
+                    newest[tenant_id] = token_keys[tenant_id]
+                else:
+                    raise KeyDestroyedError(f"tenant {tenant_id!r} has no live data key", tenant=tenant_id)
+        return newest
+
     def add_data_key(self, tenant_id: str) -> int:
         self.get_key(tenant_id)
         db = self._connect()
@@ -676,6 +716,10 @@ class VaultKeystore:
         data, _ = self._read_data_keys(tenant_id)
         live = sorted(((int(v), base64.b64decode(k)) for v, k in data["keys"].items()), reverse=True)
         return live if data.get("token_key_retired") else [*live, (0, token_key)]
+
+    def newest_data_keys(self, token_keys: Mapping[str, bytes]) -> dict[str, bytes]:
+        """One KV read per tenant: Vault has no batch read."""
+        return {t: self.data_keys(t)[0][1] for t in token_keys}
 
     def add_data_key(self, tenant_id: str) -> int:
         self.get_key(tenant_id)

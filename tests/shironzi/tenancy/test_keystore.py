@@ -47,6 +47,30 @@ def test_keys_of_many_new_tenants_are_created_in_one_commit(home: Path) -> None:
     assert store.get_or_create_keys(["t_7"]) == {"t_7": keys["t_7"]}
 
 
+def test_newest_data_keys_of_many_tenants_in_a_few_queries_equal_each_tenants_own(home: Path) -> None:
+    """A stream batch over tens of thousands of tenants read each one's data keys with its own query and unwrap;
+    one batch read gives the same keys (rotated or not), and still refuses a destroyed or unknown tenant."""
+    store = get_keystore()
+    assert isinstance(store, LocalKeystore)
+    keys = store.get_or_create_keys([f"t_{i:04d}" for i in range(1_200)])
+    store.add_data_key("t_0003")
+    store.add_data_key("t_0003")
+    store.add_data_key("t_0700")
+    store.retire_data_keys("t_0700", keep=1)
+    statements: list[str] = []
+    store._connect().set_trace_callback(statements.append)
+    newest = store.newest_data_keys(keys)
+    store._connect().set_trace_callback(None)
+    assert newest == {t: store.data_keys(t)[0][1] for t in keys}
+    assert newest["t_0003"] != keys["t_0003"] and newest["t_0001"] == keys["t_0001"]
+    assert sum(s.startswith("SELECT") for s in statements) == 6  # two per 500 tenants
+    store.destroy_key("t_0001")
+    with pytest.raises(KeyDestroyedError):
+        store.newest_data_keys({"t_0001": keys["t_0001"]})
+    with pytest.raises(NotFoundError):
+        store.newest_data_keys({"t_unknown": b"x" * 32})
+
+
 def test_a_key_destroyed_by_another_keystore_stops_working_here_at_once(home: Path) -> None:
     """The keystore caches its file and the scrypt wrapping key, never a tenant key past a destroy."""
     store = get_keystore()
