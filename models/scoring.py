@@ -125,7 +125,7 @@ _PREDICTORS_LOCK = threading.Lock()
 
 def _scoring_predictor(settings: Settings) -> ChurnPredictor:
     """The churn champions for batch scoring, loaded once per process and model registry, re-read only when the
-    champion aliases or the release routing moved: a job's chunks (200 at 100,000 tenants) parse every tenant's
+    champion aliases or the release routing moved: a job's chunks (every mapped task of a process) parse every tenant's
     bands and customer-base fits once, not once per chunk."""
     key = (settings.resolved_mlflow_tracking_uri, settings.resolved_database_url)
     with _PREDICTORS_LOCK:

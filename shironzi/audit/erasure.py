@@ -458,7 +458,7 @@ def _erase(ctx: TenantContext, tenant_id: str, subject_id: str | None, *, reques
         protected = subject_phi(tenant_id, subject_id)  # a healthcare patient's id is PHI-protected in every table
         raw_ids = [subject_id] + [v for v in (token, protected) if v]
         digests = [subject_digest(tenant_id, v) for v in raw_ids]
-    matcher = Matcher(tenant_id, kind, frozenset(digests))
+    matcher = Matcher(tenant_id, kind, frozenset(digests), values=frozenset(raw_ids or ()))
     resource = f"tenant:{tenant_id}" + ("" if subject_id is None else f"/subject:{digests[0][:16]}")
     audit(
         ctx,

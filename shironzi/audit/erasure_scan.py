@@ -8,7 +8,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,19 +32,39 @@ def platform_key() -> bytes:
 
 def subject_digest(tenant_id: str, value: str) -> str:
     """The keyed hash under which receipts name a subject (or its pseudonym) without revealing it."""
-    return hmac.new(platform_key(), f"{tenant_id}\x00{value}".encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(platform_key(), f"{tenant_id}\x00{value}".encode(), hashlib.sha256).hex()
+
+
+# A clear subject value made only of these (and not number-like) appears verbatim in any text that holds it: as
+# itself, as a JSON string (nothing in it is escaped) or as a token. So a substring test, vectorised, safely skips
+# the rows that cannot hold it before the exact per-value check.
+_VERBATIM = re.compile(r"[A-Za-z0-9_.@:+\-]+")
+_NUMBER_LIKE = re.compile(r"[0-9.eE+\-]+")
 
 
 @dataclass(frozen=True)
 class Matcher:
-    """What counts as 'the subject' in a value: one of the digests, or (tenant mode) any tenant row."""
+    """What counts as 'the subject' in a value: one of the digests, or (tenant mode) any tenant row.
+
+    `values` are the subject's clear values (its id, pseudonym, PHI form) while its erasure runs, never stored:
+    with them a file scan skips, vectorised, the rows that cannot hold the subject. A receipt's re-verification
+    has only the digests and checks every row."""
 
     tenant_id: str
     kind: ErasureKind
     digests: frozenset[str] = frozenset()
+    values: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def value_matches(self, value: str) -> bool:
         return self.kind == "subject" and subject_digest(self.tenant_id, value) in self.digests
+
+    def verbatim_values(self) -> list[str] | None:
+        """The clear values when every one is sure to appear verbatim in a text that holds it, else None."""
+        if self.kind != "subject" or not self.values:
+            return None
+        if all(_VERBATIM.fullmatch(v) and not _NUMBER_LIKE.fullmatch(v) for v in self.values):
+            return sorted(self.values)
+        return None
 
 
 def _json_values(value: Any) -> Iterable[str]:
@@ -143,7 +163,17 @@ def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
     string_columns = [
         f.name for f in candidates.schema if str(f.type) in ("string", "large_string", "string_view")
     ]
-    return table.num_rows, _scan_rows(candidates.select(string_columns).to_pylist(), matcher)
+    candidates = candidates.select(string_columns)
+    if (verbatim := matcher.verbatim_values()) is not None and candidates.num_rows:
+        mentions = None  # rows where some string column holds some clear value as a substring
+        for column in (c for c in string_columns if c != "tenant_id"):
+            for value in verbatim:
+                hit = pc.fill_null(pc.match_substring(candidates.column(column), value), False)
+                mentions = hit if mentions is None else pc.or_(mentions, hit)
+        if mentions is None:  # no string column but the tenant's: nothing can name the subject
+            return table.num_rows, 0
+        candidates = candidates.filter(mentions)
+    return table.num_rows, _scan_rows(candidates.to_pylist(), matcher)
 
 
 def _parsed_stats(action: dict[str, Any]) -> dict[str, Any]:

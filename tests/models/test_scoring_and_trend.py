@@ -199,7 +199,7 @@ def test_trend_beats_naive_logs_both_and_forecasts_only_trend_tenants(lake: Trai
 
 
 def test_batch_scoring_loads_the_champions_once_per_process(lake: TrainedLake, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every chunk of a scoring job (200 at 100,000 tenants) reuses the loaded champions, re-reading only whether
+    """Every chunk a process scores reuses the loaded champions, re-reading only whether
     the aliases or the routing moved; loading them parses every tenant's bands and customer-base fits."""
     from models import scoring
     from shironzi.settings import get_settings

@@ -1,0 +1,62 @@
+"""Scanning a Parquet file for a data subject: with the subject's clear values (during its erasure) a vectorised
+substring test skips the rows that cannot hold it, and the count is the one the digests alone give."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shironzi.audit import erasure_scan
+from shironzi.audit.erasure_scan import Matcher, scan_file, subject_digest
+
+SUBJECT = ("c_1", "tok_abc")
+ROWS = [  # (tenant_id, customer_id, properties, raw_payload, holds the subject of t_a)
+    ("t_a", "c_1", "{}", None, True),
+    ("t_a", "c_10", json.dumps({"ref": "c_1"}), None, True),  # a JSON value
+    ("t_a", "c_10", json.dumps({"ref": "c_10"}), None, False),  # a substring, not the value
+    ("t_a", "c_2", "note c_1 here", None, False),  # plain text: only the whole text is a value
+    ("t_a", "c_2", json.dumps({"nested": ["x", {"id": "tok_abc"}]}), None, True),  # its pseudonym, nested
+    ("t_a", "c_3", '{"ref": "c_1"', None, True),  # malformed JSON: whole tokens
+    ("t_b", "c_1", "{}", None, False),  # another tenant's customer of the same id
+    (None, None, None, json.dumps({"tenant_id": "t_a", "customer_id": "c_1"}), True),  # quarantined, claims t_a
+    (None, None, None, json.dumps({"tenant_id": "t_b", "customer_id": "c_1"}), False),
+    *[("t_a", f"c_{n}", json.dumps({"n": n}), None, False) for n in range(200, 500)],
+]
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> str:
+    columns = list(zip(*ROWS, strict=True))
+    path = tmp_path / "part-0.parquet"
+    pq.write_table(pa.table({"tenant_id": pa.array(columns[0], pa.string()),
+                             "customer_id": pa.array(columns[1], pa.string()),
+                             "properties": pa.array(columns[2], pa.string()),
+                             "raw_payload": pa.array(columns[3], pa.string()),
+                             "amount": pa.array(range(len(ROWS)), pa.int64())}), path)
+    return str(path)
+
+
+def test_the_clear_values_find_exactly_what_the_digests_find(data_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    digests = frozenset(subject_digest("t_a", v) for v in SUBJECT)
+    expected = sum(row[-1] for row in ROWS)
+    assert scan_file(data_file, Matcher("t_a", "subject", digests)) == (len(ROWS), expected)  # a receipt's check
+
+    checked: list[int] = []
+    real = erasure_scan._scan_rows
+    monkeypatch.setattr(erasure_scan, "_scan_rows", lambda rows, m: checked.append(len(rows)) or real(rows, m))
+    assert scan_file(data_file, Matcher("t_a", "subject", digests, values=frozenset(SUBJECT))) == (len(ROWS), expected)
+    assert checked == [8]  # only the rows that mention a value verbatim get the exact, per-value check
+    assert "c_1" not in repr(Matcher("t_a", "subject", digests, values=frozenset(SUBJECT)))  # never logged
+
+
+@pytest.mark.parametrize("values", [("12345",), ("c_1", "ann smith"), ('c"1',)])
+def test_values_that_may_not_appear_verbatim_are_checked_row_by_row(values: tuple[str, ...]) -> None:
+    """A number may be written otherwise in JSON (1.2345e4) and a space or quote may be escaped or split into
+    tokens: such subjects get no substring shortcut."""
+    digests = frozenset(subject_digest("t_a", v) for v in values)
+    assert Matcher("t_a", "subject", digests, values=frozenset(values)).verbatim_values() is None
+    assert Matcher("t_a", "tenant", values=frozenset(("c_1",))).verbatim_values() is None
