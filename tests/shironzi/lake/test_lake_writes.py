@@ -398,14 +398,14 @@ print(lake.delete(uri, slice_[1:]))
 """
 
 
-def test_a_predicate_listing_100000_tenants_overwrites_and_deletes(tmp_path: Path) -> None:
+def test_a_predicate_listing_30000_tenants_overwrites_and_deletes(tmp_path: Path) -> None:
     """A scoring chunk of 25,000 tenants replaced its slice with one IN list; delta-rs parses it recursively on the
     calling thread, overflowed the 8 MiB main-thread stack and killed the process (SIGSEGV). Long predicates now run
     on a thread whose stack fits them. In a child process: a regression must fail this test, not the whole suite."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _LONG_PREDICATE_SCRIPT, str(tmp_path / "t"), "100000"],
+    done = subprocess.run([sys.executable, "-c", _LONG_PREDICATE_SCRIPT, str(tmp_path / "t"), "30000"],
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.split() == ["60", "60"]
