@@ -79,7 +79,6 @@ from shironzi.privacy.phi import PhiCipher, protect_document
 from shironzi.privacy.pii_table import PendingPiiRows
 from shironzi.privacy.pseudonymise import pseudonymise_batch
 from shironzi.settings import Settings, get_settings
-from shironzi.tenancy.keystore import get_keystore
 from shironzi.tenancy.placement import PlacementState
 from shironzi.tenancy.records import TenantInfo
 from shironzi.tenancy.registry import get_registry
@@ -325,9 +324,8 @@ class BronzeLander:
             columns, fields = phi_columns(industry), phi_fields(industry)
             if columns or fields:
                 declared[tenant_id] = (columns, fields)
-        # the keys in one read (and new tenants' keys in one keystore commit), not one commit per new tenant
-        keys = get_keystore().get_or_create_keys(list(declared)) if declared else {}
-        return {t: (columns, fields, PhiCipher(t, keys[t])) for t, (columns, fields) in declared.items()}
+        ciphers = PhiCipher.of_many(declared)  # new tenants' keys in one keystore commit, not one each
+        return {t: (columns, fields, ciphers[t]) for t, (columns, fields) in declared.items()}
 
     def protect_phi(self, valid: pa.Table) -> pa.Table:
         """Encrypt the contract's PHI deterministically under each tenant's PHI key (`shironzi.privacy.phi`):

@@ -63,6 +63,16 @@ class PhiCipher:
         key = store.get_or_create_key(tenant_id) if create else store.get_key(tenant_id)
         return cls(tenant_id, key)
 
+    @classmethod
+    def of_many(cls, tenant_ids: Iterable[str], *, keystore: TenantKeystore | None = None) -> dict[str, PhiCipher]:
+        """`of(t, create=True)` for many tenants with one keystore call: their keys read, and the new tenants'
+        keys created in one commit, not one commit per new tenant (a batch over thousands of new clinics)."""
+        wanted = sorted(set(tenant_ids))
+        if not wanted:
+            return {}
+        keys = (keystore or get_keystore()).get_or_create_keys(wanted)
+        return {t: cls(t, keys[t]) for t in wanted}
+
     def protect(self, value: str) -> str:
         """The `phi_...` form of a clear value; values already protected stay as they are."""
         found = self._memo.get(value)
@@ -139,9 +149,6 @@ def stored_customer_ids(
     """Clear customer ids (one per row, with its tenant) as the tables hold them: PHI-protected for tenants
     whose contract makes the customer id PHI (`industries`: tenant -> industry), the others unchanged. For
     code that joins outside ids (the simulator's ground truth, an app's request) to the lake."""
-    ciphers = {
-        t: PhiCipher.of(t, keystore=keystore, create=True)
-        for t in set(tenant_ids)
-        if t in industries and customer_id_is_phi(industries[t])
-    }
+    ciphers = PhiCipher.of_many((t for t in set(tenant_ids) if t in industries and customer_id_is_phi(industries[t])),
+                                keystore=keystore)
     return protect_values(customer_ids, tenant_ids, ciphers)

@@ -109,6 +109,10 @@ def test_a_batch_for_many_new_clinics_creates_their_keys_in_one_keystore_call(
     cipher = PhiCipher(clinics[3].id, keys[clinics[3].id])
     mine = [r for r in result.valid.to_pylist() if r["tenant_id"] == clinics[3].id]
     assert {cipher.reveal(r["customer_id"]) for r in mine} == {"pat_00000", "pat_00001", "pat_00002"}
+    # its twin, the outside ids' mapping to the lake, reads every clinic's key in one call too
+    stored = stored_customer_ids([c.id for c in clinics], ["pat_00001"] * len(clinics),
+                                 industries={c.id: "healthcare" for c in clinics})
+    assert sorted(batched[-1]) == sorted(c.id for c in clinics) and stored[3] == cipher.protect("pat_00001")
 
     get_keystore().destroy_key(clinics[0].id)
     with pytest.raises(KeyDestroyedError):
