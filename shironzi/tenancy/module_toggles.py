@@ -16,7 +16,7 @@ from shironzi.tenancy.context import TenantContext
 from shironzi.tenancy.events import ProjectionState, TenantEvent
 from shironzi.tenancy.invalidation import Invalidation
 from shironzi.tenancy.models import tenant_modules, tenants
-from shironzi.tenancy.store import DIRECTORY_SCAN, KEYED_READ_BATCH, RegistryStore, require_live
+from shironzi.tenancy.store import DIRECTORY_SCAN, RegistryStore, keyed_rows, require_live
 
 
 class ModuleToggles(RegistryStore):
@@ -73,11 +73,7 @@ class ModuleToggles(RegistryStore):
             if ids is None or len(ids) > DIRECTORY_SCAN:
                 every: list[str] = list(conn.execute(query).scalars())
                 return every if ids is None else sorted(set(every).intersection(ids))
-            found: list[str] = []
-            for start in range(0, len(ids), KEYED_READ_BATCH):
-                batch = ids[start:start + KEYED_READ_BATCH]
-                found += conn.execute(query.where(tenant_modules.c.tenant_id.in_(batch))).scalars()
-            return found
+            return [row[0] for row in keyed_rows(conn, query, tenant_modules.c.tenant_id, ids)]
 
     def enable_module(self, ctx: TenantContext, tenant_id: str, module: str) -> list[str]:
         """Switch a module on; its dependencies must already be on. Returns the enabled modules."""

@@ -4,7 +4,7 @@ projection from the same fold), cache invalidation and the replay that rebuilds 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -56,6 +56,13 @@ class RebuildResult:
     modules: int
     keys: int
     seconds: float
+
+
+def keyed_rows(conn: Connection, query: Any, column: Any, ids: Sequence[str]) -> Iterator[Any]:
+    """The rows of `query` whose `column` is one of `ids`, read by key: KEYED_READ_BATCH ids per `IN` (under every
+    backend's bound-parameter limit), in `ids` order batch by batch."""
+    for start in range(0, len(ids), KEYED_READ_BATCH):
+        yield from conn.execute(query.where(column.in_(ids[start:start + KEYED_READ_BATCH])))
 
 
 class RegistryStore:
@@ -220,13 +227,9 @@ class RegistryStore:
         if len(wanted) > DIRECTORY_SCAN:
             directory = self.tenant_directory(fresh=True)
             return {t: directory[t] for t in wanted if t in directory}
-        found: dict[str, TenantInfo] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(wanted), KEYED_READ_BATCH):
-                batch = wanted[start:start + KEYED_READ_BATCH]
-                for row in conn.execute(sa.select(*_INFO_COLUMNS).where(tenants.c.id.in_(batch))):
-                    found[row[0]] = TenantInfo._make(row)
-        return found
+            return {row[0]: TenantInfo._make(row)
+                    for row in keyed_rows(conn, sa.select(*_INFO_COLUMNS), tenants.c.id, wanted)}
 
     def events(self, tenant_id: str | None = None, *, limit: int | None = None) -> list[TenantEvent]:
         """The event log in order (one tenant's when given, else every event including platform keys)."""
