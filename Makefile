@@ -24,8 +24,13 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/shironzi demo
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist): many tests wait on servers and subprocesses, so two
+# workers overlap those waits even on two cores. `--dist loadgroup` keeps each test file (and each directory
+# with a session-wide fixture, see tests/conftest.py) on one worker. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -92,6 +92,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     os._exit(int(status))
 
 
+# Test directories whose session- or package-wide fixture (a trained lake, a seeded home) is built once per
+# process: under `make test` (pytest-xdist, `--dist loadgroup`) all of a directory's tests go to one worker so
+# that fixture is still built once. Every other test file is its own group, so module fixtures are built once too.
+SHARED_FIXTURE_DIRS = ("tests/models/", "tests/serving/", "tests/apps/")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = next((d for d in SHARED_FIXTURE_DIRS if path.startswith(d)), path)
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config._shironzi_exitstatus = exitstatus  # type: ignore[attr-defined]
     if "transformations.spark" in sys.modules:
