@@ -435,6 +435,25 @@ class LocalKeystore:
             )
         return self._open_wrapped(db, wrapped, generation, tenant_id)
 
+    def _unwrap_many(self, db: sqlite3.Connection, tenant_ids: Sequence[str]) -> dict[str, bytes]:
+        """The keys of those of `tenant_ids` that have one, read KEYED_BATCH per indexed query (a landing batch over
+        90,000 tenants made one query each); a destroyed key raises as in `_unwrap`."""
+        found: dict[str, bytes] = {}
+        for start in range(0, len(tenant_ids), KEYED_BATCH):
+            batch = tenant_ids[start:start + KEYED_BATCH]
+            rows = db.execute(
+                f"SELECT tenant_id, wrapped, destroyed_at, generation FROM tenant_keys "
+                f"WHERE tenant_id IN ({', '.join('?' * len(batch))})", batch).fetchall()
+            for tenant_id, wrapped, destroyed_at, generation in sorted(rows):
+                if destroyed_at:
+                    raise KeyDestroyedError(
+                        f"the key of tenant {tenant_id!r} was destroyed at {destroyed_at}: "
+                        "data encrypted under it is unrecoverable",
+                        tenant=tenant_id,
+                    )
+                found[tenant_id] = self._open_wrapped(db, wrapped, generation, tenant_id)
+        return found
+
     def get_key(self, tenant_id: str) -> bytes:
         _check_tenant(tenant_id)
         key = self._unwrap(self._connect(), tenant_id)
@@ -465,11 +484,7 @@ class LocalKeystore:
         tenants costs one keystore commit, not one per tenant."""
         wanted = [_check_tenant(t) for t in dict.fromkeys(tenant_ids)]
         db = self._connect()
-        found: dict[str, bytes] = {}
-        for tenant_id in wanted:
-            key = self._unwrap(db, tenant_id)
-            if key is not None:
-                found[tenant_id] = key
+        found = self._unwrap_many(db, wanted)
         missing = [t for t in wanted if t not in found]
         if missing:
             generation, cipher = self._current_generation(db)
@@ -477,11 +492,11 @@ class LocalKeystore:
             with _immediate(db):  # a concurrent creator's rows win, as in get_or_create_key
                 db.executemany("INSERT OR IGNORE INTO tenant_keys VALUES (?, ?, ?, NULL, ?)",
                                [(t, cipher.encrypt(os.urandom(KEY_BYTES)).decode(), now, generation) for t in missing])
-            for tenant_id in missing:
-                winner = self._unwrap(db, tenant_id)
-                if winner is None:  # pragma: no cover - the rows were just written
-                    raise ConfigurationError(f"the keystore {self.path} lost tenant {tenant_id!r}'s new key")
-                found[tenant_id] = winner
+            winners = self._unwrap_many(db, missing)
+            if len(winners) != len(missing):  # pragma: no cover - the rows were just written
+                lost = next(t for t in missing if t not in winners)
+                raise ConfigurationError(f"the keystore {self.path} lost tenant {lost!r}'s new key")
+            found.update(winners)
         return {t: found[t] for t in wanted}
 
     def destroy_key(self, tenant_id: str) -> None:

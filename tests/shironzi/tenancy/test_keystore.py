@@ -41,10 +41,17 @@ def test_keys_of_many_new_tenants_are_created_in_one_commit(home: Path) -> None:
     store._connect().set_trace_callback(None)
     assert [s for s in statements if s.startswith(("BEGIN", "COMMIT"))] == ["BEGIN IMMEDIATE", "COMMIT"]
     assert sum(s.startswith("INSERT") for s in statements) == 1999  # one executemany: the 1,999 missing ones
+    # Read by key, 500 tenants per query: 4 queries for the 2,000 asked, 4 for the 1,999 created (not 3,999).
+    assert sum(s.startswith("SELECT") and "FROM tenant_keys" in s for s in statements) == 8
     assert list(keys) == wanted[:2000] and keys["t_0"] == existing
     assert all(store.get_key(t) == keys[t] for t in ("t_1", "t_999", "t_1999"))
     assert len(set(keys.values())) == 2000
     assert store.get_or_create_keys(["t_7"]) == {"t_7": keys["t_7"]}
+    store.destroy_key("t_1500")
+    with pytest.raises(KeyDestroyedError, match="t_1500"):  # a destroyed key in a batch still stops it
+        store.get_or_create_keys(["t_3", "t_1500", "t_new"])
+    with pytest.raises(NotFoundError):
+        store.get_key("t_new")  # nothing was created for the refused batch
 
 
 def test_newest_data_keys_of_many_tenants_in_a_few_queries_equal_each_tenants_own(home: Path) -> None:
