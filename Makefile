@@ -25,12 +25,12 @@ demo: $(STAMP)
 	$(BIN)/shironzi demo
 
 # The suite runs on TEST_WORKERS processes (pytest-xdist): many tests wait on servers and subprocesses, so two
-# workers overlap those waits even on two cores. `--dist loadgroup` keeps each test file (and each directory
+# workers overlap those waits even on two cores. `--dist loadfile` keeps each test file (and each directory
 # with a session-wide fixture, see tests/conftest.py) on one worker. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

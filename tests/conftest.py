@@ -6,11 +6,16 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shironzi.settings import Settings, get_settings
 from tests._services import S3Server, postgres_server, redis_server, s3_server
+
+_MAIN = sys.modules["__main__"]
+if os.environ.get("PYTEST_XDIST_WORKER") and _MAIN.__spec__ is None and not hasattr(_MAIN, "__file__"):
+    _MAIN.__file__ = str(Path(__file__).with_name("_xdist_main.py"))  # why: tests/_xdist_main.py
 
 
 @pytest.fixture
@@ -93,17 +98,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 # Test directories whose session- or package-wide fixture (a trained lake, a seeded home) is built once per
-# process: under `make test` (pytest-xdist, `--dist loadgroup`) all of a directory's tests go to one worker so
-# that fixture is still built once. Every other test file is its own group, so module fixtures are built once too.
+# process. Under `make test` (pytest-xdist, `--dist loadfile`) each test file goes to one worker, so its module
+# fixtures are built once; the scheduler below also keeps each of these directories on one worker.
 SHARED_FIXTURE_DIRS = ("tests/models/", "tests/serving/", "tests/apps/")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        group = next((d for d in SHARED_FIXTURE_DIRS if path.startswith(d)), path)
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FixtureScopeScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        """`--dist loadfile`, with a directory of SHARED_FIXTURE_DIRS as one scope."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((d for d in SHARED_FIXTURE_DIRS if path.startswith(d)), path)
+
+    return FixtureScopeScheduling(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from shironzi.lake.discovery import list_log_files, list_parquet_files, read_bytes, read_parquet
+from shironzi.lake.discovery import list_log_files, list_parquet_files, parquet_file, read_bytes, read_parquet
 from shironzi.settings import get_settings
 
 if TYPE_CHECKING:
@@ -132,37 +132,62 @@ def subject_row_mask(table: pa.Table, matcher: Matcher) -> list[bool]:
     without that column: rows that name no tenant cannot be attributed)."""
     if "tenant_id" not in table.column_names:
         return [False] * table.num_rows
-    strings = [f.name for f in table.schema if str(f.type) in ("string", "large_string", "string_view")]
+    strings = [f.name for f in table.schema if str(f.type) in _STRING_TYPES]
     cache: dict[str, bool] = {}
     columns = ["tenant_id", *(n for n in strings if n != "tenant_id")]
     return [_row_matches(row, matcher, cache) for row in table.select(columns).to_pylist()]
 
 
+_STRING_TYPES = ("string", "large_string", "string_view")
+
+
+def _tenant_row_groups(parquet: Any, tenant_id: str) -> list[int]:
+    """The row groups of a file whose `tenant_id` statistics could hold the tenant (or null tenant ids)."""
+    meta = parquet.metadata
+    if not meta.num_row_groups:
+        return []
+    first = meta.row_group(0)
+    index = next((j for j in range(first.num_columns) if first.column(j).path_in_schema == "tenant_id"), None)
+    kept = []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(index).statistics if index is not None else None
+        if (stats is not None and stats.has_min_max and stats.has_null_count and stats.null_count == 0
+                and _outside(tenant_id, stats.min, stats.max)):
+            continue
+        kept.append(i)
+    return kept
+
+
 def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
-    """(rows scanned, matching rows) of one Parquet file read directly."""
+    """(rows scanned, matching rows) of one Parquet file read directly: its footer, then only its string columns
+    of the row groups whose statistics could hold the tenant."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = read_parquet(path)
+    partitions = _partition_values(path)
+    with parquet_file(path) as parquet:
+        total = parquet.metadata.num_rows
+        schema = parquet.schema_arrow
+        if "tenant_id" in schema.names:
+            groups = _tenant_row_groups(parquet, matcher.tenant_id)
+        elif partitions.get("tenant_id") == matcher.tenant_id:
+            groups = list(range(parquet.metadata.num_row_groups))
+        else:
+            return total, 0
+        if not groups:
+            return total, 0
+        table = parquet.read_row_groups(groups, columns=[f.name for f in schema if str(f.type) in _STRING_TYPES])
     views = {"string_view": pa.string(), "binary_view": pa.binary()}  # files rewritten by delta-rs, or by Sail
     if any(str(f.type) in views for f in table.schema):
         table = table.cast(pa.schema([f.with_type(views.get(str(f.type), f.type)) for f in table.schema]))
-    partitions = _partition_values(path)
     if "tenant_id" not in table.column_names:
-        if "tenant_id" in partitions:
-            if partitions["tenant_id"] != matcher.tenant_id:
-                return table.num_rows, 0
-            table = table.append_column("tenant_id", pa.array([matcher.tenant_id] * table.num_rows))
-        else:
-            return table.num_rows, 0
+        table = table.append_column("tenant_id", pa.array([matcher.tenant_id] * table.num_rows, pa.string()))
     tenant = table.column("tenant_id")
     keep = pc.equal(tenant, matcher.tenant_id)
     if RAW_PAYLOAD in table.column_names:
         keep = pc.or_kleene(keep, pc.is_null(tenant))
     candidates = table.filter(pc.fill_null(keep, False))
-    string_columns = [
-        f.name for f in candidates.schema if str(f.type) in ("string", "large_string", "string_view")
-    ]
+    string_columns = [f.name for f in candidates.schema if str(f.type) in _STRING_TYPES]
     candidates = candidates.select(string_columns)
     if (verbatim := matcher.verbatim_values()) is not None and candidates.num_rows:
         mentions = None  # rows where some string column holds some clear value as a substring
@@ -171,9 +196,9 @@ def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
                 hit = pc.fill_null(pc.match_substring(candidates.column(column), value), False)
                 mentions = hit if mentions is None else pc.or_(mentions, hit)
         if mentions is None:  # no string column but the tenant's: nothing can name the subject
-            return table.num_rows, 0
+            return total, 0
         candidates = candidates.filter(mentions)
-    return table.num_rows, _scan_rows(candidates.to_pylist(), matcher)
+    return total, _scan_rows(candidates.to_pylist(), matcher)
 
 
 def _parsed_stats(action: dict[str, Any]) -> dict[str, Any]:

@@ -181,6 +181,17 @@ def read_parquet(uri: str) -> Any:
     return pq.read_table(path, filesystem=fs)
 
 
+@contextlib.contextmanager
+def parquet_file(uri: str) -> Iterator[Any]:
+    """One Parquet file of the lake opened as a `pyarrow.parquet.ParquetFile`: its footer (row count, row group
+    statistics) without the data, and only the row groups and columns a caller asks for."""
+    import pyarrow.parquet as pq
+
+    fs, path = lake_filesystem(uri)
+    with fs.open_input_file(path) as handle:
+        yield pq.ParquetFile(handle)
+
+
 def delete_files(uris: list[str]) -> None:
     """Delete lake files (log entries an erasure drops)."""
     for uri in uris:

@@ -3,7 +3,9 @@ substring test skips the rows that cannot hold it, and the count is the one the 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -60,3 +62,45 @@ def test_values_that_may_not_appear_verbatim_are_checked_row_by_row(values: tupl
     digests = frozenset(subject_digest("t_a", v) for v in values)
     assert Matcher("t_a", "subject", digests, values=frozenset(values)).verbatim_values() is None
     assert Matcher("t_a", "tenant", values=frozenset(("c_1",))).verbatim_values() is None
+
+
+def test_a_scan_reads_only_the_string_columns_of_the_row_groups_that_can_hold_the_tenant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file clustered by tenant has one row group per tenant here; the scan reads the footer, then only the
+    tenant's row group and the quarantine's null-tenant one, and no numeric column; the counts are unchanged."""
+    groups = [("t_a", "c_1"), ("t_b", "c_1"), ("t_c", "c_1"), (None, None)]
+    path = tmp_path / "clustered.parquet"
+    with pq.ParquetWriter(path, pa.schema([("tenant_id", pa.string()), ("customer_id", pa.string()),
+                                            ("raw_payload", pa.string()), ("amount", pa.float64())])) as writer:
+        for tenant, customer in groups:
+            payload = json.dumps({"tenant_id": "t_b", "customer_id": "c_1"}) if tenant is None else None
+            writer.write_table(pa.table({"tenant_id": pa.array([tenant] * 50, pa.string()),
+                                         "customer_id": pa.array([customer] * 50, pa.string()),
+                                         "raw_payload": pa.array([payload] * 50, pa.string()),
+                                         "amount": pa.array([1.5] * 50)}))
+    assert pq.ParquetFile(path).metadata.num_row_groups == 4
+    reads: list[tuple[list[int], list[str]]] = []
+    real = erasure_scan.parquet_file
+
+    class Recording:
+        def __init__(self, parquet: pq.ParquetFile) -> None:
+            self.parquet = parquet
+            self.metadata, self.schema_arrow = parquet.metadata, parquet.schema_arrow
+
+        def read_row_groups(self, row_groups: list[int], columns: list[str]) -> pa.Table:
+            reads.append((list(row_groups), list(columns)))
+            return self.parquet.read_row_groups(row_groups, columns=columns)
+
+    @contextlib.contextmanager
+    def recording(uri: str) -> Iterator[Recording]:
+        with real(uri) as parquet:
+            yield Recording(parquet)
+
+    monkeypatch.setattr(erasure_scan, "parquet_file", recording)
+    subject = frozenset({subject_digest("t_b", "c_1")})
+    assert scan_file(str(path), Matcher("t_b", "subject", subject)) == (200, 100)  # its rows and the claiming ones
+    assert reads == [([1, 3], ["tenant_id", "customer_id", "raw_payload"])]
+    reads.clear()
+    assert scan_file(str(path), Matcher("t_z", "tenant")) == (200, 0)
+    assert reads == [([3], ["tenant_id", "customer_id", "raw_payload"])]  # only the nulls could claim t_z
