@@ -41,7 +41,7 @@ from shironzi.audit.erasure_scan import (
     Matcher,
     candidate_files,
     platform_key,
-    scan_file,
+    scan_files,
     scan_log,
     subject_digest,
     text_values,
@@ -150,8 +150,7 @@ def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -
         hits = 0
         candidates, total = candidate_files(table.uri, matcher.tenant_id)
         result.files_skipped += total - len(candidates)
-        for path in candidates:
-            rows, matched = scan_file(path, matcher)
+        for rows, matched in scan_files(candidates, matcher):
             result.files_scanned += 1
             result.rows_scanned += rows
             hits += matched
@@ -400,7 +399,8 @@ def _remove_files_removed_by(uri: str, version: int, *, holding: Matcher | None 
     entries = [json.loads(line) for line in entry.splitlines() if line.strip()]
     removed = [unquote(e["remove"]["path"]) for e in entries if e.get("remove")]
     if holding is not None:
-        removed = [path for path in removed if scan_file(f"{root}/{path}", holding)[1]]
+        scanned = scan_files([f"{root}/{path}" for path in removed], holding)
+        removed = [path for path, (_, matched) in zip(removed, scanned, strict=True) if matched]
     _delete_if_present([f"{root}/{path}" for path in removed])
     return removed
 
@@ -410,7 +410,8 @@ def _remove_stale_files_holding(uri: str, matcher: Matcher) -> list[str]:
     regular vacuum) that still hold the subject; only the tenant's candidate files are read."""
     current = {f.removeprefix("file://") for f in open_table(uri).file_uris()}
     candidates, _ = candidate_files(uri, matcher.tenant_id)
-    stale = [f for f in candidates if f.removeprefix("file://") not in current and scan_file(f, matcher)[1]]
+    old = [f for f in candidates if f.removeprefix("file://") not in current]
+    stale = [f for f, (_, matched) in zip(old, scan_files(old, matcher), strict=True) if matched]
     _delete_if_present(stale)
     return stale
 

@@ -4,7 +4,9 @@ substring test skips the rows that cannot hold it, and the count is the one the 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +106,28 @@ def test_a_scan_reads_only_the_string_columns_of_the_row_groups_that_can_hold_th
     reads.clear()
     assert scan_file(str(path), Matcher("t_z", "tenant")) == (200, 0)
     assert reads == [([3], ["tenant_id", "customer_id", "raw_payload"])]  # only the nulls could claim t_z
+
+
+def test_many_files_are_scanned_at_once_in_the_callers_context_and_counted_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = []
+    for n in range(8):
+        path = tmp_path / f"part-{n}.parquet"
+        pq.write_table(pa.table({"tenant_id": ["t_a"] * (n + 1), "customer_id": ["c_1"] * n + ["c_2"]}), path)
+        paths.append(str(path))
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    who.set("the erasure")
+    barrier = threading.Barrier(erasure_scan.SCAN_THREADS, timeout=20)  # broken unless that many run at once
+    real = erasure_scan.scan_file
+    seen: list[str] = []
+
+    def together(path: str, matcher: Matcher) -> tuple[int, int]:
+        barrier.wait()
+        seen.append(who.get())
+        return real(path, matcher)
+
+    monkeypatch.setattr(erasure_scan, "scan_file", together)
+    matcher = Matcher("t_a", "subject", frozenset({subject_digest("t_a", "c_1")}))
+    assert erasure_scan.scan_files(paths, matcher) == [(n + 1, n) for n in range(8)]
+    assert seen == ["the erasure"] * 8
