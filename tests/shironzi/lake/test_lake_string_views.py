@@ -33,3 +33,64 @@ def test_delete_leaves_files_that_pyarrow_can_filter(tmp_path):
     dataset = __import__("deltalake").DeltaTable(uri).to_pyarrow_dataset()
     assert dataset.to_table(filter=ds.field("tenant_id") == "a").num_rows == 1
     assert glob.glob(uri + "/event_date=*/*.parquet")
+
+
+def _live_files(uri: str) -> set[str]:
+    from deltalake import DeltaTable
+
+    return {f.removeprefix("file://") for f in DeltaTable(uri).file_uris()}
+
+
+def _tenant_files(uri: str, day=None, tenants=("a", "b", "c", "d")):  # type: ignore[no-untyped-def]
+    """One file per tenant (one append each), 50 rows of each."""
+    for tenant in tenants:
+        rows = {"tenant_id": [tenant] * 50, "customer_id": [f"c{i}" for i in range(50)], "v": list(range(50))}
+        if day is not None:
+            rows["event_date"] = [day] * 50
+        append(uri, pa.table(rows), partition_by=["event_date"] if day is not None else None)
+
+
+def _by_tenant(uri: str) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    return {pq.read_table(f).column("tenant_id")[0].as_py(): f for f in _live_files(uri)}
+
+
+def _plain(uri: str) -> bool:
+    import pyarrow.parquet as pq
+
+    return all(not pa.types.is_string_view(pq.read_schema(f).field("tenant_id").type) for f in _live_files(uri))
+
+
+def test_a_delete_rewrites_only_the_files_of_the_tenants_span_not_the_table(tmp_path):
+    """An erasure deletes one subject of one tenant: the string_view repair rewrites the files around that tenant
+    (here its own), and the other tenants' files stay the very same files, in a table and in a day partition."""
+    import datetime as dt
+
+    for uri, day in ((str(tmp_path / "flat"), None), (str(tmp_path / "daily"), dt.date(2026, 1, 1))):
+        _tenant_files(uri, day)
+        before = _by_tenant(uri)
+        assert delete(uri, "tenant_id = 'b' AND customer_id = 'c7'") == 1
+        after = _by_tenant(uri)
+        assert _plain(uri)
+        assert {t: after[t] for t in "acd"} == {t: before[t] for t in "acd"}, uri  # untouched
+        assert after["b"] != before["b"]
+        got = read_arrow(uri, filters=[("tenant_id", "=", "b")])
+        assert got.num_rows == 49 and "c7" not in got.column("customer_id").to_pylist()
+        assert read_arrow(uri).num_rows == 199
+        if day is not None:
+            assert set(got.column("event_date").to_pylist()) == {day}
+
+
+def test_a_span_that_straddles_files_widens_to_whole_files(tmp_path):
+    """Files overlapping the rewritten tenant's span are taken whole (a-b and b-c here), so nothing is left with
+    string_view columns and the file beyond them (d) is untouched."""
+    uri = str(tmp_path / "t")
+    for tenants in (("a", "b"), ("b", "c"), ("d",)):
+        rows = [t for t in tenants for _ in range(20)]
+        append(uri, pa.table({"tenant_id": rows, "customer_id": [f"c{i}" for i in range(len(rows))]}))
+    d_file = _by_tenant(uri)["d"]
+    assert delete(uri, "tenant_id = 'b' AND customer_id = 'c25'") == 1
+    assert _plain(uri) and d_file in _live_files(uri)
+    assert read_arrow(uri).num_rows == 99
+    assert read_arrow(uri, filters=[("tenant_id", "=", "b")]).num_rows == 39
