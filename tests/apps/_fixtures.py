@@ -250,7 +250,8 @@ def _mlflow(settings: Settings, seeded: SeededLake) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=settings.resolved_mlflow_tracking_uri)
+    uri = settings.resolved_mlflow_tracking_uri  # both URIs: else the registry is the process's last one set
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment("shironzi-churn", artifact_location=str(settings.home / "mlartifacts"))
     client.create_registered_model("shironzi-churn")
     for version, auc in (("1", 0.71), ("2", 0.78)):
