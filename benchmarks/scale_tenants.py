@@ -446,10 +446,16 @@ def stage_erasure(run: Run) -> dict[str, Any]:
     from shironzi.audit.erasure import erase_subject
     from shironzi.tenancy import TenantContext
 
-    tenant = run.ids()["largest"]
+    state = run.ids()
+    tenant = state["largest"]
+    erased = int(state.get("erased_subjects", 0))  # a rerun (--force) erases the next customer, not nothing
+    subject = f"c{erased + 1}"
     started = time.perf_counter()
-    receipt = erase_subject(TenantContext.admin(actor=ADMIN, purpose="scale benchmark"), tenant, "c1")
-    return {"seconds": time.perf_counter() - started, "tables": len(getattr(receipt, "tables", []) or [])}
+    receipt = erase_subject(TenantContext.admin(actor=ADMIN, purpose="scale benchmark"), tenant, subject)
+    seconds = time.perf_counter() - started
+    run.save({**state, "erased_subjects": erased + 1})
+    return {"seconds": seconds, "subject": subject, "tables": len(getattr(receipt, "tables", []) or []),
+            "rows": sum(t["rows_deleted"] for t in receipt.tables)}
 
 
 def stage_dbt_erased(run: Run) -> dict[str, Any]:

@@ -18,6 +18,16 @@ if os.environ.get("PYTEST_XDIST_WORKER") and _MAIN.__spec__ is None and not hasa
     _MAIN.__file__ = str(Path(__file__).with_name("_xdist_main.py"))  # why: tests/_xdist_main.py
 
 
+@pytest.fixture(autouse=True)
+def _own_main_module() -> Iterator[None]:
+    """Streamlit's AppTest installs its page script as `__main__` and leaves it there: a later test that spawns
+    processes (multiprocessing's spawn) would run that script in each child. Every test ends with the process's
+    own `__main__` back."""
+    yield
+    if sys.modules.get("__main__") is not _MAIN:
+        sys.modules["__main__"] = _MAIN
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh SHIRONZI_HOME with every embedded default under it."""
