@@ -8,11 +8,11 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from shironzi.lake.discovery import list_log_files, list_parquet_files, parquet_file, read_bytes, read_parquet
 from shironzi.settings import get_settings
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ErasureKind = Literal["subject", "tenant"]
+T = TypeVar("T")
+R = TypeVar("R")
 RAW_PAYLOAD = "raw_payload"
 _TOKENS = re.compile(r"[A-Za-z0-9_.@:+\-]+")
 
@@ -206,13 +208,19 @@ def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
 SCAN_THREADS = 4  # files scanned at once: the Parquet reads and the Arrow kernels release the GIL
 
 
-def scan_files(paths: Sequence[str], matcher: Matcher) -> list[tuple[int, int]]:
-    """`scan_file` of each path, in order, SCAN_THREADS files at a time (each in a copy of the caller's context)."""
-    if len(paths) < 2:
-        return [scan_file(path, matcher) for path in paths]
-    with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, len(paths)), thread_name_prefix="shironzi-scan") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, scan_file, path, matcher) for path in paths]
+def map_in_threads(fn: Callable[[T], R], items: Sequence[T], *, threads: int, name: str) -> list[R]:
+    """`fn` of each item, in order, `threads` at a time, each in a copy of the caller's context; the first error
+    (in order) is raised once every call has ended."""
+    if len(items) < 2 or threads < 2:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items)), thread_name_prefix=name) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, fn, item) for item in items]
         return [future.result() for future in futures]
+
+
+def scan_files(paths: Sequence[str], matcher: Matcher) -> list[tuple[int, int]]:
+    """`scan_file` of each path, in order, SCAN_THREADS files at a time."""
+    return map_in_threads(lambda path: scan_file(path, matcher), paths, threads=SCAN_THREADS, name="shironzi-scan")
 
 
 def _parsed_stats(action: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_list_json_describes_every_view_and_feature(home: Path) -> None:
     result = runner.invoke(features_app, ["list", "--json"])
     assert result.exit_code == 0, result.output
-    described = json.loads(result.output)
+    described = json.loads(result.stdout)
     assert [v["name"] for v in described] == [v.name for v in list_feature_views()]
     names = [f["name"] for v in described for f in v["features"]]
     assert len(names) == len(set(names)) >= 40
@@ -38,7 +38,7 @@ def test_get_reads_the_online_store_of_the_configured_home(settings: Settings) -
     store.close()
     result = runner.invoke(features_app, ["get", "t-1", "c1", "c2", "-f", "customer_activity:events_7d"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == [
+    assert json.loads(result.stdout) == [
         {"tenant_id": "t-1", "customer_id": "c1", "events_7d": 4},
         {"tenant_id": "t-1", "customer_id": "c2", "events_7d": None},
     ]
@@ -58,6 +58,6 @@ def test_materialize_online_only_then_get(settings: Settings) -> None:
     assert result.exit_code == 0, result.output
     assert "online: 1 rows for 1 tenants" in result.output
     got = runner.invoke(features_app, ["get", shop.tenant_id, "c1", "-f", "customer_friction:refunds_90d"])
-    assert json.loads(got.output)[0]["refunds_90d"] == 3
+    assert json.loads(got.stdout)[0]["refunds_90d"] == 3
     clash = runner.invoke(features_app, ["materialize", "--online-only", "--offline-only"])
     assert clash.exit_code != 0

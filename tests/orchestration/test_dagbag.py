@@ -189,7 +189,7 @@ def test_cli_env_hides_the_password_and_rejects_unknown_dags(home: Path, monkeyp
     get_settings.cache_clear()
     result = CliRunner().invoke(airflow_app, ["env", "--json"])
     assert result.exit_code == 0, result.output
-    shown = json.loads(result.output)
+    shown = json.loads(result.stdout)
     assert "hunter2" not in result.output and shown["AIRFLOW_HOME"].endswith("/airflow")
     # Unknown DAG: a clear error before anything runs (the metadata database is not even created).
     monkeypatch.delenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -347,3 +348,29 @@ def test_erasure_keeps_other_tenants_time_travel_and_removes_the_subjects_files(
     assert sorted(old.column("customer_id").to_pylist()) == ["c_x", "c_y"]  # time travel still works for t_b
     assert not any(Path(p).exists() for p in subject_files)  # the file that held the subject is gone
     assert tenant_customers(bronze, "t_a") == ["c_0", "c_2"]
+
+
+def test_tables_are_erased_at_once_and_reported_in_order(audit_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shironzi.audit import erasure
+
+    build_lake(token=pseudonym(get_keystore().get_or_create_key("t_a"), "c_1"))
+    active, most, lock = [0], [0], threading.Lock()
+    real = erasure._erase_table
+
+    def overlapping(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.3)  # long enough that tables erased at once overlap here
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(erasure, "_erase_table", overlapping)
+    receipt = erase_subject(TenantContext.admin(actor="dpo", purpose="gdpr"), "t_a", "c_1")
+    assert most[0] >= 2  # one at a time would be 1
+    order = [t.relative for t in discover_tables()]
+    assert [t["table"] for t in receipt.tables] == sorted((t["table"] for t in receipt.tables), key=order.index)
+    assert len(receipt.tables) >= 3 and receipt.verification["ok"]

@@ -40,7 +40,7 @@ def test_history_as_table_and_json(table: str) -> None:
 
     result = runner.invoke(_cli(), ["lake", "history", table, "--limit", "2", "--json"])
     assert result.exit_code == 0, result.output
-    entries = json.loads(result.output)
+    entries = json.loads(result.stdout)
     assert [e["version"] for e in entries] == [2, 1]
     assert entries[1]["userMetadata"] == {"run_id": "cli-1"}
 
@@ -48,7 +48,7 @@ def test_history_as_table_and_json(table: str) -> None:
 def test_files_counts_files_rows_and_bytes(table: str) -> None:
     result = runner.invoke(_cli(), ["lake", "files", table, "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     actions = lake.add_actions(table).to_pylist()
     assert summary["files"] == len(actions) == 3
     assert summary["rows"] == 50
@@ -62,7 +62,7 @@ def test_files_counts_files_rows_and_bytes(table: str) -> None:
 def test_optimize_checkpoint_and_vacuum_commands(table: str) -> None:
     optimized = runner.invoke(_cli(), ["lake", "optimize", table, "--compact", "--json"])
     assert optimized.exit_code == 0, optimized.output
-    report = json.loads(optimized.output)
+    report = json.loads(optimized.stdout)
     assert report["files_removed"] == 2 and report["zorder_by"] == []  # 2024-01-02's two files became one
 
     checkpointed = runner.invoke(_cli(), ["lake", "checkpoint", table])
@@ -75,7 +75,7 @@ def test_optimize_checkpoint_and_vacuum_commands(table: str) -> None:
         _cli(), ["lake", "vacuum", table, "--retention-hours", "0", "--dry-run", "--force", "--json"]
     )
     assert dry.exit_code == 0, dry.output
-    planned = json.loads(dry.output)
+    planned = json.loads(dry.stdout)
     assert planned["count"] == 2 and planned["dry_run"] is True
     assert all((Path(table) / f).exists() for f in planned["files"])
 
