@@ -421,23 +421,11 @@ class LocalKeystore:
     # --- tenant keys ------------------------------------------------------------------------------------
 
     def _unwrap(self, db: sqlite3.Connection, tenant_id: str) -> bytes | None:
-        row = db.execute(
-            "SELECT wrapped, destroyed_at, generation FROM tenant_keys WHERE tenant_id = ?", (tenant_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        wrapped, destroyed_at, generation = row
-        if destroyed_at:
-            raise KeyDestroyedError(
-                f"the key of tenant {tenant_id!r} was destroyed at {destroyed_at}: "
-                "data encrypted under it is unrecoverable",
-                tenant=tenant_id,
-            )
-        return self._open_wrapped(db, wrapped, generation, tenant_id)
+        return self._unwrap_many(db, [tenant_id]).get(tenant_id)
 
     def _unwrap_many(self, db: sqlite3.Connection, tenant_ids: Sequence[str]) -> dict[str, bytes]:
         """The keys of those of `tenant_ids` that have one, read KEYED_BATCH per indexed query (a landing batch over
-        90,000 tenants made one query each); a destroyed key raises as in `_unwrap`."""
+        90,000 tenants made one query each); a destroyed key raises KeyDestroyedError."""
         found: dict[str, bytes] = {}
         for start in range(0, len(tenant_ids), KEYED_BATCH):
             batch = tenant_ids[start:start + KEYED_BATCH]
