@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import threading
 import time
@@ -60,6 +61,7 @@ REGISTRY_COLUMNS = (
 
 # dbt keeps process-global state (flags, adapters) and we set environment variables: one build at a time.
 _DBT_LOCK = threading.RLock()
+logger = logging.getLogger("shironzi.dbt")
 
 
 # -- locations ----------------------------------------------------------------------------------------
@@ -483,6 +485,8 @@ def run_dbt_build(
         success = bool(outcome.success) and not failures
         if success and not orchestrated and select is None:
             record_build_state(settings, region, tenants=enabled, bronze_version=bronze_version, tenant_id=tenant_id)
+        if success and select is None and dbt_target == "duckdb":
+            _mark_scopes_tested(settings, region, tenant_id)
         result = DbtBuildResult(
             models_built=models,
             tests_passed=passed,
@@ -581,6 +585,26 @@ def build_region(
     if raise_on_failure and not result.success:
         raise TransformationError(failure_message(result), region=region, failures=result.failures)
     return result
+
+
+def _mark_scopes_tested(settings: Settings, region: str, tenant_id: str | None) -> None:
+    """Every model's latest commit has passed its tests (a whole build, nothing failed): the next build tests only
+    what it writes itself (dbt_project/macros/test_scope.sql), not a model it leaves alone."""
+    import duckdb
+
+    path = dbt_home(settings, region, tenant_id) / "shironzi.duckdb"
+    if not path.exists():
+        return
+    try:
+        with _DBT_LOCK, contextlib.closing(duckdb.connect(str(path))) as conn:
+            known = conn.execute(
+                "select count(*) from information_schema.columns "
+                "where table_schema = 'main' and table_name = 'shironzi_delta_scope' and column_name = 'tested'"
+            ).fetchone()
+            if known and known[0]:
+                conn.execute("update main.shironzi_delta_scope set tested = true")
+    except duckdb.IOException as exc:  # another process holds the file: the next build tests these scopes again
+        logger.warning("the dbt test scopes of region %s stay untested: %s", region, exc)
 
 
 def _changes_since_build(

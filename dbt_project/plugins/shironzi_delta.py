@@ -42,9 +42,12 @@ except ImportError:  # pragma: no cover - the project used on its own, without t
 
 WriteMode = Literal["overwrite", "merge"]
 CATALOG_TABLE = "main.shironzi_delta_catalog"
-# The partitions each model's latest commit wrote: `scope_column` NULL = the whole table (an overwrite).
-# Data tests on an incremental build read it (macros/test_scope.sql) to check only what was rewritten.
+# What each model's latest commit wrote: the partitions (`scope_column` NULL = the whole table, an overwrite) and
+# the tenants it replaced whole (`scope_tenants`, analytics on since the last build). `tested` is set once a build
+# whose every test ran has passed (transformations/dbt_runner.py), so a model its next build leaves alone is not
+# tested again. Data tests on an incremental build read it (macros/test_scope.sql) to check only what was rewritten.
 SCOPE_TABLE = "main.shironzi_delta_scope"
+Scope = tuple[str | None, list[str], list[str]]  # (partition column or None = whole table, its values, tenants)
 _BATCH_ROWS = 256_000
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Building a pyarrow dataset lists every file of the snapshot (~0.5 s for a thousand files) and a build
@@ -151,6 +154,8 @@ class Plugin(BasePlugin):
             f"create table if not exists {SCOPE_TABLE} "
             "(view_name varchar primary key, scope_column varchar, scope_values varchar, written_at timestamptz)"
         )
+        for column, kind in (("scope_tenants", "varchar"), ("tested", "boolean default false")):
+            conn.execute(f"alter table {SCOPE_TABLE} add column if not exists {column} {kind}")
         entries = conn.execute(f"select view_name, df_name, location from {CATALOG_TABLE}").fetchall()
         for view_name, df_name, location in entries:
             dataset = self._load_dataset(location)
@@ -193,10 +198,11 @@ class Plugin(BasePlugin):
             cursor.close()
 
     def _write(self, cursor: Any, staged: str, *, location: str, mode: WriteMode, options: dict[str, Any],
-               partition_by: list[str], unique_key: list[str]) -> tuple[str | None, list[str]] | None:
+               partition_by: list[str], unique_key: list[str]) -> Scope | None:
         """One Delta commit of the staged rows: a full overwrite or a partition-scoped merge. Returns what
-        the commit rewrote: (None, []) for the whole table, (partition column, literal values) for a merge
-        of a one-column partitioning, None when nothing was committed."""
+        the commit rewrote: (None, [], []) for the whole table; for a merge of a one-column partitioning, the
+        partition column, the literal values it rewrote and the literal tenants it replaced whole; None when
+        nothing was committed."""
         reader = _conform(cursor.sql(f"select * from {staged}").to_arrow_reader(_BATCH_ROWS))
         if mode == "overwrite":
             write_deltalake(
@@ -208,7 +214,7 @@ class Plugin(BasePlugin):
                 storage_options=self._storage_options or None,
                 configuration={"delta.checkpointInterval": "100"},
             )
-            return None, []
+            return None, [], []
         if mode == "merge":
             return self._merge(
                 location,
@@ -229,7 +235,7 @@ class Plugin(BasePlugin):
         partition_by: list[str],
         delete_stale: bool,
         added_tenants: list[str] | None = None,
-    ) -> tuple[str | None, list[str]] | None:
+    ) -> Scope | None:
         """Upsert `rows` on `unique_key` into the partitions they touch, in one commit that rewrites only
         those partitions: the partitions' current rows whose key is not in `rows` are kept (dropped when
         `delete_stale`), the rest come from `rows`. Written with write_deltalake's replace-where rather
@@ -238,7 +244,9 @@ class Plugin(BasePlugin):
 
         The rows of `added_tenants` (analytics on since the last build: the model staged all of their rows) go in
         with a second commit that replaces exactly those tenants' rows (`tenant_id IN (...)`): files without
-        them are left alone, where a partition merge would rewrite every partition a new tenant touches."""
+        them are left alone, where a partition merge would rewrite every partition a new tenant touches. The scope
+        then lists the partitions of the other rows and those tenants, so the tests check the added tenants' rows,
+        not every partition they touch."""
         if not unique_key:
             raise DeltaWriteError("an incremental delta model needs a unique_key")
         if not partition_by:
@@ -247,16 +255,18 @@ class Plugin(BasePlugin):
             )
         if rows.num_rows == 0:
             return None  # nothing changed upstream: no commit, the table version stays
-        scope = self._scope_of(rows, partition_by)
         if added_tenants and "tenant_id" in rows.schema.names:
-            is_added = pc.is_in(rows.column("tenant_id"), value_set=pa.array(sorted(set(added_tenants)), pa.string()))
+            tenants = sorted(set(added_tenants))
+            is_added = pc.is_in(rows.column("tenant_id"), value_set=pa.array(tenants, pa.string()))
             added_rows = rows.filter(is_added)
             rows = rows.filter(pc.invert(is_added))
+            column, values, _ = self._scope_of(rows, partition_by)
             if rows.num_rows:
                 self._merge(location, rows, unique_key=unique_key, partition_by=partition_by, delete_stale=delete_stale)
             if added_rows.num_rows:
-                self._replace_tenants(location, added_rows, sorted(set(added_tenants)), partition_by=partition_by)
-            return scope
+                self._replace_tenants(location, added_rows, tenants, partition_by=partition_by)
+            return column, values, [sql_literal(t) for t in tenants] if column is not None else []
+        scope = self._scope_of(rows, partition_by)
         table = self._open(location)
         if table is None:  # the table vanished since the view was made: create it
             write_deltalake(
@@ -266,7 +276,7 @@ class Plugin(BasePlugin):
                 partition_by=partition_by,
                 storage_options=self._storage_options or None,
             )
-            return None, []
+            return None, [], []
         self._check_schema(table, rows.schema, location)
         for key in unique_key:
             _ident(key)
@@ -294,15 +304,15 @@ class Plugin(BasePlugin):
         return scope
 
     @staticmethod
-    def _scope_of(rows: pa.Table, partition_by: list[str]) -> tuple[str | None, list[str]]:
+    def _scope_of(rows: pa.Table, partition_by: list[str]) -> Scope:
         """What a merge of `rows` rewrites, for the test scope: the partitions they touch."""
         if len(partition_by) != 1:
-            return None, []
+            return None, [], []
         column = partition_by[0]
         values = pc.unique(rows.column(column)).to_pylist()
         if any(value is None for value in values):
-            return None, []
-        return column, [sql_literal(value) for value in sorted(values)]
+            return None, [], []
+        return column, [sql_literal(value) for value in sorted(values)], []
 
     def _replace_tenants(self, location: str, rows: pa.Table, tenants: list[str], *, partition_by: list[str]) -> None:
         """One commit replacing every row of `tenants` with `rows` (all of theirs)."""
@@ -328,11 +338,12 @@ class Plugin(BasePlugin):
         )
 
     @staticmethod
-    def _record_scope(cursor: Any, *, view_name: str, scope: tuple[str | None, list[str]]) -> None:
-        column, values = scope
+    def _record_scope(cursor: Any, *, view_name: str, scope: Scope) -> None:
+        column, values, tenants = scope
         cursor.execute(
-            f"insert or replace into {SCOPE_TABLE} values (?, ?, ?, now())",
-            [view_name, column, ", ".join(values) if column else None],
+            f"insert or replace into {SCOPE_TABLE} (view_name, scope_column, scope_values, written_at, "
+            "scope_tenants, tested) values (?, ?, ?, now(), ?, false)",
+            [view_name, column, ", ".join(values) if column else None, ", ".join(tenants) if column else None],
         )
 
     @staticmethod

@@ -273,9 +273,36 @@ def test_customers_and_cohorts_written_before_their_new_columns_are_computed_in_
                            check_exact=False, rel_tol=1e-9)
 
 
+
+
+NOTHING_NEW_MERGED = [("silver", "int_events__unified"), ("silver", "int_customer_daily_activity"),
+                      ("gold", "fct_tenant_daily_kpis"), ("gold", "fct_churn_labels")]
+SCOPED_TESTS = ["not_null_int_events__unified_event_date",
+                "int_events__unified.yml/unique_combination_of_columns__*",  # dbt names it by a hash
+                "tenant_isolated_int_events__unified_bronze"]
+
+
 def _compiled_test(settings: Settings, name: str) -> str:
     (path,) = (dbt_home(settings, REGION) / "target" / "run").rglob(f"{name}.sql")
     return path.read_text()
+
+
+def test_a_build_with_nothing_new_commits_nothing_and_does_not_test_again(
+    first_build: DbtBuildResult, module_settings: Settings
+) -> None:
+    """Once a build has passed every test, a build with nothing new commits nothing to the merged models (churn
+    labels included: no existing tenant's data moved) and does not re-check what the passed build tested."""
+    settled = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
+    assert settled.success, settled.failures
+    versions = {t: DeltaTable(_uri(module_settings, *t)).version() for t in NOTHING_NEW_MERGED}
+
+    again = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
+    assert again.success and not again.full_refresh, again.failures
+    assert {t: DeltaTable(_uri(module_settings, *t)).version() for t in NOTHING_NEW_MERGED} == versions
+    for name in SCOPED_TESTS:
+        compiled = _compiled_test(module_settings, name)
+        assert "where false" in compiled, (name, compiled)
+        assert "event_date in (" not in compiled, name
 
 
 def test_incremental_tests_see_rewritten_partitions_but_keys_across_the_whole_table(
@@ -294,8 +321,14 @@ def test_incremental_tests_see_rewritten_partitions_but_keys_across_the_whole_ta
     assert not scoped.success and not scoped.full_refresh
     assert [f for f in scoped.failures if "unique_combination_of_columns_int_events__unified" in f], scoped.failures
     moved_day = (START + dt.timedelta(days=60)).isoformat()
-    not_null = _compiled_test(module_settings, "not_null_int_events__unified_event_date")
-    assert f"event_date in ('{moved_day}')" in not_null
+    not_null_name = "not_null_int_events__unified_event_date"
+    assert f"event_date in ('{moved_day}')" in _compiled_test(module_settings, not_null_name)
+
+    # a failed build's scope is not marked tested: the next build, with nothing new, checks it again
+    again = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings)
+    assert not again.success
+    assert [f for f in again.failures if "unique_combination_of_columns_int_events__unified" in f], again.failures
+    assert f"event_date in ('{moved_day}')" in _compiled_test(module_settings, not_null_name)
 
     full = run_dbt_build(region=REGION, tenants=TENANTS, settings=module_settings, full_tests=True)
     assert not full.success

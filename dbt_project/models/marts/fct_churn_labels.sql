@@ -12,8 +12,47 @@
 {%- set windows = var('churn_windows', {}) or {} %}
 {%- set from_cadence = var('churn_windows_from_cadence', true) %}
 {%- set lookback_days = var('churn_lapsed_lookback_days', 365) | int %}
+{#- Tenants added alone: when no existing tenant's activity arrived since the last build, its data's last day did
+    not move, and the explicitly set windows are those its labels were built with, no existing tenant's label can
+    change. Only the added tenants are then computed (none on a build with nothing new), against the data's
+    last day over every tenant. -#}
+{%- set added_only = none %}
+{%- if execute and is_incremental() %}
+  {%- set unchanged_sql -%}
+    with watermark as (
+        select coalesce(max(last_ingested_at), {{ timestamp_tz_literal('1970-01-01 00:00:00+00') }}) as seen
+        from {{ this }}
+    )
+    select
+        (select count(*) from {{ ref('int_customer_daily_activity') }}
+         where last_ingested_at > (select seen from watermark) and not ({{ added_tenants_filter() }})) as arrived,
+        (select cast(max(event_date) as {{ dbt.type_string() }}) from {{ ref('int_customer_daily_activity') }}) as last_day,
+        (select cast(max(event_date) as {{ dbt.type_string() }}) from {{ ref('int_customer_daily_activity') }}
+         where not ({{ added_tenants_filter() }})) as existing_last_day,
+        (select cast(max(horizon_end_date) as {{ dbt.type_string() }}) from {{ this }}) as last_horizon,
+        {%- if windows %}
+        (select count(*) from {{ this }} as labels inner join (
+            {%- for tenant_id, window in windows.items() %}
+            select '{{ tenant_id }}' as tenant_id, {{ window['inactivity_days'] | int }} as inactivity_days,
+                   {{ window['horizon_days'] | int }} as horizon_days
+            {%- if not loop.last %} union all{% endif %}
+            {%- endfor %}
+        ) as set_windows on labels.tenant_id = set_windows.tenant_id
+         where labels.inactivity_days <> set_windows.inactivity_days
+            or labels.horizon_days <> set_windows.horizon_days) as rewindowed
+        {%- else %}
+        0 as rewindowed
+        {%- endif %}
+  {%- endset %}
+  {%- set unchanged = run_query(unchanged_sql).rows[0] %}
+  {%- if unchanged[0] == 0 and unchanged[3] is not none and unchanged[1] == unchanged[2]
+        and unchanged[4] == 0 %}
+    {%- set added_only = unchanged[1] %}
+  {%- endif %}
+{%- endif %}
 {%- set longest = [] %}
-{%- if from_cadence and execute and is_incremental() %}
+{%- if added_only is not none %}
+{%- elif from_cadence and execute and is_incremental() %}
   {#- the longest cadence window the tenants have now bounds how far back new data can change labels -#}
   {%- set cadence_max = run_query('select max(window_days) from (' ~ churn_cadence_windows(ref('int_customer_daily_activity')) ~ ') w').columns[0].values()[0] %}
   {%- set longest = [cadence_max | int] if cadence_max is not none else [] %}
@@ -31,7 +70,7 @@
     longest inactivity window) earlier, which covers every look-back a snapshot makes (last activity,
     closures, inactivity churns). Tenants added since the last build get every snapshot. -#}
 {%- set snapshot_floor = none %}
-{%- if execute and is_incremental() %}
+{%- if execute and is_incremental() and added_only is none %}
   {%- set floor_sql -%}
     with watermark as (
         select coalesce(max(last_ingested_at), {{ timestamp_tz_literal('1970-01-01 00:00:00+00') }}) as seen,
@@ -56,7 +95,9 @@ with activity as (
         closures > 0 as was_closed,
         last_ingested_at
     from {{ ref('int_customer_daily_activity') }}
-    {%- if snapshot_floor %}
+    {%- if added_only is not none %}
+    where {{ added_tenants_filter() }}
+    {%- elif snapshot_floor %}
     where event_date >= date '{{ snapshot_floor }}' - {{ [lookback_days, max_inactivity] | max }}
           or {{ added_tenants_filter() }}
     {%- endif %}
@@ -78,7 +119,11 @@ tenant_windows as (
 -- The tenant's cadence over ALL its history (not only an incremental build's read).
 cadence as (
     {%- if from_cadence %}
+    {%- if added_only is not none %}
+    {{ churn_cadence_windows('(select * from ' ~ ref('int_customer_daily_activity') ~ ' where ' ~ added_tenants_filter() ~ ') as added_activity') }}
+    {%- else %}
     {{ churn_cadence_windows(ref('int_customer_daily_activity')) }}
+    {%- endif %}
     {%- else %}
     select cast(null as {{ dbt.type_string() }}) as tenant_id, 0 as window_days
     where 1 = 0
@@ -86,7 +131,9 @@ cadence as (
 ),
 
 data_bounds as (
-    select min(event_date) as min_date, max(event_date) as max_date, max(last_ingested_at) as last_ingested_at
+    select min(event_date) as min_date,
+           {% if added_only is not none %}cast('{{ added_only }}' as date){% else %}max(event_date){% endif %} as max_date,
+           max(last_ingested_at) as last_ingested_at
     from activity
 ),
 

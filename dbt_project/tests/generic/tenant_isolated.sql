@@ -15,22 +15,33 @@
     exactly the same values when `parent_scope_lookback_days` is 0 (totals stay comparable), else from
     the first value minus that many days (containment only: an output row's parent rows may be older).
     Without `parent_scope_column`, only a test without `measure` scopes its output (against the whole
-    parent); one with a measure then checks the whole output against the whole parent. -#}
+    parent); one with a measure then checks the whole output against the whole parent. A model whose
+    latest commit a passed build has tested is not checked again. -#}
 {% test tenant_isolated(model, parent, keys=[], measure=none, parent_measure=none, parent_filter=none,
                         column_name='tenant_id', parent_scope_column=none, parent_scope_lookback_days=0) %}
 
-{%- set scope = shironzi_test_scope(model) if parent_scope_column or not measure else none -%}
+{%- set scope = shironzi_test_scope(model) -%}
+{%- if scope is not none and scope['nothing'] -%}
+  {%- set nothing = true -%}  {#- a passed build tested the model's latest commit: nothing to check -#}
+{%- else -%}
+  {%- set nothing = false -%}
+  {%- if scope is not none and measure and not parent_scope_column -%}
+    {%- set scope = none -%}
+  {%- endif -%}
+{%- endif -%}
 {%- if scope is not none and measure and parent_scope_lookback_days | int > 0 -%}
   {%- set scope = none -%}  {#- totals are only comparable over the same partitions -#}
 {%- endif -%}
 {%- set parent_filters = [parent_filter] if parent_filter else [] -%}
-{%- if scope is not none and parent_scope_column -%}
+{%- if nothing -%}
+  {%- do parent_filters.append('false') -%}
+{%- elif scope is not none and parent_scope_column -%}
   {%- do parent_filters.append(shironzi_scope_filter(scope, parent_scope_column, parent_scope_lookback_days)) -%}
 {%- endif %}
 
 with output_rows as (
     select * from {{ model }}
-    {% if scope is not none %}where {{ shironzi_scope_filter(scope) }}{% endif %}
+    {% if nothing %}where false{% elif scope is not none %}where {{ shironzi_scope_filter(scope) }}{% endif %}
 ),
 
 parent_rows as (
