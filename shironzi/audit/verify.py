@@ -12,6 +12,7 @@ from shironzi.audit.chain import BrokenLink, check_day
 from shironzi.audit.digest_verify import DigestReport, verify_digests
 from shironzi.audit.log import AUDIT_PARTITION, audit_table_uri, get_audit_log
 from shironzi.lake.delta import history, read_arrow, table_exists
+from shironzi.lake.writes import DELETE_OPERATION_KEY
 from shironzi.observability import stage
 
 if TYPE_CHECKING:
@@ -57,7 +58,9 @@ def append_only_violations(history: Iterable[dict[str, Any]]) -> list[str]:
         metadata = commit.get("userMetadata") or {}
         if isinstance(metadata, dict) and metadata.get("shironzi_purpose") == "retention":
             continue
-        violations.append(f"version {commit.get('version')}: {operation or 'unknown'} {mode}".strip())
+        done = f"{operation or 'unknown'} {mode}".strip()
+        named = str(metadata.get(DELETE_OPERATION_KEY, "")).upper() if isinstance(metadata, dict) else ""
+        violations.append(f"version {commit.get('version')}: " + (f"{named} ({done})" if named else done))
     return sorted(violations)
 
 

@@ -18,7 +18,6 @@ from shironzi.errors import (
 )
 from shironzi.lake.leases import optional_lease
 from shironzi.lake.predicates import Predicate, _predicate_sql, _sql_ident, sql_literal
-from shironzi.lake.reads import read_arrow
 from shironzi.lake.tables import (
     CommitResult,
     MergeResult,
@@ -39,6 +38,7 @@ from shironzi.lake.tables import (
 )
 
 _T = TypeVar("_T")
+DELETE_OPERATION_KEY = "shironzi.operation"  # a delete's commit metadata names it: its Delta operation is a WRITE
 
 # delta-rs parses a predicate recursively on the calling thread, about 335 bytes of stack per listed value: an IN
 # list of ~25,000 tenant ids overflows the main thread's 8 MiB stack and kills the process (SIGSEGV). A predicate
@@ -171,119 +171,37 @@ def delete(
     storage_options: Mapping[str, str] | None = None,
     lease: bool = True,
 ) -> int:
-    """Delete the rows matching a SQL predicate or DNF filters; returns how many rows were deleted."""
+    """Delete the rows matching a SQL predicate or DNF filters; returns how many rows were deleted.
+
+    One commit, written as a replace-where with no rows: it rewrites only the files holding matching rows, and
+    with plain string types. (delta-rs's own delete writes `string_view` columns, delta-rs #4579, which PyArrow
+    cannot filter; repairing them cost a second rewrite.) The matching rows are counted first, by delta-rs's
+    scan; when there are none, nothing is committed. The commit is a WRITE (mode Overwrite) with the predicate,
+    recorded as `shironzi.operation: delete` in its metadata."""
     location = _uri(uri)
     opts = _options(storage_options)
     where = _predicate_sql(predicate)
-    props = _commit_properties(metadata, [])
+    props = _commit_properties({DELETE_OPERATION_KEY: "delete", **(metadata or {})}, [])
 
-    def attempt() -> tuple[int, int]:
+    def attempt() -> int:
         target = _open(location, opts)
-        before = target.version()
-        metrics = target.delete(where, commit_properties=props)
-        return int(metrics.get("num_deleted_rows", 0) or 0), before
+        matching = _count_where(target, where)
+        if matching:
+            write_deltalake(target, pa.schema(target.schema().to_arrow()).empty_table(), mode="overwrite",
+                            predicate=where, commit_properties=props)
+        return matching
 
     with optional_lease(location, take=lease):
-        deleted, before = _with_stack_for(where, lambda: _retrying(location, "delete", attempt))
-        if deleted:
-            _rewrite_view_files(location, opts, since_version=before, metadata=metadata)
-    return deleted
+        return _with_stack_for(where, lambda: _retrying(location, "delete", attempt))
 
 
-def _has_view_columns(path: str) -> bool:
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(path)
-    return any(pa.types.is_string_view(f.type) or pa.types.is_binary_view(f.type) for f in schema)
-
-
-def _tenant_bounds(action: Mapping[str, Any]) -> tuple[str, str] | None:
-    """A file's tenant_id range from its add action's statistics, when they bound every row (no nulls)."""
-    low, high = action.get("min.tenant_id"), action.get("max.tenant_id")
-    if isinstance(low, str) and isinstance(high, str) and action.get("null_count.tenant_id") == 0:
-        return low, high
-    return None
-
-
-def _tenant_span(rewritten: Sequence[Mapping[str, Any]], peers: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
-    """The tenant_id range [low, high] that covers the rewritten files and every peer file it overlaps, widened
-    until no peer straddles it: a replace-where over it then drops whole files and rewrites none. None when some
-    file's statistics do not bound its tenants."""
-    spans = [_tenant_bounds(a) for a in rewritten]
-    peer_spans = [_tenant_bounds(a) for a in peers]
-    if any(s is None for s in spans) or any(s is None for s in peer_spans):
-        return None
-    low = min(s[0] for s in spans if s)
-    high = max(s[1] for s in spans if s)
-    grown = True
-    while grown:
-        grown = False
-        for peer_low, peer_high in (s for s in peer_spans if s):
-            if peer_low <= high and peer_high >= low and (peer_low < low or peer_high > high):
-                low, high, grown = min(low, peer_low), max(high, peer_high), True
-    return low, high
-
-
-def _rows_where(table: Any, selector: list[tuple[str, str, Any]]) -> pa.Table:
-    """The table's rows matching `selector`, read by delta-rs itself (its scan filters string_view columns, which
-    PyArrow cannot), in the table's own schema with plain string types."""
+def _count_where(table: Any, where: str) -> int:
+    """How many of the table's rows match `where`, counted by delta-rs's own scan (files and row groups whose
+    statistics exclude the predicate are skipped)."""
     from deltalake import QueryBuilder
 
-    where = _predicate_sql(selector)
-    rows = pa.table(QueryBuilder().register("t", table).execute(f"SELECT * FROM t WHERE {where}").read_all())
-    schema = pa.schema(table.schema().to_arrow())
-    return rows.select(schema.names).cast(schema)
-
-
-def _rewrite_view_files(
-    location: str,
-    opts: dict[str, str] | None,
-    *,
-    since_version: int,
-    metadata: Mapping[str, str] | None,
-    by_tenant_span: bool = True,
-) -> None:
-    """delta-rs delete rewrites files with string_view columns (delta-rs #4579), which PyArrow cannot filter
-    and so breaks later pushed-down reads (dbt sources, features). Rewrite them with plain string types:
-    within each partition, only the tenant_id span of those files, widened to whole files (so an erasure
-    rewrites the files around the subject's tenant, not the table or the day); where statistics cannot bound it,
-    the whole partition (or the unpartitioned table). Local lakes only: object stores keep the delta-rs files
-    as written."""
-    if "://" in location and not location.startswith("file://"):
-        return
-    current = _open(location, opts)
-    previous = set(_open(location, opts, since_version).file_uris())
-    new_files = [f for f in current.file_uris() if f not in previous]
-    suspicious = [f for f in new_files if _has_view_columns(f.removeprefix("file://"))]
-    if not suspicious:
-        return
-    partition_by = current.metadata().partition_columns
-    if not partition_by and not by_tenant_span:
-        overwrite(location, read_arrow(location, storage_options=opts), metadata=metadata, storage_options=opts,
-                  lease=False)
-        return
-    actions = pa.table(current.get_add_actions(flatten=True)).to_pylist()
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for uri in suspicious:
-        action = next((a for a in actions if uri.endswith(a["path"])), None)
-        if action is not None:
-            groups.setdefault(tuple(action.get(f"partition.{c}") for c in partition_by), []).append(action)
-    before = current.version()
-    for values, rewritten in sorted(groups.items(), key=lambda item: repr(item[0])):
-        selector = [(col, "=", value) for col, value in zip(partition_by, values, strict=True)]
-        peers = [a for a in actions if tuple(a.get(f"partition.{c}") for c in partition_by) == values]
-        span = _tenant_span(rewritten, peers) if by_tenant_span else None
-        if span is not None:
-            selector += [("tenant_id", ">=", span[0]), ("tenant_id", "<=", span[1])]
-            rows = _rows_where(current, selector)
-        elif partition_by:
-            rows = read_arrow(location, filters=selector, storage_options=opts)
-        else:
-            rows = read_arrow(location, storage_options=opts)
-        overwrite(location, rows, partition_by=partition_by or None, predicate=selector or None, metadata=metadata,
-                  storage_options=opts, lease=False)
-    if by_tenant_span:  # a span the statistics got wrong (a truncated maximum) left a rewritten file behind
-        _rewrite_view_files(location, opts, since_version=before, metadata=metadata, by_tenant_span=False)
+    counted = QueryBuilder().register("t", table).execute(f"SELECT count(*) AS n FROM t WHERE {where}").read_all()
+    return int(pa.table(counted).column("n")[0].as_py() or 0)
 
 
 def _dedupe_source(table: pa.Table, keys: list[str], keep: Literal["first", "last"]) -> pa.Table:

@@ -62,17 +62,23 @@ def _plain(uri: str) -> bool:
     return all(not pa.types.is_string_view(pq.read_schema(f).field("tenant_id").type) for f in _live_files(uri))
 
 
-def test_a_delete_rewrites_only_the_files_of_the_tenants_span_not_the_table(tmp_path):
-    """An erasure deletes one subject of one tenant: the string_view repair rewrites the files around that tenant
-    (here its own), and the other tenants' files stay the very same files, in a table and in a day partition."""
+def _version(uri: str) -> int:
+    from deltalake import DeltaTable
+
+    return DeltaTable(uri).version()
+
+
+def test_a_delete_rewrites_only_the_file_holding_its_rows_in_one_commit(tmp_path):
+    """An erasure deletes one subject of one tenant: one commit rewrites the file holding it, with plain string
+    types, and the other tenants' files stay the very same files, in a table and in a day partition."""
     import datetime as dt
 
     for uri, day in ((str(tmp_path / "flat"), None), (str(tmp_path / "daily"), dt.date(2026, 1, 1))):
         _tenant_files(uri, day)
-        before = _by_tenant(uri)
+        before, version = _by_tenant(uri), _version(uri)
         assert delete(uri, "tenant_id = 'b' AND customer_id = 'c7'") == 1
         after = _by_tenant(uri)
-        assert _plain(uri)
+        assert _version(uri) == version + 1 and _plain(uri)
         assert {t: after[t] for t in "acd"} == {t: before[t] for t in "acd"}, uri  # untouched
         assert after["b"] != before["b"]
         got = read_arrow(uri, filters=[("tenant_id", "=", "b")])
@@ -82,15 +88,18 @@ def test_a_delete_rewrites_only_the_files_of_the_tenants_span_not_the_table(tmp_
             assert set(got.column("event_date").to_pylist()) == {day}
 
 
-def test_a_span_that_straddles_files_widens_to_whole_files(tmp_path):
-    """Files overlapping the rewritten tenant's span are taken whole (a-b and b-c here), so nothing is left with
-    string_view columns and the file beyond them (d) is untouched."""
+def test_a_delete_leaves_files_sharing_the_tenant_alone_and_commits_nothing_when_nothing_matches(tmp_path):
+    """Files (a, b), (b, c) and (d): the subject's row is in the first, so only that file is rewritten, though the
+    second holds the same tenant. A delete that matches nothing returns 0 and makes no commit."""
     uri = str(tmp_path / "t")
     for tenants in (("a", "b"), ("b", "c"), ("d",)):
         rows = [t for t in tenants for _ in range(20)]
         append(uri, pa.table({"tenant_id": rows, "customer_id": [f"c{i}" for i in range(len(rows))]}))
-    d_file = _by_tenant(uri)["d"]
+    files = _live_files(uri)
     assert delete(uri, "tenant_id = 'b' AND customer_id = 'c25'") == 1
-    assert _plain(uri) and d_file in _live_files(uri)
+    assert _plain(uri) and len(files - _live_files(uri)) == 1 and len(_live_files(uri) - files) == 1
     assert read_arrow(uri).num_rows == 99
     assert read_arrow(uri, filters=[("tenant_id", "=", "b")]).num_rows == 39
+    version = _version(uri)
+    assert delete(uri, "tenant_id = 'b' AND customer_id = 'c25'") == 0
+    assert _version(uri) == version

@@ -361,11 +361,15 @@ def test_history_lists_operations_metrics_and_custom_metadata(
     assert [e["version"] for e in entries] == sorted((e["version"] for e in entries), reverse=True)
     operations = [e["operation"] for e in entries]
     assert operations[-1] == "CREATE TABLE"
-    assert {"WRITE", "MERGE", "DELETE"} <= set(operations)
+    assert {"WRITE", "MERGE"} <= set(operations)
     by_run = {e["userMetadata"].get("run_id"): e for e in entries}
     assert by_run["run-42"]["userMetadata"] == {"run_id": "run-42", "actor": "ingestor"}
     assert by_run["run-42"]["operationMetrics"]["num_added_rows"] == 10
     assert by_run["run-43"]["operation"] == "MERGE"
+    # a delete is one replace-where without rows: a WRITE with its predicate, named a delete in its metadata
+    assert by_run["run-44"]["operation"] == "WRITE"
+    assert by_run["run-44"]["operationParameters"]["predicate"]
+    assert by_run["run-44"]["userMetadata"] == {"shironzi.operation": "delete", "run_id": "run-44"}
     assert by_run["run-45"]["operationParameters"]["mode"] == "Overwrite"
     newest = entries[0]
     assert isinstance(newest["timestamp"], dt.datetime) and newest["timestamp"].tzinfo is not None
