@@ -18,36 +18,34 @@
     last day over every tenant. -#}
 {%- set added_only = none %}
 {%- if execute and is_incremental() %}
-  {%- set unchanged_sql -%}
-    with watermark as (
-        select coalesce(max(last_ingested_at), {{ timestamp_tz_literal('1970-01-01 00:00:00+00') }}) as seen
-        from {{ this }}
-    )
+  {#- one scan per query: several scans of one Arrow-backed relation in one DuckDB query can stall -#}
+  {%- set labelled = run_query('select cast(coalesce(max(last_ingested_at), '
+      ~ timestamp_tz_literal('1970-01-01 00:00:00+00') ~ ') as ' ~ dbt.type_string() ~ '), count(*) from ' ~ this).rows[0] %}
+  {%- set activity_sql -%}
     select
-        (select count(*) from {{ ref('int_customer_daily_activity') }}
-         where last_ingested_at > (select seen from watermark) and not ({{ added_tenants_filter() }})) as arrived,
-        (select cast(max(event_date) as {{ dbt.type_string() }}) from {{ ref('int_customer_daily_activity') }}) as last_day,
-        (select cast(max(event_date) as {{ dbt.type_string() }}) from {{ ref('int_customer_daily_activity') }}
-         where not ({{ added_tenants_filter() }})) as existing_last_day,
-        (select cast(max(horizon_end_date) as {{ dbt.type_string() }}) from {{ this }}) as last_horizon,
-        {%- if windows %}
-        (select count(*) from {{ this }} as labels inner join (
+        count(*) filter (where last_ingested_at > {{ timestamp_tz_literal(labelled[0]) }}
+                         and not ({{ added_tenants_filter() }})) as arrived,
+        cast(max(event_date) as {{ dbt.type_string() }}) as last_day,
+        cast(max(event_date) filter (where not ({{ added_tenants_filter() }})) as {{ dbt.type_string() }}) as existing_last_day
+    from {{ ref('int_customer_daily_activity') }}
+  {%- endset %}
+  {%- set activity_state = run_query(activity_sql).rows[0] %}
+  {%- set rewindowed = 0 %}
+  {%- if windows %}
+    {%- set rewindowed_sql -%}
+        select count(*) from {{ this }} as labels inner join (
             {%- for tenant_id, window in windows.items() %}
             select '{{ tenant_id }}' as tenant_id, {{ window['inactivity_days'] | int }} as inactivity_days,
                    {{ window['horizon_days'] | int }} as horizon_days
             {%- if not loop.last %} union all{% endif %}
             {%- endfor %}
         ) as set_windows on labels.tenant_id = set_windows.tenant_id
-         where labels.inactivity_days <> set_windows.inactivity_days
-            or labels.horizon_days <> set_windows.horizon_days) as rewindowed
-        {%- else %}
-        0 as rewindowed
-        {%- endif %}
-  {%- endset %}
-  {%- set unchanged = run_query(unchanged_sql).rows[0] %}
-  {%- if unchanged[0] == 0 and unchanged[3] is not none and unchanged[1] == unchanged[2]
-        and unchanged[4] == 0 %}
-    {%- set added_only = unchanged[1] %}
+        where labels.inactivity_days <> set_windows.inactivity_days or labels.horizon_days <> set_windows.horizon_days
+    {%- endset %}
+    {%- set rewindowed = run_query(rewindowed_sql).rows[0][0] %}
+  {%- endif %}
+  {%- if labelled[1] > 0 and activity_state[0] == 0 and activity_state[1] == activity_state[2] and rewindowed == 0 %}
+    {%- set added_only = activity_state[1] %}
   {%- endif %}
 {%- endif %}
 {%- set longest = [] %}
