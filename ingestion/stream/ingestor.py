@@ -176,6 +176,9 @@ class StreamIngestor:
         delay = BACKOFF_INITIAL_SECONDS
         watcher = RegistryWatcher(get_registry(self.settings), on_change=self._registry_changed)
         watcher.start()
+        # The directory was read when the lander was built: a change committed between then and the watcher's
+        # start reaches no watcher, so the loop re-reads it once now.
+        self.tenants_changed.set()
         try:
             while True:
                 try:

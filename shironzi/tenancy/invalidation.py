@@ -111,9 +111,18 @@ class RegistryWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.backend = "redis" if registry.settings.redis_url else "poll"
+        self._baseline: int | None = None
 
     def start(self) -> None:
+        """Start watching. In poll mode the baseline (the newest event) is read before this returns, so a change
+        committed after `start()` is always seen (read lazily in the thread, a change committed in between
+        became part of the baseline and was never applied)."""
         if self._thread is None:
+            if self.backend == "poll":
+                try:
+                    self._baseline = self._poll_once(None)
+                except Exception as exc:  # noqa: BLE001 - the thread reads the baseline once the registry answers
+                    logger.warning("registry change poll failed: %s", exc)
             target = self._subscribe if self.backend == "redis" else self._poll
             self._thread = threading.Thread(target=target, name="shironzi-registry-watch", daemon=True)
             self._thread.start()
@@ -155,7 +164,7 @@ class RegistryWatcher:
     # --- the event log as change counter ---------------------------------------------------------------
 
     def _poll(self) -> None:
-        last: int | None = None
+        last = self._baseline
         while not self._stop.wait(0.0 if last is None else POLL_SECONDS):
             try:
                 last = self._poll_once(last)

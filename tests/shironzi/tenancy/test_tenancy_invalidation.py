@@ -3,6 +3,7 @@ within about a second: by the polled event log (SQLite and PostgreSQL) or by Red
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -57,6 +58,35 @@ def test_changes_reach_another_registrys_caches_within_two_seconds(
         registry.suspend(admin, tenant.id)
         _within(2.0, lambda: _raises(lambda: other.verify_key(second), TenantSuspendedError))
         assert any(tenant.id in change.tenants for change in seen)
+    finally:
+        watcher.stop()
+        other.close()
+
+
+def test_a_change_committed_right_after_start_is_seen_however_late_the_poll_thread_runs(
+    registry: Registry, admin: TenantContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream ingestor's CI race: a placement flip committed just after `start()` but before the poll
+    thread first ran became part of the thread's baseline and was never applied. The thread here starts only
+    after the change is committed; the baseline read by `start()` still makes the change visible."""
+    held: list[threading.Thread] = []
+    start_thread = threading.Thread.start
+
+    class HeldThread(threading.Thread):
+        def start(self) -> None:
+            held.append(self)
+
+    monkeypatch.setattr(inv.threading, "Thread", HeldThread)
+    tenant, _ = registry.provision_tenant(admin, slug="late", name="L", industry="ecommerce")
+    other = Registry.from_settings(registry.settings, run_migrations=False)
+    seen: list[Invalidation] = []
+    watcher = RegistryWatcher(other, on_change=seen.append)
+    watcher.start()
+    try:
+        registry.suspend(admin, tenant.id)
+        (thread,) = held
+        start_thread(thread)  # the poll thread runs only now
+        _within(3.0, lambda: any(tenant.id in change.key_tenants for change in seen))
     finally:
         watcher.stop()
         other.close()
