@@ -26,6 +26,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -39,6 +40,10 @@ try:  # inside Shironzi every writer holds the table's shared lease, so an erasu
     from shironzi.lake.leases import table_lease as _table_lease
 except ImportError:  # pragma: no cover - the project used on its own, without the platform
     _table_lease = None
+try:  # Arrow's own filesystems for the lake (local files, S3 from the storage options)
+    from shironzi.lake.discovery import lake_filesystem as _lake_filesystem
+except ImportError:  # pragma: no cover - the project used on its own: local tables only
+    _lake_filesystem = None
 
 WriteMode = Literal["overwrite", "merge"]
 CATALOG_TABLE = "main.shironzi_delta_catalog"
@@ -57,6 +62,35 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DATASET_CACHE: OrderedDict[tuple[str, str, int, str], Any] = OrderedDict()
 _DATASET_CACHE_SIZE = 64
 _DATASET_CACHE_LOCK = threading.Lock()
+
+
+def _native_filesystem(location: str, storage_options: dict[str, str]) -> Any:
+    """Arrow's own filesystem rooted at the table (None: delta-rs's handler, for a scheme Arrow cannot open).
+
+    delta-rs's default is a Python filesystem (`PyFileSystem(DeltaStorageHandler)`): Arrow's I/O threads call
+    into it for every file they open and read, so they need the GIL. DuckDB starts a scan of a registered
+    dataset holding the GIL, and pyarrow's `to_reader` waits on the scan's merge lock without releasing it; an
+    I/O thread holding that lock while it waits for the GIL deadlocks the build for good (seen twice in CI:
+    a data test, then `fct_churn_labels`, idle with no CPU). A native filesystem never takes the GIL.
+    """
+    import pyarrow.fs as pafs
+
+    try:
+        if _lake_filesystem is not None:
+            filesystem, path = _lake_filesystem(location, storage_options=storage_options)
+        elif "://" not in location or location.startswith("file://"):
+            filesystem, path = pafs.LocalFileSystem(), location
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - no native filesystem for this store: delta-rs's handler reads it
+        return None
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        path = str(Path(path.removeprefix("file://")).resolve())
+    return pafs.SubTreeFileSystem(path, filesystem)
+
+
+def _dataset(table: DeltaTable, location: str, storage_options: dict[str, str], **kwargs: Any) -> Any:
+    return table.to_pyarrow_dataset(filesystem=_native_filesystem(location, storage_options), **kwargs)
 
 
 def _cached_dataset(table: DeltaTable, location: str, kind: str, build: Any) -> Any:
@@ -391,7 +425,7 @@ class Plugin(BasePlugin):
 
         def build() -> Any:
             arrow_schema = pa.schema(table.schema().to_arrow())  # type: ignore[arg-type]
-            return table.to_pyarrow_dataset(schema=_delta_friendly(arrow_schema))
+            return _dataset(table, location, self._storage_options, schema=_delta_friendly(arrow_schema))
 
         return _cached_dataset(table, location, "model", build)
 
@@ -404,7 +438,7 @@ class Plugin(BasePlugin):
         location = str(source_config["delta_table_path"])
         options = _parse_storage_options(source_config.get("storage_options")) or self._storage_options
         table = DeltaTable(location, storage_options=options or None)
-        return _cached_dataset(table, location, "source", table.to_pyarrow_dataset)
+        return _cached_dataset(table, location, "source", lambda: _dataset(table, location, options))
 
     def _publish(self, cursor: Any, *, view_name: str, location: str) -> None:
         dataset = self._load_dataset(location)
