@@ -13,6 +13,8 @@ import pytest
 from shironzi.settings import Settings, get_settings
 from tests._services import S3Server, postgres_server, redis_server, s3_server
 
+pytest_plugins = ["tests._hang_watchdog"]
+
 _MAIN = sys.modules["__main__"]
 if os.environ.get("PYTEST_XDIST_WORKER") and _MAIN.__spec__ is None and not hasattr(_MAIN, "__file__"):
     _MAIN.__file__ = str(Path(__file__).with_name("_xdist_main.py"))  # why: tests/_xdist_main.py
