@@ -27,6 +27,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -44,6 +45,7 @@ from shironzi.settings import Settings, get_settings
 
 KEY_BYTES = 32
 KEYED_BATCH = 500  # tenants per IN query of a batch read
+UNWRAPPED_MEMO_SIZE = 100_000  # wrapped keys whose unwrapping a LocalKeystore remembers (LRU)
 
 
 class TenantKeystore(Protocol):
@@ -135,8 +137,11 @@ class LocalKeystore:
         self._lock = threading.Lock()
         # scrypt is deliberately slow (~70 ms); the wrapping key it derives depends only on the master key
         # and the salt, so it is derived once per (master, salt). Tenant keys are never cached: a destroyed
-        # key must stop working at once, in this process too.
+        # key must stop working at once, in this process too, so every use reads the key's row. Only the
+        # unwrapping of a row's wrapped bytes is remembered (`_unwrapped`: the same generation and wrapped
+        # text always open to the same key); a destroyed row has no wrapped text, so it never reaches the memo.
         self._wrapping: dict[tuple[bytes, bytes], Any] = {}
+        self._unwrapped: OrderedDict[tuple[int, str], bytes] = OrderedDict()
         self._generations: dict[int, Any] = {}  # generation -> the wrapping cipher that opens it
         self._salt: bytes | None = None
         self._ready = False
@@ -311,6 +316,22 @@ class LocalKeystore:
         )
 
     def _open_wrapped(self, db: sqlite3.Connection, wrapped: str, generation: int, tenant_id: str) -> bytes:
+        """The key in a row's wrapped text; each distinct (generation, wrapped) is decrypted once per process
+        while the memo holds it (a stream batch over 90,000 tenants decrypted every tenant's key again)."""
+        memo = (generation, wrapped)
+        with self._lock:
+            key = self._unwrapped.get(memo)
+            if key is not None:
+                self._unwrapped.move_to_end(memo)
+                return key
+        key = self._decrypt_wrapped(db, wrapped, generation, tenant_id)
+        with self._lock:
+            self._unwrapped[memo] = key
+            while len(self._unwrapped) > UNWRAPPED_MEMO_SIZE:
+                self._unwrapped.popitem(last=False)
+        return key
+
+    def _decrypt_wrapped(self, db: sqlite3.Connection, wrapped: str, generation: int, tenant_id: str) -> bytes:
         from cryptography.fernet import InvalidToken
 
         cipher = self._opener(db, generation)
@@ -492,6 +513,7 @@ class LocalKeystore:
         db = self._connect()
         now = _now_text()
         with _immediate(db):
+            self._forget_unwrapped(db, tenant_id)
             db.execute(
                 "INSERT INTO tenant_keys VALUES (?, NULL, NULL, ?, 0) ON CONFLICT(tenant_id) DO UPDATE SET "
                 "wrapped = NULL, destroyed_at = COALESCE(tenant_keys.destroyed_at, excluded.destroyed_at)",
@@ -505,6 +527,19 @@ class LocalKeystore:
         # Copy the tombstone into the database file and empty the write-ahead log, which held the page with
         # the wrapped key.
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _forget_unwrapped(self, db: sqlite3.Connection, tenant_id: str, *, keep: int | None = None) -> None:
+        """Drop from this process's memo the keys of the tenant about to be destroyed (all of them), or its data
+        keys about to be retired (all but version `keep`; version 0, the tenant key, stays)."""
+        rows = db.execute(
+            "SELECT generation, wrapped FROM tenant_data_keys WHERE tenant_id = ? AND wrapped IS NOT NULL "
+            "AND version != ?", (tenant_id, -1 if keep is None else keep)).fetchall()
+        if keep is None:
+            rows += db.execute("SELECT generation, wrapped FROM tenant_keys WHERE tenant_id = ? AND wrapped IS NOT "
+                               "NULL", (tenant_id,)).fetchall()
+        with self._lock:
+            for generation, wrapped in rows:
+                self._unwrapped.pop((generation, wrapped), None)
 
     # --- data keys --------------------------------------------------------------------------------------
 
@@ -573,6 +608,7 @@ class LocalKeystore:
         live = [v for v, _ in self.data_keys(tenant_id) if v != keep]
         now = _now_text()
         with _immediate(db):
+            self._forget_unwrapped(db, tenant_id, keep=keep)
             db.execute(  # version 0 is the tenant key, which stays (tokens): its tombstone only ends its data role
                 "INSERT OR IGNORE INTO tenant_data_keys VALUES (?, 0, NULL, 0, NULL, ?)", (tenant_id, now)
             )

@@ -78,6 +78,41 @@ def test_newest_data_keys_of_many_tenants_in_a_few_queries_equal_each_tenants_ow
         store.newest_data_keys({"t_unknown": b"x" * 32})
 
 
+def test_each_wrapped_key_is_decrypted_once_and_the_memo_is_bounded_and_forgets_destroyed_keys(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream batch reads its tenants' keys again for every batch: the rows are read each time (a destroy is
+    seen at once), but a (generation, wrapped) already opened is not decrypted again."""
+    from shironzi.tenancy import keystore as ks
+
+    store = get_keystore()
+    assert isinstance(store, LocalKeystore)
+    tenants = [f"t_{i:04d}" for i in range(1_000)]
+    keys = store.get_or_create_keys(tenants)
+    store.add_data_key("t_0002")
+    rotated = store.newest_data_keys(keys)  # a created key is remembered at once, a data key at its first read
+    decrypted: list[str] = []
+    real = store._decrypt_wrapped
+    monkeypatch.setattr(store, "_decrypt_wrapped", lambda db, w, g, t: decrypted.append(t) or real(db, w, g, t))
+    assert store.get_or_create_keys(tenants) == keys and store.newest_data_keys(keys) == rotated
+    assert rotated["t_0002"] != keys["t_0002"] and decrypted == []  # every one was opened before
+    store.add_data_key("t_0002")  # a new version: a new wrapped text, decrypted once
+    newest = store.newest_data_keys({"t_0002": keys["t_0002"]})["t_0002"]
+    assert store.newest_data_keys({"t_0002": keys["t_0002"]})["t_0002"] == newest and decrypted == ["t_0002"]
+    retired = dict(store.data_keys("t_0002"))
+    store.retire_data_keys("t_0002", keep=2)
+    assert retired[1] not in store._unwrapped.values() and newest in store._unwrapped.values()
+    store.destroy_key("t_0001")
+    assert keys["t_0001"] not in store._unwrapped.values() and keys["t_0003"] in store._unwrapped.values()
+    with pytest.raises(KeyDestroyedError):
+        store.get_key("t_0001")
+    monkeypatch.setattr(ks, "UNWRAPPED_MEMO_SIZE", 10)
+    fresh = LocalKeystore(store.directory, master_key="dev-master-key-change-me")
+    fresh._master_key = store._master_key
+    assert fresh.get_or_create_keys(tenants[2:50]) == {t: keys[t] for t in tenants[2:50]}
+    assert list(fresh._unwrapped.values()) == [keys[t] for t in tenants[40:50]]  # the 10 most recently used
+
+
 def test_a_key_destroyed_by_another_keystore_stops_working_here_at_once(home: Path) -> None:
     """The keystore caches its file and the scrypt wrapping key, never a tenant key past a destroy."""
     store = get_keystore()
