@@ -7,7 +7,6 @@ tenant with a dedicated model also has `champion_<tenant_id>` (absent: the tenan
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 
 from models.common import CHAMPION, CHURN_MODEL, MODEL_NAMES, TREND_MODEL
 from shironzi.errors import InvalidInputError, ModelNotFoundError, ServiceUnavailableError
+from shironzi.mlflow_client import mlflow_client, prepare_mlflow
 from shironzi.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -46,12 +46,12 @@ def artifact_root(settings: Settings) -> str | None:
 
 
 def configure_mlflow(settings: Settings | None = None) -> MlflowClient:
-    """Point mlflow at our tracking/registry URI (creating the embedded directory) and return a client."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_LOGGED_MODEL_WARNINGS", "false")
+    """Point mlflow at our tracking/registry URI (creating the embedded directory) and return a client.
+
+    A Spark session whose server has gone is dropped first: MLflow asks the active Spark session for its
+    registry URI at every client and run, and against a dead server each ask is ten minutes of retries."""
+    prepare_mlflow()
     import mlflow
-    from mlflow import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -63,7 +63,7 @@ def configure_mlflow(settings: Settings | None = None) -> MlflowClient:
         check_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return mlflow_client(uri)
 
 
 def check_tracking_server(uri: str) -> None:

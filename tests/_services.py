@@ -454,6 +454,15 @@ def server_process(command: list[str], *, env: dict[str, str], port: int, log: P
             stop_process_group(process)
 
 
+def sail_server(port: int, log: Path, **env: str) -> Any:
+    """A standalone Sail Spark Connect server on `port` for the block (`env`: its extra environment)."""
+    import sys
+
+    sail = str(Path(sys.executable).with_name("sail"))
+    return server_process([sail, "spark", "server", "--ip", "127.0.0.1", "--port", str(port)],
+                          env={"PATH": "/usr/bin:/bin", "RUST_LOG": "error", **env}, port=port, log=log)
+
+
 @contextmanager
 def serving_in_thread(server: Any, *, poll_interval: float = 0.5) -> Iterator[Any]:
     """Run an http.server-style `server` (serve_forever/shutdown) in a daemon thread for the block."""

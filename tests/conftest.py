@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from shironzi.settings import Settings, get_settings
+from shironzi.spark_sessions import drop_unreachable_sessions
 from tests._services import S3Server, postgres_server, redis_server, s3_server
 
 pytest_plugins = ["tests._hang_watchdog"]
@@ -28,6 +29,15 @@ def _own_main_module() -> Iterator[None]:
     yield
     if sys.modules.get("__main__") is not _MAIN:
         sys.modules["__main__"] = _MAIN
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test's fixtures: no Spark session of a server an earlier test stopped (the topology's Sail, a
+    standalone server) stays active. MLflow asks the active session for a registry URI at every client and run,
+    and against a dead server each ask is ten minutes of retries; the product drops such a session before its
+    own MLflow calls (`shironzi.mlflow_client`), but fixtures that call mlflow directly would still hang."""
+    drop_unreachable_sessions()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from shironzi.errors import ConfigurationError, ServiceUnavailableError, ShironziError
 from shironzi.settings import Settings, get_settings
+from shironzi.spark_sessions import listening_at, server_problem
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -181,9 +182,14 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
 
 def _cached_session(remote: str) -> SparkSession | None:
     session = _sessions.get(remote)
-    if session is None or time.monotonic() - _handed_out.get(remote, 0.0) < PROBE_AFTER_IDLE_SECONDS:
+    if session is None:
+        return None
+    if session.is_stopped:  # dropped by `drop_unreachable_sessions` (its server had gone) or stopped by its user
+        del _sessions[remote]
+        return None
+    if time.monotonic() - _handed_out.get(remote, 0.0) < PROBE_AFTER_IDLE_SECONDS:
         return session
-    if _listening(session):
+    if server_problem(session) is None:
         try:
             session.conf.get("spark.sql.session.timeZone")  # a Config request: answered at once, or refused
             return session
@@ -281,17 +287,11 @@ def stop_spark() -> None:
 
 def _close(session: SparkSession) -> None:
     try:
-        if not _listening(session):  # releasing it would retry against a dead server for minutes
+        if server_problem(session) is not None:  # releasing it would retry against a dead server for minutes
             session.release_session_on_close = False  # type: ignore[attr-defined]
         session.stop()
     except Exception:  # noqa: BLE001 - best effort
         logger.debug("spark session stop failed", exc_info=True)
-
-
-def _listening(session: SparkSession) -> bool:
-    """Does anything accept connections at the session's server?"""
-    host, _, port = session.client._builder.endpoint.rpartition(":")  # type: ignore[attr-defined]  # host:port
-    return _listening_at(host.strip("[]"), int(port)) is None
 
 
 def server_address(remote: str) -> tuple[str, int]:
@@ -306,23 +306,12 @@ def check_reachable(remote: str, *, timeout: float = 3.0) -> None:
     """A Spark Connect server that does not accept connections is refused at once: the gRPC client would
     otherwise retry for minutes."""
     host, port = server_address(remote)
-    problem = _listening_at(host, port, timeout=timeout)
+    problem = listening_at(host, port, timeout=timeout)
     if problem is not None:
         raise ServiceUnavailableError(
             f"the Spark Connect server at {remote} does not answer ({problem}); start it or fix SHIRONZI_SPARK_REMOTE",
             remote=remote,
         )
-
-
-def _listening_at(host: str, port: int, *, timeout: float = 1.0) -> OSError | None:
-    """None when something accepts TCP connections at host:port, else the connect error."""
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as exc:
-        return exc
 
 
 def _join_grpc_threads(timeout: float = 2.0) -> None:

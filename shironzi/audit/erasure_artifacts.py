@@ -17,7 +17,6 @@ The verification scan (`scan_artifacts`) re-reads the same artifacts and counts 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from shironzi.audit.erasure_scan import Matcher, subject_row_mask, text_values
+from shironzi.mlflow_client import mlflow_client
 from shironzi.settings import get_settings
 
 if TYPE_CHECKING:
@@ -64,14 +64,6 @@ def tracking_uri() -> str | None:
     if (settings.home / "mlflow" / "mlflow.db").exists():
         return settings.resolved_mlflow_tracking_uri
     return None
-
-
-def _client(uri: str) -> MlflowClient:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _paged(fetch: Callable[[str | None], Any]) -> Iterator[Any]:
@@ -167,7 +159,7 @@ def _walk(matcher: Matcher) -> Iterator[tuple[ArtifactRoot, ArtifactRepository, 
         return  # MLflow was never used here: nothing to import or scan
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    for root in artifact_roots(_client(uri)):
+    for root in artifact_roots(mlflow_client(uri)):
         repo = get_artifact_repository(root.uri, tracking_uri=uri)
         for path in _row_artifacts(repo):
             with tempfile.TemporaryDirectory() as tmp:
@@ -202,7 +194,7 @@ def erase_artifacts(matcher: Matcher, *, trained_on: Sequence[str], request_id: 
             done.append({**entry, "action": "checked", "rows_removed": 0})
     uri = tracking_uri()
     if flagged and uri is not None:
-        client = _client(uri)
+        client = mlflow_client(uri)
         for run_id in sorted(flagged):
             client.set_tag(run_id, RUN_FLAG_TAG, request_id)
     return done
@@ -216,7 +208,7 @@ def queue_retraining(models: Sequence[dict[str, Any]], *, request_id: str) -> li
         return []
     from mlflow.exceptions import MlflowException
 
-    client = _client(uri)
+    client = mlflow_client(uri)
     queued = []
     for model in models:
         if not model.get("model_version"):

@@ -13,7 +13,6 @@ The kernel does not import `models/`, so the alias names are restated here (`mod
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shironzi.errors import InvalidInputError, ServiceUnavailableError
+from shironzi.mlflow_client import mlflow_client
 from shironzi.observability import stage
 
 if TYPE_CHECKING:
@@ -61,13 +61,9 @@ def is_serving_alias(alias: str) -> bool:
 
 
 def _client(uri: str) -> MlflowClient:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from mlflow import MlflowClient
-
     if not uri or not isinstance(uri, str):
         raise InvalidInputError("an MLflow tracking URI is required")
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return mlflow_client(uri)
 
 
 def _peer_artifact_location(peer_uri: str) -> str | None:

@@ -11,6 +11,7 @@ import pytest
 from shironzi.errors import ConfigurationError
 from shironzi.lake import read_arrow, table_uri
 from shironzi.settings import Settings, get_settings
+from tests._services import sail_server
 from tests.feature_store._fixtures import FsTenant, bronze_events, write_bronze
 from transformations import spark as spark_module
 from transformations.jobs import snapshot_sql
@@ -113,7 +114,7 @@ def test_a_session_per_server_even_after_another_server_was_used(
 
     stop_spark()  # no session is active: the standalone one becomes the active one, as in a fresh process
     port = free_port()
-    with _standalone_sail(port, tmp_path / "sail.log"):
+    with sail_server(port, tmp_path / "sail.log"):
         monkeypatch.setenv("SHIRONZI_SPARK_REMOTE", f"sc://127.0.0.1:{port}")
         get_settings.cache_clear()
         standalone = get_spark()
@@ -131,16 +132,6 @@ def test_a_session_per_server_even_after_another_server_was_used(
     assert type(embedded).builder.getOrCreate() is embedded  # what dbt-spark uses
 
 
-def _standalone_sail(port: int, log: Path, **env: str):  # type: ignore[no-untyped-def]
-    import sys
-
-    from tests._services import server_process
-
-    sail = str(Path(sys.executable).with_name("sail"))
-    return server_process([sail, "spark", "server", "--ip", "127.0.0.1", "--port", str(port)],
-                          env={"PATH": "/usr/bin:/bin", "RUST_LOG": "error", **env}, port=port, log=log)
-
-
 def test_a_session_the_server_dropped_while_idle_is_replaced(
     home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -152,7 +143,7 @@ def test_a_session_the_server_dropped_while_idle_is_replaced(
 
     port = free_port()
     monkeypatch.setattr(spark_module, "PROBE_AFTER_IDLE_SECONDS", 0.5)
-    with _standalone_sail(port, tmp_path / "sail.log", SAIL_SPARK__SESSION_TIMEOUT_SECS="2"):
+    with sail_server(port, tmp_path / "sail.log", SAIL_SPARK__SESSION_TIMEOUT_SECS="2"):
         monkeypatch.setenv("SHIRONZI_SPARK_REMOTE", f"sc://127.0.0.1:{port}")
         get_settings.cache_clear()
         try:
