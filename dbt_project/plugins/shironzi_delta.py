@@ -41,9 +41,9 @@ try:  # inside Shironzi every writer holds the table's shared lease, so an erasu
 except ImportError:  # pragma: no cover - the project used on its own, without the platform
     _table_lease = None
 try:  # Arrow's own filesystems for the lake (local files, S3 from the storage options)
-    from shironzi.lake.discovery import lake_filesystem as _lake_filesystem
+    from shironzi.lake.discovery import table_filesystem as _table_filesystem
 except ImportError:  # pragma: no cover - the project used on its own: local tables only
-    _lake_filesystem = None
+    _table_filesystem = None
 
 WriteMode = Literal["overwrite", "merge"]
 CATALOG_TABLE = "main.shironzi_delta_catalog"
@@ -65,28 +65,16 @@ _DATASET_CACHE_LOCK = threading.Lock()
 
 
 def _native_filesystem(location: str, storage_options: dict[str, str]) -> Any:
-    """Arrow's own filesystem rooted at the table (None: delta-rs's handler, for a scheme Arrow cannot open).
-
-    delta-rs's default is a Python filesystem (`PyFileSystem(DeltaStorageHandler)`): Arrow's I/O threads call
-    into it for every file they open and read, so they need the GIL. DuckDB starts a scan of a registered
-    dataset holding the GIL, and pyarrow's `to_reader` waits on the scan's merge lock without releasing it; an
-    I/O thread holding that lock while it waits for the GIL deadlocks the build for good (seen twice in CI:
-    a data test, then `fct_churn_labels`, idle with no CPU). A native filesystem never takes the GIL.
-    """
+    """Arrow's own filesystem rooted at the table, never delta-rs's Python one: DuckDB scans a registered dataset
+    holding the GIL, and Arrow I/O threads that need the GIL to open files deadlock it (seen twice in CI). Why,
+    in full: `shironzi.lake.discovery.table_filesystem`. None: a store Arrow cannot open (delta-rs's handler)."""
+    if _table_filesystem is not None:
+        return _table_filesystem(location, storage_options=storage_options)
+    if "://" in location and not location.startswith("file://"):
+        return None
     import pyarrow.fs as pafs
 
-    try:
-        if _lake_filesystem is not None:
-            filesystem, path = _lake_filesystem(location, storage_options=storage_options)
-        elif "://" not in location or location.startswith("file://"):
-            filesystem, path = pafs.LocalFileSystem(), location
-        else:
-            return None
-    except Exception:  # noqa: BLE001 - no native filesystem for this store: delta-rs's handler reads it
-        return None
-    if isinstance(filesystem, pafs.LocalFileSystem):
-        path = str(Path(path.removeprefix("file://")).resolve())
-    return pafs.SubTreeFileSystem(path, filesystem)
+    return pafs.SubTreeFileSystem(str(Path(location.removeprefix("file://")).resolve()), pafs.LocalFileSystem())
 
 
 def _dataset(table: DeltaTable, location: str, storage_options: dict[str, str], **kwargs: Any) -> Any:

@@ -12,6 +12,7 @@ import contextlib
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shironzi.errors import ConfigurationError
@@ -101,6 +102,27 @@ def lake_filesystem(
         return pafs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"cannot list {scheme}:// lake files: {exc}") from exc
+
+
+def table_filesystem(uri: str, *, storage_options: Mapping[str, str] | None = None) -> pafs.FileSystem | None:
+    """Arrow's own filesystem rooted at the table at `uri`, for `DeltaTable.to_pyarrow_dataset(filesystem=...)`;
+    None for a store Arrow cannot open (then delta-rs's own handler reads it).
+
+    delta-rs's default is a filesystem written in Python (`PyFileSystem(DeltaStorageHandler)`), and two things go
+    wrong with it. Arrow's I/O threads need the GIL for every file they open. DuckDB starts a scan of a registered
+    dataset while holding the GIL, and pyarrow's `to_reader` waits on the scan's merge lock without releasing it;
+    an I/O thread that holds that lock and waits for the GIL deadlocks the scan for good (dbt builds, seen in CI).
+    And the handler sits in a reference cycle: if the cycle is still alive at interpreter exit, Arrow's I/O
+    threads abort the process. A native filesystem has neither problem."""
+    import pyarrow.fs as pafs
+
+    try:
+        filesystem, path = lake_filesystem(uri, storage_options=storage_options)
+    except Exception:  # noqa: BLE001 - no native filesystem for this store
+        return None
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        path = str(Path(path).resolve())
+    return pafs.SubTreeFileSystem(path, filesystem)
 
 
 def _scheme_prefix(uri: str) -> str:

@@ -6,7 +6,6 @@ import atexit
 import gc
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -16,6 +15,7 @@ from deltalake.exceptions import DeltaError
 from shironzi.errors import (
     InvalidInputError,
 )
+from shironzi.lake.discovery import table_filesystem
 from shironzi.lake.predicates import Filter, Filters, _check_filter_columns, _table_column_names, normalize_filters
 from shironzi.lake.tables import _lake_error, _open, _options, _try_open, _uri
 
@@ -54,23 +54,7 @@ def txn_version(
     return None if target is None else target.transaction_version(app_id)
 
 
-def _native_filesystem(uri: str) -> Any:
-    """Arrow's own filesystem for local tables (None: delta-rs's handler, which carries storage_options).
-
-    deltalake's default is a Python-implemented filesystem in a reference cycle; if that cycle is
-    still alive at interpreter exit, Arrow's IO threads abort the process ("terminate called without
-    an active exception"). Local reads avoid it altogether; the `atexit` collection below clears any
-    cycle left by object-store reads (or by other code's `DeltaTable.to_pyarrow_dataset`).
-    """
-    if "://" in uri and not uri.startswith("file://"):
-        return None
-    import pyarrow.fs as pafs
-
-    root = uri.removeprefix("file://")
-    return pafs.SubTreeFileSystem(str(Path(root).resolve()), pafs.LocalFileSystem())
-
-
-atexit.register(gc.collect)
+atexit.register(gc.collect)  # clears a delta-rs filesystem cycle left by other code (see `table_filesystem`)
 
 
 def read_arrow(
@@ -86,7 +70,8 @@ def read_arrow(
     from pyarrow.parquet import filters_to_expression
 
     location = _uri(uri)
-    target = _open(location, _options(storage_options), version)
+    options = _options(storage_options)
+    target = _open(location, options, version)
     dnf = normalize_filters(filters, tenant_id)
     names = _table_column_names(target)
     _check_filter_columns(dnf, names, location)
@@ -97,7 +82,7 @@ def read_arrow(
     try:
         dataset = target.to_pyarrow_dataset(
             file_pruning_predicate=dnf or None,  # type: ignore[arg-type]
-            filesystem=_native_filesystem(location),
+            filesystem=table_filesystem(location, storage_options=options),
         )
         selected = list(columns) if columns is not None else None
         expression = filters_to_expression(dnf) if dnf else None
@@ -163,7 +148,8 @@ def scan_polars(
     import polars as pl
 
     location = _uri(uri)
-    target = _open(location, _options(storage_options), version)
+    options = _options(storage_options)
+    target = _open(location, options, version)
     dnf = normalize_filters(filters, tenant_id)
     _check_filter_columns(dnf, _table_column_names(target), location)
     frame = pl.scan_delta(target)
