@@ -325,11 +325,17 @@ class LocalKeystore:
                 self._unwrapped.move_to_end(memo)
                 return key
         key = self._decrypt_wrapped(db, wrapped, generation, tenant_id)
+        self._remember_unwrapped([(generation, wrapped, key)])
+        return key
+
+    def _remember_unwrapped(self, opened: Sequence[tuple[int, str, bytes]]) -> None:
+        """Put (generation, wrapped text) -> key in the memo: a key just unwrapped, or one this process just
+        wrapped (a new tenant's key is not decrypted again right after it was encrypted)."""
         with self._lock:
-            self._unwrapped[memo] = key
+            for generation, wrapped, key in opened:
+                self._unwrapped[(generation, wrapped)] = key
             while len(self._unwrapped) > UNWRAPPED_MEMO_SIZE:
                 self._unwrapped.popitem(last=False)
-        return key
 
     def _decrypt_wrapped(self, db: sqlite3.Connection, wrapped: str, generation: int, tenant_id: str) -> bytes:
         from cryptography.fernet import InvalidToken
@@ -478,11 +484,12 @@ class LocalKeystore:
             return existing
         key = os.urandom(KEY_BYTES)
         generation, cipher = self._current_generation(db)
-        # One row; a concurrent creator's row wins and both hand out the winner's key.
-        db.execute(
-            "INSERT OR IGNORE INTO tenant_keys VALUES (?, ?, ?, NULL, ?)",
-            (tenant_id, cipher.encrypt(key).decode(), _now_text(), generation),
-        )
+        wrapped = cipher.encrypt(key).decode()
+        # One row; a concurrent creator's row wins and both hand out the winner's key (read from its row: the
+        # memo entry of a wrapped text that lost is never looked up, and ages out).
+        db.execute("INSERT OR IGNORE INTO tenant_keys VALUES (?, ?, ?, NULL, ?)",
+                   (tenant_id, wrapped, _now_text(), generation))
+        self._remember_unwrapped([(generation, wrapped, key)])
         winner = self._unwrap(db, tenant_id)
         if winner is None:  # pragma: no cover - the row was just written
             raise ConfigurationError(f"the keystore {self.path} lost tenant {tenant_id!r}'s new key")
@@ -498,9 +505,12 @@ class LocalKeystore:
         if missing:
             generation, cipher = self._current_generation(db)
             now = _now_text()
+            keys = [os.urandom(KEY_BYTES) for _ in missing]
+            created = [(generation, cipher.encrypt(key).decode(), key) for key in keys]
+            rows = [(t, wrapped, now, generation) for t, (_, wrapped, _) in zip(missing, created, strict=True)]
             with _immediate(db):  # a concurrent creator's rows win, as in get_or_create_key
-                db.executemany("INSERT OR IGNORE INTO tenant_keys VALUES (?, ?, ?, NULL, ?)",
-                               [(t, cipher.encrypt(os.urandom(KEY_BYTES)).decode(), now, generation) for t in missing])
+                db.executemany("INSERT OR IGNORE INTO tenant_keys VALUES (?, ?, ?, NULL, ?)", rows)
+            self._remember_unwrapped(created)  # the rows are read back below, but not decrypted again
             winners = self._unwrap_many(db, missing)
             if len(winners) != len(missing):  # pragma: no cover - the rows were just written
                 lost = next(t for t in missing if t not in winners)

@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,6 +112,38 @@ def test_each_wrapped_key_is_decrypted_once_and_the_memo_is_bounded_and_forgets_
     fresh._master_key = store._master_key
     assert fresh.get_or_create_keys(tenants[2:50]) == {t: keys[t] for t in tenants[2:50]}
     assert list(fresh._unwrapped.values()) == [keys[t] for t in tenants[40:50]]  # the 10 most recently used
+
+
+def test_a_key_created_here_is_handed_out_without_decrypting_it_and_a_lost_race_hands_out_the_winner(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream batch over 94,000 new tenants decrypted each key right after it had wrapped it (4 s of the 100k
+    stream slice's profile). A key created here is remembered as it is written; the row is still read back, so a
+    concurrent creator's key wins."""
+    store = get_keystore()
+    assert isinstance(store, LocalKeystore)
+    other = LocalKeystore(store.directory, master_key="dev-master-key-change-me")
+    other._master_key = store._master_key  # another process's keystore on the same database
+    decrypted: list[str] = []
+    real = store._decrypt_wrapped
+    monkeypatch.setattr(store, "_decrypt_wrapped", lambda db, w, g, t: decrypted.append(t) or real(db, w, g, t))
+    tenants = [f"t_{i:03d}" for i in range(50)]
+    keys = store.get_or_create_keys(tenants)
+    single = store.get_or_create_key("t_single")
+    assert decrypted == [] and len(set(keys.values()) | {single}) == 51
+    assert other.get_or_create_keys(tenants) == keys and other.get_key("t_single") == single  # what the rows hold
+
+    winner = other.get_or_create_key("t_race")  # committed between this keystore's read and its insert:
+    real_unwrap_many = store._unwrap_many
+    reads: list[list[str]] = []
+
+    def unwrap_many(db: Any, wanted: list[str]) -> dict[str, bytes]:
+        reads.append(list(wanted))  # the first read (before the insert) did not see the winner's row yet
+        return {} if len(reads) == 1 else real_unwrap_many(db, wanted)
+
+    monkeypatch.setattr(store, "_unwrap_many", unwrap_many)
+    assert store.get_or_create_keys(["t_race"]) == {"t_race": winner}
+    assert reads == [["t_race"], ["t_race"]] and decrypted == ["t_race"]  # its own key lost: the row's was opened
 
 
 def test_a_key_destroyed_by_another_keystore_stops_working_here_at_once(home: Path) -> None:
