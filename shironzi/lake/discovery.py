@@ -106,16 +106,20 @@ def lake_filesystem(
 
 def table_filesystem(uri: str, *, storage_options: Mapping[str, str] | None = None) -> pafs.FileSystem | None:
     """Arrow's own filesystem rooted at the table at `uri`, for `DeltaTable.to_pyarrow_dataset(filesystem=...)`;
-    None for a store Arrow cannot open (then delta-rs's own handler reads it).
+    None for other stores (GCS, Azure: their credentials may be only in the storage options, which Arrow's
+    resolution from the URI would not see), which delta-rs's own handler then reads.
 
     delta-rs's default is a filesystem written in Python (`PyFileSystem(DeltaStorageHandler)`), and two things go
     wrong with it. Arrow's I/O threads need the GIL for every file they open. DuckDB starts a scan of a registered
     dataset while holding the GIL, and pyarrow's `to_reader` waits on the scan's merge lock without releasing it;
     an I/O thread that holds that lock and waits for the GIL deadlocks the scan for good (dbt builds, seen in CI).
     And the handler sits in a reference cycle: if the cycle is still alive at interpreter exit, Arrow's I/O
-    threads abort the process. A native filesystem has neither problem."""
+    threads abort the process. A native filesystem has neither problem. (A dbt build on a GCS or Azure lake still
+    reads through delta-rs's handler, so the deadlock stays possible there.)"""
     import pyarrow.fs as pafs
 
+    if not is_local(uri) and uri.split("://", 1)[0] not in ("s3", "s3a"):
+        return None
     try:
         filesystem, path = lake_filesystem(uri, storage_options=storage_options)
     except Exception:  # noqa: BLE001 - no native filesystem for this store
