@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from models.common import CHAMPION, CHURN_MODEL, MODEL_NAMES, TREND_MODEL
 from shironzi.errors import InvalidInputError, ModelNotFoundError, ServiceUnavailableError
-from shironzi.mlflow_client import mlflow_client, prepare_mlflow
+from shironzi.mlflow_client import mlflow_client
 from shironzi.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -50,20 +50,20 @@ def configure_mlflow(settings: Settings | None = None) -> MlflowClient:
 
     A Spark session whose server has gone is dropped first: MLflow asks the active Spark session for its
     registry URI at every client and run, and against a dead server each ask is ten minutes of retries."""
-    prepare_mlflow()
-    import mlflow
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     settings = settings or get_settings()
     uri = tracking_uri(settings)
     if _embedded(settings):
         (settings.home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
     else:
         check_tracking_server(uri)
+    client = mlflow_client(uri)  # prepares MLflow first: its quiet defaults, no Spark session of a gone server
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return mlflow_client(uri)
+    return client
 
 
 def check_tracking_server(uri: str) -> None:

@@ -37,6 +37,17 @@ def server_problem(session: Any, *, timeout: float = 1.0) -> OSError | None:
     return listening_at(host.strip("[]"), int(port), timeout=timeout)
 
 
+def stop_session(session: Any, *, server_gone: bool) -> None:
+    """Stop a Spark Connect session, best effort; pyspark then clears it as default and active session. A session
+    whose server has gone is not released: the release request would retry against the dead server for minutes."""
+    if server_gone:
+        session.release_session_on_close = False
+    try:
+        session.stop()
+    except Exception:  # noqa: BLE001 - closing a channel, perhaps to a dead server
+        logger.debug("stopping the Spark session of %s failed", session.client._builder.endpoint, exc_info=True)
+
+
 def drop_unreachable_sessions(*, timeout: float = 1.0) -> list[str]:
     """Stop pyspark's default session and this thread's active session if their server does not accept
     connections; the endpoints (host:port) of the sessions dropped."""
@@ -51,11 +62,7 @@ def drop_unreachable_sessions(*, timeout: float = 1.0) -> list[str]:
         if problem is None:
             continue
         endpoint = session.client._builder.endpoint
-        session.release_session_on_close = False  # releasing it would retry against the dead server for minutes
-        try:
-            session.stop()  # also clears pyspark's default and active session when they are this one
-        except Exception:  # noqa: BLE001 - closing a channel to a dead server is best effort
-            logger.debug("stopping the Spark session of %s failed", endpoint, exc_info=True)
+        stop_session(session, server_gone=True)
         logger.warning("dropped the Spark session of %s: its server does not answer (%s)", endpoint, problem)
         dropped.append(endpoint)
     return dropped

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from shironzi.errors import ConfigurationError, ServiceUnavailableError, ShironziError
 from shironzi.settings import Settings, get_settings
-from shironzi.spark_sessions import listening_at, server_problem
+from shironzi.spark_sessions import listening_at, server_problem, stop_session
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -286,12 +286,7 @@ def stop_spark() -> None:
 
 
 def _close(session: SparkSession) -> None:
-    try:
-        if server_problem(session) is not None:  # releasing it would retry against a dead server for minutes
-            session.release_session_on_close = False  # type: ignore[attr-defined]
-        session.stop()
-    except Exception:  # noqa: BLE001 - best effort
-        logger.debug("spark session stop failed", exc_info=True)
+    stop_session(session, server_gone=server_problem(session) is not None)
 
 
 def server_address(remote: str) -> tuple[str, int]:

@@ -148,8 +148,7 @@ def scan_polars(
     import polars as pl
 
     location = _uri(uri)
-    options = _options(storage_options)
-    target = _open(location, options, version)
+    target = _open(location, _options(storage_options), version)
     dnf = normalize_filters(filters, tenant_id)
     _check_filter_columns(dnf, _table_column_names(target), location)
     frame = pl.scan_delta(target)
