@@ -24,11 +24,19 @@ class OnlineStoreErasureTarget:
 
     def scan(self, tenant_id: str, matches: Callable[[str], bool]) -> int:
         store = open_online_store()
+        seen: dict[str, bool] = {}  # every view of a customer repeats its key: each value is matched once
+
+        def hit(value: str) -> bool:
+            found = seen.get(value)
+            if found is None:
+                found = seen[value] = matches(value)
+            return found
+
         try:
             return sum(
                 1
                 for row in store.iter_rows(tenant_id=tenant_id)
-                if matches(row.entity_key) or any(isinstance(v, str) and matches(v) for v in row.values.values())
+                if hit(row.entity_key) or any(isinstance(v, str) and hit(v) for v in row.values.values())
             )
         finally:
             store.close()

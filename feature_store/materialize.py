@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from feature_store.definitions import FEATURE_TIMESTAMP, FeatureView
-from feature_store.offline import gated_tenants, read_feature_table
+from feature_store.offline import gated_tenants, offline_batches
 from feature_store.online import TENANT_ENTITY_KEY, OnlineRow, OnlineStore, open_online_store
 from feature_store.registry import get_feature_view, resolve_features, resolve_views
 from shironzi.errors import InvalidInputError
@@ -36,24 +36,46 @@ class MaterializeResult:
         return sum(self.rows.values())
 
 
-def latest_rows(view: FeatureView, table: pa.Table) -> pa.Table:
-    """Per entity, its newest row; only rows within the view's TTL of their tenant's newest snapshot."""
+def latest_rows(view: FeatureView, sources: Sequence[Any]) -> pa.Table:
+    """Per entity, its newest row; only rows within the view's TTL of their tenant's newest snapshot. `sources`:
+    Arrow tables or record-batch readers of the view's offline rows (same columns), streamed through one
+    aggregate that keeps each entity's newest row as it reads: memory follows the entities, not the offline rows
+    (at 10M events, 63.7M offline rows read whole first held 8 GiB). A tenant's newest snapshot is the newest of
+    its entities' newest rows."""
     import duckdb
 
-    keys = ", ".join(view.join_keys)
+    if not sources:
+        raise InvalidInputError(f"no offline rows to materialise for {view.name}")
+    names = list(_schema_of(sources[0]).names)
+    keys = [f'"{k}"' for k in view.join_keys]
+    values = [f'"{c}"' for c in names if c not in view.join_keys]
     ttl_us = int(view.ttl.total_seconds() * 1_000_000)
     con = duckdb.connect()
     try:
-        con.register("rows", table)
+        for index, source in enumerate(sources):
+            con.register(f"rows_{index}", source)
+        rows = " UNION ALL BY NAME ".join(f"SELECT * FROM rows_{index}" for index in range(len(sources)))
+        newest = ", ".join(f"{value} := {value}" for value in values)
         relation = con.sql(f"""
-            SELECT * EXCLUDE (tenant_newest) FROM (
-              SELECT *, MAX({FEATURE_TIMESTAMP}) OVER (PARTITION BY tenant_id) AS tenant_newest
-              FROM rows QUALIFY ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {FEATURE_TIMESTAMP} DESC) = 1
-            ) WHERE {FEATURE_TIMESTAMP} >= tenant_newest - to_microseconds({ttl_us})
-            ORDER BY {keys}""")
-        return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+            WITH newest AS (
+              SELECT {", ".join(keys)}, arg_max(struct_pack({newest}), "{FEATURE_TIMESTAMP}") AS newest_row
+              FROM ({rows}) AS offline_rows GROUP BY {", ".join(keys)}
+            ), latest AS (
+              SELECT {", ".join(keys)}, unnest(newest_row) FROM newest
+            ), dated AS (
+              SELECT *, MAX("{FEATURE_TIMESTAMP}") OVER (PARTITION BY tenant_id) AS tenant_newest FROM latest
+            )
+            SELECT {", ".join(f'"{c}"' for c in names)} FROM dated
+            WHERE "{FEATURE_TIMESTAMP}" >= tenant_newest - to_microseconds({ttl_us})
+            ORDER BY {", ".join(keys)}""")
+        table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+        return table.cast(_schema_of(sources[0]))
     finally:
         con.close()
+
+
+def _schema_of(source: Any) -> pa.Schema:
+    return source.schema
 
 
 def online_rows(view: FeatureView, latest: pa.Table) -> Iterator[OnlineRow]:
@@ -95,7 +117,7 @@ def materialize(
                     progress(view.name)
                 if not tenants:
                     continue
-                latest = latest_rows(view, read_feature_table(view, tenants, settings=settings))
+                latest = latest_rows(view, offline_batches(view, tenants, settings=settings))
                 written = 0
                 for start in range(0, latest.num_rows, BATCH_ROWS):
                     written += target.write_rows(online_rows(view, latest.slice(start, BATCH_ROWS)))

@@ -21,7 +21,7 @@ from feature_store.definitions import FEATURE_TIMESTAMP, SNAPSHOT_DATE, FeatureV
 from feature_store.registry import resolve_views
 from feature_store.views import BASE_VIEWS
 from shironzi.errors import InvalidInputError
-from shironzi.lake import read_arrow, table_exists
+from shironzi.lake import read_arrow, read_batches, table_exists
 from shironzi.lake.groups import LakeGroup, lake_groups
 from shironzi.observability import stage
 from shironzi.settings import Settings, get_settings
@@ -212,6 +212,16 @@ def read_feature_table(
     if not parts:
         return empty_feature_table(view, columns)
     return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+
+
+def offline_batches(view: FeatureView, tenant_ids: Sequence[str], *, settings: Settings | None = None,
+                    groups: Sequence[LakeGroup] | None = None) -> list[Any]:
+    """`read_feature_table`'s rows as streams, one record-batch reader per offline table (an empty table when there
+    is none): for a consumer that aggregates as it reads, so the rows are never held together."""
+    columns = [*view.join_keys, SNAPSHOT_DATE, FEATURE_TIMESTAMP, *view.feature_names]
+    readers = [read_batches(uri, columns=columns, filters=[("tenant_id", "in", list(tenant_ids))])
+               for uri in feature_table_uris(view, tenant_ids, settings, groups=groups)]
+    return readers or [empty_feature_table(view, columns)]
 
 
 def empty_feature_table(view: FeatureView, columns: Sequence[str]) -> pa.Table:

@@ -201,8 +201,41 @@ def scan_file(path: str, matcher: Matcher) -> tuple[int, int]:
                 mentions = hit if mentions is None else pc.or_(mentions, hit)
         if mentions is None:  # no string column but the tenant's: nothing can name the subject
             return total, 0
-        candidates = candidates.filter(mentions)
+        return total, _count_verbatim(candidates.filter(mentions), matcher, verbatim)
     return total, _scan_rows(candidates.to_pylist(), matcher)
+
+
+def _count_verbatim(candidates: pa.Table, matcher: Matcher, verbatim: list[str]) -> int:
+    """The tenant's rows (among rows that mention a clear subject value) that hold it, decided vectorised where
+    that is exact: a string that is not JSON holds a value only as the whole string, so equality decides. A
+    JSON-looking string that mentions a value, and a quarantined row (its tenant named only in its payload), get the
+    per-value check."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not candidates.num_rows:
+        return 0
+    values = pa.array(verbatim, pa.string())
+    equal = structured = None
+    for name in (c for c in candidates.column_names if c != "tenant_id"):
+        column = candidates.column(name)
+        is_value = pc.fill_null(pc.is_in(column, value_set=values), False)
+        # JSON-looking: holding a bracket anywhere, a superset of what text_values parses (stripped, it starts with
+        # one), so no string that could hold a value inside it is decided by equality
+        is_json = pc.fill_null(pc.or_(pc.match_substring(column, "{"), pc.match_substring(column, "[")), False)
+        mentions = None  # a JSON string needs the check only if it holds a value somewhere
+        for value in verbatim:
+            hit = pc.fill_null(pc.match_substring(column, value), False)
+            mentions = hit if mentions is None else pc.or_(mentions, hit)
+        is_json = pc.and_(is_json, mentions)
+        equal = is_value if equal is None else pc.or_(equal, is_value)
+        structured = is_json if structured is None else pc.or_(structured, is_json)
+    if equal is None or structured is None:
+        return 0
+    own = pc.fill_null(pc.equal(candidates.column("tenant_id"), matcher.tenant_id), False)
+    sure = pc.and_(own, equal)
+    unsure = pc.and_(pc.invert(sure), pc.or_(structured, pc.invert(own)))
+    return int(pc.sum(sure).as_py() or 0) + _scan_rows(candidates.filter(unsure).to_pylist(), matcher)
 
 
 SCAN_THREADS = 4  # files scanned at once: the Parquet reads and the Arrow kernels release the GIL

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         open_table,
         overwrite,
         read_arrow,
+        read_batches,
         read_polars,
         scan_polars,
         stage_files,
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 _DELTA_NAMES = (
     "CHECKPOINT_INTERVAL", "CommitResult", "MergeResult", "StagedFiles", "Txn", "add_actions", "append",
     "cluster_by_tenant", "commit_staged", "delete", "files_touched", "filters_to_sql", "history", "merge",
-    "open_table", "overwrite", "read_arrow", "read_polars", "scan_polars", "stage_files",
+    "open_table", "overwrite", "read_arrow", "read_batches", "read_polars", "scan_polars", "stage_files",
     "table_exists", "table_version", "txn_version",
 )  # fmt: skip
 _MAINTENANCE_NAMES = ("checkpoint", "cleanup_metadata", "compact", "optimize", "run_maintenance", "vacuum")
@@ -76,8 +77,8 @@ __all__ = [
     "StagedFiles", "Txn", "add_actions", "append", "checkpoint", "cleanup_metadata", "cluster_by_tenant",
     "commit_staged", "compact", "delete", "discover_tables", "files_touched", "filters_to_sql", "history",
     "lake_filesystem", "merge", "open_table", "optimize", "overwrite", "platform_uri", "read_arrow",
-    "read_polars", "run_maintenance", "scan_polars", "stage_files", "table_exists", "table_lease", "table_uri",
-    "table_version", "txn_version", "vacuum",
+    "read_batches", "read_polars", "run_maintenance", "scan_polars", "stage_files", "table_exists", "table_lease",
+    "table_uri", "table_version", "txn_version", "vacuum",
 ]  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from shironzi.lake.predicates import (
 from shironzi.lake.reads import (
     open_table,
     read_arrow,
+    read_batches,
     read_polars,
     scan_polars,
     table_exists,
@@ -48,6 +49,6 @@ __all__ = [
     "CHECKPOINT_INTERVAL", "MAX_COMMIT_ATTEMPTS", "TENANT_COLUMN", "CommitResult", "Filter", "FilterOp",
     "Filters", "MergeResult", "Predicate", "StagedFiles", "TableData", "Txn", "_try_open", "add_actions", "append",
     "cluster_by_tenant", "commit_staged", "delete", "files_touched", "filters_to_sql", "history", "merge",
-    "normalize_filters", "open_table", "overwrite", "read_arrow", "read_polars", "scan_polars", "sql_literal",
-    "stage_files", "table_exists", "table_version", "txn_version",
+    "normalize_filters", "open_table", "overwrite", "read_arrow", "read_batches", "read_polars", "scan_polars",
+    "sql_literal", "stage_files", "table_exists", "table_version", "txn_version",
 ]  # fmt: skip

@@ -65,8 +65,13 @@ def read_arrow(
     tenant_id: str | None = None,
     version: int | None = None,
     storage_options: Mapping[str, str] | None = None,
+    among: pa.Table | None = None,
 ) -> pa.Table:
-    """Read a table (or one version) into Arrow, pruning files by partition values and min/max stats."""
+    """Read a table (or one version) into Arrow, pruning files by partition values and min/max stats.
+
+    `among`: keep only the rows whose values of its columns are one of its rows (a semi join). It is applied batch
+    by batch as the table is scanned, so memory follows the rows kept, not the rows read: training reads the
+    sampled customers' feature rows out of tens of millions this way."""
     from pyarrow.parquet import filters_to_expression
 
     location = _uri(uri)
@@ -75,8 +80,8 @@ def read_arrow(
     dnf = normalize_filters(filters, tenant_id)
     names = _table_column_names(target)
     _check_filter_columns(dnf, names, location)
-    if columns is not None:
-        unknown = [c for c in columns if c not in names]
+    for wanted in (columns, among.column_names if among is not None else None):
+        unknown = [c for c in wanted or () if c not in names]
         if unknown:
             raise InvalidInputError(f"columns {unknown} are not in table {location}", uri=location)
     try:
@@ -86,6 +91,8 @@ def read_arrow(
         )
         selected = list(columns) if columns is not None else None
         expression = filters_to_expression(dnf) if dnf else None
+        if among is not None:
+            return _read_among(dataset, selected, dnf, expression, among)
         try:
             return _without_views(dataset.to_table(columns=selected, filter=expression))
         except pa.ArrowNotImplementedError:
@@ -98,6 +105,90 @@ def read_arrow(
             return table.select(selected) if selected is not None else table
     except (DeltaError, OSError, pa.ArrowException, ValueError, TypeError) as exc:
         raise _lake_error(exc, location, "read") from exc
+
+
+# A streamed scan reads one file at a time, a couple of batches ahead (pyarrow's defaults, 4 files and 16 batches
+# ahead, hold a good part of a large table in memory before its consumer has seen it).
+_STREAMING = {"fragment_readahead": 1, "batch_readahead": 2}
+
+
+def read_batches(
+    uri: str | os.PathLike[str],
+    *,
+    columns: Sequence[str] | None = None,
+    filters: Filters | None = None,
+    version: int | None = None,
+    storage_options: Mapping[str, str] | None = None,
+    batch_rows: int = 1 << 17,
+) -> pa.RecordBatchReader:
+    """The table (or one version) as a stream of Arrow batches, for a consumer that aggregates as it reads (DuckDB
+    takes a reader as a table): files are pruned by partition values and min/max stats, and each batch is cast to
+    plain string types, then filtered, so files that delta-rs left with string_view columns stream too."""
+    from pyarrow.parquet import filters_to_expression
+
+    location = _uri(uri)
+    target = _open(location, _options(storage_options), version)
+    dnf = normalize_filters(filters, None)
+    names = _table_column_names(target)
+    _check_filter_columns(dnf, names, location)
+    unknown = [c for c in columns or () if c not in names]
+    if unknown:
+        raise InvalidInputError(f"columns {unknown} are not in table {location}", uri=location)
+    try:
+        dataset = target.to_pyarrow_dataset(
+            file_pruning_predicate=dnf or None,  # type: ignore[arg-type]
+            filesystem=table_filesystem(location, storage_options=_options(storage_options)),
+        )
+    except (DeltaError, OSError, pa.ArrowException, ValueError, TypeError) as exc:
+        raise _lake_error(exc, location, "read") from exc
+    selected = list(columns) if columns is not None else dataset.schema.names
+    read = list(dict.fromkeys([*selected, *(f[0] for group in dnf for f in group)]))
+    expression = filters_to_expression(dnf) if dnf else None
+    scanner = dataset.scanner(columns=read, batch_size=batch_rows, **_STREAMING)
+    schema = _without_views(scanner.projected_schema.empty_table()).select(selected).schema
+
+    def batches() -> Any:
+        for batch in scanner.to_batches():
+            rows = _without_views(pa.Table.from_batches([batch]))
+            if expression is not None:
+                rows = rows.filter(expression)
+            yield from rows.select(selected).cast(schema).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+# Rows per scanned batch of a read `among` given keys: each batch is joined against the keys, then dropped.
+AMONG_BATCH_ROWS = 1 << 20
+
+
+def _read_among(dataset: Any, selected: list[str] | None, dnf: list[list[Filter]], expression: Any,
+                among: pa.Table) -> pa.Table:
+    """The dataset's rows (filtered by `expression`) whose `among` columns match a row of `among`, scanned batch by
+    batch. Files rewritten by delta-rs may hold string_view columns, which Arrow's filter kernels do not support:
+    then each batch is cast to plain strings first and filtered after."""
+    keys = among.column_names
+    wanted = None if selected is None else list(dict.fromkeys([*selected, *keys]))
+
+    def scan(columns: list[str] | None, pushed: Any) -> pa.Table:
+        scanner = dataset.scanner(columns=columns, filter=pushed, batch_size=AMONG_BATCH_ROWS, **_STREAMING)
+        kept, match = [], None
+        for batch in scanner.to_batches():
+            if batch.num_rows:
+                rows = _without_views(pa.Table.from_batches([batch]))
+                if pushed is None and expression is not None:
+                    rows = rows.filter(expression)
+                if match is None:  # the keys in the table's own types (a join needs them equal)
+                    match = among.cast(pa.schema([pa.field(k, rows.schema.field(k).type) for k in keys]))
+                kept.append(rows.join(match, keys, join_type="left semi"))
+        if not kept:
+            return _without_views(scanner.projected_schema.empty_table())
+        return pa.concat_tables(kept)
+
+    try:
+        table = scan(wanted, expression)
+    except pa.ArrowNotImplementedError:
+        table = scan(None if wanted is None else sorted(set(wanted) | {f[0] for group in dnf for f in group}), None)
+    return table.select(selected) if selected is not None else table
 
 
 def _without_views(table: pa.Table) -> pa.Table:

@@ -5,7 +5,12 @@ no tenant still forces the full refresh."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
@@ -97,6 +102,7 @@ def test_onboarded_tenant_is_built_alone_and_exactly(first_build: DbtBuildResult
     (path,) = run_dir.rglob("not_null_int_events__unified_event_date.sql")
     compiled = path.read_text()
     assert "tenant_id in ('t-new')" in compiled and "event_date in (" not in compiled
+    _grain_test_checks_the_added_tenant_within_its_own_rows(module_settings, run_dir)
     state = read_build_state(module_settings, REGION)
     assert state is not None and NEW["tenant_id"] in state[0]
 
@@ -107,6 +113,26 @@ def test_onboarded_tenant_is_built_alone_and_exactly(first_build: DbtBuildResult
         assert_frame_equal(new_rows, _twin(before[table], "t-school"), check_exact=False, rel_tol=1e-9)
         assert_frame_equal(after[table].filter(pl.col("tenant_id") != NEW["tenant_id"]), before[table],
                            check_exact=False, rel_tol=1e-9)
+
+
+def _grain_test_checks_the_added_tenant_within_its_own_rows(settings: Settings, run_dir: Path) -> None:
+    """The grain test of int_events__unified (tenant_id, event_id) groups t-new's rows alone: a key holding
+    tenant_id cannot be shared with another tenant's row, so it reads no other key of the table. Run as compiled
+    on the table plus one repeated t-new row, it finds that duplicate."""
+    (path,) = [p for p in run_dir.rglob("int_events__unified.yml/unique_combination_of_columns__*.sql")
+               if "tenant_id, event_id" in p.read_text()]
+    grain = path.read_text()
+    assert "tenant_id in ('t-new')" in grain and "changed_keys" not in grain, grain
+    rows = pl.read_delta(_uri(settings, "silver", "int_events__unified")).to_arrow()
+    repeated = rows.filter(pc.equal(rows.column("tenant_id"), NEW["tenant_id"])).slice(0, 1)
+    with duckdb.connect() as con:
+        con.execute("attach ':memory:' as shironzi")
+        con.execute("create schema shironzi.silver")
+        for name, table in (("clean", rows), ("broken", pa.concat_tables([rows, repeated]))):
+            con.register("staged", table)
+            con.execute("create or replace table shironzi.silver.int_events__unified as select * from staged")
+            (failures, *_), = con.sql(grain).fetchall()
+            assert failures == (0 if name == "clean" else 1), name
 
 
 def test_module_off_deletes_only_that_tenants_rows(first_build: DbtBuildResult, module_settings: Settings) -> None:

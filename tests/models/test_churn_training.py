@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,8 +217,25 @@ def test_a_training_cap_samples_by_bucket_and_label_and_stays_calibrated(
     cap = whole.num_rows // 2
     monkeypatch.setenv("SHIRONZI_MODEL_MAX_TRAINING_ROWS", str(cap))
     get_settings.cache_clear()
+    real_read = churn_train.read_feature_inputs
+    read: list[tuple[Any, dict[str, Any]]] = []
+
+    def recording_read(*args, **kwargs):  # type: ignore[no-untyped-def]
+        tables, inputs = real_read(*args, **kwargs)
+        read.append((kwargs.get("among"), tables))
+        return tables, inputs
+
+    monkeypatch.setattr(churn_train, "read_feature_inputs", recording_read)
     sampled = build_churn_dataset()
     assert sampled.rows_available == whole.num_rows and 0 < sampled.table.num_rows <= cap
+    # only the sampled customers' feature rows were read (kept as each table was scanned, not after)
+    ((among, tables),) = read
+    customers = set(zip(*(sampled.table.column(c).to_pylist() for c in ("tenant_id", "customer_id")), strict=True))
+    assert among is not None and set(zip(*(among.column(c).to_pylist() for c in ("tenant_id", "customer_id")),
+                                         strict=True)) == customers
+    keyed = [t for t in tables.values() if "customer_id" in t.column_names]
+    assert keyed and all(set(zip(t.column("tenant_id").to_pylist(), t.column("customer_id").to_pylist(),
+                                 strict=True)) <= customers for t in keyed)
     for column in ("churned_within_horizon", "size_bucket"):
         shares = [np.unique(np.asarray(t.column(column).to_pylist()), return_counts=True)
                   for t in (whole, sampled.table)]

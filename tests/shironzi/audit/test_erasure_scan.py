@@ -1,5 +1,6 @@
 """Scanning a Parquet file for a data subject: with the subject's clear values (during its erasure) a vectorised
-substring test skips the rows that cannot hold it, and the count is the one the digests alone give."""
+substring test skips the rows that cannot hold it, equality decides plain strings, and the count is the one the
+digests alone give."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ ROWS = [  # (tenant_id, customer_id, properties, raw_payload, holds the subject 
     ("t_a", "c_2", json.dumps({"nested": ["x", {"id": "tok_abc"}]}), None, True),  # its pseudonym, nested
     ("t_a", "c_3", '{"ref": "c_1"', None, True),  # malformed JSON: whole tokens
     ("t_b", "c_1", "{}", None, False),  # another tenant's customer of the same id
+    ("t_a", "c_9", "tok_abc", None, True),  # a plain string that is the value, in another column
+    ("t_a", "tok_abc", None, None, True),  # the pseudonym as the customer id, a null beside it
+    ("t_a", "c_4", "\x1c" + json.dumps({"ref": "c_1"}), None, True),  # JSON once stripped of a separator char
     (None, None, None, json.dumps({"tenant_id": "t_a", "customer_id": "c_1"}), True),  # quarantined, claims t_a
     (None, None, None, json.dumps({"tenant_id": "t_b", "customer_id": "c_1"}), False),
     *[("t_a", f"c_{n}", json.dumps({"n": n}), None, False) for n in range(200, 500)],
@@ -53,7 +57,10 @@ def test_the_clear_values_find_exactly_what_the_digests_find(data_file: str, mon
     real = erasure_scan._scan_rows
     monkeypatch.setattr(erasure_scan, "_scan_rows", lambda rows, m: checked.append(len(rows)) or real(rows, m))
     assert scan_file(data_file, Matcher("t_a", "subject", digests, values=frozenset(SUBJECT))) == (len(ROWS), expected)
-    assert checked == [8]  # only the rows that mention a value verbatim get the exact, per-value check
+    # of the 11 rows that mention a value verbatim, a plain string is decided by equality, vectorised (c_1 holds it,
+    # "c_10" and "note c_1 here" do not); only JSON-looking strings that mention it and quarantined rows (no tenant
+    # but in their payload) get the exact, per-value check
+    assert checked == [7]
     assert "c_1" not in repr(Matcher("t_a", "subject", digests, values=frozenset(SUBJECT)))  # never logged
 
 
