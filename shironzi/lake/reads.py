@@ -57,6 +57,37 @@ def txn_version(
 atexit.register(gc.collect)  # clears a delta-rs filesystem cycle left by other code (see `table_filesystem`)
 
 
+def _pruned_dataset(
+    uri: str | os.PathLike[str],
+    *,
+    filters: Filters | None,
+    tenant_id: str | None,
+    version: int | None,
+    storage_options: Mapping[str, str] | None,
+    wanted: Sequence[Sequence[str] | None],
+) -> tuple[str, list[list[Filter]], Any]:
+    """(location, filters in DNF, the table's Arrow dataset with its files pruned by those filters' partition values
+    and min/max stats), once the filters' columns and each of the `wanted` column lists are known to exist."""
+    location = _uri(uri)
+    options = _options(storage_options)
+    target = _open(location, options, version)
+    dnf = normalize_filters(filters, tenant_id)
+    names = _table_column_names(target)
+    _check_filter_columns(dnf, names, location)
+    for columns in wanted:
+        unknown = [c for c in columns or () if c not in names]
+        if unknown:
+            raise InvalidInputError(f"columns {unknown} are not in table {location}", uri=location)
+    try:
+        dataset = target.to_pyarrow_dataset(
+            file_pruning_predicate=dnf or None,  # type: ignore[arg-type]
+            filesystem=table_filesystem(location, storage_options=options),
+        )
+    except (DeltaError, OSError, pa.ArrowException, ValueError, TypeError) as exc:
+        raise _lake_error(exc, location, "read") from exc
+    return location, dnf, dataset
+
+
 def read_arrow(
     uri: str | os.PathLike[str],
     *,
@@ -74,21 +105,10 @@ def read_arrow(
     sampled customers' feature rows out of tens of millions this way."""
     from pyarrow.parquet import filters_to_expression
 
-    location = _uri(uri)
-    options = _options(storage_options)
-    target = _open(location, options, version)
-    dnf = normalize_filters(filters, tenant_id)
-    names = _table_column_names(target)
-    _check_filter_columns(dnf, names, location)
-    for wanted in (columns, among.column_names if among is not None else None):
-        unknown = [c for c in wanted or () if c not in names]
-        if unknown:
-            raise InvalidInputError(f"columns {unknown} are not in table {location}", uri=location)
+    location, dnf, dataset = _pruned_dataset(uri, filters=filters, tenant_id=tenant_id, version=version,
+                                             storage_options=storage_options,
+                                             wanted=(columns, among.column_names if among is not None else None))
     try:
-        dataset = target.to_pyarrow_dataset(
-            file_pruning_predicate=dnf or None,  # type: ignore[arg-type]
-            filesystem=table_filesystem(location, storage_options=options),
-        )
         selected = list(columns) if columns is not None else None
         expression = filters_to_expression(dnf) if dnf else None
         if among is not None:
@@ -126,21 +146,8 @@ def read_batches(
     plain string types, then filtered, so files that delta-rs left with string_view columns stream too."""
     from pyarrow.parquet import filters_to_expression
 
-    location = _uri(uri)
-    target = _open(location, _options(storage_options), version)
-    dnf = normalize_filters(filters, None)
-    names = _table_column_names(target)
-    _check_filter_columns(dnf, names, location)
-    unknown = [c for c in columns or () if c not in names]
-    if unknown:
-        raise InvalidInputError(f"columns {unknown} are not in table {location}", uri=location)
-    try:
-        dataset = target.to_pyarrow_dataset(
-            file_pruning_predicate=dnf or None,  # type: ignore[arg-type]
-            filesystem=table_filesystem(location, storage_options=_options(storage_options)),
-        )
-    except (DeltaError, OSError, pa.ArrowException, ValueError, TypeError) as exc:
-        raise _lake_error(exc, location, "read") from exc
+    _, dnf, dataset = _pruned_dataset(uri, filters=filters, tenant_id=None, version=version,
+                                      storage_options=storage_options, wanted=(columns,))
     selected = list(columns) if columns is not None else dataset.schema.names
     read = list(dict.fromkeys([*selected, *(f[0] for group in dnf for f in group)]))
     expression = filters_to_expression(dnf) if dnf else None
