@@ -6,8 +6,10 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+import feature_store.materialize as materialize_module
 from feature_store.materialize import get_online_features, materialize
 from feature_store.offline import read_feature_table
 from feature_store.online import OnlineRow, OnlineStore, open_online_store
@@ -75,7 +77,9 @@ def test_bad_online_store_urls_are_configuration_errors(tmp_path: Path) -> None:
         open_online_store("sqlite://")
 
 
-def test_materialized_online_values_equal_the_offline_latest(settings: Settings, store: OnlineStore) -> None:
+def test_materialized_online_values_equal_the_offline_latest(
+    settings: Settings, store: OnlineStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shop, clinic, free = provision(settings, [("on-shop", "ecommerce", "standard"),
                                               ("on-clinic", "healthcare", "standard"),
                                               ("on-free", "education", "free")])
@@ -95,7 +99,12 @@ def test_materialized_online_values_equal_the_offline_latest(settings: Settings,
     write_view_rows(settings, "tenant_context", [
         {"tenant_id": shop.tenant_id, "snapshot_date": dt.date(2024, 1, 28), "tenant_active_customers_30d": 2}])
 
+    sources: list[object] = []  # what the newest-row aggregate was given: streams, never the rows read whole
+    real_latest = materialize_module.latest_rows
+    monkeypatch.setattr(materialize_module, "latest_rows",
+                        lambda view, given: sources.extend(given) or real_latest(view, given))
     result = materialize(["customer_activity", "tenant_context"], store=store)
+    assert sources and all(isinstance(source, pa.RecordBatchReader) for source in sources)
     assert free.tenant_id not in result.tenants  # module off: nothing online
     assert result.rows == {"customer_activity": 4, "tenant_context": 1}
 
