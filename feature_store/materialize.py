@@ -46,7 +46,8 @@ def latest_rows(view: FeatureView, sources: Sequence[Any]) -> pa.Table:
 
     if not sources:
         raise InvalidInputError(f"no offline rows to materialise for {view.name}")
-    names = list(_schema_of(sources[0]).names)
+    schema = sources[0].schema
+    names = list(schema.names)
     keys = [f'"{k}"' for k in view.join_keys]
     values = [f'"{c}"' for c in names if c not in view.join_keys]
     ttl_us = int(view.ttl.total_seconds() * 1_000_000)
@@ -69,13 +70,9 @@ def latest_rows(view: FeatureView, sources: Sequence[Any]) -> pa.Table:
             WHERE "{FEATURE_TIMESTAMP}" >= tenant_newest - to_microseconds({ttl_us})
             ORDER BY {", ".join(keys)}""")
         table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
-        return table.cast(_schema_of(sources[0]))
+        return table.cast(schema)
     finally:
         con.close()
-
-
-def _schema_of(source: Any) -> pa.Schema:
-    return source.schema
 
 
 def online_rows(view: FeatureView, latest: pa.Table) -> Iterator[OnlineRow]:
