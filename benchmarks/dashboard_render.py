@@ -86,12 +86,26 @@ def running_dashboard(port: int, log_path: Path, env: dict[str, str] | None = No
                 process.wait()
 
 
-def wait_rendered(page: Any, title: str) -> None:
-    """Until an h1 holds `title` and the script run has finished."""
-    page.wait_for_function(
-        "t => [...document.querySelectorAll('h1')].some(h => h.innerText.includes(t))", arg=title, timeout=60_000
-    )
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=60_000)
+def wait_rendered(page: Any, title: str, *, timeout_ms: int = 60_000) -> None:
+    """Until an h1 holds `title` and the script run has finished; a timeout says what the page shows instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("t => [...document.querySelectorAll('h1')].some(h => h.innerText.includes(t))",
+                               arg=title, timeout=timeout_ms)
+        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
+    except PlaywrightTimeout as error:
+        raise AssertionError(f"no page titled {title!r} rendered within {timeout_ms / 1000:g} s; the page shows "
+                             f"{page_state(page)}") from error
+
+
+def page_state(page: Any) -> str:
+    """What a page shows, for an error message: URL, h1s, script state, sign-in form, exception, body text."""
+    body = " ".join(page.inner_text("body").split())
+    return (f"url={page.url} h1s={page.locator('h1').all_inner_texts()} "
+            f"script={page.locator('[data-testid=stApp]').first.get_attribute('data-test-script-state')} "
+            f"sign_in_form={page.locator('input[type=password]').count() > 0} exception={exception_text(page)!r} "
+            f"body={body[:400]!r}")
 
 
 def open_page(page: Any, label: str, title: str) -> float:

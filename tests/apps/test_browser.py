@@ -79,6 +79,9 @@ def test_every_page_in_headless_chromium(seeded: SeededLake, dashboard: str) -> 
             text = tenant.inner_text("body")
             assert seeded.bravo.name not in text and seeded.bravo.customers[0] not in text
             tenant.screenshot(path=str(SCREENSHOTS / f"tenant-{stem}.png"), full_page=True)
+        # A page that never renders is reported with what the browser shows instead.
+        with pytest.raises(AssertionError, match=r"no page titled 'never a title'.*h1s=\[.*overview"):
+            wait_rendered(tenant, "never a title", timeout_ms=1_000)
 
     print("\npage render times in headless Chromium on the seeded test lake (cold = first visit, warm = cached)")
     print_timings(first_session, timings)
