@@ -22,7 +22,7 @@ class OnlineStoreErasureTarget:
         finally:
             store.close()
 
-    def scan(self, tenant_id: str, matches: Callable[[str], bool]) -> int:
+    def scan(self, tenant_id: str, matches: Callable[[str], bool], *, mentions: Sequence[str] | None = None) -> int:
         store = open_online_store()
         seen: dict[str, bool] = {}  # every view of a customer repeats its key: each value is matched once
 
@@ -35,7 +35,7 @@ class OnlineStoreErasureTarget:
         try:
             return sum(
                 1
-                for row in store.iter_rows(tenant_id=tenant_id)
+                for row in store.iter_rows(tenant_id=tenant_id, mentioning=mentions)
                 if hit(row.entity_key) or any(isinstance(v, str) and hit(v) for v in row.values.values())
             )
         finally:

@@ -85,8 +85,11 @@ class OnlineStore(Protocol):
         """Erase every row of one tenant (offboarding)."""
         ...
 
-    def iter_rows(self, *, tenant_id: str | None = None) -> Iterator[OnlineRow]:
-        """Every stored row (of one tenant), for erasure verification and audits."""
+    def iter_rows(self, *, tenant_id: str | None = None, mentioning: Sequence[str] | None = None
+                  ) -> Iterator[OnlineRow]:
+        """Every stored row (of one tenant), for erasure verification and audits. With `mentioning`, only the
+        rows whose entity key or stored JSON text holds one of those texts (a pre-filter run by the backend, so
+        an erasure's scan decodes the few rows that can name the subject, not every row of the tenant)."""
         ...
 
     def close(self) -> None: ...
@@ -181,11 +184,22 @@ class SqliteOnlineStore:
             cursor = self._conn.execute("DELETE FROM online_features WHERE tenant_id = ?", (_check_tenant(tenant_id),))
         return int(cursor.rowcount)
 
-    def iter_rows(self, *, tenant_id: str | None = None) -> Iterator[OnlineRow]:
-        sql = "SELECT tenant_id, view, entity_key, feature_timestamp, payload FROM online_features"
-        params: tuple[str, ...] = ()
+    def iter_rows(self, *, tenant_id: str | None = None, mentioning: Sequence[str] | None = None
+                  ) -> Iterator[OnlineRow]:
+        if mentioning is not None and not mentioning:
+            return
+        where: list[str] = []
+        params: list[str] = []
         if tenant_id is not None:
-            sql, params = sql + " WHERE tenant_id = ?", (_check_tenant(tenant_id),)
+            where.append("tenant_id = ?")
+            params.append(_check_tenant(tenant_id))
+        if mentioning is not None:
+            where.append("(" + " OR ".join("instr(entity_key, ?) > 0 OR instr(payload, ?) > 0" for _ in mentioning)
+                         + ")")
+            params.extend(text for text in mentioning for _ in range(2))
+        sql = "SELECT tenant_id, view, entity_key, feature_timestamp, payload FROM online_features"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         with self._lock:
             found = self._conn.execute(sql + " ORDER BY tenant_id, entity_key, view", params).fetchall()
         for tenant, view, key, ts, payload in found:
@@ -289,13 +303,18 @@ class RedisOnlineStore:
             escaped = escaped.replace(char, "\\" + char)
         return f"{self.config.key_prefix}:{escaped}:*"
 
-    def iter_rows(self, *, tenant_id: str | None = None) -> Iterator[OnlineRow]:
+    def iter_rows(self, *, tenant_id: str | None = None, mentioning: Sequence[str] | None = None
+                  ) -> Iterator[OnlineRow]:
         pattern = self._tenant_pattern(tenant_id) if tenant_id is not None else f"{self.config.key_prefix}:*"
         keys = sorted(self._call(lambda: list(self._client.scan_iter(match=pattern, count=1_000))))
         prefix = len(self.config.key_prefix) + 1
+        needles = None if mentioning is None else [text.encode() for text in mentioning]
         for raw_key in keys:
             tenant_part, _, entity_part = raw_key.decode()[prefix:].partition(":")
+            named = needles is not None and any(text in unquote(entity_part) for text in mentioning or ())
             for view, raw in sorted(self._call(self._client.hgetall, raw_key).items()):
+                if needles is not None and not named and not any(needle in raw for needle in needles):
+                    continue  # the JSON text holds none of the texts: not decoded
                 data = json.loads(raw)
                 yield OnlineRow(unquote(tenant_part), view.decode(), unquote(entity_part),
                                 _from_micros(data["ts"]), data["values"])

@@ -93,8 +93,9 @@ class ErasureTarget(Protocol):
         """Delete the subject's rows (every tenant row when `subject_ids` is None); returns rows deleted."""
         ...
 
-    def scan(self, tenant_id: str, matches: Callable[[str], bool]) -> int:
-        """How many remaining rows of the tenant hold a value for which `matches` is true."""
+    def scan(self, tenant_id: str, matches: Callable[[str], bool], *, mentions: Sequence[str] | None = None) -> int:
+        """How many remaining rows of the tenant hold a value for which `matches` is true. `mentions`, when given,
+        are texts every matching value holds verbatim: the target may skip rows holding none of them unread."""
         ...
 
 
@@ -162,7 +163,8 @@ def verify_erased(matcher: Matcher, tables: Sequence[LakeTable] | None = None) -
             result.log_mentions[table.relative] = mentions
     for name, target in _targets.items():
         found = target.scan(
-            matcher.tenant_id, (lambda _v: True) if matcher.kind == "tenant" else matcher.value_matches
+            matcher.tenant_id, (lambda _v: True) if matcher.kind == "tenant" else matcher.value_matches,
+            mentions=matcher.verbatim_values(),
         )
         if found:
             result.target_matches[name] = found

@@ -35,3 +35,20 @@ def test_erasure_deletes_and_verifies_the_subject_in_the_online_store(home: Path
     store.close()
     assert left == [("t_a", "c_12"), ("t_b", "c_1"), ("t_b", "c_12")]
     assert verify_receipt(receipt).ok
+
+
+def test_verification_finds_a_subject_left_in_another_rows_features(home: Path) -> None:
+    """The online-store scan reads only the rows whose key or JSON names the subject, and still finds it
+    inside another customer's feature values."""
+    from shironzi.audit.erasure import verify_erased
+    from shironzi.audit.erasure_scan import Matcher, subject_digest
+
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    store = open_online_store()
+    store.write_rows([OnlineRow("t_a", "customer_activity_v1", "d_7", now, {"events_30d": 3}),
+                      OnlineRow("t_a", "customer_trends_v1", "d_7", now, {"referred_by": "c_1"}),
+                      OnlineRow("t_b", "customer_trends_v1", "d_7", now, {"referred_by": "c_1"})])
+    store.close()
+    matcher = Matcher("t_a", "subject", frozenset({subject_digest("t_a", "c_1")}), values=frozenset({"c_1"}))
+    assert matcher.verbatim_values() == ["c_1"]  # the pre-filter is in use
+    assert verify_erased(matcher, tables=[]).target_matches == {"online_store": 1}

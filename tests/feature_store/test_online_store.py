@@ -123,3 +123,43 @@ def test_materialized_online_values_equal_the_offline_latest(
         expected_context = 2 if tenant is shop else None
         assert online[0]["tenant_active_customers_30d"] == expected_context
     assert not list(store.iter_rows(tenant_id=free.tenant_id))
+
+
+def test_iter_rows_mentioning_keeps_exactly_the_rows_naming_a_text(store: OnlineStore) -> None:
+    """The erasure scan's pre-filter: in the key or anywhere in the stored JSON, on either backend (Redis keys
+    are URL-quoted, so a key with ':', '@' or '+' is compared unquoted)."""
+    store.write_rows([
+        _row("tenant-a", "c1", 1), _row("tenant-a", "mail@x.io:+1", 2), _row("tenant-a", "c2", 3),
+        OnlineRow("tenant-a", "customer_trends", "c3", T0, {"top_category": "c1", "events_30d": 4}),
+        _row("tenant-b", "c1", 5),
+    ])
+    seen = {(r.entity_key, r.view) for r in store.iter_rows(tenant_id="tenant-a", mentioning=["c1"])}
+    assert seen == {("c1", "customer_activity"), ("c3", "customer_trends")}  # c3's JSON names c1
+    assert {r.entity_key for r in store.iter_rows(tenant_id="tenant-a", mentioning=["x.io:+1", "nope"])} == {
+        "mail@x.io:+1"}
+    assert list(store.iter_rows(tenant_id="tenant-a", mentioning=[])) == []
+    assert len(list(store.iter_rows(tenant_id="tenant-a", mentioning=None))) == 4
+
+
+def test_the_erasure_scan_counts_the_same_with_and_without_the_pre_filter(
+        store: OnlineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from feature_store.erasure import online_store_target
+
+    monkeypatch.setattr("feature_store.erasure.open_online_store", lambda: store)
+    monkeypatch.setattr(store, "close", lambda: None)
+    store.write_rows([_row("tenant-a", "c1", 1), _row("tenant-a", "c2", 2), _row("tenant-b", "c1", 3),
+                      OnlineRow("tenant-a", "customer_trends", "c2", T0, {"referrer": "c1"})])
+    iter_rows, read = store.iter_rows, []
+
+    def counted(**kwargs: object) -> Iterator[OnlineRow]:
+        for row in iter_rows(**kwargs):  # type: ignore[arg-type]
+            read.append((row.entity_key, row.view))
+            yield row
+
+    monkeypatch.setattr(store, "iter_rows", counted)
+    target = online_store_target()
+    assert target.scan("tenant-a", lambda v: v == "c1") == 2
+    assert len(read) == 3
+    read.clear()
+    assert target.scan("tenant-a", lambda v: v == "c1", mentions=["c1"]) == 2
+    assert sorted(read) == [("c1", "customer_activity"), ("c2", "customer_trends")]  # c2's activity row unread

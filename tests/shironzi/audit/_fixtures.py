@@ -132,8 +132,8 @@ class SqliteOnlineStore:
                 (tenant_id, *subject_ids),
             ).rowcount
 
-    def scan(self, tenant_id: str, matches: Callable[[str], bool]) -> int:
-        with sqlite3.connect(self.path) as db:
+    def scan(self, tenant_id: str, matches: Callable[[str], bool], *, mentions: Sequence[str] | None = None) -> int:
+        with sqlite3.connect(self.path) as db:  # every row is checked: `mentions` is only a hint
             rows = db.execute("SELECT customer_id FROM features WHERE tenant_id = ?", (tenant_id,)).fetchall()
         return sum(1 for (customer,) in rows if matches(customer))
 
