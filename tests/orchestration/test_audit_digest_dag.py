@@ -10,6 +10,7 @@ import pytest
 
 from orchestration.cli import dags_test, task_states
 from shironzi.settings import get_settings
+from tests.orchestration._fixtures import a_closed_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -20,10 +21,7 @@ def test_audit_digest_dag_signs_the_closed_hours(home: Path) -> None:
     from shironzi.audit.log import get_audit_log, reset_audit_logs
     from shironzi.audit.verify import verify_chains
 
-    # the day before the newest one the grace period has closed: in the first minutes after midnight (UTC) that
-    # is the day before yesterday, whose day digest may be written, where yesterday's may not yet
-    grace = dt.timedelta(seconds=get_settings().audit_digest_grace_seconds)
-    yesterday = (dt.datetime.now(dt.UTC) - grace).date() - dt.timedelta(days=1)
+    yesterday = a_closed_day()
     log = get_audit_log()
     for hour in (3, 7, 7, 19):
         log.record(AuditEvent(action="read", actor="key:k1", tenant_id="t_a",

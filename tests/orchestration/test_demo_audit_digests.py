@@ -10,15 +10,13 @@ from orchestration.demo import STAGES, DemoState, generate_evidence_pack, seal_a
 from shironzi.audit.events import AuditEvent
 from shironzi.audit.log import get_audit_log, reset_audit_logs
 from shironzi.settings import get_settings
+from tests.orchestration._fixtures import a_closed_day
 
 
 def test_demo_ends_by_sealing_the_closed_audit_hours(home: Path) -> None:
     # sealed last but for the evidence pack, which then reports the digests' verification
     assert STAGES[-2:] == [("audit digests", seal_audit_log), ("soc2 evidence pack", generate_evidence_pack)]
-    # the day before the newest one the grace period has closed: in the first minutes after midnight (UTC) that
-    # is the day before yesterday, whose day digest may be written, where yesterday's may not yet
-    grace = dt.timedelta(seconds=get_settings().audit_digest_grace_seconds)
-    yesterday = (dt.datetime.now(dt.UTC) - grace).date() - dt.timedelta(days=1)
+    yesterday = a_closed_day()
     log = get_audit_log()
     for hour in (9, 9, 14):
         log.record(AuditEvent(action="read", actor="demo",
